@@ -1,0 +1,164 @@
+//! The one error type of the core.
+//!
+//! Every variant says what happened and what the person can do next, in words fit for the
+//! screen. None carries a value from a record: paths name JSON fields and indices, never
+//! their contents, so an error can be logged or shown without leaking PHI.
+
+use std::time::Duration;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a vault or store operation failed, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The password did not unwrap the vault key. The attempt has been counted.
+    #[error(
+        "The password is not correct. {attempts_left} more wrong attempts will erase this device's copy of your records."
+    )]
+    WrongPassword {
+        /// Wrong attempts still allowed before the local cache is erased.
+        attempts_left: u32,
+    },
+
+    /// Too many recent wrong passwords: the next attempt must wait.
+    #[error("Too many wrong passwords. Wait {} seconds, then try again.", retry_after.as_secs().max(1))]
+    UnlockBackoff {
+        /// How long until the next attempt is accepted.
+        retry_after: Duration,
+    },
+
+    /// The failed-attempt limit was reached and the local cache has been erased.
+    #[error(
+        "Too many wrong passwords: this device's copy of your records was erased to protect it. Sign in again with your password and authenticator code to download them again."
+    )]
+    WipedAfterFailedAttempts,
+
+    /// The database file does not belong to this profile's key, or is not a Carekeep vault.
+    #[error(
+        "This device's record cache cannot be opened with its key: it is not a Carekeep vault or belongs to another profile. Erase the cache and sign in again to download your records."
+    )]
+    NotAVault,
+
+    /// The database file is truncated or damaged.
+    #[error(
+        "The record cache on this device is damaged. Erase it and sign in again: your records are safe on the server and will be downloaded again."
+    )]
+    CorruptCache,
+
+    /// The key file is damaged or was modified.
+    #[error(
+        "The vault key file on this device is damaged or was modified. Erase the cache and sign in again to set this device up afresh."
+    )]
+    KeyFileInvalid,
+
+    /// The key file was written by a newer Carekeep.
+    #[error("The vault on this device was written by a newer Carekeep (key file format {0}). Update the app.")]
+    KeyFileUnsupportedVersion(u16),
+
+    /// The cache's schema was written by a newer Carekeep.
+    #[error("The record cache on this device was written by a newer Carekeep (schema {0}). Update the app.")]
+    CacheSchemaTooNew(i64),
+
+    /// No Secret Service / keychain could be reached.
+    #[error(
+        "The system keychain is not available (is your desktop session unlocked?). Unlock with your password instead."
+    )]
+    KeychainUnavailable,
+
+    /// The keychain is reachable but holds no device key for this profile.
+    #[error(
+        "This device's key is no longer in the system keychain. Sign in with your password and authenticator code."
+    )]
+    DeviceKeyMissing,
+
+    /// An operation needed the unlocked vault.
+    #[error("The vault is locked. Unlock it first.")]
+    Locked,
+
+    /// No vault exists in the profile directory.
+    #[error("There is no Carekeep vault on this device yet. Sign in to create one.")]
+    NoVault,
+
+    /// A vault already exists where a new one was to be created.
+    #[error("A Carekeep vault already exists on this device. Unlock it, or erase it first.")]
+    VaultExists,
+
+    /// The disk filled up; the change was rolled back.
+    #[error(
+        "The disk is full, so the last change was not saved. Free some space and try again; nothing saved before was lost."
+    )]
+    DiskFull,
+
+    /// A resource or bundle is not valid FHIR R4 JSON.
+    #[error("Not a valid FHIR resource at {path}: {problem}. Nothing was stored.")]
+    InvalidResource {
+        /// Where in the JSON, e.g. `entry[3].resource.resourceType` (field names only).
+        path: String,
+        /// What is wrong, in words that never quote the data.
+        problem: &'static str,
+    },
+
+    /// A caller passed an argument the core cannot use (a malformed id, an empty password).
+    #[error("Invalid {what}: {problem}.")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+
+    /// The operating system's random number generator failed.
+    #[error("The system's random number generator failed. Restart the device and try again.")]
+    Randomness,
+
+    /// A file operation failed for a reason other than a full disk.
+    #[error("Could not {action} the vault files ({kind}). Check the disk and its permissions, then try again.")]
+    Io {
+        /// What the vault was doing, e.g. "write".
+        action: &'static str,
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+    },
+
+    /// The database failed for another reason.
+    #[error(
+        "The record cache reported an internal error (SQLite code {code}). Try again; if it persists, erase the cache and sign in again."
+    )]
+    Database {
+        /// The SQLite extended result code; never the message, which could quote data.
+        code: i32,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error, keeping only its kind (messages can carry paths).
+    pub(crate) fn io(action: &'static str, err: &std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::StorageFull {
+            Error::DiskFull
+        } else {
+            Error::Io { action, kind: err.kind() }
+        }
+    }
+
+    /// A shorthand for [`Error::InvalidResource`].
+    pub(crate) fn invalid(path: impl Into<String>, problem: &'static str) -> Self {
+        Error::InvalidResource { path: path.into(), problem }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        match err.sqlite_error() {
+            Some(e) => match e.code {
+                ErrorCode::DiskFull => Error::DiskFull,
+                ErrorCode::DatabaseCorrupt => Error::CorruptCache,
+                ErrorCode::NotADatabase => Error::NotAVault,
+                _ => Error::Database { code: e.extended_code },
+            },
+            None => Error::Database { code: -1 },
+        }
+    }
+}

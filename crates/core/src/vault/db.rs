@@ -1,0 +1,162 @@
+//! Opening the SQLCipher database with a raw key, and its schema migrations.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::keys::Key256;
+use crate::{Error, Result};
+
+/// `PRAGMA application_id` of a Carekeep vault ("CkV1"): tells our file from any other.
+const APPLICATION_ID: i32 = 0x436B_5631;
+
+/// SQLCipher 4's page size; a vault whose length is not a multiple of it was truncated.
+const PAGE_SIZE: u64 = 4096;
+
+/// Schema migrations, applied in order inside one transaction each. Never edit a released
+/// one: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: FHIR resources with their indexed columns, codes for search and trends, the outbox.
+    "CREATE TABLE resources (
+        pk            INTEGER PRIMARY KEY,
+        type          TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        version_id    TEXT,
+        last_updated  TEXT,
+        patient       TEXT,
+        effective     TEXT,
+        json          TEXT NOT NULL,
+        UNIQUE (type, id)
+    ) STRICT;
+    CREATE INDEX resources_by_patient ON resources (patient, type, effective);
+    CREATE INDEX resources_by_last_updated ON resources (last_updated);
+    CREATE TABLE codes (
+        resource   INTEGER NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+        kind       TEXT NOT NULL CHECK (kind IN ('code', 'category')),
+        system     TEXT,
+        code       TEXT NOT NULL,
+        patient    TEXT,
+        effective  TEXT,
+        value      REAL,
+        unit       TEXT
+    ) STRICT;
+    CREATE INDEX codes_by_code ON codes (code, patient, effective);
+    CREATE INDEX codes_by_resource ON codes (resource);
+    CREATE TABLE outbox (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key  TEXT NOT NULL UNIQUE,
+        method           TEXT NOT NULL CHECK (method IN ('create', 'update')),
+        type             TEXT NOT NULL,
+        id               TEXT,
+        if_match         TEXT,
+        body             TEXT NOT NULL,
+        created_at       INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE meta (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    ) STRICT;",
+];
+
+/// Creates a new, empty vault database at `path`, keyed with `k_db`.
+pub(crate) fn create(path: &Path, k_db: &Key256) -> Result<Connection> {
+    let mut conn =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    apply_key_and_pragmas(&conn, k_db)?;
+    conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens an existing vault database, telling a wrong key, a foreign file and damage apart as
+/// far as the bytes allow.
+pub(crate) fn open(path: &Path, k_db: &Key256) -> Result<Connection> {
+    let len = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::CorruptCache,
+        _ => Error::io("read", &e),
+    })?;
+    if len.len() == 0 || len.len() % PAGE_SIZE != 0 {
+        return Err(Error::CorruptCache);
+    }
+    if has_plain_sqlite_header(path)? {
+        return Err(Error::NotAVault);
+    }
+    let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    apply_key_and_pragmas(&conn, k_db)?;
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
+    if app_id != APPLICATION_ID {
+        return Err(Error::NotAVault);
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Re-encrypts every page under `new_key`. SQLCipher cannot rekey a WAL database safely, so
+/// the log is folded in and the journal switched to DELETE (whose rekey is one atomic
+/// transaction) for the duration.
+pub(crate) fn rekey(conn: &Connection, new_key: &Key256) -> Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))?;
+    let literal = new_key.sqlcipher_literal();
+    let result = conn.execute_batch(&format!("PRAGMA rekey = \"{}\";", literal.as_str()));
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    result.map_err(Error::from)
+}
+
+fn has_plain_sqlite_header(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("read", &e))?;
+    file.read_exact(&mut header).map_err(|e| Error::io("read", &e))?;
+    Ok(&header == b"SQLite format 3\0")
+}
+
+fn apply_key_and_pragmas(conn: &Connection, k_db: &Key256) -> Result<()> {
+    // Before the key: nothing SQLCipher logs may describe our files or keys.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+    let literal = k_db.sqlcipher_literal();
+    conn.execute_batch(&format!("PRAGMA key = \"{}\";", literal.as_str()))?;
+    // The first read decrypts page 1: a wrong key fails here with SQLITE_NOTADB.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA secure_delete = ON;",
+    )?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            version     INTEGER PRIMARY KEY,
+            applied_at  TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+        ) STRICT;",
+    )?;
+    let current: i64 = conn.query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        // A newer app wrote this cache; refusing beats misreading it.
+        return Err(Error::CacheSchemaTooNew(current));
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(current).unwrap_or(0)) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The schema of a vault, for the plain-SQLite benchmark baseline (same tables, no key).
+pub(crate) fn create_unencrypted(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON;",
+    )?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}

@@ -1,0 +1,86 @@
+//! `cargo xtask`: the commands the README gives, so a fresh Debian/Ubuntu machine needs
+//! nothing but Rust to build, test and benchmark Carekeep.
+//!
+//! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings`, then
+//!   every test of the workspace inside a private D-Bus session with an unlocked
+//!   gnome-keyring (the real Secret Service).
+//! - `cargo xtask bench`: the criterion benchmarks in the same kind of session, then a
+//!   table of the figures against the budgets of DESIGN.md §8.
+//! - `cargo xtask setup`: only the system packages.
+//! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
+
+mod bench_report;
+mod keyring_session;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        Some("setup") => setup::ensure_system_packages(),
+        Some("keyring-run") => keyring_run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <test | bench [FILTER] | setup | keyring-run -- CMD...>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error worth showing the person who ran the command.
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn test() -> Result {
+    setup::ensure_system_packages()?;
+    step("cargo fmt --check", Ok(cargo(&["fmt", "--all", "--", "--check"])))?;
+    step("cargo clippy", Ok(cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])))?;
+    let session = keyring_session::KeyringSession::new()?;
+    step("cargo test (in a private keyring session)", session.run(cargo(&["test", "--workspace", "--all-targets"])))?;
+    step("doc tests", session.run(cargo(&["test", "--workspace", "--doc"])))?;
+    Ok(())
+}
+
+fn bench(filter: &[String]) -> Result {
+    setup::ensure_system_packages()?;
+    let session = keyring_session::KeyringSession::new()?;
+    let mut args = vec!["bench", "-p", "carekeep-core", "--bench", "vault", "--"];
+    args.extend(filter.iter().map(String::as_str));
+    step("cargo bench (in a private keyring session)", session.run(cargo(&args)))?;
+    bench_report::print(&workspace_root().join("target").join("criterion"))
+}
+
+fn keyring_run(args: &[String]) -> Result {
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
+    let (program, rest) = args.split_first().ok_or("keyring-run needs a command after --")?;
+    let session = keyring_session::KeyringSession::new()?;
+    let mut command = Command::new(program);
+    command.args(rest);
+    step(program, session.run(command))
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(args).current_dir(workspace_root());
+    command
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a prepared command, announcing it and turning a failure into a message.
+fn step(name: &str, command: Result<Command>) -> Result {
+    let mut command = command?;
+    eprintln!("==> {name}");
+    let status = command.status().map_err(|e| format!("{name}: could not start: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{name} failed ({status})")) }
+}

@@ -14,7 +14,7 @@ pub struct KeyringSession {
 }
 
 impl KeyringSession {
-    /// Prepares the directories. The bus and daemon start with each [`KeyringSession::run`].
+    /// Prepares the directories. The bus and daemon start with each [`KeyringSession::wrap`].
     pub fn new() -> Result<Self> {
         for tool in ["dbus-run-session", "gnome-keyring-daemon"] {
             if which(tool).is_none() {
@@ -37,7 +37,7 @@ impl KeyringSession {
 
     /// Wraps `command` to run inside `dbus-run-session` with gnome-keyring's Secret Service
     /// started and its login keyring unlocked.
-    pub fn run(&self, command: Command) -> Result<Command> {
+    pub fn wrap(&self, command: &Command) -> Command {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
         // Cargo and rustup find themselves through HOME unless told: pin them first.
         let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
@@ -73,7 +73,7 @@ impl KeyringSession {
                 None => wrapped.env_remove(key),
             };
         }
-        Ok(wrapped)
+        wrapped
     }
 }
 

@@ -4,12 +4,11 @@
 //! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings`, then
 //!   every test of the workspace inside a private D-Bus session with an unlocked
 //!   gnome-keyring (the real Secret Service).
-//! - `cargo xtask bench`: the criterion benchmarks in the same kind of session, then a
-//!   table of the figures against the budgets of DESIGN.md §8.
+//! - `cargo xtask bench`: the criterion benchmarks in the same kind of session (they print
+//!   their own table against the budgets of DESIGN.md §8).
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
 
-mod bench_report;
 mod keyring_session;
 mod setup;
 
@@ -41,11 +40,11 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 fn test() -> Result {
     setup::ensure_system_packages()?;
-    step("cargo fmt --check", Ok(cargo(&["fmt", "--all", "--", "--check"])))?;
-    step("cargo clippy", Ok(cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])))?;
+    step("cargo fmt --check", cargo(&["fmt", "--all", "--", "--check"]))?;
+    step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     let session = keyring_session::KeyringSession::new()?;
-    step("cargo test (in a private keyring session)", session.run(cargo(&["test", "--workspace", "--all-targets"])))?;
-    step("doc tests", session.run(cargo(&["test", "--workspace", "--doc"])))?;
+    step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
+    step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
     Ok(())
 }
 
@@ -54,8 +53,7 @@ fn bench(filter: &[String]) -> Result {
     let session = keyring_session::KeyringSession::new()?;
     let mut args = vec!["bench", "-p", "carekeep-core", "--bench", "vault", "--"];
     args.extend(filter.iter().map(String::as_str));
-    step("cargo bench (in a private keyring session)", session.run(cargo(&args)))?;
-    bench_report::print(&workspace_root().join("target").join("criterion"))
+    step("cargo bench (in a private keyring session)", session.wrap(&cargo(&args)))
 }
 
 fn keyring_run(args: &[String]) -> Result {
@@ -64,7 +62,7 @@ fn keyring_run(args: &[String]) -> Result {
     let session = keyring_session::KeyringSession::new()?;
     let mut command = Command::new(program);
     command.args(rest);
-    step(program, session.run(command))
+    step(program, session.wrap(&command))
 }
 
 fn cargo(args: &[&str]) -> Command {
@@ -78,8 +76,7 @@ fn workspace_root() -> std::path::PathBuf {
 }
 
 /// Runs a prepared command, announcing it and turning a failure into a message.
-fn step(name: &str, command: Result<Command>) -> Result {
-    let mut command = command?;
+fn step(name: &str, mut command: Command) -> Result {
     eprintln!("==> {name}");
     let status = command.status().map_err(|e| format!("{name}: could not start: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("{name} failed ({status})")) }

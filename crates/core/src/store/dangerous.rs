@@ -22,6 +22,11 @@ impl PlaintextBaseline {
         Ok(Self { conn: crate::vault::create_unencrypted(path)? })
     }
 
+    /// Opens an existing baseline database (the plain counterpart of an unlock).
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::create(path)
+    }
+
     /// The same store API over the plaintext database.
     pub fn store(&mut self) -> Store<'_> {
         Store::new(&mut self.conn)

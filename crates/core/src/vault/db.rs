@@ -103,6 +103,17 @@ pub(crate) fn rekey(conn: &Connection, new_key: &Key256) -> Result<()> {
     result.map_err(Error::from)
 }
 
+/// `PRAGMA cipher_integrity_check` (page HMACs) and `PRAGMA quick_check` (structure).
+pub(crate) fn verify_integrity(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("PRAGMA cipher_integrity_check")?;
+    let damaged_pages = stmt.query_map([], |_| Ok(()))?.count();
+    if damaged_pages > 0 {
+        return Err(Error::CorruptCache);
+    }
+    let verdict: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    if verdict == "ok" { Ok(()) } else { Err(Error::CorruptCache) }
+}
+
 fn has_plain_sqlite_header(path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut header = [0u8; 16];

@@ -231,6 +231,14 @@ impl Vault {
         self.open.as_mut().map(|open| Store::new(&mut open.conn)).ok_or(Error::Locked)
     }
 
+    /// Checks every page of the cache: SQLCipher's per-page HMACs, then SQLite's own
+    /// structural check. [`Error::CorruptCache`] on any damage. Reads the whole file, so it
+    /// belongs in the background, not on the unlock path.
+    pub fn verify_integrity(&mut self) -> Result<()> {
+        let open = self.open.as_mut().ok_or(Error::Locked)?;
+        db::verify_integrity(&open.conn)
+    }
+
     /// Changes the password: re-wraps `K_db` under a key from `new` with a fresh salt. The
     /// database is untouched. `current` is checked (and counted) like an unlock.
     pub fn change_password(&mut self, current: &Password, new: &Password) -> Result<()> {

@@ -9,7 +9,7 @@ use crate::{Error, Result};
 
 /// A checked resource, its raw JSON unchanged, and what the store indexes it by.
 #[derive(Debug, Clone)]
-pub(crate) struct IndexedResource {
+pub(crate) struct IndexedResource<'a> {
     pub(crate) resource_type: String,
     pub(crate) id: String,
     pub(crate) version_id: Option<String>,
@@ -18,15 +18,15 @@ pub(crate) struct IndexedResource {
     pub(crate) patient: Option<String>,
     /// Sortable form of the clinically relevant date (see [`sortable_date_time`]).
     pub(crate) effective: Option<String>,
+    /// The first category code (e.g. `laboratory`, `vital-signs`): what list it belongs in.
+    pub(crate) category: Option<String>,
     pub(crate) codes: Vec<CodeEntry>,
-    pub(crate) json: String,
+    pub(crate) json: &'a str,
 }
 
 /// One coding a resource can be found by, with the quantity it carries (for trends).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CodeEntry {
-    /// `code` (what the resource is about) or `category` (e.g. laboratory, vital-signs).
-    pub(crate) kind: &'static str,
     pub(crate) system: Option<String>,
     pub(crate) code: String,
     pub(crate) value: Option<f64>,
@@ -66,13 +66,13 @@ pub(crate) fn id_from_full_url(full_url: &str) -> Option<&str> {
 
 /// Checks `value` (whose text is `raw`) is a FHIR R4 resource and extracts its index fields.
 /// `path` names it in errors; `fallback_id` is used when it has no `id`.
-pub(crate) fn index_resource(
+pub(crate) fn index_resource<'a>(
     value: &Value,
-    raw: &str,
+    raw: &'a str,
     path: &str,
     fallback_id: Option<&str>,
     refs: &References,
-) -> Result<IndexedResource> {
+) -> Result<IndexedResource<'a>> {
     let obj = value.as_object().ok_or_else(|| Error::invalid(path, "expected a JSON object"))?;
     let resource_type = obj
         .get("resourceType")
@@ -94,8 +94,9 @@ pub(crate) fn index_resource(
         last_updated,
         patient: patient(resource_type, id, obj, refs),
         effective: effective(resource_type, obj, path)?,
+        category: category(obj),
         codes: codes(resource_type, obj),
-        json: raw.to_owned(),
+        json: raw,
     })
 }
 
@@ -185,31 +186,33 @@ fn codes(resource_type: &str, obj: &Map<String, Value>) -> Vec<CodeEntry> {
     let mut out = Vec::new();
     if let Some(field) = code_field(resource_type) {
         let (value, unit) = quantity(obj.get("valueQuantity"));
-        push_codings(&mut out, "code", obj.get(field), value, unit.as_deref());
+        push_codings(&mut out, obj.get(field), value, unit.as_deref());
     }
     // Observation components (blood pressure's systolic and diastolic) trend on their own codes.
     for component in obj.get("component").and_then(Value::as_array).into_iter().flatten() {
         let (value, unit) = quantity(component.get("valueQuantity"));
-        push_codings(&mut out, "code", component.get("code"), value, unit.as_deref());
-    }
-    for category in obj.get("category").and_then(Value::as_array).into_iter().flatten() {
-        push_codings(&mut out, "category", Some(category), None, None);
+        push_codings(&mut out, component.get("code"), value, unit.as_deref());
     }
     out
 }
 
-fn push_codings(
-    out: &mut Vec<CodeEntry>,
-    kind: &'static str,
-    concept: Option<&Value>,
-    value: Option<f64>,
-    unit: Option<&str>,
-) {
+/// The first coded category, whether `category` is one CodeableConcept or a list of them.
+fn category(obj: &Map<String, Value>) -> Option<String> {
+    let category = obj.get("category")?;
+    let concepts = category.as_array().map_or_else(|| std::slice::from_ref(category), Vec::as_slice);
+    concepts
+        .iter()
+        .filter_map(|c| c.get("coding")?.as_array())
+        .flatten()
+        .find_map(|coding| coding.get("code")?.as_str())
+        .map(str::to_owned)
+}
+
+fn push_codings(out: &mut Vec<CodeEntry>, concept: Option<&Value>, value: Option<f64>, unit: Option<&str>) {
     let codings = concept.and_then(|c| c.get("coding")).and_then(Value::as_array);
     for coding in codings.into_iter().flatten() {
         let Some(code) = coding.get("code").and_then(Value::as_str) else { continue };
         out.push(CodeEntry {
-            kind,
             system: coding.get("system").and_then(Value::as_str).map(str::to_owned),
             code: code.to_owned(),
             value,
@@ -231,8 +234,9 @@ mod tests {
 
     use super::*;
 
-    fn index(v: &Value) -> Result<IndexedResource> {
-        index_resource(v, &v.to_string(), "resource", None, &References::default())
+    fn index(v: &Value) -> Result<IndexedResource<'static>> {
+        let raw: &'static str = Box::leak(v.to_string().into_boxed_str());
+        index_resource(v, raw, "resource", None, &References::default())
     }
 
     #[test]
@@ -250,10 +254,10 @@ mod tests {
         assert_eq!(r.version_id.as_deref(), Some("3"));
         assert_eq!(r.patient.as_deref(), Some("Patient/p1"));
         assert_eq!(r.effective.as_deref(), Some("2024-01-01T09:00:00.000000Z"));
-        assert_eq!(r.codes.len(), 3);
+        assert_eq!(r.codes.len(), 2);
         assert_eq!(r.codes[0].value, Some(5.4));
         assert_eq!(r.codes[0].unit.as_deref(), Some("mmol/L"));
-        assert_eq!(r.codes[2].kind, "category");
+        assert_eq!(r.category.as_deref(), Some("laboratory"));
     }
 
     #[test]

@@ -48,6 +48,15 @@ struct BundleIn<'a> {
     entry: Vec<EntryIn<'a>>,
 }
 
+/// Just the identity of a resource, read without building the rest.
+#[derive(Deserialize)]
+struct Identity<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Option<&'a str>,
+    #[serde(borrow)]
+    id: Option<&'a str>,
+}
+
 #[derive(Deserialize)]
 struct EntryIn<'a> {
     #[serde(rename = "fullUrl")]
@@ -72,33 +81,34 @@ impl<'v> Store<'v> {
         if bundle.resource_type != Some("Bundle") {
             return Err(Error::invalid("Bundle.resourceType", "expected \"Bundle\""));
         }
-        let mut values = Vec::with_capacity(bundle.entry.len());
+        // First pass, cheap: what each full URL stands for, so references can be resolved.
         let mut refs = References::default();
+        let mut raws = Vec::with_capacity(bundle.entry.len());
         for (i, entry) in bundle.entry.iter().enumerate() {
             let raw = entry.resource.ok_or_else(|| Error::invalid(format!("entry[{i}].resource"), "missing"))?;
-            let value: serde_json::Value = serde_json::from_str(raw.get())
-                .map_err(|_| Error::invalid(format!("entry[{i}].resource"), "not valid JSON"))?;
             let fallback = entry.full_url.and_then(id_from_full_url);
-            if let (Some(url), Some(rt)) = (entry.full_url, value.get("resourceType").and_then(|t| t.as_str()))
-                && let Some(id) = value.get("id").and_then(|v| v.as_str()).or(fallback)
+            if let Some(url) = entry.full_url
+                && let Ok(identity) = serde_json::from_str::<Identity<'_>>(raw.get())
+                && let (Some(rt), Some(id)) = (identity.resource_type, identity.id.or(fallback))
             {
                 refs.insert(url, rt, id);
             }
-            values.push((value, raw.get(), fallback));
+            raws.push((raw.get(), fallback));
         }
-        let indexed = values
-            .iter()
-            .enumerate()
-            .map(|(i, (value, raw, fallback))| {
-                index_resource(value, raw, &format!("entry[{i}].resource"), *fallback, &refs)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let tx = self.conn.transaction()?;
-        for resource in &indexed {
-            upsert(&tx, resource)?;
+        // Second pass, streaming: check, index and write each entry. An error drops the
+        // transaction, which rolls back everything written so far.
+        let bulk = raws.len() >= BULK_INGEST;
+        if bulk {
+            self.conn.execute_batch(BULK_CACHE_SIZE_PRAGMA)?;
         }
-        tx.commit()?;
-        Ok(IngestSummary { stored: indexed.len() })
+        let written = write_entries(self.conn, &raws, &refs);
+        if bulk {
+            // Back to the everyday cache, and its memory back to the system.
+            let _ = self.conn.execute_batch(crate::vault::CACHE_SIZE_PRAGMA);
+            let _ = self.conn.execute_batch("PRAGMA shrink_memory;");
+        }
+        written?;
+        Ok(IngestSummary { stored: raws.len() })
     }
 
     /// Stores (inserts or replaces) one resource, which must carry its own `id`.
@@ -113,7 +123,7 @@ impl<'v> Store<'v> {
             resource_type: resource.resource_type,
             id: resource.id,
             version_id: resource.version_id,
-            json: resource.json,
+            json: resource.json.to_owned(),
         })
     }
 
@@ -154,28 +164,59 @@ impl<'v> Store<'v> {
     }
 }
 
+/// Resources per ingest from which the page cache grows for the transaction's length, so its
+/// working set is not spilled mid-way (under SQLCipher, a spilled page is encrypted twice).
+const BULK_INGEST: usize = 5_000;
+const BULK_CACHE_SIZE_PRAGMA: &str = "PRAGMA cache_size = -131072;";
+
+/// Writes checked entries in one transaction; nothing of it stays if any entry fails.
+fn write_entries(conn: &mut Connection, raws: &[(&str, Option<&str>)], refs: &References) -> Result<()> {
+    let tx = conn.transaction()?;
+    for (i, (raw, fallback)) in raws.iter().enumerate() {
+        let path = format!("entry[{i}].resource");
+        let value: serde_json::Value =
+            serde_json::from_str(raw).map_err(|_| Error::invalid(&*path, "not valid JSON"))?;
+        upsert(&tx, &index_resource(&value, raw, &path, *fallback, refs)?)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
     Ok(StoredResource { resource_type: row.get(0)?, id: row.get(1)?, version_id: row.get(2)?, json: row.get(3)? })
 }
 
-fn upsert(tx: &Transaction<'_>, r: &IndexedResource) -> Result<()> {
-    let pk: i64 = tx.query_row(
-        "INSERT INTO resources (type, id, version_id, last_updated, patient, effective, json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (type, id) DO UPDATE SET
-            version_id = excluded.version_id, last_updated = excluded.last_updated,
-            patient = excluded.patient, effective = excluded.effective, json = excluded.json
-         RETURNING pk",
-        params![r.resource_type, r.id, r.version_id, r.last_updated, r.patient, r.effective, r.json],
-        |row| row.get(0),
-    )?;
-    tx.execute("DELETE FROM codes WHERE resource = ?1", [pk])?;
+/// Inserts or replaces one resource and its codes. New resources (the bulk of a sync) take
+/// the cheap path: one lookup, plain inserts, no statement journal and no `RETURNING` table.
+fn upsert(tx: &Transaction<'_>, r: &IndexedResource<'_>) -> Result<()> {
+    let existing: Option<i64> = tx
+        .prepare_cached("SELECT pk FROM resources WHERE type = ?1 AND id = ?2")?
+        .query_row(params![r.resource_type, r.id], |row| row.get(0))
+        .optional()?;
+    let columns =
+        params![r.resource_type, r.id, r.version_id, r.last_updated, r.patient, r.effective, r.category, r.json];
+    let pk = if let Some(pk) = existing {
+        tx.prepare_cached(
+            "UPDATE resources SET type = ?1, id = ?2, version_id = ?3, last_updated = ?4, patient = ?5,
+                effective = ?6, category = ?7, json = ?8 WHERE pk = ?9",
+        )?
+        .execute(rusqlite::params_from_iter(columns.iter().copied().chain([&pk as &dyn rusqlite::ToSql])))?;
+        tx.prepare_cached("DELETE FROM codes WHERE resource = ?1")?.execute([pk])?;
+        pk
+    } else {
+        tx.prepare_cached(
+            "INSERT INTO resources (type, id, version_id, last_updated, patient, effective, category, json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(columns)?;
+        tx.last_insert_rowid()
+    };
     let mut insert = tx.prepare_cached(
-        "INSERT INTO codes (resource, kind, system, code, patient, effective, value, unit)
+        "INSERT INTO codes (resource, seq, system, code, patient, effective, value, unit)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for c in &r.codes {
-        insert.execute(params![pk, c.kind, c.system, c.code, r.patient, r.effective, c.value, c.unit])?;
+    for (seq, c) in (0_i64..).zip(&r.codes) {
+        insert.execute(params![pk, seq, c.system, c.code, r.patient, r.effective, c.value, c.unit])?;
     }
     Ok(())
 }

@@ -37,8 +37,10 @@ pub struct ResourceQuery {
     pub patient: String,
     /// Resource type, e.g. `Observation`.
     pub resource_type: String,
-    /// Only resources with this code (or category).
+    /// Only resources with this code.
     pub code: Option<CodeFilter>,
+    /// Only resources whose first category is this code (e.g. `laboratory`, `vital-signs`).
+    pub category: Option<String>,
     /// Effective on or after this FHIR date/dateTime.
     pub from: Option<String>,
     /// Effective before this FHIR date/dateTime (exclusive).
@@ -78,6 +80,10 @@ impl Store<'_> {
             }
             sql.push(')');
         }
+        if let Some(category) = &query.category {
+            sql.push_str(" AND r.category = ?");
+            args.push(SqlValue::from(category.clone()));
+        }
         if let Some(from) = date_bound(query.from.as_ref(), "from date")? {
             sql.push_str(" AND r.effective >= ?");
             args.push(SqlValue::from(from));
@@ -97,7 +103,7 @@ impl Store<'_> {
     pub fn lab_trend(&self, patient: &str, code: &CodeFilter) -> Result<Vec<TrendPoint>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT effective, value, unit FROM codes
-             WHERE code = ?1 AND patient = ?2 AND kind = 'code' AND (?3 IS NULL OR system = ?3)
+             WHERE patient = ?2 AND code = ?1 AND (?3 IS NULL OR system = ?3)
                AND value IS NOT NULL AND effective IS NOT NULL
              ORDER BY effective",
         )?;

@@ -13,6 +13,11 @@ const APPLICATION_ID: i32 = 0x436B_5631;
 /// SQLCipher 4's page size; a vault whose length is not a multiple of it was truncated.
 const PAGE_SIZE: u64 = 4096;
 
+/// A `Connection` is never shared between threads, so SQLite's own per-call mutex is pure
+/// cost (rusqlite's default too); no URI parsing, since paths are ours.
+const OPEN_EXISTING: OpenFlags = OpenFlags::SQLITE_OPEN_READ_WRITE.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+const OPEN_CREATE: OpenFlags = OPEN_EXISTING.union(OpenFlags::SQLITE_OPEN_CREATE);
+
 /// Schema migrations, applied in order inside one transaction each. Never edit a released
 /// one: add a new one.
 const MIGRATIONS: &[&str] = &[
@@ -25,23 +30,26 @@ const MIGRATIONS: &[&str] = &[
         last_updated  TEXT,
         patient       TEXT,
         effective     TEXT,
+        category      TEXT,
         json          TEXT NOT NULL,
         UNIQUE (type, id)
     ) STRICT;
     CREATE INDEX resources_by_patient ON resources (patient, type, effective);
-    CREATE INDEX resources_by_last_updated ON resources (last_updated);
+    -- Clustered by resource (no separate rowid b-tree): replacing a resource's codes is
+    -- one range delete.
     CREATE TABLE codes (
         resource   INTEGER NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
-        kind       TEXT NOT NULL CHECK (kind IN ('code', 'category')),
+        seq        INTEGER NOT NULL,
         system     TEXT,
         code       TEXT NOT NULL,
         patient    TEXT,
         effective  TEXT,
         value      REAL,
-        unit       TEXT
-    ) STRICT;
-    CREATE INDEX codes_by_code ON codes (code, patient, effective);
-    CREATE INDEX codes_by_resource ON codes (resource);
+        unit       TEXT,
+        PRIMARY KEY (resource, seq)
+    ) STRICT, WITHOUT ROWID;
+    -- Covers the lab-trend query: one range scan, no table lookups.
+    CREATE INDEX codes_trend ON codes (patient, code, effective, value, unit, system);
     CREATE TABLE outbox (
         seq              INTEGER PRIMARY KEY AUTOINCREMENT,
         idempotency_key  TEXT NOT NULL UNIQUE,
@@ -60,8 +68,7 @@ const MIGRATIONS: &[&str] = &[
 
 /// Creates a new, empty vault database at `path`, keyed with `k_db`.
 pub(crate) fn create(path: &Path, k_db: &Key256) -> Result<Connection> {
-    let mut conn =
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    let mut conn = Connection::open_with_flags(path, OPEN_CREATE)?;
     apply_key_and_pragmas(&conn, k_db)?;
     conn.pragma_update(None, "application_id", APPLICATION_ID)?;
     migrate(&mut conn)?;
@@ -81,7 +88,7 @@ pub(crate) fn open(path: &Path, k_db: &Key256) -> Result<Connection> {
     if has_plain_sqlite_header(path)? {
         return Err(Error::NotAVault);
     }
-    let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let mut conn = Connection::open_with_flags(path, OPEN_EXISTING)?;
     apply_key_and_pragmas(&conn, k_db)?;
     let app_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
     if app_id != APPLICATION_ID {
@@ -130,14 +137,19 @@ fn apply_key_and_pragmas(conn: &Connection, k_db: &Key256) -> Result<()> {
     // The first read decrypts page 1: a wrong key fails here with SQLITE_NOTADB.
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    conn.execute_batch(
-        "PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA secure_delete = ON;",
-    )?;
+    conn.execute_batch(PRAGMAS)?;
+    conn.execute_batch(CACHE_SIZE_PRAGMA)?;
     Ok(())
 }
+
+/// Durability, integrity and hygiene, shared with the benchmark baseline.
+const PRAGMAS: &str = "PRAGMA synchronous = FULL;
+     PRAGMA foreign_keys = ON;
+     PRAGMA temp_store = MEMORY;
+     PRAGMA secure_delete = ON;";
+
+/// The everyday page cache (16 MiB); bulk ingests raise it for their duration.
+pub(crate) const CACHE_SIZE_PRAGMA: &str = "PRAGMA cache_size = -16384;";
 
 fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch(
@@ -163,11 +175,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// The schema of a vault, for the plain-SQLite benchmark baseline (same tables, no key).
 pub(crate) fn create_unencrypted(path: &Path) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = Connection::open_with_flags(path, OPEN_CREATE)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-    conn.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON;",
-    )?;
+    conn.execute_batch(PRAGMAS)?;
+    conn.execute_batch(CACHE_SIZE_PRAGMA)?;
     migrate(&mut conn)?;
     Ok(conn)
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 pub use attempts::UnlockPolicy;
-pub(crate) use db::create_unencrypted;
+pub(crate) use db::{CACHE_SIZE_PRAGMA, create_unencrypted};
 pub use profile::{DeviceId, Profile, UserId};
 pub use wipe::{WipeReport, wipe_profile};
 

@@ -5,6 +5,9 @@ mod common;
 use carekeep_core::{Error, Keychain, Password, Profile, Vault};
 use common::*;
 
+/// The vault's page size (see `vault/db.rs`).
+const PAGE: usize = 16384;
+
 fn bundle_of(n: usize, offset: usize) -> String {
     let entries: Vec<serde_json::Value> = (0..n)
         .map(|i| {
@@ -54,12 +57,12 @@ fn a_damaged_page_is_a_corrupt_cache_and_wipe_is_the_way_out() {
     let (_dir, profile, keychain) = locked_vault_with_data();
     let db = profile.dir().join("vault.db");
     let original = std::fs::read(&db).unwrap();
-    let pages = original.len() / 4096;
+    let pages = original.len() / PAGE;
     assert!(pages > 8);
     // One flipped byte in one page: the background integrity check finds it wherever it is.
     for page in [2, pages / 2, pages - 1] {
         let mut bytes = original.clone();
-        bytes[page * 4096 + 100] ^= 0xff;
+        bytes[page * PAGE + 100] ^= 0xff;
         std::fs::write(&db, &bytes).unwrap();
         let mut vault = Vault::open(&profile, keychain.clone()).unwrap();
         vault.unlock_with_device_key().unwrap();
@@ -70,7 +73,7 @@ fn a_damaged_page_is_a_corrupt_cache_and_wipe_is_the_way_out() {
     // Damage in the pages a query reads fails that query with the same typed error.
     let mut bytes = original.clone();
     for page in 1..pages {
-        bytes[page * 4096 + 100] ^= 0xff;
+        bytes[page * PAGE + 100] ^= 0xff;
     }
     std::fs::write(&db, &bytes).unwrap();
     let err = unlock(&profile, &keychain).expect_err("damage must be detected");
@@ -100,7 +103,7 @@ fn a_foreign_database_or_another_vaults_database_is_not_a_vault() {
     assert!(matches!(unlock(&profile, &keychain), Err(Error::NotAVault)));
 
     // Random bytes of a plausible size.
-    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    std::fs::write(&db, vec![0x5a; 2 * PAGE]).unwrap();
     assert!(matches!(unlock(&profile, &keychain), Err(Error::NotAVault)));
 }
 

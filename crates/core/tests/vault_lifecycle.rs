@@ -138,7 +138,7 @@ fn rotating_the_database_key_reencrypts_and_keeps_the_data() {
     vault.lock();
 
     let new_db = std::fs::read(profile.dir().join("vault.db")).unwrap();
-    assert_ne!(old_db[..4096], new_db[..4096], "every page is re-encrypted");
+    assert_ne!(old_db[..16384], new_db[..16384], "every page is re-encrypted");
     assert!(!profile.dir().join("vault.keys.next").exists());
 
     // The old key file no longer opens the database.

@@ -77,6 +77,7 @@ impl<'s> Outbox<'s> {
     pub fn enqueue(&mut self, write: &PendingWrite, now_unix: i64) -> Result<OutboxEntry> {
         let value: serde_json::Value =
             serde_json::from_str(&write.body).map_err(|_| Error::invalid("resource", "not valid JSON"))?;
+        // A create may leave the id to the server: check it as if it had one.
         let fallback = (write.method == WriteMethod::Create).then_some("new");
         let indexed = index_resource(&value, &write.body, "resource", fallback, &References::default())?;
         let id = value.get("id").and_then(|v| v.as_str()).map(str::to_owned);

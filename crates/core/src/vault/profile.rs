@@ -114,38 +114,36 @@ fn check_id(value: &str, what: &'static str) -> Result<()> {
     }
 }
 
-/// The account a vault belongs to (the server's opaque user id, never a patient's name).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserId(String);
+/// Declares a validated identifier type (see [`check_id`] for what is accepted).
+macro_rules! opaque_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
 
-impl UserId {
-    /// Validates and wraps a user id.
-    pub fn new(value: impl Into<String>) -> Result<Self> {
-        let value = value.into();
-        check_id(&value, "user id")?;
-        Ok(Self(value))
-    }
+        impl $name {
+            /// Validates and wraps the id.
+            pub fn new(value: impl Into<String>) -> Result<Self> {
+                let value = value.into();
+                check_id(&value, $what)?;
+                Ok(Self(value))
+            }
 
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
 }
 
-/// This installation's device id (assigned by the server at sign-in).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceId(String);
-
-impl DeviceId {
-    /// Validates and wraps a device id.
-    pub fn new(value: impl Into<String>) -> Result<Self> {
-        let value = value.into();
-        check_id(&value, "device id")?;
-        Ok(Self(value))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+opaque_id!(
+    /// The account a vault belongs to (the server's opaque user id, never a patient's name).
+    UserId,
+    "user id"
+);
+opaque_id!(
+    /// This installation's device id (assigned by the server at sign-in).
+    DeviceId,
+    "device id"
+);

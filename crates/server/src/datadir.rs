@@ -1,0 +1,155 @@
+//! The server's data directory: its secrets and how they are laid out.
+//!
+//! ```text
+//! DIR/                     0700
+//!   master.key             0600  32 random bytes; will encrypt the store and documents.
+//!                                $CAREKEEP_MASTER_KEY_FILE moves it to a secret store.
+//!   signing.key            0600  Ed25519 seed: signs the policy and audit checkpoints
+//!   tls/cert.pem                 the live certificate (self-signed, pinned by clients)
+//!   tls/key.pem            0600  its private key
+//!   tls/backup-key.pem     0600  the backup key: not in any certificate; its pin ships with
+//!                                every pin set so a rotation never strands clients.
+//!                                Move it offline after `init`.
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use carekeep_protocol::pins::Pin;
+use ed25519_dalek::SigningKey;
+use rcgen::KeyPair;
+use zeroize::Zeroizing;
+
+use crate::{ServerError, tls};
+
+/// Environment variable naming the master key file, for deployments that mount secrets.
+pub const MASTER_KEY_ENV: &str = "CAREKEEP_MASTER_KEY_FILE";
+
+/// An initialised data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// The pins clients must hold, live key first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerPins {
+    /// The key in the served certificate.
+    pub live: Pin,
+    /// The offline backup key.
+    pub backup: Pin,
+}
+
+impl DataDir {
+    /// Creates a data directory for a server reachable as `hostname` (plus `localhost` and
+    /// `127.0.0.1`). Refuses a directory that already holds one.
+    pub fn init(root: &Path, hostname: &str) -> Result<(Self, ServerPins), ServerError> {
+        let dir = Self { root: root.to_path_buf() };
+        if dir.signing_key_path().exists() || dir.cert_path().exists() {
+            return Err(ServerError::AlreadyInitialised(root.to_path_buf()));
+        }
+        create_private_dir(root)?;
+        create_private_dir(&root.join("tls"))?;
+
+        let mut master = Zeroizing::new([0u8; 32]);
+        random(master.as_mut_slice())?;
+        write_private(&dir.master_key_path(), master.as_slice())?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        random(seed.as_mut_slice())?;
+        write_private(&dir.signing_key_path(), seed.as_slice())?;
+
+        let live = tls::generate_key()?;
+        let generated = tls::self_signed(&live, hostname)?;
+        let backup = tls::generate_key()?;
+        write_private(&dir.key_path(), generated.key_pem.as_bytes())?;
+        write_private(&dir.backup_key_path(), backup.serialize_pem().as_bytes())?;
+        // The certificate last: its presence marks the directory as initialised.
+        write_private(&dir.cert_path(), generated.cert_pem.as_bytes())?;
+        Ok((dir, ServerPins { live: tls::pin_of(&live), backup: tls::pin_of(&backup) }))
+    }
+
+    /// Opens an initialised data directory.
+    pub fn open(root: &Path) -> Result<Self, ServerError> {
+        let dir = Self { root: root.to_path_buf() };
+        if !dir.cert_path().exists() {
+            return Err(ServerError::NotInitialised(root.to_path_buf()));
+        }
+        Ok(dir)
+    }
+
+    /// The pins of the live and the backup key.
+    pub fn pins(&self) -> Result<ServerPins, ServerError> {
+        Ok(ServerPins {
+            live: tls::pin_of(&load_key(&self.key_path())?),
+            backup: tls::pin_of(&load_key(&self.backup_key_path())?),
+        })
+    }
+
+    /// The rustls configuration serving the live certificate.
+    pub fn tls_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, ServerError> {
+        let cert = read(&self.cert_path())?;
+        let key = Zeroizing::new(read(&self.key_path())?);
+        tls::server_config(&cert, &key)
+    }
+
+    /// The key that signs policies and audit checkpoints.
+    pub fn signing_key(&self) -> Result<SigningKey, ServerError> {
+        let path = self.signing_key_path();
+        let bytes = Zeroizing::new(read(&path)?);
+        let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| ServerError::BadKeyMaterial(path))?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// Where the master key lives: `$CAREKEEP_MASTER_KEY_FILE`, else `DIR/master.key`.
+    pub fn master_key_path(&self) -> PathBuf {
+        std::env::var_os(MASTER_KEY_ENV).map_or_else(|| self.root.join("master.key"), PathBuf::from)
+    }
+
+    /// The live certificate (PEM).
+    pub fn cert_path(&self) -> PathBuf {
+        self.root.join("tls").join("cert.pem")
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.root.join("tls").join("key.pem")
+    }
+
+    fn backup_key_path(&self) -> PathBuf {
+        self.root.join("tls").join("backup-key.pem")
+    }
+
+    fn signing_key_path(&self) -> PathBuf {
+        self.root.join("signing.key")
+    }
+}
+
+fn load_key(path: &Path) -> Result<KeyPair, ServerError> {
+    let pem = Zeroizing::new(String::from_utf8(read(path)?).map_err(|_| ServerError::BadKeyMaterial(path.into()))?);
+    KeyPair::from_pem(&pem).map_err(|_| ServerError::BadKeyMaterial(path.into()))
+}
+
+fn random(buf: &mut [u8]) -> Result<(), ServerError> {
+    getrandom::fill(buf).map_err(|e| ServerError::KeyGeneration(e.to_string()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(ServerError::io("read", path))
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(ServerError::io("create", path))
+}
+
+/// Writes a new file readable only by the server's user; never overwrites.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(ServerError::io("create", path))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(ServerError::io("write", path))
+}

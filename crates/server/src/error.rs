@@ -1,0 +1,39 @@
+//! Errors of the server's administration commands, phrased for the operator.
+
+use std::path::PathBuf;
+
+/// What went wrong while setting up or starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// `init` found an existing data directory.
+    #[error("{} already holds a Carekeep server; use it, or choose an empty directory", .0.display())]
+    AlreadyInitialised(PathBuf),
+    /// The data directory has not been initialised.
+    #[error("{} is not a Carekeep server data directory; run `carekeep-server init --data DIR` first", .0.display())]
+    NotInitialised(PathBuf),
+    /// A file could not be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A key or certificate file is damaged.
+    #[error("{} is damaged or not the expected kind of file; restore it from your backup", .0.display())]
+    BadKeyMaterial(PathBuf),
+    /// Generating keys or certificates failed.
+    #[error("could not generate keys: {0}")]
+    KeyGeneration(String),
+    /// The TLS configuration was refused.
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+}
+
+impl ServerError {
+    pub(crate) fn io<'a>(action: &'static str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |source| ServerError::Io { action, path: path.to_path_buf(), source }
+    }
+}

@@ -1,0 +1,68 @@
+//! The HTTPS API: a router of thin handlers behind the layers every response passes.
+
+mod headers;
+mod metadata;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::{DataDir, ServerError};
+
+/// Largest request body accepted (FHIR resources and Bundles from one device).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The application: routes, then the security headers and body limit on every response.
+pub fn router() -> Router {
+    Router::new()
+        .route("/fhir/metadata", get(metadata::capability_statement))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(headers::security_headers))
+}
+
+/// Serves the API over TLS on `listen` until `shutdown` resolves. There is no plaintext
+/// listener: a client speaking plain HTTP gets no HTTP answer at all. `on_bound` receives
+/// the bound address (useful with port 0).
+pub async fn serve(
+    dir: &DataDir,
+    listen: SocketAddr,
+    on_bound: impl FnOnce(SocketAddr) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(dir.tls_config()?);
+    let handle = axum_server::Handle::new();
+    let watcher = handle.clone();
+    tokio::spawn(async move {
+        if let Some(addr) = watcher.listening().await {
+            on_bound(addr);
+        }
+    });
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    axum_server::bind_rustls(listen, config)
+        .handle(handle)
+        .serve(router().into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(|e| ServerError::Io { action: "listen on", path: listen.to_string().into(), source: e })
+}
+
+/// A FHIR OperationOutcome with one issue; `diagnostics` must never carry PHI.
+pub fn operation_outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
+    let body = serde_json::json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]
+    });
+    (status, [(axum::http::header::CONTENT_TYPE, "application/fhir+json")], body.to_string()).into_response()
+}
+
+async fn not_found() -> Response {
+    operation_outcome(StatusCode::NOT_FOUND, "not-found", "No such endpoint.")
+}

@@ -1,0 +1,15 @@
+//! carekeep-server: the reference backend the Carekeep app pins and syncs with
+//! (DESIGN.md §6).
+//!
+//! Built so far: the data directory ([`datadir`]: master key, TLS key and certificate, an
+//! offline backup key, the Ed25519 signing key, and the pin set derived from them) and the
+//! HTTPS-only listener ([`tls`], [`http`]: TLS 1.2/1.3 through rustls, security headers,
+//! body limit, the FHIR CapabilityStatement).
+
+pub mod datadir;
+pub mod error;
+pub mod http;
+pub mod tls;
+
+pub use datadir::DataDir;
+pub use error::ServerError;

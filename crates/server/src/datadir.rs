@@ -5,6 +5,7 @@
 //!   master.key             0600  32 random bytes; will encrypt the store and documents.
 //!                                $CAREKEEP_MASTER_KEY_FILE moves it to a secret store.
 //!   signing.key            0600  Ed25519 seed: signs the policy and audit checkpoints
+//!   store.db (+ -wal, -shm)      SQLCipher, keyed from the master key: tenants, users, tokens
 //!   tls/cert.pem                 the live certificate (self-signed, pinned by clients)
 //!   tls/key.pem            0600  its private key
 //!   tls/backup-key.pem     0600  the backup key: not in any certificate; its pin ships with
@@ -63,6 +64,7 @@ impl DataDir {
         let backup = tls::generate_key()?;
         write_private(&dir.key_path(), generated.key_pem.as_bytes())?;
         write_private(&dir.backup_key_path(), backup.serialize_pem().as_bytes())?;
+        dir.open_store()?;
         // The certificate last: its presence marks the directory as initialised.
         write_private(&dir.cert_path(), generated.cert_pem.as_bytes())?;
         Ok((dir, ServerPins { live: tls::pin_of(&live), backup: tls::pin_of(&backup) }))
@@ -90,6 +92,16 @@ impl DataDir {
         let cert = read(&self.cert_path())?;
         let key = Zeroizing::new(read(&self.key_path())?);
         tls::server_config(&cert, &key)
+    }
+
+    /// Opens the encrypted store with the master key.
+    pub fn open_store(&self) -> Result<crate::store::Store, ServerError> {
+        let path = self.master_key_path();
+        let master = Zeroizing::new(read(&path)?);
+        if master.len() != 32 {
+            return Err(ServerError::BadKeyMaterial(path));
+        }
+        crate::store::Store::open(&self.root.join("store.db"), &master)
     }
 
     /// The key that signs policies and audit checkpoints.

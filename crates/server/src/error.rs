@@ -27,6 +27,12 @@ pub enum ServerError {
     /// Generating keys or certificates failed.
     #[error("could not generate keys: {0}")]
     KeyGeneration(String),
+    /// The store could not be opened or used.
+    #[error("store: {0}")]
+    Store(String),
+    /// An administration command was given something it cannot use.
+    #[error("{0}")]
+    Invalid(String),
     /// The TLS configuration was refused.
     #[error("TLS set-up failed: {0}")]
     Tls(String),

@@ -4,11 +4,15 @@
 //! Built so far: the data directory ([`datadir`]: master key, TLS key and certificate, an
 //! offline backup key, the Ed25519 signing key, and the pin set derived from them) and the
 //! HTTPS-only listener ([`tls`], [`http`]: TLS 1.2/1.3 through rustls, security headers,
-//! body limit, the FHIR CapabilityStatement).
+//! body limit, the FHIR CapabilityStatement), the encrypted [`store`], tenants and users
+//! ([`admin`]), and sign-in with password and TOTP ([`auth`]).
 
+pub mod admin;
+pub mod auth;
 pub mod datadir;
 pub mod error;
 pub mod http;
+pub mod store;
 pub mod tls;
 
 pub use datadir::DataDir;

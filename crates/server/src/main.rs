@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use carekeep_server::{DataDir, ServerError};
-use clap::{Parser, Subcommand};
+use carekeep_protocol::auth::Role;
+use carekeep_server::{DataDir, ServerError, admin};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Carekeep reference server: HTTPS only.
 #[derive(Parser)]
@@ -33,6 +34,16 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Manage tenants (clinics).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Serve the API over HTTPS (there is no plaintext listener).
     Serve {
         /// The data directory.
@@ -42,6 +53,70 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Add a tenant.
+    Add {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Short id: letters, digits and '-'.
+        #[arg(long)]
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input. Prints the user id and the
+    /// TOTP secret (base32 and otpauth URI) for their authenticator app.
+    Add {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The tenant the user belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// The sign-in name.
+        #[arg(long)]
+        username: String,
+        /// The role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+/// Roles as the command line spells them.
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Patient,
+    Clinician,
+    Nurse,
+    Billing,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Patient => Role::Patient,
+            RoleArg::Clinician => Role::Clinician,
+            RoleArg::Nurse => Role::Nurse,
+            RoleArg::Billing => Role::Billing,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn main() -> ExitCode {
@@ -70,6 +145,22 @@ fn run(command: Command) -> Result<(), ServerError> {
         Command::Pins { data } => {
             let pins = DataDir::open(&data)?.pins()?;
             println!("{}\n{}", pins.live, pins.backup);
+            Ok(())
+        }
+        Command::Tenant { command: TenantCommand::Add { data, id, name } } => {
+            admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?;
+            eprintln!("Added tenant {id}.");
+            Ok(())
+        }
+        Command::User { command: UserCommand::Add { data, tenant, username, role } } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| ServerError::Invalid(format!("cannot read the password from standard input: {e}")))?;
+            let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
+            let store = DataDir::open(&data)?.open_store()?;
+            let user = admin::add_user(&store, &tenant, &username, role.into(), &password, now())?;
+            println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
             Ok(())
         }
         Command::Serve { data, listen } => {

@@ -52,3 +52,47 @@ fn commands_on_a_missing_directory_say_how_to_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `carekeep-server init --data DIR` first"));
 }
+
+#[test]
+fn tenants_and_users_are_added_with_the_password_on_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(server().args(["init", "--data"]).arg(&data).output().unwrap().status.success());
+    let tenant = server()
+        .args(["tenant", "add", "--data"])
+        .arg(&data)
+        .args(["--id", "clinic-1", "--name", "Clinic One"])
+        .output()
+        .unwrap();
+    assert!(tenant.status.success(), "{}", String::from_utf8_lossy(&tenant.stderr));
+
+    let add_user = |password: &str| {
+        let mut child = server()
+            .args(["user", "add", "--data"])
+            .arg(&data)
+            .args(["--tenant", "clinic-1", "--username", "dr-lee", "--role", "clinician"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = add_user("short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
+
+    let added = add_user("a long enough passphrase");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let out = String::from_utf8(added.stdout).unwrap();
+    assert!(out.contains("user_id: usr-"));
+    assert!(out.contains("otpauth_uri: otpauth://totp/Carekeep:dr-lee?"));
+    let secret = out.lines().find_map(|l| l.strip_prefix("totp_secret: ")).unwrap();
+    assert!(totp_rs::Secret::try_from_base32(secret).is_ok());
+    assert!(!out.contains("a long enough passphrase"), "the password is never echoed");
+
+    let again = add_user("a long enough passphrase");
+    assert!(!again.status.success(), "usernames are unique");
+}

@@ -1,26 +1,43 @@
 //! The HTTPS API: a router of thin handlers behind the layers every response passes.
 
+pub mod auth;
 mod headers;
 mod metadata;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
+use crate::auth::{Auth, AuthPolicy};
 use crate::{DataDir, ServerError};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Sign-in.
+    pub auth: Arc<Auth>,
+    /// Per-IP limit on sign-in requests.
+    pub limiter: Arc<auth::RateLimiter>,
+}
 
 /// Largest request body accepted (FHIR resources and Bundles from one device).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The application: routes, then the security headers and body limit on every response.
-pub fn router() -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/fhir/metadata", get(metadata::capability_statement))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/mfa", post(auth::mfa))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
         .fallback(not_found)
+        .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(headers::security_headers))
 }
@@ -35,6 +52,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let config = axum_server::tls_rustls::RustlsConfig::from_config(dir.tls_config()?);
+    let store = Arc::new(dir.open_store()?);
+    // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
+    let state = AppState { auth: Arc::new(Auth::new(store, AuthPolicy::default(), 2)), limiter: Arc::default() };
     let handle = axum_server::Handle::new();
     let watcher = handle.clone();
     tokio::spawn(async move {
@@ -49,7 +69,7 @@ pub async fn serve(
     });
     axum_server::bind_rustls(listen, config)
         .handle(handle)
-        .serve(router().into_make_service_with_connect_info::<SocketAddr>())
+        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
         .await
         .map_err(|e| ServerError::Io { action: "listen on", path: listen.to_string().into(), source: e })
 }

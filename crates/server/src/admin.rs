@@ -1,0 +1,58 @@
+//! Administration: tenants and users, for the `tenant` and `user` commands.
+
+use carekeep_protocol::auth::Role;
+use rusqlite::params;
+
+use crate::ServerError;
+use crate::auth::{password, secrets, totp};
+use crate::store::Store;
+
+/// A user just created: their id and the TOTP secret to load into an authenticator.
+pub struct NewUser {
+    /// The opaque user id.
+    pub id: String,
+    /// TOTP secret, base32.
+    pub totp_base32: String,
+    /// `otpauth://` URI for authenticator apps.
+    pub otpauth_uri: String,
+}
+
+/// Adds a tenant (a clinic).
+pub fn add_tenant(store: &Store, id: &str, name: &str, now: i64) -> Result<(), ServerError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(ServerError::Invalid("a tenant id is letters, digits and '-'".into()));
+    }
+    store
+        .lock()
+        .execute("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)", params![id, name, now])
+        .map_err(|e| ServerError::Invalid(format!("cannot add tenant {id}: {e}")))?;
+    Ok(())
+}
+
+/// Adds a user with a password and an active TOTP secret.
+pub fn add_user(
+    store: &Store,
+    tenant: &str,
+    username: &str,
+    role: Role,
+    password: &str,
+    now: i64,
+) -> Result<NewUser, ServerError> {
+    if password.chars().count() < 12 {
+        return Err(ServerError::Invalid("a password needs at least 12 characters".into()));
+    }
+    let id = secrets::new_id("usr")?;
+    let hash = password::hash(password)?;
+    let secret = totp::new_secret()?;
+    let generator = totp::totp(&secret, username)?;
+    store
+        .lock()
+        .execute(
+            "INSERT INTO users (id, tenant, username, role, password_hash, totp_secret, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, tenant, username, role.as_str(), hash, secret, now],
+        )
+        .map_err(|e| ServerError::Invalid(format!("cannot add user {username}: {e}")))?;
+    let otpauth_uri = generator.to_url().map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
+    Ok(NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri })
+}

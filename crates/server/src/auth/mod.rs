@@ -1,0 +1,367 @@
+//! Sign-in (DESIGN.md §6): password, then a TOTP code, then tokens bound to a device.
+//!
+//! - Passwords are Argon2id; unknown usernames cost the same as known ones. The KDF runs
+//!   under a semaphore, so a login flood queues instead of starving other requests.
+//! - A TOTP code is accepted once: the step it matched is remembered and never accepted
+//!   again.
+//! - Wrong passwords and wrong codes both count; at [`AuthPolicy::lockout_after`] the
+//!   account locks for [`AuthPolicy::lockout_secs`].
+//! - Access tokens live [`AuthPolicy::access_ttl_secs`]; refresh tokens rotate on every use,
+//!   and presenting a used one revokes the whole device session (it was stolen, or copied).
+//! - A device idle longer than [`AuthPolicy::idle_secs`] must sign in again.
+//!
+//! Time is a parameter (`now`, Unix seconds) so every rule is tested without sleeping.
+
+pub mod password;
+pub mod secrets;
+pub mod totp;
+
+use std::sync::Arc;
+
+use carekeep_protocol::Secret;
+use carekeep_protocol::auth::{LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Semaphore;
+
+use crate::store::Store;
+use secrets::{new_id, new_token, token_hash};
+
+/// The sign-in rules. Defaults follow DESIGN.md §6.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthPolicy {
+    /// Consecutive failures (password or code) that lock the account.
+    pub lockout_after: i64,
+    /// How long a lockout lasts.
+    pub lockout_secs: i64,
+    /// Access token lifetime.
+    pub access_ttl_secs: i64,
+    /// How long the second step may wait after the password.
+    pub mfa_ttl_secs: i64,
+    /// A device unused for this long must sign in again.
+    pub idle_secs: i64,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        Self {
+            lockout_after: 5,
+            lockout_secs: 15 * 60,
+            access_ttl_secs: 5 * 60,
+            mfa_ttl_secs: 5 * 60,
+            idle_secs: 15 * 60,
+        }
+    }
+}
+
+/// Why sign-in failed. The words are safe to show: they never say whether a username exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong username or password.
+    #[error("The username or password is not correct.")]
+    BadCredentials,
+    /// Too many failures.
+    #[error("Too many failed sign-ins: this account is locked. Try again in {retry_after_secs} seconds.")]
+    Locked {
+        /// Seconds until the lock lifts.
+        retry_after_secs: i64,
+    },
+    /// The TOTP code is wrong.
+    #[error("The authenticator code is not correct.")]
+    BadCode,
+    /// The TOTP code was valid but has been used already.
+    #[error("That authenticator code was used already. Wait for the next one.")]
+    CodeAlreadyUsed,
+    /// The password step is too old, or unknown.
+    #[error("The sign-in took too long. Start again with your password.")]
+    ChallengeExpired,
+    /// The token is unknown, expired, used or revoked.
+    #[error("Your session has ended. Sign in again.")]
+    SessionEnded,
+    /// Something failed on the server's side.
+    #[error("The server could not complete the sign-in. Try again later.")]
+    Internal,
+}
+
+/// The sign-in service.
+pub struct Auth {
+    store: Arc<Store>,
+    policy: AuthPolicy,
+    kdf_permits: Semaphore,
+}
+
+struct UserRow {
+    id: String,
+    password_hash: String,
+    locked_until: i64,
+    disabled: bool,
+}
+
+impl Auth {
+    /// A service over `store`. At most `kdf_concurrency` password hashes run at once.
+    pub fn new(store: Arc<Store>, policy: AuthPolicy, kdf_concurrency: usize) -> Self {
+        Self { store, policy, kdf_permits: Semaphore::new(kdf_concurrency.max(1)) }
+    }
+
+    /// Step one: the password. Returns a short-lived challenge for step two.
+    pub async fn login(&self, request: LoginRequest, now: i64) -> Result<LoginResponse, AuthError> {
+        let store = self.store.clone();
+        let username = request.username.clone();
+        let user = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row(
+                        "SELECT id, password_hash, locked_until, disabled FROM users WHERE username = ?1",
+                        [username],
+                        |r| {
+                            Ok(UserRow {
+                                id: r.get(0)?,
+                                password_hash: r.get(1)?,
+                                locked_until: r.get(2)?,
+                                disabled: r.get(3)?,
+                            })
+                        },
+                    )
+                    .optional()
+            })
+            .await?;
+        if let Some(user) = &user
+            && user.locked_until > now
+        {
+            return Err(AuthError::Locked { retry_after_secs: user.locked_until - now });
+        }
+        let permit = self.kdf_permits.acquire().await.map_err(|_| AuthError::Internal)?;
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let password = request.password;
+        let ok = tokio::task::spawn_blocking(move || password::verify(password.expose(), phc.as_deref()))
+            .await
+            .map_err(|_| AuthError::Internal)?;
+        drop(permit);
+        let user = match user {
+            Some(user) if ok && !user.disabled => user,
+            Some(user) => return Err(self.record_failure(user.id, now, AuthError::BadCredentials).await),
+            None => return Err(AuthError::BadCredentials),
+        };
+        let token = new_token().map_err(|_| AuthError::Internal)?;
+        let (store, hash, expires) = (self.store.clone(), token_hash(&token), now + self.policy.mfa_ttl_secs);
+        self.blocking(move || {
+            store.lock().execute(
+                "INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![hash, user.id, expires],
+            )
+        })
+        .await?;
+        Ok(LoginResponse { mfa_token: Secret::new(token) })
+    }
+
+    /// Step two: the TOTP code. Registers the device and returns its first tokens.
+    pub async fn verify_mfa(&self, request: MfaRequest, now: i64) -> Result<TokenResponse, AuthError> {
+        let store = self.store.clone();
+        let hash = token_hash(request.mfa_token.expose());
+        let found = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row(
+                        "SELECT c.user_id, c.expires_at, u.totp_secret, u.totp_last_step, u.locked_until, u.disabled
+                         FROM mfa_challenges c JOIN users u ON u.id = c.user_id WHERE c.token_hash = ?1",
+                        [hash],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, Vec<u8>>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, bool>(5)?,
+                            ))
+                        },
+                    )
+                    .optional()
+            })
+            .await?;
+        let Some((user_id, expires_at, secret, last_step, locked_until, disabled)) = found else {
+            return Err(AuthError::ChallengeExpired);
+        };
+        if expires_at <= now || disabled {
+            return Err(AuthError::ChallengeExpired);
+        }
+        if locked_until > now {
+            return Err(AuthError::Locked { retry_after_secs: locked_until - now });
+        }
+        let step = totp::matching_step(&secret, request.code.expose(), u64::try_from(now).unwrap_or(0));
+        let step = match step.map(|s| i64::try_from(s).unwrap_or(i64::MAX)) {
+            Some(step) if step > last_step => step,
+            Some(_) => return Err(self.record_failure(user_id, now, AuthError::CodeAlreadyUsed).await),
+            None => return Err(self.record_failure(user_id, now, AuthError::BadCode).await),
+        };
+        let device_id = new_id("dev").map_err(|_| AuthError::Internal)?;
+        let (store, hash, name, dev) =
+            (self.store.clone(), token_hash(request.mfa_token.expose()), request.device_name, device_id.clone());
+        self.blocking(move || {
+            let mut conn = store.lock();
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM mfa_challenges WHERE token_hash = ?1", [hash])?;
+            tx.execute(
+                "UPDATE users SET totp_last_step = ?2, failed_attempts = 0, locked_until = 0 WHERE id = ?1",
+                params![user_id, step],
+            )?;
+            tx.execute(
+                "INSERT INTO devices (id, user_id, name, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![dev, user_id, name, now],
+            )?;
+            tx.commit()
+        })
+        .await?;
+        self.issue_tokens(device_id, now).await
+    }
+
+    /// Rotates a refresh token. Presenting one that was already used revokes the device.
+    pub async fn refresh(&self, request: RefreshRequest, now: i64) -> Result<TokenResponse, AuthError> {
+        let store = self.store.clone();
+        let hash = token_hash(request.refresh_token.expose());
+        let found = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row(
+                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled
+                         FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
+                         WHERE t.token_hash = ?1",
+                        [hash],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, bool>(1)?,
+                                r.get::<_, bool>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, bool>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()
+            })
+            .await?;
+        let Some((device_id, used, revoked, last_seen, disabled)) = found else { return Err(AuthError::SessionEnded) };
+        if device_id != request.device_id || revoked || disabled {
+            return Err(AuthError::SessionEnded);
+        }
+        if used {
+            // A rotated-out token came back: someone holds a copy. End the device session.
+            self.revoke_device(device_id).await?;
+            return Err(AuthError::SessionEnded);
+        }
+        if last_seen + self.policy.idle_secs < now {
+            self.revoke_device(device_id).await?;
+            return Err(AuthError::SessionEnded);
+        }
+        let (store, hash) = (self.store.clone(), token_hash(request.refresh_token.expose()));
+        self.blocking(move || store.lock().execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1", [hash]))
+            .await?;
+        self.issue_tokens(device_id, now).await
+    }
+
+    /// Ends the device session the refresh token belongs to. Unknown tokens are ignored.
+    pub async fn logout(&self, request: LogoutRequest) -> Result<(), AuthError> {
+        let store = self.store.clone();
+        let hash = token_hash(request.refresh_token.expose());
+        let device = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row("SELECT device_id FROM refresh_tokens WHERE token_hash = ?1", [hash], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .optional()
+            })
+            .await?;
+        match device {
+            Some(device) => self.revoke_device(device).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn issue_tokens(&self, device_id: String, now: i64) -> Result<TokenResponse, AuthError> {
+        let access = new_token().map_err(|_| AuthError::Internal)?;
+        let refresh = new_token().map_err(|_| AuthError::Internal)?;
+        let (store, access_hash, refresh_hash, dev) =
+            (self.store.clone(), token_hash(&access), token_hash(&refresh), device_id.clone());
+        let expires = now + self.policy.access_ttl_secs;
+        self.blocking(move || {
+            let mut conn = store.lock();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
+                params![access_hash, dev, expires, now],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
+                params![refresh_hash, dev, now],
+            )?;
+            tx.execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![dev, now])?;
+            tx.commit()
+        })
+        .await?;
+        Ok(TokenResponse {
+            access_token: Secret::new(access),
+            refresh_token: Secret::new(refresh),
+            expires_in: u32::try_from(self.policy.access_ttl_secs).unwrap_or(u32::MAX),
+            device_id,
+        })
+    }
+
+    async fn revoke_device(&self, device_id: String) -> Result<(), AuthError> {
+        let store = self.store.clone();
+        self.blocking(move || {
+            let mut conn = store.lock();
+            let tx = conn.transaction()?;
+            tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [&device_id])?;
+            tx.execute("DELETE FROM access_tokens WHERE device_id = ?1", [&device_id])?;
+            tx.execute("DELETE FROM refresh_tokens WHERE device_id = ?1 AND used = 0", [&device_id])?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Counts a failure, locking the account at the threshold; returns `error` (or `Locked`).
+    async fn record_failure(&self, user_id: String, now: i64, error: AuthError) -> AuthError {
+        let (store, policy) = (self.store.clone(), self.policy);
+        let locked = self
+            .blocking(move || {
+                let conn = store.lock();
+                let failures: i64 = conn.query_row(
+                    "UPDATE users SET failed_attempts = failed_attempts + 1 WHERE id = ?1 RETURNING failed_attempts",
+                    [&user_id],
+                    |r| r.get(0),
+                )?;
+                if failures >= policy.lockout_after {
+                    conn.execute(
+                        "UPDATE users SET failed_attempts = 0, locked_until = ?2 WHERE id = ?1",
+                        params![user_id, now + policy.lockout_secs],
+                    )?;
+                    return Ok(true);
+                }
+                Ok(false)
+            })
+            .await;
+        match locked {
+            Ok(true) => AuthError::Locked { retry_after_secs: self.policy.lockout_secs },
+            Ok(false) => error,
+            Err(e) => e,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                tracing::error!(code = ?e.sqlite_error_code(), "store error during sign-in");
+                Err(AuthError::Internal)
+            }
+            Err(_) => Err(AuthError::Internal),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `/auth/*`: thin handlers over [`crate::auth::Auth`], behind a per-IP rate limit.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRequest};
+
+use super::AppState;
+use crate::auth::AuthError;
+
+/// Sign-in requests allowed per IP address per minute.
+pub const AUTH_REQUESTS_PER_MINUTE: u32 = 30;
+
+/// A fixed-window counter per client address.
+#[derive(Default)]
+pub struct RateLimiter {
+    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+impl RateLimiter {
+    /// Counts a request; `false` once the address is over the limit for this minute.
+    pub fn allow(&self, ip: IpAddr, now: i64) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let minute = now / 60;
+        windows.retain(|_, (window, _)| *window == minute);
+        let entry = windows.entry(ip).or_insert((minute, 0));
+        entry.1 += 1;
+        entry.1 <= AUTH_REQUESTS_PER_MINUTE
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn limited(state: &AppState, addr: SocketAddr) -> Option<Response> {
+    (!state.limiter.allow(addr.ip(), now())).then(|| {
+        let mut response =
+            error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in requests. Wait a minute.");
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        response
+    })
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(serde_json::json!({"error": code, "message": message}))).into_response()
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let (status, code) = match self {
+            AuthError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            AuthError::BadCode => (StatusCode::UNAUTHORIZED, "bad_code"),
+            AuthError::CodeAlreadyUsed => (StatusCode::UNAUTHORIZED, "code_already_used"),
+            AuthError::ChallengeExpired => (StatusCode::UNAUTHORIZED, "challenge_expired"),
+            AuthError::SessionEnded => (StatusCode::UNAUTHORIZED, "session_ended"),
+            AuthError::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked"),
+            AuthError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let mut response = error_response(status, code, &self.to_string());
+        if let AuthError::Locked { retry_after_secs } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// `POST /auth/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(request): Json<LoginRequest>,
+) -> Response {
+    if let Some(refused) = limited(&state, addr) {
+        return refused;
+    }
+    state.auth.login(request, now()).await.map(Json).into_response()
+}
+
+/// `POST /auth/mfa`.
+pub async fn mfa(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(request): Json<MfaRequest>,
+) -> Response {
+    if let Some(refused) = limited(&state, addr) {
+        return refused;
+    }
+    state.auth.verify_mfa(request, now()).await.map(Json).into_response()
+}
+
+/// `POST /auth/refresh`.
+pub async fn refresh(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(request): Json<RefreshRequest>,
+) -> Response {
+    if let Some(refused) = limited(&state, addr) {
+        return refused;
+    }
+    state.auth.refresh(request, now()).await.map(Json).into_response()
+}
+
+/// `POST /auth/logout`.
+pub async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest>) -> Response {
+    state.auth.logout(request).await.map(|()| StatusCode::NO_CONTENT).into_response()
+}

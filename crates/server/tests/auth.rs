@@ -1,0 +1,246 @@
+//! Sign-in: password, TOTP, lockout, token rotation and reuse, idle expiry, logout. The rules
+//! run against the real store with time passed in; the wire runs over real TLS.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+
+use carekeep_protocol::Secret;
+use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRequest, Role, TokenResponse};
+use carekeep_server::DataDir;
+use carekeep_server::auth::{Auth, AuthError, AuthPolicy};
+
+const T0: i64 = 1_800_000_000;
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: DataDir,
+    auth: Auth,
+    totp_secret: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
+    let store = data.open_store().unwrap();
+    carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", T0).unwrap();
+    let user = carekeep_server::admin::add_user(&store, "clinic-1", "amy", Role::Patient, PASSWORD, T0).unwrap();
+    assert!(user.otpauth_uri.starts_with("otpauth://totp/"));
+    let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
+    let auth = Auth::new(Arc::new(store), AuthPolicy::default(), 2);
+    Fixture { _dir: dir, data, auth, totp_secret }
+}
+
+/// The code an authenticator app shows at `time` (computed independently of the server).
+fn code(secret: &[u8], time: i64) -> Secret {
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    Secret::new(totp.generate(u64::try_from(time).unwrap()).to_string())
+}
+
+fn login(user: &str, password: &str) -> LoginRequest {
+    LoginRequest { username: user.into(), password: Secret::new(password) }
+}
+
+async fn sign_in(f: &Fixture, now: i64) -> TokenResponse {
+    let challenge = f.auth.login(login("amy", PASSWORD), now).await.unwrap();
+    f.auth
+        .verify_mfa(
+            MfaRequest {
+                mfa_token: challenge.mfa_token,
+                code: code(&f.totp_secret, now),
+                device_name: "laptop".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap()
+}
+
+fn refresh(tokens: &TokenResponse) -> RefreshRequest {
+    RefreshRequest { refresh_token: tokens.refresh_token.clone(), device_id: tokens.device_id.clone() }
+}
+
+#[tokio::test]
+async fn password_then_totp_gives_device_bound_tokens() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    assert_eq!(tokens.expires_in, 300);
+    assert!(tokens.device_id.starts_with("dev-"));
+    assert_ne!(tokens.access_token.expose(), tokens.refresh_token.expose());
+    assert!(tokens.access_token.expose().len() >= 43);
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_user_look_the_same() {
+    let f = fixture();
+    assert_eq!(f.auth.login(login("amy", "wrong password!"), T0).await.unwrap_err(), AuthError::BadCredentials);
+    assert_eq!(f.auth.login(login("nobody", PASSWORD), T0).await.unwrap_err(), AuthError::BadCredentials);
+}
+
+#[tokio::test]
+async fn a_wrong_code_is_refused_and_a_code_is_accepted_only_once() {
+    let f = fixture();
+    let challenge = f.auth.login(login("amy", PASSWORD), T0).await.unwrap();
+    let wrong =
+        MfaRequest { mfa_token: challenge.mfa_token.clone(), code: Secret::new("000000"), device_name: "x".into() };
+    let expected =
+        if code(&f.totp_secret, T0).expose() == "000000" { AuthError::CodeAlreadyUsed } else { AuthError::BadCode };
+    assert_eq!(f.auth.verify_mfa(wrong, T0).await.unwrap_err(), expected);
+    let right = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, T0), device_name: "x".into() };
+    f.auth.verify_mfa(right, T0).await.unwrap();
+
+    // The same code again, on a fresh password step, within its 30 s window: refused.
+    let again = f.auth.login(login("amy", PASSWORD), T0 + 5).await.unwrap();
+    let replay =
+        MfaRequest { mfa_token: again.mfa_token.clone(), code: code(&f.totp_secret, T0), device_name: "x".into() };
+    assert_eq!(f.auth.verify_mfa(replay, T0 + 5).await.unwrap_err(), AuthError::CodeAlreadyUsed);
+    // The next code works.
+    let next = MfaRequest { mfa_token: again.mfa_token, code: code(&f.totp_secret, T0 + 30), device_name: "x".into() };
+    f.auth.verify_mfa(next, T0 + 31).await.unwrap();
+}
+
+#[tokio::test]
+async fn five_failures_lock_the_account_for_fifteen_minutes() {
+    let f = fixture();
+    for i in 0..4 {
+        assert_eq!(f.auth.login(login("amy", "wrong password!"), T0 + i).await.unwrap_err(), AuthError::BadCredentials);
+    }
+    // A wrong TOTP code counts too: the fifth failure locks.
+    let challenge = f.auth.login(login("amy", PASSWORD), T0 + 10).await.unwrap();
+    let wrong = MfaRequest { mfa_token: challenge.mfa_token, code: Secret::new("not-a-code"), device_name: "x".into() };
+    assert_eq!(f.auth.verify_mfa(wrong, T0 + 10).await.unwrap_err(), AuthError::Locked { retry_after_secs: 900 });
+    // Locked: even the right password is refused, without running the KDF.
+    assert!(matches!(f.auth.login(login("amy", PASSWORD), T0 + 20).await, Err(AuthError::Locked { .. })));
+    // After 15 minutes it lifts.
+    let later = T0 + 10 + 901;
+    let challenge = f.auth.login(login("amy", PASSWORD), later).await.unwrap();
+    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, later), device_name: "x".into() };
+    f.auth.verify_mfa(mfa, later).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_password_step_expires() {
+    let f = fixture();
+    let challenge = f.auth.login(login("amy", PASSWORD), T0).await.unwrap();
+    let late = T0 + 301;
+    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, late), device_name: "x".into() };
+    assert_eq!(f.auth.verify_mfa(mfa, late).await.unwrap_err(), AuthError::ChallengeExpired);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reusing_an_old_token_ends_the_device_session() {
+    let f = fixture();
+    let first = sign_in(&f, T0).await;
+    let second = f.auth.refresh(refresh(&first), T0 + 60).await.unwrap();
+    assert_eq!(second.device_id, first.device_id);
+    assert_ne!(second.refresh_token.expose(), first.refresh_token.expose());
+    // The old token comes back (stolen copy): refused, and the device's session ends …
+    assert_eq!(f.auth.refresh(refresh(&first), T0 + 61).await.unwrap_err(), AuthError::SessionEnded);
+    // … so the legitimate, newer token no longer works either.
+    assert_eq!(f.auth.refresh(refresh(&second), T0 + 62).await.unwrap_err(), AuthError::SessionEnded);
+}
+
+#[tokio::test]
+async fn a_refresh_token_only_works_for_its_own_device() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    let stolen = RefreshRequest { refresh_token: tokens.refresh_token.clone(), device_id: "dev-other".into() };
+    assert_eq!(f.auth.refresh(stolen, T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
+}
+
+#[tokio::test]
+async fn an_idle_device_must_sign_in_again() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 15 * 60 + 1).await.unwrap_err(), AuthError::SessionEnded);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    f.auth.logout(LogoutRequest { refresh_token: tokens.refresh_token.clone() }).await.unwrap();
+    assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
+    // Unknown tokens are no error (logout is idempotent).
+    f.auth.logout(LogoutRequest { refresh_token: Secret::new("nonsense") }).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_store_is_encrypted_and_holds_no_password_or_token_in_clear() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    drop(f.auth);
+    let root = f.data.cert_path().parent().unwrap().parent().unwrap().to_path_buf();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            for needle in [PASSWORD.as_bytes(), tokens.refresh_token.expose().as_bytes(), b"amy", b"SQLite format 3"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} holds a secret in clear",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Over the wire: status codes, JSON bodies, and the per-IP limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
+    let f = fixture();
+    drop(f.auth);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let data = f.data.clone();
+    tokio::spawn(async move {
+        carekeep_server::http::serve(
+            &data,
+            "127.0.0.1:0".parse().unwrap(),
+            move |a| {
+                let _ = bound_tx.send(a);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let port = bound_rx.await.unwrap().port();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::pem::PemObject::from_pem_file(f.data.cert_path()).unwrap()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+
+    let wrong = http.post(url("/auth/login")).json(&login("amy", "wrong password!")).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"], "bad_credentials");
+
+    let challenge: serde_json::Value =
+        http.post(url("/auth/login")).json(&login("amy", PASSWORD)).send().await.unwrap().json().await.unwrap();
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+    let mfa = serde_json::json!({"mfa_token": challenge["mfa_token"], "code": code(&f.totp_secret, now).expose(), "device_name": "test"});
+    let tokens = http.post(url("/auth/mfa")).json(&mfa).send().await.unwrap();
+    assert_eq!(tokens.status(), 200);
+    assert_eq!(tokens.headers()["cache-control"], "no-store");
+    let tokens: TokenResponse = tokens.json().await.unwrap();
+    assert_eq!(tokens.expires_in, 300);
+
+    // Garbage refresh tokens (no KDF cost) until the per-IP limit answers 429.
+    let garbage = serde_json::json!({"refresh_token": "x", "device_id": "y"});
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(http.post(url("/auth/refresh")).json(&garbage).send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses.contains(&401));
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}

@@ -9,6 +9,8 @@ use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRe
 use carekeep_server::DataDir;
 use carekeep_server::auth::{Auth, AuthError, AuthPolicy};
 
+mod common;
+
 const T0: i64 = 1_800_000_000;
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -191,32 +193,9 @@ async fn the_store_is_encrypted_and_holds_no_password_or_token_in_clear() {
 async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     let f = fixture();
     drop(f.auth);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let data = f.data.clone();
-    tokio::spawn(async move {
-        carekeep_server::http::serve(
-            &data,
-            "127.0.0.1:0".parse().unwrap(),
-            move |a| {
-                let _ = bound_tx.send(a);
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let port = bound_rx.await.unwrap().port();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::pem::PemObject::from_pem_file(f.data.cert_path()).unwrap()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let http = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
+    let server = common::start(&f.data).await;
+    let port = server.port;
+    let http = common::client_for(&f.data);
     let url = |p: &str| format!("https://localhost:{port}{p}");
 
     let wrong = http.post(url("/auth/login")).json(&login("amy", "wrong password!")).send().await.unwrap();

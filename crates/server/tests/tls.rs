@@ -3,71 +3,38 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use carekeep_protocol::pins::Pin;
 use carekeep_server::DataDir;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// A server on an ephemeral port, stopped when dropped.
+mod common;
+
+/// A running server with its data directory and certificate.
 struct Running {
+    server: common::Running,
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
     cert_pem: Vec<u8>,
     _dir: tempfile::TempDir,
     data: DataDir,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = DataDir::init(&dir.path().join("server"), "carekeep.test").unwrap();
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = data.clone();
-    tokio::spawn(async move {
-        carekeep_server::http::serve(
-            &serving,
-            "127.0.0.1:0".parse().unwrap(),
-            move |addr| {
-                let _ = bound_tx.send(addr);
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let addr = bound_rx.await.unwrap();
+    let server = common::start(&data).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
     let cert_pem = std::fs::read(data.cert_path()).unwrap();
-    Running { addr, stop: Some(stop_tx), cert_pem, _dir: dir, data }
+    Running { server, addr, cert_pem, _dir: dir, data }
 }
 
-/// A client that trusts only the server's own certificate, speaking the given versions.
 fn client(server: &Running, versions: &[&'static rustls::SupportedProtocolVersion]) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&server.cert_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(config).tls_info(true).build().unwrap()
+    common::client(&server.cert_pem, versions)
 }
 
 fn url(server: &Running, path: &str) -> String {
-    format!("https://localhost:{}{path}", server.addr.port())
+    format!("https://localhost:{}{path}", server.server.port)
 }
 
 #[test]
@@ -157,14 +124,8 @@ async fn a_client_that_does_not_trust_the_key_is_refused() {
     // Another server's certificate as the only root: the handshake must fail.
     let other = tempfile::tempdir().unwrap();
     let (other_data, _) = DataDir::init(&other.path().join("o"), "carekeep.test").unwrap();
-    let impostor = Running {
-        addr: server.addr,
-        stop: None,
-        cert_pem: std::fs::read(other_data.cert_path()).unwrap(),
-        _dir: other,
-        data: other_data,
-    };
-    let result = client(&impostor, &[&rustls::version::TLS13]).get(url(&server, "/fhir/metadata")).send().await;
+    let impostor = common::client(&std::fs::read(other_data.cert_path()).unwrap(), &[&rustls::version::TLS13]);
+    let result = impostor.get(url(&server, "/fhir/metadata")).send().await;
     assert!(result.is_err());
 }
 

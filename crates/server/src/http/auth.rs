@@ -5,8 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRequest};
 
@@ -40,13 +41,20 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn limited(state: &AppState, addr: SocketAddr) -> Option<Response> {
-    (!state.limiter.allow(addr.ip(), now())).then(|| {
-        let mut response =
-            error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in requests. Wait a minute.");
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        response
-    })
+/// Middleware on `/auth/*`: refuses a client address over the per-minute limit.
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.limiter.allow(addr.ip(), now()) {
+        return next.run(request).await;
+    }
+    let mut response =
+        error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in requests. Wait a minute.");
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    response
 }
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
@@ -75,38 +83,17 @@ impl IntoResponse for AuthError {
 }
 
 /// `POST /auth/login`.
-pub async fn login(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Json(request): Json<LoginRequest>,
-) -> Response {
-    if let Some(refused) = limited(&state, addr) {
-        return refused;
-    }
+pub async fn login(State(state): State<AppState>, Json(request): Json<LoginRequest>) -> Response {
     state.auth.login(request, now()).await.map(Json).into_response()
 }
 
 /// `POST /auth/mfa`.
-pub async fn mfa(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Json(request): Json<MfaRequest>,
-) -> Response {
-    if let Some(refused) = limited(&state, addr) {
-        return refused;
-    }
+pub async fn mfa(State(state): State<AppState>, Json(request): Json<MfaRequest>) -> Response {
     state.auth.verify_mfa(request, now()).await.map(Json).into_response()
 }
 
 /// `POST /auth/refresh`.
-pub async fn refresh(
-    State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Json(request): Json<RefreshRequest>,
-) -> Response {
-    if let Some(refused) = limited(&state, addr) {
-        return refused;
-    }
+pub async fn refresh(State(state): State<AppState>, Json(request): Json<RefreshRequest>) -> Response {
     state.auth.refresh(request, now()).await.map(Json).into_response()
 }
 

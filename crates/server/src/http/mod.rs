@@ -30,12 +30,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The application: routes, then the security headers and body limit on every response.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/fhir/metadata", get(metadata::capability_statement))
+    let sign_in = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/mfa", post(auth::mfa))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit));
+    Router::new()
+        .route("/fhir/metadata", get(metadata::capability_statement))
+        .merge(sign_in)
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

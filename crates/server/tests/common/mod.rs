@@ -1,0 +1,63 @@
+//! Helpers shared by the server's integration tests: a real server on an ephemeral port,
+//! and HTTPS clients that trust exactly that server's certificate.
+#![allow(dead_code, missing_docs)]
+
+use std::sync::Arc;
+
+use carekeep_server::DataDir;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// A server serving `data` on 127.0.0.1, stopped when dropped.
+pub struct Running {
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn start(data: &DataDir) -> Running {
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let data = data.clone();
+    tokio::spawn(async move {
+        carekeep_server::http::serve(
+            &data,
+            "127.0.0.1:0".parse().unwrap(),
+            move |addr| {
+                let _ = bound_tx.send(addr);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    Running { port: bound_rx.await.unwrap().port(), stop: Some(stop_tx) }
+}
+
+/// A client whose only root is `cert_pem`, speaking only `versions`.
+pub fn client(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(config).tls_info(true).build().unwrap()
+}
+
+/// A client that trusts `data`'s certificate, TLS 1.3 and 1.2.
+pub fn client_for(data: &DataDir) -> reqwest::Client {
+    client(&std::fs::read(data.cert_path()).unwrap(), &[&rustls::version::TLS13, &rustls::version::TLS12])
+}

@@ -24,6 +24,11 @@ impl Role {
     /// Every role, for tables and tests.
     pub const ALL: [Role; 5] = [Role::Patient, Role::Clinician, Role::Nurse, Role::Billing, Role::Admin];
 
+    /// The role with this wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Role::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     /// The role's name on the wire and in audit records.
     pub fn as_str(self) -> &'static str {
         match self {

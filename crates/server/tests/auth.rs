@@ -223,3 +223,22 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     assert!(statuses.contains(&401));
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn access_tokens_expire_after_five_minutes_and_idle_devices_are_signed_out() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    let who = f.auth.authenticate(tokens.access_token.expose(), T0 + 10).await.unwrap();
+    assert_eq!(
+        (who.tenant.as_str(), who.role, who.device_id.as_str()),
+        ("clinic-1", Role::Patient, tokens.device_id.as_str())
+    );
+    assert_eq!(
+        f.auth.authenticate(tokens.access_token.expose(), T0 + 300).await.unwrap_err(),
+        AuthError::AccessExpired
+    );
+    // Each use counts as activity: refresh keeps working while the device is used.
+    let renewed = f.auth.refresh(refresh(&tokens), T0 + 310).await.unwrap();
+    f.auth.authenticate(renewed.access_token.expose(), T0 + 600).await.unwrap();
+    assert_eq!(f.auth.authenticate("garbage", T0).await.unwrap_err(), AuthError::SessionEnded);
+}

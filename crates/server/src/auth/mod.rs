@@ -19,7 +19,9 @@ pub mod totp;
 use std::sync::Arc;
 
 use carekeep_protocol::Secret;
-use carekeep_protocol::auth::{LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse};
+use carekeep_protocol::auth::{
+    LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, Role, TokenResponse,
+};
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::Semaphore;
 
@@ -77,9 +79,36 @@ pub enum AuthError {
     /// The token is unknown, expired, used or revoked.
     #[error("Your session has ended. Sign in again.")]
     SessionEnded,
+    /// The access token expired: refresh it.
+    #[error("The access token expired. Refresh it and retry.")]
+    AccessExpired,
+    /// The device was flagged for remote wipe: the client must erase its cache now.
+    #[error("This device was signed out and must erase its copy of the records.")]
+    DeviceWipe,
     /// Something failed on the server's side.
     #[error("The server could not complete the sign-in. Try again later.")]
     Internal,
+}
+
+/// A device as its owner (or their admin) sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub id: String,
+    /// Whose device it is.
+    pub user_id: String,
+    /// The name given at sign-in.
+    pub name: String,
+    /// When it signed in (Unix seconds).
+    pub created_at: i64,
+    /// Last activity (Unix seconds).
+    pub last_seen: i64,
+    /// Signed out by the server.
+    pub revoked: bool,
+    /// Flagged to erase its cache.
+    pub wipe: bool,
+    /// Whether it is the device making the request.
+    pub current: bool,
 }
 
 /// The sign-in service.
@@ -87,6 +116,31 @@ pub struct Auth {
     store: Arc<Store>,
     policy: AuthPolicy,
     kdf_permits: Semaphore,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user_id: String,
+    /// Their tenant: every query is filtered by it.
+    pub tenant: String,
+    /// Their role.
+    pub role: Role,
+    /// The device the request came from.
+    pub device_id: String,
+}
+
+struct AccessRow {
+    expires_at: i64,
+    device_id: String,
+    revoked: bool,
+    wipe: bool,
+    last_seen: i64,
+    user_id: String,
+    tenant: String,
+    role: String,
+    disabled: bool,
 }
 
 struct UserRow {
@@ -225,7 +279,7 @@ impl Auth {
                 store
                     .lock()
                     .query_row(
-                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled
+                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled, d.wipe
                          FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
                          WHERE t.token_hash = ?1",
                         [hash],
@@ -236,14 +290,23 @@ impl Auth {
                                 r.get::<_, bool>(2)?,
                                 r.get::<_, i64>(3)?,
                                 r.get::<_, bool>(4)?,
+                                r.get::<_, bool>(5)?,
                             ))
                         },
                     )
                     .optional()
             })
             .await?;
-        let Some((device_id, used, revoked, last_seen, disabled)) = found else { return Err(AuthError::SessionEnded) };
-        if device_id != request.device_id || revoked || disabled {
+        let Some((device_id, used, revoked, last_seen, disabled, wipe)) = found else {
+            return Err(AuthError::SessionEnded);
+        };
+        if device_id != request.device_id {
+            return Err(AuthError::SessionEnded);
+        }
+        if wipe {
+            return Err(AuthError::DeviceWipe);
+        }
+        if revoked || disabled {
             return Err(AuthError::SessionEnded);
         }
         if used {
@@ -259,6 +322,60 @@ impl Auth {
         self.blocking(move || store.lock().execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1", [hash]))
             .await?;
         self.issue_tokens(device_id, now).await
+    }
+
+    /// Who is calling, from an access token: checks expiry, revocation, remote wipe and idle
+    /// time, and records the activity.
+    pub async fn authenticate(&self, access_token: &str, now: i64) -> Result<Principal, AuthError> {
+        let store = self.store.clone();
+        let hash = token_hash(access_token);
+        let found = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row(
+                        "SELECT a.expires_at, d.id, d.revoked, d.wipe, d.last_seen, u.id, u.tenant, u.role, u.disabled
+                         FROM access_tokens a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
+                         WHERE a.token_hash = ?1",
+                        [hash],
+                        |r| {
+                            Ok(AccessRow {
+                                expires_at: r.get(0)?,
+                                device_id: r.get(1)?,
+                                revoked: r.get(2)?,
+                                wipe: r.get(3)?,
+                                last_seen: r.get(4)?,
+                                user_id: r.get(5)?,
+                                tenant: r.get(6)?,
+                                role: r.get(7)?,
+                                disabled: r.get(8)?,
+                            })
+                        },
+                    )
+                    .optional()
+            })
+            .await?;
+        let Some(row) = found else { return Err(AuthError::SessionEnded) };
+        if row.wipe {
+            return Err(AuthError::DeviceWipe);
+        }
+        if row.revoked || row.disabled {
+            return Err(AuthError::SessionEnded);
+        }
+        if row.last_seen + self.policy.idle_secs < now {
+            self.revoke_device(row.device_id).await?;
+            return Err(AuthError::SessionEnded);
+        }
+        if row.expires_at <= now {
+            return Err(AuthError::AccessExpired);
+        }
+        let role = Role::parse(&row.role).ok_or(AuthError::Internal)?;
+        let (store, device) = (self.store.clone(), row.device_id.clone());
+        self.blocking(move || {
+            store.lock().execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device, now])
+        })
+        .await?;
+        Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id: row.device_id })
     }
 
     /// Ends the device session the refresh token belongs to. Unknown tokens are ignored.
@@ -310,17 +427,71 @@ impl Auth {
         })
     }
 
-    async fn revoke_device(&self, device_id: String) -> Result<(), AuthError> {
-        let store = self.store.clone();
+    /// The caller's own devices, or — for an admin — every device in their tenant.
+    pub async fn devices(&self, caller: &Principal) -> Result<Vec<DeviceInfo>, AuthError> {
+        let (store, caller) = (self.store.clone(), caller.clone());
         self.blocking(move || {
-            let mut conn = store.lock();
-            let tx = conn.transaction()?;
-            tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [&device_id])?;
-            tx.execute("DELETE FROM access_tokens WHERE device_id = ?1", [&device_id])?;
-            tx.execute("DELETE FROM refresh_tokens WHERE device_id = ?1 AND used = 0", [&device_id])?;
-            tx.commit()
+            let conn = store.lock();
+            let mut stmt = conn.prepare(
+                "SELECT d.id, d.user_id, d.name, d.created_at, d.last_seen, d.revoked, d.wipe
+                 FROM devices d JOIN users u ON u.id = d.user_id
+                 WHERE u.tenant = ?1 AND (?2 OR d.user_id = ?3) ORDER BY d.created_at",
+            )?;
+            let rows = stmt.query_map(params![caller.tenant, caller.role == Role::Admin, caller.user_id], |r| {
+                let id: String = r.get(0)?;
+                Ok(DeviceInfo {
+                    current: id == caller.device_id,
+                    id,
+                    user_id: r.get(1)?,
+                    name: r.get(2)?,
+                    created_at: r.get(3)?,
+                    last_seen: r.get(4)?,
+                    revoked: r.get(5)?,
+                    wipe: r.get(6)?,
+                })
+            })?;
+            rows.collect()
         })
         .await
+    }
+
+    /// Revokes a device (and with `wipe`, flags it to erase its cache at its next contact).
+    /// Users manage their own devices; admins any device in their tenant. A device of another
+    /// tenant or user is reported as not found, exactly like one that does not exist.
+    pub async fn revoke(&self, caller: &Principal, device_id: &str, wipe: bool) -> Result<bool, AuthError> {
+        let (store, caller, device) = (self.store.clone(), caller.clone(), device_id.to_owned());
+        let allowed = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row(
+                        "SELECT count(*) FROM devices d JOIN users u ON u.id = d.user_id
+                         WHERE d.id = ?1 AND u.tenant = ?2 AND (?3 OR d.user_id = ?4)",
+                        params![device, caller.tenant, caller.role == Role::Admin, caller.user_id],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map(|n| n > 0)
+            })
+            .await?;
+        if !allowed {
+            return Ok(false);
+        }
+        if wipe {
+            let (store, device) = (self.store.clone(), device_id.to_owned());
+            self.blocking(move || store.lock().execute("UPDATE devices SET wipe = 1 WHERE id = ?1", [device])).await?;
+        }
+        self.revoke_device(device_id.to_owned()).await?;
+        Ok(true)
+    }
+
+    /// Marks a device revoked. Its tokens stay on record (as hashes) but stop working through
+    /// the device checks, so the device is still recognised at its next contact — which is how
+    /// a remote wipe reaches it.
+    async fn revoke_device(&self, device_id: String) -> Result<(), AuthError> {
+        let store = self.store.clone();
+        self.blocking(move || store.lock().execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id]))
+            .await
+            .map(|_| ())
     }
 
     /// Counts a failure, locking the account at the threshold; returns `error` (or `Locked`).

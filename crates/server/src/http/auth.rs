@@ -35,7 +35,7 @@ impl RateLimiter {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -69,6 +69,8 @@ impl IntoResponse for AuthError {
             AuthError::CodeAlreadyUsed => (StatusCode::UNAUTHORIZED, "code_already_used"),
             AuthError::ChallengeExpired => (StatusCode::UNAUTHORIZED, "challenge_expired"),
             AuthError::SessionEnded => (StatusCode::UNAUTHORIZED, "session_ended"),
+            AuthError::AccessExpired => (StatusCode::UNAUTHORIZED, "access_expired"),
+            AuthError::DeviceWipe => (StatusCode::UNAUTHORIZED, "device_wipe"),
             AuthError::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked"),
             AuthError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

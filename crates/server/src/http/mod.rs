@@ -3,6 +3,7 @@
 pub mod auth;
 mod headers;
 mod metadata;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,38 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Per-IP limit on sign-in requests.
     pub limiter: Arc<auth::RateLimiter>,
+    /// Signs policies (and, later, audit checkpoints).
+    pub signing_key: Arc<ed25519_dalek::SigningKey>,
+    /// Names the signing key.
+    pub key_id: String,
+    /// The pins handed out with the policy.
+    pub pins: crate::datadir::ServerPins,
+}
+
+impl AppState {
+    /// The state for a data directory.
+    pub fn new(dir: &DataDir) -> Result<Self, ServerError> {
+        let store = Arc::new(dir.open_store()?);
+        let signing_key = dir.signing_key()?;
+        let key_id = key_id(&signing_key.verifying_key());
+        Ok(Self {
+            // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
+            auth: Arc::new(Auth::new(store, AuthPolicy::default(), 2)),
+            limiter: Arc::default(),
+            signing_key: Arc::new(signing_key),
+            key_id,
+            pins: dir.pins()?,
+        })
+    }
+}
+
+/// A short, stable name for a signing key: the first 8 bytes of its SHA-256, hex.
+fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut id = String::from("ed25519-");
+    crate::auth::secrets::push_hex(&mut id, &digest[..8]);
+    id
 }
 
 /// Largest request body accepted (FHIR resources and Bundles from one device).
@@ -38,6 +71,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit));
     Router::new()
         .route("/fhir/metadata", get(metadata::capability_statement))
+        .route("/policy", get(session::policy))
+        .route("/policy/key", get(session::policy_key))
+        .route("/devices", get(session::devices))
+        .route("/devices/{id}/revoke", post(session::revoke))
+        .route("/devices/{id}/wipe", post(session::wipe))
         .merge(sign_in)
         .fallback(not_found)
         .with_state(state)
@@ -55,9 +93,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let config = axum_server::tls_rustls::RustlsConfig::from_config(dir.tls_config()?);
-    let store = Arc::new(dir.open_store()?);
-    // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
-    let state = AppState { auth: Arc::new(Auth::new(store, AuthPolicy::default(), 2)), limiter: Arc::default() };
+    let state = AppState::new(dir)?;
     let handle = axum_server::Handle::new();
     let watcher = handle.clone();
     tokio::spawn(async move {

@@ -56,3 +56,39 @@ pub fn add_user(
     let otpauth_uri = generator.to_url().map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
     Ok(NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri })
 }
+
+/// Disables a user and signs out all their devices.
+pub fn disable_user(store: &Store, username: &str) -> Result<(), ServerError> {
+    let mut conn = store.lock();
+    let tx = conn.transaction().map_err(|e| ServerError::Store(e.to_string()))?;
+    let changed = tx
+        .execute("UPDATE users SET disabled = 1 WHERE username = ?1", [username])
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    if changed == 0 {
+        return Err(ServerError::Invalid(format!("no user named {username}")));
+    }
+    tx.execute("UPDATE devices SET revoked = 1 WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [username])
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    tx.commit().map_err(|e| ServerError::Store(e.to_string()))
+}
+
+/// Replaces a user's TOTP secret (lost phone) and signs out all their devices. Returns the
+/// new secret for the user's authenticator.
+pub fn reset_mfa(store: &Store, username: &str) -> Result<NewUser, ServerError> {
+    let secret = totp::new_secret()?;
+    let generator = totp::totp(&secret, username)?;
+    let mut conn = store.lock();
+    let tx = conn.transaction().map_err(|e| ServerError::Store(e.to_string()))?;
+    let id: String = tx
+        .query_row(
+            "UPDATE users SET totp_secret = ?2, totp_pending = NULL, totp_last_step = -1 WHERE username = ?1 RETURNING id",
+            params![username, secret],
+            |r| r.get(0),
+        )
+        .map_err(|_| ServerError::Invalid(format!("no user named {username}")))?;
+    tx.execute("UPDATE devices SET revoked = 1 WHERE user_id = ?1", [&id])
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    tx.commit().map_err(|e| ServerError::Store(e.to_string()))?;
+    let otpauth_uri = generator.to_url().map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
+    Ok(NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri })
+}

@@ -89,6 +89,24 @@ enum UserCommand {
         #[arg(long, value_enum)]
         role: RoleArg,
     },
+    /// Disable a user and sign out all their devices.
+    Disable {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The user.
+        #[arg(long)]
+        username: String,
+    },
+    /// Give a user a new TOTP secret (lost authenticator) and sign out all their devices.
+    ResetMfa {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The user.
+        #[arg(long)]
+        username: String,
+    },
 }
 
 /// Roles as the command line spells them.
@@ -160,6 +178,16 @@ fn run(command: Command) -> Result<(), ServerError> {
             let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
             let store = DataDir::open(&data)?.open_store()?;
             let user = admin::add_user(&store, &tenant, &username, role.into(), &password, now())?;
+            println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
+            Ok(())
+        }
+        Command::User { command: UserCommand::Disable { data, username } } => {
+            admin::disable_user(&DataDir::open(&data)?.open_store()?, &username)?;
+            eprintln!("Disabled {username} and signed out their devices.");
+            Ok(())
+        }
+        Command::User { command: UserCommand::ResetMfa { data, username } } => {
+            let user = admin::reset_mfa(&DataDir::open(&data)?.open_store()?, &username)?;
             println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
             Ok(())
         }

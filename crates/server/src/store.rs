@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
         role             TEXT NOT NULL,
         password_hash    TEXT NOT NULL,
         totp_secret      BLOB NOT NULL,
+        totp_pending     BLOB,
         totp_last_step   INTEGER NOT NULL DEFAULT -1,
         failed_attempts  INTEGER NOT NULL DEFAULT 0,
         locked_until     INTEGER NOT NULL DEFAULT 0,
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
         name        TEXT NOT NULL,
         created_at  INTEGER NOT NULL,
         last_seen   INTEGER NOT NULL,
+        full_auth_at INTEGER NOT NULL,
         revoked     INTEGER NOT NULL DEFAULT 0,
         wipe        INTEGER NOT NULL DEFAULT 0
     ) STRICT;

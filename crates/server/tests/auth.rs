@@ -242,3 +242,54 @@ async fn access_tokens_expire_after_five_minutes_and_idle_devices_are_signed_out
     f.auth.authenticate(renewed.access_token.expose(), T0 + 600).await.unwrap();
     assert_eq!(f.auth.authenticate("garbage", T0).await.unwrap_err(), AuthError::SessionEnded);
 }
+
+/// The base32 secret inside an `otpauth://` URI.
+fn secret_of(uri: &str) -> Vec<u8> {
+    let b32 = uri.split(['?', '&']).find_map(|p| p.strip_prefix("secret=")).unwrap();
+    totp_rs::Secret::try_from_base32(b32).unwrap().as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_new_one() {
+    use base64::Engine as _;
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    let me = f.auth.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap();
+    assert_eq!(f.auth.begin_enrollment(&me, T0 + 301).await.unwrap_err(), AuthError::StepUpRequired);
+    assert_eq!(f.auth.confirm_enrollment(&me, "123456", T0 + 10).await.unwrap_err(), AuthError::NoEnrollment);
+
+    let enrollment = f.auth.begin_enrollment(&me, T0 + 10).await.unwrap();
+    assert!(enrollment.otpauth_uri.starts_with("otpauth://totp/Carekeep:amy?"), "{}", enrollment.otpauth_uri);
+    let png = base64::engine::general_purpose::STANDARD.decode(&enrollment.qr_png_base64).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 200);
+    let new_secret = secret_of(&enrollment.otpauth_uri);
+    assert_ne!(new_secret, f.totp_secret);
+
+    assert_eq!(f.auth.confirm_enrollment(&me, "abcdef", T0 + 20).await.unwrap_err(), AuthError::BadCode);
+    // Until confirmed, the old authenticator still signs in…
+    let before = f.auth.login(login("amy", PASSWORD), T0 + 30).await.unwrap();
+    let old_code =
+        MfaRequest { mfa_token: before.mfa_token, code: code(&f.totp_secret, T0 + 30), device_name: "x".into() };
+    f.auth.verify_mfa(old_code, T0 + 30).await.unwrap();
+    // … after confirming, only the new one does.
+    f.auth.confirm_enrollment(&me, code(&new_secret, T0 + 60).expose(), T0 + 60).await.unwrap();
+    let challenge = f.auth.login(login("amy", PASSWORD), T0 + 90).await.unwrap();
+    let old = MfaRequest {
+        mfa_token: challenge.mfa_token.clone(),
+        code: code(&f.totp_secret, T0 + 90),
+        device_name: "x".into(),
+    };
+    assert_eq!(f.auth.verify_mfa(old, T0 + 90).await.unwrap_err(), AuthError::BadCode);
+    let new = MfaRequest { mfa_token: challenge.mfa_token, code: code(&new_secret, T0 + 90), device_name: "x".into() };
+    f.auth.verify_mfa(new, T0 + 90).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_disabled_user_cannot_sign_in_and_their_devices_are_signed_out() {
+    let f = fixture();
+    let tokens = sign_in(&f, T0).await;
+    carekeep_server::admin::disable_user(&f.data.open_store().unwrap(), "amy").unwrap();
+    assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
+    assert_eq!(f.auth.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
+    assert_eq!(f.auth.login(login("amy", PASSWORD), T0 + 2).await.unwrap_err(), AuthError::BadCredentials);
+}

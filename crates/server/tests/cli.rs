@@ -95,4 +95,19 @@ fn tenants_and_users_are_added_with_the_password_on_stdin() {
 
     let again = add_user("a long enough passphrase");
     assert!(!again.status.success(), "usernames are unique");
+
+    let reset =
+        server().args(["user", "reset-mfa", "--data"]).arg(&data).args(["--username", "dr-lee"]).output().unwrap();
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let reset_out = String::from_utf8(reset.stdout).unwrap();
+    let new_secret = reset_out.lines().find_map(|l| l.strip_prefix("totp_secret: ")).unwrap();
+    assert_ne!(new_secret, secret, "a new authenticator secret");
+
+    let disable =
+        server().args(["user", "disable", "--data"]).arg(&data).args(["--username", "dr-lee"]).output().unwrap();
+    assert!(disable.status.success());
+    let unknown =
+        server().args(["user", "disable", "--data"]).arg(&data).args(["--username", "nobody"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named nobody"));
 }

@@ -92,6 +92,29 @@ async fn the_policy_is_signed_for_the_callers_tenant_and_role_with_the_servers_p
     assert_eq!(policy.idle_lock_secs, 300, "patients lock after 5 minutes");
     let pins = s.data.pins().unwrap();
     assert_eq!(policy.pins.pins(), [pins.live, pins.backup]);
+
+    // The authenticator can be replaced right after a full sign-in, over the API.
+    let enroll = http.post(format!("{base}/auth/mfa/enroll")).send().await.unwrap();
+    assert_eq!(enroll.status(), 401);
+    let enroll: serde_json::Value = http
+        .post(format!("{base}/auth/mfa/enroll"))
+        .bearer_auth(tokens.access_token.expose())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(enroll["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
+    assert!(enroll["qr_png_base64"].as_str().unwrap().len() > 100);
+    let confirm = http
+        .post(format!("{base}/auth/mfa/confirm"))
+        .bearer_auth(tokens.access_token.expose())
+        .json(&json!({"code": "abcdef"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.json::<serde_json::Value>().await.unwrap()["error"], "bad_code");
 }
 
 #[tokio::test(flavor = "multi_thread")]

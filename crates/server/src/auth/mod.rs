@@ -13,6 +13,7 @@
 //! Time is a parameter (`now`, Unix seconds) so every rule is tested without sleeping.
 
 pub mod password;
+pub mod qr;
 pub mod secrets;
 pub mod totp;
 
@@ -41,6 +42,8 @@ pub struct AuthPolicy {
     pub mfa_ttl_secs: i64,
     /// A device unused for this long must sign in again.
     pub idle_secs: i64,
+    /// High-risk actions (changing the authenticator) need a full sign-in this recent.
+    pub step_up_secs: i64,
 }
 
 impl Default for AuthPolicy {
@@ -51,6 +54,7 @@ impl Default for AuthPolicy {
             access_ttl_secs: 5 * 60,
             mfa_ttl_secs: 5 * 60,
             idle_secs: 15 * 60,
+            step_up_secs: 5 * 60,
         }
     }
 }
@@ -85,9 +89,24 @@ pub enum AuthError {
     /// The device was flagged for remote wipe: the client must erase its cache now.
     #[error("This device was signed out and must erase its copy of the records.")]
     DeviceWipe,
+    /// A high-risk action needs a fresh full sign-in first.
+    #[error("For this, sign in again with your password and authenticator code first.")]
+    StepUpRequired,
+    /// Confirming an authenticator that was never started.
+    #[error("Start the authenticator set-up first.")]
+    NoEnrollment,
     /// Something failed on the server's side.
     #[error("The server could not complete the sign-in. Try again later.")]
     Internal,
+}
+
+/// A new authenticator secret waiting for its first code.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Enrollment {
+    /// `otpauth://` URI for the authenticator app.
+    pub otpauth_uri: String,
+    /// The same as a QR code, PNG, base64.
+    pub qr_png_base64: String,
 }
 
 /// A device as its owner (or their admin) sees it.
@@ -261,7 +280,7 @@ impl Auth {
                 params![user_id, step],
             )?;
             tx.execute(
-                "INSERT INTO devices (id, user_id, name, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO devices (id, user_id, name, created_at, last_seen, full_auth_at) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
                 params![dev, user_id, name, now],
             )?;
             tx.commit()
@@ -425,6 +444,65 @@ impl Auth {
             expires_in: u32::try_from(self.policy.access_ttl_secs).unwrap_or(u32::MAX),
             device_id,
         })
+    }
+
+    /// Starts replacing the caller's authenticator: a new secret, pending until confirmed with
+    /// a code from it. Needs a full sign-in within [`AuthPolicy::step_up_secs`].
+    pub async fn begin_enrollment(&self, caller: &Principal, now: i64) -> Result<Enrollment, AuthError> {
+        use base64::Engine as _;
+        self.require_step_up(caller, now).await?;
+        let secret = totp::new_secret().map_err(|_| AuthError::Internal)?;
+        let (store, user, pending) = (self.store.clone(), caller.user_id.clone(), secret.clone());
+        let username = self
+            .blocking(move || {
+                let conn = store.lock();
+                conn.execute("UPDATE users SET totp_pending = ?2 WHERE id = ?1", params![user, pending])?;
+                conn.query_row("SELECT username FROM users WHERE id = ?1", [&user], |r| r.get::<_, String>(0))
+            })
+            .await?;
+        let generator = totp::totp(&secret, &username).map_err(|_| AuthError::Internal)?;
+        let uri = generator.to_url().map_err(|_| AuthError::Internal)?;
+        let png = qr::png(&uri).map_err(|_| AuthError::Internal)?;
+        Ok(Enrollment { qr_png_base64: base64::engine::general_purpose::STANDARD.encode(png), otpauth_uri: uri })
+    }
+
+    /// Confirms the pending authenticator with a code from it; from then on only it works.
+    pub async fn confirm_enrollment(&self, caller: &Principal, code: &str, now: i64) -> Result<(), AuthError> {
+        self.require_step_up(caller, now).await?;
+        let (store, user) = (self.store.clone(), caller.user_id.clone());
+        let pending = self
+            .blocking(move || {
+                store.lock().query_row("SELECT totp_pending FROM users WHERE id = ?1", [user], |r| {
+                    r.get::<_, Option<Vec<u8>>>(0)
+                })
+            })
+            .await?
+            .ok_or(AuthError::NoEnrollment)?;
+        let Some(step) = totp::matching_step(&pending, code, u64::try_from(now).unwrap_or(0)) else {
+            return Err(self.record_failure(caller.user_id.clone(), now, AuthError::BadCode).await);
+        };
+        let (store, user) = (self.store.clone(), caller.user_id.clone());
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        self.blocking(move || {
+            store.lock().execute(
+                "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ?2 WHERE id = ?1",
+                params![user, step],
+            )
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn require_step_up(&self, caller: &Principal, now: i64) -> Result<(), AuthError> {
+        let (store, device) = (self.store.clone(), caller.device_id.clone());
+        let full_auth_at = self
+            .blocking(move || {
+                store
+                    .lock()
+                    .query_row("SELECT full_auth_at FROM devices WHERE id = ?1", [device], |r| r.get::<_, i64>(0))
+            })
+            .await?;
+        if now - full_auth_at > self.policy.step_up_secs { Err(AuthError::StepUpRequired) } else { Ok(()) }
     }
 
     /// The caller's own devices, or — for an admin — every device in their tenant.

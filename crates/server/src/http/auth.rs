@@ -72,6 +72,8 @@ impl IntoResponse for AuthError {
             AuthError::AccessExpired => (StatusCode::UNAUTHORIZED, "access_expired"),
             AuthError::DeviceWipe => (StatusCode::UNAUTHORIZED, "device_wipe"),
             AuthError::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked"),
+            AuthError::StepUpRequired => (StatusCode::FORBIDDEN, "step_up_required"),
+            AuthError::NoEnrollment => (StatusCode::CONFLICT, "no_enrollment"),
             AuthError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let mut response = error_response(status, code, &self.to_string());
@@ -102,4 +104,30 @@ pub async fn refresh(State(state): State<AppState>, Json(request): Json<RefreshR
 /// `POST /auth/logout`.
 pub async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest>) -> Response {
     state.auth.logout(request).await.map(|()| StatusCode::NO_CONTENT).into_response()
+}
+
+/// `POST /auth/mfa/enroll`: a new authenticator secret (URI and QR PNG), pending.
+pub async fn enroll(State(state): State<AppState>, caller: crate::auth::Principal) -> Response {
+    state.auth.begin_enrollment(&caller, now()).await.map(Json).into_response()
+}
+
+/// Body of `POST /auth/mfa/confirm`.
+#[derive(serde::Deserialize)]
+pub struct ConfirmRequest {
+    /// A code from the new authenticator.
+    pub code: carekeep_protocol::Secret,
+}
+
+/// `POST /auth/mfa/confirm`: activates the pending authenticator.
+pub async fn confirm(
+    State(state): State<AppState>,
+    caller: crate::auth::Principal,
+    Json(request): Json<ConfirmRequest>,
+) -> Response {
+    state
+        .auth
+        .confirm_enrollment(&caller, request.code.expose(), now())
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .into_response()
 }

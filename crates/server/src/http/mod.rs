@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/mfa", post(auth::mfa))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/mfa/enroll", post(auth::enroll))
+        .route("/auth/mfa/confirm", post(auth::confirm))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit));
     Router::new()
         .route("/fhir/metadata", get(metadata::capability_statement))

@@ -33,6 +33,9 @@ pub enum ServerError {
     /// An administration command was given something it cannot use.
     #[error("{0}")]
     Invalid(String),
+    /// `audit verify` found the trail altered.
+    #[error("the audit trail is not intact: {0}")]
+    AuditBroken(String),
     /// The TLS configuration was refused.
     #[error("TLS set-up failed: {0}")]
     Tls(String),

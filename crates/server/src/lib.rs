@@ -8,6 +8,7 @@
 //! ([`admin`]), and sign-in with password and TOTP ([`auth`]).
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod datadir;
 pub mod error;

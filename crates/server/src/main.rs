@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Check or search the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Serve the API over HTTPS (there is no plaintext listener).
     Serve {
         /// The data directory.
@@ -68,6 +73,32 @@ enum TenantCommand {
         /// Display name.
         #[arg(long)]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the whole chain and its signed checkpoints; exits non-zero naming the first
+    /// record that cannot be trusted.
+    Verify {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Who accessed a patient's record between two times (RFC 3339), one JSON record a line.
+    Query {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The patient id.
+        #[arg(long)]
+        patient: String,
+        /// From (inclusive), e.g. 2026-01-01T00:00:00Z.
+        #[arg(long)]
+        from: String,
+        /// To (inclusive).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -189,6 +220,21 @@ fn run(command: Command) -> Result<(), ServerError> {
         Command::User { command: UserCommand::ResetMfa { data, username } } => {
             let user = admin::reset_mfa(&DataDir::open(&data)?.open_store()?, &username)?;
             println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
+            Ok(())
+        }
+        Command::Audit { command: AuditCommand::Verify { data } } => {
+            let dir = DataDir::open(&data)?;
+            let key = dir.signing_key()?.verifying_key();
+            let verified = carekeep_server::audit::verify(&dir.open_store()?, &key)
+                .map_err(|e| ServerError::AuditBroken(e.to_string()))?;
+            println!("audit trail intact: {} records, {} signed checkpoints", verified.records, verified.checkpoints);
+            Ok(())
+        }
+        Command::Audit { command: AuditCommand::Query { data, patient, from, to } } => {
+            let store = DataDir::open(&data)?.open_store()?;
+            for record in carekeep_server::audit::query(&store, &patient, &from, &to)? {
+                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+            }
             Ok(())
         }
         Command::Serve { data, listen } => {

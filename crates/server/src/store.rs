@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::ServerError;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: tenants, users, sign-in state, devices and tokens (only hashes of tokens).
+    // 1: tenants, users, sign-in state, devices, tokens (only their hashes), the audit chain.
     "CREATE TABLE tenants (
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL,
@@ -53,6 +53,17 @@ const MIGRATIONS: &[&str] = &[
         device_id   TEXT NOT NULL REFERENCES devices (id),
         issued_at   INTEGER NOT NULL,
         used        INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE TABLE audit_log (
+        seq          INTEGER PRIMARY KEY,
+        record       TEXT NOT NULL,
+        patient      TEXT,
+        recorded_at  TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_by_patient ON audit_log (patient, recorded_at);
+    CREATE TABLE audit_checkpoints (
+        seq         INTEGER PRIMARY KEY,
+        checkpoint  TEXT NOT NULL
     ) STRICT;
     CREATE TABLE access_tokens (
         token_hash  BLOB PRIMARY KEY,

@@ -4,14 +4,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRequest};
+use axum::{Extension, Json};
+use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse};
 
 use super::AppState;
+use super::audit::AuditSlot;
 use crate::auth::AuthError;
 
 /// Sign-in requests allowed per IP address per minute.
@@ -92,13 +93,35 @@ pub async fn login(State(state): State<AppState>, Json(request): Json<LoginReque
 }
 
 /// `POST /auth/mfa`.
-pub async fn mfa(State(state): State<AppState>, Json(request): Json<MfaRequest>) -> Response {
-    state.auth.verify_mfa(request, now()).await.map(Json).into_response()
+pub async fn mfa(
+    State(state): State<AppState>,
+    slot: Extension<AuditSlot>,
+    Json(request): Json<MfaRequest>,
+) -> Response {
+    let tokens = state.auth.verify_mfa(request, now()).await;
+    signed_in(&state, &slot, tokens).await
 }
 
 /// `POST /auth/refresh`.
-pub async fn refresh(State(state): State<AppState>, Json(request): Json<RefreshRequest>) -> Response {
-    state.auth.refresh(request, now()).await.map(Json).into_response()
+pub async fn refresh(
+    State(state): State<AppState>,
+    slot: Extension<AuditSlot>,
+    Json(request): Json<RefreshRequest>,
+) -> Response {
+    let tokens = state.auth.refresh(request, now()).await;
+    signed_in(&state, &slot, tokens).await
+}
+
+/// Answers with fresh tokens, telling the audit trail whose they are.
+async fn signed_in(state: &AppState, slot: &AuditSlot, tokens: Result<TokenResponse, AuthError>) -> Response {
+    let tokens = match tokens {
+        Ok(tokens) => tokens,
+        Err(e) => return e.into_response(),
+    };
+    if let Ok(principal) = state.auth.authenticate(tokens.access_token.expose(), now()).await {
+        slot.set(principal);
+    }
+    Json(tokens).into_response()
 }
 
 /// `POST /auth/logout`.

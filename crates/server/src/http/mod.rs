@@ -1,5 +1,6 @@
 //! The HTTPS API: a router of thin handlers behind the layers every response passes.
 
+mod audit;
 pub mod auth;
 mod headers;
 mod metadata;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Per-IP limit on sign-in requests.
     pub limiter: Arc<auth::RateLimiter>,
+    /// The audit trail every audited request is appended to.
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Signs policies (and, later, audit checkpoints).
     pub signing_key: Arc<ed25519_dalek::SigningKey>,
     /// Names the signing key.
@@ -36,13 +39,15 @@ impl AppState {
     /// The state for a data directory.
     pub fn new(dir: &DataDir) -> Result<Self, ServerError> {
         let store = Arc::new(dir.open_store()?);
-        let signing_key = dir.signing_key()?;
+        let signing_key = Arc::new(dir.signing_key()?);
         let key_id = key_id(&signing_key.verifying_key());
+        let audit = crate::audit::AuditLog::open(store.clone(), signing_key.clone(), crate::audit::CHECKPOINT_EVERY)?;
         Ok(Self {
             // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
             auth: Arc::new(Auth::new(store, AuthPolicy::default(), 2)),
             limiter: Arc::default(),
-            signing_key: Arc::new(signing_key),
+            audit: Arc::new(audit),
+            signing_key,
             key_id,
             pins: dir.pins()?,
         })
@@ -71,14 +76,19 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/mfa/enroll", post(auth::enroll))
         .route("/auth/mfa/confirm", post(auth::confirm))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit));
-    Router::new()
-        .route("/fhir/metadata", get(metadata::capability_statement))
+    // Everything but the public metadata and key is audited (the audit layer outermost, so
+    // rate-limited attempts are recorded too).
+    let audited = Router::new()
         .route("/policy", get(session::policy))
-        .route("/policy/key", get(session::policy_key))
         .route("/devices", get(session::devices))
         .route("/devices/{id}/revoke", post(session::revoke))
         .route("/devices/{id}/wipe", post(session::wipe))
         .merge(sign_in)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit));
+    Router::new()
+        .route("/fhir/metadata", get(metadata::capability_statement))
+        .route("/policy/key", get(session::policy_key))
+        .merge(audited)
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

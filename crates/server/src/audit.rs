@@ -1,0 +1,134 @@
+//! The server's audit trail (DESIGN.md §6): one hash-chained record per audited request,
+//! in the rule [`carekeep_protocol::audit`] defines, with a signed checkpoint every
+//! [`CHECKPOINT_EVERY`] records. Records hold ids, never PHI.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainError, Checkpoint, verify_chain};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rusqlite::{OptionalExtension, params};
+
+use crate::ServerError;
+use crate::store::Store;
+
+/// Records between signed checkpoints.
+pub const CHECKPOINT_EVERY: u64 = 100;
+
+/// The append side of the trail. Appends are serialised: each record links to the last.
+pub struct AuditLog {
+    store: Arc<Store>,
+    signing_key: Arc<SigningKey>,
+    checkpoint_every: u64,
+    last: Mutex<Option<AuditRecord>>,
+}
+
+impl AuditLog {
+    /// Opens the trail in `store`, continuing from its last record.
+    pub fn open(store: Arc<Store>, signing_key: Arc<SigningKey>, checkpoint_every: u64) -> Result<Self, ServerError> {
+        let last = store
+            .lock()
+            .query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(|e| ServerError::Store(e.to_string()))?
+            .map(|json| serde_json::from_str::<AuditRecord>(&json))
+            .transpose()
+            .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))?;
+        Ok(Self { store, signing_key, checkpoint_every: checkpoint_every.max(1), last: Mutex::new(last) })
+    }
+
+    /// Appends `event` (and, every `checkpoint_every` records, a signed checkpoint) in one
+    /// transaction. Blocking: call from `spawn_blocking`.
+    pub fn append(&self, event: AuditEvent) -> Result<AuditRecord, ServerError> {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let record = AuditRecord::append(last.as_ref(), event);
+        let json = serde_json::to_string(&record).map_err(|e| ServerError::Store(e.to_string()))?;
+        let seq = i64::try_from(record.seq).map_err(|_| ServerError::Store("audit sequence overflow".into()))?;
+        let checkpoint = (record.seq + 1)
+            .is_multiple_of(self.checkpoint_every)
+            .then(|| Checkpoint::sign(&record, &self.signing_key));
+        let mut conn = self.store.lock();
+        let mut write = || -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO audit_log (seq, record, patient, recorded_at) VALUES (?1, ?2, ?3, ?4)",
+                params![seq, json, record.event.patient, record.event.recorded_at],
+            )?;
+            if let Some(checkpoint) = &checkpoint {
+                let text = serde_json::to_string(checkpoint).unwrap_or_default();
+                tx.execute("INSERT INTO audit_checkpoints (seq, checkpoint) VALUES (?1, ?2)", params![seq, text])?;
+            }
+            tx.commit()
+        };
+        write().map_err(|e| ServerError::Store(e.to_string()))?;
+        *last = Some(record.clone());
+        Ok(record)
+    }
+}
+
+/// What `audit verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records checked.
+    pub records: u64,
+    /// Checkpoints whose signatures held.
+    pub checkpoints: u64,
+}
+
+/// Why the trail cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A record or checkpoint could not even be read: it was edited by hand.
+    #[error("record #{0} is unreadable: it was edited")]
+    Unreadable(i64),
+    /// The chain is broken.
+    #[error("{0}")]
+    Broken(ChainError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(ServerError),
+}
+
+/// Checks the whole trail against `key`: links, content, order and every checkpoint.
+pub fn verify(store: &Store, key: &VerifyingKey) -> Result<Verified, VerifyError> {
+    let conn = store.lock();
+    let read = |sql: &str| -> Result<Vec<(i64, String)>, VerifyError> {
+        let mut stmt = conn.prepare(sql).map_err(|e| VerifyError::Store(ServerError::Store(e.to_string())))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| VerifyError::Store(ServerError::Store(e.to_string())))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| VerifyError::Store(ServerError::Store(e.to_string())))
+    };
+    let records = read("SELECT seq, record FROM audit_log ORDER BY seq")?
+        .into_iter()
+        .map(|(seq, json)| serde_json::from_str::<AuditRecord>(&json).map_err(|_| VerifyError::Unreadable(seq)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checkpoints = read("SELECT seq, checkpoint FROM audit_checkpoints ORDER BY seq")?
+        .into_iter()
+        .map(|(seq, json)| serde_json::from_str::<Checkpoint>(&json).map_err(|_| VerifyError::Unreadable(seq)))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify_chain(&records, &checkpoints, key).map_err(VerifyError::Broken)?;
+    Ok(Verified { records: records.len() as u64, checkpoints: checkpoints.len() as u64 })
+}
+
+/// "Who accessed this patient's record": records naming `patient`, between `from` and `to`
+/// (RFC 3339, inclusive), oldest first. Reads the chained JSON, not the index copy.
+pub fn query(store: &Store, patient: &str, from: &str, to: &str) -> Result<Vec<AuditRecord>, ServerError> {
+    let conn = store.lock();
+    let mut stmt = conn
+        .prepare(
+            "SELECT record FROM audit_log WHERE patient = ?1 AND recorded_at >= ?2 AND recorded_at <= ?3 ORDER BY seq",
+        )
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    let rows = stmt
+        .query_map(params![patient, from, to], |r| r.get::<_, String>(0))
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    let mut out = Vec::new();
+    for json in rows {
+        let json = json.map_err(|e| ServerError::Store(e.to_string()))?;
+        let record: AuditRecord = serde_json::from_str(&json).map_err(|e| ServerError::Store(e.to_string()))?;
+        if record.event.patient.as_deref() == Some(patient) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,194 @@
+//! The audit trail: what every audited request leaves behind, and `audit verify` catching
+//! edits, deletions and rewrites.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
+use carekeep_protocol::auth::Role;
+use carekeep_server::DataDir;
+use carekeep_server::audit::AuditLog;
+use serde_json::json;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn records(data: &DataDir) -> Vec<AuditRecord> {
+    let store = data.open_store().unwrap();
+    let conn = store.lock();
+    let mut stmt = conn.prepare("SELECT record FROM audit_log ORDER BY seq").unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|j| serde_json::from_str(&j.unwrap()).unwrap()).collect()
+}
+
+fn verify(data: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_carekeep-server")).args(["audit", "verify", "--data"]).arg(data).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_audited_request_leaves_one_chained_phi_free_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let (data, _) = DataDir::init(&root, "localhost").unwrap();
+    let store = data.open_store().unwrap();
+    carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", 0).unwrap();
+    let amy = carekeep_server::admin::add_user(&store, "clinic-1", "amy", Role::Patient, PASSWORD, 0).unwrap();
+    drop(store);
+    let server = common::start(&data).await;
+    let http = common::client_for(&data);
+    let base = format!("https://localhost:{}", server.port);
+
+    let wrong =
+        http.post(format!("{base}/auth/login")).json(&json!({"username": "amy", "password": "not her password"}));
+    assert_eq!(wrong.send().await.unwrap().status(), 401);
+    let challenge: serde_json::Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": "amy", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = totp_rs::Secret::try_from_base32(&amy.totp_base32).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let code = totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(now).to_string();
+    let tokens: serde_json::Value = http
+        .post(format!("{base}/auth/mfa"))
+        .json(&json!({"mfa_token": challenge["mfa_token"], "code": code, "device_name": "laptop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(http.get(format!("{base}/policy")).bearer_auth(access).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/policy")).send().await.unwrap().status(), 401);
+    // Public, PHI-free endpoints are not audited.
+    http.get(format!("{base}/fhir/metadata")).send().await.unwrap();
+    http.get(format!("{base}/policy/key")).send().await.unwrap();
+
+    let trail = records(&data);
+    let summary: Vec<(String, Outcome, Option<String>)> =
+        trail.iter().map(|r| (r.event.action.clone(), r.event.outcome, r.event.user.clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("POST /auth/login".into(), Outcome::Denied, None),
+            ("POST /auth/login".into(), Outcome::Success, None),
+            ("POST /auth/mfa".into(), Outcome::Success, Some(amy.id.clone())),
+            ("GET /policy".into(), Outcome::Success, Some(amy.id.clone())),
+            ("GET /policy".into(), Outcome::Denied, None),
+        ]
+    );
+    assert_eq!(trail[3].event.tenant, "clinic-1");
+    assert_eq!(trail[3].event.role.as_deref(), Some("patient"));
+    assert_eq!(trail[3].event.device.as_deref(), tokens["device_id"].as_str());
+    assert_eq!(trail[3].event.ip.as_deref(), Some("127.0.0.1"));
+    let all = serde_json::to_string(&trail).unwrap();
+    for secret in [PASSWORD, "not her password", access, tokens["refresh_token"].as_str().unwrap(), "amy"] {
+        assert!(!all.contains(secret), "the audit trail holds a secret or a name");
+    }
+
+    let ok = verify(&root);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 5 records"));
+
+    // An insider turns a denied attempt into a success: named at its record.
+    let store = data.open_store().unwrap();
+    store
+        .lock()
+        .execute("UPDATE audit_log SET record = replace(record, '\"denied\"', '\"success\"') WHERE seq = 0", [])
+        .unwrap();
+    let edited = verify(&root);
+    assert!(!edited.status.success());
+    assert!(
+        String::from_utf8_lossy(&edited.stderr).contains("record #0"),
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+}
+
+fn event(i: u32) -> AuditEvent {
+    AuditEvent {
+        recorded_at: format!("2026-11-22T10:00:{:02}Z", i % 60),
+        occurred_at: None,
+        tenant: "clinic-1".into(),
+        user: Some("usr-1".into()),
+        role: Some("clinician".into()),
+        device: Some("dev-1".into()),
+        ip: Some("127.0.0.1".into()),
+        action: "GET /fhir/Observation".into(),
+        resource_type: Some("Observation".into()),
+        resource_id: Some(format!("obs-{i}")),
+        patient: Some(if i.is_multiple_of(2) { "pat-a" } else { "pat-b" }.into()),
+        outcome: Outcome::Success,
+        break_glass: false,
+    }
+}
+
+#[test]
+fn checkpoints_catch_a_rewrite_that_recomputes_every_hash_and_deletions_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let (data, _) = DataDir::init(&root, "localhost").unwrap();
+    let store = Arc::new(data.open_store().unwrap());
+    let log = AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()), 10).unwrap();
+    for i in 0..25 {
+        log.append(event(i)).unwrap();
+    }
+    drop(log);
+    let ok = verify(&root);
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 25 records, 2 signed checkpoints"));
+
+    // "Who accessed patient A": 13 of the 25, all naming pat-a.
+    let who = carekeep_server::audit::query(&store, "pat-a", "2026-01-01T00:00:00Z", "2026-12-31T23:59:59Z").unwrap();
+    assert_eq!(who.len(), 13);
+    assert!(who.iter().all(|r| r.event.patient.as_deref() == Some("pat-a")));
+
+    // Rewrite record 3 and relink everything after it, as someone with write access to the
+    // store (but not the signing key) could: the checkpoint at record 9 no longer holds.
+    let mut rewritten: Vec<AuditRecord> = Vec::new();
+    for i in 0..25 {
+        let mut e = event(i);
+        if i == 3 {
+            e.patient = Some("pat-c".into());
+        }
+        let next = AuditRecord::append(rewritten.last(), e);
+        rewritten.push(next);
+    }
+    {
+        let conn = store.lock();
+        for r in &rewritten[3..] {
+            conn.execute(
+                "UPDATE audit_log SET record = ?2 WHERE seq = ?1",
+                rusqlite::params![i64::try_from(r.seq).unwrap(), serde_json::to_string(r).unwrap()],
+            )
+            .unwrap();
+        }
+    }
+    let caught = verify(&root);
+    assert!(!caught.status.success());
+    let why = String::from_utf8_lossy(&caught.stderr);
+    assert!(why.contains("records #0 to #9") && why.contains("rewritten"), "{why}");
+
+    // A deleted record is named too.
+    let dir2 = tempfile::tempdir().unwrap();
+    let root2 = dir2.path().join("server");
+    let (data2, _) = DataDir::init(&root2, "localhost").unwrap();
+    let store2 = Arc::new(data2.open_store().unwrap());
+    let log2 = AuditLog::open(store2.clone(), Arc::new(data2.signing_key().unwrap()), 100).unwrap();
+    for i in 0..5 {
+        log2.append(event(i)).unwrap();
+    }
+    store2.lock().execute("DELETE FROM audit_log WHERE seq = 2", []).unwrap();
+    let deleted = verify(&root2);
+    assert!(!deleted.status.success());
+    assert!(
+        String::from_utf8_lossy(&deleted.stderr).contains("record #2"),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+}

@@ -42,27 +42,7 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     let wrong =
         http.post(format!("{base}/auth/login")).json(&json!({"username": "amy", "password": "not her password"}));
     assert_eq!(wrong.send().await.unwrap().status(), 401);
-    let challenge: serde_json::Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": "amy", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = totp_rs::Secret::try_from_base32(&amy.totp_base32).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let code = totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(now).to_string();
-    let tokens: serde_json::Value = http
-        .post(format!("{base}/auth/mfa"))
-        .json(&json!({"mfa_token": challenge["mfa_token"], "code": code, "device_name": "laptop"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tokens = common::sign_in(&http, &base, "amy", PASSWORD, &amy.totp_base32, 0).await.tokens;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(http.get(format!("{base}/policy")).bearer_auth(access).send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{base}/policy")).send().await.unwrap().status(), 401);

@@ -61,27 +61,8 @@ async fn a_sign_in_leaves_no_secret_in_the_servers_output() {
     let base = format!("https://localhost:{port}");
     let wrong = json!({"username": USERNAME, "password": "Zq-wrong-sentinel"});
     http.post(format!("{base}/auth/login")).json(&wrong).send().await.unwrap();
-    let challenge: serde_json::Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": USERNAME, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let code = totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(now).to_string();
-    let tokens: serde_json::Value = http
-        .post(format!("{base}/auth/mfa"))
-        .json(&json!({"mfa_token": challenge["mfa_token"], "code": code, "device_name": "zq-sentinel-device"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signed_in = common::sign_in(&http, &base, USERNAME, PASSWORD, &user.totp_base32, 0).await;
+    let tokens = &signed_in.tokens;
     assert!(tokens["access_token"].is_string(), "{tokens}");
 
     child.kill().unwrap();
@@ -96,9 +77,9 @@ async fn a_sign_in_leaves_no_secret_in_the_servers_output() {
         PASSWORD,
         "Zq-wrong-sentinel",
         USERNAME,
-        "zq-sentinel-device",
-        code.as_str(),
-        challenge["mfa_token"].as_str().unwrap(),
+        signed_in.code.as_str(),
+        signed_in.mfa_token.as_str(),
+        &format!("{USERNAME}-0"),
         tokens["access_token"].as_str().unwrap(),
         tokens["refresh_token"].as_str().unwrap(),
         &user.totp_base32,

@@ -13,8 +13,8 @@ use serde_json::json;
 struct Setup {
     _dir: tempfile::TempDir,
     data: DataDir,
-    amy_totp: Vec<u8>,
-    ben_totp: Vec<u8>,
+    amy_totp: String,
+    ben_totp: String,
 }
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -26,43 +26,32 @@ fn setup() -> Setup {
     let now = 1_800_000_000;
     carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", now).unwrap();
     carekeep_server::admin::add_tenant(&store, "clinic-2", "Clinic Two", now).unwrap();
-    let secret = |b32: &str| totp_rs::Secret::try_from_base32(b32).unwrap().as_bytes().to_vec();
     let amy = carekeep_server::admin::add_user(&store, "clinic-1", "amy", Role::Patient, PASSWORD, now).unwrap();
     let ben = carekeep_server::admin::add_user(&store, "clinic-2", "ben", Role::Admin, PASSWORD, now).unwrap();
-    Setup { _dir: dir, data, amy_totp: secret(&amy.totp_base32), ben_totp: secret(&ben.totp_base32) }
+    Setup { _dir: dir, data, amy_totp: amy.totp_base32, ben_totp: ben.totp_base32 }
 }
 
-/// Signs in over HTTPS; `step` picks the TOTP step (0 now, 1 the next) so two sign-ins in
-/// the same 30 s window do not reuse a code.
-async fn sign_in(http: &reqwest::Client, base: &str, user: &str, totp: &[u8], step: i64) -> TokenResponse {
-    let challenge: serde_json::Value = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let generator = totp_rs::Builder::new().with_secret(totp).build().unwrap();
-    let code = generator.generate(now + 30 * u64::try_from(step).unwrap()).to_string();
-    let response = http
-        .post(format!("{base}/auth/mfa"))
-        .json(&json!({"mfa_token": challenge["mfa_token"], "code": code, "device_name": format!("{user}-{step}")}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    response.json().await.unwrap()
+/// Signs in over HTTPS as `user` (see [`common::sign_in`]).
+async fn sign_in(http: &reqwest::Client, base: &str, user: &str, totp: &str, step: u64) -> TokenResponse {
+    serde_json::from_value(common::sign_in(http, base, user, PASSWORD, totp, step).await.tokens).unwrap()
+}
+
+/// The server for `s`, a client trusting it, and its base URL.
+async fn serve(s: &Setup) -> (common::Running, reqwest::Client, String) {
+    let server = common::start(&s.data).await;
+    let base = format!("https://localhost:{}", server.port);
+    (server, common::client_for(&s.data), base)
+}
+
+/// `GET url` with a bearer token, read as JSON.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String, token: &str) -> T {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_policy_is_signed_for_the_callers_tenant_and_role_with_the_servers_pins() {
     let s = setup();
-    let server = common::start(&s.data).await;
-    let http = common::client_for(&s.data);
-    let base = format!("https://localhost:{}", server.port);
+    let (_server, http, base) = serve(&s).await;
     let tokens = sign_in(&http, &base, "amy", &s.amy_totp, 0).await;
 
     let unauthenticated = http.get(format!("{base}/policy")).send().await.unwrap();
@@ -70,15 +59,7 @@ async fn the_policy_is_signed_for_the_callers_tenant_and_role_with_the_servers_p
     let forged = http.get(format!("{base}/policy")).bearer_auth("forged").send().await.unwrap();
     assert_eq!(forged.status(), 401);
 
-    let signed: SignedPolicy = http
-        .get(format!("{base}/policy"))
-        .bearer_auth(tokens.access_token.expose())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let signed: SignedPolicy = get_json(&http, format!("{base}/policy"), tokens.access_token.expose()).await;
     let key: serde_json::Value = http.get(format!("{base}/policy/key")).send().await.unwrap().json().await.unwrap();
     assert_eq!(key["key_id"], signed.key_id.as_str());
     let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
@@ -120,21 +101,11 @@ async fn the_policy_is_signed_for_the_callers_tenant_and_role_with_the_servers_p
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_are_listed_and_a_remote_wipe_is_honoured_at_the_next_contact() {
     let s = setup();
-    let server = common::start(&s.data).await;
-    let http = common::client_for(&s.data);
-    let base = format!("https://localhost:{}", server.port);
+    let (_server, http, base) = serve(&s).await;
     let laptop = sign_in(&http, &base, "amy", &s.amy_totp, 0).await;
     let phone = sign_in(&http, &base, "amy", &s.amy_totp, 1).await;
 
-    let listed: Vec<serde_json::Value> = http
-        .get(format!("{base}/devices"))
-        .bearer_auth(laptop.access_token.expose())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<serde_json::Value> = get_json(&http, format!("{base}/devices"), laptop.access_token.expose()).await;
     assert_eq!(listed.len(), 2);
     let current: Vec<_> = listed.iter().filter(|d| d["current"] == true).collect();
     assert_eq!(current.len(), 1);
@@ -166,21 +137,11 @@ async fn devices_are_listed_and_a_remote_wipe_is_honoured_at_the_next_contact() 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_tenants_admin_sees_and_touches_nothing() {
     let s = setup();
-    let server = common::start(&s.data).await;
-    let http = common::client_for(&s.data);
-    let base = format!("https://localhost:{}", server.port);
+    let (_server, http, base) = serve(&s).await;
     let amy = sign_in(&http, &base, "amy", &s.amy_totp, 0).await;
     let ben = sign_in(&http, &base, "ben", &s.ben_totp, 0).await;
 
-    let seen: Vec<serde_json::Value> = http
-        .get(format!("{base}/devices"))
-        .bearer_auth(ben.access_token.expose())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Vec<serde_json::Value> = get_json(&http, format!("{base}/devices"), ben.access_token.expose()).await;
     assert!(seen.iter().all(|d| d["id"] != amy.device_id.as_str()), "admins see only their own tenant");
     for action in ["revoke", "wipe"] {
         let attempt = http

@@ -61,3 +61,47 @@ pub fn client(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVer
 pub fn client_for(data: &DataDir) -> reqwest::Client {
     client(&std::fs::read(data.cert_path()).unwrap(), &[&rustls::version::TLS13, &rustls::version::TLS12])
 }
+
+/// What a sign-in over HTTPS exchanged (for tests that look for it afterwards).
+pub struct SignIn {
+    /// The challenge from the password step.
+    pub mfa_token: String,
+    /// The TOTP code sent.
+    pub code: String,
+    /// The token response.
+    pub tokens: serde_json::Value,
+}
+
+/// Password then TOTP over HTTPS. `step` picks the TOTP step (0 now, 1 the next), so two
+/// sign-ins in one 30 s window need not reuse a code.
+pub async fn sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+    totp_base32: &str,
+    step: u64,
+) -> SignIn {
+    let challenge: serde_json::Value = http
+        .post(format!("{base}/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mfa_token = challenge["mfa_token"].as_str().expect("the password step succeeds").to_owned();
+    let secret = totp_rs::Secret::try_from_base32(totp_base32).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let code =
+        totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(now + 30 * step).to_string();
+    let response = http
+        .post(format!("{base}/auth/mfa"))
+        .json(&serde_json::json!({"mfa_token": mfa_token, "code": code, "device_name": format!("{username}-{step}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    SignIn { mfa_token, code, tokens: response.json().await.unwrap() }
+}

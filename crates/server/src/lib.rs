@@ -18,3 +18,11 @@ pub mod tls;
 
 pub use datadir::DataDir;
 pub use error::ServerError;
+
+/// The wall clock in Unix seconds, for the handlers and commands; the rules themselves take
+/// time as a parameter so tests can set it.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use carekeep_protocol::auth::Role;
-use carekeep_server::{DataDir, ServerError, admin};
+use carekeep_server::{DataDir, ServerError, admin, now};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Carekeep reference server: HTTPS only.
@@ -160,12 +160,6 @@ impl From<RoleArg> for Role {
             RoleArg::Admin => Role::Admin,
         }
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn main() -> ExitCode {

@@ -14,6 +14,7 @@ use carekeep_protocol::auth::{LoginRequest, LogoutRequest, MfaRequest, RefreshRe
 use super::AppState;
 use super::audit::AuditSlot;
 use crate::auth::AuthError;
+use crate::now;
 
 /// Sign-in requests allowed per IP address per minute.
 pub const AUTH_REQUESTS_PER_MINUTE: u32 = 30;
@@ -34,12 +35,6 @@ impl RateLimiter {
         entry.1 += 1;
         entry.1 <= AUTH_REQUESTS_PER_MINUTE
     }
-}
-
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Middleware on `/auth/*`: refuses a client address over the per-minute limit.

@@ -13,8 +13,8 @@ use carekeep_protocol::policy::{Policy, SignedPolicy};
 use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
-use super::auth::now;
 use crate::auth::{AuthError, Principal};
+use crate::now;
 
 /// How long a pin set handed out with the policy stays current (the app refreshes the
 /// policy long before).

@@ -8,7 +8,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
-use carekeep_protocol::auth::Role;
 use carekeep_server::DataDir;
 use carekeep_server::audit::AuditLog;
 use serde_json::json;
@@ -30,11 +29,7 @@ fn verify(data: &std::path::Path) -> std::process::Output {
 async fn every_audited_request_leaves_one_chained_phi_free_record() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("server");
-    let (data, _) = DataDir::init(&root, "localhost").unwrap();
-    let store = data.open_store().unwrap();
-    carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", 0).unwrap();
-    let amy = carekeep_server::admin::add_user(&store, "clinic-1", "amy", Role::Patient, PASSWORD, 0).unwrap();
-    drop(store);
+    let (data, amy) = common::data_with_user(dir.path(), "amy", PASSWORD);
     let server = common::start(&data).await;
     let http = common::client_for(&data);
     let base = format!("https://localhost:{}", server.port);

@@ -7,8 +7,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use carekeep_protocol::auth::Role;
-use carekeep_server::DataDir;
 use serde_json::json;
 
 const PASSWORD: &str = "Zq-sentinel-passphrase-91";
@@ -18,11 +16,7 @@ const USERNAME: &str = "zq-sentinel-user";
 async fn a_sign_in_leaves_no_secret_in_the_servers_output() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("server");
-    let (data, _) = DataDir::init(&root, "localhost").unwrap();
-    let store = data.open_store().unwrap();
-    carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", 0).unwrap();
-    let user = carekeep_server::admin::add_user(&store, "clinic-1", USERNAME, Role::Patient, PASSWORD, 0).unwrap();
-    drop(store);
+    let (data, user) = common::data_with_user(dir.path(), USERNAME, PASSWORD);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
         .args(["serve", "--data"])

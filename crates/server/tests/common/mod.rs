@@ -105,3 +105,24 @@ pub async fn sign_in(
     assert_eq!(response.status(), 200);
     SignIn { mfa_token, code, tokens: response.json().await.unwrap() }
 }
+
+/// A fresh data directory (under `dir`) with tenant `clinic-1` and one patient user.
+pub fn data_with_user(
+    dir: &std::path::Path,
+    username: &str,
+    password: &str,
+) -> (DataDir, carekeep_server::admin::NewUser) {
+    let (data, _) = DataDir::init(&dir.join("server"), "localhost").unwrap();
+    let store = data.open_store().unwrap();
+    carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", 0).unwrap();
+    let user = carekeep_server::admin::add_user(
+        &store,
+        "clinic-1",
+        username,
+        carekeep_protocol::auth::Role::Patient,
+        password,
+        0,
+    )
+    .unwrap();
+    (data, user)
+}

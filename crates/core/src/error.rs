@@ -148,6 +148,12 @@ impl Error {
     }
 }
 
+impl From<carekeep_fhir::Invalid> for Error {
+    fn from(err: carekeep_fhir::Invalid) -> Self {
+        Error::InvalidResource { path: err.path, problem: err.problem }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;

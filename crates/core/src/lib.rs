@@ -10,7 +10,6 @@
 
 pub mod clock;
 pub mod error;
-pub mod fhir;
 pub mod keychain;
 pub mod keys;
 mod platform;

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 pub use outbox::{Outbox, OutboxEntry, PendingWrite, WriteMethod};
 pub use query::{CodeFilter, ResourceQuery, TrendPoint};
 
-use crate::fhir::{IndexedResource, References, id_from_full_url, index_resource};
+use carekeep_fhir::{IndexedResource, References, id_from_full_url, index_resource};
 use crate::{Error, Result};
 
 /// The records of an unlocked vault. Borrowed from [`crate::Vault::store`].

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, params};
 
-use crate::fhir::{References, index_resource};
+use carekeep_fhir::{References, index_resource};
 use crate::{Error, Result};
 
 /// How a pending write reaches the server.

@@ -4,7 +4,7 @@ use rusqlite::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 
 use super::{Store, StoredResource, stored_row};
-use crate::fhir::sortable_date_time;
+use carekeep_fhir::sortable_date_time;
 use crate::{Error, Result};
 
 /// A code to match, as FHIR token search writes it: `system|code` or just `code`.

@@ -5,49 +5,61 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::{is_r4_resource_type, is_valid_id, is_valid_instant, sortable_date_time};
-use crate::{Error, Result};
+use crate::Invalid;
+
+type Result<T> = std::result::Result<T, Invalid>;
 
 /// A checked resource, its raw JSON unchanged, and what the store indexes it by.
 #[derive(Debug, Clone)]
-pub(crate) struct IndexedResource<'a> {
-    pub(crate) resource_type: String,
-    pub(crate) id: String,
-    pub(crate) version_id: Option<String>,
-    pub(crate) last_updated: Option<String>,
+pub struct IndexedResource<'a> {
+    /// The FHIR resource type.
+    pub resource_type: String,
+    /// Its logical id (from `id`, or the Bundle entry's `urn:uuid:` full URL).
+    pub id: String,
+    /// `meta.versionId`, if present.
+    pub version_id: Option<String>,
+    /// `meta.lastUpdated` in sortable form.
+    pub last_updated: Option<String>,
     /// `Patient/<id>` of the patient whose compartment holds the resource.
-    pub(crate) patient: Option<String>,
+    pub patient: Option<String>,
     /// Sortable form of the clinically relevant date (see [`sortable_date_time`]).
-    pub(crate) effective: Option<String>,
+    pub effective: Option<String>,
     /// The first category code (e.g. `laboratory`, `vital-signs`): what list it belongs in.
-    pub(crate) category: Option<String>,
-    pub(crate) codes: Vec<CodeEntry>,
-    pub(crate) json: &'a str,
+    pub category: Option<String>,
+    /// Every coding it can be searched by.
+    pub codes: Vec<CodeEntry>,
+    /// The resource's JSON text, unchanged.
+    pub json: &'a str,
 }
 
 /// One coding a resource can be found by, with the quantity it carries (for trends).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CodeEntry {
-    pub(crate) system: Option<String>,
-    pub(crate) code: String,
-    pub(crate) value: Option<f64>,
-    pub(crate) unit: Option<String>,
+pub struct CodeEntry {
+    /// The code system URI.
+    pub system: Option<String>,
+    /// The code.
+    pub code: String,
+    /// The quantity's value, for trends.
+    pub value: Option<f64>,
+    /// The quantity's unit.
+    pub unit: Option<String>,
 }
 
 /// Resolves references inside a Bundle: `urn:uuid:` full URLs to the `Type/id` they stand for.
 #[derive(Debug, Default)]
-pub(crate) struct References {
+pub struct References {
     full_urls: HashMap<String, String>,
 }
 
 impl References {
     /// Records that `full_url` names `Type/id`.
-    pub(crate) fn insert(&mut self, full_url: &str, resource_type: &str, id: &str) {
+    pub fn insert(&mut self, full_url: &str, resource_type: &str, id: &str) {
         self.full_urls.insert(full_url.to_owned(), format!("{resource_type}/{id}"));
     }
 
     /// `Type/id` for a relative, absolute or bundle-local reference; `None` for anything else
     /// (contained `#refs`, logical references).
-    pub(crate) fn resolve(&self, reference: &str) -> Option<String> {
+    pub fn resolve(&self, reference: &str) -> Option<String> {
         if let Some(local) = self.full_urls.get(reference) {
             return Some(local.clone());
         }
@@ -60,31 +72,31 @@ impl References {
 }
 
 /// The id a Bundle entry without `resource.id` goes by: the UUID of a `urn:uuid:` full URL.
-pub(crate) fn id_from_full_url(full_url: &str) -> Option<&str> {
+pub fn id_from_full_url(full_url: &str) -> Option<&str> {
     full_url.strip_prefix("urn:uuid:").filter(|id| is_valid_id(id))
 }
 
 /// Checks `value` (whose text is `raw`) is a FHIR R4 resource and extracts its index fields.
 /// `path` names it in errors; `fallback_id` is used when it has no `id`.
-pub(crate) fn index_resource<'a>(
+pub fn index_resource<'a>(
     value: &Value,
     raw: &'a str,
     path: &str,
     fallback_id: Option<&str>,
     refs: &References,
 ) -> Result<IndexedResource<'a>> {
-    let obj = value.as_object().ok_or_else(|| Error::invalid(path, "expected a JSON object"))?;
+    let obj = value.as_object().ok_or_else(|| Invalid::new(path, "expected a JSON object"))?;
     let resource_type = obj
         .get("resourceType")
         .and_then(Value::as_str)
         .filter(|t| is_r4_resource_type(t))
-        .ok_or_else(|| Error::invalid(format!("{path}.resourceType"), "missing, or not a FHIR R4 resource type"))?;
+        .ok_or_else(|| Invalid::new(format!("{path}.resourceType"), "missing, or not a FHIR R4 resource type"))?;
     let id = match obj.get("id") {
         None => {
-            fallback_id.ok_or_else(|| Error::invalid(format!("{path}.id"), "missing: a stored resource needs an id"))?
+            fallback_id.ok_or_else(|| Invalid::new(format!("{path}.id"), "missing: a stored resource needs an id"))?
         }
         Some(Value::String(id)) if is_valid_id(id) => id.as_str(),
-        Some(_) => return Err(Error::invalid(format!("{path}.id"), "not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")),
+        Some(_) => return Err(Invalid::new(format!("{path}.id"), "not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")),
     };
     let (version_id, last_updated) = meta(obj, path)?;
     Ok(IndexedResource {
@@ -102,16 +114,16 @@ pub(crate) fn index_resource<'a>(
 
 fn meta(obj: &Map<String, Value>, path: &str) -> Result<(Option<String>, Option<String>)> {
     let Some(meta) = obj.get("meta") else { return Ok((None, None)) };
-    let meta = meta.as_object().ok_or_else(|| Error::invalid(format!("{path}.meta"), "expected a JSON object"))?;
+    let meta = meta.as_object().ok_or_else(|| Invalid::new(format!("{path}.meta"), "expected a JSON object"))?;
     let version_id = match meta.get("versionId") {
         None => None,
         Some(Value::String(v)) if is_valid_id(v) => Some(v.clone()),
-        Some(_) => return Err(Error::invalid(format!("{path}.meta.versionId"), "not a valid FHIR id")),
+        Some(_) => return Err(Invalid::new(format!("{path}.meta.versionId"), "not a valid FHIR id")),
     };
     let last_updated = match meta.get("lastUpdated") {
         None => None,
         Some(Value::String(v)) if is_valid_instant(v) => sortable_date_time(v),
-        Some(_) => return Err(Error::invalid(format!("{path}.meta.lastUpdated"), "not a valid FHIR instant")),
+        Some(_) => return Err(Invalid::new(format!("{path}.meta.lastUpdated"), "not a valid FHIR instant")),
     };
     Ok((version_id, last_updated))
 }
@@ -166,7 +178,7 @@ fn effective(resource_type: &str, obj: &Map<String, Value>, path: &str) -> Resul
             .as_str()
             .and_then(sortable_date_time)
             .map(Some)
-            .ok_or_else(|| Error::invalid(format!("{path}.{}", fields.join(".")), "not a valid FHIR date/dateTime"));
+            .ok_or_else(|| Invalid::new(format!("{path}.{}", fields.join(".")), "not a valid FHIR date/dateTime"));
     }
     Ok(None)
 }
@@ -279,7 +291,7 @@ mod tests {
         ];
         for (value, expected) in cases {
             match index(&value) {
-                Err(Error::InvalidResource { path, .. }) => assert_eq!(path, expected),
+                Err(Invalid { path, .. }) => assert_eq!(path, expected),
                 other => panic!("{value}: {other:?}"),
             }
         }

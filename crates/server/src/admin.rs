@@ -92,3 +92,25 @@ pub fn reset_mfa(store: &Store, username: &str) -> Result<NewUser, ServerError> 
     let otpauth_uri = generator.to_url().map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
     Ok(NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri })
 }
+
+/// Links a user to a patient of their tenant as `self`, `proxy` or `care-team`.
+pub fn link_user(store: &Store, username: &str, patient: &str, relation: &str) -> Result<(), ServerError> {
+    if !["self", "proxy", "care-team"].contains(&relation) {
+        return Err(ServerError::Invalid("a link is self, proxy or care-team".into()));
+    }
+    let conn = store.lock();
+    let changed = conn
+        .execute(
+            "INSERT INTO patient_links (tenant, user_id, patient, relation)
+             SELECT u.tenant, u.id, r.id, ?3 FROM users u
+             JOIN resources r ON r.tenant = u.tenant AND r.type = 'Patient' AND r.id = ?2
+             WHERE u.username = ?1
+             ON CONFLICT (user_id, patient) DO UPDATE SET relation = excluded.relation",
+            params![username, patient, relation],
+        )
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    if changed == 0 {
+        return Err(ServerError::Invalid(format!("no user {username} with that patient in their tenant")));
+    }
+    Ok(())
+}

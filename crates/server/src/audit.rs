@@ -36,32 +36,50 @@ impl AuditLog {
         Ok(Self { store, signing_key, checkpoint_every: checkpoint_every.max(1), last: Mutex::new(last) })
     }
 
-    /// Appends `event` (and, every `checkpoint_every` records, a signed checkpoint) in one
-    /// transaction. Blocking: call from `spawn_blocking`.
+    /// Appends `event` (and, every `checkpoint_every` records, a signed checkpoint).
+    /// Blocking: call from `spawn_blocking`.
     pub fn append(&self, event: AuditEvent) -> Result<AuditRecord, ServerError> {
+        self.append_all(vec![event])?;
+        Ok(self.last.lock().unwrap_or_else(PoisonError::into_inner).clone().expect("just appended"))
+    }
+
+    /// Appends `events` in order, in one transaction: all or none.
+    pub fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let record = AuditRecord::append(last.as_ref(), event);
-        let json = serde_json::to_string(&record).map_err(|e| ServerError::Store(e.to_string()))?;
-        let seq = i64::try_from(record.seq).map_err(|_| ServerError::Store("audit sequence overflow".into()))?;
-        let checkpoint = (record.seq + 1)
-            .is_multiple_of(self.checkpoint_every)
-            .then(|| Checkpoint::sign(&record, &self.signing_key));
         let mut conn = self.store.lock();
-        let mut write = || -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO audit_log (seq, record, patient, recorded_at) VALUES (?1, ?2, ?3, ?4)",
-                params![seq, json, record.event.patient, record.event.recorded_at],
-            )?;
-            if let Some(checkpoint) = &checkpoint {
-                let text = serde_json::to_string(checkpoint).unwrap_or_default();
-                tx.execute("INSERT INTO audit_checkpoints (seq, checkpoint) VALUES (?1, ?2)", params![seq, text])?;
+        let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());
+        let tx = conn.transaction().map_err(bad)?;
+        let mut newest = last.clone();
+        for event in events {
+            let record = AuditRecord::append(newest.as_ref(), event);
+            let json = serde_json::to_string(&record).map_err(|e| ServerError::Store(e.to_string()))?;
+            let seq = i64::try_from(record.seq).map_err(|_| ServerError::Store("audit sequence overflow".into()))?;
+            tx.prepare_cached(
+                "INSERT INTO audit_log (seq, record, patient, recorded_at, tenant, user_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    seq,
+                    json,
+                    record.event.patient,
+                    record.event.recorded_at,
+                    record.event.tenant,
+                    record.event.user
+                ])
+            })
+            .map_err(bad)?;
+            if (record.seq + 1).is_multiple_of(self.checkpoint_every) {
+                let checkpoint = Checkpoint::sign(&record, &self.signing_key);
+                let text = serde_json::to_string(&checkpoint).unwrap_or_default();
+                tx.execute("INSERT INTO audit_checkpoints (seq, checkpoint) VALUES (?1, ?2)", params![seq, text])
+                    .map_err(bad)?;
             }
-            tx.commit()
-        };
-        write().map_err(|e| ServerError::Store(e.to_string()))?;
-        *last = Some(record.clone());
-        Ok(record)
+            newest = Some(record);
+        }
+        tx.commit().map_err(bad)?;
+        *last = newest;
+        Ok(())
     }
 }
 

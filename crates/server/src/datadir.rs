@@ -104,6 +104,16 @@ impl DataDir {
         crate::store::Store::open(&self.root.join("store.db"), &master)
     }
 
+    /// The purpose keys derived from the master key (documents, links, paging).
+    pub fn master_keys(&self) -> Result<crate::keys::MasterKeys, ServerError> {
+        let path = self.master_key_path();
+        let master = Zeroizing::new(read(&path)?);
+        if master.len() != 32 {
+            return Err(ServerError::BadKeyMaterial(path));
+        }
+        Ok(crate::keys::MasterKeys::derive(&master))
+    }
+
     /// The key that signs policies and audit checkpoints.
     pub fn signing_key(&self) -> Result<SigningKey, ServerError> {
         let path = self.signing_key_path();

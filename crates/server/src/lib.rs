@@ -13,6 +13,9 @@ pub mod auth;
 pub mod datadir;
 pub mod error;
 pub mod http;
+pub mod keys;
+pub mod records;
+pub mod seed;
 pub mod store;
 pub mod tls;
 

@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Add the demo tenant: the synthetic carebundle patients and one user per role. Prints
+    /// each user's name, role, password and TOTP secret (base32). Synthetic data only.
+    SeedDemo {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Serve the API over HTTPS (there is no plaintext listener).
     Serve {
         /// The data directory.
@@ -129,6 +136,22 @@ enum UserCommand {
         #[arg(long)]
         username: String,
     },
+    /// Link a user to a patient: `self` (the patient's own account), `proxy` (a parent or
+    /// carer), or `care-team` (a clinician or nurse treating them).
+    Link {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The user.
+        #[arg(long)]
+        username: String,
+        /// The patient id.
+        #[arg(long)]
+        patient: String,
+        /// How they are linked.
+        #[arg(long = "as", value_parser = ["self", "proxy", "care-team"])]
+        relation: String,
+    },
     /// Give a user a new TOTP secret (lost authenticator) and sign out all their devices.
     ResetMfa {
         /// The data directory.
@@ -206,6 +229,27 @@ fn run(command: Command) -> Result<(), ServerError> {
             let store = DataDir::open(&data)?.open_store()?;
             let user = admin::add_user(&store, &tenant, &username, role.into(), &password, now())?;
             println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
+            Ok(())
+        }
+        Command::User { command: UserCommand::Link { data, username, patient, relation } } => {
+            admin::link_user(&DataDir::open(&data)?.open_store()?, &username, &patient, &relation)?;
+            eprintln!("Linked {username} to the patient as {relation}.");
+            Ok(())
+        }
+        Command::SeedDemo { data } => {
+            let dir = DataDir::open(&data)?;
+            let store = std::sync::Arc::new(dir.open_store()?);
+            let keys = dir.master_keys()?;
+            let records =
+                carekeep_server::records::Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents));
+            let users = carekeep_server::seed::seed_demo(&store, &records, now())?;
+            eprintln!(
+                "Seeded tenant `{}` with synthetic patients. Users (username role password totp_secret):",
+                carekeep_server::seed::DEMO_TENANT
+            );
+            for user in users {
+                println!("{} {} {} {}", user.username, user.role.as_str(), user.password, user.totp_base32);
+            }
             Ok(())
         }
         Command::User { command: UserCommand::Disable { data, username } } => {

@@ -71,6 +71,62 @@ const MIGRATIONS: &[&str] = &[
         expires_at  INTEGER NOT NULL,
         last_used   INTEGER NOT NULL
     ) STRICT;",
+    // 2: FHIR resources (current version, with the fields searches filter on), who is linked
+    // to which patient, break-glass grants, encrypted documents, and audit columns for
+    // searching the trail by tenant and agent.
+    "CREATE TABLE resources (
+        tenant        TEXT NOT NULL REFERENCES tenants (id),
+        type          TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        version       INTEGER NOT NULL,
+        last_updated  TEXT NOT NULL,
+        patient       TEXT,
+        category      TEXT,
+        effective     TEXT,
+        json          TEXT NOT NULL,
+        PRIMARY KEY (tenant, type, id)
+    ) STRICT;
+    CREATE INDEX resources_by_patient ON resources (tenant, patient, last_updated, type, id);
+    CREATE INDEX resources_by_type ON resources (tenant, type, last_updated, id);
+    CREATE TABLE resource_codes (
+        tenant  TEXT NOT NULL,
+        type    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        system  TEXT,
+        code    TEXT NOT NULL,
+        FOREIGN KEY (tenant, type, id) REFERENCES resources (tenant, type, id) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX codes_by_code ON resource_codes (tenant, code, type, id);
+    CREATE INDEX codes_by_resource ON resource_codes (tenant, type, id);
+    CREATE TABLE patient_links (
+        tenant    TEXT NOT NULL REFERENCES tenants (id),
+        user_id   TEXT NOT NULL REFERENCES users (id),
+        patient   TEXT NOT NULL,
+        relation  TEXT NOT NULL CHECK (relation IN ('self', 'proxy', 'care-team')),
+        PRIMARY KEY (user_id, patient)
+    ) STRICT;
+    CREATE TABLE break_glass (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL REFERENCES tenants (id),
+        user_id     TEXT NOT NULL REFERENCES users (id),
+        patient     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        opened_at   INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX break_glass_by_user ON break_glass (user_id, expires_at);
+    CREATE TABLE documents (
+        tenant        TEXT NOT NULL REFERENCES tenants (id),
+        id            TEXT NOT NULL,
+        patient       TEXT NOT NULL,
+        content_type  TEXT NOT NULL,
+        wrapped_key   BLOB NOT NULL,
+        ciphertext    BLOB NOT NULL,
+        PRIMARY KEY (tenant, id)
+    ) STRICT;
+    ALTER TABLE audit_log ADD COLUMN tenant TEXT;
+    ALTER TABLE audit_log ADD COLUMN user_id TEXT;
+    CREATE INDEX audit_by_tenant ON audit_log (tenant, recorded_at);",
 ];
 
 /// The encrypted store.

@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 pub use outbox::{Outbox, OutboxEntry, PendingWrite, WriteMethod};
 pub use query::{CodeFilter, ResourceQuery, TrendPoint};
 
-use carekeep_fhir::{IndexedResource, References, id_from_full_url, index_resource};
 use crate::{Error, Result};
+use carekeep_fhir::{IndexedResource, References, id_from_full_url, index_resource};
 
 /// The records of an unlocked vault. Borrowed from [`crate::Vault::store`].
 pub struct Store<'v> {

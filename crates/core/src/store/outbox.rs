@@ -2,8 +2,8 @@
 
 use rusqlite::{Connection, params};
 
-use carekeep_fhir::{References, index_resource};
 use crate::{Error, Result};
+use carekeep_fhir::{References, index_resource};
 
 /// How a pending write reaches the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

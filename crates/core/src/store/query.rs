@@ -4,8 +4,8 @@ use rusqlite::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 
 use super::{Store, StoredResource, stored_row};
-use carekeep_fhir::sortable_date_time;
 use crate::{Error, Result};
+use carekeep_fhir::sortable_date_time;
 
 /// A code to match, as FHIR token search writes it: `system|code` or just `code`.
 #[derive(Debug, Clone, PartialEq, Eq)]

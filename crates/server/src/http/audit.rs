@@ -16,18 +16,53 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use crate::auth::Principal;
 
-/// Who a request turned out to be from, learned while it ran.
+/// One record a request touched: the audit gets a line per patient touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touch {
+    /// FHIR type.
+    pub resource_type: Option<String>,
+    /// Resource id, when one resource was touched.
+    pub resource_id: Option<String>,
+    /// The patient whose compartment it is in.
+    pub patient: Option<String>,
+    /// Reached only through break-glass.
+    pub break_glass: bool,
+}
+
+#[derive(Default)]
+struct Learned {
+    principal: Option<Principal>,
+    touches: Vec<Touch>,
+    denied: bool,
+}
+
+/// What a request turned out to be — who called, which records it touched — learned while
+/// it ran and written to the audit when it ends.
 #[derive(Clone, Default)]
-pub struct AuditSlot(Arc<Mutex<Option<Principal>>>);
+pub struct AuditSlot(Arc<Mutex<Learned>>);
 
 impl AuditSlot {
     /// Records the caller.
     pub fn set(&self, principal: Principal) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(principal);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).principal = Some(principal);
     }
 
-    fn take(&self) -> Option<Principal> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    /// Records a resource the request read, wrote, or was refused.
+    pub fn touch(&self, touch: Touch) {
+        let mut learned = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !learned.touches.contains(&touch) {
+            learned.touches.push(touch);
+        }
+    }
+
+    /// Marks the request as refused by authorisation, whatever its status code says (a
+    /// record the caller may not see is answered "not found").
+    pub fn deny(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).denied = true;
+    }
+
+    fn take(&self) -> Learned {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -52,24 +87,31 @@ pub async fn audit(
     let route = request.extensions().get::<MatchedPath>().map_or("?", |p| p.as_str()).to_owned();
     let action = format!("{} {route}", request.method());
     let response = next.run(request).await;
-    let who = slot.take();
-    let event = AuditEvent {
-        recorded_at: time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-        occurred_at: None,
-        tenant: who.as_ref().map_or_else(|| "-".to_owned(), |p| p.tenant.clone()),
-        user: who.as_ref().map(|p| p.user_id.clone()),
-        role: who.as_ref().map(|p| p.role.as_str().to_owned()),
-        device: who.as_ref().map(|p| p.device_id.clone()),
-        ip: Some(addr.ip().to_string()),
-        action,
-        resource_type: None,
-        resource_id: None,
-        patient: None,
-        outcome: outcome(response.status()),
-        break_glass: false,
-    };
+    let learned = slot.take();
+    let who = learned.principal;
+    let outcome = if learned.denied { Outcome::Denied } else { outcome(response.status()) };
+    let recorded_at = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let touches = if learned.touches.is_empty() { vec![Touch::default()] } else { learned.touches };
+    let events: Vec<AuditEvent> = touches
+        .into_iter()
+        .map(|touch| AuditEvent {
+            recorded_at: recorded_at.clone(),
+            occurred_at: None,
+            tenant: who.as_ref().map_or_else(|| "-".to_owned(), |p| p.tenant.clone()),
+            user: who.as_ref().map(|p| p.user_id.clone()),
+            role: who.as_ref().map(|p| p.role.as_str().to_owned()),
+            device: who.as_ref().map(|p| p.device_id.clone()),
+            ip: Some(addr.ip().to_string()),
+            action: action.clone(),
+            resource_type: touch.resource_type,
+            resource_id: touch.resource_id,
+            patient: touch.patient,
+            outcome,
+            break_glass: touch.break_glass,
+        })
+        .collect();
     let log = state.audit.clone();
-    if let Ok(Ok(_)) = tokio::task::spawn_blocking(move || log.append(event)).await {
+    if let Ok(Ok(())) = tokio::task::spawn_blocking(move || log.append_all(events)).await {
         return response;
     }
     tracing::error!("audit append failed; the response was withheld");

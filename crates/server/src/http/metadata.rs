@@ -3,8 +3,7 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
-/// The server's CapabilityStatement (FHIR R4, JSON only). Its resource list grows with the
-/// FHIR endpoints; today it serves none.
+/// The server's CapabilityStatement (FHIR R4, JSON only): the types it serves and how.
 pub async fn capability_statement() -> impl IntoResponse {
     let body = serde_json::json!({
         "resourceType": "CapabilityStatement",
@@ -19,8 +18,51 @@ pub async fn capability_statement() -> impl IntoResponse {
         "rest": [{
             "mode": "server",
             "security": {"cors": false, "description": "HTTPS only, TLS 1.2 or 1.3."},
-            "resource": []
+            "resource": resources(),
+            "operation": [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
         }]
     });
     ([(CONTENT_TYPE, "application/fhir+json")], body.to_string())
+}
+
+fn resources() -> Vec<serde_json::Value> {
+    use crate::records::access::{Data, SERVED_TYPES};
+    let date = serde_json::json!({"name": "date", "type": "date"});
+    SERVED_TYPES
+        .iter()
+        .map(|t| {
+            let read_only = matches!(Data::of(t), Some(Data::Directory | Data::AuditTrail));
+            let mut interactions = vec![serde_json::json!({"code": "search-type"})];
+            if *t != "AuditEvent" {
+                interactions.push(serde_json::json!({"code": "read"}));
+            }
+            if !read_only {
+                interactions.push(serde_json::json!({"code": "create"}));
+                interactions.push(serde_json::json!({"code": "update"}));
+            }
+            let params = if *t == "AuditEvent" {
+                vec![
+                    serde_json::json!({"name": "patient", "type": "reference"}),
+                    serde_json::json!({"name": "agent", "type": "reference"}),
+                    date.clone(),
+                ]
+            } else {
+                vec![
+                    serde_json::json!({"name": "patient", "type": "reference"}),
+                    serde_json::json!({"name": "category", "type": "token"}),
+                    serde_json::json!({"name": "code", "type": "token"}),
+                    date.clone(),
+                    serde_json::json!({"name": "_lastUpdated", "type": "date"}),
+                ]
+            };
+            serde_json::json!({
+                "type": t,
+                "interaction": interactions,
+                "versioning": "versioned-update",
+                "updateCreate": false,
+                "conditionalUpdate": false,
+                "searchParam": params,
+            })
+        })
+        .collect()
 }

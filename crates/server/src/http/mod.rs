@@ -1,7 +1,11 @@
 //! The HTTPS API: a router of thin handlers behind the layers every response passes.
 
 mod audit;
+mod audit_events;
 pub mod auth;
+mod break_glass;
+mod documents;
+pub mod fhir;
 mod headers;
 mod metadata;
 mod session;
@@ -14,6 +18,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use crate::records::Records;
 
 use crate::auth::{Auth, AuthPolicy};
 use crate::{DataDir, ServerError};
@@ -33,6 +39,10 @@ pub struct AppState {
     pub key_id: String,
     /// The pins handed out with the policy.
     pub pins: crate::datadir::ServerPins,
+    /// The clinical records.
+    pub records: Arc<Records>,
+    /// Keys for signed links and page tokens.
+    pub keys: Arc<crate::keys::MasterKeys>,
 }
 
 impl AppState {
@@ -42,7 +52,11 @@ impl AppState {
         let signing_key = Arc::new(dir.signing_key()?);
         let key_id = key_id(&signing_key.verifying_key());
         let audit = crate::audit::AuditLog::open(store.clone(), signing_key.clone(), crate::audit::CHECKPOINT_EVERY)?;
+        let keys = dir.master_keys()?;
+        let records = Arc::new(Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents)));
         Ok(Self {
+            records,
+            keys: Arc::new(keys),
             // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
             auth: Arc::new(Auth::new(store, AuthPolicy::default(), 2)),
             limiter: Arc::default(),
@@ -83,6 +97,13 @@ pub fn router(state: AppState) -> Router {
         .route("/devices", get(session::devices))
         .route("/devices/{id}/revoke", post(session::revoke))
         .route("/devices/{id}/wipe", post(session::wipe))
+        .route("/fhir", get(fhir::page))
+        .route("/fhir/{type}", get(fhir::search).post(fhir::create))
+        .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update))
+        .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
+        .route("/break-glass", post(break_glass::open).get(break_glass::review))
+        .route("/documents/{id}/link", get(documents::link))
+        .route("/documents/{id}", get(documents::download))
         .merge(sign_in)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit));
     Router::new()

@@ -1,0 +1,352 @@
+//! Who may read and write what: the one table ([`RULES`]) every FHIR handler asks, and the
+//! per-request [`Access`] that applies it to the caller's own patients.
+//!
+//! Minimum necessary (DESIGN.md §6): patients reach their own compartment and those they are
+//! proxy for; clinicians and nurses the patients on their care team; billing demographics and
+//! encounters only; admins no record at all, only the audit trail. A clinician may reach a
+//! patient outside the care team through break-glass, with a stated reason, flagged in the
+//! audit. Nothing reaches across tenants: every query is filtered by the caller's tenant.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use carekeep_protocol::auth::Role;
+
+/// The kinds of data, by what minimum necessary treats alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Data {
+    /// `Patient`: names, birth dates, contact details.
+    Demographics,
+    /// `Encounter`: visits (what billing needs).
+    Encounters,
+    /// Clinical content a patient cannot author: conditions, medications, allergies,
+    /// immunisations, reports, documents, procedures.
+    Clinical,
+    /// Clinical content a patient (or proxy) may author from home: readings (`Observation`),
+    /// appointment requests, messages to the care team (`Communication`).
+    PatientAuthored,
+    /// The practice's own directory: `Practitioner`, `Organization`. Not PHI.
+    Directory,
+    /// The audit trail, as FHIR `AuditEvent`.
+    AuditTrail,
+}
+
+impl Data {
+    /// The kind of data a resource type holds; `None` for types this server does not serve.
+    pub fn of(resource_type: &str) -> Option<Data> {
+        Some(match resource_type {
+            "Patient" => Data::Demographics,
+            "Encounter" => Data::Encounters,
+            "Condition" | "MedicationRequest" | "AllergyIntolerance" | "Immunization" | "DiagnosticReport"
+            | "DocumentReference" | "Procedure" => Data::Clinical,
+            "Observation" | "Appointment" | "Communication" => Data::PatientAuthored,
+            "Practitioner" | "Organization" => Data::Directory,
+            "AuditEvent" => Data::AuditTrail,
+            _ => return None,
+        })
+    }
+
+    /// Every kind, in the order the README's table shows them.
+    pub const ALL: [Data; 6] = [
+        Data::Demographics,
+        Data::Encounters,
+        Data::Clinical,
+        Data::PatientAuthored,
+        Data::Directory,
+        Data::AuditTrail,
+    ];
+}
+
+/// The resource types the FHIR API serves, in the CapabilityStatement's order.
+pub const SERVED_TYPES: &[&str] = &[
+    "Patient",
+    "Encounter",
+    "Observation",
+    "Condition",
+    "MedicationRequest",
+    "AllergyIntolerance",
+    "Immunization",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Procedure",
+    "Appointment",
+    "Communication",
+    "Practitioner",
+    "Organization",
+    "AuditEvent",
+];
+
+/// Whose records a rule reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// No one's.
+    Nobody,
+    /// The caller's own record and those they are proxy for.
+    Linked,
+    /// Patients on the caller's care team.
+    CareTeam,
+    /// Patients on the caller's care team, and others through break-glass.
+    CareTeamOrBreakGlass,
+    /// Everyone in the caller's tenant.
+    Tenant,
+}
+
+/// What one role may do with one kind of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Who the role may read.
+    pub read: Reach,
+    /// Who the role may create and update records for.
+    pub write: Reach,
+}
+
+const fn rule(read: Reach, write: Reach) -> Rule {
+    Rule { read, write }
+}
+
+use Reach::{CareTeam, CareTeamOrBreakGlass as CareTeamBg, Linked, Nobody, Tenant};
+
+/// The authorisation table: for each role, a rule per [`Data`] kind in [`Data::ALL`] order.
+/// The README shows this same table (a test keeps them in step).
+pub const RULES: [(Role, [Rule; 6]); 5] = [
+    (
+        Role::Patient,
+        [
+            rule(Linked, Nobody),
+            rule(Linked, Nobody),
+            rule(Linked, Nobody),
+            rule(Linked, Linked),
+            rule(Tenant, Nobody),
+            rule(Linked, Nobody),
+        ],
+    ),
+    (
+        Role::Clinician,
+        [
+            rule(CareTeamBg, CareTeamBg),
+            rule(CareTeamBg, CareTeamBg),
+            rule(CareTeamBg, CareTeamBg),
+            rule(CareTeamBg, CareTeamBg),
+            rule(Tenant, Nobody),
+            rule(Nobody, Nobody),
+        ],
+    ),
+    (
+        Role::Nurse,
+        [
+            rule(CareTeam, Nobody),
+            rule(CareTeam, CareTeam),
+            rule(CareTeam, CareTeam),
+            rule(CareTeam, CareTeam),
+            rule(Tenant, Nobody),
+            rule(Nobody, Nobody),
+        ],
+    ),
+    (
+        Role::Billing,
+        [
+            rule(Tenant, Nobody),
+            rule(Tenant, Nobody),
+            rule(Nobody, Nobody),
+            rule(Nobody, Nobody),
+            rule(Tenant, Nobody),
+            rule(Nobody, Nobody),
+        ],
+    ),
+    (
+        Role::Admin,
+        [
+            rule(Nobody, Nobody),
+            rule(Nobody, Nobody),
+            rule(Nobody, Nobody),
+            rule(Nobody, Nobody),
+            rule(Nobody, Nobody),
+            rule(Tenant, Nobody),
+        ],
+    ),
+];
+
+/// The rule for `role` and `data`.
+pub fn rule_for(role: Role, data: Data) -> Rule {
+    let index = Data::ALL.iter().position(|d| *d == data).unwrap_or(0);
+    RULES.iter().find(|(r, _)| *r == role).map_or(rule(Nobody, Nobody), |(_, rules)| rules[index])
+}
+
+/// Whether `role` may ever open a record through break-glass.
+pub fn may_break_glass(role: Role) -> bool {
+    RULES.iter().any(|(r, rules)| *r == role && rules.iter().any(|x| x.read == CareTeamBg))
+}
+
+/// Read or write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// Read or search.
+    Read,
+    /// Create or update.
+    Write,
+}
+
+/// The answer for one patient's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; `break_glass` when only an open break-glass grant allows it.
+    Allow {
+        /// Flag the access in the audit.
+        break_glass: bool,
+    },
+    /// The caller could reach this record through break-glass, but has not opened it.
+    BreakGlassRequired,
+    /// Not allowed.
+    Deny,
+}
+
+/// Which patients a search may return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatientFilter {
+    /// Any in the tenant (and resources with no patient).
+    Any,
+    /// Only these patients' compartments (break-glass ones flagged by [`Access::decide`]).
+    Only(Vec<String>),
+    /// None at all.
+    Nothing,
+}
+
+/// The caller's role and their links to patients, loaded once per request.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The caller's role.
+    pub role: Role,
+    /// Patients the caller is (`self`) or is proxy for.
+    pub linked: HashSet<String>,
+    /// Patients on the caller's care team.
+    pub care_team: HashSet<String>,
+    /// Patients the caller holds an open break-glass grant for.
+    pub break_glass: HashSet<String>,
+}
+
+impl Access {
+    /// May the caller `intent` this `data` of `patient` (`None`: a resource outside any
+    /// patient's compartment)?
+    pub fn decide(&self, data: Data, patient: Option<&str>, intent: Intent) -> Decision {
+        let rule = rule_for(self.role, data);
+        let reach = if intent == Intent::Read { rule.read } else { rule.write };
+        let allow = Decision::Allow { break_glass: false };
+        match (reach, patient) {
+            (Tenant, _) => allow,
+            (Linked, Some(p)) if self.linked.contains(p) => allow,
+            (CareTeam | CareTeamBg, Some(p)) if self.care_team.contains(p) => allow,
+            (CareTeamBg, Some(p)) if self.break_glass.contains(p) => Decision::Allow { break_glass: true },
+            (CareTeamBg, Some(_)) => Decision::BreakGlassRequired,
+            // Nobody, or a reach the caller's links do not cover (and no patient at all).
+            _ => Decision::Deny,
+        }
+    }
+
+    /// The patients whose `data` a search may return.
+    pub fn read_filter(&self, data: Data) -> PatientFilter {
+        let set = |s: &HashSet<String>| {
+            let mut v: Vec<String> = s.iter().cloned().collect();
+            v.sort();
+            PatientFilter::Only(v)
+        };
+        match rule_for(self.role, data).read {
+            Nobody => PatientFilter::Nothing,
+            Tenant => PatientFilter::Any,
+            Linked => set(&self.linked),
+            CareTeam => set(&self.care_team),
+            CareTeamBg => set(&self.care_team.union(&self.break_glass).cloned().collect()),
+        }
+    }
+}
+
+/// The README's table, rendered from [`RULES`].
+pub fn markdown_table() -> String {
+    let words = |r: Reach| match r {
+        Nobody => "—",
+        Linked => "own + proxied",
+        CareTeam => "care team",
+        CareTeamBg => "care team, break-glass",
+        Tenant => "whole tenant",
+    };
+    let mut out = String::from(
+        "| role | demographics (Patient) | encounters | clinical | patient-authored (Observation, Appointment, Communication) | directory (Practitioner, Organization) | audit trail (AuditEvent) |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (role, rules) in RULES {
+        let _ = write!(out, "| {} |", role.as_str());
+        for r in rules {
+            if r.write == Nobody {
+                let _ = write!(out, " read: {} |", words(r.read));
+            } else {
+                let _ = write!(out, " read: {}; write: {} |", words(r.read), words(r.write));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(role: Role) -> Access {
+        Access {
+            role,
+            linked: ["me".to_owned()].into(),
+            care_team: ["mine".to_owned()].into(),
+            break_glass: ["opened".to_owned()].into(),
+        }
+    }
+
+    #[test]
+    fn every_role_has_a_row_and_every_served_type_a_kind() {
+        for role in Role::ALL {
+            assert!(RULES.iter().any(|(r, _)| *r == role), "{role:?}");
+        }
+        for t in SERVED_TYPES {
+            assert!(Data::of(t).is_some(), "{t}");
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_table() {
+        let clinician = access(Role::Clinician);
+        assert_eq!(
+            clinician.decide(Data::Clinical, Some("mine"), Intent::Read),
+            Decision::Allow { break_glass: false }
+        );
+        assert_eq!(
+            clinician.decide(Data::Clinical, Some("opened"), Intent::Read),
+            Decision::Allow { break_glass: true }
+        );
+        assert_eq!(clinician.decide(Data::Clinical, Some("other"), Intent::Read), Decision::BreakGlassRequired);
+        let nurse = access(Role::Nurse);
+        assert_eq!(nurse.decide(Data::Clinical, Some("opened"), Intent::Read), Decision::Deny);
+        assert_eq!(nurse.decide(Data::Demographics, Some("mine"), Intent::Write), Decision::Deny);
+        let patient = access(Role::Patient);
+        assert_eq!(
+            patient.decide(Data::PatientAuthored, Some("me"), Intent::Write),
+            Decision::Allow { break_glass: false }
+        );
+        assert_eq!(patient.decide(Data::Clinical, Some("me"), Intent::Write), Decision::Deny);
+        assert_eq!(patient.decide(Data::Clinical, Some("mine"), Intent::Read), Decision::Deny);
+        let billing = access(Role::Billing);
+        assert_eq!(billing.decide(Data::Clinical, Some("mine"), Intent::Read), Decision::Deny);
+        assert_eq!(
+            billing.decide(Data::Encounters, Some("anyone"), Intent::Read),
+            Decision::Allow { break_glass: false }
+        );
+        let admin = access(Role::Admin);
+        for data in Data::ALL.into_iter().filter(|d| *d != Data::AuditTrail) {
+            assert_eq!(admin.decide(data, Some("mine"), Intent::Read), Decision::Deny, "{data:?}");
+        }
+        assert!(may_break_glass(Role::Clinician));
+        assert!(!may_break_glass(Role::Nurse) && !may_break_glass(Role::Admin));
+    }
+
+    #[test]
+    fn the_readme_shows_this_table() {
+        let readme = include_str!("../../../../README.md");
+        assert!(readme.contains(&markdown_table()), "README's table is out of date; paste:\n{}", markdown_table());
+    }
+}

@@ -1,0 +1,131 @@
+//! Document bytes (a DocumentReference's attachments), kept out of the resource and
+//! encrypted at rest: each object has its own random AES-256-GCM key, wrapped by the
+//! documents key derived from the master key, both bound to the tenant and object id.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::{Problem, RecordError, Records};
+use crate::keys;
+
+/// Attachment bytes taken out of a resource, waiting to be stored with it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    id: String,
+    content_type: String,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+/// A stored document, decrypted.
+pub struct Document {
+    /// The patient whose record it is in.
+    pub patient: String,
+    /// Its MIME type.
+    pub content_type: String,
+    /// Its bytes.
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+/// Moves every `content[i].attachment.data` of a DocumentReference out of the resource,
+/// leaving `url` (where to ask for a download link) and `size` in its place.
+pub fn take_attachments(value: &mut Value) -> Result<Vec<Pending>, Vec<Problem>> {
+    let mut pending = Vec::new();
+    let mut problems = Vec::new();
+    let contents = value.get_mut("content").and_then(Value::as_array_mut);
+    for (i, content) in contents.into_iter().flatten().enumerate() {
+        let path = format!("DocumentReference.content[{i}].attachment");
+        let Some(attachment) = content.get_mut("attachment").and_then(Value::as_object_mut) else { continue };
+        let Some(data) = attachment.remove("data") else { continue };
+        let Some(bytes) = data.as_str().and_then(|d| STANDARD.decode(d).ok()) else {
+            problems.push(Problem {
+                path: format!("{path}.data"),
+                code: "value",
+                message: format!("{path}.data: not base64"),
+            });
+            continue;
+        };
+        let Some(content_type) = attachment.get("contentType").and_then(Value::as_str).map(str::to_owned) else {
+            problems.push(Problem {
+                path: format!("{path}.contentType"),
+                code: "required",
+                message: format!("{path}.contentType: required when the attachment has data"),
+            });
+            continue;
+        };
+        let Ok(id) = crate::auth::secrets::new_id("doc") else {
+            problems.push(Problem { path, code: "exception", message: "could not store the attachment".into() });
+            continue;
+        };
+        attachment.insert("url".into(), Value::String(format!("/documents/{id}")));
+        attachment.insert("size".into(), Value::from(bytes.len()));
+        pending.push(Pending { id, content_type, bytes: Zeroizing::new(bytes) });
+    }
+    if problems.is_empty() { Ok(pending) } else { Err(problems) }
+}
+
+fn aad(tenant: &str, id: &str) -> Vec<u8> {
+    let mut aad = b"carekeep.document.v1\0".to_vec();
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
+/// Encrypts and stores `pending` for `patient`, inside the resource's own transaction.
+pub(super) fn store(
+    tx: &Transaction<'_>,
+    kek: &[u8; 32],
+    tenant: &str,
+    patient: &str,
+    pending: &[Pending],
+) -> Result<(), RecordError> {
+    for doc in pending {
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(key.as_mut_slice()).map_err(|e| crate::ServerError::KeyGeneration(e.to_string()))?;
+        let aad = aad(tenant, &doc.id);
+        let ciphertext = keys::seal(&key, &aad, &doc.bytes)?;
+        let wrapped = keys::seal(kek, &aad, key.as_slice())?;
+        tx.execute(
+            "INSERT INTO documents (tenant, id, patient, content_type, wrapped_key, ciphertext)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![tenant, doc.id, patient, doc.content_type, wrapped, ciphertext],
+        )?;
+    }
+    Ok(())
+}
+
+impl Records {
+    /// The document `id` of `tenant`, decrypted; `None` if there is none.
+    pub fn document(&self, tenant: &str, id: &str) -> Result<Option<Document>, RecordError> {
+        let row: Option<(String, String, Vec<u8>, Vec<u8>)> = self
+            .store
+            .lock()
+            .query_row(
+                "SELECT patient, content_type, wrapped_key, ciphertext FROM documents WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((patient, content_type, wrapped, ciphertext)) = row else { return Ok(None) };
+        let aad = aad(tenant, id);
+        let broken =
+            || RecordError::Store(crate::ServerError::Store("a stored document failed its integrity check".into()));
+        let key = keys::open(&self.documents_key, &aad, &wrapped).ok_or_else(broken)?;
+        let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
+        let key = Zeroizing::new(key);
+        let bytes = keys::open(&key, &aad, &ciphertext).ok_or_else(broken)?;
+        Ok(Some(Document { patient, content_type, bytes }))
+    }
+
+    /// The patient a document belongs to (without decrypting it).
+    pub fn document_patient(&self, tenant: &str, id: &str) -> Result<Option<String>, RecordError> {
+        Ok(self
+            .store
+            .lock()
+            .query_row("SELECT patient FROM documents WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
+            .optional()?)
+    }
+}

@@ -1,0 +1,319 @@
+//! The clinical records: FHIR R4 resources per tenant, checked on the way in, indexed by the
+//! same fields the app's cache uses ([`carekeep_fhir`]), searched with paging, and guarded by
+//! the [`access`] table. Blocking: call from `spawn_blocking`.
+
+pub mod access;
+pub mod documents;
+pub mod links;
+pub mod search;
+pub mod validate;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::ServerError;
+use crate::store::Store;
+pub use access::{Access, Data, Decision, Intent};
+pub use validate::Problem;
+
+/// One stored resource, current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// FHIR type.
+    pub resource_type: String,
+    /// Opaque id.
+    pub id: String,
+    /// Version, from 1; the ETag is `W/"<version>"`.
+    pub version: i64,
+    /// The patient whose compartment holds it (bare id), if any.
+    pub patient: Option<String>,
+    /// The resource's JSON, with `id` and `meta` as the server set them.
+    pub json: String,
+}
+
+/// A resource that passed every check and is ready to store.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    value: Value,
+    attachments: Vec<documents::Pending>,
+    /// FHIR type.
+    pub resource_type: String,
+    /// The patient it belongs to (bare id), if any.
+    pub patient: Option<String>,
+}
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The resource is not valid FHIR R4, or not acceptable here.
+    #[error("the resource is not valid")]
+    Invalid(Vec<Problem>),
+    /// No such resource (or one the caller cannot see: indistinguishable by design).
+    #[error("no such resource")]
+    NotFound,
+    /// `If-Match` named another version than the current one.
+    #[error("the resource changed since it was read")]
+    VersionConflict,
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] ServerError),
+}
+
+impl From<rusqlite::Error> for RecordError {
+    fn from(e: rusqlite::Error) -> Self {
+        RecordError::Store(ServerError::Store(e.to_string()))
+    }
+}
+
+fn invalid(path: &str, code: &'static str, message: &str) -> RecordError {
+    RecordError::Invalid(vec![Problem { path: path.to_owned(), code, message: message.to_owned() }])
+}
+
+/// The records service.
+pub struct Records {
+    store: Arc<Store>,
+    validator: validate::Validator,
+    documents_key: crate::keys::Key,
+}
+
+impl Records {
+    /// Records kept in `store`; document bytes are wrapped with `documents_key`.
+    pub fn new(store: Arc<Store>, documents_key: crate::keys::Key) -> Self {
+        Self { store, validator: validate::Validator::default(), documents_key }
+    }
+
+    /// The store (for the audit and document helpers that share it).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Checks a resource a client sent for `resource_type`: the FHIR R4 schema and calendar
+    /// rules, the type it was sent to, and — for a patient's data — that it names its patient.
+    pub fn check(&self, mut value: Value, resource_type: &str) -> Result<Checked, RecordError> {
+        if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
+            return Err(invalid(
+                "resourceType",
+                "invalid",
+                &format!("resourceType: the body must be a {resource_type}, the type in the URL"),
+            ));
+        }
+        let data = Data::of(resource_type)
+            .filter(|d| *d != Data::AuditTrail)
+            .ok_or_else(|| invalid(resource_type, "not-supported", "this server does not accept this resource type"))?;
+        let problems = self.validator.check(&value);
+        if !problems.is_empty() {
+            return Err(RecordError::Invalid(problems));
+        }
+        let attachments = if resource_type == "DocumentReference" {
+            documents::take_attachments(&mut value).map_err(RecordError::Invalid)?
+        } else {
+            Vec::new()
+        };
+        // Ids and versions are the server's to assign: a placeholder keeps the indexer happy.
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("id".into(), Value::String("pending".into()));
+            if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+                meta.remove("versionId");
+                meta.remove("lastUpdated");
+            }
+        }
+        let raw = value.to_string();
+        let indexed =
+            carekeep_fhir::index_resource(&value, &raw, resource_type, None, &carekeep_fhir::References::default())
+                .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
+        let patient = indexed.patient.as_deref().and_then(|p| p.strip_prefix("Patient/")).map(str::to_owned);
+        let patient = if resource_type == "Patient" { None } else { patient };
+        if patient.is_none() && !matches!(data, Data::Demographics | Data::Directory) {
+            return Err(invalid(
+                &format!("{resource_type}.subject"),
+                "required",
+                &format!("{resource_type}.subject: must reference the patient it belongs to (Patient/<id>)"),
+            ));
+        }
+        Ok(Checked { value, attachments, resource_type: resource_type.to_owned(), patient })
+    }
+
+    /// The current version of `resource_type/id` in `tenant`.
+    pub fn read(&self, tenant: &str, resource_type: &str, id: &str) -> Result<Option<Stored>, RecordError> {
+        let conn = self.store.lock();
+        Ok(conn
+            .prepare_cached("SELECT version, patient, json FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
+            .query_row(params![tenant, resource_type, id], |r| {
+                Ok(Stored {
+                    resource_type: resource_type.to_owned(),
+                    id: id.to_owned(),
+                    version: r.get(0)?,
+                    patient: r.get(1)?,
+                    json: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Stores `checked` as a new resource with a fresh opaque id, version 1. A patient it
+    /// names must exist in `tenant`.
+    pub fn create(&self, tenant: &str, checked: Checked, now: OffsetDateTime) -> Result<Stored, RecordError> {
+        let id = crate::auth::secrets::new_id("r")?.replacen("r-", "", 1);
+        let mut conn = self.store.lock();
+        let tx = conn.transaction()?;
+        let stored = write(&tx, &self.documents_key, tenant, checked, &id, 1, now)?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Replaces `resource_type/id` if its current version is `expected_version`.
+    pub fn update(
+        &self,
+        tenant: &str,
+        id: &str,
+        checked: Checked,
+        expected_version: i64,
+        now: OffsetDateTime,
+    ) -> Result<Stored, RecordError> {
+        let mut conn = self.store.lock();
+        let tx = conn.transaction()?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3",
+                params![tenant, checked.resource_type, id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match current {
+            None => return Err(RecordError::NotFound),
+            Some(v) if v != expected_version => return Err(RecordError::VersionConflict),
+            Some(_) => {}
+        }
+        let stored = write(&tx, &self.documents_key, tenant, checked, id, expected_version + 1, now)?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Stores a resource exactly as given (id included), version 1: for seeding a tenant from
+    /// Bundles. Checked like any other write.
+    pub fn import(&self, tenant: &str, checked: Checked, id: &str, now: OffsetDateTime) -> Result<Stored, RecordError> {
+        let mut conn = self.store.lock();
+        let tx = conn.transaction()?;
+        let stored = write(&tx, &self.documents_key, tenant, checked, id, 1, now)?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// The caller's links to patients and open break-glass grants, for [`Access`].
+    pub fn access(&self, user_id: &str, role: carekeep_protocol::auth::Role, now: i64) -> Result<Access, RecordError> {
+        let conn = self.store.lock();
+        let mut access =
+            Access { role, linked: HashSet::new(), care_team: HashSet::new(), break_glass: HashSet::new() };
+        let mut links = conn.prepare_cached("SELECT patient, relation FROM patient_links WHERE user_id = ?1")?;
+        for row in links.query_map([user_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (patient, relation) = row?;
+            if relation == "care-team" {
+                access.care_team.insert(patient);
+            } else {
+                access.linked.insert(patient);
+            }
+        }
+        let mut grants =
+            conn.prepare_cached("SELECT patient FROM break_glass WHERE user_id = ?1 AND expires_at > ?2")?;
+        for row in grants.query_map(params![user_id, now], |r| r.get::<_, String>(0))? {
+            access.break_glass.insert(row?);
+        }
+        Ok(access)
+    }
+
+    /// Links `user_id` to `patient` as `relation` (`self`, `proxy` or `care-team`).
+    pub fn link(&self, tenant: &str, user_id: &str, patient: &str, relation: &str) -> Result<(), RecordError> {
+        self.store.lock().execute(
+            "INSERT INTO patient_links (tenant, user_id, patient, relation) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_id, patient) DO UPDATE SET relation = excluded.relation",
+            params![tenant, user_id, patient, relation],
+        )?;
+        Ok(())
+    }
+}
+
+/// The instant as FHIR shows it (`2026-11-23T10:00:00.123456Z`) and its sortable form.
+fn instant(now: OffsetDateTime) -> (String, String) {
+    let shown = now.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default();
+    let sortable = carekeep_fhir::sortable_date_time(&shown).unwrap_or_else(|| shown.clone());
+    (shown, sortable)
+}
+
+fn write(
+    tx: &Transaction<'_>,
+    documents_key: &[u8; 32],
+    tenant: &str,
+    checked: Checked,
+    id: &str,
+    version: i64,
+    now: OffsetDateTime,
+) -> Result<Stored, RecordError> {
+    let Checked { mut value, attachments, resource_type, patient } = checked;
+    if let Some(patient) = &patient {
+        let known: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM resources WHERE tenant = ?1 AND type = 'Patient' AND id = ?2",
+                params![tenant, patient],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_none() {
+            return Err(invalid(
+                &format!("{resource_type}.subject"),
+                "not-found",
+                &format!("{resource_type}.subject: references a patient that does not exist"),
+            ));
+        }
+    }
+    let (shown, sortable) = instant(now);
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("id".into(), Value::String(id.to_owned()));
+        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("versionId".into(), Value::String(version.to_string()));
+            meta.insert("lastUpdated".into(), Value::String(shown));
+        }
+    }
+    let json = value.to_string();
+    let indexed =
+        carekeep_fhir::index_resource(&value, &json, &resource_type, None, &carekeep_fhir::References::default())
+            .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
+    let patient = if resource_type == "Patient" { Some(id.to_owned()) } else { patient };
+    tx.prepare_cached(
+        "INSERT INTO resources (tenant, type, id, version, last_updated, patient, category, effective, json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version,
+             last_updated = excluded.last_updated, patient = excluded.patient, category = excluded.category,
+             effective = excluded.effective, json = excluded.json",
+    )?
+    .execute(params![
+        tenant,
+        resource_type,
+        id,
+        version,
+        sortable,
+        patient,
+        indexed.category,
+        indexed.effective,
+        json
+    ])?;
+    tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
+        tenant,
+        resource_type,
+        id
+    ])?;
+    let mut insert =
+        tx.prepare_cached("INSERT INTO resource_codes (tenant, type, id, system, code) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for code in &indexed.codes {
+        insert.execute(params![tenant, resource_type, id, code.system, code.code])?;
+    }
+    if let Some(patient) = &patient {
+        documents::store(tx, documents_key, tenant, patient, &attachments)?;
+    }
+    Ok(Stored { resource_type, id: id.to_owned(), version, patient, json })
+}

@@ -1,0 +1,140 @@
+//! `seed-demo`: a demo tenant with the synthetic carebundle patients (20 transaction Bundles,
+//! every patient marked as test data) and one user per role, so the app has something real
+//! to pin, sign in to and sync from.
+
+use carekeep_protocol::auth::Role;
+use serde_json::Value;
+
+use crate::records::Records;
+use crate::store::Store;
+use crate::{ServerError, admin};
+
+/// The demo tenant's id.
+pub const DEMO_TENANT: &str = "demo";
+
+/// The synthetic patients (see `crates/core/tests/fixtures/README.md` for their provenance).
+const BUNDLES: &[&str] = &[
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0000.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0001.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0002.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0003.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0004.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0005.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0006.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0007.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0008.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0009.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0010.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0011.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0012.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0013.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0014.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0015.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0016.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0017.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0018.json"),
+    include_str!("../../core/tests/fixtures/carebundle/mixed-42-0019.json"),
+];
+
+/// A demo user, with what they sign in with.
+pub struct DemoUser {
+    /// Sign-in name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// Password (random).
+    pub password: String,
+    /// TOTP secret, base32.
+    pub totp_base32: String,
+}
+
+/// Seeds the demo tenant: every carebundle resource, then a patient (linked to the first
+/// patient and proxy for the second), a clinician (care team: the first ten), a nurse
+/// (care team: the first five), a billing clerk and an admin. Refuses to run twice.
+pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoUser>, ServerError> {
+    admin::add_tenant(store, DEMO_TENANT, "Carekeep demo clinic (synthetic data)", now)
+        .map_err(|_| ServerError::Invalid("this data directory already holds the demo tenant".into()))?;
+    let mut patients = Vec::new();
+    for bundle in BUNDLES {
+        patients.extend(import_bundle(records, DEMO_TENANT, bundle)?);
+    }
+    let mut users = Vec::new();
+    for (username, role) in [
+        ("demo.patient", Role::Patient),
+        ("demo.clinician", Role::Clinician),
+        ("demo.nurse", Role::Nurse),
+        ("demo.billing", Role::Billing),
+        ("demo.admin", Role::Admin),
+    ] {
+        let password = crate::auth::secrets::new_token()?;
+        let user = admin::add_user(store, DEMO_TENANT, username, role, &password, now)?;
+        let link = |patient: &String, relation: &str| {
+            records.link(DEMO_TENANT, &user.id, patient, relation).map_err(|e| ServerError::Store(e.to_string()))
+        };
+        match role {
+            Role::Patient => {
+                link(&patients[0], "self")?;
+                link(&patients[1], "proxy")?;
+            }
+            Role::Clinician => patients.iter().take(10).try_for_each(|p| link(p, "care-team"))?,
+            Role::Nurse => patients.iter().take(5).try_for_each(|p| link(p, "care-team"))?,
+            _ => {}
+        }
+        users.push(DemoUser { username: username.to_owned(), role, password, totp_base32: user.totp_base32 });
+    }
+    Ok(users)
+}
+
+/// Imports one transaction Bundle whose entries carry `urn:uuid:` full URLs: each resource
+/// keeps that UUID as its id, and references to other entries become `Type/id`. Returns the
+/// ids of the patients it held.
+pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Vec<String>, ServerError> {
+    let invalid = |what: &str| ServerError::Invalid(format!("demo bundle: {what}"));
+    let bundle: Value = serde_json::from_str(bundle).map_err(|_| invalid("not JSON"))?;
+    let entries = bundle.get("entry").and_then(Value::as_array).ok_or_else(|| invalid("no entries"))?;
+    let mut map = std::collections::HashMap::new();
+    for entry in entries {
+        let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or_default();
+        let resource_type = entry.pointer("/resource/resourceType").and_then(Value::as_str).unwrap_or_default();
+        let id = carekeep_fhir::id_from_full_url(full_url).ok_or_else(|| invalid("an entry without a urn:uuid"))?;
+        map.insert(full_url.to_owned(), (resource_type.to_owned(), id.to_owned()));
+    }
+    let mut patients = Vec::new();
+    // Patients first, so every other resource's patient exists when it is stored.
+    let mut ordered: Vec<&Value> = entries.iter().collect();
+    ordered.sort_by_key(|e| e.pointer("/resource/resourceType").and_then(Value::as_str) != Some("Patient"));
+    let now = time::OffsetDateTime::now_utc();
+    for entry in ordered {
+        let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or_default();
+        let (resource_type, id) = map[full_url].clone();
+        let mut resource = entry.get("resource").cloned().ok_or_else(|| invalid("an entry without a resource"))?;
+        rewrite_references(&mut resource, &map);
+        let checked = records.check(resource, &resource_type).map_err(|e| match e {
+            crate::records::RecordError::Invalid(problems) => invalid(&format!(
+                "{resource_type} is not valid: {}",
+                problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ")
+            )),
+            other => ServerError::Store(other.to_string()),
+        })?;
+        records.import(tenant, checked, &id, now).map_err(|e| ServerError::Store(e.to_string()))?;
+        if resource_type == "Patient" {
+            patients.push(id);
+        }
+    }
+    Ok(patients)
+}
+
+fn rewrite_references(value: &mut Value, map: &std::collections::HashMap<String, (String, String)>) {
+    match value {
+        Value::Object(obj) => {
+            if let Some(Value::String(reference)) = obj.get_mut("reference")
+                && let Some((t, id)) = map.get(reference.as_str())
+            {
+                *reference = format!("{t}/{id}");
+            }
+            obj.values_mut().for_each(|v| rewrite_references(v, map));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, map)),
+        _ => {}
+    }
+}

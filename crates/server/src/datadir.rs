@@ -96,22 +96,21 @@ impl DataDir {
 
     /// Opens the encrypted store with the master key.
     pub fn open_store(&self) -> Result<crate::store::Store, ServerError> {
+        crate::store::Store::open(&self.root.join("store.db"), &self.master_key()?)
+    }
+
+    fn master_key(&self) -> Result<Zeroizing<Vec<u8>>, ServerError> {
         let path = self.master_key_path();
         let master = Zeroizing::new(read(&path)?);
         if master.len() != 32 {
             return Err(ServerError::BadKeyMaterial(path));
         }
-        crate::store::Store::open(&self.root.join("store.db"), &master)
+        Ok(master)
     }
 
     /// The purpose keys derived from the master key (documents, links, paging).
     pub fn master_keys(&self) -> Result<crate::keys::MasterKeys, ServerError> {
-        let path = self.master_key_path();
-        let master = Zeroizing::new(read(&path)?);
-        if master.len() != 32 {
-            return Err(ServerError::BadKeyMaterial(path));
-        }
-        Ok(crate::keys::MasterKeys::derive(&master))
+        Ok(crate::keys::MasterKeys::derive(&self.master_key()?))
     }
 
     /// The key that signs policies and audit checkpoints.

@@ -60,22 +60,21 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u
 
 /// HMAC-SHA-256 of `parts` (each length-prefixed, so parts cannot run into each other).
 pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    for part in parts {
-        mac.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
+    keyed(key, parts).finalize().into_bytes().into()
 }
 
 /// Checks `tag` against [`mac`] in constant time.
 pub fn verify_mac(key: &[u8; 32], parts: &[&[u8]], tag: &[u8]) -> bool {
+    keyed(key, parts).verify_slice(tag).is_ok()
+}
+
+fn keyed(key: &[u8; 32], parts: &[&[u8]]) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for part in parts {
         mac.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
         mac.update(part);
     }
-    mac.verify_slice(tag).is_ok()
+    mac
 }
 
 #[cfg(test)]

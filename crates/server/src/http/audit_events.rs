@@ -74,7 +74,8 @@ pub async fn search(state: AppState, caller: Principal, slot: AuditSlot, query: 
     let store = state.records.store().clone();
     let tenant = caller.tenant.clone();
     let found =
-        tokio::task::spawn_blocking(move || read_trail(&store, tenant, patients.as_deref(), agent, dates, count)).await;
+        tokio::task::spawn_blocking(move || read_trail(&store, tenant, patients.as_deref(), agent, &dates, count))
+            .await;
     let Ok(Ok(found)) = found else {
         return outcome(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,7 +102,7 @@ fn read_trail(
     tenant: String,
     patients: Option<&[String]>,
     agent: Option<String>,
-    dates: Vec<(Cmp, String)>,
+    dates: &[(Cmp, String)],
     count: u32,
 ) -> rusqlite::Result<Vec<(AuditRecord, Option<String>)>> {
     let mut sql = String::from(
@@ -121,31 +122,7 @@ fn read_trail(
         sql.push_str(" AND a.user_id = ?");
         args.push(agent);
     }
-    for (cmp, value) in dates {
-        let end = format!("{value}~");
-        match cmp {
-            Cmp::Eq => {
-                sql.push_str(" AND a.recorded_at >= ? AND a.recorded_at < ?");
-                args.extend([value, end]);
-            }
-            Cmp::Lt => {
-                sql.push_str(" AND a.recorded_at < ?");
-                args.push(value);
-            }
-            Cmp::Le => {
-                sql.push_str(" AND a.recorded_at < ?");
-                args.push(end);
-            }
-            Cmp::Gt => {
-                sql.push_str(" AND a.recorded_at >= ?");
-                args.push(end);
-            }
-            Cmp::Ge => {
-                sql.push_str(" AND a.recorded_at >= ?");
-                args.push(value);
-            }
-        }
-    }
+    search::push_date_conditions(&mut sql, &mut args, "a.recorded_at", dates);
     let _ = write!(sql, " ORDER BY a.seq DESC LIMIT {count}");
     let conn = store.lock();
     let mut stmt = conn.prepare(&sql)?;

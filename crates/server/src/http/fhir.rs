@@ -201,7 +201,11 @@ pub async fn search(
         Ok(s) => s,
         Err(e) => return bad_search(&e),
     };
-    run_search(state, caller, slot, &headers, search, None).await
+    let access = match caller_access(&state, &caller).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    run_search(state, caller, slot, &headers, access, search, None).await
 }
 
 /// `GET /fhir/Patient/{id}/$everything?_since=…`: the patient's whole compartment that the
@@ -243,7 +247,7 @@ pub async fn everything(
         Ok(s) => s,
         Err(e) => return bad_search(&e),
     };
-    run_search(state, caller, slot, &headers, search, None).await
+    run_search(state, caller, slot, &headers, access, search, None).await
 }
 
 /// `GET /fhir?_page=…`: the next page of an earlier search.
@@ -265,7 +269,11 @@ pub async fn page(
             "This page link has expired or is not yours; run the search again from the start.",
         );
     };
-    run_search(state, caller, slot, &headers, search, Some(after)).await
+    let access = match caller_access(&state, &caller).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    run_search(state, caller, slot, &headers, access, search, Some(after)).await
 }
 
 async fn run_search(
@@ -273,13 +281,10 @@ async fn run_search(
     caller: Principal,
     slot: AuditSlot,
     headers: &HeaderMap,
+    access: Access,
     search: Search,
     after: Option<After>,
 ) -> Response {
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     // One type: that type's filter. $everything: the types were already limited to what the
     // caller may read of this one patient.
     let filter = if search.types.len() == 1 {

@@ -135,6 +135,23 @@ pub fn date_condition(name: &str, value: &str) -> Result<(Cmp, String), BadSearc
     Ok((cmp, sortable))
 }
 
+/// Appends `AND` clauses for date `conditions` on `column` (sortable text). A value matches
+/// everything that starts with it: `2024-01` covers the whole month.
+pub fn push_date_conditions(sql: &mut String, args: &mut Vec<String>, column: &str, conditions: &[(Cmp, String)]) {
+    for (cmp, value) in conditions {
+        let end = format!("{value}~");
+        let (clause, bound): (&str, &[&String]) = match cmp {
+            Cmp::Eq => (" AND {c} >= ? AND {c} < ?", &[value, &end]),
+            Cmp::Lt => (" AND {c} < ?", &[value]),
+            Cmp::Le => (" AND {c} < ?", &[&end]),
+            Cmp::Gt => (" AND {c} >= ?", &[&end]),
+            Cmp::Ge => (" AND {c} >= ?", &[value]),
+        };
+        sql.push_str(&clause.replace("{c}", column));
+        args.extend(bound.iter().map(|s| (*s).clone()));
+    }
+}
+
 /// Where a page starts: after this (last updated, type, id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct After(pub String, pub String, pub String);
@@ -233,21 +250,8 @@ impl Records {
             }
             sql.push(')');
         }
-        for (column, conditions) in [("r.effective", &search.date), ("r.last_updated", &search.last_updated)] {
-            for (cmp, value) in conditions {
-                // A value matches everything that starts with it: `2024-01` covers the month.
-                let end = format!("{value}~");
-                let (clause, bound): (&str, &[&String]) = match cmp {
-                    Cmp::Eq => (" AND {c} >= ? AND {c} < ?", &[value, &end]),
-                    Cmp::Lt => (" AND {c} < ?", &[value]),
-                    Cmp::Le => (" AND {c} < ?", &[&end]),
-                    Cmp::Gt => (" AND {c} >= ?", &[&end]),
-                    Cmp::Ge => (" AND {c} >= ?", &[value]),
-                };
-                sql.push_str(&clause.replace("{c}", column));
-                args.extend(bound.iter().map(|s| (*s).clone()));
-            }
-        }
+        push_date_conditions(&mut sql, &mut args, "r.effective", &search.date);
+        push_date_conditions(&mut sql, &mut args, "r.last_updated", &search.last_updated);
         let conn = self.store.lock();
         let total: i64 =
             conn.prepare(&format!("SELECT count(*){sql}"))?.query_row(params_from_iter(args.iter()), |r| r.get(0))?;

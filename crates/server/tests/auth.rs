@@ -13,6 +13,8 @@ mod common;
 
 const T0: i64 = 1_800_000_000;
 const PASSWORD: &str = "correct horse battery staple";
+/// A username long enough that it cannot turn up by chance in ciphertext or log noise.
+const AMY: &str = "amy.sentinel-4c19d7";
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -26,7 +28,7 @@ fn fixture() -> Fixture {
     let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
     let store = data.open_store().unwrap();
     carekeep_server::admin::add_tenant(&store, "clinic-1", "Clinic One", T0).unwrap();
-    let user = carekeep_server::admin::add_user(&store, "clinic-1", "amy", Role::Patient, PASSWORD, T0).unwrap();
+    let user = carekeep_server::admin::add_user(&store, "clinic-1", AMY, Role::Patient, PASSWORD, T0).unwrap();
     assert!(user.otpauth_uri.starts_with("otpauth://totp/"));
     let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
     let auth = Auth::new(Arc::new(store), AuthPolicy::default(), 2);
@@ -44,7 +46,7 @@ fn login(user: &str, password: &str) -> LoginRequest {
 }
 
 async fn sign_in(f: &Fixture, now: i64) -> TokenResponse {
-    let challenge = f.auth.login(login("amy", PASSWORD), now).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), now).await.unwrap();
     f.auth
         .verify_mfa(
             MfaRequest {
@@ -75,14 +77,14 @@ async fn password_then_totp_gives_device_bound_tokens() {
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_look_the_same() {
     let f = fixture();
-    assert_eq!(f.auth.login(login("amy", "wrong password!"), T0).await.unwrap_err(), AuthError::BadCredentials);
+    assert_eq!(f.auth.login(login(AMY, "wrong password!"), T0).await.unwrap_err(), AuthError::BadCredentials);
     assert_eq!(f.auth.login(login("nobody", PASSWORD), T0).await.unwrap_err(), AuthError::BadCredentials);
 }
 
 #[tokio::test]
 async fn a_wrong_code_is_refused_and_a_code_is_accepted_only_once() {
     let f = fixture();
-    let challenge = f.auth.login(login("amy", PASSWORD), T0).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), T0).await.unwrap();
     let wrong =
         MfaRequest { mfa_token: challenge.mfa_token.clone(), code: Secret::new("000000"), device_name: "x".into() };
     let expected =
@@ -92,7 +94,7 @@ async fn a_wrong_code_is_refused_and_a_code_is_accepted_only_once() {
     f.auth.verify_mfa(right, T0).await.unwrap();
 
     // The same code again, on a fresh password step, within its 30 s window: refused.
-    let again = f.auth.login(login("amy", PASSWORD), T0 + 5).await.unwrap();
+    let again = f.auth.login(login(AMY, PASSWORD), T0 + 5).await.unwrap();
     let replay =
         MfaRequest { mfa_token: again.mfa_token.clone(), code: code(&f.totp_secret, T0), device_name: "x".into() };
     assert_eq!(f.auth.verify_mfa(replay, T0 + 5).await.unwrap_err(), AuthError::CodeAlreadyUsed);
@@ -105,17 +107,17 @@ async fn a_wrong_code_is_refused_and_a_code_is_accepted_only_once() {
 async fn five_failures_lock_the_account_for_fifteen_minutes() {
     let f = fixture();
     for i in 0..4 {
-        assert_eq!(f.auth.login(login("amy", "wrong password!"), T0 + i).await.unwrap_err(), AuthError::BadCredentials);
+        assert_eq!(f.auth.login(login(AMY, "wrong password!"), T0 + i).await.unwrap_err(), AuthError::BadCredentials);
     }
     // A wrong TOTP code counts too: the fifth failure locks.
-    let challenge = f.auth.login(login("amy", PASSWORD), T0 + 10).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), T0 + 10).await.unwrap();
     let wrong = MfaRequest { mfa_token: challenge.mfa_token, code: Secret::new("not-a-code"), device_name: "x".into() };
     assert_eq!(f.auth.verify_mfa(wrong, T0 + 10).await.unwrap_err(), AuthError::Locked { retry_after_secs: 900 });
     // Locked: even the right password is refused, without running the KDF.
-    assert!(matches!(f.auth.login(login("amy", PASSWORD), T0 + 20).await, Err(AuthError::Locked { .. })));
+    assert!(matches!(f.auth.login(login(AMY, PASSWORD), T0 + 20).await, Err(AuthError::Locked { .. })));
     // After 15 minutes it lifts.
     let later = T0 + 10 + 901;
-    let challenge = f.auth.login(login("amy", PASSWORD), later).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), later).await.unwrap();
     let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, later), device_name: "x".into() };
     f.auth.verify_mfa(mfa, later).await.unwrap();
 }
@@ -123,7 +125,7 @@ async fn five_failures_lock_the_account_for_fifteen_minutes() {
 #[tokio::test]
 async fn the_password_step_expires() {
     let f = fixture();
-    let challenge = f.auth.login(login("amy", PASSWORD), T0).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), T0).await.unwrap();
     let late = T0 + 301;
     let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, late), device_name: "x".into() };
     assert_eq!(f.auth.verify_mfa(mfa, late).await.unwrap_err(), AuthError::ChallengeExpired);
@@ -177,7 +179,9 @@ async fn the_store_is_encrypted_and_holds_no_password_or_token_in_clear() {
         let path = entry.unwrap().path();
         if path.is_file() {
             let bytes = std::fs::read(&path).unwrap();
-            for needle in [PASSWORD.as_bytes(), tokens.refresh_token.expose().as_bytes(), b"amy", b"SQLite format 3"] {
+            for needle in
+                [PASSWORD.as_bytes(), tokens.refresh_token.expose().as_bytes(), AMY.as_bytes(), b"SQLite format 3"]
+            {
                 assert!(
                     !bytes.windows(needle.len()).any(|w| w == needle),
                     "{} holds a secret in clear",
@@ -198,13 +202,13 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     let http = common::client_for(&f.data);
     let url = |p: &str| format!("https://localhost:{port}{p}");
 
-    let wrong = http.post(url("/auth/login")).json(&login("amy", "wrong password!")).send().await.unwrap();
+    let wrong = http.post(url("/auth/login")).json(&login(AMY, "wrong password!")).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     let body: serde_json::Value = wrong.json().await.unwrap();
     assert_eq!(body["error"], "bad_credentials");
 
     let challenge: serde_json::Value =
-        http.post(url("/auth/login")).json(&login("amy", PASSWORD)).send().await.unwrap().json().await.unwrap();
+        http.post(url("/auth/login")).json(&login(AMY, PASSWORD)).send().await.unwrap().json().await.unwrap();
     let now =
         i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
     let mfa = serde_json::json!({"mfa_token": challenge["mfa_token"], "code": code(&f.totp_secret, now).expose(), "device_name": "test"});
@@ -259,7 +263,7 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
     assert_eq!(f.auth.confirm_enrollment(&me, "123456", T0 + 10).await.unwrap_err(), AuthError::NoEnrollment);
 
     let enrollment = f.auth.begin_enrollment(&me, T0 + 10).await.unwrap();
-    assert!(enrollment.otpauth_uri.starts_with("otpauth://totp/Carekeep:amy?"), "{}", enrollment.otpauth_uri);
+    assert!(enrollment.otpauth_uri.starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")), "{}", enrollment.otpauth_uri);
     let png = base64::engine::general_purpose::STANDARD.decode(&enrollment.qr_png_base64).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 200);
     let new_secret = secret_of(&enrollment.otpauth_uri);
@@ -267,13 +271,13 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
 
     assert_eq!(f.auth.confirm_enrollment(&me, "abcdef", T0 + 20).await.unwrap_err(), AuthError::BadCode);
     // Until confirmed, the old authenticator still signs in…
-    let before = f.auth.login(login("amy", PASSWORD), T0 + 30).await.unwrap();
+    let before = f.auth.login(login(AMY, PASSWORD), T0 + 30).await.unwrap();
     let old_code =
         MfaRequest { mfa_token: before.mfa_token, code: code(&f.totp_secret, T0 + 30), device_name: "x".into() };
     f.auth.verify_mfa(old_code, T0 + 30).await.unwrap();
     // … after confirming, only the new one does.
     f.auth.confirm_enrollment(&me, code(&new_secret, T0 + 60).expose(), T0 + 60).await.unwrap();
-    let challenge = f.auth.login(login("amy", PASSWORD), T0 + 90).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), T0 + 90).await.unwrap();
     let old = MfaRequest {
         mfa_token: challenge.mfa_token.clone(),
         code: code(&f.totp_secret, T0 + 90),
@@ -288,8 +292,8 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
 async fn a_disabled_user_cannot_sign_in_and_their_devices_are_signed_out() {
     let f = fixture();
     let tokens = sign_in(&f, T0).await;
-    carekeep_server::admin::disable_user(&f.data.open_store().unwrap(), "amy").unwrap();
+    carekeep_server::admin::disable_user(&f.data.open_store().unwrap(), AMY).unwrap();
     assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
     assert_eq!(f.auth.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
-    assert_eq!(f.auth.login(login("amy", PASSWORD), T0 + 2).await.unwrap_err(), AuthError::BadCredentials);
+    assert_eq!(f.auth.login(login(AMY, PASSWORD), T0 + 2).await.unwrap_err(), AuthError::BadCredentials);
 }

@@ -114,3 +114,28 @@ pub fn link_user(store: &Store, username: &str, patient: &str, relation: &str) -
     }
     Ok(())
 }
+
+/// The shortest and longest idle limit a tenant may set for a role, in minutes: under a
+/// minute nobody could work; over a shift, an unattended device stays signed in.
+pub const IDLE_MINUTES: std::ops::RangeInclusive<u32> = 1..=12 * 60;
+
+/// Sets how long a device of `role` in `tenant` may stay unused before its user must sign
+/// in again (the server default is [`crate::auth::AuthPolicy::idle_secs`]).
+pub fn set_idle_limit(store: &Store, tenant: &str, role: Role, minutes: u32) -> Result<(), ServerError> {
+    if !IDLE_MINUTES.contains(&minutes) {
+        return Err(ServerError::Invalid(format!(
+            "an idle limit is {} to {} minutes",
+            IDLE_MINUTES.start(),
+            IDLE_MINUTES.end()
+        )));
+    }
+    store
+        .lock()
+        .execute(
+            "INSERT INTO idle_limits (tenant, role, idle_secs) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tenant, role) DO UPDATE SET idle_secs = excluded.idle_secs",
+            params![tenant, role.as_str(), i64::from(minutes) * 60],
+        )
+        .map_err(|_| ServerError::Invalid(format!("no tenant {tenant}")))?;
+    Ok(())
+}

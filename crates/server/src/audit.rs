@@ -2,7 +2,7 @@
 //! in the rule [`carekeep_protocol::audit`] defines, with a signed checkpoint every
 //! [`CHECKPOINT_EVERY`] records. Records hold ids, never PHI.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainError, Checkpoint, verify_chain};
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -14,16 +14,37 @@ use crate::store::Store;
 /// Records between signed checkpoints.
 pub const CHECKPOINT_EVERY: u64 = 100;
 
+/// Most requests' records one group commit takes: bounds the transaction (and the wait of
+/// the first request in it) under a flood.
+const GROUP_MAX: usize = 512;
+
 /// The append side of the trail. Appends are serialised: each record links to the last.
+///
+/// Requests hand their records to one writer thread ([`AuditLog::record`]), which commits
+/// whatever has queued up in one transaction — one fsync for many requests (group commit) —
+/// and only then lets each request answer. Durability is unchanged: no response leaves
+/// before its record is on disk.
 pub struct AuditLog {
+    chain: Arc<Chain>,
+    queue: mpsc::Sender<Pending>,
+}
+
+/// The chain's end and where it is written.
+struct Chain {
     store: Arc<Store>,
     signing_key: Arc<SigningKey>,
     checkpoint_every: u64,
     last: Mutex<Option<AuditRecord>>,
 }
 
+/// One request's records, waiting for the writer.
+struct Pending {
+    events: Vec<AuditEvent>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
 impl AuditLog {
-    /// Opens the trail in `store`, continuing from its last record.
+    /// Opens the trail in `store`, continuing from its last record, and starts its writer.
     pub fn open(store: Arc<Store>, signing_key: Arc<SigningKey>, checkpoint_every: u64) -> Result<Self, ServerError> {
         let last = store
             .lock()
@@ -33,18 +54,61 @@ impl AuditLog {
             .map(|json| serde_json::from_str::<AuditRecord>(&json))
             .transpose()
             .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))?;
-        Ok(Self { store, signing_key, checkpoint_every: checkpoint_every.max(1), last: Mutex::new(last) })
+        let chain =
+            Arc::new(Chain { store, signing_key, checkpoint_every: checkpoint_every.max(1), last: Mutex::new(last) });
+        let (queue, pending) = mpsc::channel();
+        let writer = chain.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(&pending))
+            .map_err(|e| ServerError::Store(format!("cannot start the audit writer: {e}")))?;
+        Ok(Self { chain, queue })
+    }
+
+    /// Appends `events` in order, all or none, and returns once they are durable. Records
+    /// of concurrent requests share one commit.
+    pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
+        let stopped = || ServerError::Store("the audit writer stopped".into());
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.queue.send(Pending { events, done }).map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?.map_err(ServerError::Store)
     }
 
     /// Appends `event` (and, every `checkpoint_every` records, a signed checkpoint).
     /// Blocking: call from `spawn_blocking`.
     pub fn append(&self, event: AuditEvent) -> Result<AuditRecord, ServerError> {
         self.append_all(vec![event])?;
-        Ok(self.last.lock().unwrap_or_else(PoisonError::into_inner).clone().expect("just appended"))
+        Ok(self.chain.last.lock().unwrap_or_else(PoisonError::into_inner).clone().expect("just appended"))
+    }
+
+    /// Appends `events` in order, in one transaction: all or none. Blocking.
+    pub fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
+        self.chain.append_all(events)
+    }
+}
+
+impl Chain {
+    /// The writer thread: takes what has queued, commits it at once, answers each request.
+    /// Ends when the log is dropped.
+    fn run(&self, pending: &mpsc::Receiver<Pending>) {
+        while let Ok(first) = pending.recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match pending.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (events, waiting): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.events, p.done)).unzip();
+            let result = self.append_all(events.into_iter().flatten().collect()).map_err(|e| e.to_string());
+            for done in waiting {
+                let _ = done.send(result.clone());
+            }
+        }
     }
 
     /// Appends `events` in order, in one transaction: all or none.
-    pub fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
+    fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let mut conn = self.store.lock();
         let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());

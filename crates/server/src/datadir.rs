@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! DIR/                     0700
-//!   master.key             0600  32 random bytes; will encrypt the store and documents.
+//!   master.key             0600  32 random bytes: every key of the store, audit and documents
+//!                                is derived from it.
 //!                                $CAREKEEP_MASTER_KEY_FILE moves it to a secret store.
 //!   signing.key            0600  Ed25519 seed: signs the policy and audit checkpoints
-//!   store.db (+ -wal, -shm)      SQLCipher, keyed from the master key: tenants, users, tokens
+//!   store.db (+ -wal, -shm)      SQLCipher, keyed from the master key: tenants, users, tokens,
+//!                                records, documents
+//!   audit.db (+ -wal, -shm)      SQLCipher, its own key from the master key: the audit chain
 //!   tls/cert.pem                 the live certificate (self-signed, pinned by clients)
 //!   tls/key.pem            0600  its private key
 //!   tls/backup-key.pem     0600  the backup key: not in any certificate; its pin ships with
@@ -96,7 +99,7 @@ impl DataDir {
 
     /// Opens the encrypted store with the master key.
     pub fn open_store(&self) -> Result<crate::store::Store, ServerError> {
-        crate::store::Store::open(&self.root.join("store.db"), &self.master_key()?)
+        crate::store::Store::open(&self.root.join("store.db"), &self.root.join("audit.db"), &self.master_key()?)
     }
 
     fn master_key(&self) -> Result<Zeroizing<Vec<u8>>, ServerError> {

@@ -81,6 +81,22 @@ enum TenantCommand {
         #[arg(long)]
         name: String,
     },
+    /// Set how long a device of one role may stay unused before its user signs in again
+    /// (default 15 minutes).
+    Idle {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The role it applies to.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Minutes, 1 to 720.
+        #[arg(long)]
+        minutes: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +234,14 @@ fn run(command: Command) -> Result<(), ServerError> {
         Command::Tenant { command: TenantCommand::Add { data, id, name } } => {
             admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?;
             eprintln!("Added tenant {id}.");
+            Ok(())
+        }
+        Command::Tenant { command: TenantCommand::Idle { data, tenant, role, minutes } } => {
+            admin::set_idle_limit(&DataDir::open(&data)?.open_store()?, &tenant, role.into(), minutes)?;
+            eprintln!(
+                "Devices of {tenant}'s {} users now sign out after {minutes} idle minutes.",
+                Role::from(role).as_str()
+            );
             Ok(())
         }
         Command::User { command: UserCommand::Add { data, tenant, username, role } } => {

@@ -1,9 +1,14 @@
-//! The server's store: one SQLCipher database keyed from the master key.
+//! The server's store: two SQLCipher files keyed from the master key — the records and
+//! accounts (`main`), and the audit trail (attached as `audit`, its own key).
 //!
-//! A single connection behind a mutex, used from `spawn_blocking`; handlers never hold it
-//! across an await.
+//! One writing connection behind a mutex, and a few read-only ones beside it: in WAL mode
+//! readers never wait for the writer. The audit lives apart because it commits on every
+//! request, and any commit to a file makes the other connections drop their cached (already
+//! decrypted) pages of that file; apart, reads of records stay cached. All connections are
+//! used from `spawn_blocking`; handlers never hold one across an await.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OpenFlags};
@@ -127,49 +132,164 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE audit_log ADD COLUMN tenant TEXT;
     ALTER TABLE audit_log ADD COLUMN user_id TEXT;
     CREATE INDEX audit_by_tenant ON audit_log (tenant, recorded_at);",
+    // 3: per-tenant, per-role idle limits for device sessions (absent: the server default).
+    "CREATE TABLE idle_limits (
+        tenant    TEXT NOT NULL REFERENCES tenants (id),
+        role      TEXT NOT NULL,
+        idle_secs INTEGER NOT NULL,
+        PRIMARY KEY (tenant, role)
+    ) STRICT;",
+    // 4: the audit trail moves to its own file (attached as `audit`): its commits, one per
+    // request, no longer make every reader of the records drop its page cache.
+    "CREATE TABLE audit.audit_log (
+        seq          INTEGER PRIMARY KEY,
+        record       TEXT NOT NULL,
+        patient      TEXT,
+        recorded_at  TEXT NOT NULL,
+        tenant       TEXT,
+        user_id      TEXT
+    ) STRICT;
+    INSERT INTO audit.audit_log SELECT seq, record, patient, recorded_at, tenant, user_id FROM main.audit_log;
+    CREATE INDEX audit.audit_by_patient ON audit_log (patient, recorded_at);
+    CREATE INDEX audit.audit_by_tenant ON audit_log (tenant, recorded_at);
+    CREATE TABLE audit.audit_checkpoints (
+        seq         INTEGER PRIMARY KEY,
+        checkpoint  TEXT NOT NULL
+    ) STRICT;
+    INSERT INTO audit.audit_checkpoints SELECT seq, checkpoint FROM main.audit_checkpoints;
+    DROP TABLE main.audit_log;
+    DROP TABLE main.audit_checkpoints;",
 ];
+
+/// The migration from which the audit trail lives in its own file.
+const AUDIT_FILE_SINCE: i64 = 4;
+
+/// Read-only connections beside the writer: enough for both cores and a blocked reader.
+const READERS: usize = 4;
 
 /// The encrypted store.
 pub struct Store {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` with a key derived from `master_key`.
-    pub fn open(path: &Path, master_key: &[u8]) -> Result<Self, ServerError> {
+    /// Opens (creating if needed) the store at `path` and its audit trail at `audit_path`,
+    /// with keys derived from `master_key`. Refuses to start a new, empty trail beside
+    /// records that already had one: a deleted audit file is tampering, not a fresh start.
+    pub fn open(path: &Path, audit_path: &Path, master_key: &[u8]) -> Result<Self, ServerError> {
         let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(bad)?;
-        let mut kdf = Sha256::new();
-        kdf.update(b"carekeep.server.store.v1\0");
-        kdf.update(master_key);
-        let key: Zeroizing<[u8; 32]> = Zeroizing::new(kdf.finalize().into());
-        let mut literal = Zeroizing::new(String::from("PRAGMA key = \"x'"));
-        crate::auth::secrets::push_hex(&mut literal, key.as_slice());
-        literal.push_str("'\";");
-        conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(bad)?;
-        conn.execute_batch(&literal).map_err(bad)?;
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-            .map_err(|_| ServerError::Store("the store cannot be opened with this master key".into()))?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")
-            .map_err(bad)?;
-        migrate(&mut conn).map_err(bad)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        let keys = Keys {
+            main: derive(b"carekeep.server.store.v1\0", master_key),
+            audit: derive(b"carekeep.server.audit.v1\0", master_key),
+        };
+        let mut writer = connect(path, &keys.main)?;
+        if !audit_path.exists() && schema_version(&writer).map_err(bad)? >= AUDIT_FILE_SINCE {
+            return Err(ServerError::Store(format!(
+                "the audit trail {} is missing: restore it from a backup before the server may start",
+                audit_path.display()
+            )));
+        }
+        attach_audit(&writer, audit_path, &keys.audit)?;
+        writer.query_row("PRAGMA main.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
+        writer.query_row("PRAGMA audit.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
+        migrate(&mut writer).map_err(bad)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = connect(path, &keys.main)?;
+                attach_audit(&reader, audit_path, &keys.audit)?;
+                reader.execute_batch("PRAGMA query_only = ON;").map_err(bad)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<_, ServerError>>()?;
+        Ok(Self { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
     }
 
-    /// The connection, for one short synchronous unit of work.
+    /// The writing connection, for one short synchronous unit of work. Writes are
+    /// serialised here; so are reads that must see their own transaction.
     pub fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A read-only connection (writes fail on it), for a read that needs no transaction
+    /// of its own. It sees everything committed before it starts.
+    pub fn read(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..READERS {
+            if let Ok(reader) = self.readers[(start + i) % READERS].try_lock() {
+                return reader;
+            }
+        }
+        self.readers[start % READERS].lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
+/// The two files' raw SQLCipher keys.
+struct Keys {
+    main: Zeroizing<[u8; 32]>,
+    audit: Zeroizing<[u8; 32]>,
+}
+
+fn derive(context: &[u8], master_key: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut kdf = Sha256::new();
+    kdf.update(context);
+    kdf.update(master_key);
+    Zeroizing::new(kdf.finalize().into())
+}
+
+/// `x'…'`: SQLCipher's spelling of a raw key (no passphrase derivation).
+fn raw_key(key: &[u8; 32]) -> Zeroizing<String> {
+    let mut literal = Zeroizing::new(String::from("x'"));
+    crate::auth::secrets::push_hex(&mut literal, key);
+    literal.push('\'');
+    literal
+}
+
+fn unreadable(_: rusqlite::Error) -> ServerError {
+    ServerError::Store("the store cannot be opened with this master key".into())
+}
+
+/// One keyed connection to the records file, with the store's pragmas.
+fn connect(path: &Path, key: &[u8; 32]) -> Result<Connection, ServerError> {
+    let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(bad)?;
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(bad)?;
+    conn.pragma_update(None, "key", &*raw_key(key)).map_err(bad)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(unreadable)?;
+    conn.execute_batch(
+        "PRAGMA main.synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(bad)?;
+    Ok(conn)
+}
+
+/// Attaches the audit file (creating it if needed) as schema `audit`.
+fn attach_audit(conn: &Connection, audit_path: &Path, key: &[u8; 32]) -> Result<(), ServerError> {
+    let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());
+    let audit_path = audit_path.to_str().ok_or_else(|| ServerError::Store("the audit path is not UTF-8".into()))?;
+    conn.execute("ATTACH DATABASE ?1 AS audit KEY ?2", rusqlite::params![audit_path, &*raw_key(key)]).map_err(bad)?;
+    conn.query_row("SELECT count(*) FROM audit.sqlite_master", [], |_| Ok(())).map_err(unreadable)?;
+    conn.execute_batch("PRAGMA audit.synchronous = FULL;").map_err(bad)
+}
+
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let exists: bool =
+        conn.query_row("SELECT count(*) > 0 FROM main.sqlite_master WHERE name = 'schema_version'", [], |r| r.get(0))?;
+    if !exists {
+        return Ok(0);
+    }
+    conn.query_row("SELECT coalesce(max(version), 0) FROM main.schema_version", [], |r| r.get(0))
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY) STRICT;")?;
-    let current: i64 = conn.query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS main.schema_version (version INTEGER PRIMARY KEY) STRICT;")?;
+    let current = schema_version(conn)?;
     for (version, sql) in (1_i64..).zip(MIGRATIONS).skip(usize::try_from(current).unwrap_or(0)) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -168,3 +168,63 @@ fn checkpoints_catch_a_rewrite_that_recomputes_every_hash_and_deletions_are_name
         String::from_utf8_lossy(&deleted.stderr)
     );
 }
+
+/// Concurrent requests share commits (group commit), yet every record is chained in order,
+/// each caller returns only once its records are stored, and a request's records stay
+/// together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_keep_one_unbroken_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let (data, _) = DataDir::init(&root, "localhost").unwrap();
+    let store = Arc::new(data.open_store().unwrap());
+    let log = Arc::new(AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()), 10).unwrap());
+    let writers: Vec<_> = (0..16_u32)
+        .map(|w| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    // Two records per request: they must be adjacent in the chain.
+                    let n = w * 100 + i * 2;
+                    log.record(vec![event(n), event(n + 1)]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let chain = records(&data);
+    assert_eq!(chain.len(), 320);
+    for pair in chain.chunks(2) {
+        let first: u64 = pair[0].event.resource_id.as_deref().unwrap()["obs-".len()..].parse().unwrap();
+        assert_eq!(pair[1].event.resource_id.as_deref(), Some(format!("obs-{}", first + 1).as_str()));
+    }
+    drop(log);
+    let verified = verify(&root);
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("intact: 320 records, 32 signed checkpoints"),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
+
+/// The trail lives in its own file; a store whose trail file was deleted refuses to start
+/// a new, empty one.
+#[test]
+fn a_deleted_audit_file_stops_the_server_instead_of_starting_an_empty_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let (data, _) = DataDir::init(&root, "localhost").unwrap();
+    let store = Arc::new(data.open_store().unwrap());
+    AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()), 10).unwrap().append(event(0)).unwrap();
+    drop(store);
+    for file in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+        let _ = std::fs::remove_file(root.join(file));
+    }
+    let Err(refused) = data.open_store() else { panic!("the store opened without its audit trail") };
+    assert!(refused.to_string().contains("audit trail") && refused.to_string().contains("restore it"), "{refused}");
+    // Nothing was created in its place: asking again is refused again.
+    assert!(!root.join("audit.db").exists());
+    assert!(data.open_store().is_err());
+}

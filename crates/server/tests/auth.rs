@@ -159,6 +159,36 @@ async fn an_idle_device_must_sign_in_again() {
     assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 15 * 60 + 1).await.unwrap_err(), AuthError::SessionEnded);
 }
 
+/// A tenant can set a role's idle limit either way: longer here (a clinician's 30 min ward
+/// round), shorter there; other tenants and roles keep the 15 min default.
+#[tokio::test]
+async fn a_tenant_sets_the_idle_limit_per_role() {
+    let f = fixture();
+    let store = f.data.open_store().unwrap();
+    carekeep_server::admin::set_idle_limit(&store, "clinic-1", Role::Patient, 30).unwrap();
+    let tokens = sign_in(&f, T0).await;
+    let later = T0 + 20 * 60;
+    let renewed = f.auth.refresh(refresh(&tokens), later).await.unwrap();
+    f.auth.refresh(refresh(&renewed), later + 29 * 60).await.unwrap();
+
+    carekeep_server::admin::set_idle_limit(&store, "clinic-1", Role::Patient, 2).unwrap();
+    let short = sign_in(&f, T0 + 3600).await;
+    f.auth.authenticate(short.access_token.expose(), T0 + 3600 + 119).await.unwrap();
+    assert_eq!(
+        f.auth.authenticate(short.access_token.expose(), T0 + 3600 + 240).await.unwrap_err(),
+        AuthError::SessionEnded
+    );
+    // Another role's limit in this tenant is not this one.
+    carekeep_server::admin::set_idle_limit(&store, "clinic-1", Role::Clinician, 600).unwrap();
+    let third = sign_in(&f, T0 + 7200).await;
+    assert_eq!(f.auth.refresh(refresh(&third), T0 + 7200 + 121).await.unwrap_err(), AuthError::SessionEnded);
+
+    // Out of range, or for a tenant that does not exist: refused, nothing changed.
+    for (tenant, minutes) in [("clinic-1", 0), ("clinic-1", 721), ("no-such-clinic", 10)] {
+        assert!(carekeep_server::admin::set_idle_limit(&store, tenant, Role::Patient, minutes).is_err());
+    }
+}
+
 #[tokio::test]
 async fn logout_ends_the_session() {
     let f = fixture();
@@ -263,7 +293,11 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
     assert_eq!(f.auth.confirm_enrollment(&me, "123456", T0 + 10).await.unwrap_err(), AuthError::NoEnrollment);
 
     let enrollment = f.auth.begin_enrollment(&me, T0 + 10).await.unwrap();
-    assert!(enrollment.otpauth_uri.starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")), "{}", enrollment.otpauth_uri);
+    assert!(
+        enrollment.otpauth_uri.starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")),
+        "{}",
+        enrollment.otpauth_uri
+    );
     let png = base64::engine::general_purpose::STANDARD.decode(&enrollment.qr_png_base64).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 200);
     let new_secret = secret_of(&enrollment.otpauth_uri);

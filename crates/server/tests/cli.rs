@@ -66,6 +66,19 @@ fn tenants_and_users_are_added_with_the_password_on_stdin() {
         .output()
         .unwrap();
     assert!(tenant.status.success(), "{}", String::from_utf8_lossy(&tenant.stderr));
+    let idle = |minutes: &str| {
+        server()
+            .args(["tenant", "idle", "--data"])
+            .arg(&data)
+            .args(["--tenant", "clinic-1", "--role", "clinician", "--minutes", minutes])
+            .output()
+            .unwrap()
+    };
+    let set = idle("30");
+    assert!(String::from_utf8_lossy(&set.stderr).contains("after 30 idle minutes"), "{set:?}");
+    let too_long = idle("1000");
+    assert!(!too_long.status.success());
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("1 to 720 minutes"));
 
     let add_user = |password: &str| {
         let mut child = server()

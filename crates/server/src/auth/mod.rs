@@ -8,7 +8,9 @@
 //!   account locks for [`AuthPolicy::lockout_secs`].
 //! - Access tokens live [`AuthPolicy::access_ttl_secs`]; refresh tokens rotate on every use,
 //!   and presenting a used one revokes the whole device session (it was stolen, or copied).
-//! - A device idle longer than [`AuthPolicy::idle_secs`] must sign in again.
+//! - A device idle longer than its tenant's limit for the user's role (default
+//!   [`AuthPolicy::idle_secs`]) must sign in again. Activity is recorded at most every
+//!   [`LAST_SEEN_EVERY`] seconds, so a read costs no write.
 //!
 //! Time is a parameter (`now`, Unix seconds) so every rule is tested without sleeping.
 
@@ -29,6 +31,10 @@ use tokio::sync::Semaphore;
 use crate::store::Store;
 use secrets::{new_id, new_token, token_hash};
 
+/// Activity is written to the device row at most this often (seconds): idle limits are
+/// minutes long, and a write per request would serialise reads behind the writer.
+pub const LAST_SEEN_EVERY: i64 = 30;
+
 /// The sign-in rules. Defaults follow DESIGN.md §6.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthPolicy {
@@ -40,7 +46,8 @@ pub struct AuthPolicy {
     pub access_ttl_secs: i64,
     /// How long the second step may wait after the password.
     pub mfa_ttl_secs: i64,
-    /// A device unused for this long must sign in again.
+    /// A device unused for this long must sign in again, unless the tenant set a limit for
+    /// the user's role (`tenant idle`, table `idle_limits`).
     pub idle_secs: i64,
     /// High-risk actions (changing the authenticator) need a full sign-in this recent.
     pub step_up_secs: i64,
@@ -156,6 +163,7 @@ struct AccessRow {
     revoked: bool,
     wipe: bool,
     last_seen: i64,
+    idle_limit: Option<i64>,
     user_id: String,
     tenant: String,
     role: String,
@@ -298,8 +306,9 @@ impl Auth {
                 store
                     .lock()
                     .query_row(
-                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled, d.wipe
+                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled, d.wipe, l.idle_secs
                          FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
+                         LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
                          WHERE t.token_hash = ?1",
                         [hash],
                         |r| {
@@ -310,13 +319,14 @@ impl Auth {
                                 r.get::<_, i64>(3)?,
                                 r.get::<_, bool>(4)?,
                                 r.get::<_, bool>(5)?,
+                                r.get::<_, Option<i64>>(6)?,
                             ))
                         },
                     )
                     .optional()
             })
             .await?;
-        let Some((device_id, used, revoked, last_seen, disabled, wipe)) = found else {
+        let Some((device_id, used, revoked, last_seen, disabled, wipe, idle_limit)) = found else {
             return Err(AuthError::SessionEnded);
         };
         if device_id != request.device_id {
@@ -333,13 +343,21 @@ impl Auth {
             self.revoke_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
-        if last_seen + self.policy.idle_secs < now {
+        if last_seen + idle_limit.unwrap_or(self.policy.idle_secs) < now {
             self.revoke_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
         let (store, hash) = (self.store.clone(), token_hash(request.refresh_token.expose()));
-        self.blocking(move || store.lock().execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1", [hash]))
+        let rotated = self
+            .blocking(move || {
+                store.lock().execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1 AND used = 0", [hash])
+            })
             .await?;
+        if rotated == 0 {
+            // Another request rotated this same token a moment ago: two holders again.
+            self.revoke_device(device_id).await?;
+            return Err(AuthError::SessionEnded);
+        }
         self.issue_tokens(device_id, now).await
     }
 
@@ -351,26 +369,28 @@ impl Auth {
         let found = self
             .blocking(move || {
                 store
-                    .lock()
-                    .query_row(
-                        "SELECT a.expires_at, d.id, d.revoked, d.wipe, d.last_seen, u.id, u.tenant, u.role, u.disabled
+                    .read()
+                    .prepare_cached(
+                        "SELECT a.expires_at, d.id, d.revoked, d.wipe, d.last_seen, u.id, u.tenant, u.role, u.disabled,
+                                l.idle_secs
                          FROM access_tokens a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
+                         LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
                          WHERE a.token_hash = ?1",
-                        [hash],
-                        |r| {
-                            Ok(AccessRow {
-                                expires_at: r.get(0)?,
-                                device_id: r.get(1)?,
-                                revoked: r.get(2)?,
-                                wipe: r.get(3)?,
-                                last_seen: r.get(4)?,
-                                user_id: r.get(5)?,
-                                tenant: r.get(6)?,
-                                role: r.get(7)?,
-                                disabled: r.get(8)?,
-                            })
-                        },
-                    )
+                    )?
+                    .query_row([hash], |r| {
+                        Ok(AccessRow {
+                            expires_at: r.get(0)?,
+                            device_id: r.get(1)?,
+                            revoked: r.get(2)?,
+                            wipe: r.get(3)?,
+                            last_seen: r.get(4)?,
+                            user_id: r.get(5)?,
+                            tenant: r.get(6)?,
+                            role: r.get(7)?,
+                            disabled: r.get(8)?,
+                            idle_limit: r.get(9)?,
+                        })
+                    })
                     .optional()
             })
             .await?;
@@ -381,7 +401,7 @@ impl Auth {
         if row.revoked || row.disabled {
             return Err(AuthError::SessionEnded);
         }
-        if row.last_seen + self.policy.idle_secs < now {
+        if row.last_seen + row.idle_limit.unwrap_or(self.policy.idle_secs) < now {
             self.revoke_device(row.device_id).await?;
             return Err(AuthError::SessionEnded);
         }
@@ -389,11 +409,13 @@ impl Auth {
             return Err(AuthError::AccessExpired);
         }
         let role = Role::parse(&row.role).ok_or(AuthError::Internal)?;
-        let (store, device) = (self.store.clone(), row.device_id.clone());
-        self.blocking(move || {
-            store.lock().execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device, now])
-        })
-        .await?;
+        if now - row.last_seen >= LAST_SEEN_EVERY {
+            let (store, device) = (self.store.clone(), row.device_id.clone());
+            self.blocking(move || {
+                store.lock().execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device, now])
+            })
+            .await?;
+        }
         Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id: row.device_id })
     }
 

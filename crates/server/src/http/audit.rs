@@ -110,8 +110,7 @@ pub async fn audit(
             break_glass: touch.break_glass,
         })
         .collect();
-    let log = state.audit.clone();
-    if let Ok(Ok(())) = tokio::task::spawn_blocking(move || log.append_all(events)).await {
+    if state.audit.record(events).await.is_ok() {
         return response;
     }
     tracing::error!("audit append failed; the response was withheld");

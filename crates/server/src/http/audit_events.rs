@@ -124,7 +124,7 @@ fn read_trail(
     }
     search::push_date_conditions(&mut sql, &mut args, "a.recorded_at", dates);
     let _ = write!(sql, " ORDER BY a.seq DESC LIMIT {count}");
-    let conn = store.lock();
+    let conn = store.read();
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
     let mut out = Vec::new();

@@ -100,7 +100,7 @@ pub async fn review(
     let store = state.records.store().clone();
     let tenant = caller.tenant.clone();
     let listed = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<serde_json::Value>> {
-        let conn = store.lock();
+        let conn = store.read();
         let mut stmt = conn.prepare(
             "SELECT b.id, b.user_id, u.username, b.patient, b.reason, b.opened_at, b.expires_at
              FROM break_glass b JOIN users u ON u.id = b.user_id WHERE b.tenant = ?1 ORDER BY b.opened_at DESC",

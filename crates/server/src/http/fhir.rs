@@ -144,20 +144,19 @@ pub async fn read(
         Ok(_) => return outcome(StatusCode::NOT_FOUND, "not-supported", "Search AuditEvent instead of reading one."),
         Err(r) => return r,
     };
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     if access::rule_for(caller.role, data).read == access::Reach::Nobody {
         slot.deny();
         return role_refused(data);
     }
     let records = state.records.clone();
-    let tenant = caller.tenant.clone();
-    let found = match blocking(move || records.read(&tenant, &resource_type, &id)).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
+    let (tenant, user, role) = (caller.tenant.clone(), caller.user_id.clone(), caller.role);
+    let (access, found) =
+        match blocking(move || Ok((records.access(&user, role, now())?, records.read(&tenant, &resource_type, &id)?)))
+            .await
+        {
+            Ok(both) => both,
+            Err(r) => return r,
+        };
     let Some(stored) = found else { return not_found() };
     match access.decide(data, stored.patient.as_deref(), Intent::Read) {
         Decision::Allow { break_glass } => {

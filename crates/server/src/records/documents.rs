@@ -102,7 +102,7 @@ impl Records {
     pub fn document(&self, tenant: &str, id: &str) -> Result<Option<Document>, RecordError> {
         let row: Option<(String, String, Vec<u8>, Vec<u8>)> = self
             .store
-            .lock()
+            .read()
             .query_row(
                 "SELECT patient, content_type, wrapped_key, ciphertext FROM documents WHERE tenant = ?1 AND id = ?2",
                 params![tenant, id],
@@ -124,7 +124,7 @@ impl Records {
     pub fn document_patient(&self, tenant: &str, id: &str) -> Result<Option<String>, RecordError> {
         Ok(self
             .store
-            .lock()
+            .read()
             .query_row("SELECT patient FROM documents WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
             .optional()?)
     }

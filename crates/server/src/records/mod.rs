@@ -140,7 +140,7 @@ impl Records {
 
     /// The current version of `resource_type/id` in `tenant`.
     pub fn read(&self, tenant: &str, resource_type: &str, id: &str) -> Result<Option<Stored>, RecordError> {
-        let conn = self.store.lock();
+        let conn = self.store.read();
         Ok(conn
             .prepare_cached("SELECT version, patient, json FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
             .query_row(params![tenant, resource_type, id], |r| {
@@ -206,7 +206,7 @@ impl Records {
 
     /// The caller's links to patients and open break-glass grants, for [`Access`].
     pub fn access(&self, user_id: &str, role: carekeep_protocol::auth::Role, now: i64) -> Result<Access, RecordError> {
-        let conn = self.store.lock();
+        let conn = self.store.read();
         let mut access =
             Access { role, linked: HashSet::new(), care_team: HashSet::new(), break_glass: HashSet::new() };
         let mut links = conn.prepare_cached("SELECT patient, relation FROM patient_links WHERE user_id = ?1")?;

@@ -1,0 +1,371 @@
+//! Server benchmarks against DESIGN.md §8, each beside a baseline measured in the same run:
+//!
+//! - **FHIR read**: `GET /fhir/Observation/{id}` as a signed-in clinician, over TLS
+//!   keep-alive, with the audit on (one chained, fsynced record per request), many requests
+//!   in flight. Baseline: `GET /policy/key` (a small public JSON document) through the same
+//!   TLS, HTTP and header layers, with no token check, no store read and no audit record:
+//!   the floor the stack itself sets. Budget ≥ 5 000 req/s.
+//! - **Audit append**: records/s from many concurrent writers, through the group commit the
+//!   server uses. Baseline: one fsynced one-row transaction on the same store, one after
+//!   another (what each request would cost without group commit).
+//! - **Login**: password then TOTP through [`Auth`], to tokens. Baseline: the Argon2id
+//!   verification alone, which is deliberately most of it.
+//!
+//! The load generator runs in this process, on the same two cores as the server, so the
+//! figures are a floor. After criterion's report a table prints medians, the baselines and
+//! the budget; it is also written to `target/bench-server.md`. Under `cargo test` each
+//! benchmark runs once on a small input, as a smoke test.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use carekeep_protocol::Secret;
+use carekeep_protocol::audit::{AuditEvent, Outcome};
+use carekeep_protocol::auth::{LoginRequest, MfaRequest, Role};
+use carekeep_server::DataDir;
+use carekeep_server::auth::{Auth, AuthPolicy};
+use criterion::{Criterion, Throughput};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// (operations, elapsed) of every timed batch of one (workload, variant).
+type Batches = Vec<(u32, Duration)>;
+
+/// Every timed batch, per (workload, variant).
+static SAMPLES: Mutex<BTreeMap<(&'static str, &'static str), Batches>> = Mutex::new(BTreeMap::new());
+
+const MEASURED: &str = "measured";
+const BASELINE: &str = "baseline";
+
+/// Requests in flight at once during the read benchmarks (one keep-alive connection each).
+const IN_FLIGHT: usize = 32;
+
+fn record(workload: &'static str, variant: &'static str, ops: u64, elapsed: Duration) -> Duration {
+    let ops = u32::try_from(ops).unwrap();
+    SAMPLES.lock().unwrap().entry((workload, variant)).or_default().push((ops, elapsed));
+    elapsed
+}
+
+fn is_real_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// A data directory seeded with the demo tenant, and the demo clinician's credentials.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: DataDir,
+    clinician: carekeep_server::seed::DemoUser,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
+    let store = Arc::new(data.open_store().unwrap());
+    let keys = data.master_keys().unwrap();
+    let records = carekeep_server::records::Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents));
+    let users = carekeep_server::seed::seed_demo(&store, &records, carekeep_server::now()).unwrap();
+    let clinician = users.into_iter().find(|u| u.role == Role::Clinician).unwrap();
+    Fixture { _dir: dir, data, clinician }
+}
+
+fn client(data: &DataDir) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&std::fs::read(data.cert_path()).unwrap()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder().tls_backend_preconfigured(config).pool_max_idle_per_host(IN_FLIGHT).build().unwrap()
+}
+
+fn totp_code(base32: &str, at: i64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
+    let totp = totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap();
+    totp.generate(u64::try_from(at).unwrap()).to_string()
+}
+
+/// Sends `total` GETs of `url`, `IN_FLIGHT` at a time, each one checked for 200.
+async fn load(http: &reqwest::Client, url: &str, bearer: Option<&str>, total: u64) -> Duration {
+    let per_task = total.div_ceil(IN_FLIGHT as u64);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let (http, url, bearer) = (http.clone(), url.to_owned(), bearer.map(str::to_owned));
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let mut request = http.get(&url);
+                    if let Some(token) = &bearer {
+                        request = request.bearer_auth(token);
+                    }
+                    let response = request.send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    response.bytes().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
+    // The server gets the runtime production gets (a worker per core); the load generator
+    // gets its own single thread.
+    let server_runtime = tokio::runtime::Runtime::new().unwrap();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let data = f.data.clone();
+    server_runtime.spawn(async move {
+        carekeep_server::http::serve(
+            &data,
+            "127.0.0.1:0".parse().unwrap(),
+            move |addr| bound_tx.send(addr).unwrap(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let base = format!("https://localhost:{}", bound_rx.recv().unwrap().port());
+    let client_runtime = if std::env::var("MT").is_ok() {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    };
+    let http = client(&f.data);
+    let (token, observation) = client_runtime.block_on(async {
+        let challenge: serde_json::Value = http
+            .post(format!("{base}/auth/login"))
+            .json(&serde_json::json!({"username": f.clinician.username, "password": f.clinician.password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let code = totp_code(&f.clinician.totp_base32, carekeep_server::now());
+        let tokens: serde_json::Value = http
+            .post(format!("{base}/auth/mfa"))
+            .json(&serde_json::json!({"mfa_token": challenge["mfa_token"], "code": code, "device_name": "bench"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = tokens["access_token"].as_str().unwrap().to_owned();
+        let found: serde_json::Value = http
+            .get(format!("{base}/fhir/Observation?_count=1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (token, found["entry"][0]["resource"]["id"].as_str().unwrap().to_owned())
+    });
+    let read_url = format!("{base}/fhir/Observation/{observation}");
+    let public_url = format!("{base}/policy/key");
+    let batch = if is_real_run() { 2_000 } else { IN_FLIGHT as u64 };
+
+    let mut group = c.benchmark_group("fhir read over TLS keep-alive");
+    group.throughput(Throughput::Elements(batch)).sample_size(10).measurement_time(Duration::from_secs(15));
+    group.bench_function("authenticated read, audit on", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let elapsed = client_runtime.block_on(load(&http, &read_url, Some(&token), batch));
+                total += record("fhir read", MEASURED, batch, elapsed);
+            }
+            total
+        });
+    });
+    group.bench_function("baseline: /policy/key, no auth, no store, no audit", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let elapsed = client_runtime.block_on(load(&http, &public_url, None, batch));
+                total += record("fhir read", BASELINE, batch, elapsed);
+            }
+            total
+        });
+    });
+    group.finish();
+    let _ = stop_tx.send(());
+    drop(server_runtime);
+}
+
+fn event(i: u64) -> AuditEvent {
+    AuditEvent {
+        recorded_at: "2026-11-23T10:00:00Z".into(),
+        occurred_at: None,
+        tenant: "demo".into(),
+        user: Some("user-1".into()),
+        role: Some("clinician".into()),
+        device: Some("device-1".into()),
+        ip: Some("127.0.0.1".into()),
+        action: "GET /fhir/{type}/{id}".into(),
+        resource_type: Some("Observation".into()),
+        resource_id: Some(format!("obs-{i}")),
+        patient: Some("patient-1".into()),
+        outcome: Outcome::Success,
+        break_glass: false,
+    }
+}
+
+fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
+    let store = Arc::new(f.data.open_store().unwrap());
+    let key = Arc::new(f.data.signing_key().unwrap());
+    let log = Arc::new(
+        carekeep_server::audit::AuditLog::open(store.clone(), key, carekeep_server::audit::CHECKPOINT_EVERY).unwrap(),
+    );
+    store.lock().execute_batch("CREATE TABLE IF NOT EXISTS bench_rows (n INTEGER) STRICT").unwrap();
+    let batch: u64 = if is_real_run() { 2_000 } else { 64 };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let mut group = c.benchmark_group("audit append");
+    group.throughput(Throughput::Elements(batch)).sample_size(10);
+    group.bench_function("chained records, concurrent writers (group commit)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let log = log.clone();
+                let elapsed = runtime.block_on(async move {
+                    let start = Instant::now();
+                    let writers: Vec<_> = (0..IN_FLIGHT as u64)
+                        .map(|w| {
+                            let log = log.clone();
+                            tokio::spawn(async move {
+                                for i in 0..batch / IN_FLIGHT as u64 {
+                                    log.record(vec![event(w * batch + i)]).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for writer in writers {
+                        writer.await.unwrap();
+                    }
+                    start.elapsed()
+                });
+                total += record("audit append", MEASURED, batch, elapsed);
+            }
+            total
+        });
+    });
+    group.bench_function("baseline: one fsynced row per transaction", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                for n in 0..batch {
+                    let mut conn = store.lock();
+                    let tx = conn.transaction().unwrap();
+                    tx.execute("INSERT INTO bench_rows (n) VALUES (?1)", [i64::try_from(n).unwrap()]).unwrap();
+                    tx.commit().unwrap();
+                }
+                total += record("audit append", BASELINE, batch, start.elapsed());
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+fn bench_login(c: &mut Criterion, f: &Fixture) {
+    let store = Arc::new(f.data.open_store().unwrap());
+    let auth = Auth::new(store, AuthPolicy::default(), 2);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let user = &f.clinician;
+    let phc = carekeep_server::auth::password::hash(&user.password).unwrap();
+    // Each sign-in uses the next TOTP step, as a code is accepted once only.
+    let mut now = carekeep_server::now() + 3600;
+
+    let mut group = c.benchmark_group("login");
+    group.sample_size(10);
+    group.bench_function("password + TOTP to tokens", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                now += 30;
+                let start = Instant::now();
+                runtime.block_on(async {
+                    let login = LoginRequest { username: user.username.clone(), password: Secret::new(&user.password) };
+                    let challenge = auth.login(login, now).await.unwrap();
+                    let code = Secret::new(totp_code(&user.totp_base32, now));
+                    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "bench".into() };
+                    auth.verify_mfa(mfa, now).await.unwrap();
+                });
+                total += record("login", MEASURED, 1, start.elapsed());
+            }
+            total
+        });
+    });
+    group.bench_function("baseline: Argon2id verification alone", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                assert!(carekeep_server::auth::password::verify(&user.password, Some(&phc)));
+                total += record("login", BASELINE, 1, start.elapsed());
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+/// Median of per-operation time over batches, and the rate it means.
+fn median_rate(samples: &[(u32, Duration)]) -> (Duration, f64) {
+    let mut per_op: Vec<f64> = samples.iter().map(|(ops, d)| d.as_secs_f64() / f64::from(*ops)).collect();
+    per_op.sort_by(f64::total_cmp);
+    let median = per_op[per_op.len() / 2];
+    (Duration::from_secs_f64(median), 1.0 / median)
+}
+
+/// The table: per workload, the measured figure beside its baseline, and the budget.
+fn summary() -> String {
+    let samples = SAMPLES.lock().unwrap();
+    let mut out = String::from("| workload | measured | baseline | budget | verdict |\n|---|---|---|---|---|\n");
+    for (workload, budget) in [("fhir read", "≥ 5 000 req/s"), ("audit append", "—"), ("login", "—")] {
+        let (Some(measured), Some(baseline)) = (samples.get(&(workload, MEASURED)), samples.get(&(workload, BASELINE)))
+        else {
+            continue;
+        };
+        let ((m_time, m_rate), (b_time, b_rate)) = (median_rate(measured), median_rate(baseline));
+        let (measured, baseline, verdict) = match workload {
+            "fhir read" => (
+                format!("{m_rate:.0} req/s"),
+                format!("{b_rate:.0} req/s"),
+                if m_rate >= 5_000.0 { "within budget" } else { "OVER BUDGET" },
+            ),
+            "audit append" => (format!("{m_rate:.0} records/s"), format!("{b_rate:.0} transactions/s"), "reported"),
+            _ => (format!("{m_time:.1?}"), format!("{b_time:.1?}"), "reported"),
+        };
+        writeln!(out, "| {workload} | {measured} | {baseline} | {budget} | {verdict} |").unwrap();
+    }
+    out
+}
+
+fn main() {
+    let f = fixture();
+    let mut c = Criterion::default().configure_from_args();
+    bench_fhir_read(&mut c, &f);
+    bench_audit_append(&mut c, &f);
+    bench_login(&mut c, &f);
+    c.final_summary();
+    if is_real_run() {
+        let table = summary();
+        println!("\nCarekeep server vs DESIGN.md §8 (each beside its baseline, same run)\n\n{table}");
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-server.md");
+        let _ = std::fs::write(target, &table);
+    }
+}

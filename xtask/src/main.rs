@@ -4,8 +4,8 @@
 //! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings`, then
 //!   every test of the workspace inside a private D-Bus session with an unlocked
 //!   gnome-keyring (the real Secret Service).
-//! - `cargo xtask bench`: the criterion benchmarks in the same kind of session (they print
-//!   their own table against the budgets of DESIGN.md §8).
+//! - `cargo xtask bench`: the criterion benchmarks of the vault and the server in the same
+//!   kind of session (each prints its own table against the budgets of DESIGN.md §8).
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
 
@@ -51,9 +51,12 @@ fn test() -> Result {
 fn bench(filter: &[String]) -> Result {
     setup::ensure_system_packages()?;
     let session = keyring_session::KeyringSession::new()?;
-    let mut args = vec!["bench", "-p", "carekeep-core", "--bench", "vault", "--"];
-    args.extend(filter.iter().map(String::as_str));
-    step("cargo bench (in a private keyring session)", session.wrap(&cargo(&args)))
+    for (package, bench) in [("carekeep-core", "vault"), ("carekeep-server", "server")] {
+        let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
+        args.extend(filter.iter().map(String::as_str));
+        step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;
+    }
+    Ok(())
 }
 
 fn keyring_run(args: &[String]) -> Result {

@@ -329,24 +329,38 @@ async fn updates_need_the_current_version_and_pages_link_opaquely() {
         w.http.put(&url).bearer_auth(&w.tokens["demo.billing"]).header("If-Match", "W/\"2\"").json(&changed);
     assert_eq!(as_billing.send().await.unwrap().status(), 403);
 
-    // Paging: three pages of two, linked by opaque tokens that carry no patient id.
-    let (_, first) = w.get("demo.clinician", &format!("/fhir/Observation?patient={own}&_count=2")).await;
-    let total = first["total"].as_u64().unwrap();
+    // Paging: pages of two, linked by opaque tokens that carry no patient id.
+    let path = format!("/fhir/Observation?patient={own}&_count=2");
+    let total = walk_pages(&w, "demo.clinician", "demo.nurse", &path, &own).await;
     assert!(total > 4);
+    // The audit trail pages the same way, newest first.
+    let path = format!("/fhir/AuditEvent?patient={own}&_count=3");
+    let total = walk_pages(&w, "demo.admin", "demo.clinician", &path, &own).await;
+    assert!(total > 6, "the reads above were audited");
+}
+
+/// Follows `path`'s next links to the end as `user`: each is opaque (no `secret` in it),
+/// refused to `other`, and together the pages hold every match once. Returns the total.
+async fn walk_pages(w: &World, user: &str, other: &str, path: &str, secret: &str) -> u64 {
+    let (status, first) = w.get(user, path).await;
+    assert_eq!(status, 200, "{first}");
+    let total = first["total"].as_u64().unwrap();
     let mut seen = entries(&first).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
     let mut next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").cloned();
     while let Some(link) = next {
         let url = link["url"].as_str().unwrap();
-        assert!(!url.contains(&own), "a next link carries the patient id");
+        assert!(!url.contains(secret), "a next link carries the patient id");
         let path = url.trim_start_matches(&w.base);
-        let (status, page) = w.get("demo.clinician", path).await;
+        let (status, page) = w.get(user, path).await;
         assert_eq!(status, 200);
-        assert_eq!(w.get("demo.nurse", path).await.0, 410, "a page token is bound to its user");
+        assert_schema_valid(&page);
+        assert_eq!(w.get(other, path).await.0, 410, "a page token is bound to its user");
         seen.extend(entries(&page).iter().map(|e| e["id"].as_str().unwrap().to_owned()));
         next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").cloned();
     }
     let unique: std::collections::HashSet<_> = seen.iter().collect();
     assert_eq!((seen.len() as u64, unique.len() as u64), (total, total));
+    total
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use carekeep_protocol::audit::{AuditRecord, Outcome};
 use carekeep_protocol::auth::Role;
@@ -16,25 +16,28 @@ use super::audit::{AuditSlot, Touch};
 use super::fhir::FHIR_JSON;
 use crate::auth::Principal;
 use crate::records::access::{self, Data, PatientFilter};
-use crate::records::search::{self, Cmp};
+use crate::records::search::{self, After, Search};
 
-/// Searches the trail for the caller.
-pub async fn search(state: AppState, caller: Principal, slot: AuditSlot, query: Vec<(String, String)>) -> Response {
+/// Searches the trail for the caller (the first page).
+pub async fn search(
+    state: AppState,
+    caller: Principal,
+    slot: AuditSlot,
+    headers: &HeaderMap,
+    query: Vec<(String, String)>,
+) -> Response {
     let outcome = super::operation_outcome;
-    let mut patient = None;
-    let mut agent = None;
-    let mut dates = Vec::new();
-    let mut count = 100_u32;
+    let mut search = Search { types: vec!["AuditEvent".into()], count: 100, ..Search::default() };
     for (name, value) in &query {
         match name.as_str() {
-            "patient" | "entity" => patient = Some(value.strip_prefix("Patient/").unwrap_or(value).to_owned()),
-            "agent" => agent = Some(value.clone()),
+            "patient" | "entity" => search.patient = Some(value.strip_prefix("Patient/").unwrap_or(value).to_owned()),
+            "agent" => search.agent = Some(value.clone()),
             "date" => match search::date_condition(name, value) {
-                Ok(c) => dates.push(c),
+                Ok(c) => search.date.push(c),
                 Err(e) => return outcome(StatusCode::BAD_REQUEST, "value", &e.0),
             },
             "_count" => match value.parse::<u32>() {
-                Ok(c) if (1..=search::MAX_COUNT).contains(&c) => count = c,
+                Ok(c) if (1..=search::MAX_COUNT).contains(&c) => search.count = c,
                 _ => return outcome(StatusCode::BAD_REQUEST, "value", "_count: expected a number from 1 to 500"),
             },
             _ => {
@@ -46,6 +49,20 @@ pub async fn search(state: AppState, caller: Principal, slot: AuditSlot, query: 
             }
         }
     }
+    run(state, caller, slot, headers, search, None).await
+}
+
+/// One page of the trail, newest first: the records below `below` (a sequence number from
+/// a next link), or the newest.
+pub async fn run(
+    state: AppState,
+    caller: Principal,
+    slot: AuditSlot,
+    headers: &HeaderMap,
+    search: Search,
+    below: Option<i64>,
+) -> Response {
+    let outcome = super::operation_outcome;
     let records = state.records.clone();
     let (user, role) = (caller.user_id.clone(), caller.role);
     let Ok(Ok(access)) = tokio::task::spawn_blocking(move || records.access(&user, role, crate::now())).await else {
@@ -56,8 +73,8 @@ pub async fn search(state: AppState, caller: Principal, slot: AuditSlot, query: 
             slot.deny();
             return outcome(StatusCode::FORBIDDEN, "forbidden", "Your role does not give access to the audit trail.");
         }
-        PatientFilter::Any => patient.clone().map(|p| vec![p]),
-        PatientFilter::Only(mine) => match &patient {
+        PatientFilter::Any => search.patient.clone().map(|p| vec![p]),
+        PatientFilter::Only(mine) => match &search.patient {
             Some(p) if !mine.contains(p) => {
                 slot.deny();
                 return outcome(
@@ -72,11 +89,9 @@ pub async fn search(state: AppState, caller: Principal, slot: AuditSlot, query: 
     };
     let staff_view = access::rule_for(caller.role, Data::AuditTrail).read == access::Reach::Tenant;
     let store = state.records.store().clone();
-    let tenant = caller.tenant.clone();
-    let found =
-        tokio::task::spawn_blocking(move || read_trail(&store, tenant, patients.as_deref(), agent, &dates, count))
-            .await;
-    let Ok(Ok(found)) = found else {
+    let (tenant, s) = (caller.tenant.clone(), search.clone());
+    let found = tokio::task::spawn_blocking(move || read_trail(&store, &tenant, patients.as_deref(), &s, below)).await;
+    let Ok(Ok(trail)) = found else {
         return outcome(
             StatusCode::INTERNAL_SERVER_ERROR,
             "exception",
@@ -84,57 +99,87 @@ pub async fn search(state: AppState, caller: Principal, slot: AuditSlot, query: 
         );
     };
     if caller.role == Role::Patient {
-        for p in found.iter().filter_map(|(r, _)| r.event.patient.clone()).collect::<std::collections::BTreeSet<_>>() {
+        let touched: std::collections::BTreeSet<_> =
+            trail.records.iter().filter_map(|(r, _)| r.event.patient.clone()).collect();
+        for p in touched {
             slot.touch(Touch { resource_type: Some("AuditEvent".into()), patient: Some(p), ..Touch::default() });
         }
     }
-    let entries: Vec<Value> = found
+    let base = super::fhir::base_url(headers);
+    let mut links = vec![json!({"relation": "self", "url": format!("{base}/fhir/AuditEvent")})];
+    if let Some(next) = trail.next_below {
+        let Ok(token) =
+            search::page_token(&state.keys.pages, &caller.user_id, &search, After::audit(next), crate::now())
+        else {
+            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again.");
+        };
+        links.push(json!({"relation": "next", "url": format!("{base}/fhir?_page={token}")}));
+    }
+    let entries: Vec<Value> = trail
+        .records
         .iter()
         .map(|(record, username)| json!({"resource": to_fhir(record, username.as_deref(), staff_view), "search": {"mode": "match"}}))
         .collect();
-    let body = json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries});
+    let body =
+        json!({"resourceType": "Bundle", "type": "searchset", "total": trail.total, "link": links, "entry": entries});
     ([(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response()
 }
 
-/// The trail's records for `tenant`, newest first, filtered as asked, with usernames.
+/// One page of the trail, with usernames, how many match in all, and where the next starts.
+struct Trail {
+    records: Vec<(AuditRecord, Option<String>)>,
+    total: u64,
+    next_below: Option<i64>,
+}
+
+/// The trail's records for `tenant`, newest first, filtered as `search` asks, below `below`.
 fn read_trail(
     store: &crate::store::Store,
-    tenant: String,
+    tenant: &str,
     patients: Option<&[String]>,
-    agent: Option<String>,
-    dates: &[(Cmp, String)],
-    count: u32,
-) -> rusqlite::Result<Vec<(AuditRecord, Option<String>)>> {
-    let mut sql = String::from(
-        "SELECT a.record, u.username FROM audit_log a LEFT JOIN users u ON u.id = a.user_id WHERE a.tenant = ?",
-    );
-    let mut args = vec![tenant];
+    search: &Search,
+    below: Option<i64>,
+) -> rusqlite::Result<Trail> {
+    let mut sql = String::from(" FROM audit_log a WHERE a.tenant = ?");
+    let mut args = vec![tenant.to_owned()];
     if let Some(patients) = patients {
         if patients.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Trail { records: Vec::new(), total: 0, next_below: None });
         }
         sql.push_str(" AND a.patient IN (");
         sql.push_str(&vec!["?"; patients.len()].join(", "));
         sql.push(')');
         args.extend(patients.iter().cloned());
     }
-    if let Some(agent) = agent {
+    if let Some(agent) = &search.agent {
         sql.push_str(" AND a.user_id = ?");
-        args.push(agent);
+        args.push(agent.clone());
     }
-    search::push_date_conditions(&mut sql, &mut args, "a.recorded_at", dates);
-    let _ = write!(sql, " ORDER BY a.seq DESC LIMIT {count}");
+    search::push_date_conditions(&mut sql, &mut args, "a.recorded_at", &search.date);
     let conn = store.read();
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args.iter()), |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
-    let mut out = Vec::new();
+    let total: u64 = conn.query_row(&format!("SELECT count(*){sql}"), params_from_iter(args.iter()), |r| r.get(0))?;
+    if let Some(below) = below {
+        let _ = write!(sql, " AND a.seq < {below}");
+    }
+    let _ = write!(sql, " ORDER BY a.seq DESC LIMIT {}", search.count + 1);
+    let mut stmt =
+        conn.prepare(&format!("SELECT a.seq, a.record, (SELECT u.username FROM users u WHERE u.id = a.user_id){sql}"))?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+    })?;
+    let mut records = Vec::new();
+    let mut next_below = None;
     for row in rows {
-        let (json, username) = row?;
+        let (seq, json, username) = row?;
+        if records.len() == search.count as usize {
+            next_below = Some(seq + 1);
+            break;
+        }
         if let Ok(record) = serde_json::from_str::<AuditRecord>(&json) {
-            out.push((record, username));
+            records.push((record, username));
         }
     }
-    Ok(out)
+    Ok(Trail { records, total, next_below })
 }
 
 /// One record as a FHIR R4 AuditEvent. `staff_view` adds the network address and device.

@@ -194,7 +194,7 @@ pub async fn search(
         Err(r) => return r,
     };
     if data == Data::AuditTrail {
-        return super::audit_events::search(state, caller, slot, query).await;
+        return super::audit_events::search(state, caller, slot, &headers, query).await;
     }
     let search = match Search::parse(&resource_type, &query) {
         Ok(s) => s,
@@ -268,6 +268,9 @@ pub async fn page(
             "This page link has expired or is not yours; run the search again from the start.",
         );
     };
+    if let Some(below) = after.audit_seq() {
+        return super::audit_events::run(state, caller, slot, &headers, search, Some(below)).await;
+    }
     let access = match caller_access(&state, &caller).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -348,7 +351,7 @@ async fn run_search(
 }
 
 /// `https://<host>` from the request's Host header (the listener is TLS-only).
-fn base_url(headers: &HeaderMap) -> String {
+pub(super) fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -3,9 +3,16 @@
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
+/// The statement never changes while the server runs: built once, on first request.
+static STATEMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| statement().to_string());
+
 /// The server's CapabilityStatement (FHIR R4, JSON only): the types it serves and how.
 pub async fn capability_statement() -> impl IntoResponse {
-    let body = serde_json::json!({
+    ([(CONTENT_TYPE, "application/fhir+json")], STATEMENT.as_str())
+}
+
+fn statement() -> serde_json::Value {
+    serde_json::json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-22",
@@ -21,8 +28,7 @@ pub async fn capability_statement() -> impl IntoResponse {
             "resource": resources(),
             "operation": [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
         }]
-    });
-    ([(CONTENT_TYPE, "application/fhir+json")], body.to_string())
+    })
 }
 
 fn resources() -> Vec<serde_json::Value> {

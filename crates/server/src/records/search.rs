@@ -54,6 +54,9 @@ pub struct Search {
     pub last_updated: Vec<(Cmp, String)>,
     /// Page size.
     pub count: u32,
+    /// `agent=` (AuditEvent only): the user who acted.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// Why a query string was refused: names the parameter, never the value.
@@ -155,6 +158,18 @@ pub fn push_date_conditions(sql: &mut String, args: &mut Vec<String>, column: &s
 /// Where a page starts: after this (last updated, type, id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct After(pub String, pub String, pub String);
+
+impl After {
+    /// In the audit trail (newest first): continue below record `seq`.
+    pub fn audit(seq: i64) -> Self {
+        After(seq.to_string(), "AuditEvent".into(), String::new())
+    }
+
+    /// The record an audit trail page continues below, if this is one.
+    pub fn audit_seq(&self) -> Option<i64> {
+        (self.1 == "AuditEvent").then(|| self.0.parse().ok()).flatten()
+    }
+}
 
 /// One page of results.
 #[derive(Debug)]

@@ -122,6 +122,85 @@ pub enum Error {
         kind: std::io::ErrorKind,
     },
 
+    /// A server address that is not `https://`: refused before any connection is made.
+    #[error("Carekeep talks to servers over HTTPS only: the address must start with https://.")]
+    InsecureUrl,
+
+    /// The server's certificate carries none of the pinned keys.
+    #[error(
+        "The server's certificate does not match the keys this device trusts, so the connection may be intercepted. Nothing was sent. Do not continue on this network; contact your IT team."
+    )]
+    PinMismatch,
+
+    /// The server's certificate is for another address.
+    #[error("The server's certificate is for another address. Check the server address, or contact your IT team.")]
+    CertificateNameMismatch,
+
+    /// The server's certificate has expired.
+    #[error("The server's certificate has expired, so the connection is not safe. Contact your IT team.")]
+    CertificateExpired,
+
+    /// The server offers no secure connection this app accepts (TLS 1.2 or newer).
+    #[error("The server did not offer a secure connection this app accepts (TLS 1.2 or newer). Contact your IT team.")]
+    TlsRefused,
+
+    /// No answer from the server.
+    #[error("The server cannot be reached. Check your network; the records on this device stay available.")]
+    ServerUnreachable,
+
+    /// Wrong username or password (the server never says which).
+    #[error("The username or password is not correct.")]
+    BadCredentials,
+
+    /// Wrong authenticator code.
+    #[error("The authenticator code is not correct. Check the time on your phone and try the current code.")]
+    BadCode,
+
+    /// The authenticator code was used already.
+    #[error("That authenticator code was used already. Wait for the next one.")]
+    CodeAlreadyUsed,
+
+    /// The password step is too old.
+    #[error("The sign-in took too long. Start again with your password.")]
+    ChallengeExpired,
+
+    /// Too many failed sign-ins: the account is locked on the server.
+    #[error("Too many failed sign-ins: your account is locked. Try again in {retry_after_secs} seconds.")]
+    AccountLocked {
+        /// Seconds until the lock lifts.
+        retry_after_secs: u64,
+    },
+
+    /// Too many sign-in requests from this network.
+    #[error("Too many sign-in requests from this network. Wait {retry_after_secs} seconds, then try again.")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+    },
+
+    /// The server ended this device's session (idle, signed out elsewhere, or revoked).
+    #[error("Your session has ended. Sign in again with your password and authenticator code.")]
+    SessionEnded,
+
+    /// The server asked this device to erase its records.
+    #[error("Your organisation has asked this device to erase its copy of your records. Sign in again to continue.")]
+    RemoteWipe,
+
+    /// The action needs a recent full sign-in.
+    #[error("This action needs you to confirm it is you: sign in again with your password and authenticator code.")]
+    StepUpRequired,
+
+    /// The server's signed policy did not verify.
+    #[error("The security policy from the server could not be verified. Contact your IT team.")]
+    PolicyInvalid,
+
+    /// The server refused the request for another reason.
+    #[error("The server could not complete the request (HTTP {status}). Try again later.")]
+    ServerRefused {
+        /// The HTTP status (0: an answer that could not be read).
+        status: u16,
+    },
+
     /// The database failed for another reason.
     #[error(
         "The record cache reported an internal error (SQLite code {code}). Try again; if it persists, erase the cache and sign in again."

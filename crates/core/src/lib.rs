@@ -12,6 +12,7 @@ pub mod clock;
 pub mod error;
 pub mod keychain;
 pub mod keys;
+pub mod net;
 mod platform;
 pub mod store;
 pub mod vault;

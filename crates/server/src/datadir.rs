@@ -90,6 +90,28 @@ impl DataDir {
         })
     }
 
+    /// Rotates the TLS key: the backup key becomes the live one, in a new self-signed
+    /// certificate for `hostname`, and a new backup key is made. Clients that pinned the old
+    /// pair keep connecting (they pinned this backup); the new pair reaches them with the
+    /// signed policy. Restart `serve` afterwards.
+    pub fn rotate_tls(&self, hostname: &str) -> Result<ServerPins, ServerError> {
+        let backup_path = self.backup_key_path();
+        if !backup_path.exists() {
+            return Err(ServerError::Invalid(
+                "the backup key is not in tls/backup-key.pem: bring it back from offline storage first".into(),
+            ));
+        }
+        let promoted = load_key(&backup_path)?;
+        let generated = tls::self_signed(&promoted, hostname)?;
+        let next_backup = tls::generate_key()?;
+        // Key, then certificate, then the new backup: interrupted, the server refuses to
+        // start (key and certificate differ) and running the rotation again completes it.
+        replace_private(&self.key_path(), generated.key_pem.as_bytes())?;
+        replace_private(&self.cert_path(), generated.cert_pem.as_bytes())?;
+        replace_private(&backup_path, next_backup.serialize_pem().as_bytes())?;
+        Ok(ServerPins { live: tls::pin_of(&promoted), backup: tls::pin_of(&next_backup) })
+    }
+
     /// The rustls configuration serving the live certificate.
     pub fn tls_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, ServerError> {
         let cert = read(&self.cert_path())?;
@@ -169,6 +191,14 @@ fn create_private_dir(path: &Path) -> Result<(), ServerError> {
 }
 
 /// Writes a new file readable only by the server's user; never overwrites.
+/// Replaces `path` atomically: written aside, synced, renamed over.
+fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    let aside = path.with_extension("new");
+    let _ = std::fs::remove_file(&aside);
+    write_private(&aside, bytes)?;
+    std::fs::rename(&aside, path).map_err(ServerError::io("replace", path))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -34,6 +34,16 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Rotate the TLS key: the backup key goes live in a new certificate and a new backup
+    /// key is made. Prints the new pins (live, backup). Restart `serve` afterwards.
+    RotateTls {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The name clients reach the server by (also valid: localhost, 127.0.0.1).
+        #[arg(long)]
+        hostname: String,
+    },
     /// Manage tenants (clinics).
     Tenant {
         #[command(subcommand)]
@@ -217,6 +227,23 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_tenant(command: TenantCommand) -> Result<(), ServerError> {
+    match command {
+        TenantCommand::Add { data, id, name } => {
+            admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?;
+            eprintln!("Added tenant {id}.");
+        }
+        TenantCommand::Idle { data, tenant, role, minutes } => {
+            admin::set_idle_limit(&DataDir::open(&data)?.open_store()?, &tenant, role.into(), minutes)?;
+            eprintln!(
+                "Devices of {tenant}'s {} users now sign out after {minutes} idle minutes.",
+                Role::from(role).as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), ServerError> {
     match command {
         Command::Init { data, hostname } => {
@@ -231,19 +258,13 @@ fn run(command: Command) -> Result<(), ServerError> {
             println!("{}\n{}", pins.live, pins.backup);
             Ok(())
         }
-        Command::Tenant { command: TenantCommand::Add { data, id, name } } => {
-            admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?;
-            eprintln!("Added tenant {id}.");
+        Command::RotateTls { data, hostname } => {
+            let pins = DataDir::open(&data)?.rotate_tls(&hostname)?;
+            eprintln!("The backup key is now live. Restart serve, and move the new tls/backup-key.pem offline.");
+            println!("{}\n{}", pins.live, pins.backup);
             Ok(())
         }
-        Command::Tenant { command: TenantCommand::Idle { data, tenant, role, minutes } } => {
-            admin::set_idle_limit(&DataDir::open(&data)?.open_store()?, &tenant, role.into(), minutes)?;
-            eprintln!(
-                "Devices of {tenant}'s {} users now sign out after {minutes} idle minutes.",
-                Role::from(role).as_str()
-            );
-            Ok(())
-        }
+        Command::Tenant { command } => run_tenant(command),
         Command::User { command: UserCommand::Add { data, tenant, username, role } } => {
             let mut password = String::new();
             std::io::stdin()

@@ -40,6 +40,21 @@ fn init_then_pins_print_the_same_two_pins_live_first() {
     let again: Vec<String> = String::from_utf8(pins.stdout).unwrap().lines().map(str::to_owned).collect();
     assert_eq!(again, printed);
 
+    // Rotation: the backup key goes live, a new backup appears; without the backup key on
+    // disk (moved offline), rotation says where to put it back.
+    let rotate = |data: &std::path::Path| {
+        server().args(["rotate-tls", "--data"]).arg(data).args(["--hostname", "clinic.example"]).output().unwrap()
+    };
+    let rotated = rotate(&data);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let now_live: Vec<String> = String::from_utf8(rotated.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(now_live[0], printed[1]);
+    assert!(!printed.contains(&now_live[1]));
+    std::fs::remove_file(data.join("tls").join("backup-key.pem")).unwrap();
+    let offline = rotate(&data);
+    assert!(!offline.status.success());
+    assert!(String::from_utf8_lossy(&offline.stderr).contains("bring it back from offline storage"));
+
     let twice = server().args(["init", "--data"]).arg(&data).output().unwrap();
     assert!(!twice.status.success());
     assert!(String::from_utf8_lossy(&twice.stderr).contains("already holds a Carekeep server"));

@@ -1,0 +1,117 @@
+//! The server's sign-in API (`/auth/*`, `/policy`): thin typed calls whose failures are the
+//! core's [`Error`]s, worded for the person at the screen.
+
+use base64::Engine as _;
+use carekeep_protocol::Secret;
+use carekeep_protocol::auth::{LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse};
+use carekeep_protocol::pins::PinSet;
+use carekeep_protocol::policy::{Policy, SignedPolicy};
+use serde::de::DeserializeOwned;
+
+use super::{Roots, ServerUrl, classify, client};
+use crate::{Error, Result};
+
+/// The half-finished sign-in: the password was right, the authenticator code is owed.
+#[derive(Debug)]
+pub struct Challenge {
+    mfa_token: Secret,
+}
+
+/// What a completed sign-in or refresh gives: the access token (keep in memory only), the
+/// refresh token (keep in the keychain), and the server's id for this device.
+pub type Tokens = TokenResponse;
+
+/// One server, reached only through its pins.
+#[derive(Debug, Clone)]
+pub struct Server {
+    url: ServerUrl,
+    http: reqwest::Client,
+}
+
+impl Server {
+    /// A server whose chain may lead to the system's roots or be self-signed, and must
+    /// carry one of `pins` either way.
+    pub fn connect(url: ServerUrl, pins: PinSet) -> Result<Self> {
+        Self::with_roots(url, pins, Roots::System)
+    }
+
+    /// As [`Server::connect`], with the certificate authorities given (an enterprise CA).
+    pub fn with_roots(url: ServerUrl, pins: PinSet, roots: Roots) -> Result<Self> {
+        Ok(Self { http: client(pins, roots)?, url })
+    }
+
+    /// The password step.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Challenge> {
+        let body = LoginRequest { username: username.to_owned(), password: Secret::new(password) };
+        let response: LoginResponse = self.send(self.http.post(self.url.join("/auth/login")).json(&body)).await?;
+        Ok(Challenge { mfa_token: response.mfa_token })
+    }
+
+    /// The authenticator step: registers this device and returns its tokens.
+    pub async fn verify_code(&self, challenge: Challenge, code: &str, device_name: &str) -> Result<Tokens> {
+        let body =
+            MfaRequest { mfa_token: challenge.mfa_token, code: Secret::new(code), device_name: device_name.to_owned() };
+        self.send(self.http.post(self.url.join("/auth/mfa")).json(&body)).await
+    }
+
+    /// Rotates the refresh token: the one given is spent, whatever the outcome.
+    pub async fn refresh(&self, refresh_token: &Secret, device_id: &str) -> Result<Tokens> {
+        let body = RefreshRequest { refresh_token: refresh_token.clone(), device_id: device_id.to_owned() };
+        self.send(self.http.post(self.url.join("/auth/refresh")).json(&body)).await
+    }
+
+    /// Ends this device's session on the server.
+    pub async fn logout(&self, refresh_token: &Secret) -> Result<()> {
+        let body = LogoutRequest { refresh_token: refresh_token.clone() };
+        let response =
+            self.http.post(self.url.join("/auth/logout")).json(&body).send().await.map_err(|e| classify(&e))?;
+        if response.status().is_success() { Ok(()) } else { Err(refusal(response).await) }
+    }
+
+    /// The tenant's policy for this user's role, verified against the server's signing key
+    /// (which is trusted because it arrives over the pinned connection).
+    pub async fn policy(&self, access_token: &Secret) -> Result<Policy> {
+        let key: serde_json::Value = self.send(self.http.get(self.url.join("/policy/key"))).await?;
+        let key = key["public_key"]
+            .as_str()
+            .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            .ok_or(Error::PolicyInvalid)?;
+        let signed: SignedPolicy =
+            self.send(self.http.get(self.url.join("/policy")).bearer_auth(access_token.expose())).await?;
+        signed.verify(&key).map_err(|_| Error::PolicyInvalid)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let response = request.send().await.map_err(|e| classify(&e))?;
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        response.json().await.map_err(|_| Error::ServerRefused { status: 0 })
+    }
+}
+
+/// The server's `{error, message}` answer as the core's error.
+async fn refusal(response: reqwest::Response) -> Error {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    match body["error"].as_str().unwrap_or_default() {
+        "bad_credentials" => Error::BadCredentials,
+        "bad_code" => Error::BadCode,
+        "code_already_used" => Error::CodeAlreadyUsed,
+        "challenge_expired" => Error::ChallengeExpired,
+        "locked" => Error::AccountLocked { retry_after_secs: retry_after },
+        "rate_limited" => Error::RateLimited { retry_after_secs: retry_after },
+        "session_ended" | "access_expired" => Error::SessionEnded,
+        "device_wipe" => Error::RemoteWipe,
+        "step_up_required" => Error::StepUpRequired,
+        _ => Error::ServerRefused { status },
+    }
+}

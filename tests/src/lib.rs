@@ -1,0 +1,114 @@
+//! The harness the end-to-end tests share: a real `carekeep-server` on an ephemeral port of
+//! 127.0.0.1, serving a fresh data directory with one tenant and one user, and the pins and
+//! codes a client needs to reach it.
+
+use carekeep_core::net::{Server, ServerUrl};
+use carekeep_protocol::auth::Role;
+use carekeep_protocol::pins::{Pin, PinSet};
+use carekeep_server::DataDir;
+
+/// The tenant every harness server has.
+pub const TENANT: &str = "clinic-1";
+/// The user's password.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A data directory with one tenant and one user, not yet served.
+pub struct World {
+    _dir: tempfile::TempDir,
+    /// The server's data directory.
+    pub data: DataDir,
+    /// The user's name.
+    pub username: String,
+    /// The user's TOTP secret (raw bytes).
+    pub totp_secret: Vec<u8>,
+}
+
+impl World {
+    /// A fresh world whose user has `role`.
+    pub fn new(role: Role) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
+        let store = data.open_store().unwrap();
+        carekeep_server::admin::add_tenant(&store, TENANT, "Clinic One", 0).unwrap();
+        let username = format!("e2e-{}", role.as_str());
+        let user = carekeep_server::admin::add_user(&store, TENANT, &username, role, PASSWORD, 0).unwrap();
+        let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
+        Self { _dir: dir, data, username, totp_secret }
+    }
+
+    /// The server's pin set as `init` printed it: live key, backup key.
+    pub fn pins(&self) -> PinSet {
+        let pins = self.data.pins().unwrap();
+        PinSet::new(vec![pins.live, pins.backup], in_days(90)).unwrap()
+    }
+
+    /// The authenticator code for `step` 30-second steps from now.
+    pub fn code(&self, step: u64) -> String {
+        let totp = totp_rs::Builder::new().with_secret(self.totp_secret.as_slice()).build().unwrap();
+        totp.generate(now_unix() + 30 * step).to_string()
+    }
+}
+
+/// A running server, stopped when dropped.
+pub struct Running {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// Serves `data` until dropped.
+    pub async fn start(data: &DataDir) -> Self {
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let data = data.clone();
+        tokio::spawn(async move {
+            carekeep_server::http::serve(
+                &data,
+                "127.0.0.1:0".parse().unwrap(),
+                move |addr| {
+                    let _ = bound_tx.send(addr);
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        Self { port: bound_rx.await.unwrap().port(), stop: Some(stop_tx) }
+    }
+
+    /// `https://localhost:PORT`.
+    pub fn url(&self) -> ServerUrl {
+        ServerUrl::parse(&format!("https://localhost:{}", self.port)).unwrap()
+    }
+
+    /// A client pinned to `pins`.
+    pub fn client(&self, pins: PinSet) -> Server {
+        Server::connect(self.url(), pins).unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A pin of no key anyone holds.
+pub fn stranger_pin(seed: &[u8]) -> Pin {
+    Pin::from_spki_der(seed)
+}
+
+/// The date `days` from today.
+pub fn in_days(days: i64) -> time::Date {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(days)).date()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}

@@ -1,0 +1,77 @@
+//! Sign-in through the core's client against the real server over TLS: password then a
+//! TOTP code computed here, wrong and replayed codes, lockout, refresh rotation and reuse,
+//! logout, and the signed policy verified with the server's key.
+#![allow(missing_docs)]
+
+use carekeep_core::Error;
+use carekeep_core::net::{Server, Tokens};
+use carekeep_e2e::{PASSWORD, Running, World};
+use carekeep_protocol::auth::Role;
+
+async fn sign_in(world: &World, server: &Server, step: u64) -> Result<Tokens, Error> {
+    let challenge = server.login(&world.username, PASSWORD).await?;
+    server.verify_code(challenge, &world.code(step), "e2e laptop").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_and_code_give_tokens_and_the_verified_policy() {
+    let world = World::new(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let server = running.client(world.pins());
+    let tokens = sign_in(&world, &server, 0).await.unwrap();
+    assert!(tokens.device_id.starts_with("dev-"), "{}", tokens.device_id);
+    assert!(tokens.expires_in > 0 && tokens.expires_in <= 300);
+    let policy = server.policy(&tokens.access_token).await.unwrap();
+    assert_eq!((policy.tenant.as_str(), policy.role), (carekeep_e2e::TENANT, Role::Clinician));
+    assert_eq!(policy.idle_lock_secs, 15 * 60);
+    assert!(policy.pins.contains(&world.data.pins().unwrap().backup));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_replayed_and_repeated_failures_are_told_apart() {
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let server = running.client(world.pins());
+
+    assert!(matches!(server.login(&world.username, "not the password!").await, Err(Error::BadCredentials)));
+    let challenge = server.login(&world.username, PASSWORD).await.unwrap();
+    let wrong = if world.code(0) == "000000" { "111111" } else { "000000" };
+    assert!(matches!(server.verify_code(challenge, wrong, "x").await, Err(Error::BadCode)));
+
+    // A code is accepted once: the same code again, on a fresh challenge, is refused.
+    let code = world.code(0);
+    let first = server.login(&world.username, PASSWORD).await.unwrap();
+    server.verify_code(first, &code, "x").await.unwrap();
+    let second = server.login(&world.username, PASSWORD).await.unwrap();
+    let replayed = server.verify_code(second, &code, "x").await.unwrap_err();
+    assert!(matches!(replayed, Error::CodeAlreadyUsed), "{replayed:?}");
+
+    // Five failures in a row (the replay counts; the success before reset the count) lock
+    // the account, and even the right password then gets the wait to show.
+    for _ in 0..4 {
+        let _ = server.login(&world.username, "still not the password").await;
+    }
+    let locked = server.login(&world.username, PASSWORD).await.unwrap_err();
+    let Error::AccountLocked { retry_after_secs } = locked else { panic!("{locked:?}") };
+    assert!((1..=15 * 60).contains(&retry_after_secs));
+    assert!(locked.to_string().contains("locked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_rotates_reuse_ends_the_session_and_logout_revokes() {
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let server = running.client(world.pins());
+    let first = sign_in(&world, &server, 0).await.unwrap();
+    let second = server.refresh(&first.refresh_token, &first.device_id).await.unwrap();
+    assert_ne!(second.refresh_token.expose(), first.refresh_token.expose());
+    // The spent token again: someone holds a copy, so the whole device session ends…
+    assert!(matches!(server.refresh(&first.refresh_token, &first.device_id).await, Err(Error::SessionEnded)));
+    // … the newer token included.
+    assert!(matches!(server.refresh(&second.refresh_token, &second.device_id).await, Err(Error::SessionEnded)));
+
+    let other = sign_in(&world, &server, 1).await.unwrap();
+    server.logout(&other.refresh_token).await.unwrap();
+    assert!(matches!(server.refresh(&other.refresh_token, &other.device_id).await, Err(Error::SessionEnded)));
+    assert!(matches!(server.policy(&other.access_token).await, Err(Error::SessionEnded)));
+}

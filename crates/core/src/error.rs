@@ -190,6 +190,17 @@ pub enum Error {
     #[error("This action needs you to confirm it is you: sign in again with your password and authenticator code.")]
     StepUpRequired,
 
+    /// Only a full sign-in can unlock now (the last one is too old, or the device key or
+    /// biometrics changed).
+    #[error("For your security, sign in again with your password and authenticator code.")]
+    ReauthRequired,
+
+    /// Offline, the password alone unlocks only for a while after the last full sign-in.
+    #[error(
+        "It has been too long since your last full sign-in to unlock offline. Connect to the network and sign in with your password and authenticator code."
+    )]
+    OfflineGraceOver,
+
     /// The server's signed policy did not verify.
     #[error("The security policy from the server could not be verified. Contact your IT team.")]
     PolicyInvalid,

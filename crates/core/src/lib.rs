@@ -14,6 +14,7 @@ pub mod keychain;
 pub mod keys;
 pub mod net;
 mod platform;
+pub mod session;
 pub mod store;
 pub mod vault;
 

@@ -50,51 +50,22 @@ impl World {
 }
 
 /// A running server, stopped when dropped.
-pub struct Running {
-    /// The port it listens on (127.0.0.1).
-    pub port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
+pub struct Running(carekeep_server::http::Running);
 
 impl Running {
     /// Serves `data` until dropped.
     pub async fn start(data: &DataDir) -> Self {
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let data = data.clone();
-        tokio::spawn(async move {
-            carekeep_server::http::serve(
-                &data,
-                "127.0.0.1:0".parse().unwrap(),
-                move |addr| {
-                    let _ = bound_tx.send(addr);
-                },
-                async move {
-                    let _ = stop_rx.await;
-                },
-            )
-            .await
-            .unwrap();
-        });
-        Self { port: bound_rx.await.unwrap().port(), stop: Some(stop_tx) }
+        Self(carekeep_server::http::Running::start(data, "127.0.0.1:0".parse().unwrap()).await.unwrap())
     }
 
     /// `https://localhost:PORT`.
     pub fn url(&self) -> ServerUrl {
-        ServerUrl::parse(&format!("https://localhost:{}", self.port)).unwrap()
+        ServerUrl::parse(&format!("https://localhost:{}", self.0.port())).unwrap()
     }
 
     /// A client pinned to `pins`.
     pub fn client(&self, pins: PinSet) -> Server {
         Server::connect(self.url(), pins).unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

@@ -26,9 +26,11 @@ use carekeep_protocol::audit::{AuditEvent, Outcome};
 use carekeep_protocol::auth::{LoginRequest, MfaRequest, Role};
 use carekeep_server::DataDir;
 use carekeep_server::auth::{Auth, AuthPolicy};
+use carekeep_server::http::Running;
 use criterion::{Criterion, Throughput};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 /// (operations, elapsed) of every timed batch of one (workload, variant).
 type Batches = Vec<(u32, Duration)>;
@@ -42,10 +44,23 @@ const BASELINE: &str = "baseline";
 /// Requests in flight at once during the read benchmarks (one keep-alive connection each).
 const IN_FLIGHT: usize = 32;
 
-fn record(workload: &'static str, variant: &'static str, ops: u64, elapsed: Duration) -> Duration {
+/// Runs `iters` timed batches of `ops` operations, records each, and returns their sum
+/// (criterion's `iter_custom` contract).
+fn batches(
+    iters: u64,
+    workload: &'static str,
+    variant: &'static str,
+    ops: u64,
+    mut batch: impl FnMut() -> Duration,
+) -> Duration {
     let ops = u32::try_from(ops).unwrap();
-    SAMPLES.lock().unwrap().entry((workload, variant)).or_default().push((ops, elapsed));
-    elapsed
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let elapsed = batch();
+        SAMPLES.lock().unwrap().entry((workload, variant)).or_default().push((ops, elapsed));
+        total += elapsed;
+    }
+    total
 }
 
 fn is_real_run() -> bool {
@@ -68,19 +83,6 @@ fn fixture() -> Fixture {
     let users = carekeep_server::seed::seed_demo(&store, &records, carekeep_server::now()).unwrap();
     let clinician = users.into_iter().find(|u| u.role == Role::Clinician).unwrap();
     Fixture { _dir: dir, data, clinician }
-}
-
-fn client(data: &DataDir) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&std::fs::read(data.cert_path()).unwrap()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(config).pool_max_idle_per_host(IN_FLIGHT).build().unwrap()
 }
 
 fn totp_code(base32: &str, at: i64) -> String {
@@ -119,49 +121,14 @@ fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
     // The server gets the runtime production gets (a worker per core); the load generator
     // gets its own single thread.
     let server_runtime = tokio::runtime::Runtime::new().unwrap();
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let data = f.data.clone();
-    server_runtime.spawn(async move {
-        carekeep_server::http::serve(
-            &data,
-            "127.0.0.1:0".parse().unwrap(),
-            move |addr| bound_tx.send(addr).unwrap(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let base = format!("https://localhost:{}", bound_rx.recv().unwrap().port());
-    let client_runtime = if std::env::var("MT").is_ok() {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-    } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-    };
-    let http = client(&f.data);
+    let server = server_runtime.block_on(Running::start(&f.data, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let base = format!("https://localhost:{}", server.port());
+    let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = common::client_for(&f.data);
+    let user = &f.clinician;
     let (token, observation) = client_runtime.block_on(async {
-        let challenge: serde_json::Value = http
-            .post(format!("{base}/auth/login"))
-            .json(&serde_json::json!({"username": f.clinician.username, "password": f.clinician.password}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let code = totp_code(&f.clinician.totp_base32, carekeep_server::now());
-        let tokens: serde_json::Value = http
-            .post(format!("{base}/auth/mfa"))
-            .json(&serde_json::json!({"mfa_token": challenge["mfa_token"], "code": code, "device_name": "bench"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = tokens["access_token"].as_str().unwrap().to_owned();
+        let signed_in = common::sign_in(&http, &base, &user.username, &user.password, &user.totp_base32, 0).await;
+        let token = signed_in.tokens["access_token"].as_str().unwrap().to_owned();
         let found: serde_json::Value = http
             .get(format!("{base}/fhir/Observation?_count=1"))
             .bearer_auth(&token)
@@ -181,26 +148,20 @@ fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
     group.throughput(Throughput::Elements(batch)).sample_size(10).measurement_time(Duration::from_secs(15));
     group.bench_function("authenticated read, audit on", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let elapsed = client_runtime.block_on(load(&http, &read_url, Some(&token), batch));
-                total += record("fhir read", MEASURED, batch, elapsed);
-            }
-            total
+            batches(iters, "fhir read", MEASURED, batch, || {
+                client_runtime.block_on(load(&http, &read_url, Some(&token), batch))
+            })
         });
     });
     group.bench_function("baseline: /policy/key, no auth, no store, no audit", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let elapsed = client_runtime.block_on(load(&http, &public_url, None, batch));
-                total += record("fhir read", BASELINE, batch, elapsed);
-            }
-            total
+            batches(iters, "fhir read", BASELINE, batch, || {
+                client_runtime.block_on(load(&http, &public_url, None, batch))
+            })
         });
     });
     group.finish();
-    let _ = stop_tx.send(());
+    drop(server);
     drop(server_runtime);
 }
 
@@ -236,10 +197,9 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
     group.throughput(Throughput::Elements(batch)).sample_size(10);
     group.bench_function("chained records, concurrent writers (group commit)", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            batches(iters, "audit append", MEASURED, batch, || {
                 let log = log.clone();
-                let elapsed = runtime.block_on(async move {
+                runtime.block_on(async move {
                     let start = Instant::now();
                     let writers: Vec<_> = (0..IN_FLIGHT as u64)
                         .map(|w| {
@@ -255,16 +215,13 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
                         writer.await.unwrap();
                     }
                     start.elapsed()
-                });
-                total += record("audit append", MEASURED, batch, elapsed);
-            }
-            total
+                })
+            })
         });
     });
     group.bench_function("baseline: one fsynced row per transaction", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            batches(iters, "audit append", BASELINE, batch, || {
                 let start = Instant::now();
                 for n in 0..batch {
                     let mut conn = store.lock();
@@ -272,9 +229,8 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
                     tx.execute("INSERT INTO bench_rows (n) VALUES (?1)", [i64::try_from(n).unwrap()]).unwrap();
                     tx.commit().unwrap();
                 }
-                total += record("audit append", BASELINE, batch, start.elapsed());
-            }
-            total
+                start.elapsed()
+            })
         });
     });
     group.finish();
@@ -293,8 +249,7 @@ fn bench_login(c: &mut Criterion, f: &Fixture) {
     group.sample_size(10);
     group.bench_function("password + TOTP to tokens", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            batches(iters, "login", MEASURED, 1, || {
                 now += 30;
                 let start = Instant::now();
                 runtime.block_on(async {
@@ -304,20 +259,17 @@ fn bench_login(c: &mut Criterion, f: &Fixture) {
                     let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "bench".into() };
                     auth.verify_mfa(mfa, now).await.unwrap();
                 });
-                total += record("login", MEASURED, 1, start.elapsed());
-            }
-            total
+                start.elapsed()
+            })
         });
     });
     group.bench_function("baseline: Argon2id verification alone", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            batches(iters, "login", BASELINE, 1, || {
                 let start = Instant::now();
                 assert!(carekeep_server::auth::password::verify(&user.password, Some(&phc)));
-                total += record("login", BASELINE, 1, start.elapsed());
-            }
-            total
+                start.elapsed()
+            })
         });
     });
     group.finish();

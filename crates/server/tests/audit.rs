@@ -34,7 +34,7 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     let (data, amy) = common::data_with_user(dir.path(), AMY, PASSWORD);
     let server = common::start(&data).await;
     let http = common::client_for(&data);
-    let base = format!("https://localhost:{}", server.port);
+    let base = format!("https://localhost:{}", server.port());
 
     let wrong = http.post(format!("{base}/auth/login")).json(&json!({"username": AMY, "password": "not her password"}));
     assert_eq!(wrong.send().await.unwrap().status(), 401);

@@ -228,7 +228,7 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     let f = fixture();
     drop(f.auth);
     let server = common::start(&f.data).await;
-    let port = server.port;
+    let port = server.port();
     let http = common::client_for(&f.data);
     let url = |p: &str| format!("https://localhost:{port}{p}");
 

@@ -86,7 +86,7 @@ impl World {
         drop(records);
         drop(store);
         let server = common::start(&data).await;
-        let base = format!("https://localhost:{}", server.port);
+        let base = format!("https://localhost:{}", server.port());
         let http = common::client_for(&data);
         let mut tokens = HashMap::new();
         for user in &users {

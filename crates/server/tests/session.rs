@@ -39,7 +39,7 @@ async fn sign_in(http: &reqwest::Client, base: &str, user: &str, totp: &str, ste
 /// The server for `s`, a client trusting it, and its base URL.
 async fn serve(s: &Setup) -> (common::Running, reqwest::Client, String) {
     let server = common::start(&s.data).await;
-    let base = format!("https://localhost:{}", server.port);
+    let base = format!("https://localhost:{}", server.port());
     (server, common::client_for(&s.data), base)
 }
 

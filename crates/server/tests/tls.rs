@@ -24,7 +24,7 @@ async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = DataDir::init(&dir.path().join("server"), "carekeep.test").unwrap();
     let server = common::start(&data).await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port()));
     let cert_pem = std::fs::read(data.cert_path()).unwrap();
     Running { server, addr, cert_pem, _dir: dir, data }
 }
@@ -34,7 +34,7 @@ fn client(server: &Running, versions: &[&'static rustls::SupportedProtocolVersio
 }
 
 fn url(server: &Running, path: &str) -> String {
-    format!("https://localhost:{}{path}", server.server.port)
+    format!("https://localhost:{}{path}", server.server.port())
 }
 
 #[test]

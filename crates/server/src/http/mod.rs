@@ -146,6 +146,54 @@ pub async fn serve(
         .map_err(|e| ServerError::Io { action: "listen on", path: listen.to_string().into(), source: e })
 }
 
+/// A server serving in the background of the current tokio runtime until dropped: for
+/// tests, benchmarks, and embedding (a demo server inside the app).
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Running {
+    /// Starts serving `dir` on `listen` (port 0: any free port) and returns once bound.
+    pub async fn start(dir: &DataDir, listen: SocketAddr) -> Result<Self, ServerError> {
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let dir = dir.clone();
+        let serving = tokio::spawn(async move {
+            let on_bound = move |addr| {
+                let _ = bound_tx.send(addr);
+            };
+            serve(&dir, listen, on_bound, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        match bound_rx.await {
+            Ok(addr) => Ok(Self { addr, stop: Some(stop) }),
+            // It never bound: the task ended with the reason.
+            Err(_) => Err(serving
+                .await
+                .map_err(|e| ServerError::Tls(e.to_string()))?
+                .err()
+                .unwrap_or_else(|| ServerError::Tls("the server stopped before it was listening".into()))),
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// A FHIR OperationOutcome with one issue; `diagnostics` must never carry PHI.
 pub fn operation_outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
     let body = serde_json::json!({

@@ -9,38 +9,10 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 /// A server serving `data` on 127.0.0.1, stopped when dropped.
-pub struct Running {
-    pub port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+pub type Running = carekeep_server::http::Running;
 
 pub async fn start(data: &DataDir) -> Running {
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let data = data.clone();
-    tokio::spawn(async move {
-        carekeep_server::http::serve(
-            &data,
-            "127.0.0.1:0".parse().unwrap(),
-            move |addr| {
-                let _ = bound_tx.send(addr);
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        )
-        .await
-        .unwrap();
-    });
-    Running { port: bound_rx.await.unwrap().port(), stop: Some(stop_tx) }
+    Running::start(data, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 /// A client whose only root is `cert_pem`, speaking only `versions`.

@@ -21,7 +21,8 @@ async fn password_and_code_give_tokens_and_the_verified_policy() {
     let tokens = sign_in(&world, &server, 0).await.unwrap();
     assert!(tokens.device_id.starts_with("dev-"), "{}", tokens.device_id);
     assert!(tokens.expires_in > 0 && tokens.expires_in <= 300);
-    let policy = server.policy(&tokens.access_token).await.unwrap();
+    let verified = server.policy(&tokens.access_token).await.unwrap();
+    let policy = &verified.policy;
     assert_eq!((policy.tenant.as_str(), policy.role), (carekeep_e2e::TENANT, Role::Clinician));
     assert_eq!(policy.idle_lock_secs, 15 * 60);
     assert!(policy.pins.contains(&world.data.pins().unwrap().backup));

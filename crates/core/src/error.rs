@@ -195,6 +195,14 @@ pub enum Error {
     #[error("For your security, sign in again with your password and authenticator code.")]
     ReauthRequired,
 
+    /// The profile holds another person's records.
+    #[error("This device holds another account's records. Erase them (wipe) before signing in as someone else.")]
+    OtherAccount,
+
+    /// The app was locked by hand: the password, not the device key, unlocks it.
+    #[error("Carekeep was locked. Unlock it with your password.")]
+    PasswordRequired,
+
     /// Offline, the password alone unlocks only for a while after the last full sign-in.
     #[error(
         "It has been too long since your last full sign-in to unlock offline. Connect to the network and sign in with your password and authenticator code."

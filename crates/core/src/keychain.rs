@@ -26,16 +26,19 @@ impl Default for Keychain {
 pub(crate) enum Item {
     /// The device key that wraps `K_db`.
     DeviceKey,
+    /// The server's refresh token (access tokens are never stored).
+    RefreshToken,
 }
 
 impl Item {
     fn name(self) -> &'static str {
         match self {
             Item::DeviceKey => "device-key",
+            Item::RefreshToken => "refresh-token",
         }
     }
 
-    const ALL: [Item; 1] = [Item::DeviceKey];
+    const ALL: [Item; 2] = [Item::DeviceKey, Item::RefreshToken];
 }
 
 impl Keychain {
@@ -66,6 +69,14 @@ impl Keychain {
         let secret = Zeroizing::new(self.entry(device_id, item)?.get_secret().map_err(|e| map_error(&e))?);
         let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| Error::DeviceKeyMissing)?;
         Ok(Key256::from_bytes(bytes))
+    }
+
+    pub(crate) fn store_secret(&self, device_id: &str, item: Item, secret: &str) -> Result<()> {
+        self.entry(device_id, item)?.set_password(secret).map_err(|e| map_error(&e))
+    }
+
+    pub(crate) fn load_secret(&self, device_id: &str, item: Item) -> Result<Zeroizing<String>> {
+        self.entry(device_id, item)?.get_password().map(Zeroizing::new).map_err(|e| map_error(&e))
     }
 
     /// Removes every item of a device. Items already gone are fine.

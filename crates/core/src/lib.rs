@@ -8,6 +8,7 @@
 //! Start at [`Vault`]: create one with [`Vault::create`], reopen it locked with
 //! [`Vault::open`], unlock it, then reach the data through [`Vault::store`].
 
+pub mod account;
 pub mod clock;
 pub mod error;
 pub mod keychain;

@@ -79,6 +79,8 @@ pub struct TokenResponse {
     pub expires_in: u32,
     /// The server's id for this device registration.
     pub device_id: String,
+    /// The signed-in user's opaque id (it names their vault and their audit records).
+    pub user_id: String,
 }
 
 /// `POST /auth/refresh`.
@@ -114,6 +116,7 @@ mod tests {
             refresh_token: Secret::new("rt-sentinel"),
             expires_in: 300,
             device_id: "d1".into(),
+            user_id: "u1".into(),
         };
         assert!(!format!("{tokens:?}").contains("sentinel"));
     }

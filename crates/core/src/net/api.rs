@@ -70,17 +70,17 @@ impl Server {
 
     /// The tenant's policy for this user's role, verified against the server's signing key
     /// (which is trusted because it arrives over the pinned connection).
-    pub async fn policy(&self, access_token: &Secret) -> Result<Policy> {
+    pub async fn policy(&self, access_token: &Secret) -> Result<VerifiedPolicy> {
         let key: serde_json::Value = self.send(self.http.get(self.url.join("/policy/key"))).await?;
-        let key = key["public_key"]
-            .as_str()
-            .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
-            .ok_or(Error::PolicyInvalid)?;
+        let key = key["public_key"].as_str().ok_or(Error::PolicyInvalid)?.to_owned();
         let signed: SignedPolicy =
             self.send(self.http.get(self.url.join("/policy")).bearer_auth(access_token.expose())).await?;
-        signed.verify(&key).map_err(|_| Error::PolicyInvalid)
+        VerifiedPolicy::verify(signed, key)
+    }
+
+    /// The address this client reaches.
+    pub fn url(&self) -> &ServerUrl {
+        &self.url
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
@@ -89,6 +89,32 @@ impl Server {
             return Err(refusal(response).await);
         }
         response.json().await.map_err(|_| Error::ServerRefused { status: 0 })
+    }
+}
+
+/// A policy whose signature held, kept with what proves it so it can be cached and checked
+/// again offline.
+#[derive(Debug, Clone)]
+pub struct VerifiedPolicy {
+    /// The policy as signed.
+    pub signed: SignedPolicy,
+    /// The server's Ed25519 public key (base64), as the pinned connection delivered it.
+    pub key: String,
+    /// The policy read from `signed`.
+    pub policy: Policy,
+}
+
+impl VerifiedPolicy {
+    /// Checks `signed` against `key` (base64 Ed25519).
+    pub fn verify(signed: SignedPolicy, key: String) -> Result<Self> {
+        let verifying = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            .ok_or(Error::PolicyInvalid)?;
+        let policy = signed.verify(&verifying).map_err(|_| Error::PolicyInvalid)?;
+        Ok(Self { signed, key, policy })
     }
 }
 

@@ -62,6 +62,8 @@ pub enum Reason {
     BiometricsChanged,
     /// The device key is no longer in the keychain.
     DeviceKeyGone,
+    /// Locked by hand.
+    Manual,
     /// The user signed out.
     Logout,
     /// The server revoked this device.
@@ -82,6 +84,7 @@ impl Reason {
             Reason::WindowPassed => "window-passed",
             Reason::BiometricsChanged => "biometrics-changed",
             Reason::DeviceKeyGone => "device-key-gone",
+            Reason::Manual => "manual",
             Reason::Logout => "logout",
             Reason::Revoked => "revoked",
             Reason::RemoteWipe => "remote-wipe",
@@ -237,9 +240,9 @@ impl Session {
         if let Some(since) = self.backgrounded_at
             && now.saturating_sub(since) >= rules.background_grace
         {
-            return Some(self.lock(Reason::Backgrounded));
+            return Some(self.lock_for(Reason::Backgrounded));
         }
-        (now.saturating_sub(self.last_input) >= rules.idle_lock).then(|| self.lock(Reason::Idle))
+        (now.saturating_sub(self.last_input) >= rules.idle_lock).then(|| self.lock_for(Reason::Idle))
     }
 
     /// The app went to the background or was minimised: locks at once, or after the grace.
@@ -260,7 +263,12 @@ impl Session {
 
     /// The operating system locked the session (screen lock): lock at once.
     pub fn os_locked(&mut self) -> Option<Transition> {
-        (self.state == State::Unlocked).then(|| self.lock(Reason::OsLocked))
+        (self.state == State::Unlocked).then(|| self.lock_for(Reason::OsLocked))
+    }
+
+    /// Locks at once, by the person's choice.
+    pub fn lock(&mut self) -> Option<Transition> {
+        (self.state == State::Unlocked).then(|| self.lock_for(Reason::Manual))
     }
 
     /// Whether a biometric / presence unlock may be tried now. If the last full sign-in is
@@ -362,7 +370,7 @@ impl Session {
         }
     }
 
-    fn lock(&mut self, reason: Reason) -> Transition {
+    fn lock_for(&mut self, reason: Reason) -> Transition {
         self.backgrounded_at = None;
         self.go(State::Locked, reason)
     }

@@ -47,14 +47,19 @@ impl Profile {
         self.dir.join("unlock-attempts")
     }
 
+    /// The signed-in account's session facts (no PHI, no secret): see `account`.
+    pub(crate) fn session_file(&self) -> PathBuf {
+        self.dir.join("session.json")
+    }
+
     /// Every file a vault may leave in its directory, for wiping.
     pub(crate) fn owned_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.db()];
         for suffix in ["-wal", "-shm", "-journal"] {
             files.push(self.dir.join(format!("vault.db{suffix}")));
         }
-        files.extend([self.key_file(), self.next_key_file(), self.attempts_file()]);
-        for name in ["vault.keys.tmp", "vault.keys.next.tmp", "unlock-attempts.tmp"] {
+        files.extend([self.key_file(), self.next_key_file(), self.attempts_file(), self.session_file()]);
+        for name in ["vault.keys.tmp", "vault.keys.next.tmp", "unlock-attempts.tmp", "session.json.tmp"] {
             files.push(self.dir.join(name));
         }
         files

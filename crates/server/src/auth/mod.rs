@@ -445,26 +445,33 @@ impl Auth {
         let (store, access_hash, refresh_hash, dev) =
             (self.store.clone(), token_hash(&access), token_hash(&refresh), device_id.clone());
         let expires = now + self.policy.access_ttl_secs;
-        self.blocking(move || {
-            let mut conn = store.lock();
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
-                params![access_hash, dev, expires, now],
-            )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
-                params![refresh_hash, dev, now],
-            )?;
-            tx.execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![dev, now])?;
-            tx.commit()
-        })
-        .await?;
+        let user_id = self
+            .blocking(move || {
+                let mut conn = store.lock();
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
+                    params![access_hash, dev, expires, now],
+                )?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
+                    params![refresh_hash, dev, now],
+                )?;
+                let user_id: String = tx.query_row(
+                    "UPDATE devices SET last_seen = ?2 WHERE id = ?1 RETURNING user_id",
+                    params![dev, now],
+                    |r| r.get(0),
+                )?;
+                tx.commit()?;
+                Ok(user_id)
+            })
+            .await?;
         Ok(TokenResponse {
             access_token: Secret::new(access),
             refresh_token: Secret::new(refresh),
             expires_in: u32::try_from(self.policy.access_ttl_secs).unwrap_or(u32::MAX),
             device_id,
+            user_id,
         })
     }
 

@@ -1,0 +1,63 @@
+//! `session.json`: what the app must know about the signed-in account before it can unlock —
+//! no PHI and no secret.
+
+use carekeep_protocol::auth::Role;
+use carekeep_protocol::pins::PinSet;
+use carekeep_protocol::policy::SignedPolicy;
+use serde::{Deserialize, Serialize};
+
+use crate::net::{Server, Tokens, VerifiedPolicy};
+use crate::{Error, Profile, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Facts {
+    pub server: String,
+    pub pins: PinSet,
+    pub tenant: String,
+    pub user_id: String,
+    pub role: Role,
+    pub server_device_id: String,
+    pub last_full_auth_unix: i64,
+    /// Set by a manual lock: the device key may not unlock until the password has.
+    pub password_required: bool,
+    pub signed_policy: SignedPolicy,
+    pub policy_key: String,
+}
+
+impl Facts {
+    pub fn new(server: &Server, pins: PinSet, tokens: &Tokens, verified: &VerifiedPolicy, now_unix: i64) -> Self {
+        Self {
+            server: server.url().as_str().to_owned(),
+            pins,
+            tenant: verified.policy.tenant.clone(),
+            user_id: tokens.user_id.clone(),
+            role: verified.policy.role,
+            server_device_id: tokens.device_id.clone(),
+            last_full_auth_unix: now_unix,
+            password_required: false,
+            signed_policy: verified.signed.clone(),
+            policy_key: verified.key.clone(),
+        }
+    }
+
+    pub fn read(profile: &Profile) -> Result<Self> {
+        match std::fs::read(profile.session_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::KeyFileInvalid),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault),
+            Err(e) => Err(Error::io("read", &e)),
+        }
+    }
+
+    pub fn write(&self, profile: &Profile) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|_| Error::KeyFileInvalid)?;
+        profile.write_atomically(&profile.session_file(), &json)
+    }
+
+    pub fn remove(profile: &Profile) -> Result<()> {
+        match std::fs::remove_file(profile.session_file()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &e)),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! A signed-in account on this device: the pinned server, the vault, the session state
+//! machine and the keychain, tied together (DESIGN.md §2–§4).
+//!
+//! - [`Account::sign_in`]: password and code at the server; the vault is created at the
+//!   first sign-in and unlocked with the same password at later ones; the refresh token goes
+//!   to the keychain, the access token stays in memory, the signed policy is cached.
+//! - [`Account::open`]: a later start — locked, with the cached policy checked again.
+//! - Unlocking follows the [`Session`] rules: the device key only inside the presence
+//!   window, the password only inside the offline grace, otherwise a full sign-in.
+//! - [`Account::logout`] revokes at the server and clears the keychain (and, on shared
+//!   workstations by policy, the cache); [`Account::wipe`] erases everything.
+//!
+//! The profile's `session.json` holds what is needed before unlocking — server address,
+//! pins, opaque ids, the time of the last full sign-in, the signed policy — never PHI or a
+//! secret. Someone able to edit it as the user could stretch the presence window, but such
+//! a person can read the user's keychain anyway; the refresh token and keys stay there.
+
+mod facts;
+
+use std::sync::Arc;
+
+use carekeep_protocol::Secret;
+use carekeep_protocol::audit::AuditRecord;
+use carekeep_protocol::pins::PinSet;
+
+use crate::keychain::Item;
+use crate::net::{Server, ServerUrl, VerifiedPolicy};
+use crate::session::{Identity, Rules, Session, State};
+use crate::store::Store;
+use crate::{Clock, DeviceId, Error, Keychain, Password, Profile, Result, UserId, Vault, WipeReport};
+use facts::Facts;
+
+/// One account on one device.
+pub struct Account {
+    profile: Profile,
+    keychain: Keychain,
+    clock: Arc<dyn Clock>,
+    facts: Facts,
+    server: Server,
+    vault: Vault,
+    session: Session,
+    /// Memory only: never written anywhere.
+    access_token: Option<Secret>,
+}
+
+/// What `status` shows: no PHI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The session state.
+    pub state: State,
+    /// The server.
+    pub server: String,
+    /// Tenant, user id and role.
+    pub tenant: String,
+    /// The opaque user id.
+    pub user_id: String,
+    /// The role.
+    pub role: carekeep_protocol::auth::Role,
+    /// When the last full sign-in was (Unix seconds).
+    pub last_full_auth_unix: i64,
+    /// Whether the pin set has expired (it is still enforced).
+    pub pins_expired: bool,
+    /// Writes waiting for upload, when unlocked.
+    pub pending_writes: Option<u64>,
+}
+
+/// What a full sign-in needs: where, which pins, who, and the two factors.
+pub struct SignIn<'a> {
+    /// The server.
+    pub url: ServerUrl,
+    /// Its pins (from IT's provisioning, or the last signed policy).
+    pub pins: PinSet,
+    /// The account name.
+    pub username: &'a str,
+    /// The password (also the vault's password on this device).
+    pub password: &'a Password,
+    /// The authenticator's current code.
+    pub code: &'a str,
+    /// A name for this device in the user's device list (no PHI).
+    pub device_name: &'a str,
+}
+
+/// How a logout went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedOut {
+    /// The server revoked this device's session (false: it could not be reached; the local
+    /// tokens are gone, and the server ends the session at its idle limit).
+    pub revoked_at_server: bool,
+    /// The cache was erased too (shared-workstation policy).
+    pub cache_wiped: bool,
+}
+
+impl Account {
+    /// Signs in at `url` (pinned to `pins`) with password and authenticator code, and opens
+    /// this device's vault for the user: created at the first sign-in, unlocked with the
+    /// same password afterwards. A profile holding another user's records is refused.
+    pub async fn sign_in(
+        profile: &Profile,
+        keychain: Keychain,
+        clock: Arc<dyn Clock>,
+        request: SignIn<'_>,
+    ) -> Result<Self> {
+        let SignIn { url, pins, username, password, code, device_name } = request;
+        let server = Server::connect(url, pins.clone())?;
+        let challenge = server.login(username, password.expose()).await?;
+        let tokens = server.verify_code(challenge, code, device_name).await?;
+        let verified = server.policy(&tokens.access_token).await?;
+        let user = UserId::new(tokens.user_id.clone())?;
+        let vault = if profile.has_vault() {
+            let mut vault = Vault::open(profile, keychain.clone())?.with_clock(clock.clone());
+            if vault.user_id() != &user {
+                return Err(Error::OtherAccount);
+            }
+            vault.unlock_with_password(password)?;
+            // A fresh device key at every full sign-in (logout deleted the last one). Without
+            // a keychain the password remains the way in.
+            match vault.enroll_device_key() {
+                Ok(()) | Err(Error::KeychainUnavailable) => {}
+                Err(e) => return Err(e),
+            }
+            vault
+        } else {
+            Vault::create(profile, keychain.clone(), &user, &DeviceId::new(tokens.device_id.clone())?, password)?
+                .with_clock(clock.clone())
+        };
+        // Without a keychain the refresh token lives in memory only: the next start signs in.
+        match store_refresh_token(&keychain, &vault, &tokens.refresh_token) {
+            Ok(()) | Err(Error::KeychainUnavailable) => {}
+            Err(e) => return Err(e),
+        }
+        let facts = Facts::new(&server, pins, &tokens, &verified, clock.now_unix());
+        facts.write(profile)?;
+        let mut session = Session::signed_out(clock.clone());
+        session.full_sign_in(facts.identity(), Rules::from_policy(&verified.policy));
+        Ok(Self {
+            profile: profile.clone(),
+            keychain,
+            clock,
+            facts,
+            server,
+            vault,
+            session,
+            access_token: Some(tokens.access_token),
+        })
+    }
+
+    /// The account signed in on this device, locked. [`Error::NoVault`] if no one is.
+    pub fn open(profile: &Profile, keychain: Keychain, clock: Arc<dyn Clock>) -> Result<Self> {
+        let facts = Facts::read(profile)?;
+        let policy = facts.policy()?;
+        let server = Server::connect(ServerUrl::parse(&facts.server)?, facts.pins.clone())?;
+        let vault = Vault::open(profile, keychain.clone())?.with_clock(clock.clone());
+        let session = Session::resume(
+            clock.clone(),
+            facts.identity(),
+            Rules::from_policy(&policy.policy),
+            facts.last_full_auth_unix,
+            None,
+        );
+        Ok(Self { profile: profile.clone(), keychain, clock, facts, server, vault, session, access_token: None })
+    }
+
+    /// Unlocks with the device key from the keychain, if the session allows it (the last
+    /// full sign-in inside the presence window, the key intact, not locked by hand).
+    pub fn unlock_with_device_key(&mut self) -> Result<()> {
+        if self.facts.password_required {
+            return Err(Error::PasswordRequired);
+        }
+        let has_key = self.vault.has_device_key().unwrap_or(false);
+        self.session.check_presence_unlock(has_key)?;
+        self.vault.unlock_with_device_key()?;
+        self.session.presence_verified()?;
+        Ok(())
+    }
+
+    /// Unlocks with the password, checked against this device's vault: inside the offline
+    /// grace since the last full sign-in; after it, only a full sign-in will do.
+    pub fn unlock_with_password(&mut self, password: &Password) -> Result<()> {
+        self.vault.unlock_with_password(password)?;
+        if let Err(e) = self.session.offline_password_verified() {
+            self.vault.lock();
+            return Err(e);
+        }
+        if self.facts.password_required {
+            self.facts.password_required = false;
+            self.facts.write(&self.profile)?;
+        }
+        Ok(())
+    }
+
+    /// Locks now: keys dropped; the next unlock must use the password (the device key is
+    /// refused until then), so a walk-away lock cannot be undone by presence alone.
+    pub fn lock(&mut self) -> Result<()> {
+        self.vault.lock();
+        self.session.lock();
+        self.facts.password_required = true;
+        self.facts.write(&self.profile)
+    }
+
+    /// The records, while unlocked.
+    pub fn store(&mut self) -> Result<Store<'_>> {
+        if self.session.tick().is_some() || self.session.state() != State::Unlocked {
+            self.vault.lock();
+            return Err(Error::Locked);
+        }
+        self.vault.store()
+    }
+
+    /// Where things stand.
+    pub fn status(&mut self) -> Status {
+        let pending_writes = if self.session.state() == State::Unlocked {
+            self.vault.store().ok().and_then(|mut s| s.outbox().len().ok())
+        } else {
+            None
+        };
+        let today =
+            time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix()).map(time::OffsetDateTime::date).ok();
+        Status {
+            state: self.session.state(),
+            server: self.facts.server.clone(),
+            tenant: self.facts.tenant.clone(),
+            user_id: self.facts.user_id.clone(),
+            role: self.facts.role,
+            last_full_auth_unix: self.facts.last_full_auth_unix,
+            pins_expired: today.is_none_or(|d| self.facts.pins.is_expired(d)),
+            pending_writes,
+        }
+    }
+
+    /// The server, for calls made on this account's behalf.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// A current access token: the one in memory, or a fresh one from the refresh token in
+    /// the keychain (which rotates it). A revoked or wiped device ends the session here.
+    pub async fn access_token(&mut self) -> Result<Secret> {
+        if let Some(token) = &self.access_token {
+            return Ok(token.clone());
+        }
+        let refresh = self.keychain.load_secret(self.vault.device_id().as_str(), Item::RefreshToken)?;
+        match self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id).await {
+            Ok(tokens) => {
+                store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
+                self.access_token = Some(tokens.access_token.clone());
+                Ok(tokens.access_token)
+            }
+            Err(Error::RemoteWipe) => {
+                self.session.server_ended(true);
+                let _ = self.vault.wipe()?;
+                Err(Error::RemoteWipe)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Signs out: the server revokes this device (if reachable), the keychain items and the
+    /// session facts go, and on shared workstations (policy) the cache is wiped too.
+    pub async fn logout(mut self) -> Result<LoggedOut> {
+        let device = self.vault.device_id().as_str().to_owned();
+        let revoked_at_server = match self.keychain.load_secret(&device, Item::RefreshToken) {
+            Ok(refresh) => self.server.logout(&Secret::new(refresh.as_str())).await.is_ok(),
+            Err(_) => false,
+        };
+        self.session.logout();
+        let cache_wiped = self.facts.policy().is_ok_and(|p| p.policy.wipe_on_logout);
+        if cache_wiped {
+            let _ = self.vault.wipe()?;
+        } else {
+            self.vault.lock();
+            self.keychain.delete_all(&device)?;
+            Facts::remove(&self.profile)?;
+        }
+        Ok(LoggedOut { revoked_at_server, cache_wiped })
+    }
+
+    /// Erases this device's copy: database, keys, keychain items, session facts.
+    pub fn wipe(mut self) -> Result<WipeReport> {
+        self.session.server_ended(true);
+        self.vault.wipe()
+    }
+
+    /// The session's audit records since the last call (for upload).
+    pub fn take_audit(&mut self) -> Vec<AuditRecord> {
+        self.session.take_audit()
+    }
+}
+
+fn store_refresh_token(keychain: &Keychain, vault: &Vault, token: &Secret) -> Result<()> {
+    keychain.store_secret(vault.device_id().as_str(), Item::RefreshToken, token.expose())
+}
+
+impl Facts {
+    fn identity(&self) -> Identity {
+        Identity {
+            tenant: self.tenant.clone(),
+            user: self.user_id.clone(),
+            role: self.role,
+            device: self.server_device_id.clone(),
+        }
+    }
+
+    fn policy(&self) -> Result<VerifiedPolicy> {
+        VerifiedPolicy::verify(self.signed_policy.clone(), self.policy_key.clone())
+    }
+}

@@ -1,0 +1,179 @@
+//! The account on a device, end to end against the real server and the real Secret Service
+//! (run inside `cargo xtask keyring-run`): first sign-in creates the vault, later starts
+//! unlock it by the session's rules, tokens live in the keychain and memory only, a manual
+//! lock needs the password, logout revokes, and a remote wipe erases the device's copy.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+
+use carekeep_core::account::{Account, SignIn};
+use carekeep_core::clock::ManualClock;
+use carekeep_core::session::State;
+use carekeep_core::{Clock, Error, Keychain, Password, Profile, SystemClock};
+use carekeep_e2e::{PASSWORD, Running, World};
+use carekeep_protocol::auth::Role;
+
+struct Device {
+    _dir: tempfile::TempDir,
+    profile: Profile,
+    keychain: Keychain,
+}
+
+impl Device {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile::new(dir.path().join("profile"));
+        let keychain =
+            Keychain::with_service(format!("carekeep-e2e-{}-{:?}", std::process::id(), std::thread::current().id()));
+        Self { _dir: dir, profile, keychain }
+    }
+
+    async fn sign_in(
+        &self,
+        world: &World,
+        running: &Running,
+        clock: Arc<dyn Clock>,
+        step: u64,
+    ) -> Result<Account, Error> {
+        let password = Password::new(PASSWORD);
+        let request = SignIn {
+            url: running.url(),
+            pins: world.pins(),
+            username: &world.username,
+            password: &password,
+            code: &world.code(step),
+            device_name: "e2e device",
+        };
+        Account::sign_in(&self.profile, self.keychain.clone(), clock, request).await
+    }
+
+    /// Every byte the profile holds on disk.
+    fn files(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.profile.dir()).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
+        }
+        all
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_sign_in_creates_the_vault_and_later_starts_unlock_it_by_the_rules() {
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let status = account.status();
+    assert_eq!((status.state, status.role, status.pending_writes), (State::Unlocked, Role::Patient, Some(0)));
+    assert!(status.user_id.starts_with("usr-") && !status.pins_expired);
+    account.store().unwrap().count().unwrap();
+    let token = account.access_token().await.unwrap();
+    // Neither the password nor any token is on disk: the refresh token is in the keychain.
+    for secret in [PASSWORD, token.expose(), world.username.as_str()] {
+        assert!(!contains(&device.files(), secret), "the profile holds a secret or the username");
+    }
+    drop(account);
+
+    // A later start: locked; the device key unlocks inside the 12-hour window, and a fresh
+    // access token comes from the refresh token in the keychain.
+    let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(later.status().state, State::Locked);
+    assert!(matches!(later.store(), Err(Error::Locked)));
+    later.unlock_with_device_key().unwrap();
+    later.store().unwrap();
+    let fresh = later.access_token().await.unwrap();
+    assert_ne!(fresh.expose(), token.expose());
+    let policy = later.server().policy(&fresh).await.unwrap();
+    assert_eq!(policy.policy.role, Role::Patient);
+
+    // Locked by hand: only the password opens it again.
+    later.lock().unwrap();
+    drop(later);
+    let mut again = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
+    assert!(matches!(again.unlock_with_device_key(), Err(Error::PasswordRequired)));
+    assert!(matches!(
+        again.unlock_with_password(&Password::new("wrong password here")),
+        Err(Error::WrongPassword { .. })
+    ));
+    again.unlock_with_password(&Password::new(PASSWORD)).unwrap();
+    assert_eq!(again.status().state, State::Unlocked);
+    let audit: Vec<String> = again.take_audit().into_iter().map(|r| r.event.action).collect();
+    assert_eq!(audit, ["session unlocked (offline-password)"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_windows_only_a_full_sign_in_unlocks_and_it_reopens_the_same_vault() {
+    let world = World::new(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
+    let mut account = device.sign_in(&world, &running, clock.clone(), 0).await.unwrap();
+    account
+        .store()
+        .unwrap()
+        .put(r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00Z"}}"#)
+        .unwrap();
+    drop(account);
+
+    clock.advance(std::time::Duration::from_secs(13 * 3600));
+    let mut later = Account::open(&device.profile, device.keychain.clone(), clock.clone()).unwrap();
+    assert!(matches!(later.unlock_with_device_key(), Err(Error::ReauthRequired)));
+    // Inside the 72-hour offline grace, the password still works.
+    later.unlock_with_password(&Password::new(PASSWORD)).unwrap();
+    drop(later);
+    clock.advance(std::time::Duration::from_secs(60 * 3600));
+    let mut stale = Account::open(&device.profile, device.keychain.clone(), clock.clone()).unwrap();
+    assert!(matches!(stale.unlock_with_password(&Password::new(PASSWORD)), Err(Error::OfflineGraceOver)));
+    assert!(matches!(stale.store(), Err(Error::Locked)));
+    drop(stale);
+
+    // A full sign-in reopens the same vault: the record written before is still there.
+    let mut renewed = device.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
+    assert!(renewed.store().unwrap().get("Patient", "p1").unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
+    let world = World::new(Role::Nurse);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let out = account.logout().await.unwrap();
+    assert!(out.revoked_at_server && !out.cache_wiped);
+    assert!(matches!(
+        Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)),
+        Err(Error::NoVault)
+    ));
+
+    // Someone else on this profile: refused, the first user's vault untouched.
+    let other = World::new(Role::Nurse);
+    let other_running = Running::start(&other.data).await;
+    let refused = device.sign_in(&other, &other_running, Arc::new(SystemClock), 0).await;
+    assert!(matches!(refused, Err(Error::OtherAccount)));
+
+    // Signed in again, then the device is flagged for wipe: the next refresh erases it.
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
+    let token = account.access_token().await.unwrap();
+    drop(account);
+    // The user flags their own device for wipe (as from another device's settings).
+    let auth = carekeep_server::auth::Auth::new(
+        Arc::new(world.data.open_store().unwrap()),
+        carekeep_server::auth::AuthPolicy::default(),
+        1,
+    );
+    let now = SystemClock.now_unix();
+    let me = auth.authenticate(token.expose(), now).await.unwrap();
+    assert!(auth.revoke(&me, &me.device_id.clone(), true).await.unwrap());
+    let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
+    later.unlock_with_device_key().unwrap();
+    assert!(matches!(later.access_token().await, Err(Error::RemoteWipe)));
+    assert!(!device.profile.has_vault(), "the vault is gone");
+    assert!(matches!(
+        Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)),
+        Err(Error::NoVault)
+    ));
+}

@@ -19,6 +19,8 @@ pub struct World {
     pub data: DataDir,
     /// The user's name.
     pub username: String,
+    /// The user's password.
+    pub password: String,
     /// The user's TOTP secret (raw bytes).
     pub totp_secret: Vec<u8>,
 }
@@ -33,7 +35,20 @@ impl World {
         let username = format!("e2e-{}", role.as_str());
         let user = carekeep_server::admin::add_user(&store, TENANT, &username, role, PASSWORD, 0).unwrap();
         let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
-        Self { _dir: dir, data, username, totp_secret }
+        Self { _dir: dir, data, username, password: PASSWORD.to_owned(), totp_secret }
+    }
+
+    /// The demo tenant (`seed-demo`: 20 synthetic patients), signed in as its user of `role`.
+    pub fn demo(role: Role) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
+        let store = std::sync::Arc::new(data.open_store().unwrap());
+        let keys = data.master_keys().unwrap();
+        let records = carekeep_server::records::Records::new(store.clone(), zeroize_key(*keys.documents));
+        let users = carekeep_server::seed::seed_demo(&store, &records, 0).unwrap();
+        let user = users.into_iter().find(|u| u.role == role).unwrap();
+        let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
+        Self { _dir: dir, data, username: user.username, password: user.password, totp_secret }
     }
 
     /// The server's pin set as `init` printed it: live key, backup key.
@@ -82,4 +97,9 @@ pub fn in_days(days: i64) -> time::Date {
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The documents key as `Records::new` takes it.
+fn zeroize_key(key: [u8; 32]) -> zeroize::Zeroizing<[u8; 32]> {
+    zeroize::Zeroizing::new(key)
 }

@@ -35,7 +35,7 @@ impl Device {
         clock: Arc<dyn Clock>,
         step: u64,
     ) -> Result<Account, Error> {
-        let password = Password::new(PASSWORD);
+        let password = Password::new(world.password.as_str());
         let request = SignIn {
             url: running.url(),
             pins: world.pins(),
@@ -176,4 +176,26 @@ async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
         Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)),
         Err(Error::NoVault)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn download_fills_the_vault_with_what_the_account_may_see() {
+    let world = World::demo(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let mut heard = Vec::new();
+    let done = account.download(|n, of| heard.push((n, of))).await.unwrap();
+    // The demo patient: their own record, and the one they are proxy for.
+    assert_eq!(done.patients, 2);
+    assert_eq!(heard, [(0, 2), (1, 2), (2, 2)]);
+    assert!(done.resources > 20, "{done:?}");
+    let store = account.store().unwrap();
+    assert_eq!(store.count().unwrap(), u64::try_from(done.resources).unwrap());
+    let query = carekeep_core::store::ResourceQuery { resource_type: "Patient".into(), ..Default::default() };
+    assert_eq!(store.search(&query).unwrap().len(), 2);
+    drop(store);
+    // Again: the same records replace themselves, nothing doubles.
+    let again = account.download(|_, _| {}).await.unwrap();
+    assert_eq!(account.store().unwrap().count().unwrap(), u64::try_from(again.resources).unwrap());
 }

@@ -182,6 +182,10 @@ pub enum Error {
     #[error("Your session has ended. Sign in again with your password and authenticator code.")]
     SessionEnded,
 
+    /// The access token expired (the account refreshes it and tries again).
+    #[error("Your access expired. Try again; if it persists, sign in again.")]
+    AccessExpired,
+
     /// The server asked this device to erase its records.
     #[error("Your organisation has asked this device to erase its copy of your records. Sign in again to continue.")]
     RemoteWipe,

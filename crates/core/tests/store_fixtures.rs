@@ -81,7 +81,8 @@ fn search_by_patient_type_code_and_date() {
     let (_dir, _profile, _keychain, mut vault) = new_vault();
     let (patient, observations) = first_patient(&mut vault);
     let store = vault.store().unwrap();
-    let all = ResourceQuery { patient: patient.clone(), resource_type: "Observation".into(), ..Default::default() };
+    let all =
+        ResourceQuery { patient: Some(patient.clone()), resource_type: "Observation".into(), ..Default::default() };
     assert_eq!(store.search(&all).unwrap().len(), observations);
 
     let sodium = ResourceQuery { code: Some(CodeFilter::parse("http://loinc.org|2951-2").unwrap()), ..all.clone() };
@@ -105,7 +106,7 @@ fn search_by_patient_type_code_and_date() {
     let bad_date = ResourceQuery { from: Some("2000-13-01".into()), ..all.clone() };
     assert!(matches!(store.search(&bad_date), Err(Error::InvalidArgument { .. })));
 
-    let other = ResourceQuery { patient: "Patient/someone-else".into(), ..all };
+    let other = ResourceQuery { patient: Some("Patient/someone-else".into()), ..all };
     assert!(store.search(&other).unwrap().is_empty());
 }
 
@@ -189,7 +190,7 @@ fn reingest_replaces_and_delete_removes() {
     assert_eq!(store.count().unwrap(), 1);
     assert_eq!(store.get("Observation", "o").unwrap().unwrap().version_id.as_deref(), Some("2"));
     let q = |code: &str| ResourceQuery {
-        patient: "Patient/p".into(),
+        patient: Some("Patient/p".into()),
         resource_type: "Observation".into(),
         code: Some(CodeFilter::parse(code).unwrap()),
         ..Default::default()

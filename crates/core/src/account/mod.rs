@@ -24,7 +24,7 @@ use carekeep_protocol::audit::AuditRecord;
 use carekeep_protocol::pins::PinSet;
 
 use crate::keychain::Item;
-use crate::net::{Server, ServerUrl, VerifiedPolicy};
+use crate::net::{Page, Server, ServerUrl, VerifiedPolicy};
 use crate::session::{Identity, Rules, Session, State};
 use crate::store::Store;
 use crate::{Clock, DeviceId, Error, Keychain, Password, Profile, Result, UserId, Vault, WipeReport};
@@ -78,6 +78,15 @@ pub struct SignIn<'a> {
     pub code: &'a str,
     /// A name for this device in the user's device list (no PHI).
     pub device_name: &'a str,
+}
+
+/// What a download stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Patients whose records were fetched.
+    pub patients: usize,
+    /// Resources stored.
+    pub resources: usize,
 }
 
 /// How a logout went.
@@ -251,6 +260,52 @@ impl Account {
                 Err(Error::RemoteWipe)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads the records this account may see into the vault: the patients it can
+    /// reach, then each one's `$everything`, page by page. `progress` hears (patients done,
+    /// patients in all) as it goes. A first, download-only sync: uploading the outbox and
+    /// incremental `_since` sync come with the sync work.
+    pub async fn download(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<Downloaded> {
+        let mut patients = Vec::new();
+        let mut page = Some(Page { path: "/fhir/Patient".into(), query: vec![("_count".into(), "100".into())] });
+        while let Some(current) = page {
+            let (json, next) = self.fetch(&current).await?;
+            let bundle: serde_json::Value =
+                serde_json::from_str(&json).map_err(|_| Error::ServerRefused { status: 0 })?;
+            for entry in bundle["entry"].as_array().into_iter().flatten() {
+                if let Some(id) = entry["resource"]["id"].as_str() {
+                    patients.push(id.to_owned());
+                }
+            }
+            page = next;
+        }
+        let mut resources = 0;
+        progress(0, patients.len());
+        for (done, patient) in patients.iter().enumerate() {
+            let path = format!("/fhir/Patient/{patient}/$everything");
+            let mut page = Some(Page { path, query: vec![("_count".into(), "500".into())] });
+            while let Some(current) = page {
+                let (json, next) = self.fetch(&current).await?;
+                resources += self.store()?.ingest_bundle(&json)?.stored;
+                page = next;
+            }
+            progress(done + 1, patients.len());
+        }
+        Ok(Downloaded { patients: patients.len(), resources })
+    }
+
+    /// One page, refreshing the access token once if it expired.
+    async fn fetch(&mut self, page: &Page) -> Result<(String, Option<Page>)> {
+        let token = self.access_token().await?;
+        match self.server.fhir_page(&token, page).await {
+            Err(Error::AccessExpired) => {
+                self.access_token = None;
+                let token = self.access_token().await?;
+                self.server.fhir_page(&token, page).await
+            }
+            other => other,
         }
     }
 

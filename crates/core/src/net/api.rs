@@ -78,6 +78,26 @@ impl Server {
         VerifiedPolicy::verify(signed, key)
     }
 
+    /// One page of a FHIR search as its exact JSON text, and where the next page is. `path`
+    /// is under `/fhir`; a next link is followed only by its opaque `_page` token, always on
+    /// this server (a link naming another host is never followed).
+    pub async fn fhir_page(&self, access_token: &Secret, page: &Page) -> Result<(String, Option<Page>)> {
+        let mut url = self.url.join(&page.path);
+        url.query_pairs_mut().extend_pairs(page.query.iter());
+        let response = self.http.get(url).bearer_auth(access_token.expose()).send().await.map_err(|e| classify(&e))?;
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        let text = response.text().await.map_err(|_| Error::ServerRefused { status: 0 })?;
+        let bundle: serde_json::Value = serde_json::from_str(&text).map_err(|_| Error::ServerRefused { status: 0 })?;
+        let next = bundle["link"].as_array().into_iter().flatten().find(|l| l["relation"] == "next").and_then(|l| {
+            let url = reqwest::Url::parse(l["url"].as_str()?).ok()?;
+            let token = url.query_pairs().find(|(k, _)| k == "_page")?.1.into_owned();
+            Some(Page { path: "/fhir".into(), query: vec![("_page".into(), token)] })
+        });
+        Ok((text, next))
+    }
+
     /// The address this client reaches.
     pub fn url(&self) -> &ServerUrl {
         &self.url
@@ -90,6 +110,15 @@ impl Server {
         }
         response.json().await.map_err(|_| Error::ServerRefused { status: 0 })
     }
+}
+
+/// A FHIR request: a path under the server and its query parameters (never PHI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// E.g. `/fhir/Patient`.
+    pub path: String,
+    /// E.g. `_count=100`.
+    pub query: Vec<(String, String)>,
 }
 
 /// A policy whose signature held, kept with what proves it so it can be cached and checked
@@ -135,7 +164,8 @@ async fn refusal(response: reqwest::Response) -> Error {
         "challenge_expired" => Error::ChallengeExpired,
         "locked" => Error::AccountLocked { retry_after_secs: retry_after },
         "rate_limited" => Error::RateLimited { retry_after_secs: retry_after },
-        "session_ended" | "access_expired" => Error::SessionEnded,
+        "access_expired" => Error::AccessExpired,
+        "session_ended" => Error::SessionEnded,
         "device_wipe" => Error::RemoteWipe,
         "step_up_required" => Error::StepUpRequired,
         _ => Error::ServerRefused { status },

@@ -30,11 +30,12 @@ impl CodeFilter {
     }
 }
 
-/// A search: one patient's resources of one type, optionally with a code and date range.
+/// A search: resources of one type (of one patient, or all), optionally with a code,
+/// category and date range.
 #[derive(Debug, Clone, Default)]
 pub struct ResourceQuery {
-    /// `Patient/<id>`.
-    pub patient: String,
+    /// `Patient/<id>`; `None`: every patient in the cache.
+    pub patient: Option<String>,
     /// Resource type, e.g. `Observation`.
     pub resource_type: String,
     /// Only resources with this code.
@@ -67,10 +68,12 @@ fn date_bound(value: Option<&String>, what: &'static str) -> Result<Option<Strin
 impl Store<'_> {
     /// Resources matching `query`, oldest first (undated ones last).
     pub fn search(&self, query: &ResourceQuery) -> Result<Vec<StoredResource>> {
-        let mut sql = String::from(
-            "SELECT r.type, r.id, r.version_id, r.json FROM resources r WHERE r.patient = ? AND r.type = ?",
-        );
-        let mut args = vec![SqlValue::from(query.patient.clone()), SqlValue::from(query.resource_type.clone())];
+        let mut sql = String::from("SELECT r.type, r.id, r.version_id, r.json FROM resources r WHERE r.type = ?");
+        let mut args = vec![SqlValue::from(query.resource_type.clone())];
+        if let Some(patient) = &query.patient {
+            sql.push_str(" AND r.patient = ?");
+            args.push(SqlValue::from(patient.clone()));
+        }
         if let Some(code) = &query.code {
             sql.push_str(" AND EXISTS (SELECT 1 FROM codes c WHERE c.resource = r.pk AND c.code = ?");
             args.push(SqlValue::from(code.code.clone()));

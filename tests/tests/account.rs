@@ -194,7 +194,6 @@ async fn download_fills_the_vault_with_what_the_account_may_see() {
     assert_eq!(store.count().unwrap(), u64::try_from(done.resources).unwrap());
     let query = carekeep_core::store::ResourceQuery { resource_type: "Patient".into(), ..Default::default() };
     assert_eq!(store.search(&query).unwrap().len(), 2);
-    drop(store);
     // Again: the same records replace themselves, nothing doubles.
     let again = account.download(|_, _| {}).await.unwrap();
     assert_eq!(account.store().unwrap().count().unwrap(), u64::try_from(again.resources).unwrap());

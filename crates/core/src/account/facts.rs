@@ -25,10 +25,12 @@ pub(super) struct Facts {
 }
 
 impl Facts {
-    pub fn new(server: &Server, pins: PinSet, tokens: &Tokens, verified: &VerifiedPolicy, now_unix: i64) -> Self {
+    /// The pins kept are the signed policy's (the server's current pair, fresher than what
+    /// provisioning typed in): a key rotation reaches the device this way.
+    pub fn new(server: &Server, tokens: &Tokens, verified: &VerifiedPolicy, now_unix: i64) -> Self {
         Self {
             server: server.url().as_str().to_owned(),
-            pins,
+            pins: verified.policy.pins.clone(),
             tenant: verified.policy.tenant.clone(),
             user_id: tokens.user_id.clone(),
             role: verified.policy.role,

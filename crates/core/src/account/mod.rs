@@ -110,7 +110,7 @@ impl Account {
         request: SignIn<'_>,
     ) -> Result<Self> {
         let SignIn { url, pins, username, password, code, device_name } = request;
-        let server = Server::connect(url, pins.clone())?;
+        let server = Server::connect(url, pins)?;
         let challenge = server.login(username, password.expose()).await?;
         let tokens = server.verify_code(challenge, code, device_name).await?;
         let verified = server.policy(&tokens.access_token).await?;
@@ -137,7 +137,7 @@ impl Account {
             Ok(()) | Err(Error::KeychainUnavailable) => {}
             Err(e) => return Err(e),
         }
-        let facts = Facts::new(&server, pins, &tokens, &verified, clock.now_unix());
+        let facts = Facts::new(&server, &tokens, &verified, clock.now_unix());
         facts.write(profile)?;
         let mut session = Session::signed_out(clock.clone());
         session.full_sign_in(facts.identity(), Rules::from_policy(&verified.policy));

@@ -1,0 +1,276 @@
+//! `carekeep`: the command line over carekeep-core (like `bw` for Bitwarden), for IT staff
+//! provisioning workstations and for scripts. Every command works on one profile directory;
+//! every error is the core's, in words a person can act on, with an exit code per kind
+//! (see [`exit_code`]).
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use carekeep_core::account::{Account, SignIn};
+use carekeep_core::net::ServerUrl;
+use carekeep_core::session::State;
+use carekeep_core::store::{CodeFilter, ResourceQuery};
+use carekeep_core::{Error, Keychain, Password, Profile, SystemClock};
+use carekeep_protocol::pins::{Pin, PinSet};
+use clap::{Parser, Subcommand};
+
+/// Carekeep on the command line: sign in, download, show, lock, sign out.
+#[derive(Parser)]
+#[command(name = "carekeep", version, about)]
+struct Cli {
+    /// The profile directory (the encrypted cache and its session facts).
+    #[arg(long, global = true, default_value = "carekeep-profile")]
+    profile: PathBuf,
+    /// Read the password from the first line of standard input when one is needed.
+    #[arg(long, global = true)]
+    password_stdin: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign in with password and authenticator code; creates the cache on first use.
+    Login {
+        /// The server, https:// only.
+        #[arg(long)]
+        server: String,
+        /// A pin (base64 SPKI SHA-256); give at least two: the live key and the backup.
+        #[arg(long = "pin", required = true)]
+        pins: Vec<String>,
+        /// The last day the pins are current (default: 90 days from today).
+        #[arg(long)]
+        pins_expire: Option<String>,
+        /// The account name.
+        #[arg(long)]
+        user: String,
+        /// The authenticator's current code.
+        #[arg(long)]
+        totp: String,
+        /// The name this device shows in the account's device list.
+        #[arg(long, default_value = "carekeep cli")]
+        device_name: String,
+    },
+    /// Download the records this account may see into the cache.
+    Sync,
+    /// The session state, last full sign-in, server, and writes waiting for upload.
+    Status,
+    /// Print cached resources of one type, one JSON per line.
+    Show {
+        /// The resource type, e.g. Observation.
+        resource_type: String,
+        /// Only this patient's (`Patient/<id>` or `<id>`).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Only resources with this code (`system|code` or `code`).
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Lock: the next unlock needs the password.
+    Lock,
+    /// Unlock with the password (standard input), which lets the keychain unlock again.
+    Unlock,
+    /// Sign out: the server revokes this device; keychain items are removed.
+    Logout,
+    /// Erase this device's copy of the records, its keys and keychain items.
+    Wipe,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("carekeep: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carekeep: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Exit codes: 0 done; 1 anything else; 2 wrong usage; 3 sign-in or unlock needed (or
+/// refused); 4 the connection is not trusted (pins, TLS, `http://`); 5 the server cannot be
+/// reached; 6 this device's copy was erased.
+fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::ReauthRequired
+        | Error::SessionEnded
+        | Error::PasswordRequired
+        | Error::OfflineGraceOver
+        | Error::NoVault
+        | Error::Locked
+        | Error::BadCredentials
+        | Error::BadCode
+        | Error::CodeAlreadyUsed
+        | Error::ChallengeExpired
+        | Error::AccountLocked { .. }
+        | Error::WrongPassword { .. }
+        | Error::UnlockBackoff { .. }
+        | Error::OtherAccount => 3,
+        Error::PinMismatch
+        | Error::TlsRefused
+        | Error::CertificateNameMismatch
+        | Error::CertificateExpired
+        | Error::InsecureUrl => 4,
+        Error::ServerUnreachable => 5,
+        Error::RemoteWipe | Error::WipedAfterFailedAttempts => 6,
+        _ => 1,
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let profile = Profile::new(&cli.profile);
+    let keychain = Keychain::os();
+    let clock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Login { server, pins, pins_expire, user, totp, device_name } => {
+            let url = ServerUrl::parse(&server)?;
+            let pins = pin_set(&pins, pins_expire.as_deref())?;
+            let password = read_password(cli.password_stdin)?;
+            let request =
+                SignIn { url, pins, username: &user, password: &password, code: &totp, device_name: &device_name };
+            let mut account = Account::sign_in(&profile, keychain, clock, request).await?;
+            print_status(&mut account);
+        }
+        Command::Sync => {
+            let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
+            let done =
+                account.download(|done, of| eprintln!("carekeep: downloaded {done} of {of} patients' records")).await?;
+            println!("patients: {}\nresources: {}", done.patients, done.resources);
+        }
+        Command::Status => {
+            let mut account = Account::open(&profile, keychain, clock)?;
+            // Unlocked if the keychain allows (for the outbox count); status works locked too.
+            let _ = account.unlock_with_device_key();
+            print_status(&mut account);
+        }
+        Command::Show { resource_type, patient, code } => {
+            let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
+            let query = ResourceQuery {
+                patient: patient.map(|p| if p.starts_with("Patient/") { p } else { format!("Patient/{p}") }),
+                resource_type,
+                code: code.as_deref().map(CodeFilter::parse).transpose()?,
+                ..ResourceQuery::default()
+            };
+            for resource in account.store()?.search(&query)? {
+                println!("{}", resource.json);
+            }
+        }
+        Command::Lock => {
+            Account::open(&profile, keychain, clock)?.lock()?;
+            eprintln!("carekeep: locked; unlock with your password.");
+        }
+        Command::Unlock => {
+            let mut account = Account::open(&profile, keychain, clock)?;
+            account.unlock_with_password(&read_password(true)?)?;
+            print_status(&mut account);
+        }
+        Command::Logout => {
+            let out = Account::open(&profile, keychain, clock)?.logout().await?;
+            if !out.revoked_at_server {
+                eprintln!(
+                    "carekeep: signed out here, but the server could not be reached to end the session; it ends at the server's idle limit."
+                );
+            }
+            eprintln!("carekeep: signed out{}.", if out.cache_wiped { " and the cache erased" } else { "" });
+        }
+        Command::Wipe => {
+            let report = match Account::open(&profile, keychain.clone(), clock) {
+                Ok(account) => account.wipe()?,
+                // No one signed in: the vault (if any) is erased all the same.
+                Err(Error::NoVault) if profile.has_vault() => carekeep_core::Vault::open(&profile, keychain)?.wipe()?,
+                Err(e) => return Err(e),
+            };
+            eprintln!("carekeep: erased; nothing of this profile remains readable.");
+            if !report.keychain_cleared {
+                eprintln!("carekeep: the keychain could not be reached; its item wraps nothing any more.");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The account, unlocked by the keychain's device key when the session allows it, else by
+/// the password from standard input (`--password-stdin`).
+fn unlocked(profile: &Profile, keychain: Keychain, password_stdin: bool) -> Result<Account, Error> {
+    let mut account = Account::open(profile, keychain, Arc::new(SystemClock))?;
+    match account.unlock_with_device_key() {
+        Ok(()) => Ok(account),
+        Err(Error::ReauthRequired | Error::PasswordRequired | Error::DeviceKeyMissing | Error::KeychainUnavailable)
+            if password_stdin =>
+        {
+            account.unlock_with_password(&read_password(true)?)?;
+            Ok(account)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_password(from_stdin: bool) -> Result<Password, Error> {
+    if !from_stdin {
+        return Err(Error::InvalidArgument {
+            what: "password",
+            problem: "pass --password-stdin and give the password on standard input",
+        });
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|_| Error::InvalidArgument { what: "password", problem: "standard input could not be read" })?;
+    let trimmed = line.trim_end_matches(['\r', '\n']).to_owned();
+    // The buffer held the password too; overwrite it before it is dropped.
+    line.clear();
+    line.extend(std::iter::repeat_n(' ', line.capacity()));
+    if trimmed.is_empty() {
+        return Err(Error::InvalidArgument { what: "password", problem: "standard input was empty" });
+    }
+    Ok(Password::new(trimmed))
+}
+
+fn pin_set(pins: &[String], expires: Option<&str>) -> Result<PinSet, Error> {
+    let bad = |problem| Error::InvalidArgument { what: "pins", problem };
+    let pins = pins.iter().map(|p| Pin::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|_| {
+        bad("each --pin is the base64 SHA-256 of a public key (44 characters), as `carekeep-server pins` prints")
+    })?;
+    let expires = match expires {
+        Some(date) => time::Date::parse(date, time::macros::format_description!("[year]-[month]-[day]"))
+            .map_err(|_| bad("--pins-expire is a date, YYYY-MM-DD"))?,
+        None => (time::OffsetDateTime::now_utc() + time::Duration::days(90)).date(),
+    };
+    PinSet::new(pins, expires).map_err(|_| bad("give at least two different pins: the live key and the backup key"))
+}
+
+fn print_status(account: &mut Account) {
+    let status = account.status();
+    let state = match status.state {
+        State::SignedOut => "signed out",
+        State::Unlocked => "unlocked",
+        State::Locked => "locked",
+        State::ReauthRequired => "sign-in required",
+        State::Wiped => "wiped",
+    };
+    let last = time::OffsetDateTime::from_unix_timestamp(status.last_full_auth_unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    println!("state: {state}");
+    println!("server: {}", status.server);
+    println!("tenant: {}", status.tenant);
+    println!("user: {}", status.user_id);
+    println!("role: {}", status.role.as_str());
+    println!("last full sign-in: {last}");
+    println!("pins: {}", if status.pins_expired { "expired (still enforced)" } else { "current" });
+    match status.pending_writes {
+        Some(n) => println!("pending writes: {n}"),
+        None => println!("pending writes: unknown while locked"),
+    }
+}

@@ -1,0 +1,120 @@
+//! `carekeep` end to end: the real binary against the real server over TLS, in the private
+//! keyring session of `cargo xtask test`: login, sync, show, status, lock, unlock, logout,
+//! wipe, and the exit codes of refusals.
+#![allow(missing_docs)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use carekeep_e2e::{Running, World};
+use carekeep_protocol::auth::Role;
+
+/// Runs `carekeep --profile PROFILE ARGS`, with `stdin` on standard input.
+async fn carekeep(profile: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let (profile, args, stdin) =
+        (profile.to_owned(), args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(), stdin.map(str::to_owned));
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_carekeep"))
+            .arg("--profile")
+            .arg(&profile)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(format!("{text}\n").as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// `carekeep login` with the world's user, password on standard input.
+async fn login(profile: &std::path::Path, world: &World, server: &str, pins: [&str; 2], code: &str) -> Output {
+    let args = [
+        "login",
+        "--server",
+        server,
+        "--pin",
+        pins[0],
+        "--pin",
+        pins[1],
+        "--user",
+        &world.username,
+        "--totp",
+        code,
+        "--password-stdin",
+    ];
+    carekeep(profile, &args, Some(&world.password)).await
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_sync_show_lock_unlock_logout_and_wipe() {
+    let world = World::demo(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let pins = world.data.pins().unwrap();
+    let (live, backup) = (pins.live.to_string(), pins.backup.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile");
+    let url = running.url().as_str().to_owned();
+    let code = world.code(0);
+    // Refusals first: plain HTTP, and a pin that is not the server's (exit 4, nothing sent).
+    let insecure = login(&profile, &world, &url.replace("https://", "http://"), [&live, &backup], &code).await;
+    assert_eq!(insecure.status.code(), Some(4), "{}", text(&insecure));
+    assert!(text(&insecure).contains("HTTPS only"));
+    let stranger = carekeep_protocol::pins::Pin::from_spki_der(b"someone else").to_string();
+    let mismatch = login(&profile, &world, &url, [&stranger, &backup], &code).await;
+    assert_eq!(mismatch.status.code(), Some(4), "{}", text(&mismatch));
+    assert!(text(&mismatch).contains("may be intercepted"));
+
+    let signed_in = login(&profile, &world, &url, [&live, &backup], &code).await;
+    assert!(signed_in.status.success(), "{}", text(&signed_in));
+    assert!(text(&signed_in).contains("state: unlocked"));
+
+    let synced = carekeep(&profile, &["sync"], None).await;
+    assert!(synced.status.success(), "{}", text(&synced));
+    assert!(text(&synced).contains("patients: 2"), "{}", text(&synced));
+    assert!(String::from_utf8_lossy(&synced.stderr).contains("downloaded 2 of 2"));
+
+    let shown = carekeep(&profile, &["show", "Patient"], None).await;
+    assert!(shown.status.success(), "{}", text(&shown));
+    let patients: Vec<&str> = std::str::from_utf8(&shown.stdout).unwrap().lines().collect();
+    assert_eq!(patients.len(), 2);
+    assert!(patients.iter().all(|p| p.contains("\"resourceType\":\"Patient\"")));
+
+    let status = carekeep(&profile, &["status"], None).await;
+    assert!(text(&status).contains("state: unlocked") && text(&status).contains("role: patient"), "{}", text(&status));
+
+    // Locked by hand: the keychain alone no longer opens it (exit 3), the password does.
+    assert!(carekeep(&profile, &["lock"], None).await.status.success());
+    let refused = carekeep(&profile, &["show", "Patient"], None).await;
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(text(&refused).contains("password"));
+    let wrong = carekeep(&profile, &["unlock"], Some("not the password")).await;
+    assert_eq!(wrong.status.code(), Some(3), "{}", text(&wrong));
+    let unlocked = carekeep(&profile, &["unlock"], Some(&world.password)).await;
+    assert!(unlocked.status.success(), "{}", text(&unlocked));
+    assert!(carekeep(&profile, &["show", "Patient"], None).await.status.success(), "the keychain unlocks again");
+
+    let logout = carekeep(&profile, &["logout"], None).await;
+    assert!(logout.status.success(), "{}", text(&logout));
+    let after = carekeep(&profile, &["status"], None).await;
+    assert_eq!(after.status.code(), Some(3), "{}", text(&after));
+    assert!(text(&after).contains("Sign in"));
+
+    let wiped = carekeep(&profile, &["wipe"], None).await;
+    assert!(wiped.status.success(), "{}", text(&wiped));
+    assert!(!profile.join("vault.keys").exists() && !profile.join("vault.db").exists());
+    // The password never appears in anything the CLI printed.
+    for output in [&signed_in, &synced, &shown, &status, &refused, &wrong, &unlocked, &logout, &after, &wiped] {
+        assert!(!text(output).contains(&world.password));
+    }
+}

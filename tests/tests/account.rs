@@ -198,3 +198,30 @@ async fn download_fills_the_vault_with_what_the_account_may_see() {
     let again = account.download(|_, _| {}).await.unwrap();
     assert_eq!(account.store().unwrap().count().unwrap(), u64::try_from(again.resources).unwrap());
 }
+
+/// The server's certificate changes to a key the device never pinned (two rotations on,
+/// the device having slept through both): the connection fails closed, and the refusal is
+/// in the local audit for the organisation to see.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_mismatch_fails_closed_and_is_audited() {
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    drop(account);
+    drop(running);
+    world.data.rotate_tls("localhost").unwrap();
+    world.data.rotate_tls("localhost").unwrap();
+    let rotated = Running::start(&world.data).await;
+    // The profile remembers the old port's address: point it at the new one.
+    let facts_path = device.profile.dir().join("session.json");
+    let facts = std::fs::read_to_string(&facts_path).unwrap();
+    let old_url = facts.split("\"server\": \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    std::fs::write(&facts_path, facts.replace(&old_url, rotated.url().as_str())).unwrap();
+
+    let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
+    later.unlock_with_device_key().unwrap();
+    assert!(matches!(later.download(|_, _| {}).await, Err(Error::PinMismatch)));
+    let actions: Vec<String> = later.take_audit().into_iter().map(|r| r.event.action).collect();
+    assert_eq!(actions.last().map(String::as_str), Some("connection refused (pin-mismatch)"), "{actions:?}");
+}

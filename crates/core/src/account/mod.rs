@@ -248,7 +248,8 @@ impl Account {
             return Ok(token.clone());
         }
         let refresh = self.keychain.load_secret(self.vault.device_id().as_str(), Item::RefreshToken)?;
-        match self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id).await {
+        let refreshed = self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id).await;
+        match self.noting_pin_mismatch(refreshed) {
             Ok(tokens) => {
                 store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
                 self.access_token = Some(tokens.access_token.clone());
@@ -299,14 +300,23 @@ impl Account {
     /// One page, refreshing the access token once if it expired.
     async fn fetch(&mut self, page: &Page) -> Result<(String, Option<Page>)> {
         let token = self.access_token().await?;
-        match self.server.fhir_page(&token, page).await {
+        let fetched = match self.server.fhir_page(&token, page).await {
             Err(Error::AccessExpired) => {
                 self.access_token = None;
                 let token = self.access_token().await?;
                 self.server.fhir_page(&token, page).await
             }
             other => other,
+        };
+        self.noting_pin_mismatch(fetched)
+    }
+
+    /// Passes `result` on; a pin mismatch is also written to the local audit first.
+    fn noting_pin_mismatch<T>(&mut self, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::PinMismatch)) {
+            self.session.pin_mismatch();
         }
+        result
     }
 
     /// Signs out: the server revokes this device (if reachable), the keychain items and the

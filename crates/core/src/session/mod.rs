@@ -70,6 +70,8 @@ pub enum Reason {
     Revoked,
     /// The server asked this device to erase its records.
     RemoteWipe,
+    /// A connection was refused because the server's certificate matched no pin.
+    PinMismatch,
 }
 
 impl Reason {
@@ -88,6 +90,7 @@ impl Reason {
             Reason::Logout => "logout",
             Reason::Revoked => "revoked",
             Reason::RemoteWipe => "remote-wipe",
+            Reason::PinMismatch => "pin-mismatch",
         }
     }
 }
@@ -349,6 +352,12 @@ impl Session {
         })
     }
 
+    /// Records a refused connection (the certificate matched no pin) without changing state:
+    /// a possible interception, for the organisation to see.
+    pub fn pin_mismatch(&mut self) {
+        self.record(Reason::PinMismatch, self.state, Outcome::Denied);
+    }
+
     /// The local audit records made since the last call, oldest first, for upload.
     pub fn take_audit(&mut self) -> Vec<AuditRecord> {
         std::mem::take(&mut self.audit)
@@ -397,7 +406,10 @@ impl Session {
             role: identity.map(|i| i.role.as_str().to_owned()),
             device: identity.map(|i| i.device.clone()),
             ip: None,
-            action: format!("session {} ({})", state_name(to), reason.as_str()),
+            action: match reason {
+                Reason::PinMismatch => format!("connection refused ({})", reason.as_str()),
+                _ => format!("session {} ({})", state_name(to), reason.as_str()),
+            },
             resource_type: None,
             resource_id: None,
             patient: None,

@@ -51,7 +51,7 @@ fn test() -> Result {
 fn bench(filter: &[String]) -> Result {
     setup::ensure_system_packages()?;
     let session = keyring_session::KeyringSession::new()?;
-    for (package, bench) in [("carekeep-core", "vault"), ("carekeep-server", "server")] {
+    for (package, bench) in [("carekeep-core", "vault"), ("carekeep-server", "server"), ("carekeep-e2e", "login")] {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(filter.iter().map(String::as_str));
         step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;

@@ -103,3 +103,34 @@ pub fn now_unix() -> u64 {
 fn zeroize_key(key: [u8; 32]) -> zeroize::Zeroizing<[u8; 32]> {
     zeroize::Zeroizing::new(key)
 }
+
+/// A test double of the presence check (no fingerprint sensor or polkit agent exists here):
+/// answers as constructed, and counts the times it was asked.
+pub struct PresenceTestDouble {
+    available: bool,
+    asked: std::sync::atomic::AtomicU32,
+}
+
+impl PresenceTestDouble {
+    /// The person is there.
+    pub fn present() -> Self {
+        Self { available: true, asked: std::sync::atomic::AtomicU32::new(0) }
+    }
+
+    /// This device has no presence check.
+    pub fn unavailable() -> Self {
+        Self { available: false, asked: std::sync::atomic::AtomicU32::new(0) }
+    }
+
+    /// How many times it was asked.
+    pub fn asked(&self) -> u32 {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl carekeep_core::presence::PresenceVerifier for PresenceTestDouble {
+    fn verify(&self, _reason: &str) -> carekeep_core::Result<()> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.available { Ok(()) } else { Err(carekeep_core::Error::PresenceUnavailable) }
+    }
+}

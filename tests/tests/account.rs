@@ -10,7 +10,7 @@ use carekeep_core::account::{Account, SignIn};
 use carekeep_core::clock::ManualClock;
 use carekeep_core::session::State;
 use carekeep_core::{Clock, Error, Keychain, Password, Profile, SystemClock};
-use carekeep_e2e::{PASSWORD, Running, World};
+use carekeep_e2e::{PASSWORD, PresenceTestDouble, Running, World};
 use carekeep_protocol::auth::Role;
 
 struct Device {
@@ -83,7 +83,11 @@ async fn first_sign_in_creates_the_vault_and_later_starts_unlock_it_by_the_rules
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     assert_eq!(later.status().state, State::Locked);
     assert!(matches!(later.store(), Err(Error::Locked)));
-    later.unlock_with_device_key().unwrap();
+    // No presence check on this device: the keychain is not even read; the password is asked.
+    let absent = PresenceTestDouble::unavailable();
+    assert!(matches!(later.unlock_with_device_key(&absent), Err(Error::PresenceUnavailable)));
+    assert_eq!((absent.asked(), later.status().state), (1, State::Locked));
+    later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     later.store().unwrap();
     let fresh = later.access_token().await.unwrap();
     assert_ne!(fresh.expose(), token.expose());
@@ -94,7 +98,7 @@ async fn first_sign_in_creates_the_vault_and_later_starts_unlock_it_by_the_rules
     later.lock().unwrap();
     drop(later);
     let mut again = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
-    assert!(matches!(again.unlock_with_device_key(), Err(Error::PasswordRequired)));
+    assert!(matches!(again.unlock_with_device_key(&PresenceTestDouble::present()), Err(Error::PasswordRequired)));
     assert!(matches!(
         again.unlock_with_password(&Password::new("wrong password here")),
         Err(Error::WrongPassword { .. })
@@ -121,7 +125,9 @@ async fn past_the_windows_only_a_full_sign_in_unlocks_and_it_reopens_the_same_va
 
     clock.advance(std::time::Duration::from_secs(13 * 3600));
     let mut later = Account::open(&device.profile, device.keychain.clone(), clock.clone()).unwrap();
-    assert!(matches!(later.unlock_with_device_key(), Err(Error::ReauthRequired)));
+    let presence = PresenceTestDouble::present();
+    assert!(matches!(later.unlock_with_device_key(&presence), Err(Error::ReauthRequired)));
+    assert_eq!(presence.asked(), 0, "past the window the person is not even asked");
     // Inside the 72-hour offline grace, the password still works.
     later.unlock_with_password(&Password::new(PASSWORD)).unwrap();
     drop(later);
@@ -169,7 +175,7 @@ async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
     let me = auth.authenticate(token.expose(), now).await.unwrap();
     assert!(auth.revoke(&me, &me.device_id.clone(), true).await.unwrap());
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
-    later.unlock_with_device_key().unwrap();
+    later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     assert!(matches!(later.access_token().await, Err(Error::RemoteWipe)));
     assert!(!device.profile.has_vault(), "the vault is gone");
     assert!(matches!(
@@ -220,7 +226,7 @@ async fn a_pin_mismatch_fails_closed_and_is_audited() {
     std::fs::write(&facts_path, facts.replace(&old_url, rotated.url().as_str())).unwrap();
 
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
-    later.unlock_with_device_key().unwrap();
+    later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     assert!(matches!(later.download(|_, _| {}).await, Err(Error::PinMismatch)));
     let actions: Vec<String> = later.take_audit().into_iter().map(|r| r.event.action).collect();
     assert_eq!(actions.last().map(String::as_str), Some("connection refused (pin-mismatch)"), "{actions:?}");

@@ -114,7 +114,9 @@ fn exit_code(error: &Error) -> u8 {
         | Error::AccountLocked { .. }
         | Error::WrongPassword { .. }
         | Error::UnlockBackoff { .. }
-        | Error::OtherAccount => 3,
+        | Error::OtherAccount
+        | Error::PresenceUnavailable
+        | Error::PresenceRefused => 3,
         Error::PinMismatch
         | Error::TlsRefused
         | Error::CertificateNameMismatch
@@ -148,8 +150,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Status => {
             let mut account = Account::open(&profile, keychain, clock)?;
-            // Unlocked if the keychain allows (for the outbox count); status works locked too.
-            let _ = account.unlock_with_device_key();
+            // Unlocked if presence and the keychain allow (for the outbox count); status works
+            // locked too.
+            let _ = account.unlock_with_device_key(carekeep_core::presence::for_this_os().as_ref());
             print_status(&mut account);
         }
         Command::Show { resource_type, patient, code } => {
@@ -198,15 +201,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
-/// The account, unlocked by the keychain's device key when the session allows it, else by
-/// the password from standard input (`--password-stdin`).
+/// The account, unlocked by the keychain's device key when the session allows it and the
+/// system's presence check (polkit on Linux) confirms the person, else by the password from
+/// standard input (`--password-stdin`).
 fn unlocked(profile: &Profile, keychain: Keychain, password_stdin: bool) -> Result<Account, Error> {
     let mut account = Account::open(profile, keychain, Arc::new(SystemClock))?;
-    match account.unlock_with_device_key() {
+    match account.unlock_with_device_key(carekeep_core::presence::for_this_os().as_ref()) {
         Ok(()) => Ok(account),
-        Err(Error::ReauthRequired | Error::PasswordRequired | Error::DeviceKeyMissing | Error::KeychainUnavailable)
-            if password_stdin =>
-        {
+        Err(
+            Error::ReauthRequired
+            | Error::PasswordRequired
+            | Error::DeviceKeyMissing
+            | Error::KeychainUnavailable
+            | Error::PresenceUnavailable
+            | Error::PresenceRefused,
+        ) if password_stdin => {
             account.unlock_with_password(&read_password(true)?)?;
             Ok(account)
         }

@@ -199,6 +199,14 @@ pub enum Error {
     #[error("For your security, sign in again with your password and authenticator code.")]
     ReauthRequired,
 
+    /// This device has no presence check (or it is not set up): use the password.
+    #[error("This device cannot confirm it is you without your password. Unlock with your password.")]
+    PresenceUnavailable,
+
+    /// The presence check was cancelled or failed.
+    #[error("The check that it is you was cancelled or did not succeed. Try again, or unlock with your password.")]
+    PresenceRefused,
+
     /// The profile holds another person's records.
     #[error("This device holds another account's records. Erase them (wipe) before signing in as someone else.")]
     OtherAccount,

@@ -15,6 +15,7 @@ pub mod keychain;
 pub mod keys;
 pub mod net;
 mod platform;
+pub mod presence;
 pub mod session;
 pub mod store;
 pub mod vault;

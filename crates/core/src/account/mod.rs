@@ -25,6 +25,7 @@ use carekeep_protocol::pins::PinSet;
 
 use crate::keychain::Item;
 use crate::net::{Page, Server, ServerUrl, VerifiedPolicy};
+use crate::presence::PresenceVerifier;
 use crate::session::{Identity, Rules, Session, State};
 use crate::store::Store;
 use crate::{Clock, DeviceId, Error, Keychain, Password, Profile, Result, UserId, Vault, WipeReport};
@@ -170,13 +171,16 @@ impl Account {
     }
 
     /// Unlocks with the device key from the keychain, if the session allows it (the last
-    /// full sign-in inside the presence window, the key intact, not locked by hand).
-    pub fn unlock_with_device_key(&mut self) -> Result<()> {
+    /// full sign-in inside the presence window, the key intact, not locked by hand) and
+    /// `presence` confirms the person — in that order: presence check, keychain, unwrap,
+    /// open (DESIGN §2). [`Error::PresenceUnavailable`]: ask for the password instead.
+    pub fn unlock_with_device_key(&mut self, presence: &dyn PresenceVerifier) -> Result<()> {
         if self.facts.password_required {
             return Err(Error::PasswordRequired);
         }
         let has_key = self.vault.has_device_key().unwrap_or(false);
         self.session.check_presence_unlock(has_key)?;
+        presence.verify("Unlock your Carekeep records")?;
         self.vault.unlock_with_device_key()?;
         self.session.presence_verified()?;
         Ok(())

@@ -1,4 +1,8 @@
-//! The few file-system details that differ per OS, kept in one place so no logic needs `cfg`.
+//! What differs per OS, kept in one place so no logic needs `cfg`: a few file-system
+//! details here, and one module per OS behind the traits the core defines.
+
+#[cfg(target_os = "linux")]
+pub(crate) mod linux;
 
 use std::fs::File;
 use std::io;

@@ -129,8 +129,8 @@ impl PresenceTestDouble {
 }
 
 impl carekeep_core::presence::PresenceVerifier for PresenceTestDouble {
-    fn verify(&self, _reason: &str) -> carekeep_core::Result<()> {
+    fn verify(&self, _reason: &str) -> Result<(), carekeep_core::presence::PresenceError> {
         self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.available { Ok(()) } else { Err(carekeep_core::Error::PresenceUnavailable) }
+        if self.available { Ok(()) } else { Err(carekeep_core::presence::PresenceError::Unavailable) }
     }
 }

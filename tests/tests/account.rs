@@ -105,8 +105,21 @@ async fn first_sign_in_creates_the_vault_and_later_starts_unlock_it_by_the_rules
     ));
     again.unlock_with_password(&Password::new(PASSWORD)).unwrap();
     assert_eq!(again.status().state, State::Unlocked);
-    let audit: Vec<String> = again.take_audit().into_iter().map(|r| r.event.action).collect();
-    assert_eq!(audit, ["session unlocked (offline-password)"]);
+    // Every run's transitions are queued on the device, as one chain across runs.
+    let queued = again.queued_audit().unwrap();
+    let actions: Vec<&str> = queued.iter().map(|r| r.event.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "session unlocked (full-sign-in)",
+            "session unlocked (presence)",
+            "session locked (manual)",
+            "session unlocked (offline-password)"
+        ]
+    );
+    for pair in queued.windows(2) {
+        assert_eq!((pair[1].prev_hash, pair[1].seq), (pair[0].hash, pair[0].seq + 1));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -228,6 +241,6 @@ async fn a_pin_mismatch_fails_closed_and_is_audited() {
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     assert!(matches!(later.download(|_, _| {}).await, Err(Error::PinMismatch)));
-    let actions: Vec<String> = later.take_audit().into_iter().map(|r| r.event.action).collect();
+    let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
     assert_eq!(actions.last().map(String::as_str), Some("connection refused (pin-mismatch)"), "{actions:?}");
 }

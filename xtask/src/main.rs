@@ -1,7 +1,8 @@
 //! `cargo xtask`: the commands the README gives, so a fresh Debian/Ubuntu machine needs
 //! nothing but Rust to build, test and benchmark Carekeep.
 //!
-//! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings`, then
+//! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings` (and for
+//!   the macOS and Windows presence modules, on their targets), then
 //!   every test of the workspace inside a private D-Bus session with an unlocked
 //!   gnome-keyring (the real Secret Service).
 //! - `cargo xtask bench`: the criterion benchmarks of the vault and the server in the same
@@ -42,9 +43,24 @@ fn test() -> Result {
     setup::ensure_system_packages()?;
     step("cargo fmt --check", cargo(&["fmt", "--all", "--", "--check"]))?;
     step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    check_other_platforms()?;
     let session = keyring_session::KeyringSession::new()?;
     step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
+    Ok(())
+}
+
+/// The presence modules of macOS and Windows cannot run here, but they must keep compiling:
+/// clippy checks carekeep-presence for both targets (rustup adds their standard libraries).
+fn check_other_platforms() -> Result {
+    const TARGETS: [&str; 2] = ["aarch64-apple-darwin", "x86_64-pc-windows-msvc"];
+    let mut add = Command::new("rustup");
+    add.args(["target", "add"]).args(TARGETS);
+    step("rustup target add (macOS, Windows)", add)?;
+    for target in TARGETS {
+        let args = ["clippy", "-p", "carekeep-presence", "--target", target, "--", "-D", "warnings"];
+        step(&format!("cargo clippy carekeep-presence --target {target}"), cargo(&args))?;
+    }
     Ok(())
 }
 

@@ -242,6 +242,15 @@ pub enum Error {
     },
 }
 
+impl From<carekeep_presence::PresenceError> for Error {
+    fn from(e: carekeep_presence::PresenceError) -> Self {
+        match e {
+            carekeep_presence::PresenceError::Unavailable => Error::PresenceUnavailable,
+            carekeep_presence::PresenceError::Refused => Error::PresenceRefused,
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error, keeping only its kind (messages can carry paths).
     pub(crate) fn io(action: &'static str, err: &std::io::Error) -> Self {

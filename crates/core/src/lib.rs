@@ -15,8 +15,10 @@ pub mod keychain;
 pub mod keys;
 pub mod net;
 mod platform;
-pub mod presence;
 pub mod session;
+
+/// The platform's presence check (re-exported: the account takes one to unlock).
+pub use carekeep_presence as presence;
 pub mod store;
 pub mod vault;
 

@@ -15,6 +15,7 @@
 //! secret. Someone able to edit it as the user could stretch the presence window, but such
 //! a person can read the user's keychain anyway; the refresh token and keys stay there.
 
+mod audit_queue;
 mod facts;
 
 use std::sync::Arc;
@@ -140,7 +141,8 @@ impl Account {
         }
         let facts = Facts::new(&server, &tokens, &verified, clock.now_unix());
         facts.write(profile)?;
-        let mut session = Session::signed_out(clock.clone());
+        let chain_end = audit_queue::read(profile)?.pop();
+        let mut session = Session::signed_out(clock.clone()).continuing(chain_end);
         session.full_sign_in(facts.identity(), Rules::from_policy(&verified.policy));
         Ok(Self {
             profile: profile.clone(),
@@ -165,7 +167,7 @@ impl Account {
             facts.identity(),
             Rules::from_policy(&policy.policy),
             facts.last_full_auth_unix,
-            None,
+            audit_queue::read(profile)?.pop(),
         );
         Ok(Self { profile: profile.clone(), keychain, clock, facts, server, vault, session, access_token: None })
     }
@@ -180,7 +182,7 @@ impl Account {
         }
         let has_key = self.vault.has_device_key().unwrap_or(false);
         self.session.check_presence_unlock(has_key)?;
-        presence.verify("Unlock your Carekeep records")?;
+        presence.verify("Unlock your Carekeep records").map_err(Error::from)?;
         self.vault.unlock_with_device_key()?;
         self.session.presence_verified()?;
         Ok(())
@@ -349,9 +351,23 @@ impl Account {
         self.vault.wipe()
     }
 
-    /// The session's audit records since the last call (for upload).
-    pub fn take_audit(&mut self) -> Vec<AuditRecord> {
-        self.session.take_audit()
+    /// The audit records queued on this device for upload, oldest first: those written by
+    /// earlier runs, then this run's.
+    pub fn queued_audit(&mut self) -> Result<Vec<AuditRecord>> {
+        self.write_audit()?;
+        audit_queue::read(&self.profile)
+    }
+
+    /// Moves this run's new audit records to the queue file.
+    fn write_audit(&mut self) -> Result<()> {
+        audit_queue::append(&self.profile, &self.session.take_audit())
+    }
+}
+
+impl Drop for Account {
+    /// What happened in this run is queued even when the account is dropped on an error path.
+    fn drop(&mut self) {
+        let _ = self.write_audit();
     }
 }
 

@@ -1,8 +1,5 @@
-//! What differs per OS, kept in one place so no logic needs `cfg`: a few file-system
-//! details here, and one module per OS behind the traits the core defines.
-
-#[cfg(target_os = "linux")]
-pub(crate) mod linux;
+//! The few file-system details that differ per OS, kept in one place so no logic needs
+//! `cfg`. (The presence check, which differs far more, is its own crate: carekeep-presence.)
 
 use std::fs::File;
 use std::io;
@@ -21,6 +18,15 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 pub(crate) fn create_private_file(path: &Path) -> io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Opens `path` for appending, creating it readable only by the current user.
+pub(crate) fn open_private_append(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)

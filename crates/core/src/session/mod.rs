@@ -185,6 +185,14 @@ impl Session {
         }
     }
 
+    /// Continues the local audit chain from `chain_end` (the last record queued on this
+    /// device), so records of successive runs link up.
+    #[must_use]
+    pub fn continuing(mut self, chain_end: Option<AuditRecord>) -> Self {
+        self.chain_end = chain_end;
+        self
+    }
+
     /// The app starting on a device with a vault: `Locked`, with the last full sign-in's
     /// wall time as the vault recorded it, and `chain_end` the last local audit record.
     pub fn resume(

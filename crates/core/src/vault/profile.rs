@@ -47,6 +47,12 @@ impl Profile {
         self.dir.join("unlock-attempts")
     }
 
+    /// The session's audit records waiting for upload (no PHI): see `account`. Not one of
+    /// the vault's files: it survives a wipe, to be uploaded.
+    pub(crate) fn audit_queue(&self) -> PathBuf {
+        self.dir.join("audit-queue.jsonl")
+    }
+
     /// The signed-in account's session facts (no PHI, no secret): see `account`.
     pub(crate) fn session_file(&self) -> PathBuf {
         self.dir.join("session.json")

@@ -8,8 +8,7 @@ use std::time::Duration;
 use dbus::arg::{RefArg, Variant};
 use dbus::blocking::Connection;
 
-use crate::presence::{POLKIT_ACTION, PresenceVerifier};
-use crate::{Error, Result};
+use crate::{POLKIT_ACTION, PresenceError, PresenceVerifier};
 
 /// polkit's `AllowUserInteraction` flag: the agent may show its dialog.
 const ALLOW_USER_INTERACTION: u32 = 1;
@@ -18,12 +17,12 @@ const ALLOW_USER_INTERACTION: u32 = 1;
 const ANSWER_WITHIN: Duration = Duration::from_secs(120);
 
 /// Asks polkit; see the module documentation.
-pub struct Polkit;
+pub(super) struct Polkit;
 
 impl PresenceVerifier for Polkit {
-    fn verify(&self, _reason: &str) -> Result<()> {
+    fn verify(&self, _reason: &str) -> Result<(), PresenceError> {
         // No system bus or no polkit daemon: there is no presence check on this machine.
-        let conn = Connection::new_system().map_err(|_| Error::PresenceUnavailable)?;
+        let conn = Connection::new_system().map_err(|_| PresenceError::Unavailable)?;
         let proxy =
             conn.with_proxy("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority", ANSWER_WITHIN);
         let subject = ("unix-process".to_owned(), this_process()?);
@@ -35,24 +34,24 @@ impl PresenceVerifier for Polkit {
                 (subject, POLKIT_ACTION, details, ALLOW_USER_INTERACTION, String::new()),
             )
             .map_err(|e| match e.name() {
-                Some("org.freedesktop.PolicyKit1.Error.Cancelled") => Error::PresenceRefused,
+                Some("org.freedesktop.PolicyKit1.Error.Cancelled") => PresenceError::Refused,
                 // The action is not installed, or polkit is not running.
-                _ => Error::PresenceUnavailable,
+                _ => PresenceError::Unavailable,
             })?;
-        if authorized { Ok(()) } else { Err(Error::PresenceRefused) }
+        if authorized { Ok(()) } else { Err(PresenceError::Refused) }
     }
 }
 
 /// polkit's `unix-process` subject for this process: its pid and start time (so a recycled
 /// pid cannot borrow the answer).
-fn this_process() -> Result<HashMap<String, Variant<Box<dyn RefArg>>>> {
-    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| Error::PresenceUnavailable)?;
+fn this_process() -> Result<HashMap<String, Variant<Box<dyn RefArg>>>, PresenceError> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| PresenceError::Unavailable)?;
     // Field 22 (start time), counted after the command name's closing parenthesis.
     let start_time: u64 = stat
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(19))
         .and_then(|t| t.parse().ok())
-        .ok_or(Error::PresenceUnavailable)?;
+        .ok_or(PresenceError::Unavailable)?;
     let mut subject: HashMap<String, Variant<Box<dyn RefArg>>> = HashMap::new();
     subject.insert("pid".into(), Variant(Box::new(std::process::id())));
     subject.insert("start-time".into(), Variant(Box::new(start_time)));

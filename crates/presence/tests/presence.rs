@@ -3,7 +3,7 @@
 //! On a desktop with polkit but without Carekeep's action installed the answer is the same.
 #![allow(missing_docs)]
 
-use carekeep_core::Error;
+use carekeep_presence::PresenceError;
 
 #[test]
 fn without_polkit_the_answer_is_unavailable_so_the_password_is_asked() {
@@ -11,6 +11,6 @@ fn without_polkit_the_answer_is_unavailable_so_the_password_is_asked() {
         // Installed: the real dialog would appear; that is for a person to try, not a test.
         return;
     }
-    let verdict = carekeep_core::presence::for_this_os().verify("test");
-    assert!(matches!(verdict, Err(Error::PresenceUnavailable)), "{verdict:?}");
+    let verdict = carekeep_presence::for_this_os().verify("test");
+    assert_eq!(verdict, Err(PresenceError::Unavailable));
 }

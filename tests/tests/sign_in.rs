@@ -26,6 +26,9 @@ async fn password_and_code_give_tokens_and_the_verified_policy() {
     assert_eq!((policy.tenant.as_str(), policy.role), (carekeep_e2e::TENANT, Role::Clinician));
     assert_eq!(policy.idle_lock_secs, 15 * 60);
     assert!(policy.pins.contains(&world.data.pins().unwrap().backup));
+    // The server's clock, from its answers: a time the device's clock cannot set back.
+    let server_time = server.last_server_time().unwrap();
+    assert!(server_time.abs_diff(i64::try_from(carekeep_e2e::now_unix()).unwrap()) < 60);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -213,3 +213,21 @@ fn every_transition_is_a_chained_phi_free_audit_record() {
     }
     assert!(s.take_audit().is_empty(), "taken once");
 }
+
+/// After a restart the monotonic clock starts again; what keeps a clock set back from
+/// stretching the window is the latest time known to be true — an earlier reading of this
+/// device's clock, or the server's clock from its last answer.
+#[test]
+fn the_latest_known_time_holds_after_a_restart_with_the_clock_set_back() {
+    // Signed in at T0; 13 hours later the server's answer said so; now, after a restart,
+    // the device clock reads T0 + 2 h.
+    let clock = Arc::new(ManualClock::new(T0 + 2 * 3600));
+    let mut s = Session::resume(clock.clone(), identity(Role::Clinician), rules(Role::Clinician), T0, None);
+    s.time_seen(T0 + 13 * 3600);
+    assert!(matches!(s.check_presence_unlock(true), Err(Error::ReauthRequired)));
+    assert_eq!(s.latest_known_time(), T0 + 13 * 3600);
+
+    // Without that knowledge the same clock would have allowed it: the test is meaningful.
+    let mut unaware = Session::resume(clock, identity(Role::Clinician), rules(Role::Clinician), T0, None);
+    unaware.check_presence_unlock(true).unwrap();
+}

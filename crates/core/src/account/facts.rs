@@ -22,6 +22,9 @@ pub(super) struct Facts {
     pub password_required: bool,
     pub signed_policy: SignedPolicy,
     pub policy_key: String,
+    /// The latest time known to be true (this device's readings, the server's clock).
+    #[serde(default)]
+    pub latest_known_time: i64,
 }
 
 impl Facts {
@@ -39,6 +42,7 @@ impl Facts {
             password_required: false,
             signed_policy: verified.signed.clone(),
             policy_key: verified.key.clone(),
+            latest_known_time: now_unix,
         }
     }
 

@@ -144,6 +144,7 @@ impl Account {
         let chain_end = audit_queue::read(profile)?.pop();
         let mut session = Session::signed_out(clock.clone()).continuing(chain_end);
         session.full_sign_in(facts.identity(), Rules::from_policy(&verified.policy));
+        session.time_seen(server.last_server_time().unwrap_or(i64::MIN));
         Ok(Self {
             profile: profile.clone(),
             keychain,
@@ -162,13 +163,14 @@ impl Account {
         let policy = facts.policy()?;
         let server = Server::connect(ServerUrl::parse(&facts.server)?, facts.pins.clone())?;
         let vault = Vault::open(profile, keychain.clone())?.with_clock(clock.clone());
-        let session = Session::resume(
+        let mut session = Session::resume(
             clock.clone(),
             facts.identity(),
             Rules::from_policy(&policy.policy),
             facts.last_full_auth_unix,
             audit_queue::read(profile)?.pop(),
         );
+        session.time_seen(facts.latest_known_time);
         Ok(Self { profile: profile.clone(), keychain, clock, facts, server, vault, session, access_token: None })
     }
 
@@ -257,6 +259,7 @@ impl Account {
         let refreshed = self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id).await;
         match self.noting_pin_mismatch(refreshed) {
             Ok(tokens) => {
+                self.session.time_seen(self.server.last_server_time().unwrap_or(i64::MIN));
                 store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
                 self.access_token = Some(tokens.access_token.clone());
                 Ok(tokens.access_token)
@@ -365,9 +368,16 @@ impl Account {
 }
 
 impl Drop for Account {
-    /// What happened in this run is queued even when the account is dropped on an error path.
+    /// What happened in this run is queued even when the account is dropped on an error
+    /// path, and the latest time known to be true is kept for the next start.
     fn drop(&mut self) {
         let _ = self.write_audit();
+        if matches!(self.session.state(), State::Unlocked | State::Locked | State::ReauthRequired)
+            && self.profile.session_file().exists()
+        {
+            self.facts.latest_known_time = self.session.latest_known_time();
+            let _ = self.facts.write(&self.profile);
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub type Tokens = TokenResponse;
 pub struct Server {
     url: ServerUrl,
     http: reqwest::Client,
+    /// The server's clock at its latest answer (Unix seconds, from `Date`; 0: none yet).
+    clock_seen: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Server {
@@ -37,7 +39,22 @@ impl Server {
 
     /// As [`Server::connect`], with the certificate authorities given (an enterprise CA).
     pub fn with_roots(url: ServerUrl, pins: PinSet, roots: Roots) -> Result<Self> {
-        Ok(Self { http: client(pins, roots)?, url })
+        Ok(Self { http: client(pins, roots)?, url, clock_seen: std::sync::Arc::default() })
+    }
+
+    /// The server's clock at its latest answer, if it has answered: a time the device's
+    /// own clock cannot set back.
+    pub fn last_server_time(&self) -> Option<i64> {
+        Some(self.clock_seen.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    /// Sends `request`, noting the server's clock from the answer.
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| classify(&e))?;
+        if let Some(time) = response.headers().get(reqwest::header::DATE).and_then(|d| http_date(d.to_str().ok()?)) {
+            self.clock_seen.fetch_max(time, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(response)
     }
 
     /// The password step.
@@ -63,8 +80,7 @@ impl Server {
     /// Ends this device's session on the server.
     pub async fn logout(&self, refresh_token: &Secret) -> Result<()> {
         let body = LogoutRequest { refresh_token: refresh_token.clone() };
-        let response =
-            self.http.post(self.url.join("/auth/logout")).json(&body).send().await.map_err(|e| classify(&e))?;
+        let response = self.exchange(self.http.post(self.url.join("/auth/logout")).json(&body)).await?;
         if response.status().is_success() { Ok(()) } else { Err(refusal(response).await) }
     }
 
@@ -84,7 +100,7 @@ impl Server {
     pub async fn fhir_page(&self, access_token: &Secret, page: &Page) -> Result<(String, Option<Page>)> {
         let mut url = self.url.join(&page.path);
         url.query_pairs_mut().extend_pairs(page.query.iter());
-        let response = self.http.get(url).bearer_auth(access_token.expose()).send().await.map_err(|e| classify(&e))?;
+        let response = self.exchange(self.http.get(url).bearer_auth(access_token.expose())).await?;
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
@@ -104,7 +120,7 @@ impl Server {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
-        let response = request.send().await.map_err(|e| classify(&e))?;
+        let response = self.exchange(request).await?;
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
@@ -169,5 +185,23 @@ async fn refusal(response: reqwest::Response) -> Error {
         "device_wipe" => Error::RemoteWipe,
         "step_up_required" => Error::StepUpRequired,
         _ => Error::ServerRefused { status },
+    }
+}
+
+/// An HTTP `Date` (IMF-fixdate, RFC 9110: `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.
+fn http_date(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text, format).ok().map(|t| t.assume_utc().unix_timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_parse_and_other_forms_do_not() {
+        assert_eq!(super::http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(super::http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(super::http_date("1994-11-06T08:49:37Z"), None);
     }
 }

@@ -167,6 +167,9 @@ pub struct Session {
     backgrounded_at: Option<Duration>,
     audit: Vec<AuditRecord>,
     chain_end: Option<AuditRecord>,
+    /// The latest wall time known to have been true (earlier device readings, the server's
+    /// clock): a device clock set back below it does not make time go back.
+    latest_known_time: i64,
 }
 
 impl Session {
@@ -182,6 +185,7 @@ impl Session {
             backgrounded_at: None,
             audit: Vec::new(),
             chain_end: None,
+            latest_known_time: i64::MIN,
         }
     }
 
@@ -209,6 +213,19 @@ impl Session {
         session.full_auth = Some(FullAuth { wall: last_full_auth_unix, monotonic: None });
         session.chain_end = chain_end;
         session
+    }
+
+    /// `unix` is known to be (or to have been) the true time: a reading of this device's
+    /// clock from an earlier run, or the server's clock. Windows are measured from the later
+    /// of this and the device clock, so setting the clock back after a restart gains nothing
+    /// beyond the time last seen.
+    pub fn time_seen(&mut self, unix: i64) {
+        self.latest_known_time = self.latest_known_time.max(unix);
+    }
+
+    /// The latest time known to be true, for the caller to keep across restarts.
+    pub fn latest_known_time(&self) -> i64 {
+        self.latest_known_time.max(self.clock.now_unix())
     }
 
     /// The current state (timers are applied by [`Session::tick`]).
@@ -371,11 +388,15 @@ impl Session {
         std::mem::take(&mut self.audit)
     }
 
-    /// Whether the last full sign-in is younger than `window`, by both clocks. A wall clock
-    /// earlier than the sign-in itself means someone moved it back: not within.
+    /// Whether the last full sign-in is younger than `window`, by both clocks and the latest
+    /// time known to be true. A wall clock earlier than the sign-in itself means someone
+    /// moved it back: not within.
     fn full_auth_within(&self, window: Duration) -> bool {
         let Some(auth) = self.full_auth else { return false };
-        let Ok(wall_age) = u64::try_from(self.clock.now_unix() - auth.wall) else { return false };
+        if self.clock.now_unix() < auth.wall {
+            return false;
+        }
+        let Ok(wall_age) = u64::try_from(self.latest_known_time() - auth.wall) else { return false };
         let monotonic_age = auth.monotonic.map_or(Duration::ZERO, |at| self.clock.monotonic().saturating_sub(at));
         Duration::from_secs(wall_age).max(monotonic_age) < window
     }

@@ -244,3 +244,31 @@ async fn a_pin_mismatch_fails_closed_and_is_audited() {
     let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
     assert_eq!(actions.last().map(String::as_str), Some("connection refused (pin-mismatch)"), "{actions:?}");
 }
+
+/// The organisation revokes the device (here the user, from another device): at its next
+/// contact the device is told so and erases its copy; the transition is queued for upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_by_the_organisation_erases_the_cache() {
+    let world = World::new(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let token = account.access_token().await.unwrap();
+    drop(account);
+    let auth = carekeep_server::auth::Auth::new(
+        Arc::new(world.data.open_store().unwrap()),
+        carekeep_server::auth::AuthPolicy::default(),
+        1,
+    );
+    let me = auth.authenticate(token.expose(), SystemClock.now_unix()).await.unwrap();
+    assert!(auth.revoke(&me, &me.device_id.clone(), false).await.unwrap());
+
+    let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
+    later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
+    let revoked = later.access_token().await.unwrap_err();
+    assert!(matches!(revoked, Error::DeviceRevoked), "{revoked:?}");
+    assert!(revoked.to_string().contains("erased"));
+    assert!(!device.profile.has_vault());
+    let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
+    assert_eq!(actions.last().map(String::as_str), Some("session wiped (revoked)"));
+}

@@ -123,7 +123,7 @@ fn exit_code(error: &Error) -> u8 {
         | Error::CertificateExpired
         | Error::InsecureUrl => 4,
         Error::ServerUnreachable => 5,
-        Error::RemoteWipe | Error::WipedAfterFailedAttempts => 6,
+        Error::RemoteWipe | Error::DeviceRevoked | Error::WipedAfterFailedAttempts => 6,
         _ => 1,
     }
 }

@@ -186,6 +186,12 @@ pub enum Error {
     #[error("Your access expired. Try again; if it persists, sign in again.")]
     AccessExpired,
 
+    /// The organisation revoked this device (or disabled the account): its copy is erased.
+    #[error(
+        "Your organisation signed this device out, so its copy of your records was erased. Sign in again to continue."
+    )]
+    DeviceRevoked,
+
     /// The server asked this device to erase its records.
     #[error("Your organisation has asked this device to erase its copy of your records. Sign in again to continue.")]
     RemoteWipe,

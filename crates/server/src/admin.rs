@@ -67,7 +67,10 @@ pub fn disable_user(store: &Store, username: &str) -> Result<(), ServerError> {
     if changed == 0 {
         return Err(ServerError::Invalid(format!("no user named {username}")));
     }
-    tx.execute("UPDATE devices SET revoked = 1 WHERE user_id = (SELECT id FROM users WHERE username = ?1)", [username])
+    tx.execute(
+        "UPDATE devices SET revoked = 1, revoked_by_person = 1 WHERE user_id = (SELECT id FROM users WHERE username = ?1)",
+        [username],
+    )
         .map_err(|e| ServerError::Store(e.to_string()))?;
     tx.commit().map_err(|e| ServerError::Store(e.to_string()))
 }

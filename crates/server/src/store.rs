@@ -159,6 +159,9 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO audit.audit_checkpoints SELECT seq, checkpoint FROM main.audit_checkpoints;
     DROP TABLE main.audit_log;
     DROP TABLE main.audit_checkpoints;",
+    // 5: a device revoked by a person (an admin, the user, a disabled account) is told so —
+    // its app erases its cache — unlike one whose session merely ended (idle, token reuse).
+    "ALTER TABLE devices ADD COLUMN revoked_by_person INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

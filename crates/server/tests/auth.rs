@@ -157,6 +157,9 @@ async fn an_idle_device_must_sign_in_again() {
     let f = fixture();
     let tokens = sign_in(&f, T0).await;
     assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 15 * 60 + 1).await.unwrap_err(), AuthError::SessionEnded);
+    // Ended by the idle limit, not revoked by a person: again "ended", never "revoked", so
+    // the device keeps its cache and only asks to sign in.
+    assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 15 * 60 + 2).await.unwrap_err(), AuthError::SessionEnded);
 }
 
 /// A tenant can set a role's idle limit either way: longer here (a clinician's 30 min ward
@@ -327,7 +330,8 @@ async fn a_disabled_user_cannot_sign_in_and_their_devices_are_signed_out() {
     let f = fixture();
     let tokens = sign_in(&f, T0).await;
     carekeep_server::admin::disable_user(&f.data.open_store().unwrap(), AMY).unwrap();
-    assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
-    assert_eq!(f.auth.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
+    // Revoked by a person, not merely idle: the device is told so, and erases its cache.
+    assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::DeviceRevoked);
+    assert_eq!(f.auth.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::DeviceRevoked);
     assert_eq!(f.auth.login(login(AMY, PASSWORD), T0 + 2).await.unwrap_err(), AuthError::BadCredentials);
 }

@@ -257,20 +257,11 @@ impl Account {
         }
         let refresh = self.keychain.load_secret(self.vault.device_id().as_str(), Item::RefreshToken)?;
         let refreshed = self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id).await;
-        match self.noting_pin_mismatch(refreshed) {
-            Ok(tokens) => {
-                self.session.time_seen(self.server.last_server_time().unwrap_or(i64::MIN));
-                store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
-                self.access_token = Some(tokens.access_token.clone());
-                Ok(tokens.access_token)
-            }
-            Err(Error::RemoteWipe) => {
-                self.session.server_ended(true);
-                let _ = self.vault.wipe()?;
-                Err(Error::RemoteWipe)
-            }
-            Err(e) => Err(e),
-        }
+        let tokens = self.after_server(refreshed)?;
+        self.session.time_seen(self.server.last_server_time().unwrap_or(i64::MIN));
+        store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
+        self.access_token = Some(tokens.access_token.clone());
+        Ok(tokens.access_token)
     }
 
     /// Downloads the records this account may see into the vault: the patients it can
@@ -317,13 +308,20 @@ impl Account {
             }
             other => other,
         };
-        self.noting_pin_mismatch(fetched)
+        self.after_server(fetched)
     }
 
-    /// Passes `result` on; a pin mismatch is also written to the local audit first.
-    fn noting_pin_mismatch<T>(&mut self, result: Result<T>) -> Result<T> {
-        if matches!(result, Err(Error::PinMismatch)) {
-            self.session.pin_mismatch();
+    /// Passes a server call's `result` on, first acting on what it means for the device: a
+    /// pin mismatch goes to the local audit; a remote wipe or a revocation by the
+    /// organisation erases the cache (DESIGN §3: `Wiped`).
+    fn after_server<T>(&mut self, result: Result<T>) -> Result<T> {
+        match &result {
+            Err(Error::PinMismatch) => self.session.pin_mismatch(),
+            Err(e @ (Error::RemoteWipe | Error::DeviceRevoked)) => {
+                self.session.server_ended(matches!(e, Error::RemoteWipe));
+                let _ = self.vault.wipe()?;
+            }
+            _ => {}
         }
         result
     }

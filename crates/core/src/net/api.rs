@@ -183,6 +183,7 @@ async fn refusal(response: reqwest::Response) -> Error {
         "access_expired" => Error::AccessExpired,
         "session_ended" => Error::SessionEnded,
         "device_wipe" => Error::RemoteWipe,
+        "device_revoked" => Error::DeviceRevoked,
         "step_up_required" => Error::StepUpRequired,
         _ => Error::ServerRefused { status },
     }

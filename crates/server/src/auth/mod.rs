@@ -84,6 +84,10 @@ pub enum AuthError {
     /// The TOTP code was valid but has been used already.
     #[error("That authenticator code was used already. Wait for the next one.")]
     CodeAlreadyUsed,
+    /// A person (an admin, the user, or the account being disabled) revoked this device:
+    /// its app erases its cache.
+    #[error("This device was signed out by your organisation. Its copy of your records is being erased.")]
+    DeviceRevoked,
     /// The password step is too old, or unknown.
     #[error("The sign-in took too long. Start again with your password.")]
     ChallengeExpired,
@@ -160,14 +164,15 @@ pub struct Principal {
 struct AccessRow {
     expires_at: i64,
     device_id: String,
-    revoked: bool,
-    wipe: bool,
+    /// What the device may still do, decided in SQL from its flags and its user's: the
+    /// first of `wipe`, `revoked` (by a person), `ended` (idle, reuse, disabled user), or
+    /// `active`.
+    standing: String,
     last_seen: i64,
     idle_limit: Option<i64>,
     user_id: String,
     tenant: String,
     role: String,
-    disabled: bool,
 }
 
 struct UserRow {
@@ -306,7 +311,8 @@ impl Auth {
                 store
                     .lock()
                     .query_row(
-                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled, d.wipe, l.idle_secs
+                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled, d.wipe, l.idle_secs,
+                                d.revoked_by_person
                          FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
                          LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
                          WHERE t.token_hash = ?1",
@@ -320,13 +326,14 @@ impl Auth {
                                 r.get::<_, bool>(4)?,
                                 r.get::<_, bool>(5)?,
                                 r.get::<_, Option<i64>>(6)?,
+                                r.get::<_, bool>(7)?,
                             ))
                         },
                     )
                     .optional()
             })
             .await?;
-        let Some((device_id, used, revoked, last_seen, disabled, wipe, idle_limit)) = found else {
+        let Some((device_id, used, revoked, last_seen, disabled, wipe, idle_limit, revoked_by_person)) = found else {
             return Err(AuthError::SessionEnded);
         };
         if device_id != request.device_id {
@@ -334,6 +341,9 @@ impl Auth {
         }
         if wipe {
             return Err(AuthError::DeviceWipe);
+        }
+        if revoked && revoked_by_person {
+            return Err(AuthError::DeviceRevoked);
         }
         if revoked || disabled {
             return Err(AuthError::SessionEnded);
@@ -371,8 +381,12 @@ impl Auth {
                 store
                     .read()
                     .prepare_cached(
-                        "SELECT a.expires_at, d.id, d.revoked, d.wipe, d.last_seen, u.id, u.tenant, u.role, u.disabled,
-                                l.idle_secs
+                        "SELECT a.expires_at, d.id,
+                                CASE WHEN d.wipe THEN 'wipe'
+                                     WHEN d.revoked AND d.revoked_by_person THEN 'revoked'
+                                     WHEN d.revoked OR u.disabled THEN 'ended'
+                                     ELSE 'active' END,
+                                d.last_seen, u.id, u.tenant, u.role, l.idle_secs
                          FROM access_tokens a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
                          LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
                          WHERE a.token_hash = ?1",
@@ -381,25 +395,23 @@ impl Auth {
                         Ok(AccessRow {
                             expires_at: r.get(0)?,
                             device_id: r.get(1)?,
-                            revoked: r.get(2)?,
-                            wipe: r.get(3)?,
-                            last_seen: r.get(4)?,
-                            user_id: r.get(5)?,
-                            tenant: r.get(6)?,
-                            role: r.get(7)?,
-                            disabled: r.get(8)?,
-                            idle_limit: r.get(9)?,
+                            standing: r.get(2)?,
+                            last_seen: r.get(3)?,
+                            user_id: r.get(4)?,
+                            tenant: r.get(5)?,
+                            role: r.get(6)?,
+                            idle_limit: r.get(7)?,
                         })
                     })
                     .optional()
             })
             .await?;
         let Some(row) = found else { return Err(AuthError::SessionEnded) };
-        if row.wipe {
-            return Err(AuthError::DeviceWipe);
-        }
-        if row.revoked || row.disabled {
-            return Err(AuthError::SessionEnded);
+        match row.standing.as_str() {
+            "active" => {}
+            "wipe" => return Err(AuthError::DeviceWipe),
+            "revoked" => return Err(AuthError::DeviceRevoked),
+            _ => return Err(AuthError::SessionEnded),
         }
         if row.last_seen + row.idle_limit.unwrap_or(self.policy.idle_secs) < now {
             self.revoke_device(row.device_id).await?;
@@ -583,11 +595,14 @@ impl Auth {
         if !allowed {
             return Ok(false);
         }
-        if wipe {
-            let (store, device) = (self.store.clone(), device_id.to_owned());
-            self.blocking(move || store.lock().execute("UPDATE devices SET wipe = 1 WHERE id = ?1", [device])).await?;
-        }
-        self.revoke_device(device_id.to_owned()).await?;
+        let (store, device) = (self.store.clone(), device_id.to_owned());
+        self.blocking(move || {
+            store.lock().execute(
+                "UPDATE devices SET revoked = 1, revoked_by_person = 1, wipe = (wipe OR ?2) WHERE id = ?1",
+                params![device, wipe],
+            )
+        })
+        .await?;
         Ok(true)
     }
 

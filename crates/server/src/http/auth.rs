@@ -67,6 +67,7 @@ impl IntoResponse for AuthError {
             AuthError::SessionEnded => (StatusCode::UNAUTHORIZED, "session_ended"),
             AuthError::AccessExpired => (StatusCode::UNAUTHORIZED, "access_expired"),
             AuthError::DeviceWipe => (StatusCode::UNAUTHORIZED, "device_wipe"),
+            AuthError::DeviceRevoked => (StatusCode::UNAUTHORIZED, "device_revoked"),
             AuthError::Locked { .. } => (StatusCode::TOO_MANY_REQUESTS, "locked"),
             AuthError::StepUpRequired => (StatusCode::FORBIDDEN, "step_up_required"),
             AuthError::NoEnrollment => (StatusCode::CONFLICT, "no_enrollment"),

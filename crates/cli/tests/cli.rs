@@ -74,6 +74,13 @@ async fn login_sync_show_lock_unlock_logout_and_wipe() {
     let mismatch = login(&profile, &world, &url, [&stranger, &backup], &code).await;
     assert_eq!(mismatch.status.code(), Some(4), "{}", text(&mismatch));
     assert!(text(&mismatch).contains("may be intercepted"));
+    std::fs::create_dir_all(&profile).unwrap();
+    let queued_before = std::fs::read_to_string(profile.join("audit-queue.jsonl")).unwrap_or_default().lines().count();
+    let again = login(&profile, &world, &url, [&stranger, &backup], &code).await;
+    assert_eq!(again.status.code(), Some(4));
+    let queue = std::fs::read_to_string(profile.join("audit-queue.jsonl")).unwrap();
+    assert_eq!(queue.lines().count(), queued_before + 1);
+    assert!(queue.contains("connection refused (pin-mismatch)"), "a refused sign-in is queued for the organisation");
 
     let signed_in = login(&profile, &world, &url, [&live, &backup], &code).await;
     assert!(signed_in.status.success(), "{}", text(&signed_in));

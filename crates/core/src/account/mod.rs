@@ -113,7 +113,18 @@ impl Account {
     ) -> Result<Self> {
         let SignIn { url, pins, username, password, code, device_name } = request;
         let server = Server::connect(url, pins)?;
-        let challenge = server.login(username, password.expose()).await?;
+        let challenge = match server.login(username, password.expose()).await {
+            Err(Error::PinMismatch) => {
+                // No account yet, but the refusal is still queued for the organisation.
+                let mut witness = Session::signed_out(clock.clone()).continuing(audit_queue::read(profile)?.pop());
+                witness.pin_mismatch();
+                if profile.dir().exists() {
+                    audit_queue::append(profile, &witness.take_audit())?;
+                }
+                return Err(Error::PinMismatch);
+            }
+            other => other?,
+        };
         let tokens = server.verify_code(challenge, code, device_name).await?;
         let verified = server.policy(&tokens.access_token).await?;
         let user = UserId::new(tokens.user_id.clone())?;

@@ -57,6 +57,15 @@ impl Device {
     }
 }
 
+/// The device's user revokes it (with `wipe`: flags it for erasure) through the server's
+/// own rules, as they would from another device's settings.
+async fn revoke_from_elsewhere(world: &World, token: &carekeep_protocol::Secret, wipe: bool) {
+    let store = Arc::new(world.data.open_store().unwrap());
+    let auth = carekeep_server::auth::Auth::new(store, carekeep_server::auth::AuthPolicy::default(), 1);
+    let me = auth.authenticate(token.expose(), SystemClock.now_unix()).await.unwrap();
+    assert!(auth.revoke(&me, &me.device_id.clone(), wipe).await.unwrap());
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -179,14 +188,7 @@ async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
     let token = account.access_token().await.unwrap();
     drop(account);
     // The user flags their own device for wipe (as from another device's settings).
-    let auth = carekeep_server::auth::Auth::new(
-        Arc::new(world.data.open_store().unwrap()),
-        carekeep_server::auth::AuthPolicy::default(),
-        1,
-    );
-    let now = SystemClock.now_unix();
-    let me = auth.authenticate(token.expose(), now).await.unwrap();
-    assert!(auth.revoke(&me, &me.device_id.clone(), true).await.unwrap());
+    revoke_from_elsewhere(&world, &token, true).await;
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     assert!(matches!(later.access_token().await, Err(Error::RemoteWipe)));
@@ -255,13 +257,7 @@ async fn revocation_by_the_organisation_erases_the_cache() {
     let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
     let token = account.access_token().await.unwrap();
     drop(account);
-    let auth = carekeep_server::auth::Auth::new(
-        Arc::new(world.data.open_store().unwrap()),
-        carekeep_server::auth::AuthPolicy::default(),
-        1,
-    );
-    let me = auth.authenticate(token.expose(), SystemClock.now_unix()).await.unwrap();
-    assert!(auth.revoke(&me, &me.device_id.clone(), false).await.unwrap());
+    revoke_from_elsewhere(&world, &token, false).await;
 
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();

@@ -34,8 +34,7 @@ impl World {
         carekeep_server::admin::add_tenant(&store, TENANT, "Clinic One", 0).unwrap();
         let username = format!("e2e-{}", role.as_str());
         let user = carekeep_server::admin::add_user(&store, TENANT, &username, role, PASSWORD, 0).unwrap();
-        let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
-        Self { _dir: dir, data, username, password: PASSWORD.to_owned(), totp_secret }
+        Self { _dir: dir, data, username, password: PASSWORD.to_owned(), totp_secret: totp_bytes(&user.totp_base32) }
     }
 
     /// The demo tenant (`seed-demo`: 20 synthetic patients), signed in as its user of `role`.
@@ -44,10 +43,10 @@ impl World {
         let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
         let store = std::sync::Arc::new(data.open_store().unwrap());
         let keys = data.master_keys().unwrap();
-        let records = carekeep_server::records::Records::new(store.clone(), zeroize_key(*keys.documents));
+        let records = carekeep_server::records::Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents));
         let users = carekeep_server::seed::seed_demo(&store, &records, 0).unwrap();
         let user = users.into_iter().find(|u| u.role == role).unwrap();
-        let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
+        let totp_secret = totp_bytes(&user.totp_base32);
         Self { _dir: dir, data, username: user.username, password: user.password, totp_secret }
     }
 
@@ -99,9 +98,9 @@ pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The documents key as `Records::new` takes it.
-fn zeroize_key(key: [u8; 32]) -> zeroize::Zeroizing<[u8; 32]> {
-    zeroize::Zeroizing::new(key)
+/// A TOTP secret's raw bytes from its base32 form.
+fn totp_bytes(base32: &str) -> Vec<u8> {
+    totp_rs::Secret::try_from_base32(base32).unwrap().as_bytes().to_vec()
 }
 
 /// A test double of the presence check (no fingerprint sensor or polkit agent exists here):

@@ -235,14 +235,13 @@ fn read_password(from_stdin: bool) -> Result<Password, Error> {
         .lock()
         .read_line(&mut line)
         .map_err(|_| Error::InvalidArgument { what: "password", problem: "standard input could not be read" })?;
-    let trimmed = line.trim_end_matches(['\r', '\n']).to_owned();
-    // The buffer held the password too; overwrite it before it is dropped.
-    line.clear();
-    line.extend(std::iter::repeat_n(' ', line.capacity()));
-    if trimmed.is_empty() {
+    // Trimmed in place and moved into the Password, which wipes it: no copy is left behind.
+    let len = line.trim_end_matches(['\r', '\n']).len();
+    line.truncate(len);
+    if line.is_empty() {
         return Err(Error::InvalidArgument { what: "password", problem: "standard input was empty" });
     }
-    Ok(Password::new(trimmed))
+    Ok(Password::new(line))
 }
 
 fn pin_set(pins: &[String], expires: Option<&str>) -> Result<PinSet, Error> {

@@ -63,10 +63,9 @@ pub async fn run(
     below: Option<i64>,
 ) -> Response {
     let outcome = super::operation_outcome;
-    let records = state.records.clone();
-    let (user, role) = (caller.user_id.clone(), caller.role);
-    let Ok(Ok(access)) = tokio::task::spawn_blocking(move || records.access(&user, role, crate::now())).await else {
-        return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again.");
+    let access = match super::fhir::caller_access(&state, &caller).await {
+        Ok(access) => access,
+        Err(response) => return response,
     };
     let patients = match access.read_filter(Data::AuditTrail) {
         PatientFilter::Nothing => {

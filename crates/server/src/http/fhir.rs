@@ -98,7 +98,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn caller_access(state: &AppState, caller: &Principal) -> Result<Access, Response> {
+pub(super) async fn caller_access(state: &AppState, caller: &Principal) -> Result<Access, Response> {
     let (records, user, role) = (state.records.clone(), caller.user_id.clone(), caller.role);
     blocking(move || records.access(&user, role, now())).await
 }

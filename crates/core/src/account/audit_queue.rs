@@ -31,3 +31,8 @@ pub(super) fn read(profile: &Profile) -> Result<Vec<AuditRecord>> {
         Err(e) => Err(Error::io("read", &e)),
     }
 }
+
+/// The newest queued record: where the next run's chain continues.
+pub(super) fn last(profile: &Profile) -> Result<Option<AuditRecord>> {
+    Ok(read(profile)?.pop())
+}

@@ -116,7 +116,7 @@ impl Account {
         let challenge = match server.login(username, password.expose()).await {
             Err(Error::PinMismatch) => {
                 // No account yet, but the refusal is still queued for the organisation.
-                let mut witness = Session::signed_out(clock.clone()).continuing(audit_queue::read(profile)?.pop());
+                let mut witness = Session::signed_out(clock.clone()).continuing(audit_queue::last(profile)?);
                 witness.pin_mismatch();
                 if profile.dir().exists() {
                     audit_queue::append(profile, &witness.take_audit())?;
@@ -136,23 +136,17 @@ impl Account {
             vault.unlock_with_password(password)?;
             // A fresh device key at every full sign-in (logout deleted the last one). Without
             // a keychain the password remains the way in.
-            match vault.enroll_device_key() {
-                Ok(()) | Err(Error::KeychainUnavailable) => {}
-                Err(e) => return Err(e),
-            }
+            unless_no_keychain(vault.enroll_device_key())?;
             vault
         } else {
             Vault::create(profile, keychain.clone(), &user, &DeviceId::new(tokens.device_id.clone())?, password)?
                 .with_clock(clock.clone())
         };
         // Without a keychain the refresh token lives in memory only: the next start signs in.
-        match store_refresh_token(&keychain, &vault, &tokens.refresh_token) {
-            Ok(()) | Err(Error::KeychainUnavailable) => {}
-            Err(e) => return Err(e),
-        }
+        unless_no_keychain(store_refresh_token(&keychain, &vault, &tokens.refresh_token))?;
         let facts = Facts::new(&server, &tokens, &verified, clock.now_unix());
         facts.write(profile)?;
-        let chain_end = audit_queue::read(profile)?.pop();
+        let chain_end = audit_queue::last(profile)?;
         let mut session = Session::signed_out(clock.clone()).continuing(chain_end);
         session.full_sign_in(facts.identity(), Rules::from_policy(&verified.policy));
         session.time_seen(server.last_server_time().unwrap_or(i64::MIN));
@@ -179,7 +173,7 @@ impl Account {
             facts.identity(),
             Rules::from_policy(&policy.policy),
             facts.last_full_auth_unix,
-            audit_queue::read(profile)?.pop(),
+            audit_queue::last(profile)?,
         );
         session.time_seen(facts.latest_known_time);
         Ok(Self { profile: profile.clone(), keychain, clock, facts, server, vault, session, access_token: None })
@@ -387,6 +381,14 @@ impl Drop for Account {
             self.facts.latest_known_time = self.session.latest_known_time();
             let _ = self.facts.write(&self.profile);
         }
+    }
+}
+
+/// `result`, except that an unreachable keychain is no error: the password stays the way in.
+fn unless_no_keychain(result: Result<()>) -> Result<()> {
+    match result {
+        Err(Error::KeychainUnavailable) => Ok(()),
+        other => other,
     }
 }
 

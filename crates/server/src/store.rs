@@ -162,6 +162,35 @@ const MIGRATIONS: &[&str] = &[
     // 5: a device revoked by a person (an admin, the user, a disabled account) is told so —
     // its app erases its cache — unlike one whose session merely ended (idle, token reuse).
     "ALTER TABLE devices ADD COLUMN revoked_by_person INTEGER NOT NULL DEFAULT 0;",
+    // 6: offline-first sync. Writes replayed from a device's outbox apply once per
+    // idempotency key; deletions leave a tombstone devices learn from; the newest record of
+    // each device audit chain a user uploaded (one tip per chain: one per device profile).
+    "CREATE TABLE idempotency (
+        tenant      TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        method      TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, user_id, key)
+    ) STRICT;
+    CREATE INDEX idempotency_by_age ON idempotency (created_at);
+    CREATE TABLE removed (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant      TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        patient     TEXT,
+        removed_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX removed_by_tenant ON removed (tenant, seq);
+    CREATE TABLE device_audit_tips (
+        user_id  TEXT NOT NULL,
+        stream   TEXT NOT NULL,
+        tip      TEXT NOT NULL,
+        PRIMARY KEY (user_id, stream, tip)
+    ) STRICT;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

@@ -22,7 +22,7 @@ use crate::auth::Principal;
 use crate::now;
 use crate::records::access::{self, Data, Decision, Intent, PatientFilter};
 use crate::records::search::{self, After, Search};
-use crate::records::{Access, RecordError, Stored};
+use crate::records::{Access, Once, RecordError, Stored};
 
 /// `application/fhir+json`.
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -375,9 +375,14 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
     Path(resource_type): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
     let data = match served(&resource_type) {
         Ok(d) => d,
         Err(r) => return r,
@@ -431,8 +436,9 @@ pub async fn create(
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
     let stored = match blocking(move || {
-        let stored = records.create(&tenant, checked, time::OffsetDateTime::now_utc())?;
-        if stored.resource_type == "Patient" {
+        let once = key.as_deref().and_then(|k| Once::new(&user, k));
+        let (stored, replayed) = records.create(&tenant, checked, time::OffsetDateTime::now_utc(), once)?;
+        if stored.resource_type == "Patient" && !replayed {
             records.link(&tenant, &user, &stored.id, "care-team")?;
         }
         Ok(stored)
@@ -462,6 +468,10 @@ pub async fn update(
     Path((resource_type, id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
     let data = match served(&resource_type) {
         Ok(d) => d,
         Err(r) => return r,
@@ -532,13 +542,14 @@ pub async fn update(
         );
     }
     let records = state.records.clone();
-    let tenant = caller.tenant.clone();
+    let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
     let stored = match blocking(move || {
-        records.update(&tenant, &id, checked, expected, time::OffsetDateTime::now_utc())
+        let once = key.as_deref().and_then(|k| Once::new(&user, k));
+        records.update(&tenant, &id, checked, expected, time::OffsetDateTime::now_utc(), once)
     })
     .await
     {
-        Ok(s) => s,
+        Ok((s, _)) => s,
         Err(r) => {
             slot.touch(touch(&current, break_glass));
             return r;
@@ -546,4 +557,72 @@ pub async fn update(
     };
     slot.touch(touch(&stored, break_glass));
     resource_response(StatusCode::OK, &stored)
+}
+
+/// The `Idempotency-Key` header, if sent: a device replaying its outbox sends each write's
+/// key unchanged, so a write whose answer was lost is not made twice.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| Once::new("", k).is_some())
+        .map(|k| Some(k.to_owned()))
+        .ok_or_else(|| {
+            outcome(
+                StatusCode::BAD_REQUEST,
+                "value",
+                "Idempotency-Key: expected up to 128 printable characters without spaces.",
+            )
+        })
+}
+
+/// `DELETE /fhir/{type}/{id}`: removes a resource (not a patient) and leaves a tombstone,
+/// so devices drop their copies at their next sync.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Principal,
+    Extension(slot): Extension<AuditSlot>,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> Response {
+    let data = match served(&resource_type) {
+        Ok(d) if d != Data::AuditTrail => d,
+        Ok(_) => return outcome(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "The audit trail is append-only."),
+        Err(r) => return r,
+    };
+    if access::rule_for(caller.role, data).write == access::Reach::Nobody {
+        slot.deny();
+        return role_refused(data);
+    }
+    let access = match caller_access(&state, &caller).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let records = state.records.clone();
+    let (tenant, rt, rid) = (caller.tenant.clone(), resource_type.clone(), id.clone());
+    let current = match blocking(move || records.read(&tenant, &rt, &rid)).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return not_found(),
+        Err(r) => return r,
+    };
+    let break_glass = match access.decide(data, current.patient.as_deref(), Intent::Write) {
+        Decision::Allow { break_glass } => break_glass,
+        Decision::BreakGlassRequired => {
+            slot.touch(touch(&current, false));
+            slot.deny();
+            return break_glass_required();
+        }
+        Decision::Deny => {
+            slot.touch(touch(&current, false));
+            slot.deny();
+            return not_found();
+        }
+    };
+    slot.touch(touch(&current, break_glass));
+    let records = state.records.clone();
+    let tenant = caller.tenant.clone();
+    match blocking(move || records.delete(&tenant, &resource_type, &id, now())).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
 }

@@ -9,6 +9,7 @@ pub mod fhir;
 mod headers;
 mod metadata;
 mod session;
+mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,8 +100,10 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/wipe", post(session::wipe))
         .route("/fhir", get(fhir::page))
         .route("/fhir/{type}", get(fhir::search).post(fhir::create))
-        .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update))
+        .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update).delete(fhir::delete))
         .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
+        .route("/sync/removed", get(sync::removed))
+        .route("/audit/device", post(sync::upload_device_audit))
         .route("/break-glass", post(break_glass::open).get(break_glass::review))
         .route("/documents/{id}/link", get(documents::link))
         .route("/documents/{id}", get(documents::download))

@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod documents;
+pub mod idempotency;
 pub mod links;
+pub mod removed;
 pub mod search;
 pub mod validate;
 
@@ -19,6 +21,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::ServerError;
 use crate::store::Store;
 pub use access::{Access, Data, Decision, Intent};
+pub use idempotency::Once;
+pub use removed::Removed;
 pub use validate::Problem;
 
 /// One stored resource, current version.
@@ -140,33 +144,38 @@ impl Records {
 
     /// The current version of `resource_type/id` in `tenant`.
     pub fn read(&self, tenant: &str, resource_type: &str, id: &str) -> Result<Option<Stored>, RecordError> {
-        let conn = self.store.read();
-        Ok(conn
-            .prepare_cached("SELECT version, patient, json FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
-            .query_row(params![tenant, resource_type, id], |r| {
-                Ok(Stored {
-                    resource_type: resource_type.to_owned(),
-                    id: id.to_owned(),
-                    version: r.get(0)?,
-                    patient: r.get(1)?,
-                    json: r.get(2)?,
-                })
-            })
-            .optional()?)
+        Ok(current(&self.store.read(), tenant, resource_type, id)?)
     }
 
     /// Stores `checked` as a new resource with a fresh opaque id, version 1. A patient it
-    /// names must exist in `tenant`.
-    pub fn create(&self, tenant: &str, checked: Checked, now: OffsetDateTime) -> Result<Stored, RecordError> {
-        let id = crate::auth::secrets::new_id("r")?.replacen("r-", "", 1);
+    /// names must exist in `tenant`. With `once`, a key already used returns the resource
+    /// that request created (`true`: replayed) instead of creating another.
+    pub fn create(
+        &self,
+        tenant: &str,
+        checked: Checked,
+        now: OffsetDateTime,
+        once: Option<Once<'_>>,
+    ) -> Result<(Stored, bool), RecordError> {
         let mut conn = self.store.lock();
         let tx = conn.transaction()?;
+        if let Some(once) = once
+            && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "create", &checked.resource_type)?
+        {
+            return Ok((earlier, true));
+        }
+        let id = crate::auth::secrets::new_id("r")?.replacen("r-", "", 1);
         let stored = write(&tx, &self.documents_key, tenant, checked, &id, 1, now)?;
+        if let Some(once) = once {
+            idempotency::remember(&tx, tenant, once, "create", &stored, now.unix_timestamp())?;
+        }
         tx.commit()?;
-        Ok(stored)
+        Ok((stored, false))
     }
 
-    /// Replaces `resource_type/id` if its current version is `expected_version`.
+    /// Replaces `resource_type/id` if its current version is `expected_version`. With
+    /// `once`, a key already used returns that request's result (`true`: replayed) — so a
+    /// replayed update is not mistaken for a conflict with itself.
     pub fn update(
         &self,
         tenant: &str,
@@ -174,9 +183,15 @@ impl Records {
         checked: Checked,
         expected_version: i64,
         now: OffsetDateTime,
-    ) -> Result<Stored, RecordError> {
+        once: Option<Once<'_>>,
+    ) -> Result<(Stored, bool), RecordError> {
         let mut conn = self.store.lock();
         let tx = conn.transaction()?;
+        if let Some(once) = once
+            && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "update", &checked.resource_type)?
+        {
+            return Ok((earlier, true));
+        }
         let current: Option<i64> = tx
             .query_row(
                 "SELECT version FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3",
@@ -190,8 +205,11 @@ impl Records {
             Some(_) => {}
         }
         let stored = write(&tx, &self.documents_key, tenant, checked, id, expected_version + 1, now)?;
+        if let Some(once) = once {
+            idempotency::remember(&tx, tenant, once, "update", &stored, now.unix_timestamp())?;
+        }
         tx.commit()?;
-        Ok(stored)
+        Ok((stored, false))
     }
 
     /// Stores a resource exactly as given (id included), version 1: for seeding a tenant from
@@ -235,6 +253,21 @@ impl Records {
         )?;
         Ok(())
     }
+}
+
+/// The current version of `resource_type/id` in `tenant`, read on `conn`.
+fn current(conn: &rusqlite::Connection, tenant: &str, resource_type: &str, id: &str) -> rusqlite::Result<Option<Stored>> {
+    conn.prepare_cached("SELECT version, patient, json FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
+        .query_row(params![tenant, resource_type, id], |r| {
+            Ok(Stored {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                version: r.get(0)?,
+                patient: r.get(1)?,
+                json: r.get(2)?,
+            })
+        })
+        .optional()
 }
 
 /// The instant as FHIR shows it (`2026-11-23T10:00:00.123456Z`) and its sortable form.

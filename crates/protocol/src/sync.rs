@@ -1,0 +1,71 @@
+//! What a device and the server exchange when syncing, besides FHIR itself: the deletions a
+//! device must apply to its cache, and the audit records it kept while offline.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditRecord;
+
+/// `GET /sync/removed?after=N`: resources deleted on the server that the caller could read,
+/// oldest first. Devices remove them from their cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedPage {
+    /// The deletions.
+    pub removed: Vec<RemovedResource>,
+    /// Where the next request continues (`after=`): the last deletion looked at.
+    pub after: i64,
+    /// More deletions wait after `after`.
+    pub more: bool,
+}
+
+/// One deleted resource: type and opaque id, never content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedResource {
+    /// FHIR type.
+    #[serde(rename = "resourceType")]
+    pub resource_type: String,
+    /// Opaque id.
+    pub id: String,
+}
+
+/// Which of a device's audit chains a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStream {
+    /// Session transitions (sign-in, lock, unlock, wipe): PHI-free, kept outside the vault
+    /// so they outlive a wipe.
+    Session,
+    /// Records read from the device's cache (patient ids): kept inside the encrypted vault.
+    Access,
+}
+
+impl DeviceStream {
+    /// The stream's name in audit actions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStream::Session => "session",
+            DeviceStream::Access => "access",
+        }
+    }
+}
+
+/// `POST /audit/device`: a device's chained records, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceAuditUpload {
+    /// The chain they belong to.
+    pub stream: DeviceStream,
+    /// The records, as the device chained them.
+    pub records: Vec<AuditRecord>,
+}
+
+/// The server's answer: the batch is in its trail (records it already had are skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAuditReceipt {
+    /// Records appended now.
+    pub appended: usize,
+    /// The batch continued the chain the server had seen from this user's devices; `false`
+    /// means a gap, flagged in the trail for review.
+    pub continued: bool,
+}
+
+/// Most records in one upload.
+pub const MAX_DEVICE_AUDIT_BATCH: usize = 500;

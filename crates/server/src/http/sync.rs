@@ -1,0 +1,104 @@
+//! What devices need to sync besides FHIR: the deletions to apply to their cache
+//! (`GET /sync/removed`) and the audit records they kept locally (`POST /audit/device`).
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use carekeep_protocol::sync::{DeviceAuditReceipt, DeviceAuditUpload, RemovedPage, RemovedResource};
+use time::format_description::well_known::Rfc3339;
+
+use super::AppState;
+use super::fhir::caller_access;
+use crate::auth::Principal;
+use crate::device_audit::{self, UploadError};
+use crate::records::{Data, Decision, Intent};
+
+/// Deletions per answer.
+const REMOVED_PER_PAGE: u32 = 1000;
+
+/// `after=`: the last deletion the device has applied (0 at first).
+#[derive(serde::Deserialize)]
+pub struct After {
+    #[serde(default)]
+    after: i64,
+}
+
+/// `GET /sync/removed?after=N`: resources deleted since the device's last sync, limited to
+/// those the caller may read (the rest were never on the device).
+pub async fn removed(State(state): State<AppState>, caller: Principal, Query(After { after }): Query<After>) -> Response {
+    let access = match caller_access(&state, &caller).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
+    let found = tokio::task::spawn_blocking(move || records.removed_after(&tenant, after, REMOVED_PER_PAGE)).await;
+    let Ok(Ok(found)) = found else {
+        tracing::error!("records store failed");
+        return super::operation_outcome(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "The server could not complete the request; try again.",
+        );
+    };
+    let more = found.len() == REMOVED_PER_PAGE as usize;
+    let last = found.last().map_or(after, |r| r.seq);
+    let removed = found
+        .into_iter()
+        .filter(|r| {
+            let data = Data::of(&r.resource_type).unwrap_or(Data::Clinical);
+            matches!(access.decide(data, r.patient.as_deref(), Intent::Read), Decision::Allow { .. })
+        })
+        .map(|r| RemovedResource { resource_type: r.resource_type, id: r.id })
+        .collect();
+    Json(RemovedPage { removed, after: last, more }).into_response()
+}
+
+/// `POST /audit/device`: appends a batch of the caller's device audit records to the trail.
+pub async fn upload_device_audit(
+    State(state): State<AppState>,
+    caller: Principal,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Json(upload): Json<DeviceAuditUpload>,
+) -> Response {
+    let now = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let store = state.records.store().clone();
+    let ip = addr.ip().to_string();
+    let accepted = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || device_audit::accept(&store, &caller, &ip, &upload, &now)
+    })
+    .await;
+    let accepted = match accepted {
+        Ok(Ok(a)) => a,
+        Ok(Err(UploadError::Invalid(why))) => {
+            return super::operation_outcome(StatusCode::UNPROCESSABLE_ENTITY, "invalid", &why);
+        }
+        Ok(Err(UploadError::Store(e))) => {
+            tracing::error!(error = %e, "device audit upload failed");
+            return failed();
+        }
+        Err(_) => return failed(),
+    };
+    let appended = accepted.events.len();
+    let continued = accepted.continued;
+    let events = accepted.events.clone();
+    if state.audit.record(events).await.is_err() {
+        return failed();
+    }
+    let remembered = tokio::task::spawn_blocking(move || accepted.remember_tip(&store)).await;
+    if !matches!(remembered, Ok(Ok(()))) {
+        return failed();
+    }
+    Json(DeviceAuditReceipt { appended, continued }).into_response()
+}
+
+fn failed() -> Response {
+    super::operation_outcome(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "exception",
+        "The server could not store the device's audit records; keep them and try again.",
+    )
+}

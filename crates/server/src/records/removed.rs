@@ -1,0 +1,62 @@
+//! Deletions, and the tombstones they leave so that devices remove their cached copies at
+//! their next sync (minimum necessary applies offline too).
+
+use rusqlite::params;
+
+use super::{RecordError, Records, Stored};
+
+/// A resource deleted on the server, in deletion order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Position in the tenant's deletions; devices ask for those after the last they saw.
+    pub seq: i64,
+    /// FHIR type.
+    pub resource_type: String,
+    /// Opaque id.
+    pub id: String,
+    /// The patient whose compartment held it.
+    pub patient: Option<String>,
+}
+
+impl Records {
+    /// Deletes `resource_type/id` in `tenant`, leaving a tombstone. Patients themselves are
+    /// not deleted (their records would be orphaned); that is refused as invalid.
+    pub fn delete(&self, tenant: &str, resource_type: &str, id: &str, now_unix: i64) -> Result<Stored, RecordError> {
+        if resource_type == "Patient" {
+            return Err(super::invalid(
+                "Patient",
+                "business-rule",
+                "Patient: a patient's record is not deleted; remove them from the care team instead",
+            ));
+        }
+        let mut conn = self.store.lock();
+        let tx = conn.transaction()?;
+        let stored = super::current(&tx, tenant, resource_type, id)?.ok_or(RecordError::NotFound)?;
+        tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
+            tenant,
+            resource_type,
+            id
+        ])?;
+        tx.prepare_cached("DELETE FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
+            tenant,
+            resource_type,
+            id
+        ])?;
+        tx.prepare_cached("INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Up to `limit` deletions in `tenant` after `after`, oldest first.
+    pub fn removed_after(&self, tenant: &str, after: i64, limit: u32) -> Result<Vec<Removed>, RecordError> {
+        let conn = self.store.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, type, id, patient FROM removed WHERE tenant = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![tenant, after, limit], |r| {
+            Ok(Removed { seq: r.get(0)?, resource_type: r.get(1)?, id: r.get(2)?, patient: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}

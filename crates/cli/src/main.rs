@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use carekeep_core::account::{Account, SignIn};
+mod progress;
+
+use carekeep_core::account::{Account, HomeReading, SignIn};
 use carekeep_core::net::ServerUrl;
 use carekeep_core::session::State;
-use carekeep_core::store::{CodeFilter, ResourceQuery};
-use carekeep_core::{Error, Keychain, Password, Profile, SystemClock};
+use carekeep_core::store::{CodeFilter, ResourceQuery, SetAsideKind};
+use carekeep_core::{Clock, Error, Keychain, Password, Profile, SystemClock};
 use carekeep_protocol::pins::{Pin, PinSet};
 use clap::{Parser, Subcommand};
 
@@ -53,8 +55,23 @@ enum Command {
         #[arg(long, default_value = "carekeep cli")]
         device_name: String,
     },
-    /// Download the records this account may see into the cache.
+    /// Sync with the server: upload the access log and queued writes, then download what
+    /// changed (resumes where an interrupted sync stopped).
     Sync,
+    /// Queue a home reading for upload at the next sync.
+    Reading {
+        /// Blood pressure as systolic/diastolic in mmHg, e.g. 120/80.
+        #[arg(long, conflicts_with = "glucose", required_unless_present = "glucose")]
+        bp: Option<String>,
+        /// Blood glucose in mmol/L, e.g. 5.4.
+        #[arg(long)]
+        glucose: Option<f64>,
+        /// The patient (default: the only patient this device keeps).
+        #[arg(long)]
+        patient: Option<String>,
+    },
+    /// Writes waiting for upload, and those the server refused or found in conflict.
+    Pending,
     /// The session state, last full sign-in, server, and writes waiting for upload.
     Status,
     /// Print cached resources of one type, one JSON per line.
@@ -144,9 +161,59 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Sync => {
             let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
-            let done =
-                account.download(|done, of| eprintln!("carekeep: downloaded {done} of {of} patients' records")).await?;
-            println!("patients: {}\nresources: {}", done.patients, done.resources);
+            let mut bar = progress::Bar::new();
+            let done = account.sync(&mut |p| bar.show(p)).await;
+            bar.finish();
+            let done = done?;
+            println!(
+                "sent: {}\nconflicts: {}\nrejected: {}\npatients: {}\nresources: {}\nremoved: {}\naudit records: {}",
+                done.writes_sent,
+                done.conflicts,
+                done.rejected,
+                done.patients,
+                done.resources_pulled,
+                done.resources_removed + done.patients_removed,
+                done.audit_uploaded
+            );
+            if done.patients_over_limit > 0 {
+                eprintln!(
+                    "carekeep: {} more patients are on your list than this device may keep; open them on demand.",
+                    done.patients_over_limit
+                );
+            }
+        }
+        Command::Reading { bp, glucose, patient } => {
+            let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
+            let reading = match (bp, glucose) {
+                (Some(bp), _) => {
+                    let (sys, dia) = bp
+                        .split_once('/')
+                        .and_then(|(s, d)| Some((s.trim().parse().ok()?, d.trim().parse().ok()?)))
+                        .ok_or_else(|| Error::InvalidArgument { what: "--bp", problem: "expected systolic/diastolic, e.g. 120/80" })?;
+                    HomeReading::BloodPressure { systolic: sys, diastolic: dia }
+                }
+                (None, Some(mmol_per_l)) => HomeReading::Glucose { mmol_per_l },
+                (None, None) => return Err(Error::InvalidArgument { what: "reading", problem: "give --bp or --glucose" }),
+            };
+            let patient = match patient {
+                Some(p) => p,
+                None => only_patient(&mut account)?,
+            };
+            let queued = account.record_reading(&patient, reading, SystemClock.now_unix())?;
+            eprintln!("carekeep: reading queued (pending #{}); it is sent at the next sync.", queued.seq);
+        }
+        Command::Pending => {
+            let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
+            for write in account.pending_writes()? {
+                println!("pending #{}: {} {}", write.seq, write.resource_type, write.method.as_str());
+            }
+            for aside in account.set_aside_writes()? {
+                let kind = match aside.kind {
+                    SetAsideKind::Conflict => "conflict",
+                    SetAsideKind::Rejected => "rejected",
+                };
+                println!("{kind} #{}: {} — {}", aside.seq, aside.write.resource_type, aside.reason);
+            }
         }
         Command::Status => {
             let mut account = Account::open(&profile, keychain, clock)?;
@@ -163,7 +230,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 code: code.as_deref().map(CodeFilter::parse).transpose()?,
                 ..ResourceQuery::default()
             };
-            for resource in account.store()?.search(&query)? {
+            for resource in account.read_records(&query)? {
                 println!("{}", resource.json);
             }
         }
@@ -199,6 +266,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The one patient this device keeps (a patient's own record), for commands that need one.
+fn only_patient(account: &mut Account) -> Result<String, Error> {
+    let kept = account.store()?.sync_patients()?;
+    match kept.as_slice() {
+        [one] => Ok(one.patient.clone()),
+        _ => Err(Error::InvalidArgument { what: "--patient", problem: "this device keeps several patients (or none yet): name one" }),
+    }
 }
 
 /// The account, unlocked by the keychain's device key when the session allows it and the

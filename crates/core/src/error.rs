@@ -238,6 +238,22 @@ pub enum Error {
         status: u16,
     },
 
+    /// The server did not answer in time.
+    #[error("The server is taking too long to answer. Try again later; the records on this device stay available.")]
+    ServerTimeout,
+
+    /// The server's answer could not be read (not the JSON it should be).
+    #[error(
+        "The server sent an answer this app cannot read. Try again later; nothing on this device was changed by it."
+    )]
+    ServerMalformed,
+
+    /// The server sent a page of results it had already sent: following it would never end.
+    #[error(
+        "The server repeated a page of results, so the sync stopped. Try again later; what was already synced is kept."
+    )]
+    PagingLoop,
+
     /// The database failed for another reason.
     #[error(
         "The record cache reported an internal error (SQLite code {code}). Try again; if it persists, erase the cache and sign in again."
@@ -258,6 +274,16 @@ impl From<carekeep_presence::PresenceError> for Error {
 }
 
 impl Error {
+    /// Worth trying again after a pause: the server was unreachable, slow, failing (5xx) or
+    /// garbled; nothing about the request itself was wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::ServerUnreachable | Error::ServerTimeout | Error::ServerMalformed => true,
+            Error::ServerRefused { status } => *status >= 500 || *status == 0,
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error, keeping only its kind (messages can carry paths).
     pub(crate) fn io(action: &'static str, err: &std::io::Error) -> Self {
         if err.kind() == std::io::ErrorKind::StorageFull {

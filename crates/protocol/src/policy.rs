@@ -39,7 +39,18 @@ pub struct Policy {
     pub pins: PinSet,
     /// When the server issued it (RFC 3339).
     pub issued_at: String,
+    /// Most patients a device keeps in its cache (a clinician's care team beyond this is
+    /// fetched on demand): bounds what a lost device holds.
+    #[serde(default = "default_max_synced_patients")]
+    pub max_synced_patients: u32,
 }
+
+fn default_max_synced_patients() -> u32 {
+    DEFAULT_MAX_SYNCED_PATIENTS
+}
+
+/// The default [`Policy::max_synced_patients`].
+pub const DEFAULT_MAX_SYNCED_PATIENTS: u32 = 500;
 
 impl Policy {
     /// DESIGN.md §3's defaults for `role`: idle 15 min (patients 5), lock on background at
@@ -59,6 +70,7 @@ impl Policy {
             wipe_on_logout: false,
             pins,
             issued_at: issued_at.into(),
+            max_synced_patients: DEFAULT_MAX_SYNCED_PATIENTS,
         }
     }
 }

@@ -32,6 +32,22 @@ pub(super) fn read(profile: &Profile) -> Result<Vec<AuditRecord>> {
     }
 }
 
+/// Replaces the queue with `records` (after an upload): written aside, then renamed over
+/// the queue, so a crash leaves the old queue or the new one, never half of one.
+pub(super) fn replace(profile: &Profile, records: &[AuditRecord]) -> Result<()> {
+    let path = profile.audit_queue();
+    let aside = path.with_extension("jsonl.next");
+    let _ = std::fs::remove_file(&aside);
+    let mut lines = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut lines, record).map_err(|_| Error::KeyFileInvalid)?;
+        lines.push(b'\n');
+    }
+    let mut file = crate::platform::open_private_append(&aside).map_err(|e| Error::io("write", &e))?;
+    file.write_all(&lines).and_then(|()| file.sync_all()).map_err(|e| Error::io("write", &e))?;
+    std::fs::rename(&aside, &path).map_err(|e| Error::io("write", &e))
+}
+
 /// The newest queued record: where the next run's chain continues.
 pub(super) fn last(profile: &Profile) -> Result<Option<AuditRecord>> {
     Ok(read(profile)?.pop())

@@ -17,6 +17,10 @@
 
 mod audit_queue;
 mod facts;
+mod reading;
+pub mod sync;
+pub use writing::HomeReading;
+mod writing;
 
 use std::sync::Arc;
 
@@ -25,7 +29,7 @@ use carekeep_protocol::audit::AuditRecord;
 use carekeep_protocol::pins::PinSet;
 
 use crate::keychain::Item;
-use crate::net::{Page, Server, ServerUrl, VerifiedPolicy};
+use crate::net::{Server, ServerUrl, VerifiedPolicy};
 use crate::presence::PresenceVerifier;
 use crate::session::{Identity, Rules, Session, State};
 use crate::store::Store;
@@ -43,6 +47,8 @@ pub struct Account {
     session: Session,
     /// Memory only: never written anywhere.
     access_token: Option<Secret>,
+    /// How sync retries transient failures.
+    retry: sync::Retry,
 }
 
 /// What `status` shows: no PHI.
@@ -80,15 +86,6 @@ pub struct SignIn<'a> {
     pub code: &'a str,
     /// A name for this device in the user's device list (no PHI).
     pub device_name: &'a str,
-}
-
-/// What a download stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Downloaded {
-    /// Patients whose records were fetched.
-    pub patients: usize,
-    /// Resources stored.
-    pub resources: usize,
 }
 
 /// How a logout went.
@@ -159,6 +156,7 @@ impl Account {
             vault,
             session,
             access_token: Some(tokens.access_token),
+            retry: sync::Retry::default(),
         })
     }
 
@@ -176,7 +174,17 @@ impl Account {
             audit_queue::last(profile)?,
         );
         session.time_seen(facts.latest_known_time);
-        Ok(Self { profile: profile.clone(), keychain, clock, facts, server, vault, session, access_token: None })
+        Ok(Self {
+            profile: profile.clone(),
+            keychain,
+            clock,
+            facts,
+            server,
+            vault,
+            session,
+            access_token: None,
+            retry: sync::Retry::default(),
+        })
     }
 
     /// Unlocks with the device key from the keychain, if the session allows it (the last
@@ -267,53 +275,6 @@ impl Account {
         store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
         self.access_token = Some(tokens.access_token.clone());
         Ok(tokens.access_token)
-    }
-
-    /// Downloads the records this account may see into the vault: the patients it can
-    /// reach, then each one's `$everything`, page by page. `progress` hears (patients done,
-    /// patients in all) as it goes. A first, download-only sync: uploading the outbox and
-    /// incremental `_since` sync come with the sync work.
-    pub async fn download(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<Downloaded> {
-        let mut patients = Vec::new();
-        let mut page = Some(Page { path: "/fhir/Patient".into(), query: vec![("_count".into(), "100".into())] });
-        while let Some(current) = page {
-            let (json, next) = self.fetch(&current).await?;
-            let bundle: serde_json::Value =
-                serde_json::from_str(&json).map_err(|_| Error::ServerRefused { status: 0 })?;
-            for entry in bundle["entry"].as_array().into_iter().flatten() {
-                if let Some(id) = entry["resource"]["id"].as_str() {
-                    patients.push(id.to_owned());
-                }
-            }
-            page = next;
-        }
-        let mut resources = 0;
-        progress(0, patients.len());
-        for (done, patient) in patients.iter().enumerate() {
-            let path = format!("/fhir/Patient/{patient}/$everything");
-            let mut page = Some(Page { path, query: vec![("_count".into(), "500".into())] });
-            while let Some(current) = page {
-                let (json, next) = self.fetch(&current).await?;
-                resources += self.store()?.ingest_bundle(&json)?.stored;
-                page = next;
-            }
-            progress(done + 1, patients.len());
-        }
-        Ok(Downloaded { patients: patients.len(), resources })
-    }
-
-    /// One page, refreshing the access token once if it expired.
-    async fn fetch(&mut self, page: &Page) -> Result<(String, Option<Page>)> {
-        let token = self.access_token().await?;
-        let fetched = match self.server.fhir_page(&token, page).await {
-            Err(Error::AccessExpired) => {
-                self.access_token = None;
-                let token = self.access_token().await?;
-                self.server.fhir_page(&token, page).await
-            }
-            other => other,
-        };
-        self.after_server(fetched)
     }
 
     /// Passes a server call's `result` on, first acting on what it means for the device: a

@@ -8,7 +8,10 @@ use carekeep_protocol::pins::PinSet;
 use carekeep_protocol::policy::{Policy, SignedPolicy};
 use serde::de::DeserializeOwned;
 
+use carekeep_protocol::sync::{DeviceAuditReceipt, DeviceAuditUpload, RemovedPage};
+
 use super::{Roots, ServerUrl, classify, client};
+use crate::store::{OutboxEntry, WriteMethod};
 use crate::{Error, Result};
 
 /// The half-finished sign-in: the password was right, the authenticator code is owed.
@@ -28,7 +31,12 @@ pub struct Server {
     http: reqwest::Client,
     /// The server's clock at its latest answer (Unix seconds, from `Date`; 0: none yet).
     clock_seen: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// How long one request may take, answer included.
+    request_timeout: std::time::Duration,
 }
+
+/// How long one request may take unless [`Server::set_request_timeout`] says otherwise.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Server {
     /// A server whose chain may lead to the system's roots or be self-signed, and must
@@ -39,7 +47,12 @@ impl Server {
 
     /// As [`Server::connect`], with the certificate authorities given (an enterprise CA).
     pub fn with_roots(url: ServerUrl, pins: PinSet, roots: Roots) -> Result<Self> {
-        Ok(Self { http: client(pins, roots)?, url, clock_seen: std::sync::Arc::default() })
+        Ok(Self {
+            http: client(pins, roots)?,
+            url,
+            clock_seen: std::sync::Arc::default(),
+            request_timeout: REQUEST_TIMEOUT,
+        })
     }
 
     /// The server's clock at its latest answer, if it has answered: a time the device's
@@ -48,9 +61,14 @@ impl Server {
         Some(self.clock_seen.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
+    /// Sets how long one request may take before it fails with [`Error::ServerTimeout`].
+    pub fn set_request_timeout(&mut self, timeout: std::time::Duration) {
+        self.request_timeout = timeout;
+    }
+
     /// Sends `request`, noting the server's clock from the answer.
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let response = request.send().await.map_err(|e| classify(&e))?;
+        let response = request.timeout(self.request_timeout).send().await.map_err(|e| classify(&e))?;
         if let Some(time) = response.headers().get(reqwest::header::DATE).and_then(|d| http_date(d.to_str().ok()?)) {
             self.clock_seen.fetch_max(time, std::sync::atomic::Ordering::Relaxed);
         }
@@ -104,14 +122,82 @@ impl Server {
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
-        let text = response.text().await.map_err(|_| Error::ServerRefused { status: 0 })?;
-        let bundle: serde_json::Value = serde_json::from_str(&text).map_err(|_| Error::ServerRefused { status: 0 })?;
+        let text = body_text(response).await?;
+        let bundle: serde_json::Value = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
+        if bundle["resourceType"] != "Bundle" {
+            return Err(Error::ServerMalformed);
+        }
         let next = bundle["link"].as_array().into_iter().flatten().find(|l| l["relation"] == "next").and_then(|l| {
             let url = reqwest::Url::parse(l["url"].as_str()?).ok()?;
             let token = url.query_pairs().find(|(k, _)| k == "_page")?.1.into_owned();
             Some(Page { path: "/fhir".into(), query: vec![("_page".into(), token)] })
         });
         Ok((text, next))
+    }
+
+    /// Sends one queued write: `POST` for a create, `PUT` with `If-Match` for an update,
+    /// each with its idempotency key, so a replay after a lost answer is applied once.
+    pub async fn push(&self, access_token: &Secret, write: &OutboxEntry) -> Result<Pushed> {
+        let request = match (write.method, &write.id) {
+            (WriteMethod::Update, Some(id)) => {
+                let url = self.url.join(&format!("/fhir/{}/{}", write.resource_type, id));
+                let version = write.if_match.as_deref().unwrap_or("0");
+                self.http.put(url).header(reqwest::header::IF_MATCH, format!("W/\"{version}\""))
+            }
+            _ => self.http.post(self.url.join(&format!("/fhir/{}", write.resource_type))),
+        };
+        let request = request
+            .bearer_auth(access_token.expose())
+            .header("Idempotency-Key", &write.idempotency_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/fhir+json")
+            .body(write.body.clone());
+        let response = self.exchange(request).await?;
+        let status = response.status().as_u16();
+        match status {
+            200 | 201 => {
+                let text = body_text(response).await?;
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|_| Error::ServerMalformed)?;
+                Ok(Pushed::Stored(text))
+            }
+            412 => Ok(Pushed::Conflict),
+            400 | 403 | 404 | 409 | 410 | 422 | 428 => {
+                let text = body_text(response).await?;
+                let body: serde_json::Value = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
+                if body["resourceType"] == "OperationOutcome" {
+                    Ok(Pushed::Refused { status, reason: diagnostics(&body) })
+                } else {
+                    Err(bearer_refusal(status, &body, None))
+                }
+            }
+            _ => Err(refusal(response).await),
+        }
+    }
+
+    /// The server's current version of one resource (`None`: gone, or no longer visible).
+    pub async fn read(&self, access_token: &Secret, resource_type: &str, id: &str) -> Result<Option<String>> {
+        let url = self.url.join(&format!("/fhir/{resource_type}/{id}"));
+        let response = self.exchange(self.http.get(url).bearer_auth(access_token.expose())).await?;
+        match response.status().as_u16() {
+            200 => {
+                let text = body_text(response).await?;
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|_| Error::ServerMalformed)?;
+                Ok(Some(text))
+            }
+            404 | 410 => Ok(None),
+            _ => Err(refusal(response).await),
+        }
+    }
+
+    /// Deletions on the server after `after` that the caller could see.
+    pub async fn removed(&self, access_token: &Secret, after: i64) -> Result<RemovedPage> {
+        let mut url = self.url.join("/sync/removed");
+        url.query_pairs_mut().append_pair("after", &after.to_string());
+        self.send(self.http.get(url).bearer_auth(access_token.expose())).await
+    }
+
+    /// Uploads a batch of this device's audit records.
+    pub async fn upload_audit(&self, access_token: &Secret, upload: &DeviceAuditUpload) -> Result<DeviceAuditReceipt> {
+        self.send(self.http.post(self.url.join("/audit/device")).bearer_auth(access_token.expose()).json(upload)).await
     }
 
     /// The address this client reaches.
@@ -124,8 +210,41 @@ impl Server {
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
-        response.json().await.map_err(|_| Error::ServerRefused { status: 0 })
+        let text = body_text(response).await?;
+        serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)
     }
+}
+
+/// How the server took one queued write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Stored: the resource as the server keeps it (id, version, time set).
+    Stored(String),
+    /// `412`: the record changed on the server since the version the write was based on.
+    Conflict,
+    /// Refused for a reason in the write itself; the server's words.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The OperationOutcome's diagnostics.
+        reason: String,
+    },
+}
+
+/// A response body as text; a connection dropped mid-body is a timeout or unreachable.
+async fn body_text(response: reqwest::Response) -> Result<String> {
+    response.text().await.map_err(|e| if e.is_timeout() { Error::ServerTimeout } else { Error::ServerUnreachable })
+}
+
+/// An OperationOutcome's diagnostics, joined: what the server said was wrong.
+fn diagnostics(outcome: &serde_json::Value) -> String {
+    let said: Vec<&str> = outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|issue| issue["diagnostics"].as_str())
+        .collect();
+    if said.is_empty() { "The server refused this change without giving a reason.".to_owned() } else { said.join(" ") }
 }
 
 /// A FHIR request: a path under the server and its query parameters (never PHI).
@@ -173,6 +292,12 @@ async fn refusal(response: reqwest::Response) -> Error {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
+    bearer_refusal(status, &body, Some(retry_after))
+}
+
+/// A `{error, message}` body as the core's error.
+fn bearer_refusal(status: u16, body: &serde_json::Value, retry_after: Option<u64>) -> Error {
+    let retry_after = retry_after.unwrap_or(60);
     match body["error"].as_str().unwrap_or_default() {
         "bad_credentials" => Error::BadCredentials,
         "bad_code" => Error::BadCode,

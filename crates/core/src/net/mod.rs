@@ -14,7 +14,7 @@ use std::sync::Arc;
 use carekeep_protocol::pins::PinSet;
 use rustls::RootCertStore;
 
-pub use api::{Challenge, Page, Server, Tokens, VerifiedPolicy};
+pub use api::{Challenge, Page, Pushed, REQUEST_TIMEOUT, Server, Tokens, VerifiedPolicy};
 
 use crate::{Error, Result};
 
@@ -95,7 +95,6 @@ fn client(pins: PinSet, roots: Roots) -> Result<reqwest::Client> {
         .https_only(true)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|_| Error::TlsRefused)
 }
@@ -103,6 +102,9 @@ fn client(pins: PinSet, roots: Roots) -> Result<reqwest::Client> {
 /// What a failed request means for the person: a pin mismatch, a TLS refusal, or a server
 /// that cannot be reached. Walks the error's causes (rustls errors arrive inside I/O errors).
 pub(crate) fn classify(error: &reqwest::Error) -> Error {
+    if error.is_timeout() {
+        return Error::ServerTimeout;
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
         if let Some(tls) = current.downcast_ref::<rustls::Error>() {

@@ -1,9 +1,12 @@
 //! The FHIR R4 resource store inside the vault: resources kept as their JSON text, indexed
 //! by type, id, version, last update, patient, codes and effective date.
 
+mod access_log;
 pub mod dangerous;
 mod outbox;
 mod query;
+mod set_aside;
+mod sync_state;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Deserialize;
@@ -11,6 +14,8 @@ use serde_json::value::RawValue;
 
 pub use outbox::{Outbox, OutboxEntry, PendingWrite, WriteMethod};
 pub use query::{CodeFilter, ResourceQuery, TrendPoint};
+pub use set_aside::{Resolution, SetAside, SetAsideKind};
+pub use sync_state::{PageMark, SyncPatient};
 
 use crate::{Error, Result};
 use carekeep_fhir::{IndexedResource, References, id_from_full_url, index_resource};
@@ -75,6 +80,16 @@ impl<'v> Store<'v> {
     /// Resources are stored as their exact JSON text; entries without an `id` go by the UUID
     /// of their `urn:uuid:` full URL, and references to such URLs are resolved for indexing.
     pub fn ingest_bundle(&mut self, bundle_json: &str) -> Result<IngestSummary> {
+        self.ingest_with(bundle_json, |_| Ok(()))
+    }
+
+    /// As [`Store::ingest_bundle`], with `also` run in the same transaction: what a sync
+    /// records about its progress lands together with the page, or not at all.
+    pub(crate) fn ingest_with(
+        &mut self,
+        bundle_json: &str,
+        also: impl FnOnce(&Transaction<'_>) -> Result<()>,
+    ) -> Result<IngestSummary> {
         let bundle: BundleIn<'_> = serde_json::from_str(bundle_json).map_err(|_| {
             Error::invalid("Bundle", "not a JSON Bundle (an object with resourceType and an entry array)")
         })?;
@@ -101,7 +116,7 @@ impl<'v> Store<'v> {
         if bulk {
             self.conn.execute_batch(BULK_CACHE_SIZE_PRAGMA)?;
         }
-        let written = write_entries(self.conn, &raws, &refs);
+        let written = write_entries(self.conn, &raws, &refs, also);
         if bulk {
             // Back to the everyday cache, and its memory back to the system.
             let _ = self.conn.execute_batch(crate::vault::CACHE_SIZE_PRAGMA);
@@ -113,18 +128,10 @@ impl<'v> Store<'v> {
 
     /// Stores (inserts or replaces) one resource, which must carry its own `id`.
     pub fn put(&mut self, resource_json: &str) -> Result<StoredResource> {
-        let value: serde_json::Value =
-            serde_json::from_str(resource_json).map_err(|_| Error::invalid("resource", "not valid JSON"))?;
-        let resource = index_resource(&value, resource_json, "resource", None, &References::default())?;
         let tx = self.conn.transaction()?;
-        upsert(&tx, &resource)?;
+        let stored = put_in(&tx, resource_json)?;
         tx.commit()?;
-        Ok(StoredResource {
-            resource_type: resource.resource_type,
-            id: resource.id,
-            version_id: resource.version_id,
-            json: resource.json.to_owned(),
-        })
+        Ok(stored)
     }
 
     /// One resource by type and id.
@@ -170,7 +177,12 @@ const BULK_INGEST: usize = 5_000;
 const BULK_CACHE_SIZE_PRAGMA: &str = "PRAGMA cache_size = -131072;";
 
 /// Writes checked entries in one transaction; nothing of it stays if any entry fails.
-fn write_entries(conn: &mut Connection, raws: &[(&str, Option<&str>)], refs: &References) -> Result<()> {
+fn write_entries(
+    conn: &mut Connection,
+    raws: &[(&str, Option<&str>)],
+    refs: &References,
+    also: impl FnOnce(&Transaction<'_>) -> Result<()>,
+) -> Result<()> {
     let tx = conn.transaction()?;
     for (i, (raw, fallback)) in raws.iter().enumerate() {
         let path = format!("entry[{i}].resource");
@@ -178,8 +190,23 @@ fn write_entries(conn: &mut Connection, raws: &[(&str, Option<&str>)], refs: &Re
             serde_json::from_str(raw).map_err(|_| Error::invalid(&*path, "not valid JSON"))?;
         upsert(&tx, &index_resource(&value, raw, &path, *fallback, refs)?)?;
     }
+    also(&tx)?;
     tx.commit()?;
     Ok(())
+}
+
+/// Stores one resource (which must carry its own `id`) inside `tx`.
+fn put_in(tx: &Transaction<'_>, resource_json: &str) -> Result<StoredResource> {
+    let value: serde_json::Value =
+        serde_json::from_str(resource_json).map_err(|_| Error::invalid("resource", "not valid JSON"))?;
+    let resource = index_resource(&value, resource_json, "resource", None, &References::default())?;
+    upsert(tx, &resource)?;
+    Ok(StoredResource {
+        resource_type: resource.resource_type,
+        id: resource.id,
+        version_id: resource.version_id,
+        json: resource.json.to_owned(),
+    })
 }
 
 fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {

@@ -15,14 +15,15 @@ pub enum WriteMethod {
 }
 
 impl WriteMethod {
-    fn as_str(self) -> &'static str {
+    /// `create` or `update`, as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             WriteMethod::Create => "create",
             WriteMethod::Update => "update",
         }
     }
 
-    fn parse(s: &str) -> rusqlite::Result<Self> {
+    pub(super) fn parse(s: &str) -> rusqlite::Result<Self> {
         match s {
             "create" => Ok(WriteMethod::Create),
             "update" => Ok(WriteMethod::Update),
@@ -131,6 +132,17 @@ impl<'s> Outbox<'s> {
     /// Removes a write the server has confirmed. `false` if it was already gone.
     pub fn ack(&mut self, seq: i64) -> Result<bool> {
         Ok(self.conn.execute("DELETE FROM outbox WHERE seq = ?1", [seq])? > 0)
+    }
+
+    /// Settles a write the server accepted: its answer (the resource as stored, with id and
+    /// version) goes into the cache and the write leaves the queue, together — a crash
+    /// leaves either both undone (the replay is recognised by its key) or both done.
+    pub fn settle(&mut self, seq: i64, stored_json: &str) -> Result<super::StoredResource> {
+        let tx = self.conn.transaction()?;
+        let stored = super::put_in(&tx, stored_json)?;
+        tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+        tx.commit()?;
+        Ok(stored)
     }
 
     /// How many writes wait.

@@ -68,6 +68,32 @@ const MIGRATIONS: &[&str] = &[
         key    TEXT PRIMARY KEY,
         value  TEXT NOT NULL
     ) STRICT;",
+    // 2: sync. Per patient: the server time the last complete pull reached, and the next
+    // page of an unfinished one (an interrupted sync resumes there). Writes the server
+    // refused or found in conflict, kept with its version and reason until the person
+    // decides. Records read from this cache, chained, until the server has them.
+    "CREATE TABLE sync_patients (
+        patient  TEXT PRIMARY KEY,
+        since    TEXT,
+        cursor   TEXT
+    ) STRICT;
+    CREATE TABLE set_aside (
+        seq              INTEGER PRIMARY KEY,
+        kind             TEXT NOT NULL CHECK (kind IN ('conflict', 'rejected')),
+        idempotency_key  TEXT NOT NULL,
+        method           TEXT NOT NULL,
+        type             TEXT NOT NULL,
+        id               TEXT,
+        if_match         TEXT,
+        body             TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        server_version   TEXT,
+        reason           TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE access_log (
+        seq     INTEGER PRIMARY KEY,
+        record  TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// Creates a new, empty vault database at `path`, keyed with `k_db`.

@@ -1,0 +1,87 @@
+//! Reading records from the cache, with an access log: every patient whose records are
+//! shown gets a chained record in the vault, uploaded at the next sync, so a patient's "who
+//! viewed my record" includes views made offline.
+
+use std::collections::BTreeSet;
+
+use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
+use time::format_description::well_known::Rfc3339;
+
+use super::Account;
+use crate::Result;
+use crate::store::{CodeFilter, ResourceQuery, StoredResource, TrendPoint};
+
+impl Account {
+    /// The cached resources matching `query`, while unlocked; logged as viewed.
+    pub fn read_records(&mut self, query: &ResourceQuery) -> Result<Vec<StoredResource>> {
+        let found = self.store()?.search(query)?;
+        let patients: BTreeSet<Option<String>> = found.iter().map(|r| patient_of(r, query.patient.as_deref())).collect();
+        self.log_access(&query.resource_type, patients)?;
+        Ok(found)
+    }
+
+    /// One patient's trend for a lab code (for a chart), while unlocked; logged as viewed.
+    pub fn lab_trend(&mut self, patient: &str, code: &CodeFilter) -> Result<Vec<TrendPoint>> {
+        let reference = reference(patient);
+        let points = self.store()?.lab_trend(&reference, code)?;
+        self.log_access("Observation", [Some(bare(&reference).to_owned())])?;
+        Ok(points)
+    }
+
+    fn log_access(&mut self, resource_type: &str, patients: impl IntoIterator<Item = Option<String>>) -> Result<()> {
+        let now = time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix())
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
+        let identity = self.facts.identity();
+        let mut store = self.store()?;
+        let mut prev = store.last_access()?;
+        let mut records = Vec::new();
+        for patient in patients {
+            let event = AuditEvent {
+                recorded_at: now.clone(),
+                occurred_at: Some(now.clone()),
+                tenant: identity.tenant.clone(),
+                user: Some(identity.user.clone()),
+                role: Some(identity.role.as_str().to_owned()),
+                device: Some(identity.device.clone()),
+                ip: None,
+                action: "read from the device cache".to_owned(),
+                resource_type: Some(resource_type.to_owned()),
+                resource_id: None,
+                patient,
+                outcome: Outcome::Success,
+                break_glass: false,
+            };
+            let record = AuditRecord::append(prev.as_ref(), event);
+            prev = Some(record.clone());
+            records.push(record);
+        }
+        store.log_access(&records)
+    }
+}
+
+/// `Patient/<id>` from a bare id or a reference.
+fn reference(patient: &str) -> String {
+    if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
+}
+
+fn bare(reference: &str) -> &str {
+    reference.strip_prefix("Patient/").unwrap_or(reference)
+}
+
+/// The patient a shown resource belongs to (bare id).
+fn patient_of(resource: &StoredResource, queried: Option<&str>) -> Option<String> {
+    if resource.resource_type == "Patient" {
+        return Some(resource.id.clone());
+    }
+    if let Some(queried) = queried {
+        return Some(bare(queried).to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(&resource.json).ok()?;
+    ["subject", "patient"]
+        .iter()
+        .find_map(|field| value[field]["reference"].as_str())
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .map(str::to_owned)
+}

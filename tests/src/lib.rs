@@ -2,7 +2,13 @@
 //! 127.0.0.1, serving a fresh data directory with one tenant and one user, and the pins and
 //! codes a client needs to reach it.
 
+pub mod proxy;
+
+use std::sync::Arc;
+
+use carekeep_core::account::{Account, SignIn};
 use carekeep_core::net::{Server, ServerUrl};
+use carekeep_core::{Clock, Error, Keychain, Password, Profile};
 use carekeep_protocol::auth::Role;
 use carekeep_protocol::pins::{Pin, PinSet};
 use carekeep_server::DataDir;
@@ -63,6 +69,67 @@ impl World {
     }
 }
 
+/// A device: a profile directory of its own and a keychain service of its own.
+pub struct Device {
+    _dir: tempfile::TempDir,
+    /// The profile.
+    pub profile: Profile,
+    /// Its keychain (a service name unique to this device).
+    pub keychain: Keychain,
+}
+
+impl Device {
+    /// A fresh device.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile::new(dir.path().join("profile"));
+        let keychain =
+            Keychain::with_service(format!("carekeep-e2e-{}-{:?}", std::process::id(), std::thread::current().id()));
+        Self { _dir: dir, profile, keychain }
+    }
+
+    /// Signs `world`'s user in on this device, with the code `step` steps from now.
+    pub async fn sign_in(
+        &self,
+        world: &World,
+        running: &Running,
+        clock: Arc<dyn Clock>,
+        step: u64,
+    ) -> Result<Account, Error> {
+        self.sign_in_at(world, running.url(), clock, step).await
+    }
+
+    /// As [`Device::sign_in`], at `url` (a proxy in front of the server).
+    pub async fn sign_in_at(
+        &self,
+        world: &World,
+        url: ServerUrl,
+        clock: Arc<dyn Clock>,
+        step: u64,
+    ) -> Result<Account, Error> {
+        let password = Password::new(world.password.as_str());
+        let request = SignIn {
+            url,
+            pins: world.pins(),
+            username: &world.username,
+            password: &password,
+            code: &world.code(step),
+            device_name: "e2e device",
+        };
+        Account::sign_in(&self.profile, self.keychain.clone(), clock, request).await
+    }
+
+    /// Every byte the profile holds on disk.
+    pub fn files(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.profile.dir()).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
+        }
+        all
+    }
+}
+
 /// A running server, stopped when dropped.
 pub struct Running(carekeep_server::http::Running);
 
@@ -75,6 +142,11 @@ impl Running {
     /// `https://localhost:PORT`.
     pub fn url(&self) -> ServerUrl {
         ServerUrl::parse(&format!("https://localhost:{}", self.0.port())).unwrap()
+    }
+
+    /// The port it listens on.
+    pub fn port_number(&self) -> u16 {
+        self.0.port()
     }
 
     /// A client pinned to `pins`.

@@ -6,56 +6,12 @@
 
 use std::sync::Arc;
 
-use carekeep_core::account::{Account, SignIn};
+use carekeep_core::account::Account;
 use carekeep_core::clock::ManualClock;
 use carekeep_core::session::State;
-use carekeep_core::{Clock, Error, Keychain, Password, Profile, SystemClock};
-use carekeep_e2e::{PASSWORD, PresenceTestDouble, Running, World};
+use carekeep_core::{Clock, Error, Password, SystemClock};
+use carekeep_e2e::{Device, PASSWORD, PresenceTestDouble, Running, World};
 use carekeep_protocol::auth::Role;
-
-struct Device {
-    _dir: tempfile::TempDir,
-    profile: Profile,
-    keychain: Keychain,
-}
-
-impl Device {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let profile = Profile::new(dir.path().join("profile"));
-        let keychain =
-            Keychain::with_service(format!("carekeep-e2e-{}-{:?}", std::process::id(), std::thread::current().id()));
-        Self { _dir: dir, profile, keychain }
-    }
-
-    async fn sign_in(
-        &self,
-        world: &World,
-        running: &Running,
-        clock: Arc<dyn Clock>,
-        step: u64,
-    ) -> Result<Account, Error> {
-        let password = Password::new(world.password.as_str());
-        let request = SignIn {
-            url: running.url(),
-            pins: world.pins(),
-            username: &world.username,
-            password: &password,
-            code: &world.code(step),
-            device_name: "e2e device",
-        };
-        Account::sign_in(&self.profile, self.keychain.clone(), clock, request).await
-    }
-
-    /// Every byte the profile holds on disk.
-    fn files(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for entry in std::fs::read_dir(self.profile.dir()).unwrap() {
-            all.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
-        }
-        all
-    }
-}
 
 /// The device's user revokes it (with `wipe`: flags it for erasure) through the server's
 /// own rules, as they would from another device's settings.
@@ -199,27 +155,6 @@ async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn download_fills_the_vault_with_what_the_account_may_see() {
-    let world = World::demo(Role::Patient);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    let mut heard = Vec::new();
-    let done = account.download(|n, of| heard.push((n, of))).await.unwrap();
-    // The demo patient: their own record, and the one they are proxy for.
-    assert_eq!(done.patients, 2);
-    assert_eq!(heard, [(0, 2), (1, 2), (2, 2)]);
-    assert!(done.resources > 20, "{done:?}");
-    let store = account.store().unwrap();
-    assert_eq!(store.count().unwrap(), u64::try_from(done.resources).unwrap());
-    let query = carekeep_core::store::ResourceQuery { resource_type: "Patient".into(), ..Default::default() };
-    assert_eq!(store.search(&query).unwrap().len(), 2);
-    // Again: the same records replace themselves, nothing doubles.
-    let again = account.download(|_, _| {}).await.unwrap();
-    assert_eq!(account.store().unwrap().count().unwrap(), u64::try_from(again.resources).unwrap());
-}
-
 /// The server's certificate changes to a key the device never pinned (two rotations on,
 /// the device having slept through both): the connection fails closed, and the refusal is
 /// in the local audit for the organisation to see.
@@ -242,7 +177,7 @@ async fn a_pin_mismatch_fails_closed_and_is_audited() {
 
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
-    assert!(matches!(later.download(|_, _| {}).await, Err(Error::PinMismatch)));
+    assert!(matches!(later.sync(&mut |_| {}).await, Err(Error::PinMismatch)));
     let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
     assert_eq!(actions.last().map(String::as_str), Some("connection refused (pin-mismatch)"), "{actions:?}");
 }

@@ -189,11 +189,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     let (sys, dia) = bp
                         .split_once('/')
                         .and_then(|(s, d)| Some((s.trim().parse().ok()?, d.trim().parse().ok()?)))
-                        .ok_or_else(|| Error::InvalidArgument { what: "--bp", problem: "expected systolic/diastolic, e.g. 120/80" })?;
+                        .ok_or_else(|| Error::InvalidArgument {
+                            what: "--bp",
+                            problem: "expected systolic/diastolic, e.g. 120/80",
+                        })?;
                     HomeReading::BloodPressure { systolic: sys, diastolic: dia }
                 }
                 (None, Some(mmol_per_l)) => HomeReading::Glucose { mmol_per_l },
-                (None, None) => return Err(Error::InvalidArgument { what: "reading", problem: "give --bp or --glucose" }),
+                (None, None) => {
+                    return Err(Error::InvalidArgument { what: "reading", problem: "give --bp or --glucose" });
+                }
             };
             let patient = match patient {
                 Some(p) => p,
@@ -273,7 +278,10 @@ fn only_patient(account: &mut Account) -> Result<String, Error> {
     let kept = account.store()?.sync_patients()?;
     match kept.as_slice() {
         [one] => Ok(one.patient.clone()),
-        _ => Err(Error::InvalidArgument { what: "--patient", problem: "this device keeps several patients (or none yet): name one" }),
+        _ => Err(Error::InvalidArgument {
+            what: "--patient",
+            problem: "this device keeps several patients (or none yet): name one",
+        }),
     }
 }
 

@@ -12,7 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod pins;
 pub mod policy;
-pub mod sync;
 mod secret;
+pub mod sync;
 
 pub use secret::Secret;

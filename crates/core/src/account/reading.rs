@@ -15,7 +15,8 @@ impl Account {
     /// The cached resources matching `query`, while unlocked; logged as viewed.
     pub fn read_records(&mut self, query: &ResourceQuery) -> Result<Vec<StoredResource>> {
         let found = self.store()?.search(query)?;
-        let patients: BTreeSet<Option<String>> = found.iter().map(|r| patient_of(r, query.patient.as_deref())).collect();
+        let patients: BTreeSet<Option<String>> =
+            found.iter().map(|r| patient_of(r, query.patient.as_deref())).collect();
         self.log_access(&query.resource_type, patients)?;
         Ok(found)
     }

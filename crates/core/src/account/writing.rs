@@ -63,7 +63,12 @@ impl Account {
     }
 
     /// Queues a request for an appointment (status `proposed`: the practice books it).
-    pub fn request_appointment(&mut self, patient: &str, reason: &str, preferred_start_unix: i64) -> Result<OutboxEntry> {
+    pub fn request_appointment(
+        &mut self,
+        patient: &str,
+        reason: &str,
+        preferred_start_unix: i64,
+    ) -> Result<OutboxEntry> {
         let start = instant(preferred_start_unix)?;
         let end = instant(preferred_start_unix + 30 * 60)?;
         self.queue_create(&json!({

@@ -238,12 +238,8 @@ async fn body_text(response: reqwest::Response) -> Result<String> {
 
 /// An OperationOutcome's diagnostics, joined: what the server said was wrong.
 fn diagnostics(outcome: &serde_json::Value) -> String {
-    let said: Vec<&str> = outcome["issue"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|issue| issue["diagnostics"].as_str())
-        .collect();
+    let said: Vec<&str> =
+        outcome["issue"].as_array().into_iter().flatten().filter_map(|issue| issue["diagnostics"].as_str()).collect();
     if said.is_empty() { "The server refused this change without giving a reason.".to_owned() } else { said.join(" ") }
 }
 

@@ -14,7 +14,9 @@ impl Store<'_> {
         {
             let mut insert = tx.prepare_cached("INSERT INTO access_log (record) VALUES (?1)")?;
             for record in records {
-                insert.execute([serde_json::to_string(record).map_err(|_| Error::invalid("audit record", "unwritable"))?])?;
+                insert.execute([
+                    serde_json::to_string(record).map_err(|_| Error::invalid("audit record", "unwritable"))?
+                ])?;
             }
         }
         tx.commit()?;
@@ -46,8 +48,10 @@ impl Store<'_> {
         if let Some(json) = json {
             return Ok(serde_json::from_str(&json).ok());
         }
-        let tip: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'audit.access_tip'", [], |r| r.get(0)).optional()?;
+        let tip: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'audit.access_tip'", [], |r| r.get(0))
+            .optional()?;
         Ok(tip.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
@@ -56,7 +60,9 @@ impl Store<'_> {
     pub fn trim_access_log(&mut self, through: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
         let tip: Option<String> = tx
-            .query_row("SELECT record FROM access_log WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1", [through], |r| r.get(0))
+            .query_row("SELECT record FROM access_log WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1", [through], |r| {
+                r.get(0)
+            })
             .optional()?;
         if let Some(tip) = tip {
             tx.execute(

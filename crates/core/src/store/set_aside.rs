@@ -92,7 +92,8 @@ impl Store<'_> {
              FROM set_aside ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| {
-            let kind = if r.get::<_, String>(1)? == "conflict" { SetAsideKind::Conflict } else { SetAsideKind::Rejected };
+            let kind =
+                if r.get::<_, String>(1)? == "conflict" { SetAsideKind::Conflict } else { SetAsideKind::Rejected };
             Ok(SetAside {
                 seq: r.get(0)?,
                 kind,
@@ -118,14 +119,17 @@ impl Store<'_> {
     /// only be discarded (sending it unchanged would be refused again).
     pub fn resolve(&mut self, seq: i64, resolution: Resolution, now_unix: i64) -> Result<()> {
         let found = self.set_aside_writes()?.into_iter().find(|s| s.seq == seq);
-        let set_aside = found.ok_or_else(|| Error::InvalidArgument { what: "set-aside write", problem: "there is no such write" })?;
+        let set_aside = found
+            .ok_or_else(|| Error::InvalidArgument { what: "set-aside write", problem: "there is no such write" })?;
         let tx = self.conn.transaction()?;
         if resolution == Resolution::KeepMine {
-            let current = set_aside
-                .server_version
-                .as_deref()
-                .filter(|_| set_aside.kind == SetAsideKind::Conflict)
-                .ok_or_else(|| Error::InvalidArgument { what: "set-aside write", problem: "a refused write cannot be sent again unchanged; discard it" })?;
+            let current =
+                set_aside.server_version.as_deref().filter(|_| set_aside.kind == SetAsideKind::Conflict).ok_or_else(
+                    || Error::InvalidArgument {
+                        what: "set-aside write",
+                        problem: "a refused write cannot be sent again unchanged; discard it",
+                    },
+                )?;
             let version: Option<String> = serde_json::from_str::<serde_json::Value>(current)
                 .ok()
                 .and_then(|v| v["meta"]["versionId"].as_str().map(str::to_owned));
@@ -133,7 +137,14 @@ impl Store<'_> {
             tx.execute(
                 "INSERT INTO outbox (idempotency_key, method, type, id, if_match, body, created_at)
                  VALUES (?1, 'update', ?2, ?3, ?4, ?5, ?6)",
-                params![key, set_aside.write.resource_type, set_aside.write.id, version, set_aside.write.body, now_unix],
+                params![
+                    key,
+                    set_aside.write.resource_type,
+                    set_aside.write.id,
+                    version,
+                    set_aside.write.body,
+                    now_unix
+                ],
             )?;
         }
         let gone: Option<i64> =

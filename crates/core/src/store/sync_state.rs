@@ -39,7 +39,8 @@ impl Store<'_> {
     /// The patients this device keeps, with their pull state.
     pub fn sync_patients(&self) -> Result<Vec<SyncPatient>> {
         let mut stmt = self.conn.prepare_cached("SELECT patient, since, cursor FROM sync_patients ORDER BY patient")?;
-        let rows = stmt.query_map([], |r| Ok(SyncPatient { patient: r.get(0)?, since: r.get(1)?, cursor: r.get(2)? }))?;
+        let rows =
+            stmt.query_map([], |r| Ok(SyncPatient { patient: r.get(0)?, since: r.get(1)?, cursor: r.get(2)? }))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -75,10 +76,8 @@ impl Store<'_> {
 
     /// The last server deletion this cache has applied.
     pub fn removed_after(&self) -> Result<i64> {
-        let value: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [REMOVED_AFTER], |r| r.get(0))
-            .optional()?;
+        let value: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [REMOVED_AFTER], |r| r.get(0)).optional()?;
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 

@@ -437,7 +437,7 @@ pub async fn create(
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
     let stored = match blocking(move || {
         let once = key.as_deref().and_then(|k| Once::new(&user, k));
-        let (stored, replayed) = records.create(&tenant, checked, time::OffsetDateTime::now_utc(), once)?;
+        let (stored, replayed) = records.create(&tenant, checked, once)?;
         if stored.resource_type == "Patient" && !replayed {
             records.link(&tenant, &user, &stored.id, "care-team")?;
         }
@@ -545,7 +545,7 @@ pub async fn update(
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
     let stored = match blocking(move || {
         let once = key.as_deref().and_then(|k| Once::new(&user, k));
-        records.update(&tenant, &id, checked, expected, time::OffsetDateTime::now_utc(), once)
+        records.update(&tenant, &id, checked, expected, once)
     })
     .await
     {
@@ -563,18 +563,13 @@ pub async fn update(
 /// key unchanged, so a write whose answer was lost is not made twice.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
-    value
-        .to_str()
-        .ok()
-        .filter(|k| Once::new("", k).is_some())
-        .map(|k| Some(k.to_owned()))
-        .ok_or_else(|| {
-            outcome(
-                StatusCode::BAD_REQUEST,
-                "value",
-                "Idempotency-Key: expected up to 128 printable characters without spaces.",
-            )
-        })
+    value.to_str().ok().filter(|k| Once::new("", k).is_some()).map(|k| Some(k.to_owned())).ok_or_else(|| {
+        outcome(
+            StatusCode::BAD_REQUEST,
+            "value",
+            "Idempotency-Key: expected up to 128 printable characters without spaces.",
+        )
+    })
 }
 
 /// `DELETE /fhir/{type}/{id}`: removes a resource (not a patient) and leaves a tombstone,

@@ -28,7 +28,11 @@ pub struct After {
 
 /// `GET /sync/removed?after=N`: resources deleted since the device's last sync, limited to
 /// those the caller may read (the rest were never on the device).
-pub async fn removed(State(state): State<AppState>, caller: Principal, Query(After { after }): Query<After>) -> Response {
+pub async fn removed(
+    State(state): State<AppState>,
+    caller: Principal,
+    Query(After { after }): Query<After>,
+) -> Response {
     let access = match caller_access(&state, &caller).await {
         Ok(a) => a,
         Err(r) => return r,

@@ -147,17 +147,18 @@ impl Records {
         Ok(current(&self.store.read(), tenant, resource_type, id)?)
     }
 
-    /// Stores `checked` as a new resource with a fresh opaque id, version 1. A patient it
+    /// Stores `checked` as a new resource with a fresh opaque id, version 1, stamped with
+    /// the time it is written. A patient it
     /// names must exist in `tenant`. With `once`, a key already used returns the resource
     /// that request created (`true`: replayed) instead of creating another.
     pub fn create(
         &self,
         tenant: &str,
         checked: Checked,
-        now: OffsetDateTime,
         once: Option<Once<'_>>,
     ) -> Result<(Stored, bool), RecordError> {
         let mut conn = self.store.lock();
+        let now = commit_time();
         let tx = conn.transaction()?;
         if let Some(once) = once
             && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "create", &checked.resource_type)?
@@ -182,10 +183,10 @@ impl Records {
         id: &str,
         checked: Checked,
         expected_version: i64,
-        now: OffsetDateTime,
         once: Option<Once<'_>>,
     ) -> Result<(Stored, bool), RecordError> {
         let mut conn = self.store.lock();
+        let now = commit_time();
         let tx = conn.transaction()?;
         if let Some(once) = once
             && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "update", &checked.resource_type)?
@@ -256,7 +257,12 @@ impl Records {
 }
 
 /// The current version of `resource_type/id` in `tenant`, read on `conn`.
-fn current(conn: &rusqlite::Connection, tenant: &str, resource_type: &str, id: &str) -> rusqlite::Result<Option<Stored>> {
+fn current(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
+) -> rusqlite::Result<Option<Stored>> {
     conn.prepare_cached("SELECT version, patient, json FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
         .query_row(params![tenant, resource_type, id], |r| {
             Ok(Stored {
@@ -268,6 +274,13 @@ fn current(conn: &rusqlite::Connection, tenant: &str, resource_type: &str, id: &
             })
         })
         .optional()
+}
+
+/// The time a write is stamped with, read once the writer lock is held: stamps then follow
+/// commit order, so a device syncing `_since` a time it was told cannot miss a write that
+/// was waiting for the lock when it looked.
+fn commit_time() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
 }
 
 /// The instant as FHIR shows it (`2026-11-23T10:00:00.123456Z`) and its sortable form.

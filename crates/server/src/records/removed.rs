@@ -32,11 +32,8 @@ impl Records {
         let mut conn = self.store.lock();
         let tx = conn.transaction()?;
         let stored = super::current(&tx, tenant, resource_type, id)?.ok_or(RecordError::NotFound)?;
-        tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
-            tenant,
-            resource_type,
-            id
-        ])?;
+        tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
+            .execute(params![tenant, resource_type, id])?;
         tx.prepare_cached("DELETE FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
             tenant,
             resource_type,

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use super::{Phase, Progress, SyncReport};
+use crate::Result;
 use crate::account::Account;
 use crate::net::Pushed;
 use crate::store::{OutboxEntry, SetAsideKind};
-use crate::Result;
 
 impl Account {
     pub(super) async fn push_outbox(

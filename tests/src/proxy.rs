@@ -47,8 +47,8 @@ pub struct FaultyProxy {
 
 impl FaultyProxy {
     /// A proxy in front of the server on `upstream` (port), serving `data`'s certificate on
-    /// `port` (0: any free port).
-    pub async fn start(data: &DataDir, upstream: u16, port: u16) -> Self {
+    /// `port` (0: any free port). Call inside a Tokio runtime: it serves on a task of it.
+    pub fn start(data: &DataDir, upstream: u16, port: u16) -> Self {
         let cert = std::fs::read(data.cert_path()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for der in rustls::pki_types::CertificateDer::pem_slice_iter(&cert) {

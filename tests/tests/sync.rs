@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use carekeep_core::Clock;
 use carekeep_core::account::sync::{Phase, Retry};
 use carekeep_core::account::{Account, HomeReading};
 use carekeep_core::store::{PendingWrite, Resolution, ResourceQuery, SetAsideKind, WriteMethod};
 use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::{Fault, FaultyProxy};
-use carekeep_e2e::{Device, Running, World, now_unix};
+use carekeep_e2e::{Device, Running, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Records;
 
@@ -40,6 +41,10 @@ fn observation(patient: &str, value: f64) -> serde_json::Value {
         "effectiveDateTime": "2026-11-01T08:00:00Z",
         "valueQuantity": {"value": value, "unit": "mg/dL"}
     })
+}
+
+fn now() -> i64 {
+    SystemClock.now_unix()
 }
 
 fn kept(account: &mut Account) -> Vec<String> {
@@ -104,13 +109,12 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
     let me = kept(&mut account)[0].clone();
     let before = (server_count(&world, "Observation"), server_count(&world, "Communication"));
 
-    let reading = account
-        .record_reading(&me, HomeReading::BloodPressure { systolic: 128, diastolic: 82 }, now_unix() as i64)
-        .unwrap();
-    account.request_appointment(&me, "Follow-up on blood pressure", now_unix() as i64 + 86_400).unwrap();
-    account.message_care_team(&me, "My readings are higher in the morning.", now_unix() as i64).unwrap();
+    let reading =
+        account.record_reading(&me, HomeReading::BloodPressure { systolic: 128, diastolic: 82 }, now()).unwrap();
+    account.request_appointment(&me, "Follow-up on blood pressure", now() + 86_400).unwrap();
+    account.message_care_team(&me, "My readings are higher in the morning.", now()).unwrap();
     // A write the server will refuse: a reading for a patient that does not exist.
-    account.record_reading("no-such-patient", HomeReading::Glucose { mmol_per_l: 5.4 }, now_unix() as i64).unwrap();
+    account.record_reading("no-such-patient", HomeReading::Glucose { mmol_per_l: 5.4 }, now()).unwrap();
     assert_eq!(account.pending_writes().unwrap().len(), 4, "shown at once as pending");
 
     // The first write reaches the server but its answer is lost (as if the app died then).
@@ -175,12 +179,12 @@ async fn a_remote_wipe_is_honoured_before_any_data_moves() {
     let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
     account.sync(&mut |_| {}).await.unwrap();
     let me = kept(&mut account)[0].clone();
-    account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 6.1 }, now_unix() as i64).unwrap();
+    account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 6.1 }, now()).unwrap();
     let observations = server_count(&world, "Observation");
     let token = account.access_token().await.unwrap();
     let store = Arc::new(world.data.open_store().unwrap());
     let auth = carekeep_server::auth::Auth::new(store, carekeep_server::auth::AuthPolicy::default(), 1);
-    let principal = auth.authenticate(token.expose(), now_unix() as i64).await.unwrap();
+    let principal = auth.authenticate(token.expose(), now()).await.unwrap();
     assert!(auth.revoke(&principal, &principal.device_id.clone(), true).await.unwrap());
 
     assert!(matches!(account.sync(&mut |_| {}).await, Err(Error::RemoteWipe)));
@@ -207,7 +211,7 @@ async fn deletions_and_lost_access_remove_records_from_the_cache() {
     assert!(!account.store().unwrap().search(&query(&leaves)).unwrap().is_empty());
 
     // At the practice: one result deleted, one patient leaves this clinician's care team.
-    records(&world).delete(DEMO, "Observation", &observation.id, now_unix() as i64).unwrap();
+    records(&world).delete(DEMO, "Observation", &observation.id, now()).unwrap();
     let store = world.data.open_store().unwrap();
     store.lock().execute("DELETE FROM patient_links WHERE patient = ?1 AND relation = 'care-team'", [&leaves]).unwrap();
 
@@ -266,13 +270,13 @@ fn audit_actions(world: &World) -> Vec<serde_json::Value> {
 async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() {
     let world = World::demo(Role::Patient);
     let running = Running::start(&world.data).await;
-    let proxy = FaultyProxy::start(&world.data, running.port_number(), 0).await;
+    let proxy = FaultyProxy::start(&world.data, running.port_number(), 0);
     let device = Device::new();
     let mut account = device.sign_in_at(&world, proxy.url(), Arc::new(SystemClock), 0).await.unwrap();
     quick_retries(&mut account);
     account.sync(&mut |_| {}).await.unwrap();
     let me = kept(&mut account)[0].clone();
-    account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 7.2 }, now_unix() as i64).unwrap();
+    account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 7.2 }, now()).unwrap();
     let cached = account.store().unwrap().count().unwrap();
 
     expect_failure(&mut account, &proxy, cached, Fault::Status(503), |e| {
@@ -296,7 +300,7 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     assert!(matches!(result, Err(Error::ServerUnreachable)), "{result:?}");
     assert!(account.store().unwrap().count().unwrap() >= cached);
     // Back up: the sync completes.
-    let proxy = FaultyProxy::start(&world.data, running.port_number(), port).await;
+    let proxy = FaultyProxy::start(&world.data, running.port_number(), port);
     let done = account.sync(&mut |_| {}).await.unwrap();
     assert!(done.resources_pulled > 0);
     assert!(account.pending_writes().unwrap().is_empty());

@@ -184,42 +184,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Reading { bp, glucose, patient } => {
             let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
-            let reading = match (bp, glucose) {
-                (Some(bp), _) => {
-                    let (sys, dia) = bp
-                        .split_once('/')
-                        .and_then(|(s, d)| Some((s.trim().parse().ok()?, d.trim().parse().ok()?)))
-                        .ok_or_else(|| Error::InvalidArgument {
-                            what: "--bp",
-                            problem: "expected systolic/diastolic, e.g. 120/80",
-                        })?;
-                    HomeReading::BloodPressure { systolic: sys, diastolic: dia }
-                }
-                (None, Some(mmol_per_l)) => HomeReading::Glucose { mmol_per_l },
-                (None, None) => {
-                    return Err(Error::InvalidArgument { what: "reading", problem: "give --bp or --glucose" });
-                }
-            };
-            let patient = match patient {
-                Some(p) => p,
-                None => only_patient(&mut account)?,
-            };
-            let queued = account.record_reading(&patient, reading, SystemClock.now_unix())?;
-            eprintln!("carekeep: reading queued (pending #{}); it is sent at the next sync.", queued.seq);
+            queue_reading(&mut account, bp.as_deref(), glucose, patient)?;
         }
-        Command::Pending => {
-            let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
-            for write in account.pending_writes()? {
-                println!("pending #{}: {} {}", write.seq, write.resource_type, write.method.as_str());
-            }
-            for aside in account.set_aside_writes()? {
-                let kind = match aside.kind {
-                    SetAsideKind::Conflict => "conflict",
-                    SetAsideKind::Rejected => "rejected",
-                };
-                println!("{kind} #{}: {} — {}", aside.seq, aside.write.resource_type, aside.reason);
-            }
-        }
+        Command::Pending => print_pending(&mut unlocked(&profile, keychain, cli.password_stdin)?)?,
         Command::Status => {
             let mut account = Account::open(&profile, keychain, clock)?;
             // Unlocked if presence and the keychain allow (for the outbox count); status works
@@ -269,6 +236,48 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 eprintln!("carekeep: the keychain could not be reached; its item wraps nothing any more.");
             }
         }
+    }
+    Ok(())
+}
+
+/// Queues a home reading from `--bp` or `--glucose`.
+fn queue_reading(
+    account: &mut Account,
+    bp: Option<&str>,
+    glucose: Option<f64>,
+    patient: Option<String>,
+) -> Result<(), Error> {
+    let reading = match (bp, glucose) {
+        (Some(bp), _) => {
+            let (systolic, diastolic) = bp
+                .split_once('/')
+                .and_then(|(s, d)| Some((s.trim().parse().ok()?, d.trim().parse().ok()?)))
+                .ok_or(Error::InvalidArgument { what: "--bp", problem: "expected systolic/diastolic, e.g. 120/80" })?;
+            HomeReading::BloodPressure { systolic, diastolic }
+        }
+        (None, Some(mmol_per_l)) => HomeReading::Glucose { mmol_per_l },
+        (None, None) => return Err(Error::InvalidArgument { what: "reading", problem: "give --bp or --glucose" }),
+    };
+    let patient = match patient {
+        Some(p) => p,
+        None => only_patient(account)?,
+    };
+    let queued = account.record_reading(&patient, reading, SystemClock.now_unix())?;
+    eprintln!("carekeep: reading queued (pending #{}); it is sent at the next sync.", queued.seq);
+    Ok(())
+}
+
+/// Lists writes waiting for upload, then those set aside with the server's reason.
+fn print_pending(account: &mut Account) -> Result<(), Error> {
+    for write in account.pending_writes()? {
+        println!("pending #{}: {} {}", write.seq, write.resource_type, write.method.as_str());
+    }
+    for aside in account.set_aside_writes()? {
+        let kind = match aside.kind {
+            SetAsideKind::Conflict => "conflict",
+            SetAsideKind::Rejected => "rejected",
+        };
+        println!("{kind} #{}: {} — {}", aside.seq, aside.write.resource_type, aside.reason);
     }
     Ok(())
 }

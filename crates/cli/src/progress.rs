@@ -23,7 +23,7 @@ impl Bar {
     pub fn show(&mut self, p: Progress) {
         let mut err = std::io::stderr().lock();
         if self.terminal {
-            let filled = if p.total == 0 { WIDTH } else { (p.done.min(p.total) * WIDTH) / p.total };
+            let filled = (p.done.min(p.total) * WIDTH).checked_div(p.total).unwrap_or(WIDTH);
             let _ = write!(
                 err,
                 "\\r\\x1b[2K[{}{}] {}/{} {}",

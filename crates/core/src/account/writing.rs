@@ -125,7 +125,7 @@ fn instant(unix: i64) -> Result<String> {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
-        .ok_or_else(|| Error::InvalidArgument { what: "time", problem: "out of range" })
+        .ok_or(Error::InvalidArgument { what: "time", problem: "out of range" })
 }
 
 fn loinc(code: &str, display: &str) -> serde_json::Value {

@@ -119,13 +119,13 @@ impl Store<'_> {
     /// only be discarded (sending it unchanged would be refused again).
     pub fn resolve(&mut self, seq: i64, resolution: Resolution, now_unix: i64) -> Result<()> {
         let found = self.set_aside_writes()?.into_iter().find(|s| s.seq == seq);
-        let set_aside = found
-            .ok_or_else(|| Error::InvalidArgument { what: "set-aside write", problem: "there is no such write" })?;
+        let set_aside =
+            found.ok_or(Error::InvalidArgument { what: "set-aside write", problem: "there is no such write" })?;
         let tx = self.conn.transaction()?;
         if resolution == Resolution::KeepMine {
             let current =
-                set_aside.server_version.as_deref().filter(|_| set_aside.kind == SetAsideKind::Conflict).ok_or_else(
-                    || Error::InvalidArgument {
+                set_aside.server_version.as_deref().filter(|_| set_aside.kind == SetAsideKind::Conflict).ok_or(
+                    Error::InvalidArgument {
                         what: "set-aside write",
                         problem: "a refused write cannot be sent again unchanged; discard it",
                     },

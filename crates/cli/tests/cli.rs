@@ -94,13 +94,31 @@ async fn login_sync_show_lock_unlock_logout_and_wipe() {
     let synced = carekeep(&profile, &["--password-stdin", "sync"], Some(&world.password)).await;
     assert!(synced.status.success(), "{}", text(&synced));
     assert!(text(&synced).contains("patients: 2"), "{}", text(&synced));
-    assert!(String::from_utf8_lossy(&synced.stderr).contains("downloaded 2 of 2"));
+    assert!(String::from_utf8_lossy(&synced.stderr).contains("downloading records (2/2)"), "{}", text(&synced));
 
     let shown = carekeep(&profile, &["--password-stdin", "show", "Patient"], Some(&world.password)).await;
     assert!(shown.status.success(), "{}", text(&shown));
     let patients: Vec<&str> = std::str::from_utf8(&shown.stdout).unwrap().lines().collect();
     assert_eq!(patients.len(), 2);
     assert!(patients.iter().all(|p| p.contains("\"resourceType\":\"Patient\"")));
+
+    // A home reading: queued and shown as pending at once, sent at the next sync.
+    let patient_id = patients[0].split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap();
+    let pw = Some(world.password.as_str());
+    let ambiguous = carekeep(&profile, &["--password-stdin", "reading", "--bp", "120/80"], pw).await;
+    assert_eq!(ambiguous.status.code(), Some(1), "two patients are kept: say which");
+    assert!(text(&ambiguous).contains("--patient"), "{}", text(&ambiguous));
+    let bad = carekeep(&profile, &["--password-stdin", "reading", "--bp", "high", "--patient", patient_id], pw).await;
+    assert!(text(&bad).contains("expected systolic/diastolic"), "{}", text(&bad));
+    let queued =
+        carekeep(&profile, &["--password-stdin", "reading", "--bp", "120/80", "--patient", patient_id], pw).await;
+    assert!(queued.status.success(), "{}", text(&queued));
+    let pending = carekeep(&profile, &["--password-stdin", "pending"], pw).await;
+    assert!(text(&pending).contains("pending #1: Observation create"), "{}", text(&pending));
+    let sent = carekeep(&profile, &["--password-stdin", "sync"], pw).await;
+    assert!(text(&sent).contains("sent: 1"), "{}", text(&sent));
+    let pending = carekeep(&profile, &["--password-stdin", "pending"], pw).await;
+    assert!(std::str::from_utf8(&pending.stdout).unwrap().is_empty(), "{}", text(&pending));
 
     let status = carekeep(&profile, &["status"], None).await;
     assert!(status.status.success(), "{}", text(&status));

@@ -84,9 +84,9 @@ async fn the_first_sync_pulls_everything_and_later_ones_only_what_changed() {
     let count = account.store().unwrap().count().unwrap();
     assert_eq!(count, u64::try_from(first.resources_pulled).unwrap());
 
-    // Nothing new: nothing pulled.
+    // Nothing new: one request, nothing pulled.
     let quiet = account.sync(&mut |_| {}).await.unwrap();
-    assert_eq!(quiet.resources_pulled, 0, "{quiet:?}");
+    assert_eq!((quiet.requests, quiet.resources_pulled), (1, 0), "{quiet:?}");
 
     // One new result at the practice: exactly that one comes down.
     let patient = kept(&mut account)[0].clone();
@@ -225,6 +225,40 @@ async fn deletions_and_lost_access_remove_records_from_the_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn break_glass_fetches_a_patient_on_demand_until_the_grant_ends() {
+    let world = World::demo(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    account.sync(&mut |_| {}).await.unwrap();
+    let team = kept(&mut account);
+    let store = world.data.open_store().unwrap();
+    let outsider: String = store
+        .read()
+        .query_row(
+            "SELECT id FROM resources WHERE type = 'Patient' AND id NOT IN
+             (SELECT patient FROM patient_links WHERE relation = 'care-team') LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!team.contains(&outsider));
+    let short = account.break_glass(&outsider, "urgent").await;
+    assert!(matches!(short, Err(Error::InvalidArgument { what: "reason", .. })), "{short:?}");
+    let fetched = account.break_glass(&outsider, "Unconscious in the emergency department").await.unwrap();
+    assert!(fetched > 0);
+    assert!(account.store().unwrap().get("Patient", &outsider).unwrap().is_some());
+    // While the grant lasts, sync keeps the patient; once it ends, they leave the cache.
+    assert_eq!(account.sync(&mut |_| {}).await.unwrap().patients, team.len() + 1);
+    store.lock().execute("UPDATE break_glass SET expires_at = 0", []).unwrap();
+    let after = account.sync(&mut |_| {}).await.unwrap();
+    assert_eq!(after.patients_removed, 1, "{after:?}");
+    assert!(account.store().unwrap().get("Patient", &outsider).unwrap().is_none());
+    let flagged = audit_actions(&world).into_iter().filter(|e| e["break_glass"] == true).count();
+    assert!(flagged > 0, "accesses under break-glass are flagged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn records_read_offline_reach_the_servers_audit_trail_once() {
     let world = World::demo(Role::Patient);
     let running = Running::start(&world.data).await;
@@ -290,7 +324,10 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     })
     .await;
     account.set_request_timeout(carekeep_core::net::REQUEST_TIMEOUT);
-    // A server paging forever: the pull stops (the write went up before it).
+    // A server paging forever: the pull (of a patient with news) stops; the write went up
+    // before it.
+    let records = records(&world);
+    records.create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), None).unwrap();
     expect_failure(&mut account, &proxy, cached, Fault::RepeatPage, |e| matches!(e, Error::PagingLoop)).await;
 
     // Down: the port refuses connections.

@@ -5,6 +5,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditRecord;
 
+/// `GET /sync/status`: in one round trip, what a device needs to know whether anything
+/// changed — so a sync with nothing new is one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// Every patient the caller may keep, by id, with the latest change in their
+    /// compartment.
+    pub patients: Vec<PatientChanges>,
+    /// The tenant's newest deletion (`GET /sync/removed?after=` has more when a device's
+    /// last applied one is older).
+    pub removed_through: i64,
+}
+
+/// One patient the caller may keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientChanges {
+    /// Opaque id.
+    pub id: String,
+    /// The latest `lastUpdated` in their compartment, as a sortable UTC instant
+    /// (`2026-11-23T08:00:00.000000Z`).
+    pub changed_at: String,
+}
+
 /// `GET /sync/removed?after=N`: resources deleted on the server that the caller could read,
 /// oldest first. Devices remove them from their cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! `session.json`: what the app must know about the signed-in account before it can unlock —
 //! no PHI and no secret.
 
+use carekeep_protocol::audit::ChainHash;
 use carekeep_protocol::auth::Role;
 use carekeep_protocol::pins::PinSet;
 use carekeep_protocol::policy::SignedPolicy;
@@ -25,6 +26,12 @@ pub(super) struct Facts {
     /// The latest time known to be true (this device's readings, the server's clock).
     #[serde(default)]
     pub latest_known_time: i64,
+    /// When the signed policy was last fetched (sync fetches it again after a while).
+    #[serde(default)]
+    pub policy_fetched_unix: i64,
+    /// The newest session audit record the server has: later ones wait for upload.
+    #[serde(default)]
+    pub audit_uploaded_through: Option<ChainHash>,
 }
 
 impl Facts {
@@ -43,6 +50,8 @@ impl Facts {
             signed_policy: verified.signed.clone(),
             policy_key: verified.key.clone(),
             latest_known_time: now_unix,
+            policy_fetched_unix: now_unix,
+            audit_uploaded_through: None,
         }
     }
 

@@ -8,7 +8,7 @@ use carekeep_protocol::pins::PinSet;
 use carekeep_protocol::policy::{Policy, SignedPolicy};
 use serde::de::DeserializeOwned;
 
-use carekeep_protocol::sync::{DeviceAuditReceipt, DeviceAuditUpload, RemovedPage};
+use carekeep_protocol::sync::{DeviceAuditReceipt, DeviceAuditUpload, RemovedPage, SyncStatus};
 
 use super::{Roots, ServerUrl, classify, client};
 use crate::store::{OutboxEntry, WriteMethod};
@@ -184,6 +184,25 @@ impl Server {
                 Ok(Some(text))
             }
             404 | 410 => Ok(None),
+            _ => Err(refusal(response).await),
+        }
+    }
+
+    /// Whether anything changed: the patients the caller may keep, each with its latest
+    /// change, and the newest deletion.
+    pub async fn status(&self, access_token: &Secret) -> Result<SyncStatus> {
+        self.send(self.http.get(self.url.join("/sync/status")).bearer_auth(access_token.expose())).await
+    }
+
+    /// Opens `patient`'s record outside the caller's care team for a while (break-glass),
+    /// with the clinician's reason, kept for review.
+    pub async fn break_glass(&self, access_token: &Secret, patient: &str, reason: &str) -> Result<()> {
+        let body = serde_json::json!({"patient": patient, "reason": reason});
+        let request = self.http.post(self.url.join("/break-glass")).bearer_auth(access_token.expose()).json(&body);
+        let response = self.exchange(request).await?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            404 => Err(Error::InvalidArgument { what: "patient", problem: "there is no such patient" }),
             _ => Err(refusal(response).await),
         }
     }

@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/{type}", get(fhir::search).post(fhir::create))
         .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update).delete(fhir::delete))
         .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
+        .route("/sync/status", get(sync::status))
         .route("/sync/removed", get(sync::removed))
         .route("/audit/device", post(sync::upload_device_audit))
         .route("/break-glass", post(break_glass::open).get(break_glass::review))

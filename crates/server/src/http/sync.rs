@@ -1,5 +1,6 @@
-//! What devices need to sync besides FHIR: the deletions to apply to their cache
-//! (`GET /sync/removed`) and the audit records they kept locally (`POST /audit/device`).
+//! What devices need to sync besides FHIR: whether anything changed (`GET /sync/status`),
+//! the deletions to apply to their cache (`GET /sync/removed`) and the audit records they
+//! kept locally (`POST /audit/device`).
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,9 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use carekeep_protocol::sync::{DeviceAuditReceipt, DeviceAuditUpload, RemovedPage, RemovedResource};
+use carekeep_protocol::sync::{
+    DeviceAuditReceipt, DeviceAuditUpload, PatientChanges, RemovedPage, RemovedResource, SyncStatus,
+};
 use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
@@ -26,6 +29,34 @@ pub struct After {
     after: i64,
 }
 
+/// `GET /sync/status`: the patients the caller may keep (those a Patient search would
+/// return), each with its latest change, and the newest deletion — one request tells a
+/// device whether it has anything to pull.
+pub async fn status(State(state): State<AppState>, caller: Principal) -> Response {
+    let access = match caller_access(&state, &caller).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let filter = access.read_filter(Data::Demographics);
+    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
+    let Ok(Ok((patients, removed_through))) =
+        tokio::task::spawn_blocking(move || records.sync_status(&tenant, &filter)).await
+    else {
+        tracing::error!("records store failed");
+        return failed_read();
+    };
+    let patients = patients.into_iter().map(|(id, changed_at)| PatientChanges { id, changed_at }).collect();
+    Json(SyncStatus { patients, removed_through }).into_response()
+}
+
+fn failed_read() -> Response {
+    super::operation_outcome(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "exception",
+        "The server could not complete the request; try again.",
+    )
+}
+
 /// `GET /sync/removed?after=N`: resources deleted since the device's last sync, limited to
 /// those the caller may read (the rest were never on the device).
 pub async fn removed(
@@ -41,11 +72,7 @@ pub async fn removed(
     let found = tokio::task::spawn_blocking(move || records.removed_after(&tenant, after, REMOVED_PER_PAGE)).await;
     let Ok(Ok(found)) = found else {
         tracing::error!("records store failed");
-        return super::operation_outcome(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            "The server could not complete the request; try again.",
-        );
+        return failed_read();
     };
     let more = found.len() == REMOVED_PER_PAGE as usize;
     let last = found.last().map_or(after, |r| r.seq);

@@ -3,6 +3,7 @@
 
 use rusqlite::params;
 
+use super::access::PatientFilter;
 use super::{RecordError, Records, Stored};
 
 /// A resource deleted on the server, in deletion order.
@@ -43,6 +44,45 @@ impl Records {
             .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
         tx.commit()?;
         Ok(stored)
+    }
+
+    /// Each patient `filter` reaches in `tenant`, by id, with the latest change in their
+    /// compartment (sortable UTC); and the tenant's newest deletion. What `GET /sync/status`
+    /// answers.
+    pub fn sync_status(
+        &self,
+        tenant: &str,
+        filter: &PatientFilter,
+    ) -> Result<(Vec<(String, String)>, i64), RecordError> {
+        let conn = self.store.read();
+        let mut patients = Vec::new();
+        match filter {
+            PatientFilter::Nothing => {}
+            PatientFilter::Only(ids) => {
+                // The Patient resource itself is in its own compartment: no row, no patient.
+                let mut latest =
+                    conn.prepare_cached("SELECT max(last_updated) FROM resources WHERE tenant = ?1 AND patient = ?2")?;
+                for id in ids {
+                    if let Some(changed) = latest.query_row(params![tenant, id], |r| r.get::<_, Option<String>>(0))? {
+                        patients.push((id.clone(), changed));
+                    }
+                }
+            }
+            PatientFilter::Any => {
+                let mut all = conn.prepare_cached(
+                    "SELECT patient, max(last_updated) FROM resources WHERE tenant = ?1 AND patient IS NOT NULL
+                     GROUP BY patient HAVING max(type = 'Patient') = 1 ORDER BY patient",
+                )?;
+                let rows = all.query_map([tenant], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    patients.push(row?);
+                }
+            }
+        }
+        let removed_through: i64 = conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM removed WHERE tenant = ?1")?
+            .query_row([tenant], |r| r.get(0))?;
+        Ok((patients, removed_through))
     }
 
     /// Up to `limit` deletions in `tenant` after `after`, oldest first.

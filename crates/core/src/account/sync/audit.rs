@@ -1,6 +1,7 @@
 //! Sync step 2: the audit records this device kept, uploaded in batches. The server skips
 //! records it already has, so a batch whose answer was lost is simply sent again; only
-//! after the server's receipt are they dropped here (the newest kept as the chain's tip).
+//! after the server's receipt are they dropped here (the newest kept as the chain's tip,
+//! and remembered as uploaded so it is not sent again).
 
 use carekeep_protocol::audit::AuditRecord;
 use carekeep_protocol::sync::{DeviceAuditUpload, DeviceStream, MAX_DEVICE_AUDIT_BATCH};
@@ -18,8 +19,14 @@ impl Account {
         // This run's session records first join the queue.
         self.write_audit()?;
         let queued = audit_queue::read(&self.profile)?;
-        let mine: Vec<AuditRecord> =
+        let mut mine: Vec<AuditRecord> =
             queued.iter().filter(|r| r.event.user.as_ref().is_none_or(|u| *u == self.facts.user_id)).cloned().collect();
+        // Those up to the newest the server confirmed are there already.
+        if let Some(through) = self.facts.audit_uploaded_through
+            && let Some(i) = mine.iter().position(|r| r.hash == through)
+        {
+            mine.drain(..=i);
+        }
         let access_total = self.store()?.access_log(usize::MAX)?.len();
         let total = mine.len() + access_total;
         progress(Progress { phase: Phase::Audit, done: 0, total });
@@ -37,6 +44,8 @@ impl Account {
                 .filter(|r| r.event.user.as_ref().is_some_and(|u| *u != self.facts.user_id) || r.hash == last.hash)
                 .collect();
             audit_queue::replace(&self.profile, &keep)?;
+            self.facts.audit_uploaded_through = Some(last.hash);
+            self.facts.write(&self.profile)?;
         }
         loop {
             let batch = self.store()?.access_log(MAX_DEVICE_AUDIT_BATCH)?;

@@ -1,18 +1,23 @@
 //! Offline-first sync between the vault and the server (DESIGN §2, §3, §6), in this order:
 //!
-//! 1. **Contact**: the signed policy is fetched again. A remote wipe or a revocation is
-//!    honoured here, before any data moves either way.
+//! 1. **Contact**: `GET /sync/status` — which patients this account may keep, when each
+//!    last changed, and the newest deletion. A remote wipe or a revocation is honoured
+//!    here, before any data moves either way. The signed policy is fetched again when the
+//!    cached one is older than [`POLICY_REFRESH_SECS`].
 //! 2. **Audit**: the records this device kept (session transitions; records read from the
 //!    cache) are uploaded; the server appends them marked with device and upload time.
 //! 3. **Upload**: the outbox is replayed in order, each write with its idempotency key (and
 //!    `If-Match` for updates). A conflict (412) or a refusal is set aside with the server's
 //!    version or reason, never overwritten; later writes go on.
-//! 4. **Patients**: who this account may keep (bounded by the policy); patients it may no
-//!    longer see leave the cache with all their records.
+//! 4. **Patients**: up to the policy's limit are kept; patients this account may no longer
+//!    see leave the cache with all their records.
 //! 5. **Removals**: resources deleted on the server leave the cache.
-//! 6. **Records**: each patient's `$everything`, page by page — everything at first, then
-//!    `_since` the last complete pull. Each page is stored together with where the pull
-//!    stands, so a sync killed at any point resumes at the next page.
+//! 6. **Records**: each kept patient that changed since their last complete pull, through
+//!    `$everything` page by page — everything at first, then `_since`. Each page is stored
+//!    together with where the pull stands, so a sync killed at any point resumes at the
+//!    next page.
+//!
+//! A sync with nothing new, nothing queued and a fresh policy is one request.
 //!
 //! Transient failures (unreachable, timeouts, 5xx, garbled answers) are retried with
 //! back-off and jitter ([`Retry`]); when they persist the sync stops with a typed error, and
@@ -26,12 +31,16 @@ mod retry;
 use std::future::Future;
 
 use carekeep_protocol::Secret;
+use carekeep_protocol::sync::SyncStatus;
 
 pub use retry::Retry;
 
 use super::Account;
 use crate::net::Server;
 use crate::{Error, Result};
+
+/// How old the cached signed policy may grow before a sync fetches it again.
+pub const POLICY_REFRESH_SECS: i64 = 12 * 3600;
 
 /// The step a sync is at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,23 +119,49 @@ impl Account {
     pub async fn sync(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         progress(Progress { phase: Phase::Contact, done: 0, total: 1 });
-        self.contact(&mut report).await?;
+        let status = self.contact(&mut report).await?;
         progress(Progress { phase: Phase::Contact, done: 1, total: 1 });
         self.upload_audit(&mut report, progress).await?;
         self.push_outbox(&mut report, progress).await?;
-        let patients = self.reconcile_patients(&mut report, progress).await?;
-        self.apply_removals(&mut report, progress).await?;
+        let patients = self.reconcile_patients(&status, &mut report, progress)?;
+        self.apply_removals(status.removed_through, &mut report, progress).await?;
         self.pull_records(&patients, &mut report, progress).await?;
         progress(Progress { phase: Phase::Done, done: 1, total: 1 });
         Ok(report)
     }
 
-    /// Fetches one patient's records on demand (one not kept by sync, e.g. after
+    /// Fetches one patient's records on demand (one not kept by sync, e.g. opened under
     /// break-glass). They stay until the next sync, which keeps only the patients this
     /// account may keep.
     pub async fn fetch_patient(&mut self, patient: &str) -> Result<usize> {
         let mut report = SyncReport::default();
-        self.contact(&mut report).await?;
+        self.pull_patient(patient, &mut report).await?;
+        Ok(report.resources_pulled)
+    }
+
+    /// Break-glass: opens a patient outside this clinician's care team, in an emergency,
+    /// and fetches their records. A high-risk action: it needs a full sign-in within the
+    /// step-up window, and a reason (10 to 500 characters) kept for review. Every access
+    /// under it is flagged in the audit; the records leave the cache at the first sync
+    /// after the grant ends.
+    pub async fn break_glass(&mut self, patient: &str, reason: &str) -> Result<usize> {
+        self.session.check_step_up()?;
+        let reason = reason.trim();
+        if !(10..=500).contains(&reason.chars().count()) {
+            return Err(Error::InvalidArgument {
+                what: "reason",
+                problem: "say why you need this record, in 10 to 500 characters; it is kept for review",
+            });
+        }
+        let mut report = SyncReport::default();
+        let reason = reason.to_owned();
+        let patient_id = patient.to_owned();
+        self.call(&mut report, |server, token| {
+            let (patient, reason) = (patient_id.clone(), reason.clone());
+            async move { server.break_glass(&token, &patient, &reason).await }
+        })
+        .await?;
+        self.store()?.keep_patient(patient)?;
         self.pull_patient(patient, &mut report).await?;
         Ok(report.resources_pulled)
     }
@@ -141,18 +176,24 @@ impl Account {
         self.server.set_request_timeout(timeout);
     }
 
-    /// The first call of a sync: the signed policy again. The server answers a wiped or
-    /// revoked device here, and the cache is erased before anything else happens; a new
-    /// policy (timeouts, pins after a key rotation) is kept for the next start.
-    async fn contact(&mut self, report: &mut SyncReport) -> Result<()> {
-        let verified = self.call(report, |server, token| async move { server.policy(&token).await }).await?;
-        if verified.policy.tenant == self.facts.tenant && verified.policy.role == self.facts.role {
-            self.facts.pins = verified.policy.pins.clone();
-            self.facts.signed_policy = verified.signed;
-            self.facts.policy_key = verified.key;
-            self.facts.write(&self.profile)?;
+    /// The first call of a sync: where things stand at the server. The server answers a
+    /// wiped or revoked device here, and the cache is erased before anything else happens.
+    /// A policy older than [`POLICY_REFRESH_SECS`] is fetched again (timeouts, pins after a
+    /// key rotation) and kept for the next start.
+    async fn contact(&mut self, report: &mut SyncReport) -> Result<SyncStatus> {
+        let status = self.call(report, |server, token| async move { server.status(&token).await }).await?;
+        let now = self.session.latest_known_time().max(self.clock.now_unix());
+        if now - self.facts.policy_fetched_unix >= POLICY_REFRESH_SECS {
+            let verified = self.call(report, |server, token| async move { server.policy(&token).await }).await?;
+            if verified.policy.tenant == self.facts.tenant && verified.policy.role == self.facts.role {
+                self.facts.pins = verified.policy.pins.clone();
+                self.facts.signed_policy = verified.signed;
+                self.facts.policy_key = verified.key;
+                self.facts.policy_fetched_unix = now;
+                self.facts.write(&self.profile)?;
+            }
         }
-        Ok(())
+        Ok(status)
     }
 
     /// One server call with a current access token: refreshed once if it expired, retried

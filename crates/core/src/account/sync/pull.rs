@@ -1,7 +1,9 @@
 //! Sync steps 4–6: which patients this device keeps, deletions, and each kept patient's
 //! records through `$everything` — all of it at first, then `_since` the last complete pull.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use carekeep_protocol::sync::SyncStatus;
 
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
@@ -22,63 +24,59 @@ const PAGE_SIZE: &str = "500";
 const SINCE_OVERLAP_SECS: i64 = 5;
 
 impl Account {
-    /// Learns which patients this account may keep (the server's Patient search: a
-    /// patient's own record and those they are proxy for, a clinician's care team), keeps
-    /// up to the policy's limit, and removes from the cache every patient no longer on it.
-    pub(super) async fn reconcile_patients(
+    /// Keeps the patients the server listed (a patient's own record and those they are
+    /// proxy for, a clinician's care team), up to the policy's limit, and removes from the
+    /// cache every patient no longer on the list. Returns those whose records changed since
+    /// their last complete pull (or whose pull is unfinished).
+    pub(super) fn reconcile_patients(
         &mut self,
+        status: &SyncStatus,
         report: &mut SyncReport,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<String>> {
         progress(Progress { phase: Phase::Patients, done: 0, total: 1 });
-        let first = Page { path: "/fhir/Patient".into(), query: vec![("_count".into(), PAGE_SIZE.into())] };
-        let mut ids = Vec::new();
+        let limit = usize::try_from(self.facts.policy()?.policy.max_synced_patients).unwrap_or(usize::MAX);
+        let listed = &status.patients[..status.patients.len().min(limit)];
+        report.patients_over_limit = status.patients.len() - listed.len();
+        report.patients = listed.len();
+        let keep: HashMap<&str, &str> = listed.iter().map(|p| (p.id.as_str(), p.changed_at.as_str())).collect();
+        let mut store = self.store()?;
+        let mut stale = Vec::new();
         let mut known = HashSet::new();
-        let mut pages = PageGuard::default();
-        let mut page = Some(first);
-        while let Some(current) = page {
-            let (json, next) = self.fetch_page(&current, report).await?;
-            pages.check(&json, next.as_ref())?;
-            let bundle: serde_json::Value = serde_json::from_str(&json).map_err(|_| Error::ServerMalformed)?;
-            for entry in bundle["entry"].as_array().into_iter().flatten() {
-                if let Some(id) = entry["resource"]["id"].as_str()
-                    && known.insert(id.to_owned())
-                {
-                    ids.push(id.to_owned());
+        for kept in store.sync_patients()? {
+            match keep.get(kept.patient.as_str()) {
+                None => {
+                    store.forget_patient(&kept.patient)?;
+                    report.patients_removed += 1;
+                }
+                Some(changed_at) => {
+                    let changed = kept.since.as_deref().is_none_or(|since| *changed_at >= since);
+                    if changed || kept.cursor.is_some() {
+                        stale.push(kept.patient.clone());
+                    }
+                    known.insert(kept.patient);
                 }
             }
-            page = next;
         }
-        let limit = usize::try_from(self.facts.policy()?.policy.max_synced_patients).unwrap_or(usize::MAX);
-        if ids.len() > limit {
-            report.patients_over_limit = ids.len() - limit;
-            ids.truncate(limit);
+        for patient in listed.iter().filter(|p| !known.contains(&p.id)) {
+            store.keep_patient(&patient.id)?;
+            stale.push(patient.id.clone());
         }
-        let keep: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let mut store = self.store()?;
-        for kept in store.sync_patients()? {
-            if !keep.contains(kept.patient.as_str()) {
-                store.forget_patient(&kept.patient)?;
-                report.patients_removed += 1;
-            }
-        }
-        for id in &ids {
-            store.keep_patient(id)?;
-        }
-        report.patients = ids.len();
         progress(Progress { phase: Phase::Patients, done: 1, total: 1 });
-        Ok(ids)
+        Ok(stale)
     }
 
-    /// Removes from the cache what was deleted on the server since the last sync.
+    /// Removes from the cache what was deleted on the server since the last sync (nothing
+    /// to ask when the server's newest deletion is one already applied).
     pub(super) async fn apply_removals(
         &mut self,
+        removed_through: i64,
         report: &mut SyncReport,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<()> {
         progress(Progress { phase: Phase::Removals, done: 0, total: 1 });
         let mut after = self.store()?.removed_after()?;
-        loop {
+        while after < removed_through {
             let page = self.call(report, |server, token| async move { server.removed(&token, after).await }).await?;
             let gone = page.removed.iter().map(|r| (r.resource_type.as_str(), r.id.as_str()));
             report.resources_removed += self.store()?.apply_removed(gone, page.after)?;
@@ -153,13 +151,15 @@ impl Account {
     }
 
     /// Where the next pull begins: the server's clock as it answered this pull's first
-    /// page (the device's clock cannot move it), less [`SINCE_OVERLAP_SECS`].
+    /// page (the device's clock cannot move it), less [`SINCE_OVERLAP_SECS`], in the
+    /// sortable form the server reports changes in (so the two compare as text).
     fn pull_start(&self) -> String {
         let server_now = self.server.last_server_time().unwrap_or_else(|| self.clock.now_unix());
         time::OffsetDateTime::from_unix_timestamp(server_now - SINCE_OVERLAP_SECS)
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+            .and_then(|t| carekeep_fhir::sortable_date_time(&t))
+            .unwrap_or_else(|| "1970-01-01T00:00:00.000000Z".to_owned())
     }
 }
 

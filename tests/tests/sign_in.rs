@@ -67,15 +67,28 @@ async fn refresh_rotates_reuse_ends_the_session_and_logout_revokes() {
     let running = Running::start(&world.data).await;
     let server = running.client(world.pins());
     let first = sign_in(&world, &server, 0).await.unwrap();
-    let second = server.refresh(&first.refresh_token, &first.device_id).await.unwrap();
+    let second = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await.unwrap();
     assert_ne!(second.refresh_token.expose(), first.refresh_token.expose());
-    // The spent token again: someone holds a copy, so the whole device session ends…
-    assert!(matches!(server.refresh(&first.refresh_token, &first.device_id).await, Err(Error::SessionEnded)));
-    // … the newer token included.
-    assert!(matches!(server.refresh(&second.refresh_token, &second.device_id).await, Err(Error::SessionEnded)));
+    // The device lost that answer (killed mid-refresh) and retries the same rotation: it
+    // gets the same new token, not a session ended.
+    let retried = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await.unwrap();
+    assert_eq!(retried.refresh_token.expose(), second.refresh_token.expose());
+    let third = server.refresh(&second.refresh_token, &second.device_id, "rotation-2").await.unwrap();
+    // The spent token again, once its successor was used: someone holds a copy, so the
+    // whole device session ends…
+    let replayed = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await;
+    assert!(matches!(replayed, Err(Error::SessionEnded)), "{replayed:?}");
+    // … the newest token included.
+    let newest = server.refresh(&third.refresh_token, &third.device_id, "rotation-3").await;
+    assert!(matches!(newest, Err(Error::SessionEnded)), "{newest:?}");
+    // A copy presented under another rotation id is a copy, even while its successor is unused.
+    let copied = sign_in(&world, &server, 1).await.unwrap();
+    server.refresh(&copied.refresh_token, &copied.device_id, "mine").await.unwrap();
+    let thief = server.refresh(&copied.refresh_token, &copied.device_id, "thief").await;
+    assert!(matches!(thief, Err(Error::SessionEnded)), "{thief:?}");
 
-    let other = sign_in(&world, &server, 1).await.unwrap();
+    let other = sign_in(&world, &server, 2).await.unwrap();
     server.logout(&other.refresh_token).await.unwrap();
-    assert!(matches!(server.refresh(&other.refresh_token, &other.device_id).await, Err(Error::SessionEnded)));
+    assert!(matches!(server.refresh(&other.refresh_token, &other.device_id, "r").await, Err(Error::SessionEnded)));
     assert!(matches!(server.policy(&other.access_token).await, Err(Error::SessionEnded)));
 }

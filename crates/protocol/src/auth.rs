@@ -90,6 +90,11 @@ pub struct RefreshRequest {
     pub refresh_token: Secret,
     /// The device the token is bound to.
     pub device_id: String,
+    /// A random id the device keeps until it has stored the new refresh token: a retry with
+    /// the same token and id (the answer was lost) gets the same new token, instead of
+    /// looking like a stolen copy.
+    #[serde(default)]
+    pub rotation_id: Option<String>,
 }
 
 /// `POST /auth/logout`: revokes the device session on the server.

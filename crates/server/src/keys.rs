@@ -20,6 +20,9 @@ pub struct MasterKeys {
     pub links: Key,
     /// Seals paging tokens, so a next link reveals nothing of the search (AES-256-GCM).
     pub pages: Key,
+    /// Derives the refresh token a rotation hands out (HMAC-SHA-256), so a device that
+    /// lost the answer gets the same token again when it retries.
+    pub rotations: Key,
 }
 
 impl MasterKeys {
@@ -31,7 +34,12 @@ impl MasterKeys {
             mac.update(label);
             Zeroizing::new(mac.finalize().into_bytes().into())
         };
-        Self { documents: derive(b"documents"), links: derive(b"links"), pages: derive(b"pages") }
+        Self {
+            documents: derive(b"documents"),
+            links: derive(b"links"),
+            pages: derive(b"pages"),
+            rotations: derive(b"refresh-rotations"),
+        }
     }
 }
 

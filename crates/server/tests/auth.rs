@@ -61,7 +61,11 @@ async fn sign_in(f: &Fixture, now: i64) -> TokenResponse {
 }
 
 fn refresh(tokens: &TokenResponse) -> RefreshRequest {
-    RefreshRequest { refresh_token: tokens.refresh_token.clone(), device_id: tokens.device_id.clone() }
+    RefreshRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        device_id: tokens.device_id.clone(),
+        rotation_id: None,
+    }
 }
 
 #[tokio::test]
@@ -148,7 +152,11 @@ async fn refresh_rotates_and_reusing_an_old_token_ends_the_device_session() {
 async fn a_refresh_token_only_works_for_its_own_device() {
     let f = fixture();
     let tokens = sign_in(&f, T0).await;
-    let stolen = RefreshRequest { refresh_token: tokens.refresh_token.clone(), device_id: "dev-other".into() };
+    let stolen = RefreshRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        device_id: "dev-other".into(),
+        rotation_id: None,
+    };
     assert_eq!(f.auth.refresh(stolen, T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
 }
 

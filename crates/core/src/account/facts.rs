@@ -32,6 +32,11 @@ pub(super) struct Facts {
     /// The newest session audit record the server has: later ones wait for upload.
     #[serde(default)]
     pub audit_uploaded_through: Option<ChainHash>,
+    /// The id of a refresh-token rotation under way: kept until the new token is in the
+    /// keychain, so a process killed in between retries the same rotation (not a secret:
+    /// useless without the refresh token).
+    #[serde(default)]
+    pub pending_rotation: Option<String>,
 }
 
 impl Facts {
@@ -52,6 +57,7 @@ impl Facts {
             latest_known_time: now_unix,
             policy_fetched_unix: now_unix,
             audit_uploaded_through: None,
+            pending_rotation: None,
         }
     }
 

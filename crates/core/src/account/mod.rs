@@ -269,10 +269,29 @@ impl Account {
             return Ok(token.clone());
         }
         let refresh = self.keychain.load_secret(self.vault.device_id().as_str(), Item::RefreshToken)?;
-        let refreshed = self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id).await;
+        // Written down before asking: if this process dies after the server rotated but
+        // before the new token is in the keychain, the next run retries this same rotation.
+        let rotation = match self.facts.pending_rotation.clone() {
+            Some(id) => id,
+            None => {
+                let id = crate::keys::random_token()?;
+                self.facts.pending_rotation = Some(id.clone());
+                self.facts.write(&self.profile)?;
+                id
+            }
+        };
+        let refreshed =
+            self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id, &rotation).await;
+        if refreshed.as_ref().is_err_and(|e| !e.is_transient()) {
+            // Settled, one way or the other: the next refresh is a new rotation.
+            self.facts.pending_rotation = None;
+            let _ = self.facts.write(&self.profile);
+        }
         let tokens = self.after_server(refreshed)?;
         self.session.time_seen(self.server.last_server_time().unwrap_or(i64::MIN));
         store_refresh_token(&self.keychain, &self.vault, &tokens.refresh_token)?;
+        self.facts.pending_rotation = None;
+        self.facts.write(&self.profile)?;
         self.access_token = Some(tokens.access_token.clone());
         Ok(tokens.access_token)
     }

@@ -89,9 +89,14 @@ impl Server {
         self.send(self.http.post(self.url.join("/auth/mfa")).json(&body)).await
     }
 
-    /// Rotates the refresh token: the one given is spent, whatever the outcome.
-    pub async fn refresh(&self, refresh_token: &Secret, device_id: &str) -> Result<Tokens> {
-        let body = RefreshRequest { refresh_token: refresh_token.clone(), device_id: device_id.to_owned() };
+    /// Rotates the refresh token: the one given is spent, whatever the outcome. Retrying
+    /// with the same `rotation_id` after a lost answer gets the same new token.
+    pub async fn refresh(&self, refresh_token: &Secret, device_id: &str, rotation_id: &str) -> Result<Tokens> {
+        let body = RefreshRequest {
+            refresh_token: refresh_token.clone(),
+            device_id: device_id.to_owned(),
+            rotation_id: Some(rotation_id.to_owned()),
+        };
         self.send(self.http.post(self.url.join("/auth/refresh")).json(&body)).await
     }
 

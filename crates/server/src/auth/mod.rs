@@ -146,6 +146,15 @@ pub struct Auth {
     store: Arc<Store>,
     policy: AuthPolicy,
     kdf_permits: Semaphore,
+    rotation_key: zeroize::Zeroizing<[u8; 32]>,
+}
+
+/// The refresh token an issue hands out.
+enum Refresh {
+    /// A new one, recorded now.
+    New(String),
+    /// One already recorded and never used, handed out again (a lost answer's retry).
+    Reissue(String),
 }
 
 /// An authenticated caller.
@@ -184,8 +193,32 @@ struct UserRow {
 
 impl Auth {
     /// A service over `store`. At most `kdf_concurrency` password hashes run at once.
+    /// Without [`Auth::with_rotation_key`], rotations are retryable only until a restart.
     pub fn new(store: Arc<Store>, policy: AuthPolicy, kdf_concurrency: usize) -> Self {
-        Self { store, policy, kdf_permits: Semaphore::new(kdf_concurrency.max(1)) }
+        let mut rotation_key = zeroize::Zeroizing::new([0u8; 32]);
+        // Without randomness the key is zeros: retries still work; tokens stay random.
+        let _ = getrandom::fill(rotation_key.as_mut_slice());
+        Self { store, policy, kdf_permits: Semaphore::new(kdf_concurrency.max(1)), rotation_key }
+    }
+
+    /// Derives rotated refresh tokens under `key` (the data directory's), so retries of a
+    /// lost rotation keep working across server restarts.
+    #[must_use]
+    pub fn with_rotation_key(mut self, key: &[u8; 32]) -> Self {
+        self.rotation_key = zeroize::Zeroizing::new(*key);
+        self
+    }
+
+    /// The refresh token a rotation of `spent_hash` with `rotation_id` hands out.
+    fn successor(&self, spent_hash: &[u8], rotation_id: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.rotation_key.as_slice())
+            .expect("HMAC takes any key length");
+        mac.update(b"carekeep.refresh.rotation.v1\0");
+        mac.update(spent_hash);
+        mac.update(rotation_id.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
     /// Step one: the password. Returns a short-lived challenge for step two.
@@ -299,7 +332,7 @@ impl Auth {
             tx.commit()
         })
         .await?;
-        self.issue_tokens(device_id, now).await
+        self.issue_tokens(device_id, now, Refresh::New(new_token().map_err(|_| AuthError::Internal)?)).await
     }
 
     /// Rotates a refresh token. Presenting one that was already used revokes the device.
@@ -348,8 +381,31 @@ impl Auth {
         if revoked || disabled {
             return Err(AuthError::SessionEnded);
         }
+        let rotation_id = request.rotation_id.filter(|r| !r.is_empty() && r.len() <= 128);
         if used {
-            // A rotated-out token came back: someone holds a copy. End the device session.
+            // A rotated-out token came back. With the rotation id of the rotation that spent
+            // it, and that rotation's token never used, it is the same device retrying after
+            // losing the answer: it gets the same token again. Otherwise someone holds a
+            // copy: the device session ends.
+            if let Some(rotation_id) = &rotation_id {
+                let successor = self.successor(&token_hash(request.refresh_token.expose()), rotation_id);
+                let (store, successor_hash, dev) = (self.store.clone(), token_hash(&successor), device_id.clone());
+                let pending: Option<bool> = self
+                    .blocking(move || {
+                        store
+                            .lock()
+                            .query_row(
+                                "SELECT used FROM refresh_tokens WHERE token_hash = ?1 AND device_id = ?2",
+                                params![successor_hash, dev],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                    })
+                    .await?;
+                if pending == Some(false) && last_seen + idle_limit.unwrap_or(self.policy.idle_secs) >= now {
+                    return self.issue_tokens(device_id, now, Refresh::Reissue(successor)).await;
+                }
+            }
             self.revoke_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
@@ -368,7 +424,11 @@ impl Auth {
             self.revoke_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
-        self.issue_tokens(device_id, now).await
+        let next = match &rotation_id {
+            Some(id) => Refresh::New(self.successor(&token_hash(request.refresh_token.expose()), id)),
+            None => Refresh::New(new_token().map_err(|_| AuthError::Internal)?),
+        };
+        self.issue_tokens(device_id, now, next).await
     }
 
     /// Who is calling, from an access token: checks expiry, revocation, remote wipe and idle
@@ -451,9 +511,12 @@ impl Auth {
         }
     }
 
-    async fn issue_tokens(&self, device_id: String, now: i64) -> Result<TokenResponse, AuthError> {
+    async fn issue_tokens(&self, device_id: String, now: i64, refresh: Refresh) -> Result<TokenResponse, AuthError> {
         let access = new_token().map_err(|_| AuthError::Internal)?;
-        let refresh = new_token().map_err(|_| AuthError::Internal)?;
+        let (refresh, is_new) = match refresh {
+            Refresh::New(token) => (token, true),
+            Refresh::Reissue(token) => (token, false),
+        };
         let (store, access_hash, refresh_hash, dev) =
             (self.store.clone(), token_hash(&access), token_hash(&refresh), device_id.clone());
         let expires = now + self.policy.access_ttl_secs;
@@ -465,10 +528,12 @@ impl Auth {
                     "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
                     params![access_hash, dev, expires, now],
                 )?;
-                tx.execute(
-                    "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
-                    params![refresh_hash, dev, now],
-                )?;
+                if is_new {
+                    tx.execute(
+                        "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
+                        params![refresh_hash, dev, now],
+                    )?;
+                }
                 let user_id: String = tx.query_row(
                     "UPDATE devices SET last_seen = ?2 WHERE id = ?1 RETURNING user_id",
                     params![dev, now],

@@ -54,12 +54,13 @@ impl AppState {
         let key_id = key_id(&signing_key.verifying_key());
         let audit = crate::audit::AuditLog::open(store.clone(), signing_key.clone(), crate::audit::CHECKPOINT_EVERY)?;
         let keys = dir.master_keys()?;
+        // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
+        let auth = Auth::new(store.clone(), AuthPolicy::default(), 2).with_rotation_key(&keys.rotations);
         let records = Arc::new(Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents)));
         Ok(Self {
             records,
             keys: Arc::new(keys),
-            // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
-            auth: Arc::new(Auth::new(store, AuthPolicy::default(), 2)),
+            auth: Arc::new(auth),
             limiter: Arc::default(),
             audit: Arc::new(audit),
             signing_key,

@@ -1,0 +1,198 @@
+//! Crash safety of sync: the real `carekeep sync` process is killed with SIGKILL at random
+//! points — while it unlocks, replays the outbox, uploads the access log, ingests pages —
+//! more than fifty times. Afterwards the vault opens, the outbox lost nothing, the server
+//! holds each write exactly once, and each offline read reached the audit trail once.
+#![allow(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carekeep_core::account::{Account, HomeReading};
+use carekeep_core::store::ResourceQuery;
+use carekeep_core::{Clock, Keychain, Password, Profile, SystemClock};
+use carekeep_e2e::{Running, World};
+use carekeep_protocol::auth::Role;
+use carekeep_server::records::Records;
+
+/// Kills that must land while the process runs.
+const KILLS: usize = 55;
+
+fn cli(profile: &std::path::Path, args: &[&str], password: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carekeep"))
+        .arg("--profile")
+        .arg(profile)
+        .arg("--password-stdin")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child
+}
+
+/// A random number below `n` (the test's own randomness; no extra crate).
+fn below(n: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes) % n.max(1)
+}
+
+/// The last sync step a killed process reported on standard error.
+fn last_step(stderr: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("carekeep: "))
+        .map_or("starting", |l| l.split(" (").next().unwrap_or(l))
+        .to_owned()
+}
+
+// The test drives processes with blocking waits; the server it talks to runs on the other
+// workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
+    let world = World::demo(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let pins = world.data.pins().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile_dir = dir.path().join("profile");
+    let url = running.url().as_str().to_owned();
+    let login = Command::new(env!("CARGO_BIN_EXE_carekeep"))
+        .arg("--profile")
+        .arg(&profile_dir)
+        .args(["login", "--server", &url, "--pin", &pins.live.to_string(), "--pin", &pins.backup.to_string()])
+        .args(["--user", &world.username, "--totp", &world.code(0), "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut login = login;
+    login.stdin.take().unwrap().write_all(format!("{}\n", world.password).as_bytes()).unwrap();
+    assert!(login.wait().unwrap().success());
+    let profile = Profile::new(&profile_dir);
+    let password = world.password.clone();
+    let sync_to_end = || {
+        let out = cli(&profile_dir, &["sync"], &password).wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    sync_to_end();
+    let patients: Vec<String> = {
+        let mut account = unlocked(&profile, &password);
+        account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect()
+    };
+    let records = {
+        let store = Arc::new(world.data.open_store().unwrap());
+        let keys = world.data.master_keys().unwrap();
+        Records::new(store, zeroize::Zeroizing::new(*keys.documents))
+    };
+
+    // How long a process takes to unlock, and to sync a round's worth of work: kills are
+    // spread over that span.
+    let started = Instant::now();
+    let out = cli(&profile_dir, &["pending"], &password).wait_with_output().unwrap();
+    assert!(out.status.success());
+    let unlock = started.elapsed();
+    let mut messages = Vec::new();
+    let mut reads = 0;
+    let round = |n: usize, messages: &mut Vec<String>, reads: &mut usize| {
+        // Work for the next sync: writes and a read on the device, news on the server.
+        let mut account = unlocked(&profile, &password);
+        let patient = &patients[n % patients.len()];
+        for k in 0..2 {
+            let text = format!("kill-test message {n}-{k}");
+            account.message_care_team(patient, &text, SystemClock.now_unix()).unwrap();
+            messages.push(text);
+        }
+        let reading = HomeReading::BloodPressure { systolic: 100, diastolic: 70 };
+        account.record_reading(patient, reading, SystemClock.now_unix()).unwrap();
+        let query = ResourceQuery {
+            resource_type: "Condition".into(),
+            patient: Some(format!("Patient/{patient}")),
+            ..ResourceQuery::default()
+        };
+        account.read_records(&query).unwrap();
+        *reads += 1;
+        drop(account);
+        for p in patients.iter().take(4) {
+            let value = serde_json::json!({
+                "resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
+                "subject": {"reference": format!("Patient/{p}")},
+                "effectiveDateTime": "2026-11-01T08:00:00Z",
+                "valueQuantity": {"value": n, "unit": "mg/dL"}
+            });
+            records.create("demo", records.check(value, "Observation").unwrap(), None).unwrap();
+        }
+    };
+    round(0, &mut messages, &mut reads);
+    let started = Instant::now();
+    sync_to_end();
+    let full = started.elapsed();
+    let span = u64::try_from((full + full / 3).saturating_sub(unlock / 2).as_micros()).unwrap();
+
+    let mut killed_in: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kills = 0;
+    let mut n = 1;
+    while kills < KILLS {
+        assert!(n < 4 * KILLS, "kills keep missing the process: {killed_in:?}");
+        round(n, &mut messages, &mut reads);
+        n += 1;
+        let mut child = cli(&profile_dir, &["sync"], &password);
+        std::thread::sleep(unlock / 2 + Duration::from_micros(below(span)));
+        if child.try_wait().unwrap().is_some() {
+            continue; // finished first: not a kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        *killed_in.entry(last_step(&String::from_utf8_lossy(&out.stderr))).or_default() += 1;
+        kills += 1;
+    }
+    eprintln!("killed {kills} times, by last step reported: {killed_in:?}");
+    assert!(killed_in.len() >= 3, "kills landed in several steps: {killed_in:?}");
+
+    // Afterwards: one sync to the end, and everything is where it should be, once.
+    sync_to_end();
+    let mut account = unlocked(&profile, &password);
+    assert!(account.pending_writes().unwrap().is_empty(), "the outbox drained");
+    assert!(account.set_aside_writes().unwrap().is_empty(), "nothing was refused or in conflict");
+    drop(account);
+    let store = world.data.open_store().unwrap();
+    let conn = store.read();
+    let mut stmt = conn.prepare("SELECT json FROM resources WHERE type = 'Communication'").unwrap();
+    let sent: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|j| {
+            serde_json::from_str::<serde_json::Value>(&j.unwrap()).unwrap()["payload"][0]["contentString"].to_string()
+        })
+        .collect();
+    for text in &messages {
+        let copies = sent.iter().filter(|s| s.trim_matches('"') == text).count();
+        assert_eq!(copies, 1, "{text}: exactly once on the server");
+    }
+    let readings: i64 = conn
+        .query_row("SELECT count(*) FROM resources WHERE type = 'Observation' AND json LIKE '%85354-9%'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(usize::try_from(readings).unwrap(), messages.len() / 2, "each reading exactly once");
+    let mut stmt = conn.prepare("SELECT record FROM audit_log").unwrap();
+    let offline_reads = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .filter(|r| r.as_ref().unwrap().contains("device access: read from the device cache"))
+        .count();
+    assert_eq!(offline_reads, reads, "each read from the cache is in the trail once");
+}
+
+fn unlocked(profile: &Profile, password: &str) -> Account {
+    let mut account = Account::open(profile, Keychain::os(), Arc::new(SystemClock)).unwrap();
+    account.unlock_with_password(&Password::new(password)).unwrap();
+    account
+}

@@ -42,14 +42,36 @@ fn below(n: u64) -> u64 {
     u64::from_le_bytes(bytes) % n.max(1)
 }
 
-/// The last sync step a killed process reported on standard error.
-fn last_step(stderr: &str) -> String {
-    stderr
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("carekeep: "))
-        .map_or("starting", |l| l.split(" (").next().unwrap_or(l))
-        .to_owned()
+/// The steps a kill aims at: the unlock, then each step `carekeep sync` reports.
+const STEPS: &[&str] = &[
+    "starting",
+    "contacting the server",
+    "uploading the access log",
+    "sending your changes",
+    "checking your patient list",
+    "removing deleted records",
+    "downloading records",
+];
+
+/// The step a progress line names (`carekeep: sending your changes (1/3)`).
+fn last_step(line: &str) -> String {
+    let line = line.strip_prefix("carekeep: ").unwrap_or(line);
+    line.split(" (").next().unwrap_or(line).to_owned()
+}
+
+/// The child's standard error, line by line, as it comes.
+fn report_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 // The test drives processes with blocking waits; the server it talks to runs on the other
@@ -104,7 +126,7 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
         // Work for the next sync: writes and a read on the device, news on the server.
         let mut account = unlocked(&profile, &password);
         let patient = &patients[n % patients.len()];
-        for k in 0..2 {
+        for k in 0..4 {
             let text = format!("kill-test message {n}-{k}");
             account.message_care_team(patient, &text, SystemClock.now_unix()).unwrap();
             messages.push(text);
@@ -119,7 +141,7 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
         account.read_records(&query).unwrap();
         *reads += 1;
         drop(account);
-        for p in patients.iter().take(4) {
+        for p in &patients {
             let value = serde_json::json!({
                 "resourceType": "Observation", "status": "final",
                 "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
@@ -130,31 +152,44 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
             records.create("demo", records.check(value, "Observation").unwrap(), None).unwrap();
         }
     };
-    round(0, &mut messages, &mut reads);
-    let started = Instant::now();
-    sync_to_end();
-    let full = started.elapsed();
-    let span = u64::try_from((full + full / 3).saturating_sub(unlock / 2).as_micros()).unwrap();
-
+    let panels_before = blood_pressure_panels(&world);
     let mut killed_in: BTreeMap<String, usize> = BTreeMap::new();
     let mut kills = 0;
-    let mut n = 1;
+    let mut n = 0;
     while kills < KILLS {
-        assert!(n < 4 * KILLS, "kills keep missing the process: {killed_in:?}");
+        assert!(n < 3 * KILLS, "kills keep missing the process: {killed_in:?}");
         round(n, &mut messages, &mut reads);
+        // Aim at a step picked at random: wait for the process to report it, then kill it
+        // a random moment later (or, for the unlock, a random moment after the start).
+        let target = STEPS[usize::try_from(below(STEPS.len() as u64)).unwrap()];
         n += 1;
         let mut child = cli(&profile_dir, &["sync"], &password);
-        std::thread::sleep(unlock / 2 + Duration::from_micros(below(span)));
+        let lines = report_lines(&mut child);
+        let mut last = String::from("starting");
+        if target == "starting" {
+            std::thread::sleep(Duration::from_micros(below(u64::try_from(unlock.as_micros()).unwrap())));
+        } else {
+            while let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) {
+                last = line;
+                if last.contains(target) {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(below(20_000)));
+        }
         if child.try_wait().unwrap().is_some() {
             continue; // finished first: not a kill
         }
         child.kill().unwrap(); // SIGKILL
-        let out = child.wait_with_output().unwrap();
-        *killed_in.entry(last_step(&String::from_utf8_lossy(&out.stderr))).or_default() += 1;
+        child.wait().unwrap();
+        last = lines.try_iter().last().unwrap_or(last);
+        *killed_in.entry(last_step(&last)).or_default() += 1;
         kills += 1;
     }
-    eprintln!("killed {kills} times, by last step reported: {killed_in:?}");
-    assert!(killed_in.len() >= 3, "kills landed in several steps: {killed_in:?}");
+    eprintln!("killed {kills} times in {n} rounds, by the last step reported: {killed_in:?}");
+    for step in ["sending your changes", "uploading the access log", "downloading records"] {
+        assert!(killed_in.contains_key(step), "no kill while {step}: {killed_in:?}");
+    }
 
     // Afterwards: one sync to the end, and everything is where it should be, once.
     sync_to_end();
@@ -176,12 +211,8 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
         let copies = sent.iter().filter(|s| s.trim_matches('"') == text).count();
         assert_eq!(copies, 1, "{text}: exactly once on the server");
     }
-    let readings: i64 = conn
-        .query_row("SELECT count(*) FROM resources WHERE type = 'Observation' AND json LIKE '%85354-9%'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(usize::try_from(readings).unwrap(), messages.len() / 2, "each reading exactly once");
+    let readings = blood_pressure_panels(&world) - panels_before;
+    assert_eq!(usize::try_from(readings).unwrap(), messages.len() / 4, "each reading exactly once");
     let mut stmt = conn.prepare("SELECT record FROM audit_log").unwrap();
     let offline_reads = stmt
         .query_map([], |r| r.get::<_, String>(0))
@@ -189,6 +220,16 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
         .filter(|r| r.as_ref().unwrap().contains("device access: read from the device cache"))
         .count();
     assert_eq!(offline_reads, reads, "each read from the cache is in the trail once");
+}
+
+/// Blood-pressure panels on the server (the demo data has some of its own).
+fn blood_pressure_panels(world: &World) -> i64 {
+    let store = world.data.open_store().unwrap();
+    let conn = store.read();
+    conn.query_row("SELECT count(*) FROM resources WHERE type = 'Observation' AND json LIKE '%85354-9%'", [], |r| {
+        r.get(0)
+    })
+    .unwrap()
 }
 
 fn unlocked(profile: &Profile, password: &str) -> Account {

@@ -149,6 +149,21 @@ async fn refresh_rotates_and_reusing_an_old_token_ends_the_device_session() {
 }
 
 #[tokio::test]
+async fn a_lost_rotation_is_retried_with_its_id_and_a_copy_under_another_id_ends_the_session() {
+    let f = fixture();
+    let first = sign_in(&f, T0).await;
+    let rotate = |tokens: &TokenResponse, id: &str| RefreshRequest { rotation_id: Some(id.into()), ..refresh(tokens) };
+    let second = f.auth.refresh(rotate(&first, "r1"), T0 + 60).await.unwrap();
+    // The answer was lost; the device retries the same rotation and gets the same token.
+    let again = f.auth.refresh(rotate(&first, "r1"), T0 + 61).await.unwrap();
+    assert_eq!(again.refresh_token.expose(), second.refresh_token.expose());
+    assert_ne!(again.access_token.expose(), second.access_token.expose());
+    // A copy of the spent token under another id is a copy: the session ends.
+    assert_eq!(f.auth.refresh(rotate(&first, "thief"), T0 + 62).await.unwrap_err(), AuthError::SessionEnded);
+    assert_eq!(f.auth.refresh(rotate(&second, "r2"), T0 + 63).await.unwrap_err(), AuthError::SessionEnded);
+}
+
+#[tokio::test]
 async fn a_refresh_token_only_works_for_its_own_device() {
     let f = fixture();
     let tokens = sign_in(&f, T0).await;

@@ -15,8 +15,11 @@ impl Account {
     /// The cached resources matching `query`, while unlocked; logged as viewed.
     pub fn read_records(&mut self, query: &ResourceQuery) -> Result<Vec<StoredResource>> {
         let found = self.store()?.search(query)?;
-        let patients: BTreeSet<Option<String>> =
-            found.iter().map(|r| patient_of(r, query.patient.as_deref())).collect();
+        // Looking into a patient's record is an access even when it shows nothing.
+        let patients: BTreeSet<Option<String>> = match query.patient.as_deref() {
+            Some(patient) => BTreeSet::from([Some(bare(patient).to_owned())]),
+            None => found.iter().map(|r| patient_of(r)).collect(),
+        };
         self.log_access(&query.resource_type, patients)?;
         Ok(found)
     }
@@ -72,12 +75,9 @@ fn bare(reference: &str) -> &str {
 }
 
 /// The patient a shown resource belongs to (bare id).
-fn patient_of(resource: &StoredResource, queried: Option<&str>) -> Option<String> {
+fn patient_of(resource: &StoredResource) -> Option<String> {
     if resource.resource_type == "Patient" {
         return Some(resource.id.clone());
-    }
-    if let Some(queried) = queried {
-        return Some(bare(queried).to_owned());
     }
     let value: serde_json::Value = serde_json::from_str(&resource.json).ok()?;
     ["subject", "patient"]

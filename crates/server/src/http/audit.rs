@@ -75,12 +75,28 @@ fn outcome(status: StatusCode) -> Outcome {
 }
 
 /// Appends the request's record, then lets the response go.
+///
+/// The request is handled, and its record appended, on a task of its own: a client that
+/// hangs up mid-request (a device killed, a network lost) cancels neither a write half-way
+/// nor the record of a write already made.
 pub async fn audit(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    let handled = tokio::spawn(handle_and_record(state, addr, request, next));
+    handled.await.unwrap_or_else(|_| {
+        tracing::error!("a request handler panicked");
+        super::operation_outcome(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            "The server could not complete the request; try again.",
+        )
+    })
+}
+
+async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Request, next: Next) -> Response {
     let slot = AuditSlot::default();
     request.extensions_mut().insert(slot.clone());
     // The route template, never the concrete path: ids stay out of the action.

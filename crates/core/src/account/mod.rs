@@ -271,14 +271,13 @@ impl Account {
         let refresh = self.keychain.load_secret(self.vault.device_id().as_str(), Item::RefreshToken)?;
         // Written down before asking: if this process dies after the server rotated but
         // before the new token is in the keychain, the next run retries this same rotation.
-        let rotation = match self.facts.pending_rotation.clone() {
-            Some(id) => id,
-            None => {
-                let id = crate::keys::random_token()?;
-                self.facts.pending_rotation = Some(id.clone());
-                self.facts.write(&self.profile)?;
-                id
-            }
+        let rotation = if let Some(id) = self.facts.pending_rotation.clone() {
+            id
+        } else {
+            let id = crate::keys::random_token()?;
+            self.facts.pending_rotation = Some(id.clone());
+            self.facts.write(&self.profile)?;
+            id
         };
         let refreshed =
             self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id, &rotation).await;

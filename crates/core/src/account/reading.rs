@@ -18,7 +18,7 @@ impl Account {
         // Looking into a patient's record is an access even when it shows nothing.
         let patients: BTreeSet<Option<String>> = match query.patient.as_deref() {
             Some(patient) => BTreeSet::from([Some(bare(patient).to_owned())]),
-            None => found.iter().map(|r| patient_of(r)).collect(),
+            None => found.iter().map(patient_of).collect(),
         };
         self.log_access(&query.resource_type, patients)?;
         Ok(found)

@@ -74,62 +74,78 @@ fn report_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<St
     rx
 }
 
-// The test drives processes with blocking waits; the server it talks to runs on the other
-// workers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
-    let world = World::demo(Role::Clinician);
-    let running = Running::start(&world.data).await;
-    let pins = world.data.pins().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let profile_dir = dir.path().join("profile");
-    let url = running.url().as_str().to_owned();
-    let login = Command::new(env!("CARGO_BIN_EXE_carekeep"))
-        .arg("--profile")
-        .arg(&profile_dir)
-        .args(["login", "--server", &url, "--pin", &pins.live.to_string(), "--pin", &pins.backup.to_string()])
-        .args(["--user", &world.username, "--totp", &world.code(0), "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut login = login;
-    login.stdin.take().unwrap().write_all(format!("{}\n", world.password).as_bytes()).unwrap();
-    assert!(login.wait().unwrap().success());
-    let profile = Profile::new(&profile_dir);
-    let password = world.password.clone();
-    let sync_to_end = || {
-        let out = cli(&profile_dir, &["sync"], &password).wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    sync_to_end();
-    let patients: Vec<String> = {
-        let mut account = unlocked(&profile, &password);
-        account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect()
-    };
-    let records = {
+/// The device's and the server's side of the test: what was written, and what to check.
+struct Workload {
+    profile_dir: std::path::PathBuf,
+    profile: Profile,
+    password: String,
+    patients: Vec<String>,
+    records: Records,
+    /// Every message queued on the device (each must reach the server once).
+    messages: Vec<String>,
+    /// Reads made from the cache (each must reach the audit trail once).
+    reads: usize,
+}
+
+impl Workload {
+    /// Signs the world's clinician in with the CLI and syncs once to the end.
+    fn start(world: &World, running: &Running, dir: &std::path::Path) -> Self {
+        let pins = world.data.pins().unwrap();
+        let profile_dir = dir.join("profile");
+        let url = running.url().as_str().to_owned();
+        let mut login = Command::new(env!("CARGO_BIN_EXE_carekeep"))
+            .arg("--profile")
+            .arg(&profile_dir)
+            .args(["login", "--server", &url, "--pin", &pins.live.to_string(), "--pin", &pins.backup.to_string()])
+            .args(["--user", &world.username, "--totp", &world.code(0), "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        login.stdin.take().unwrap().write_all(format!("{}\n", world.password).as_bytes()).unwrap();
+        assert!(login.wait().unwrap().success());
         let store = Arc::new(world.data.open_store().unwrap());
         let keys = world.data.master_keys().unwrap();
-        Records::new(store, zeroize::Zeroizing::new(*keys.documents))
-    };
+        let mut work = Self {
+            profile: Profile::new(&profile_dir),
+            profile_dir,
+            password: world.password.clone(),
+            patients: Vec::new(),
+            records: Records::new(store, zeroize::Zeroizing::new(*keys.documents)),
+            messages: Vec::new(),
+            reads: 0,
+        };
+        work.sync_to_end();
+        let mut account = work.unlocked();
+        work.patients = account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect();
+        drop(account);
+        work
+    }
 
-    // How long a process takes to unlock, and to sync a round's worth of work: kills are
-    // spread over that span.
-    let started = Instant::now();
-    let out = cli(&profile_dir, &["pending"], &password).wait_with_output().unwrap();
-    assert!(out.status.success());
-    let unlock = started.elapsed();
-    let mut messages = Vec::new();
-    let mut reads = 0;
-    let round = |n: usize, messages: &mut Vec<String>, reads: &mut usize| {
-        // Work for the next sync: writes and a read on the device, news on the server.
-        let mut account = unlocked(&profile, &password);
-        let patient = &patients[n % patients.len()];
+    fn unlocked(&self) -> Account {
+        let mut account = Account::open(&self.profile, Keychain::os(), Arc::new(SystemClock)).unwrap();
+        account.unlock_with_password(&Password::new(self.password.as_str())).unwrap();
+        account
+    }
+
+    fn sync(&self) -> std::process::Child {
+        cli(&self.profile_dir, &["sync"], &self.password)
+    }
+
+    fn sync_to_end(&self) {
+        let out = self.sync().wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Work for the next sync: writes and a read on the device, news on the server.
+    fn round(&mut self, n: usize) {
+        let mut account = self.unlocked();
+        let patient = &self.patients[n % self.patients.len()];
         for k in 0..4 {
             let text = format!("kill-test message {n}-{k}");
             account.message_care_team(patient, &text, SystemClock.now_unix()).unwrap();
-            messages.push(text);
+            self.messages.push(text);
         }
         let reading = HomeReading::BloodPressure { systolic: 100, diastolic: 70 };
         account.record_reading(patient, reading, SystemClock.now_unix()).unwrap();
@@ -139,9 +155,9 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
             ..ResourceQuery::default()
         };
         account.read_records(&query).unwrap();
-        *reads += 1;
+        self.reads += 1;
         drop(account);
-        for p in &patients {
+        for p in &self.patients {
             let value = serde_json::json!({
                 "resourceType": "Observation", "status": "final",
                 "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
@@ -149,21 +165,16 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
                 "effectiveDateTime": "2026-11-01T08:00:00Z",
                 "valueQuantity": {"value": n, "unit": "mg/dL"}
             });
-            records.create("demo", records.check(value, "Observation").unwrap(), None).unwrap();
+            self.records.create("demo", self.records.check(value, "Observation").unwrap(), None).unwrap();
         }
-    };
-    let panels_before = blood_pressure_panels(&world);
-    let mut killed_in: BTreeMap<String, usize> = BTreeMap::new();
-    let mut kills = 0;
-    let mut n = 0;
-    while kills < KILLS {
-        assert!(n < 3 * KILLS, "kills keep missing the process: {killed_in:?}");
-        round(n, &mut messages, &mut reads);
-        // Aim at a step picked at random: wait for the process to report it, then kill it
-        // a random moment later (or, for the unlock, a random moment after the start).
+    }
+
+    /// Starts a sync and kills it with SIGKILL in a step picked at random: once the process
+    /// reports the step, a random moment later (for the unlock, a random moment after the
+    /// start). Returns the last step it reported, or `None` if it finished first.
+    fn kill_a_sync(&self, unlock: Duration) -> Option<String> {
         let target = STEPS[usize::try_from(below(STEPS.len() as u64)).unwrap()];
-        n += 1;
-        let mut child = cli(&profile_dir, &["sync"], &password);
+        let mut child = self.sync();
         let lines = report_lines(&mut child);
         let mut last = String::from("starting");
         if target == "starting" {
@@ -178,48 +189,78 @@ async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
             std::thread::sleep(Duration::from_micros(below(20_000)));
         }
         if child.try_wait().unwrap().is_some() {
-            continue; // finished first: not a kill
+            return None;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        last = lines.try_iter().last().unwrap_or(last);
-        *killed_in.entry(last_step(&last)).or_default() += 1;
-        kills += 1;
-    }
-    eprintln!("killed {kills} times in {n} rounds, by the last step reported: {killed_in:?}");
-    for step in ["sending your changes", "uploading the access log", "downloading records"] {
-        assert!(killed_in.contains_key(step), "no kill while {step}: {killed_in:?}");
+        Some(last_step(&lines.try_iter().last().unwrap_or(last)))
     }
 
-    // Afterwards: one sync to the end, and everything is where it should be, once.
-    sync_to_end();
-    let mut account = unlocked(&profile, &password);
-    assert!(account.pending_writes().unwrap().is_empty(), "the outbox drained");
-    assert!(account.set_aside_writes().unwrap().is_empty(), "nothing was refused or in conflict");
-    drop(account);
-    let store = world.data.open_store().unwrap();
-    let conn = store.read();
-    let mut stmt = conn.prepare("SELECT json FROM resources WHERE type = 'Communication'").unwrap();
-    let sent: Vec<String> = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(|j| {
-            serde_json::from_str::<serde_json::Value>(&j.unwrap()).unwrap()["payload"][0]["contentString"].to_string()
-        })
-        .collect();
-    for text in &messages {
-        let copies = sent.iter().filter(|s| s.trim_matches('"') == text).count();
-        assert_eq!(copies, 1, "{text}: exactly once on the server");
+    /// Each queued write is on the server once, and each read is in the audit trail once.
+    fn assert_each_once(&self, world: &World, panels_before: i64) {
+        let mut account = self.unlocked();
+        assert!(account.pending_writes().unwrap().is_empty(), "the outbox drained");
+        assert!(account.set_aside_writes().unwrap().is_empty(), "nothing was refused or in conflict");
+        drop(account);
+        let store = world.data.open_store().unwrap();
+        let conn = store.read();
+        let mut stmt = conn.prepare("SELECT json FROM resources WHERE type = 'Communication'").unwrap();
+        let sent: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|j| {
+                let value: serde_json::Value = serde_json::from_str(&j.unwrap()).unwrap();
+                value["payload"][0]["contentString"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        for text in &self.messages {
+            assert_eq!(sent.iter().filter(|s| *s == text).count(), 1, "{text}: exactly once on the server");
+        }
+        let readings = blood_pressure_panels(world) - panels_before;
+        assert_eq!(usize::try_from(readings).unwrap(), self.messages.len() / 4, "each reading exactly once");
+        let mut stmt = conn.prepare("SELECT record FROM audit_log").unwrap();
+        let offline_reads = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .filter(|r| r.as_ref().unwrap().contains("device access: read from the device cache"))
+            .count();
+        assert_eq!(offline_reads, self.reads, "each read from the cache is in the trail once");
     }
-    let readings = blood_pressure_panels(&world) - panels_before;
-    assert_eq!(usize::try_from(readings).unwrap(), messages.len() / 4, "each reading exactly once");
-    let mut stmt = conn.prepare("SELECT record FROM audit_log").unwrap();
-    let offline_reads = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .filter(|r| r.as_ref().unwrap().contains("device access: read from the device cache"))
-        .count();
-    assert_eq!(offline_reads, reads, "each read from the cache is in the trail once");
+}
+
+// The test drives processes with blocking waits; the server it talks to runs on the other
+// workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_killed_at_random_points_loses_nothing_and_writes_once() {
+    let world = World::demo(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut work = Workload::start(&world, &running, dir.path());
+    // How long a process takes to start and unlock: kills aimed at the unlock land in it.
+    let started = Instant::now();
+    assert!(cli(&work.profile_dir, &["pending"], &work.password).wait().unwrap().success());
+    let unlock = started.elapsed();
+    let panels_before = blood_pressure_panels(&world);
+
+    let mut killed_in: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rounds = 0;
+    while killed_in.values().sum::<usize>() < KILLS {
+        assert!(rounds < 3 * KILLS, "kills keep missing the process: {killed_in:?}");
+        work.round(rounds);
+        rounds += 1;
+        if let Some(step) = work.kill_a_sync(unlock) {
+            *killed_in.entry(step).or_default() += 1;
+        }
+    }
+    eprintln!("killed {KILLS} times in {rounds} rounds, by the last step reported: {killed_in:?}");
+    for step in ["sending your changes", "downloading records"] {
+        assert!(killed_in.contains_key(step), "no kill while {step}: {killed_in:?}");
+    }
+    assert!(killed_in.len() >= 4, "kills spread over the steps: {killed_in:?}");
+
+    // Afterwards: one sync to the end, and everything is where it should be, once.
+    work.sync_to_end();
+    work.assert_each_once(&world, panels_before);
 }
 
 /// Blood-pressure panels on the server (the demo data has some of its own).
@@ -230,10 +271,4 @@ fn blood_pressure_panels(world: &World) -> i64 {
         r.get(0)
     })
     .unwrap()
-}
-
-fn unlocked(profile: &Profile, password: &str) -> Account {
-    let mut account = Account::open(profile, Keychain::os(), Arc::new(SystemClock)).unwrap();
-    account.unlock_with_password(&Password::new(password)).unwrap();
-    account
 }

@@ -29,6 +29,8 @@ pub struct World {
     pub password: String,
     /// The user's TOTP secret (raw bytes).
     pub totp_secret: Vec<u8>,
+    /// The user's opaque id.
+    pub user_id: String,
 }
 
 impl World {
@@ -40,7 +42,14 @@ impl World {
         carekeep_server::admin::add_tenant(&store, TENANT, "Clinic One", 0).unwrap();
         let username = format!("e2e-{}", role.as_str());
         let user = carekeep_server::admin::add_user(&store, TENANT, &username, role, PASSWORD, 0).unwrap();
-        Self { _dir: dir, data, username, password: PASSWORD.to_owned(), totp_secret: totp_bytes(&user.totp_base32) }
+        Self {
+            _dir: dir,
+            data,
+            username,
+            password: PASSWORD.to_owned(),
+            totp_secret: totp_bytes(&user.totp_base32),
+            user_id: user.id,
+        }
     }
 
     /// The demo tenant (`seed-demo`: 20 synthetic patients), signed in as its user of `role`.
@@ -53,7 +62,9 @@ impl World {
         let users = carekeep_server::seed::seed_demo(&store, &records, 0).unwrap();
         let user = users.into_iter().find(|u| u.role == role).unwrap();
         let totp_secret = totp_bytes(&user.totp_base32);
-        Self { _dir: dir, data, username: user.username, password: user.password, totp_secret }
+        let user_id =
+            store.read().query_row("SELECT id FROM users WHERE username = ?1", [&user.username], |r| r.get(0)).unwrap();
+        Self { _dir: dir, data, username: user.username, password: user.password, totp_secret, user_id }
     }
 
     /// The server's pin set as `init` printed it: live key, backup key.
@@ -128,6 +139,69 @@ impl Device {
         }
         all
     }
+}
+
+/// The 20 synthetic carebundle patients (`carebundle generate --profile mixed --count 20
+/// --seed 42`), one transaction Bundle each.
+const CAREBUNDLE: [&str; 20] = [
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0000.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0001.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0002.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0003.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0004.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0005.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0006.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0007.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0008.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0009.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0010.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0011.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0012.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0013.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0014.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0015.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0016.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0017.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0018.json"),
+    include_str!("../../crates/core/tests/fixtures/carebundle/mixed-42-0019.json"),
+];
+
+/// Synthetic patient `n`'s Bundle: one of the 20 carebundle patients, with every
+/// `urn:uuid:` made unique to `n` (its first eight hex digits replaced by the copy number),
+/// so any number of distinct patients can be made from the 20 — what `carebundle --count`
+/// would give, without Python in the test run.
+pub fn synthetic_patient(n: usize) -> String {
+    let (copy, original) = (n / CAREBUNDLE.len(), CAREBUNDLE[n % CAREBUNDLE.len()]);
+    if copy == 0 {
+        return original.to_owned();
+    }
+    let prefix = format!("{copy:08x}");
+    let mut out = String::with_capacity(original.len());
+    let mut rest = original;
+    while let Some(at) = rest.find("urn:uuid:") {
+        let uuid_start = at + "urn:uuid:".len();
+        out.push_str(&rest[..uuid_start]);
+        out.push_str(&prefix);
+        rest = &rest[uuid_start + 8..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Imports synthetic patients `range` into `world`'s tenant and puts them on its user's care
+/// team. Returns their ids.
+pub fn seed_care_team(world: &World, range: std::ops::Range<usize>) -> Vec<String> {
+    let store = std::sync::Arc::new(world.data.open_store().unwrap());
+    let keys = world.data.master_keys().unwrap();
+    let records = carekeep_server::records::Records::new(store, zeroize::Zeroizing::new(*keys.documents));
+    let mut patients = Vec::new();
+    for n in range {
+        for patient in carekeep_server::seed::import_bundle(&records, TENANT, &synthetic_patient(n)).unwrap() {
+            records.link(TENANT, &world.user_id, &patient, "care-team").unwrap();
+            patients.push(patient);
+        }
+    }
+    patients
 }
 
 /// A running server, stopped when dropped.

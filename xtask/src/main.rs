@@ -4,9 +4,9 @@
 //! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings` (and for
 //!   the macOS and Windows presence modules, on their targets), then
 //!   every test of the workspace inside a private D-Bus session with an unlocked
-//!   gnome-keyring (the real Secret Service).
-//! - `cargo xtask bench`: the criterion benchmarks of the vault and the server in the same
-//!   kind of session (each prints its own table against the budgets of DESIGN.md §8).
+//!   gnome-keyring (the real Secret Service), and the large-cache sync test in release.
+//! - `cargo xtask bench`: the criterion benchmarks of the vault, the server, sign-in and
+//!   sync in the same kind of session (each against the budgets of DESIGN.md §8).
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
 
@@ -47,6 +47,9 @@ fn test() -> Result {
     let session = keyring_session::KeyringSession::new()?;
     step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
+    // 2 000 patients through the server's schema check: minutes in debug, so in release.
+    let large = ["test", "--release", "-p", "carekeep-e2e", "--test", "large_cache", "--", "--ignored"];
+    step("large-cache sync test (release)", session.wrap(&cargo(&large)))?;
     Ok(())
 }
 
@@ -67,7 +70,9 @@ fn check_other_platforms() -> Result {
 fn bench(filter: &[String]) -> Result {
     setup::ensure_system_packages()?;
     let session = keyring_session::KeyringSession::new()?;
-    for (package, bench) in [("carekeep-core", "vault"), ("carekeep-server", "server"), ("carekeep-e2e", "login")] {
+    for (package, bench) in
+        [("carekeep-core", "vault"), ("carekeep-server", "server"), ("carekeep-e2e", "login"), ("carekeep-e2e", "sync")]
+    {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(filter.iter().map(String::as_str));
         step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;

@@ -50,7 +50,8 @@ fn default_max_synced_patients() -> u32 {
 }
 
 /// The default [`Policy::max_synced_patients`].
-pub const DEFAULT_MAX_SYNCED_PATIENTS: u32 = 500;
+/// (2 500: a family doctor's whole list, the largest care team expected.)
+pub const DEFAULT_MAX_SYNCED_PATIENTS: u32 = 2_500;
 
 impl Policy {
     /// DESIGN.md §3's defaults for `role`: idle 15 min (patients 5), lock on background at

@@ -85,9 +85,9 @@ pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoU
     Ok(users)
 }
 
-/// Imports one transaction Bundle whose entries carry `urn:uuid:` full URLs: each resource
-/// keeps that UUID as its id, and references to other entries become `Type/id`. Returns the
-/// ids of the patients it held.
+/// Imports one transaction Bundle whose entries carry `urn:uuid:` full URLs, all or none:
+/// each resource keeps that UUID as its id, and references to other entries become
+/// `Type/id`. Returns the ids of the patients it held.
 pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Vec<String>, ServerError> {
     let invalid = |what: &str| ServerError::Invalid(format!("demo bundle: {what}"));
     let bundle: Value = serde_json::from_str(bundle).map_err(|_| invalid("not JSON"))?;
@@ -99,7 +99,7 @@ pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Ve
         let id = carekeep_fhir::id_from_full_url(full_url).ok_or_else(|| invalid("an entry without a urn:uuid"))?;
         map.insert(full_url.to_owned(), (resource_type.to_owned(), id.to_owned()));
     }
-    let mut patients = Vec::new();
+    let mut checked_all = Vec::with_capacity(entries.len());
     // Patients first, so every other resource's patient exists when it is stored.
     let mut ordered: Vec<&Value> = entries.iter().collect();
     ordered.sort_by_key(|e| e.pointer("/resource/resourceType").and_then(Value::as_str) != Some("Patient"));
@@ -116,12 +116,10 @@ pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Ve
             )),
             other => ServerError::Store(other.to_string()),
         })?;
-        records.import(tenant, checked, &id, now).map_err(|e| ServerError::Store(e.to_string()))?;
-        if resource_type == "Patient" {
-            patients.push(id);
-        }
+        checked_all.push((checked, id));
     }
-    Ok(patients)
+    let stored = records.import(tenant, checked_all, now).map_err(|e| ServerError::Store(e.to_string()))?;
+    Ok(stored.into_iter().filter(|s| s.resource_type == "Patient").map(|s| s.id).collect())
 }
 
 fn rewrite_references(value: &mut Value, map: &std::collections::HashMap<String, (String, String)>) {

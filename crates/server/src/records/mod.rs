@@ -213,12 +213,20 @@ impl Records {
         Ok((stored, false))
     }
 
-    /// Stores a resource exactly as given (id included), version 1: for seeding a tenant from
-    /// Bundles. Checked like any other write.
-    pub fn import(&self, tenant: &str, checked: Checked, id: &str, now: OffsetDateTime) -> Result<Stored, RecordError> {
+    /// Stores resources exactly as given (ids included), version 1, all or none, in one
+    /// transaction: for seeding a tenant from Bundles. Each was checked like any other write.
+    pub fn import(
+        &self,
+        tenant: &str,
+        resources: Vec<(Checked, String)>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Stored>, RecordError> {
         let mut conn = self.store.lock();
         let tx = conn.transaction()?;
-        let stored = write(&tx, &self.documents_key, tenant, checked, id, 1, now)?;
+        let mut stored = Vec::with_capacity(resources.len());
+        for (checked, id) in resources {
+            stored.push(write(&tx, &self.documents_key, tenant, checked, &id, 1, now)?);
+        }
         tx.commit()?;
         Ok(stored)
     }

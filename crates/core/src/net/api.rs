@@ -128,12 +128,13 @@ impl Server {
             return Err(refusal(response).await);
         }
         let text = body_text(response).await?;
-        let bundle: serde_json::Value = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
-        if bundle["resourceType"] != "Bundle" {
+        // The links only: the entries are the store's to parse.
+        let bundle: BundleLinks = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
+        if bundle.resource_type != "Bundle" {
             return Err(Error::ServerMalformed);
         }
-        let next = bundle["link"].as_array().into_iter().flatten().find(|l| l["relation"] == "next").and_then(|l| {
-            let url = reqwest::Url::parse(l["url"].as_str()?).ok()?;
+        let next = bundle.link.iter().find(|l| l.relation == "next").and_then(|l| {
+            let url = reqwest::Url::parse(&l.url).ok()?;
             let token = url.query_pairs().find(|(k, _)| k == "_page")?.1.into_owned();
             Some(Page { path: "/fhir".into(), query: vec![("_page".into(), token)] })
         });
@@ -237,6 +238,21 @@ impl Server {
         let text = body_text(response).await?;
         serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)
     }
+}
+
+/// A Bundle's type and links, read without its entries.
+#[derive(serde::Deserialize)]
+struct BundleLinks {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(default)]
+    link: Vec<BundleLink>,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleLink {
+    relation: String,
+    url: String,
 }
 
 /// How the server took one queued write.

@@ -46,13 +46,43 @@ impl Store<'_> {
 
     /// Starts keeping `patient` (no-op if already kept).
     pub fn keep_patient(&mut self, patient: &str) -> Result<()> {
-        self.conn.execute("INSERT OR IGNORE INTO sync_patients (patient) VALUES (?1)", [patient])?;
+        self.keep_patients(&[patient])
+    }
+
+    /// Starts keeping each of `patients` (those already kept stay as they are), in one
+    /// transaction.
+    pub fn keep_patients(&mut self, patients: &[&str]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO sync_patients (patient) VALUES (?1)")?;
+            for patient in patients {
+                insert.execute([patient])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// Stores one page of `patient`'s records and what it means for their pull, together.
+    ///
+    /// The page commits without waiting for the disk (`synchronous = NORMAL`, still atomic
+    /// and consistent in WAL mode): a power cut may lose the newest pages, which the next
+    /// sync fetches again since their position was lost with them. Writes a person made
+    /// (the outbox) keep full durability, and their commit flushes these pages too.
     pub fn ingest_sync_page(&mut self, bundle_json: &str, patient: &str, mark: &PageMark) -> Result<IngestSummary> {
-        self.ingest_with(bundle_json, |tx| mark_patient(tx, patient, mark))
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        let stored = self.ingest_with(bundle_json, |tx| mark_patient(tx, patient, mark));
+        self.conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        stored
+    }
+
+    /// One kept patient's pull state.
+    pub fn sync_patient(&self, patient: &str) -> Result<Option<SyncPatient>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT patient, since, cursor FROM sync_patients WHERE patient = ?1")?
+            .query_row([patient], |r| Ok(SyncPatient { patient: r.get(0)?, since: r.get(1)?, cursor: r.get(2)? }))
+            .optional()?)
     }
 
     /// Forgets an unfinished pull's next page (the server no longer honours it): the pull

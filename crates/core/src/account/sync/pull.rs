@@ -58,10 +58,9 @@ impl Account {
                 }
             }
         }
-        for patient in listed.iter().filter(|p| !known.contains(&p.id)) {
-            store.keep_patient(&patient.id)?;
-            stale.push(patient.id.clone());
-        }
+        let new: Vec<&str> = listed.iter().map(|p| p.id.as_str()).filter(|id| !known.contains(*id)).collect();
+        store.keep_patients(&new)?;
+        stale.extend(new.iter().map(|id| (*id).to_owned()));
         progress(Progress { phase: Phase::Patients, done: 1, total: 1 });
         Ok(stale)
     }
@@ -89,7 +88,8 @@ impl Account {
         Ok(())
     }
 
-    /// Pulls every kept patient's records.
+    /// Pulls every kept patient's records. The next patient's first page is fetched while
+    /// this one's pages are stored, so the network and the cache work side by side.
     pub(super) async fn pull_records(
         &mut self,
         patients: &[String],
@@ -97,9 +97,20 @@ impl Account {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<()> {
         progress(Progress { phase: Phase::Records, done: 0, total: patients.len() });
+        let mut ahead: Option<Prefetched> = None;
         for (done, patient) in patients.iter().enumerate() {
-            self.pull_patient(patient, report).await?;
+            let first = match ahead.take() {
+                Some(fetched) if fetched.patient == *patient => fetched.handle.await.ok().and_then(Result::ok),
+                _ => None,
+            };
+            if let Some(next) = patients.get(done + 1) {
+                ahead = self.prefetch(next, report).await?;
+            }
+            self.pull_patient_from(patient, first, report).await?;
             progress(Progress { phase: Phase::Records, done: done + 1, total: patients.len() });
+        }
+        if let Some(fetched) = ahead {
+            fetched.handle.abort();
         }
         Ok(())
     }
@@ -107,19 +118,29 @@ impl Account {
     /// Pulls one patient's records: from the unfinished pull's next page if there is one,
     /// else `$everything` since their last complete pull (everything, the first time).
     pub(super) async fn pull_patient(&mut self, patient: &str, report: &mut SyncReport) -> Result<()> {
-        let state = self.store()?.sync_patients()?.into_iter().find(|s| s.patient == patient);
-        let since = state.as_ref().and_then(|s| s.since.clone());
-        let resumed = state.and_then(|s| s.cursor).and_then(|c| {
-            let (as_of, token) = c.split_once(' ')?;
-            Some((as_of.to_owned(), Page { path: "/fhir".into(), query: vec![("_page".into(), token.to_owned())] }))
-        });
-        let (mut as_of, mut page, mut resuming) = match resumed {
-            Some((as_of, page)) => (Some(as_of), page, true),
-            None => (None, everything(patient, since.as_deref()), false),
-        };
+        self.pull_patient_from(patient, None, report).await
+    }
+
+    /// As [`Account::pull_patient`], starting with `first` if it was fetched ahead.
+    async fn pull_patient_from(
+        &mut self,
+        patient: &str,
+        first: Option<Fetched>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let PullStart { mut page, mut as_of, mut resuming, since } = self.pull_start(patient)?;
+        let mut first = first;
         let mut pages = PageGuard::default();
         loop {
-            let (json, next) = match self.fetch_page(&page, report).await {
+            let fetched = match first.take() {
+                Some(fetched) => Ok(fetched),
+                None => self.fetch_page(&page, report).await.map(|(json, next)| Fetched {
+                    json,
+                    next,
+                    server_time: self.server.last_server_time(),
+                }),
+            };
+            let Fetched { json, next, server_time } = match fetched {
                 // The unfinished pull's page link expired: start that pull again.
                 Err(Error::ServerRefused { status: 410 }) if resuming => {
                     self.store()?.restart_pull(patient)?;
@@ -129,7 +150,7 @@ impl Account {
                 other => other?,
             };
             pages.check(&json, next.as_ref())?;
-            let as_of = as_of.get_or_insert_with(|| self.pull_start()).clone();
+            let as_of = as_of.get_or_insert_with(|| self.since_from(server_time)).clone();
             let mark = match &next {
                 Some(next) => PageMark::More { cursor: format!("{as_of} {}", page_token(next)) },
                 None => PageMark::Complete { since: as_of },
@@ -140,6 +161,35 @@ impl Account {
                 None => return Ok(()),
             }
         }
+    }
+
+    /// Where `patient`'s pull starts: the unfinished pull's next page, or `$everything`
+    /// since the last complete pull.
+    fn pull_start(&mut self, patient: &str) -> Result<PullStart> {
+        let state = self.store()?.sync_patient(patient)?;
+        let since = state.as_ref().and_then(|s| s.since.clone());
+        let resumed = state.and_then(|s| s.cursor).and_then(|c| {
+            let (as_of, token) = c.split_once(' ')?;
+            Some((as_of.to_owned(), Page { path: "/fhir".into(), query: vec![("_page".into(), token.to_owned())] }))
+        });
+        Ok(match resumed {
+            Some((as_of, page)) => PullStart { page, as_of: Some(as_of), resuming: true, since },
+            None => PullStart { page: everything(patient, since.as_deref()), as_of: None, resuming: false, since },
+        })
+    }
+
+    /// Starts fetching `patient`'s first page in the background. Best effort: any failure
+    /// is left for the ordinary fetch to meet (and retry, or act on).
+    async fn prefetch(&mut self, patient: &str, report: &mut SyncReport) -> Result<Option<Prefetched>> {
+        let start = self.pull_start(patient)?;
+        let Ok(token) = self.access_token().await else { return Ok(None) };
+        report.requests += 1;
+        let server = self.server.clone();
+        let handle = tokio::spawn(async move {
+            let (json, next) = server.fhir_page(&token, &start.page).await?;
+            Ok(Fetched { json, next, server_time: server.last_server_time() })
+        });
+        Ok(Some(Prefetched { patient: patient.to_owned(), handle }))
     }
 
     async fn fetch_page(&mut self, page: &Page, report: &mut SyncReport) -> Result<(String, Option<Page>)> {
@@ -153,14 +203,38 @@ impl Account {
     /// Where the next pull begins: the server's clock as it answered this pull's first
     /// page (the device's clock cannot move it), less [`SINCE_OVERLAP_SECS`], in the
     /// sortable form the server reports changes in (so the two compare as text).
-    fn pull_start(&self) -> String {
-        let server_now = self.server.last_server_time().unwrap_or_else(|| self.clock.now_unix());
+    fn since_from(&self, server_time: Option<i64>) -> String {
+        let server_now = server_time.unwrap_or_else(|| self.clock.now_unix());
         time::OffsetDateTime::from_unix_timestamp(server_now - SINCE_OVERLAP_SECS)
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
             .and_then(|t| carekeep_fhir::sortable_date_time(&t))
             .unwrap_or_else(|| "1970-01-01T00:00:00.000000Z".to_owned())
     }
+}
+
+/// Where a patient's pull starts.
+struct PullStart {
+    page: Page,
+    /// The server time the pull counts from, once known (a resumed pull's is kept).
+    as_of: Option<String>,
+    /// The first page is an unfinished pull's next page (it may have expired).
+    resuming: bool,
+    /// The last complete pull's time, if any.
+    since: Option<String>,
+}
+
+/// A page as fetched, with the server's clock when it answered.
+struct Fetched {
+    json: String,
+    next: Option<Page>,
+    server_time: Option<i64>,
+}
+
+/// A patient's first page, being fetched in the background.
+struct Prefetched {
+    patient: String,
+    handle: tokio::task::JoinHandle<Result<Fetched>>,
 }
 
 /// The first page of a patient's `$everything`.
@@ -186,13 +260,15 @@ struct PageGuard {
 
 impl PageGuard {
     fn check(&mut self, json: &str, next: Option<&Page>) -> Result<()> {
-        let bundle: serde_json::Value = serde_json::from_str(json).map_err(|_| Error::ServerMalformed)?;
-        let entries = bundle["entry"]
-            .as_array()
-            .filter(|e| !e.is_empty())
-            .map(|e| Sha256::digest(e.len().to_string() + &serde_json::to_string(e).unwrap_or_default()).into());
-        if let Some(digest) = entries
-            && !self.contents.insert(digest)
+        /// Just the entries, as text: no resource is parsed here.
+        #[derive(serde::Deserialize)]
+        struct Entries<'a> {
+            #[serde(borrow)]
+            entry: Option<&'a serde_json::value::RawValue>,
+        }
+        let page: Entries<'_> = serde_json::from_str(json).map_err(|_| Error::ServerMalformed)?;
+        if let Some(entries) = page.entry.map(serde_json::value::RawValue::get).filter(|e| e.trim() != "[]")
+            && !self.contents.insert(Sha256::digest(entries.as_bytes()).into())
         {
             return Err(Error::PagingLoop);
         }

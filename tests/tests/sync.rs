@@ -285,10 +285,30 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
     assert_eq!(offline_read[0]["patient"], me.as_str());
     assert!(offline_read[0]["occurred_at"].is_string(), "the device's time is kept beside the upload time");
     assert!(trail.iter().any(|e| e["action"].as_str().unwrap().starts_with("device session: session locked")));
+    // A device can add nothing but the shared vocabulary and real ids: free text (which
+    // could carry a name) is refused whole.
+    let mut forged = trail_record(&world, "device access: read from the device cache");
+    forged.action = "read Jane Doe's chart".into();
+    let record = carekeep_protocol::audit::AuditRecord::append(None, forged);
+    let upload = carekeep_protocol::sync::DeviceAuditUpload {
+        stream: carekeep_protocol::sync::DeviceStream::Access,
+        records: vec![record],
+    };
+    let token = account.access_token().await.unwrap();
+    let refused = account.server().upload_audit(&token, &upload).await;
+    assert!(matches!(refused, Err(Error::ServerRefused { status: 422 })), "{refused:?}");
     // The next sync sends nothing again.
     let again = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(again.audit_uploaded, 0, "{again:?}");
     assert_eq!(audit_actions(&world).iter().filter(|e| e["action"] == offline_read[0]["action"]).count(), 1);
+}
+
+/// The first event in the server's trail with `action`, as an event a device could send.
+fn trail_record(world: &World, action: &str) -> carekeep_protocol::audit::AuditEvent {
+    let event = audit_actions(world).into_iter().find(|e| e["action"] == action).unwrap();
+    let mut event: carekeep_protocol::audit::AuditEvent = serde_json::from_value(event).unwrap();
+    event.action = carekeep_protocol::sync::READ_FROM_CACHE.into();
+    event
 }
 
 /// Every audit event in the server's trail.

@@ -89,5 +89,61 @@ pub struct DeviceAuditReceipt {
     pub continued: bool,
 }
 
+/// The states a device's session records name (`session <state> (<reason>)`).
+pub const SESSION_STATES: &[&str] = &["signed-out", "unlocked", "locked", "reauth-required", "wiped"];
+
+/// The reasons a device's session records name.
+pub const SESSION_REASONS: &[&str] = &[
+    "full-sign-in",
+    "idle",
+    "backgrounded",
+    "os-locked",
+    "presence",
+    "offline-password",
+    "window-passed",
+    "biometrics-changed",
+    "device-key-gone",
+    "manual",
+    "logout",
+    "revoked",
+    "remote-wipe",
+    "pin-mismatch",
+];
+
+/// The action of an access record: records of a patient were shown from the device's cache.
+pub const READ_FROM_CACHE: &str = "read from the device cache";
+
+/// The action of a refused connection (the server's key was not one the device pinned).
+pub const CONNECTION_REFUSED: &str = "connection refused (pin-mismatch)";
+
+/// Whether `action` is one a device records. The server appends nothing else from a
+/// device: an action is never free text, so it can never carry PHI into the trail.
+pub fn is_device_action(action: &str) -> bool {
+    if action == READ_FROM_CACHE || action == CONNECTION_REFUSED {
+        return true;
+    }
+    let Some(rest) = action.strip_prefix("session ") else { return false };
+    let Some((state, reason)) = rest.split_once(" (") else { return false };
+    let Some(reason) = reason.strip_suffix(')') else { return false };
+    SESSION_STATES.contains(&state) && SESSION_REASONS.contains(&reason)
+}
+
 /// Most records in one upload.
 pub const MAX_DEVICE_AUDIT_BATCH: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_device_vocabulary_is_an_action() {
+        assert!(is_device_action("session locked (idle)"));
+        assert!(is_device_action(READ_FROM_CACHE));
+        assert!(is_device_action(CONNECTION_REFUSED));
+        for free_text in
+            ["session locked (Jane Doe)", "session dancing (idle)", "read Jane's chart", "", "session locked"]
+        {
+            assert!(!is_device_action(free_text), "{free_text}");
+        }
+    }
+}

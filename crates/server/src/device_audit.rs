@@ -12,7 +12,7 @@
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainHash, Outcome};
 use carekeep_protocol::sync::{DeviceAuditUpload, MAX_DEVICE_AUDIT_BATCH};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::ServerError;
 use crate::auth::Principal;
@@ -68,6 +68,8 @@ pub fn accept(
         if record.event.user.as_ref().is_some_and(|u| *u != caller.user_id) {
             return Err(UploadError::Invalid(format!("records[{i}]: recorded for another user")));
         }
+        check_fields(store, &caller.tenant, &record.event)
+            .map_err(|what| UploadError::Invalid(format!("records[{i}].{what}")))?;
     }
     let stream = upload.stream.as_str();
     let tips = known_tips(store, &caller.user_id, stream)?;
@@ -149,6 +151,37 @@ impl Accepted {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A device's record carries only what the trail may hold: an action from the shared
+/// vocabulary (never free text), a served resource type, opaque ids, and a patient that
+/// exists in the caller's tenant — so nothing a device sends can put PHI into the trail.
+fn check_fields(store: &Store, tenant: &str, event: &AuditEvent) -> Result<(), String> {
+    if !carekeep_protocol::sync::is_device_action(&event.action) {
+        return Err("action: not an action devices record".into());
+    }
+    if event.resource_type.as_deref().is_some_and(|t| !crate::records::access::SERVED_TYPES.contains(&t)) {
+        return Err("resource_type: not a type this server serves".into());
+    }
+    let opaque = |id: &Option<String>| id.as_deref().is_none_or(carekeep_fhir::is_valid_id);
+    if !opaque(&event.resource_id) || !opaque(&event.device) {
+        return Err("resource_id or device: not an opaque id".into());
+    }
+    if let Some(patient) = &event.patient {
+        let known: Option<i64> = store
+            .read()
+            .query_row(
+                "SELECT 1 FROM resources WHERE tenant = ?1 AND type = 'Patient' AND id = ?2",
+                params![tenant, patient],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|_| "patient: could not be checked".to_owned())?;
+        if known.is_none() {
+            return Err("patient: no such patient".into());
+        }
+    }
+    Ok(())
 }
 
 fn known_tips(store: &Store, user_id: &str, stream: &str) -> Result<Vec<ChainHash>, UploadError> {

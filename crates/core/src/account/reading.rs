@@ -50,7 +50,7 @@ impl Account {
                 role: Some(identity.role.as_str().to_owned()),
                 device: Some(identity.device.clone()),
                 ip: None,
-                action: "read from the device cache".to_owned(),
+                action: carekeep_protocol::sync::READ_FROM_CACHE.to_owned(),
                 resource_type: Some(resource_type.to_owned()),
                 resource_id: None,
                 patient,

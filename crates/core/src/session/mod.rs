@@ -436,7 +436,7 @@ impl Session {
             device: identity.map(|i| i.device.clone()),
             ip: None,
             action: match reason {
-                Reason::PinMismatch => format!("connection refused ({})", reason.as_str()),
+                Reason::PinMismatch => carekeep_protocol::sync::CONNECTION_REFUSED.to_owned(),
                 _ => format!("session {} ({})", state_name(to), reason.as_str()),
             },
             resource_type: None,
@@ -458,5 +458,55 @@ fn state_name(state: State) -> &'static str {
         State::Locked => "locked",
         State::ReauthRequired => "reauth-required",
         State::Wiped => "wiped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reason, State, state_name};
+
+    /// The server appends only actions of the shared vocabulary: every transition this
+    /// session can record must be one.
+    #[test]
+    fn every_transition_is_in_the_servers_vocabulary() {
+        let reasons = [
+            Reason::FullSignIn,
+            Reason::Idle,
+            Reason::Backgrounded,
+            Reason::OsLocked,
+            Reason::Presence,
+            Reason::OfflinePassword,
+            Reason::WindowPassed,
+            Reason::BiometricsChanged,
+            Reason::DeviceKeyGone,
+            Reason::Manual,
+            Reason::Logout,
+            Reason::Revoked,
+            Reason::RemoteWipe,
+        ];
+        let states = [State::SignedOut, State::Unlocked, State::Locked, State::ReauthRequired, State::Wiped];
+        for reason in reasons {
+            // Exhaustive on purpose: a new reason fails to compile here until it is listed.
+            match reason {
+                Reason::FullSignIn
+                | Reason::Idle
+                | Reason::Backgrounded
+                | Reason::OsLocked
+                | Reason::Presence
+                | Reason::OfflinePassword
+                | Reason::WindowPassed
+                | Reason::BiometricsChanged
+                | Reason::DeviceKeyGone
+                | Reason::Manual
+                | Reason::Logout
+                | Reason::Revoked
+                | Reason::RemoteWipe
+                | Reason::PinMismatch => {}
+            }
+            for state in states {
+                let action = format!("session {} ({})", state_name(state), reason.as_str());
+                assert!(carekeep_protocol::sync::is_device_action(&action), "{action}");
+            }
+        }
     }
 }

@@ -51,6 +51,26 @@ fn kept(account: &mut Account) -> Vec<String> {
     account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect()
 }
 
+/// The demo patient, signed in on a fresh device and synced once.
+struct Synced {
+    world: World,
+    _running: Running,
+    device: Device,
+    account: Account,
+    /// The patient's own record's id.
+    me: String,
+}
+
+async fn synced_patient() -> Synced {
+    let world = World::demo(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    account.sync(&mut |_| {}).await.unwrap();
+    let me = kept(&mut account)[0].clone();
+    Synced { world, _running: running, device, account, me }
+}
+
 fn quick_retries(account: &mut Account) {
     account.set_retry(Retry { attempts: 3, base: Duration::from_millis(20), cap: Duration::from_millis(100) });
 }
@@ -101,12 +121,7 @@ async fn the_first_sync_pulls_everything_and_later_ones_only_what_changed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_reasons() {
-    let world = World::demo(Role::Patient);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
-    let me = kept(&mut account)[0].clone();
+    let Synced { world, _running, device: _device, mut account, me } = synced_patient().await;
     let before = (server_count(&world, "Observation"), server_count(&world, "Communication"));
 
     let reading =
@@ -173,12 +188,7 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_wipe_is_honoured_before_any_data_moves() {
-    let world = World::demo(Role::Patient);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
-    let me = kept(&mut account)[0].clone();
+    let Synced { world, _running, device, mut account, me } = synced_patient().await;
     account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 6.1 }, now()).unwrap();
     let observations = server_count(&world, "Observation");
     let token = account.access_token().await.unwrap();
@@ -260,12 +270,7 @@ async fn break_glass_fetches_a_patient_on_demand_until_the_grant_ends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn records_read_offline_reach_the_servers_audit_trail_once() {
-    let world = World::demo(Role::Patient);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
-    let me = kept(&mut account)[0].clone();
+    let Synced { world, _running, device: _device, mut account, me } = synced_patient().await;
     // Offline (the server is not asked): the person reads their results from the cache.
     let query = ResourceQuery {
         resource_type: "Observation".into(),

@@ -401,3 +401,60 @@ async fn documents_are_encrypted_and_downloaded_through_signed_links() {
     let db = std::fs::read(w.dir.path().join("server/store.db")).unwrap();
     assert!(!db.windows(8).any(|win| win == b"SENTINEL"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_the_care_team() {
+    let w = World::new().await;
+    let own = w.patients[0].clone();
+    let send = |method: reqwest::Method, path: &str, key: Option<&str>, body: Option<&Value>| {
+        let mut request = w.http.request(method, format!("{}{path}", w.base)).bearer_auth(&w.tokens["demo.nurse"]);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send()
+    };
+    // The same key twice: one resource, the same answer.
+    let first = send(reqwest::Method::POST, "/fhir/Observation", Some("key-1"), Some(&glucose(&own))).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send(reqwest::Method::POST, "/fhir/Observation", Some("key-1"), Some(&glucose(&own))).await.unwrap();
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    // The key for another kind of request is refused; a malformed key too.
+    let other = send(reqwest::Method::POST, "/fhir/Communication", Some("key-1"), Some(&glucose(&own))).await.unwrap();
+    assert!(matches!(other.status().as_u16(), 400 | 422), "{}", other.status());
+    let bad = send(reqwest::Method::POST, "/fhir/Observation", Some("a key"), Some(&glucose(&own))).await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Deletion: refused to billing, refused for a patient, done by the nurse; the tombstone
+    // reaches those who could read it and no one else.
+    let id = first["id"].as_str().unwrap();
+    let path = format!("/fhir/Observation/{id}");
+    let as_billing = w.http.delete(format!("{}{path}", w.base)).bearer_auth(&w.tokens["demo.billing"]);
+    assert_eq!(as_billing.send().await.unwrap().status(), 403);
+    let patient = w.http.delete(format!("{}/fhir/Patient/{own}", w.base)).bearer_auth(&w.tokens["demo.clinician"]);
+    assert_eq!(patient.send().await.unwrap().status(), 422, "a patient's record is not deleted");
+    assert_eq!(send(reqwest::Method::DELETE, &path, None, None).await.unwrap().status(), 204);
+    assert_eq!(w.get("demo.nurse", &path).await.0, 404);
+    let (status, removed) = w.get("demo.clinician", "/sync/removed?after=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(removed["removed"], json!([{"resourceType": "Observation", "id": id}]));
+    let (_, elsewhere) = w.get("other.clinician", "/sync/removed?after=0").await;
+    assert_eq!(elsewhere["removed"], json!([]), "another tenant learns of nothing");
+
+    // Status: the clinician's care team (ten patients), each with its latest change, and
+    // the tenant's newest deletion.
+    let (status, sync) = w.get("demo.clinician", "/sync/status").await;
+    assert_eq!(status, 200);
+    let listed: Vec<&str> = sync["patients"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 10);
+    assert!(listed.contains(&own.as_str()));
+    assert!(!listed.contains(&w.patients.last().unwrap().as_str()), "not the outsider");
+    assert_eq!(sync["removed_through"], removed["after"]);
+    let (_, mine) = w.get("demo.patient", "/sync/status").await;
+    assert_eq!(mine["patients"].as_array().unwrap().len(), 2, "own record and the proxied one");
+}

@@ -498,32 +498,9 @@ pub async fn update(
     if value.get("id").and_then(Value::as_str).is_some_and(|body_id| body_id != id) {
         return outcome(StatusCode::BAD_REQUEST, "invalid", "id: the body's id must match the id in the URL.");
     }
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
+    let (current, break_glass) = match current_for_write(&state, &caller, &slot, data, &resource_type, &id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let records = state.records.clone();
-    let (tenant, rt, rid) = (caller.tenant.clone(), resource_type.clone(), id.clone());
-    let current = match blocking(move || records.read(&tenant, &rt, &rid)).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return not_found(),
-        Err(r) => return r,
-    };
-    let break_glass = match access.decide(data, current.patient.as_deref(), Intent::Write) {
-        Decision::Allow { break_glass } => break_glass,
-        decision => {
-            slot.touch(touch(&current, false));
-            slot.deny();
-            let readable =
-                matches!(access.decide(data, current.patient.as_deref(), Intent::Read), Decision::Allow { .. });
-            return match decision {
-                Decision::BreakGlassRequired => break_glass_required(),
-                _ if readable => {
-                    outcome(StatusCode::FORBIDDEN, "forbidden", "Your role may read this record but not change it.")
-                }
-                _ => not_found(),
-            };
-        }
     };
     let records = state.records.clone();
     let rt = resource_type.clone();
@@ -559,6 +536,39 @@ pub async fn update(
     resource_response(StatusCode::OK, &stored)
 }
 
+/// The current version of a resource the caller means to change, and whether that takes
+/// break-glass; or the refusal: break-glass required, "read but not change" for a record
+/// the caller may read, and "not found" otherwise (as for a missing id).
+async fn current_for_write(
+    state: &AppState,
+    caller: &Principal,
+    slot: &AuditSlot,
+    data: Data,
+    resource_type: &str,
+    id: &str,
+) -> Result<(Stored, bool), Response> {
+    let access = caller_access(state, caller).await?;
+    let records = state.records.clone();
+    let (tenant, rt, rid) = (caller.tenant.clone(), resource_type.to_owned(), id.to_owned());
+    let current = blocking(move || records.read(&tenant, &rt, &rid)).await?.ok_or_else(not_found)?;
+    match access.decide(data, current.patient.as_deref(), Intent::Write) {
+        Decision::Allow { break_glass } => Ok((current, break_glass)),
+        decision => {
+            slot.touch(touch(&current, false));
+            slot.deny();
+            let readable =
+                matches!(access.decide(data, current.patient.as_deref(), Intent::Read), Decision::Allow { .. });
+            Err(match decision {
+                Decision::BreakGlassRequired => break_glass_required(),
+                _ if readable => {
+                    outcome(StatusCode::FORBIDDEN, "forbidden", "Your role may read this record but not change it.")
+                }
+                _ => not_found(),
+            })
+        }
+    }
+}
+
 /// The `Idempotency-Key` header, if sent: a device replaying its outbox sends each write's
 /// key unchanged, so a write whose answer was lost is not made twice.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
@@ -589,29 +599,9 @@ pub async fn delete(
         slot.deny();
         return role_refused(data);
     }
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
+    let (current, break_glass) = match current_for_write(&state, &caller, &slot, data, &resource_type, &id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let records = state.records.clone();
-    let (tenant, rt, rid) = (caller.tenant.clone(), resource_type.clone(), id.clone());
-    let current = match blocking(move || records.read(&tenant, &rt, &rid)).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return not_found(),
-        Err(r) => return r,
-    };
-    let break_glass = match access.decide(data, current.patient.as_deref(), Intent::Write) {
-        Decision::Allow { break_glass } => break_glass,
-        Decision::BreakGlassRequired => {
-            slot.touch(touch(&current, false));
-            slot.deny();
-            return break_glass_required();
-        }
-        Decision::Deny => {
-            slot.touch(touch(&current, false));
-            slot.deny();
-            return not_found();
-        }
     };
     slot.touch(touch(&current, break_glass));
     let records = state.records.clone();

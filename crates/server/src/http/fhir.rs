@@ -103,6 +103,14 @@ pub(super) async fn caller_access(state: &AppState, caller: &Principal) -> Resul
     blocking(move || records.access(&user, role, now())).await
 }
 
+/// The caller's access for a request about `patient` (only those links), or about anyone.
+async fn access_about(state: &AppState, caller: &Principal, patient: Option<&str>) -> Result<Access, Response> {
+    let Some(patient) = patient else { return caller_access(state, caller).await };
+    let (records, user, role, patient) =
+        (state.records.clone(), caller.user_id.clone(), caller.role, patient.to_owned());
+    blocking(move || records.access_to(&user, role, &patient, now())).await
+}
+
 fn served(resource_type: &str) -> Result<Data, Response> {
     access::SERVED_TYPES.contains(&resource_type).then(|| Data::of(resource_type)).flatten().ok_or_else(|| {
         outcome(StatusCode::NOT_FOUND, "not-supported", "This server does not serve that resource type.")
@@ -200,7 +208,7 @@ pub async fn search(
         Ok(s) => s,
         Err(e) => return bad_search(&e),
     };
-    let access = match caller_access(&state, &caller).await {
+    let access = match access_about(&state, &caller, search.patient.as_deref()).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -217,7 +225,7 @@ pub async fn everything(
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let access = match caller_access(&state, &caller).await {
+    let access = match access_about(&state, &caller, Some(&id)).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -271,7 +279,7 @@ pub async fn page(
     if let Some(below) = after.audit_seq() {
         return super::audit_events::run(state, caller, slot, &headers, search, Some(below)).await;
     }
-    let access = match caller_access(&state, &caller).await {
+    let access = match access_about(&state, &caller, search.patient.as_deref()).await {
         Ok(a) => a,
         Err(r) => return r,
     };

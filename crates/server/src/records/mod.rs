@@ -233,11 +233,38 @@ impl Records {
 
     /// The caller's links to patients and open break-glass grants, for [`Access`].
     pub fn access(&self, user_id: &str, role: carekeep_protocol::auth::Role, now: i64) -> Result<Access, RecordError> {
+        self.load_access(user_id, role, None, now)
+    }
+
+    /// As [`Records::access`], for requests about one patient: only the caller's links to
+    /// `patient` are loaded (a care team of thousands costs one lookup), and decisions about
+    /// that patient are the same.
+    pub fn access_to(
+        &self,
+        user_id: &str,
+        role: carekeep_protocol::auth::Role,
+        patient: &str,
+        now: i64,
+    ) -> Result<Access, RecordError> {
+        self.load_access(user_id, role, Some(patient), now)
+    }
+
+    fn load_access(
+        &self,
+        user_id: &str,
+        role: carekeep_protocol::auth::Role,
+        patient: Option<&str>,
+        now: i64,
+    ) -> Result<Access, RecordError> {
         let conn = self.store.read();
         let mut access =
             Access { role, linked: HashSet::new(), care_team: HashSet::new(), break_glass: HashSet::new() };
-        let mut links = conn.prepare_cached("SELECT patient, relation FROM patient_links WHERE user_id = ?1")?;
-        for row in links.query_map([user_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let mut links = conn.prepare_cached(
+            "SELECT patient, relation FROM patient_links WHERE user_id = ?1 AND (?2 IS NULL OR patient = ?2)",
+        )?;
+        for row in
+            links.query_map(params![user_id, patient], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        {
             let (patient, relation) = row?;
             if relation == "care-team" {
                 access.care_team.insert(patient);
@@ -245,9 +272,10 @@ impl Records {
                 access.linked.insert(patient);
             }
         }
-        let mut grants =
-            conn.prepare_cached("SELECT patient FROM break_glass WHERE user_id = ?1 AND expires_at > ?2")?;
-        for row in grants.query_map(params![user_id, now], |r| r.get::<_, String>(0))? {
+        let mut grants = conn.prepare_cached(
+            "SELECT patient FROM break_glass WHERE user_id = ?1 AND expires_at > ?2 AND (?3 IS NULL OR patient = ?3)",
+        )?;
+        for row in grants.query_map(params![user_id, now, patient], |r| r.get::<_, String>(0))? {
             access.break_glass.insert(row?);
         }
         Ok(access)

@@ -270,7 +270,7 @@ async fn break_glass_fetches_a_patient_on_demand_until_the_grant_ends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn records_read_offline_reach_the_servers_audit_trail_once() {
-    let Synced { world, _running, device: _device, mut account, me } = synced_patient().await;
+    let Synced { world, _running, device, mut account, me } = synced_patient().await;
     // Offline (the server is not asked): the person reads their results from the cache.
     let query = ResourceQuery {
         resource_type: "Observation".into(),
@@ -278,6 +278,17 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
         ..ResourceQuery::default()
     };
     assert!(!account.read_records(&query).unwrap().is_empty());
+    // The access log names the patient, so it is kept inside the encrypted vault: neither
+    // the patient's id nor their name is in any file of the profile in clear.
+    let patient = account.store().unwrap().get("Patient", &me).unwrap().unwrap();
+    let family: serde_json::Value = serde_json::from_str(&patient.json).unwrap();
+    let family = family["name"][0]["family"].as_str().unwrap().to_owned();
+    let files = device.files();
+    // Long enough that ciphertext cannot hold one by chance (the demo names have 7 or more).
+    assert!(family.len() >= 7, "{family}");
+    for sentinel in [me.as_str(), family.as_str()] {
+        assert!(!files.windows(sentinel.len()).any(|w| w == sentinel.as_bytes()), "{sentinel} in clear");
+    }
     account.lock().unwrap();
     account.unlock_with_password(&carekeep_core::Password::new(world.password.as_str())).unwrap();
 

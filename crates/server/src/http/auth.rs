@@ -1,4 +1,5 @@
-//! `/auth/*`: thin handlers over [`crate::auth::Auth`], behind a per-IP rate limit.
+//! `/auth/*`: thin handlers over [`crate::auth::Auth`]; those that check a password or a
+//! code sit behind a per-IP rate limit.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +38,7 @@ impl RateLimiter {
     }
 }
 
-/// Middleware on `/auth/*`: refuses a client address over the per-minute limit.
+/// Middleware on the password and code routes of `/auth/*`: refuses a client address over the per-minute limit.
 pub async fn rate_limit(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

@@ -84,14 +84,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The application: routes, then the security headers and body limit on every response.
 pub fn router(state: AppState) -> Router {
+    // The per-IP limit guards what can be guessed: passwords and codes. Refresh and logout
+    // carry a 256-bit token nobody can guess, and every device refreshes every few minutes,
+    // so limiting them per address would throttle a whole hospital behind one NAT.
     let sign_in = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/auth/mfa", post(auth::mfa))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
         .route("/auth/mfa/enroll", post(auth::enroll))
         .route("/auth/mfa/confirm", post(auth::confirm))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout));
     // Everything but the public metadata and key is audited (the audit layer outermost, so
     // rate-limited attempts are recorded too).
     let audited = Router::new()

@@ -203,3 +203,53 @@ async fn revocation_by_the_organisation_erases_the_cache() {
     let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
     assert_eq!(actions.last().map(String::as_str), Some("session wiped (revoked)"));
 }
+
+/// The app's timers: the idle limit and going to the background lock and drop the key (a
+/// presence check unlocks again, unlike a manual lock); export needs a recent full sign-in.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_background_lock_drop_the_key_and_export_needs_step_up() {
+    use std::time::Duration;
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
+    let mut account = device.sign_in(&world, &running, clock.clone(), 0).await.unwrap();
+    account
+        .store()
+        .unwrap()
+        .put(r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00Z"}}"#)
+        .unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&account.export_patient("p1").unwrap()).unwrap();
+    assert_eq!(
+        (bundle["type"].as_str(), bundle["entry"][0]["resource"]["id"].as_str()),
+        (Some("collection"), Some("p1"))
+    );
+
+    // Input restarts the patient's 5-minute idle timer; without it the account locks.
+    clock.advance(Duration::from_secs(240));
+    assert!(!account.tick());
+    account.user_input();
+    clock.advance(Duration::from_secs(240));
+    assert!(!account.tick(), "input restarted the idle timer");
+    // Past the 5-minute step-up window, export is refused until a full sign-in.
+    assert!(matches!(account.export_patient("p1"), Err(Error::StepUpRequired)));
+    clock.advance(Duration::from_secs(61));
+    assert!(account.tick(), "idle for 5 minutes: locked now");
+    assert!(!account.tick(), "a lock is reported once");
+    assert!(matches!(account.store(), Err(Error::Locked)));
+    assert_eq!(account.status().state, State::Locked);
+    // An idle lock is not a walk-away lock: presence unlocks inside the 12-hour window.
+    account.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
+    account.store().unwrap();
+    // The patient policy's background grace is zero: minimising locks at once.
+    assert!(account.backgrounded());
+    assert!(matches!(account.store(), Err(Error::Locked)));
+    assert!(!account.foregrounded());
+    account.unlock_with_password(&Password::new(PASSWORD)).unwrap();
+    assert!(account.os_locked(), "the OS screen lock locks at once");
+    assert!(!account.os_locked());
+    let actions: Vec<String> = account.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
+    for reason in ["idle", "backgrounded", "os-locked"] {
+        assert!(actions.iter().any(|a| a.contains(reason)), "{reason} lock audited: {actions:?}");
+    }
+}

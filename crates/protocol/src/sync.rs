@@ -113,13 +113,16 @@ pub const SESSION_REASONS: &[&str] = &[
 /// The action of an access record: records of a patient were shown from the device's cache.
 pub const READ_FROM_CACHE: &str = "read from the device cache";
 
+/// The action of an export: a patient's cached record was saved to a file (after step-up).
+pub const EXPORTED_FROM_CACHE: &str = "exported from the device cache";
+
 /// The action of a refused connection (the server's key was not one the device pinned).
 pub const CONNECTION_REFUSED: &str = "connection refused (pin-mismatch)";
 
 /// Whether `action` is one a device records. The server appends nothing else from a
 /// device: an action is never free text, so it can never carry PHI into the trail.
 pub fn is_device_action(action: &str) -> bool {
-    if action == READ_FROM_CACHE || action == CONNECTION_REFUSED {
+    if [READ_FROM_CACHE, EXPORTED_FROM_CACHE, CONNECTION_REFUSED].contains(&action) {
         return true;
     }
     let Some(rest) = action.strip_prefix("session ") else { return false };

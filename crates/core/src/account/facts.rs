@@ -37,6 +37,9 @@ pub(super) struct Facts {
     /// useless without the refresh token).
     #[serde(default)]
     pub pending_rotation: Option<String>,
+    /// When the last sync finished (the offline banner's "last synced").
+    #[serde(default)]
+    pub last_sync_unix: Option<i64>,
 }
 
 impl Facts {
@@ -58,6 +61,7 @@ impl Facts {
             policy_fetched_unix: now_unix,
             audit_uploaded_through: None,
             pending_rotation: None,
+            last_sync_unix: None,
         }
     }
 

@@ -15,6 +15,7 @@
 //! secret. Someone able to edit it as the user could stretch the presence window, but such
 //! a person can read the user's keychain anyway; the refresh token and keys stay there.
 
+mod activity;
 mod audit_queue;
 mod facts;
 mod reading;
@@ -70,6 +71,10 @@ pub struct Status {
     pub pins_expired: bool,
     /// Writes waiting for upload, when unlocked.
     pub pending_writes: Option<u64>,
+    /// When the last sync finished (Unix seconds); `None` before the first.
+    pub last_sync_unix: Option<i64>,
+    /// The idle limit in force for this tenant and role.
+    pub idle_lock: std::time::Duration,
 }
 
 /// What a full sign-in needs: where, which pins, who, and the two factors.
@@ -141,7 +146,9 @@ impl Account {
         };
         // Without a keychain the refresh token lives in memory only: the next start signs in.
         unless_no_keychain(store_refresh_token(&keychain, &vault, &tokens.refresh_token))?;
-        let facts = Facts::new(&server, &tokens, &verified, clock.now_unix());
+        let mut facts = Facts::new(&server, &tokens, &verified, clock.now_unix());
+        // A sign-in again (step-up, re-authentication) keeps what the cache already holds.
+        facts.last_sync_unix = Facts::read(profile).ok().and_then(|f| f.last_sync_unix);
         facts.write(profile)?;
         let chain_end = audit_queue::last(profile)?;
         let mut session = Session::signed_out(clock.clone()).continuing(chain_end);
@@ -254,6 +261,10 @@ impl Account {
             last_full_auth_unix: self.facts.last_full_auth_unix,
             pins_expired: today.is_none_or(|d| self.facts.pins.is_expired(d)),
             pending_writes,
+            last_sync_unix: self.facts.last_sync_unix,
+            idle_lock: self.facts.policy().map_or(std::time::Duration::ZERO, |p| {
+                std::time::Duration::from_secs(u64::from(p.policy.idle_lock_secs))
+            }),
         }
     }
 

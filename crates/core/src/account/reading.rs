@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
+use carekeep_protocol::sync::{EXPORTED_FROM_CACHE, READ_FROM_CACHE};
 use time::format_description::well_known::Rfc3339;
 
 use super::Account;
@@ -20,7 +21,7 @@ impl Account {
             Some(patient) => BTreeSet::from([Some(bare(patient).to_owned())]),
             None => found.iter().map(patient_of).collect(),
         };
-        self.log_access(&query.resource_type, patients)?;
+        self.log_access(READ_FROM_CACHE, &query.resource_type, patients)?;
         Ok(found)
     }
 
@@ -28,11 +29,36 @@ impl Account {
     pub fn lab_trend(&mut self, patient: &str, code: &CodeFilter) -> Result<Vec<TrendPoint>> {
         let reference = reference(patient);
         let points = self.store()?.lab_trend(&reference, code)?;
-        self.log_access("Observation", [Some(bare(&reference).to_owned())])?;
+        self.log_access(READ_FROM_CACHE, "Observation", [Some(bare(&reference).to_owned())])?;
         Ok(points)
     }
 
-    fn log_access(&mut self, resource_type: &str, patients: impl IntoIterator<Item = Option<String>>) -> Result<()> {
+    /// One patient's whole cached record as a FHIR `collection` Bundle, for the person to
+    /// save or hand on. Export is a high-risk action: only with a full sign-in inside the
+    /// policy's step-up window ([`crate::Error::StepUpRequired`] otherwise), and logged.
+    pub fn export_patient(&mut self, patient: &str) -> Result<String> {
+        self.session.check_step_up()?;
+        let reference = reference(patient);
+        let resources = self.store()?.patient_record(&reference)?;
+        let entries = resources
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.json)
+                    .map(|resource| serde_json::json!({"resource": resource}))
+            })
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|_| crate::Error::CorruptCache)?;
+        self.log_access(EXPORTED_FROM_CACHE, "Bundle", [Some(bare(&reference).to_owned())])?;
+        let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+        Ok(bundle.to_string())
+    }
+
+    fn log_access(
+        &mut self,
+        action: &str,
+        resource_type: &str,
+        patients: impl IntoIterator<Item = Option<String>>,
+    ) -> Result<()> {
         let now = time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix())
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
@@ -50,7 +76,7 @@ impl Account {
                 role: Some(identity.role.as_str().to_owned()),
                 device: Some(identity.device.clone()),
                 ip: None,
-                action: carekeep_protocol::sync::READ_FROM_CACHE.to_owned(),
+                action: action.to_owned(),
                 resource_type: Some(resource_type.to_owned()),
                 resource_id: None,
                 patient,

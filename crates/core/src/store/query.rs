@@ -101,6 +101,17 @@ impl Store<'_> {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(Error::from)
     }
 
+    /// Every cached resource of one patient (`Patient/<id>`), the Patient first, then by
+    /// type and date: the record an export writes out.
+    pub fn patient_record(&self, patient: &str) -> Result<Vec<StoredResource>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.type, r.id, r.version_id, r.json FROM resources r WHERE r.patient = ?1
+             ORDER BY r.type != 'Patient', r.type, r.effective IS NULL, r.effective, r.pk",
+        )?;
+        let rows = stmt.query_map([patient], stored_row)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(Error::from)
+    }
+
     /// The values of one code for one patient, in date order: the data behind a lab-trend
     /// chart. Observations without a numeric value or a date are left out.
     pub fn lab_trend(&self, patient: &str, code: &CodeFilter) -> Result<Vec<TrendPoint>> {

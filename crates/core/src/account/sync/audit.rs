@@ -14,7 +14,7 @@ impl Account {
     pub(super) async fn upload_audit(
         &mut self,
         report: &mut SyncReport,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<()> {
         // This run's session records first join the queue.
         self.write_audit()?;

@@ -116,7 +116,7 @@ pub struct SyncReport {
 impl Account {
     /// Syncs this device with the server; see the [module docs](self). `progress` hears each
     /// step as it goes.
-    pub async fn sync(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<SyncReport> {
+    pub async fn sync(&mut self, progress: &mut (dyn FnMut(Progress) + Send)) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         progress(Progress { phase: Phase::Contact, done: 0, total: 1 });
         let status = self.contact(&mut report).await?;
@@ -126,6 +126,8 @@ impl Account {
         let patients = self.reconcile_patients(&status, &mut report, progress)?;
         self.apply_removals(status.removed_through, &mut report, progress).await?;
         self.pull_records(&patients, &mut report, progress).await?;
+        self.facts.last_sync_unix = Some(self.clock.now_unix());
+        self.facts.write(&self.profile)?;
         progress(Progress { phase: Phase::Done, done: 1, total: 1 });
         Ok(report)
     }

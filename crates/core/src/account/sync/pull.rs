@@ -32,7 +32,7 @@ impl Account {
         &mut self,
         status: &SyncStatus,
         report: &mut SyncReport,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Vec<String>> {
         progress(Progress { phase: Phase::Patients, done: 0, total: 1 });
         let limit = usize::try_from(self.facts.policy()?.policy.max_synced_patients).unwrap_or(usize::MAX);
@@ -71,7 +71,7 @@ impl Account {
         &mut self,
         removed_through: i64,
         report: &mut SyncReport,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<()> {
         progress(Progress { phase: Phase::Removals, done: 0, total: 1 });
         let mut after = self.store()?.removed_after()?;
@@ -94,7 +94,7 @@ impl Account {
         &mut self,
         patients: &[String],
         report: &mut SyncReport,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<()> {
         progress(Progress { phase: Phase::Records, done: 0, total: patients.len() });
         let mut ahead: Option<Prefetched> = None;

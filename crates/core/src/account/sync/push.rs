@@ -14,7 +14,7 @@ impl Account {
     pub(super) async fn push_outbox(
         &mut self,
         report: &mut SyncReport,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<()> {
         let total = usize::try_from(self.store()?.outbox().len()?).unwrap_or(usize::MAX);
         progress(Progress { phase: Phase::Upload, done: 0, total });

@@ -1,0 +1,151 @@
+//! Reading the cache: resources by type, lab trends, the device's access log, and export.
+//! Every read goes through the core, which logs it in the access log.
+//!
+//! FHIR narrative (`text`) is untrusted HTML from the server: it never reaches the webview.
+//! The UI renders structured fields as text only, so a `<script>` or an `onerror=` in a
+//! narrative has nowhere to run.
+
+use carekeep_core::store::{CodeFilter, ResourceQuery};
+use serde::Serialize;
+use serde_json::Value;
+use tauri::State;
+
+use super::account;
+use crate::shell::Shell;
+use crate::views::CommandResult;
+
+/// Cached resources of one type (of one patient, or of all the patients kept), oldest first,
+/// without their narrative.
+#[tauri::command]
+pub async fn records(
+    shell: State<'_, Shell>,
+    resource_type: String,
+    patient: Option<String>,
+    category: Option<String>,
+) -> CommandResult<Vec<Value>> {
+    if !is_resource_type(&resource_type) {
+        return Err("not a FHIR resource type".into());
+    }
+    let query =
+        ResourceQuery { patient: patient.map(|p| reference(&p)), resource_type, category, ..ResourceQuery::default() };
+    let found = account(&shell).await?.read_records(&query)?;
+    Ok(found.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).map(without_narrative).collect())
+}
+
+/// One point of a trend chart.
+#[derive(Serialize)]
+pub struct TrendPointView {
+    /// When (sortable UTC, e.g. `2024-03-01T08:00:00Z`).
+    pub effective: String,
+    /// The value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: Option<String>,
+}
+
+/// One patient's values of one code (`system|code` or `code`), in date order: a chart.
+#[tauri::command]
+pub async fn lab_trend(shell: State<'_, Shell>, patient: String, code: String) -> CommandResult<Vec<TrendPointView>> {
+    let code = CodeFilter::parse(&code)?;
+    let points = account(&shell).await?.lab_trend(&patient, &code)?;
+    Ok(points.into_iter().map(|p| TrendPointView { effective: p.effective, value: p.value, unit: p.unit }).collect())
+}
+
+/// One record of the device's access log.
+#[derive(Serialize)]
+pub struct AccessView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The role that looked.
+    pub role: Option<String>,
+    /// What was done (`read from the device cache`, `exported …`).
+    pub action: String,
+    /// Which kind of record.
+    pub resource_type: Option<String>,
+    /// Whose record (opaque id).
+    pub patient: Option<String>,
+}
+
+/// The newest views of records made on this device (also uploaded to the server's trail).
+#[tauri::command]
+pub async fn access_log(shell: State<'_, Shell>) -> CommandResult<Vec<AccessView>> {
+    let mut account = account(&shell).await?;
+    let log = account.store()?.access_log(200)?;
+    Ok(log
+        .into_iter()
+        .map(|(_, record)| AccessView {
+            at: record.event.occurred_at.unwrap_or(record.event.recorded_at),
+            role: record.event.role,
+            action: record.event.action,
+            resource_type: record.event.resource_type,
+            patient: record.event.patient,
+        })
+        .collect())
+}
+
+/// Saves one patient's cached record as a FHIR Bundle in the Downloads folder. A high-risk
+/// action: the core asks for step-up (a full sign-in within minutes) first.
+#[tauri::command]
+pub async fn export_patient(shell: State<'_, Shell>, app: tauri::AppHandle, patient: String) -> CommandResult<String> {
+    use tauri::Manager as _;
+    let bundle = account(&shell).await?.export_patient(&patient)?;
+    let dir = app.path().download_dir().map_err(|_| "no Downloads folder was found for this user")?;
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let path = dir.join(format!("carekeep-export-{stamp}.json"));
+    std::fs::write(&path, bundle).map_err(|e| match e.kind() {
+        std::io::ErrorKind::StorageFull => carekeep_core::Error::DiskFull,
+        kind => carekeep_core::Error::Io { action: "save the export", kind },
+    })?;
+    Ok(path.display().to_string())
+}
+
+/// `Patient/<id>` from a bare id or a reference.
+fn reference(patient: &str) -> String {
+    if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
+}
+
+/// A resource type is a capitalised ASCII word (`Observation`): nothing else reaches a query.
+fn is_resource_type(name: &str) -> bool {
+    name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// The resource without its narrative (`text`, and the narratives of contained resources).
+fn without_narrative(mut resource: Value) -> Value {
+    if let Some(object) = resource.as_object_mut() {
+        object.remove("text");
+        if let Some(Value::Array(contained)) = object.get_mut("contained") {
+            for inner in contained {
+                if let Some(inner) = inner.as_object_mut() {
+                    inner.remove("text");
+                }
+            }
+        }
+    }
+    resource
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_resource_type, without_narrative};
+
+    #[test]
+    fn narratives_never_reach_the_webview() {
+        let hostile = serde_json::json!({
+            "resourceType": "Observation",
+            "text": {"status": "generated", "div": "<div><img src=x onerror=alert(1)><script>alert(2)</script></div>"},
+            "contained": [{"resourceType": "Patient", "text": {"div": "<script>alert(3)</script>"}}],
+            "status": "final"
+        });
+        let shown = without_narrative(hostile).to_string();
+        assert!(!shown.contains("onerror") && !shown.contains("<script>"), "{shown}");
+        assert!(shown.contains("\"status\":\"final\""));
+    }
+
+    #[test]
+    fn only_resource_type_names_are_queried() {
+        assert!(is_resource_type("Observation"));
+        assert!(!is_resource_type("observation") && !is_resource_type("Patient/1") && !is_resource_type(""));
+    }
+}

@@ -1,0 +1,45 @@
+//! The security settings screen: the timeouts in force and what this platform can and
+//! cannot protect, said plainly.
+
+use serde::Serialize;
+use tauri::State;
+
+use super::account;
+use crate::platform;
+use crate::shell::Shell;
+use crate::views::CommandResult;
+
+/// What the settings screen shows.
+#[derive(Serialize)]
+pub struct SecurityView {
+    /// Lock after this long without input (seconds).
+    pub idle_lock_secs: u64,
+    /// Whether this window is kept out of screenshots and screen sharing.
+    pub screen_capture_blocked: bool,
+    /// Whether a lock of the OS session locks the app.
+    pub follows_os_lock: bool,
+    /// Whether losing focus locks the app now.
+    pub lock_on_blur: bool,
+    /// What this platform can and cannot do, one sentence each.
+    pub platform_notes: Vec<&'static str>,
+}
+
+/// The settings in force.
+#[tauri::command]
+pub async fn security(shell: State<'_, Shell>) -> CommandResult<SecurityView> {
+    let status = account(&shell).await?.status();
+    Ok(SecurityView {
+        idle_lock_secs: status.idle_lock.as_secs(),
+        screen_capture_blocked: platform::CAN_BLOCK_CAPTURE,
+        follows_os_lock: platform::FOLLOWS_OS_LOCK,
+        lock_on_blur: shell.lock_on_blur(),
+        platform_notes: platform::NOTES.to_vec(),
+    })
+}
+
+/// Turns lock-on-blur on or off.
+#[tauri::command]
+#[allow(clippy::needless_pass_by_value)] // Tauri hands commands their State by value.
+pub fn set_lock_on_blur(shell: State<'_, Shell>, on: bool) {
+    shell.set_lock_on_blur(on);
+}

@@ -1,0 +1,88 @@
+//! Window and OS events to the core's lifecycle (DESIGN §3, §5): the idle timer ticks every
+//! second; minimising (Tauri has no event for it: a resize to a minimised window), losing
+//! focus (where the person chose lock-on-blur) and the OS screen lock report to the core,
+//! and whenever the core locks, the UI is told at once to wipe its views.
+
+use std::time::Duration;
+
+use tauri::{AppHandle, Manager, Window, WindowEvent};
+
+use crate::shell::Shell;
+use crate::views::LockNotice;
+
+/// Starts the idle ticker and the OS screen-lock watcher.
+pub fn start(app: &AppHandle) {
+    let ticker = app.clone();
+    tauri::async_runtime::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            let shell = ticker.state::<Shell>();
+            // Busy (a sync, a sign-in): the next tick applies the timers.
+            let Ok(mut slot) = shell.account.try_lock() else { continue };
+            if slot.as_mut().is_some_and(carekeep_core::account::Account::tick) {
+                drop(slot);
+                shell.notify_locked(LockNotice { reason: "idle" });
+            }
+        }
+    });
+    let watcher = app.clone();
+    crate::platform::watch_os_lock(move || {
+        let app = watcher.clone();
+        tauri::async_runtime::spawn(async move {
+            let shell = app.state::<Shell>();
+            let locked = shell.account.lock().await.as_mut().is_some_and(carekeep_core::account::Account::os_locked);
+            if locked {
+                shell.notify_locked(LockNotice { reason: "os-locked" });
+            }
+        });
+    });
+}
+
+/// Window events: minimise and focus loss may lock; protection is re-applied on return.
+pub fn on_window_event(window: &Window, event: &WindowEvent) {
+    match event {
+        WindowEvent::Resized(_) if window.is_minimized().unwrap_or(false) => {
+            report(window, Background::Minimised);
+        }
+        WindowEvent::Focused(false) if window.state::<Shell>().lock_on_blur() => {
+            report(window, Background::FocusLost);
+        }
+        WindowEvent::Focused(true) => {
+            // Some systems drop content protection across minimise and restore.
+            crate::window::protect(window);
+            let app = window.app_handle().clone();
+            tauri::async_runtime::spawn(async move {
+                let shell = app.state::<Shell>();
+                let locked =
+                    shell.account.lock().await.as_mut().is_some_and(carekeep_core::account::Account::foregrounded);
+                if locked {
+                    shell.notify_locked(LockNotice { reason: "background" });
+                }
+            });
+        }
+        _ => {}
+    }
+}
+
+/// How the window left the person's view.
+#[derive(Clone, Copy)]
+enum Background {
+    Minimised,
+    FocusLost,
+}
+
+fn report(window: &Window, how: Background) {
+    let app = window.app_handle().clone();
+    tauri::async_runtime::spawn(async move {
+        let shell = app.state::<Shell>();
+        let locked = shell.account.lock().await.as_mut().is_some_and(carekeep_core::account::Account::backgrounded);
+        if locked {
+            let reason = match how {
+                Background::Minimised => "background",
+                Background::FocusLost => "focus-lost",
+            };
+            shell.notify_locked(LockNotice { reason });
+        }
+    });
+}

@@ -1,0 +1,107 @@
+//! The shell's state: one profile, the account signed in on it (if any), the channel that
+//! tells the UI to wipe its views, and the person's lock-on-blur choice.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use carekeep_core::account::Account;
+use carekeep_core::{Error, Keychain, Profile, SystemClock};
+use tauri::ipc::Channel;
+use tokio::sync::Mutex;
+
+use crate::config::ServerConfig;
+use crate::views::LockNotice;
+
+/// Everything the commands and the lifecycle share.
+pub struct Shell {
+    /// The encrypted cache and its session facts.
+    pub profile: Profile,
+    /// The pinned server (from `server.json`).
+    pub server: ServerConfig,
+    /// The account on this profile: `None` until opened or signed in.
+    pub account: Mutex<Option<Account>>,
+    /// Where the UI hears "locked: wipe every view now".
+    lock_channel: std::sync::Mutex<Option<Channel<LockNotice>>>,
+    /// Lock when the window loses focus (offered where screen capture cannot be blocked).
+    lock_on_blur: AtomicBool,
+}
+
+impl Shell {
+    /// The shell for this run: the server configuration from `CAREKEEP_SERVER_CONFIG`, the
+    /// profile from `CAREKEEP_PROFILE` (both default to the per-user app directories).
+    pub fn from_environment() -> Result<Self, String> {
+        let dirs = AppDirs::for_this_user()?;
+        let config = std::env::var_os("CAREKEEP_SERVER_CONFIG").map_or(dirs.config.join("server.json"), PathBuf::from);
+        let profile = std::env::var_os("CAREKEEP_PROFILE").map_or(dirs.data.join("profile"), PathBuf::from);
+        let server = ServerConfig::read(&config)?;
+        Ok(Self {
+            profile: Profile::new(&profile),
+            server,
+            account: Mutex::new(None),
+            lock_channel: std::sync::Mutex::new(None),
+            // Linux cannot keep the window out of screenshots, so there the safer default is on.
+            lock_on_blur: AtomicBool::new(!crate::platform::CAN_BLOCK_CAPTURE),
+        })
+    }
+
+    /// The keychain of this OS.
+    pub fn keychain() -> Keychain {
+        Keychain::os()
+    }
+
+    /// The account, opened (locked) from the profile if not yet in memory.
+    /// [`Error::NoVault`]: no one is signed in on this device.
+    pub fn ensure_open(&self, slot: &mut Option<Account>) -> Result<(), Error> {
+        if slot.is_none() {
+            *slot = Some(Account::open(&self.profile, Self::keychain(), Arc::new(SystemClock))?);
+        }
+        Ok(())
+    }
+
+    /// Remembers where to send lock notices (the UI calls `watch_lock` once at start).
+    pub fn set_lock_channel(&self, channel: Channel<LockNotice>) {
+        *self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(channel);
+    }
+
+    /// Tells the UI the account is locked: it removes every view of records at once.
+    pub fn notify_locked(&self, notice: LockNotice) {
+        if let Some(channel) = &*self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            // A closed channel means the page is gone: nothing is left to wipe.
+            let _ = channel.send(notice);
+        }
+    }
+
+    /// Whether losing focus locks.
+    pub fn lock_on_blur(&self) -> bool {
+        self.lock_on_blur.load(Ordering::Relaxed)
+    }
+
+    /// The person's choice of lock-on-blur.
+    pub fn set_lock_on_blur(&self, on: bool) {
+        self.lock_on_blur.store(on, Ordering::Relaxed);
+    }
+}
+
+/// The per-user directories (XDG on Linux).
+struct AppDirs {
+    config: PathBuf,
+    data: PathBuf,
+}
+
+impl AppDirs {
+    fn for_this_user() -> Result<Self, String> {
+        const APP: &str = "org.carekeep.app";
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let xdg = |var: &str, fallback: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(fallback)))
+                .map(|dir| dir.join(APP))
+                .ok_or_else(|| {
+                    format!("neither {var} nor HOME is set: set CAREKEEP_PROFILE and CAREKEEP_SERVER_CONFIG")
+                })
+        };
+        Ok(Self { config: xdg("XDG_CONFIG_HOME", ".config")?, data: xdg("XDG_DATA_HOME", ".local/share")? })
+    }
+}

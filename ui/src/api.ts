@@ -1,0 +1,116 @@
+// The app's commands (src-tauri/src/commands), typed. The UI holds no key, token or
+// password beyond the call that sends it: passwords go straight from the form to here.
+import { Channel, invoke } from "@tauri-apps/api/core";
+
+export type SessionState = "signed-out" | "unlocked" | "locked" | "reauth-required" | "wiped";
+export type Role = "patient" | "clinician" | "nurse" | "billing" | "admin";
+
+export interface SessionView {
+  state: SessionState;
+  role: Role | null;
+  server: string;
+  last_sync_unix: number | null;
+  pending_writes: number | null;
+  idle_lock_secs: number;
+}
+
+/** A failed command: the core's message, and what the UI should offer next. */
+export interface CommandError {
+  next: "sign-in" | "password" | "step-up" | "locked" | "offline" | "wiped" | "fix";
+  message: string;
+}
+
+export function isCommandError(e: unknown): e is CommandError {
+  return typeof e === "object" && e !== null && "next" in e && "message" in e;
+}
+
+export interface LockNotice {
+  reason: "idle" | "background" | "os-locked" | "focus-lost" | "manual";
+}
+
+export interface SyncProgress {
+  phase: string;
+  done: number;
+  total: number;
+}
+
+export interface SyncView {
+  writes_sent: number;
+  conflicts: number;
+  rejected: number;
+  patients: number;
+  patients_over_limit: number;
+  resources_pulled: number;
+}
+
+export interface TrendPoint {
+  effective: string;
+  value: number;
+  unit: string | null;
+}
+
+export interface AccessView {
+  at: string;
+  role: string | null;
+  action: string;
+  resource_type: string | null;
+  patient: string | null;
+}
+
+export interface PendingView {
+  seq: number;
+  status: "pending" | "conflict" | "rejected";
+  resource: FhirResource;
+  server_version: FhirResource | null;
+  reason: string | null;
+}
+
+export interface SecurityView {
+  idle_lock_secs: number;
+  screen_capture_blocked: boolean;
+  follows_os_lock: boolean;
+  lock_on_blur: boolean;
+  platform_notes: string[];
+}
+
+export type Reading =
+  | { kind: "blood-pressure"; systolic: number; diastolic: number }
+  | { kind: "glucose"; mmol_per_l: number };
+
+/** A FHIR resource as JSON (its narrative removed by the shell). */
+export type FhirResource = { resourceType: string; id?: string } & Record<string, unknown>;
+
+export const api = {
+  session: () => invoke<SessionView>("session"),
+  signIn: (username: string, password: string, code: string) =>
+    invoke<SessionView>("sign_in", { username, password, code }),
+  unlockWithPassword: (password: string) => invoke<SessionView>("unlock_with_password", { password }),
+  unlockWithPresence: () => invoke<SessionView>("unlock_with_presence"),
+  lock: () => invoke<SessionView>("lock"),
+  userActive: () => invoke<void>("user_active"),
+  watchLock: (onLock: (notice: LockNotice) => void) => {
+    const channel = new Channel<LockNotice>();
+    channel.onmessage = onLock;
+    return invoke<void>("watch_lock", { onLock: channel });
+  },
+  logout: () => invoke<{ revoked_at_server: boolean; cache_wiped: boolean }>("logout"),
+  sync: (onProgress: (p: SyncProgress) => void) => {
+    const channel = new Channel<SyncProgress>();
+    channel.onmessage = onProgress;
+    return invoke<SyncView>("sync", { onProgress: channel });
+  },
+  records: (resourceType: string, patient?: string, category?: string) =>
+    invoke<FhirResource[]>("records", { resourceType, patient: patient ?? null, category: category ?? null }),
+  labTrend: (patient: string, code: string) => invoke<TrendPoint[]>("lab_trend", { patient, code }),
+  accessLog: () => invoke<AccessView[]>("access_log"),
+  exportPatient: (patient: string) => invoke<string>("export_patient", { patient }),
+  breakGlass: (patient: string, reason: string) => invoke<number>("break_glass", { patient, reason }),
+  recordReading: (patient: string, reading: Reading) => invoke<number>("record_reading", { patient, reading }),
+  requestAppointment: (patient: string, reason: string, preferredStartUnix: number) =>
+    invoke<number>("request_appointment", { patient, reason, preferredStartUnix }),
+  messageCareTeam: (patient: string, text: string) => invoke<number>("message_care_team", { patient, text }),
+  pending: () => invoke<PendingView[]>("pending"),
+  resolveWrite: (seq: number, keepMine: boolean) => invoke<void>("resolve_write", { seq, keepMine }),
+  security: () => invoke<SecurityView>("security"),
+  setLockOnBlur: (on: boolean) => invoke<void>("set_lock_on_blur", { on }),
+};

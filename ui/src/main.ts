@@ -1,0 +1,55 @@
+// Start-up: listen for locks (wipe first, then the lock screen), report activity to the
+// core's idle timer, and show the screen the session calls for.
+import "./style.css";
+import { api, type SessionView } from "./api";
+import { refresh, setRouter, showError, wipe } from "./app";
+import { homeScreen } from "./screens/home";
+import { lockScreen, signInScreen, wipedScreen } from "./screens/session";
+
+function route(session: SessionView): void {
+  switch (session.state) {
+    case "unlocked":
+      void homeScreen(session).catch(showError);
+      break;
+    case "locked":
+      lockScreen(session);
+      break;
+    case "wiped":
+      wipedScreen(session);
+      break;
+    default:
+      signInScreen(session);
+  }
+}
+
+/** Input restarts the core's idle timer; told at most every 5 seconds. */
+function reportActivity(): void {
+  let last = 0;
+  const seen = () => {
+    const now = Date.now();
+    if (now - last < 5000) return;
+    last = now;
+    void api.userActive().catch(() => {});
+  };
+  for (const type of ["keydown", "pointerdown", "wheel", "touchstart"]) {
+    document.addEventListener(type, seen, { passive: true, capture: true });
+  }
+}
+
+async function start(): Promise<void> {
+  setRouter(route);
+  await api.watchLock(() => {
+    // Synchronously, before anything else runs: no record stays on the page.
+    wipe();
+    void refresh();
+  });
+  // Hidden (minimised, another app in front): nothing of the records stays rendered.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") wipe();
+    else void refresh();
+  });
+  reportActivity();
+  await refresh();
+}
+
+void start();

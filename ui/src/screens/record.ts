@@ -1,0 +1,207 @@
+// One patient's record: a tab per part (summary, labs with trend charts, vitals,
+// medications, allergies, conditions, immunizations, appointments, messages), all read
+// from the encrypted cache through the core, all rendered as text.
+import { api, type FhirResource } from "../api";
+import { announce, showError, views } from "../app";
+import { trendChart } from "../chart";
+import { clear, el, field } from "../dom";
+import { conceptText, formatDate, labTests, observationValue, patientName, referenceRange, resourceDate, summary } from "../fhir";
+
+export interface Tab {
+  id: string;
+  label: string;
+  render: (patient: FhirResource, into: HTMLElement) => Promise<void>;
+}
+
+/** What every record shows; `writes` adds what a patient can send. */
+export function recordTabs(writes: boolean): Tab[] {
+  const tabs: Tab[] = [
+    { id: "summary", label: "Summary", render: summaryTab },
+    { id: "labs", label: "Lab results", render: (p, into) => observationsTab(p, into, "laboratory", "lab results") },
+    { id: "vitals", label: "Vitals", render: (p, into) => observationsTab(p, into, "vital-signs", "vital signs") },
+    { id: "medications", label: "Medications", render: listTab("MedicationRequest", "medications") },
+    { id: "allergies", label: "Allergies", render: listTab("AllergyIntolerance", "allergies") },
+    { id: "conditions", label: "Conditions", render: listTab("Condition", "conditions") },
+    { id: "immunizations", label: "Immunizations", render: listTab("Immunization", "immunizations") },
+    { id: "appointments", label: "Appointments", render: writes ? appointmentsTab : listTab("Appointment", "appointments") },
+    { id: "messages", label: "Messages", render: writes ? messagesTab : listTab("Communication", "messages") },
+  ];
+  return tabs;
+}
+
+/** The tab bar and panel; the first tab opens. */
+export function tabbedRecord(patient: FhirResource, tabs: Tab[], extra: HTMLElement[] = []): HTMLElement {
+  const panel = el("section", { class: "panel", role: "tabpanel", tabindex: "-1" });
+  const list = el("div", { class: "tabs", role: "tablist", "aria-label": "Parts of the record" });
+  const buttons = tabs.map((tab) =>
+    el("button", { type: "button", role: "tab", id: `tab-${tab.id}`, "data-tab": tab.id, "aria-selected": "false", tabindex: "-1" }, tab.label),
+  );
+  const open = async (index: number, focus: boolean) => {
+    const tab = tabs[index];
+    if (!tab) return;
+    buttons.forEach((b, i) => {
+      b.setAttribute("aria-selected", String(i === index));
+      b.tabIndex = i === index ? 0 : -1;
+    });
+    panel.setAttribute("aria-labelledby", `tab-${tab.id}`);
+    clear(panel);
+    panel.append(el("p", { class: "muted" }, "Loading…"));
+    if (focus) buttons[index]?.focus();
+    try {
+      const content = el("div");
+      await tab.render(patient, content);
+      clear(panel);
+      panel.append(content);
+    } catch (e) {
+      clear(panel);
+      showError(e);
+    }
+  };
+  buttons.forEach((button, index) => {
+    button.addEventListener("click", () => void open(index, false));
+    button.addEventListener("keydown", (event) => {
+      const step = event.key === "ArrowRight" ? 1 : event.key === "ArrowLeft" ? -1 : 0;
+      if (step !== 0) void open((index + step + tabs.length) % tabs.length, true);
+    });
+    list.append(button);
+  });
+  void open(0, false);
+  return el("div", { class: "record" }, el("h2", {}, patientName(patient)), patientLine(patient), ...extra, list, panel);
+}
+
+function patientLine(patient: FhirResource): HTMLElement {
+  const born = typeof patient["birthDate"] === "string" ? `Born ${formatDate(patient["birthDate"])}` : "";
+  const gender = typeof patient["gender"] === "string" ? patient["gender"] : "";
+  return el("p", { class: "muted" }, [born, gender].filter(Boolean).join(" · "));
+}
+
+async function load(type: string, patient: FhirResource, category?: string): Promise<FhirResource[]> {
+  const found = await api.records(type, patient.id, category);
+  views.records.set(`${type}/${category ?? ""}`, found);
+  return found;
+}
+
+async function summaryTab(patient: FhirResource, into: HTMLElement): Promise<void> {
+  const [labs, conditions, allergies, medications] = await Promise.all([
+    load("Observation", patient, "laboratory"),
+    load("Condition", patient),
+    load("AllergyIntolerance", patient),
+    load("MedicationRequest", patient),
+  ]);
+  const latest = labs.slice(-5).reverse();
+  into.append(
+    el("div", { class: "tiles" },
+      tile("Recent lab results", latest.map((o) => `${conceptText(o["code"])}: ${observationValue(o)}`), "No lab results yet."),
+      tile("Conditions", conditions.map((c) => summary(c).title), "No conditions recorded."),
+      tile("Allergies", allergies.map((a) => summary(a).title), "No known allergies recorded."),
+      tile("Medications", medications.map((m) => summary(m).title), "No medications recorded."),
+    ),
+  );
+}
+
+function tile(title: string, lines: string[], empty: string): HTMLElement {
+  return el("section", { class: "tile" }, el("h3", {}, title), lines.length ? el("ul", {}, ...lines.map((l) => el("li", {}, l))) : el("p", { class: "muted" }, empty));
+}
+
+/** Lab results or vitals: one row per test with its latest value; open a row for its chart. */
+async function observationsTab(patient: FhirResource, into: HTMLElement, category: string, what: string): Promise<void> {
+  const observations = await load("Observation", patient, category);
+  const tests = labTests(observations);
+  if (tests.length === 0) {
+    into.append(el("p", {}, `No ${what} on this device yet. Sync to fetch new ones.`));
+    return;
+  }
+  const chartArea = el("div", { class: "chart-area", "aria-live": "polite" });
+  const table = el("table", { class: "results" },
+    el("caption", {}, `${tests.length} tests — choose one for its trend`),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Test"), el("th", { scope: "col" }, "Latest"), el("th", { scope: "col" }, "Date"), el("th", { scope: "col" }, "Results"))),
+  );
+  const body = el("tbody");
+  const openChart = async (token: string, name: string, latest: FhirResource) => {
+    const points = await api.labTrend(patient.id ?? "", token);
+    clear(chartArea);
+    chartArea.append(trendChart(name, points, referenceRange(latest)));
+  };
+  for (const test of tests) {
+    const open = el("button", { type: "button", class: "link", "data-code": test.token }, test.name);
+    open.addEventListener("click", () => void openChart(test.token, test.name, test.latest).catch(showError));
+    body.append(el("tr", {}, el("th", { scope: "row" }, open), el("td", {}, observationValue(test.latest)), el("td", {}, formatDate(resourceDate(test.latest))), el("td", {}, String(test.count))));
+  }
+  table.append(body);
+  into.append(chartArea, table);
+  const first = tests.reduce((best, t) => (t.count > best.count ? t : best), tests[0]!);
+  await openChart(first.token, first.name, first.latest);
+}
+
+function listTab(type: string, what: string) {
+  return async (patient: FhirResource, into: HTMLElement) => {
+    const found = await load(type, patient);
+    into.append(resourceList(found, `No ${what} on this device yet.`));
+  };
+}
+
+function resourceList(resources: FhirResource[], empty: string): HTMLElement {
+  if (resources.length === 0) return el("p", {}, empty);
+  const list = el("ul", { class: "items" });
+  for (const resource of [...resources].reverse()) {
+    const { title, detail, date } = summary(resource);
+    list.append(el("li", {}, el("span", { class: "title" }, title), el("span", { class: "detail" }, detail), el("span", { class: "date" }, date)));
+  }
+  return list;
+}
+
+async function appointmentsTab(patient: FhirResource, into: HTMLElement): Promise<void> {
+  into.append(resourceList(await load("Appointment", patient), "No appointments on this device yet."));
+  const reason = el("input", { type: "text", name: "reason", required: true, maxlength: "200" });
+  const when = el("input", { type: "datetime-local", name: "when", required: true });
+  const form = el("form", { class: "card", "aria-labelledby": "appt-title" }, el("h3", { id: "appt-title" }, "Request an appointment"), field("Reason", reason), field("Preferred time", when), el("button", { type: "submit", class: "primary" }, "Request"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const start = Math.floor(new Date(when.value).getTime() / 1000);
+    api.requestAppointment(patient.id ?? "", reason.value, start).then(() => {
+      form.reset();
+      announce("Request saved on this device; it is sent at the next sync (see Pending).");
+    }, showError);
+  });
+  into.append(form);
+  into.append(readingForm(patient));
+}
+
+async function messagesTab(patient: FhirResource, into: HTMLElement): Promise<void> {
+  into.append(resourceList(await load("Communication", patient), "No messages on this device yet."));
+  const text = el("textarea", { name: "message", required: true, rows: "4", maxlength: "2000" });
+  const form = el("form", { class: "card", "aria-labelledby": "msg-title" }, el("h3", { id: "msg-title" }, "Message your care team"), field("Message", text), el("button", { type: "submit", class: "primary" }, "Send"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    api.messageCareTeam(patient.id ?? "", text.value).then(() => {
+      form.reset();
+      announce("Message saved on this device; it is sent at the next sync (see Pending).");
+    }, showError);
+  });
+  into.append(form);
+}
+
+/** A home blood-pressure or glucose reading. */
+function readingForm(patient: FhirResource): HTMLElement {
+  const systolic = el("input", { type: "number", name: "systolic", min: "50", max: "300", inputmode: "numeric" });
+  const diastolic = el("input", { type: "number", name: "diastolic", min: "30", max: "200", inputmode: "numeric" });
+  const glucose = el("input", { type: "number", name: "glucose", min: "0.5", max: "50", step: "0.1", inputmode: "decimal" });
+  const form = el("form", { class: "card", "aria-labelledby": "reading-title" },
+    el("h3", { id: "reading-title" }, "Add a home reading"),
+    el("div", { class: "row" }, field("Systolic (mmHg)", systolic), field("Diastolic (mmHg)", diastolic)),
+    field("or glucose (mmol/L)", glucose),
+    el("button", { type: "submit", class: "primary" }, "Save reading"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const reading = glucose.value
+      ? { kind: "glucose" as const, mmol_per_l: Number(glucose.value) }
+      : { kind: "blood-pressure" as const, systolic: Number(systolic.value), diastolic: Number(diastolic.value) };
+    api.recordReading(patient.id ?? "", reading).then(() => {
+      form.reset();
+      announce("Reading saved on this device; it is sent at the next sync (see Pending).");
+    }, showError);
+  });
+  return form;
+}
+

@@ -1,0 +1,93 @@
+// Pending writes (with conflicts side by side), the access log, and security settings.
+import { api, type FhirResource } from "../api";
+import { announce, showError } from "../app";
+import { el } from "../dom";
+import { formatDate, summary } from "../fhir";
+
+/** Writes not yet on the server, and those it refused or found in conflict. */
+export async function pendingPanel(into: HTMLElement): Promise<void> {
+  const writes = await api.pending();
+  into.append(el("h2", {}, "Pending changes"));
+  if (writes.length === 0) {
+    into.append(el("p", {}, "Everything you wrote is on the server."));
+    return;
+  }
+  const list = el("ul", { class: "items" });
+  for (const write of writes) {
+    const mine = describe(write.resource);
+    const item = el("li", { class: `pending ${write.status}` },
+      el("span", { class: "badge" }, write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere" : "Not accepted"),
+      el("span", { class: "title" }, mine),
+    );
+    if (write.reason) item.append(el("span", { class: "detail" }, `Server: ${write.reason}`));
+    if (write.status === "conflict" && write.server_version) {
+      item.append(el("div", { class: "compare" },
+        el("div", {}, el("h3", {}, "Yours"), el("p", {}, mine)),
+        el("div", {}, el("h3", {}, "On the server"), el("p", {}, describe(write.server_version))),
+      ));
+    }
+    if (write.status !== "pending") {
+      const keep = el("button", { type: "button", class: "secondary" }, write.status === "conflict" ? "Keep mine" : "Try again");
+      const drop = el("button", { type: "button", class: "secondary" }, "Discard mine");
+      keep.addEventListener("click", () => void settle(write.seq, true, into));
+      drop.addEventListener("click", () => void settle(write.seq, false, into));
+      item.append(el("div", { class: "actions" }, keep, drop));
+    }
+    list.append(item);
+  }
+  into.append(list);
+}
+
+function describe(resource: FhirResource | null): string {
+  if (!resource) return "";
+  const { title, detail, date } = summary(resource);
+  return [title, detail, date].filter(Boolean).join(" · ");
+}
+
+async function settle(seq: number, keepMine: boolean, into: HTMLElement): Promise<void> {
+  try {
+    await api.resolveWrite(seq, keepMine);
+    into.replaceChildren();
+    await pendingPanel(into);
+    announce(keepMine ? "Queued again; it is sent at the next sync." : "Discarded; the server's version stands.");
+  } catch (e) {
+    showError(e);
+  }
+}
+
+/** Views of records made with this device (also uploaded to the organisation's audit trail). */
+export async function accessLogPanel(into: HTMLElement): Promise<void> {
+  const log = await api.accessLog();
+  into.append(el("h2", {}, "Who viewed my record"), el("p", { class: "muted" }, "Views made with this device, newest first. Every view is also kept in your clinic's audit trail."));
+  if (log.length === 0) {
+    into.append(el("p", {}, "No views recorded yet."));
+    return;
+  }
+  const table = el("table", { class: "results" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "When"), el("th", { scope: "col" }, "Who"), el("th", { scope: "col" }, "What"))),
+  );
+  const body = el("tbody");
+  for (const entry of log) {
+    body.append(el("tr", {}, el("td", {}, formatDate(entry.at)), el("td", {}, entry.role ?? ""), el("td", {}, `${entry.action} (${entry.resource_type ?? "record"})`)));
+  }
+  table.append(body);
+  into.append(table);
+}
+
+/** Timeouts in force and what this platform can and cannot protect. */
+export async function securityPanel(into: HTMLElement): Promise<void> {
+  const security = await api.security();
+  const blur = el("input", { type: "checkbox", id: "lock-on-blur", checked: security.lock_on_blur });
+  blur.addEventListener("change", () => void api.setLockOnBlur(blur.checked).catch(showError));
+  into.append(
+    el("h2", {}, "Security"),
+    el("dl", { class: "facts" },
+      el("dt", {}, "Locks after"), el("dd", {}, `${Math.round(security.idle_lock_secs / 60)} minutes without use`),
+      el("dt", {}, "Screenshots and screen sharing"), el("dd", {}, security.screen_capture_blocked ? "Blocked for this window" : "Cannot be blocked on this system"),
+      el("dt", {}, "Screen lock"), el("dd", {}, security.follows_os_lock ? "Locking your screen locks Carekeep" : "Not followed on this system yet"),
+    ),
+    el("div", { class: "field check" }, blur, el("label", { for: "lock-on-blur" }, "Lock when Carekeep loses focus")),
+    el("h3", {}, "On this system"),
+    el("ul", {}, ...security.platform_notes.map((note) => el("li", {}, note))),
+  );
+}

@@ -73,6 +73,10 @@ async fn the_policy_is_signed_for_the_callers_tenant_and_role_with_the_servers_p
     assert_eq!(policy.idle_lock_secs, 300, "patients lock after 5 minutes");
     let pins = s.data.pins().unwrap();
     assert_eq!(policy.pins.pins(), [pins.live, pins.backup]);
+    // A tenant's shorter idle limit for the role shortens the device's lock with it.
+    carekeep_server::admin::set_idle_limit(&s.data.open_store().unwrap(), "clinic-1", Role::Patient, 2).unwrap();
+    let signed: SignedPolicy = get_json(&http, format!("{base}/policy"), tokens.access_token.expose()).await;
+    assert_eq!(signed.verify(&public).unwrap().idle_lock_secs, 120);
 
     // The authenticator can be replaced right after a full sign-in, over the API.
     let enroll = http.post(format!("{base}/auth/mfa/enroll")).send().await.unwrap();

@@ -168,6 +168,9 @@ pub struct Principal {
     pub role: Role,
     /// The device the request came from.
     pub device_id: String,
+    /// How long this user's devices may stay unused (the tenant's limit for the role, or
+    /// the server default): the signed policy's idle lock never exceeds it.
+    pub idle_secs: i64,
 }
 
 struct AccessRow {
@@ -488,7 +491,8 @@ impl Auth {
             })
             .await?;
         }
-        Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id: row.device_id })
+        let idle_secs = row.idle_limit.unwrap_or(self.policy.idle_secs);
+        Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id: row.device_id, idle_secs })
     }
 
     /// Ends the device session the refresh token belongs to. Unknown tokens are ignored.

@@ -38,7 +38,8 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// `GET /policy`: the caller's tenant and role policy, with the server's pins, signed.
+/// `GET /policy`: the caller's tenant and role policy (its idle lock capped by the tenant's
+/// idle limit for the role), with the server's pins, signed.
 pub async fn policy(State(state): State<AppState>, caller: Principal) -> Response {
     let issued = time::OffsetDateTime::now_utc();
     let Ok(pins) =
@@ -47,7 +48,11 @@ pub async fn policy(State(state): State<AppState>, caller: Principal) -> Respons
         return AuthError::Internal.into_response();
     };
     let issued_at = issued.format(&Rfc3339).unwrap_or_default();
-    let policy = Policy::defaults(caller.tenant, caller.role, pins, issued_at);
+    let idle = u32::try_from(caller.idle_secs).unwrap_or(u32::MAX);
+    let mut policy = Policy::defaults(caller.tenant, caller.role, pins, issued_at);
+    // A tenant's shorter idle limit for the role reaches the device's lock too: the app
+    // locks no later than the server would end the session.
+    policy.idle_lock_secs = policy.idle_lock_secs.min(idle);
     Json(SignedPolicy::sign(&policy, &state.signing_key, &state.key_id)).into_response()
 }
 

@@ -48,7 +48,8 @@ pub struct DemoUser {
     pub totp_base32: String,
 }
 
-/// Seeds the demo tenant: every carebundle resource, then a patient (linked to the first
+/// Seeds the demo tenant: every carebundle resource, two years of lab and vital-sign history
+/// for the first patient (see [`history`]), then a patient (linked to the first
 /// patient and proxy for the second), a clinician (care team: the first ten), a nurse
 /// (care team: the first five), a billing clerk and an admin. Refuses to run twice.
 pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoUser>, ServerError> {
@@ -58,6 +59,7 @@ pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoU
     for bundle in BUNDLES {
         patients.extend(import_bundle(records, DEMO_TENANT, bundle)?);
     }
+    import_history(records, &patients[0])?;
     let mut users = Vec::new();
     for (username, role) in [
         ("demo.patient", Role::Patient),
@@ -135,4 +137,105 @@ fn rewrite_references(value: &mut Value, map: &std::collections::HashMap<String,
         Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, map)),
         _ => {}
     }
+}
+
+/// One synthetic series: LOINC code and name, category, UCUM unit, reference range, values.
+struct Series {
+    code: &'static str,
+    name: &'static str,
+    category: &'static str,
+    unit: &'static str,
+    range: (Option<f64>, Option<f64>),
+    values: [f64; 8],
+}
+
+/// Quarterly values over two years, with the reference ranges a lab reports: enough for
+/// the app's trend charts to draw a line and a band. Synthetic, marked as test data.
+const HISTORY: &[Series] = &[
+    Series {
+        code: "4548-4",
+        name: "Hemoglobin A1c/Hemoglobin.total in Blood",
+        category: "laboratory",
+        unit: "%",
+        range: (Some(4.0), Some(5.6)),
+        values: [6.4, 6.3, 6.1, 6.0, 5.9, 5.8, 5.7, 5.5],
+    },
+    Series {
+        code: "13457-7",
+        name: "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation",
+        category: "laboratory",
+        unit: "mg/dL",
+        range: (None, Some(100.0)),
+        values: [142.0, 138.0, 131.0, 126.0, 118.0, 110.0, 104.0, 97.0],
+    },
+    Series {
+        code: "29463-7",
+        name: "Body weight",
+        category: "vital-signs",
+        unit: "kg",
+        range: (None, None),
+        values: [84.2, 83.5, 82.9, 82.0, 81.4, 80.8, 80.1, 79.6],
+    },
+    Series {
+        code: "8867-4",
+        name: "Heart rate",
+        category: "vital-signs",
+        unit: "/min",
+        range: (Some(60.0), Some(100.0)),
+        values: [78.0, 82.0, 75.0, 74.0, 71.0, 72.0, 69.0, 68.0],
+    },
+];
+
+/// The [`HISTORY`] series as Observations of `patient`, dated quarterly back from `now`.
+pub fn history(patient: &str, now: time::OffsetDateTime) -> Vec<(String, Value)> {
+    use sha2::Digest as _;
+    let mut observations = Vec::new();
+    for series in HISTORY {
+        for (quarter, value) in series.values.iter().enumerate() {
+            let back = i64::try_from(series.values.len() - quarter).unwrap_or(0) * 91;
+            let when = (now - time::Duration::days(back)).replace_nanosecond(0).unwrap_or(now);
+            let when = when.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            // A stable opaque id, UUID-shaped like the carebundle's.
+            let digest = sha2::Sha256::digest(format!("{patient}|{}|{quarter}", series.code));
+            let mut hex = String::new();
+            crate::auth::secrets::push_hex(&mut hex, &digest[..16]);
+            let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+            let quantity = |v: f64| serde_json::json!({"value": v, "unit": series.unit, "system": "http://unitsofmeasure.org", "code": series.unit});
+            let mut range = serde_json::Map::new();
+            if let Some(low) = series.range.0 {
+                range.insert("low".into(), quantity(low));
+            }
+            if let Some(high) = series.range.1 {
+                range.insert("high".into(), quantity(high));
+            }
+            let mut observation = serde_json::json!({
+                "resourceType": "Observation",
+                "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HTEST", "display": "test health data"}]},
+                "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": series.category}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": series.code, "display": series.name}], "text": series.name},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "effectiveDateTime": when,
+                "valueQuantity": quantity(*value),
+            });
+            if !range.is_empty() {
+                observation["referenceRange"] = serde_json::json!([range]);
+            }
+            observations.push((id, observation));
+        }
+    }
+    observations
+}
+
+fn import_history(records: &Records, patient: &str) -> Result<(), ServerError> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut checked = Vec::new();
+    for (id, observation) in history(patient, now) {
+        let resource = records
+            .check(observation, "Observation")
+            .map_err(|e| ServerError::Invalid(format!("demo history: {e}")))?;
+        checked.push((resource, id));
+    }
+    records.import(DEMO_TENANT, checked, now).map_err(|e| ServerError::Store(e.to_string()))?;
+    Ok(())
 }

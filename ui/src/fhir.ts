@@ -172,3 +172,9 @@ export function summary(resource: FhirResource): { title: string; detail: string
       return { title: resource.resourceType, detail: str(resource["status"]) ?? "", date };
   }
 }
+
+/** A duration in whole minutes, in words (`1 minute`, `15 minutes`). */
+export function minutes(seconds: number): string {
+  const n = Math.max(1, Math.round(seconds / 60));
+  return `${n} minute${n === 1 ? "" : "s"}`;
+}

@@ -83,16 +83,21 @@ pub async fn access_log(shell: State<'_, Shell>) -> CommandResult<Vec<AccessView
         .collect())
 }
 
-/// Saves one patient's cached record as a FHIR Bundle in the Downloads folder. A high-risk
-/// action: the core asks for step-up (a full sign-in within minutes) first.
+/// Saves one patient's cached record as a FHIR Bundle in the Downloads folder, readable
+/// only by this user. A high-risk action: the core asks for step-up (a full sign-in within
+/// minutes) first. Returns where the file is.
 #[tauri::command]
 pub async fn export_patient(shell: State<'_, Shell>, app: tauri::AppHandle, patient: String) -> CommandResult<String> {
     use tauri::Manager as _;
     let bundle = account(&shell).await?.export_patient(&patient)?;
-    let dir = app.path().download_dir().map_err(|_| "no Downloads folder was found for this user")?;
+    let dir = app
+        .path()
+        .download_dir()
+        .or_else(|_| app.path().home_dir().map(|home| home.join("Downloads")))
+        .map_err(|_| "no Downloads folder was found for this user")?;
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let path = dir.join(format!("carekeep-export-{stamp}.json"));
-    std::fs::write(&path, bundle).map_err(|e| match e.kind() {
+    crate::platform::write_private_file(&path, bundle.as_bytes()).map_err(|e| match e.kind() {
         std::io::ErrorKind::StorageFull => carekeep_core::Error::DiskFull,
         kind => carekeep_core::Error::Io { action: "save the export", kind },
     })?;

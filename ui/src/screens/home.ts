@@ -26,8 +26,8 @@ export async function homeScreen(session: SessionView): Promise<void> {
     return [] as FhirResource[];
   });
   views.records.set("patients", patients);
-  const open = (label: string, render: () => void | Promise<void>) => {
-    const button = el("button", { type: "button", class: "nav" }, label);
+  const open = (id: string, label: string, render: () => void | Promise<void>) => {
+    const button = el("button", { type: "button", class: "nav", id: `nav-${id}` }, label);
     button.addEventListener("click", () => {
       for (const b of Array.from(nav.querySelectorAll("button"))) b.removeAttribute("aria-current");
       button.setAttribute("aria-current", "page");
@@ -40,21 +40,23 @@ export async function homeScreen(session: SessionView): Promise<void> {
   const isPatient = session.role === "patient";
   const first = isPatient
     ? patientNav(patients, open, content)
-    : open("Patients", () => clinicianList(patients, content));
-  open("Pending", () => pendingPanel(content));
-  if (isPatient) open("Who viewed my record", () => accessLogPanel(content));
-  open("Security", () => securityPanel(content));
+    : open("patients", "Patients", () => clinicianList(patients, content));
+  open("pending", "Pending", () => pendingPanel(content));
+  if (isPatient) open("access", "Who viewed my record", () => accessLogPanel(content));
+  open("security", "Security", () => securityPanel(content));
   first?.click();
 }
 
-function patientNav(patients: FhirResource[], open: (label: string, render: () => void) => HTMLButtonElement, content: HTMLElement): HTMLButtonElement | undefined {
+type Open = (id: string, label: string, render: () => void) => HTMLButtonElement;
+
+function patientNav(patients: FhirResource[], open: Open, content: HTMLElement): HTMLButtonElement | undefined {
   if (patients.length === 0) {
-    return open("My record", () => content.append(el("p", {}, "Nothing on this device yet: choose Sync to download your record.")));
+    return open("record-0", "My record", () => content.append(el("p", {}, "Nothing on this device yet: choose Sync to download your record.")));
   }
   let first: HTMLButtonElement | undefined;
   patients.forEach((patient, index) => {
     const label = index === 0 ? "My record" : patientName(patient);
-    const button = open(label, () => content.append(patientRecord(patient, true)));
+    const button = open(`record-${index}`, label, () => content.append(patientRecord(patient, true)));
     first ??= button;
   });
   return first;

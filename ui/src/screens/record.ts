@@ -88,7 +88,11 @@ async function summaryTab(patient: FhirResource, into: HTMLElement): Promise<voi
     load("AllergyIntolerance", patient),
     load("MedicationRequest", patient),
   ]);
-  const latest = labs.slice(-5).reverse();
+  // The newest result of each test, newest tests first.
+  const latest = labTests(labs)
+    .map((t) => t.latest)
+    .sort((a, b) => resourceDate(b).localeCompare(resourceDate(a)))
+    .slice(0, 6);
   into.append(
     el("div", { class: "tiles" },
       tile("Recent lab results", latest.map((o) => `${conceptText(o["code"])}: ${observationValue(o)}`), "No lab results yet."),

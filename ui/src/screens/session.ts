@@ -3,6 +3,7 @@
 import { api, isCommandError, type SessionView } from "../api";
 import { announce, refresh, show, showError } from "../app";
 import { el, field } from "../dom";
+import { minutes } from "../fhir";
 
 function input(type: string, name: string, autocomplete: string, extra: Record<string, string> = {}): HTMLInputElement {
   return el("input", { type, name, autocomplete, required: true, ...extra });
@@ -64,7 +65,7 @@ export function lockScreen(session: SessionView): void {
     el("p", { class: "or" }, "or"),
     field("Password", password),
     unlock,
-    el("p", { class: "muted" }, `Locks after ${Math.round(session.idle_lock_secs / 60)} minutes without use.`),
+    el("p", { class: "muted" }, `Locks after ${minutes(session.idle_lock_secs)} without use.`),
   );
   presence.addEventListener("click", () => {
     presence.disabled = true;

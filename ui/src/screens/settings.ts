@@ -2,7 +2,7 @@
 import { api, type FhirResource } from "../api";
 import { announce, showError } from "../app";
 import { el } from "../dom";
-import { formatDate, summary } from "../fhir";
+import { formatDate, minutes, summary } from "../fhir";
 
 /** Writes not yet on the server, and those it refused or found in conflict. */
 export async function pendingPanel(into: HTMLElement): Promise<void> {
@@ -82,7 +82,7 @@ export async function securityPanel(into: HTMLElement): Promise<void> {
   into.append(
     el("h2", {}, "Security"),
     el("dl", { class: "facts" },
-      el("dt", {}, "Locks after"), el("dd", {}, `${Math.round(security.idle_lock_secs / 60)} minutes without use`),
+      el("dt", {}, "Locks after"), el("dd", {}, `${minutes(security.idle_lock_secs)} without use`),
       el("dt", {}, "Screenshots and screen sharing"), el("dd", {}, security.screen_capture_blocked ? "Blocked for this window" : "Cannot be blocked on this system"),
       el("dt", {}, "Screen lock"), el("dd", {}, security.follows_os_lock ? "Locking your screen locks Carekeep" : "Not followed on this system yet"),
     ),

@@ -1,0 +1,357 @@
+//! The real Carekeep app, end to end: the debug binary of `src-tauri` under Xvfb, driven
+//! through `tauri-driver` and WebKitWebDriver, against a real carekeep-server on 127.0.0.1
+//! with the demo data. `cargo xtask test` builds the UI and the app, installs tauri-driver,
+//! and runs this inside `xvfb-run` and a private keyring session:
+//!
+//! ```sh
+//! cargo xtask keyring-run -- xvfb-run -a cargo test -p carekeep-e2e --test app -- --ignored
+//! ```
+//!
+//! A patient signs in with a TOTP code, syncs, sees lab charts; a record whose narrative
+//! carries `<script>` and `onerror=` runs nothing; the idle lock (a one-minute tenant
+//! policy) leaves no PHI in the page; the password unlocks; export asks for step-up; sign-out
+//! wipes. A clinician searches the care team and opens a record under break-glass, which the
+//! server's audit trail flags. Each main screen is saved under `target/e2e-screenshots/`.
+#![allow(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use carekeep_e2e::{Running, World};
+use carekeep_protocol::auth::Role;
+use carekeep_server::records::Records;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const DEMO_TENANT: &str = carekeep_server::seed::DEMO_TENANT;
+
+/// The demo bundles' patients: the patient user's own record is the first, the clinician's
+/// care team the first ten.
+fn fixture_patient(n: usize) -> Value {
+    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(fixture_path(n)).unwrap()).unwrap();
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Patient")
+        .map(|e| {
+            let mut patient = e["resource"].clone();
+            patient["id"] = json!(e["fullUrl"].as_str().unwrap().trim_start_matches("urn:uuid:"));
+            patient
+        })
+        .unwrap()
+}
+
+fn fixture_path(n: usize) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../crates/core/tests/fixtures/carebundle/mixed-42-{n:04}.json"))
+}
+
+/// What must never be on the page while locked or after sign-out: the patient's name, birth
+/// date (raw and as shown) and record number.
+fn sentinels(patient: &Value) -> Vec<String> {
+    let name = &patient["name"][0];
+    let birth = patient["birthDate"].as_str().unwrap();
+    let (year, month, day) = (&birth[..4], &birth[5..7], &birth[8..10]);
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let shown = format!("{} {} {year}", day.trim_start_matches('0'), months[month.parse::<usize>().unwrap() - 1]);
+    vec![
+        name["family"].as_str().unwrap().to_owned(),
+        name["given"][0].as_str().unwrap().to_owned(),
+        birth.to_owned(),
+        shown,
+        patient["identifier"][0]["value"].as_str().unwrap().to_owned(),
+    ]
+}
+
+/// Where the build put things: this test runs from `target/<profile>/deps/`.
+fn target_dir() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target = profile_dir.parent().unwrap().to_path_buf();
+    (profile_dir, target)
+}
+
+/// The app, started by tauri-driver with its own profile and server configuration.
+struct App {
+    client: Client,
+    driver: Child,
+    shots: PathBuf,
+}
+
+impl App {
+    async fn launch(config: &Path, profile: &Path) -> Self {
+        let (profile_dir, target) = target_dir();
+        let binary = profile_dir.join("carekeep-app");
+        assert!(binary.exists(), "build the app first: cargo build -p carekeep-app ({})", binary.display());
+        let port = free_port();
+        let driver = Command::new("tauri-driver")
+            .args(["--port", &port.to_string(), "--native-port", &free_port().to_string()])
+            .env("CAREKEEP_SERVER_CONFIG", config)
+            .env("CAREKEEP_PROFILE", profile)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tauri-driver is not installed: cargo install tauri-driver --locked");
+        let capabilities = json!({"browserName": "wry", "tauri:options": {"application": binary}});
+        let capabilities = capabilities.as_object().unwrap().clone();
+        let mut client = None;
+        for _ in 0..100 {
+            let builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+            if let Ok(connected) = builder {
+                client = Some(connected);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let client = client.expect("tauri-driver did not start the app");
+        let shots = target.join("e2e-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self { client, driver, shots }
+    }
+
+    /// Waits for an element (the UI renders after async calls to the core).
+    async fn wait(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
+    }
+
+    /// Waits until the element's text contains `needle`.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        for _ in 0..150 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+                && text.contains(needle)
+            {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{css} never said {needle:?}; the page: {}", self.client.source().await.unwrap_or_default());
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.wait(css).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.wait(css).await.click().await.unwrap();
+    }
+
+    /// Saves a screenshot once rendering has settled.
+    async fn screenshot(&self, name: &str) {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn source(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+
+    async fn assert_no_phi(&self, sentinels: &[String], when: &str) {
+        let source = self.source().await;
+        for sentinel in sentinels {
+            assert!(!source.contains(sentinel.as_str()), "{when}: the page still shows {sentinel:?}");
+        }
+    }
+
+    async fn sign_in(&self, world: &World, step: u64) {
+        self.type_into("form input[name=username]", &world.username).await;
+        self.type_into("form input[name=password]", &world.password).await;
+        self.type_into("form input[name=code]", &world.code(step)).await;
+        self.click("form button[type=submit]").await;
+    }
+
+    async fn quit(self) {
+        let Self { client, mut driver, .. } = self;
+        let _ = client.close().await;
+        let _ = driver.kill();
+        let _ = driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The app's `server.json` for `running`, pinned to the world's keys.
+fn write_config(dir: &Path, world: &World, running: &Running) -> PathBuf {
+    let pins = world.data.pins().unwrap();
+    let config = json!({
+        "server": running.url().as_str(),
+        "pins": [pins.live.to_string(), pins.backup.to_string()],
+        "pins_expire": "2099-01-01",
+    });
+    let path = dir.join("server.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn records(world: &World) -> Records {
+    let store = Arc::new(world.data.open_store().unwrap());
+    let keys = world.data.master_keys().unwrap();
+    Records::new(store, zeroize::Zeroizing::new(*keys.documents))
+}
+
+/// A Condition whose narrative tries to run script two ways.
+fn hostile_condition(records: &Records, patient: &str) {
+    let condition = json!({
+        "resourceType": "Condition",
+        "text": {
+            "status": "generated",
+            "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><img src=\"x\" onerror=\"document.title='pwned'\"/><script>document.title='pwned'</script>Hay fever</div>"
+        },
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"text": "Seasonal allergic rhinitis"},
+        "subject": {"reference": format!("Patient/{patient}")}
+    });
+    let checked = records.check(condition, "Condition").unwrap();
+    records.import(DEMO_TENANT, vec![(checked, "hostile-narrative-1".to_owned())], time::OffsetDateTime::now_utc()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the app binary, tauri-driver and a display: run by `cargo xtask test` under xvfb-run"]
+async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
+    let world = World::demo(Role::Patient);
+    let me = fixture_patient(0);
+    let phi = sentinels(&me);
+    // A one-minute idle policy for patients, so the idle lock comes inside the test.
+    carekeep_server::admin::set_idle_limit(&world.data.open_store().unwrap(), DEMO_TENANT, Role::Patient, 1).unwrap();
+    hostile_condition(&records(&world), me["id"].as_str().unwrap());
+    let running = Running::start(&world.data).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &world, &running);
+    let profile = dir.path().join("profile");
+
+    let app = App::launch(&config, &profile).await;
+    app.wait("#signin-title").await;
+    app.screenshot("01-sign-in").await;
+    app.sign_in(&world, 0).await;
+    app.wait("#sync").await;
+    app.click("#sync").await;
+    app.wait_text("#banner", "Synced").await;
+    // The record opens on its summary; the name is the patient's own.
+    app.wait_text(".record h2", phi[0].as_str()).await;
+    app.screenshot("02-summary").await;
+
+    app.click("#tab-labs").await;
+    app.wait("svg.trend path.line").await;
+    let points = app.client.find_all(Locator::Css("svg.trend circle.point")).await.unwrap();
+    assert!(points.len() >= 8, "the two-year lab history is charted ({} points)", points.len());
+    app.wait("svg.trend rect.band").await;
+    points[0].click().await.unwrap();
+    app.wait_text(".readout", "on").await;
+    app.screenshot("03-labs").await;
+    app.click("#tab-vitals").await;
+    app.wait("svg.trend path.line").await;
+    app.screenshot("04-vitals").await;
+
+    // The hostile narrative never reached the page: its structured fields show as text.
+    app.click("#tab-conditions").await;
+    app.wait_text(".panel", "Seasonal allergic rhinitis").await;
+    assert_eq!(app.client.title().await.unwrap(), "Carekeep", "no script of the narrative ran");
+    let source = app.source().await;
+    assert!(!source.contains("onerror") && !source.contains("pwned"), "narrative markup is not in the page");
+    app.screenshot("05-conditions").await;
+
+    app.click("#nav-access").await;
+    app.wait_text(".content h2", "Who viewed my record").await;
+    app.wait_text(".content table", "read from the device cache").await;
+    app.screenshot("06-access-log").await;
+    app.click("#nav-security").await;
+    app.wait_text(".content", "Cannot be blocked").await;
+    app.screenshot("07-security").await;
+    // Lock-on-blur is the Linux default; the idle lock is what this test waits for.
+    app.client.find(Locator::Css("#lock-on-blur")).await.unwrap().click().await.unwrap();
+
+    // No input for the tenant's minute: the core locks and the page holds no PHI.
+    app.client.wait().at_most(Duration::from_secs(120)).for_element(Locator::Css("#lock-title")).await.unwrap();
+    app.assert_no_phi(&phi, "after the idle lock").await;
+    assert!(!app.source().await.contains("Seasonal allergic rhinitis"));
+    app.screenshot("08-locked").await;
+    app.type_into("form.lock input[name=password]", &world.password).await;
+    app.click("form.lock button[type=submit]").await;
+    app.wait_text(".record h2", phi[0].as_str()).await;
+    app.quit().await;
+
+    // Ten minutes after the last full sign-in (the session file says when), export asks
+    // for step-up: password and a fresh code, then the file is written.
+    let session_file = profile.join("session.json");
+    let mut facts: Value = serde_json::from_slice(&std::fs::read(&session_file).unwrap()).unwrap();
+    facts["last_full_auth_unix"] = json!(facts["last_full_auth_unix"].as_i64().unwrap() - 600);
+    std::fs::write(&session_file, facts.to_string()).unwrap();
+    let app = App::launch(&config, &profile).await;
+    app.wait("#lock-title").await;
+    app.type_into("form.lock input[name=password]", &world.password).await;
+    app.click("form.lock button[type=submit]").await;
+    app.click("#export").await;
+    app.wait("dialog #stepup-title").await;
+    app.screenshot("09-step-up").await;
+    app.type_into("dialog input[name=username]", &world.username).await;
+    app.type_into("dialog input[name=password]", &world.password).await;
+    app.type_into("dialog input[name=code]", &world.code(1)).await;
+    app.click("dialog button[type=submit]").await;
+    let saved = app.wait_text("#banner", "Saved to").await;
+    let path = saved.trim_start_matches("Saved to ").split(". Anyone").next().unwrap().to_owned();
+    let export: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(export["entry"][0]["resource"]["id"], me["id"]);
+    std::fs::remove_file(&path).unwrap();
+
+    // Sign-out: back to the sign-in screen, nothing of the record on the page, no session.
+    app.click("#sign-out").await;
+    app.wait("#signin-title").await;
+    app.assert_no_phi(&phi, "after sign-out").await;
+    assert!(!session_file.exists(), "sign-out removes the session facts");
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the app binary, tauri-driver and a display: run by `cargo xtask test` under xvfb-run"]
+async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_audit() {
+    let world = World::demo(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &world, &running);
+    let app = App::launch(&config, &dir.path().join("profile")).await;
+    app.sign_in(&world, 0).await;
+    app.click("#sync").await;
+    app.wait_text("#banner", "Synced").await;
+
+    let on_team = fixture_patient(3);
+    let family = on_team["name"][0]["family"].as_str().unwrap();
+    app.type_into("input[type=search]", family).await;
+    app.wait_text("ul.patients", family).await;
+    app.screenshot("10-clinician-search").await;
+    app.click("ul.patients button.link").await;
+    app.wait_text(".record h2", family).await;
+    app.screenshot("11-clinician-chart").await;
+
+    // A patient outside the care team, opened in an emergency with a reason.
+    let outsider = fixture_patient(15);
+    let outsider_id = outsider["id"].as_str().unwrap();
+    app.click("#nav-patients").await;
+    app.type_into("form.warning input[name=patient]", outsider_id).await;
+    app.type_into("form.warning textarea[name=reason]", "Unconscious in the emergency department").await;
+    app.click("form.warning button[type=submit]").await;
+    app.wait_text("#banner", "Emergency access granted").await;
+    app.screenshot("12-break-glass").await;
+
+    let store = world.data.open_store().unwrap();
+    let trail = carekeep_server::audit::query(&store, outsider_id, "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z").unwrap();
+    assert!(
+        trail.iter().any(|r| r.event.break_glass && r.event.user.as_deref() == Some(world.user_id.as_str())),
+        "the break-glass access is flagged in the server's audit trail"
+    );
+    app.quit().await;
+}

@@ -1,17 +1,22 @@
 //! `cargo xtask`: the commands the README gives, so a fresh Debian/Ubuntu machine needs
 //! nothing but Rust to build, test and benchmark Carekeep.
 //!
-//! - `cargo xtask test`: system packages, `cargo fmt --check`, clippy `-D warnings` (and for
-//!   the macOS and Windows presence modules, on their targets), then
-//!   every test of the workspace inside a private D-Bus session with an unlocked
-//!   gnome-keyring (the real Secret Service), and the large-cache sync test in release.
+//! - `cargo xtask test`: system packages, the UI (Vitest, type-check, Vite build), `cargo fmt
+//!   --check`, clippy `-D warnings` (and for the macOS and Windows presence modules, on their
+//!   targets), then every test of the workspace inside a private D-Bus session with an
+//!   unlocked gnome-keyring (the real Secret Service), the app's end-to-end tests under Xvfb
+//!   through tauri-driver, and the large-cache sync test in release.
 //! - `cargo xtask bench`: the criterion benchmarks of the vault, the server, sign-in and
 //!   sync in the same kind of session (each against the budgets of DESIGN.md §8).
+//! - `cargo xtask demo`: the app on a seeded demo server (see `demo.rs`); `cargo xtask totp
+//!   USER` prints a demo user's current authenticator code.
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
 
+mod demo;
 mod keyring_session;
 mod setup;
+mod ui;
 
 use std::process::{Command, ExitCode};
 
@@ -20,10 +25,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("demo") => demo::run(),
+        Some("totp") => demo::totp(args.get(1)),
         Some("setup") => setup::ensure_system_packages(),
         Some("keyring-run") => keyring_run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test | bench [FILTER] | setup | keyring-run -- CMD...>");
+            eprintln!("usage: cargo xtask <test | demo | totp USER | bench [FILTER] | setup | keyring-run -- CMD...>");
             return ExitCode::from(2);
         }
     };
@@ -41,12 +48,30 @@ type Result<T = ()> = std::result::Result<T, String>;
 
 fn test() -> Result {
     setup::ensure_system_packages()?;
+    setup::ensure_tauri_driver()?;
+    // The app embeds ui/dist at compile time: the UI is built before any cargo step.
+    ui::build(true)?;
     step("cargo fmt --check", cargo(&["fmt", "--all", "--", "--check"]))?;
     step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     check_other_platforms()?;
     let session = keyring_session::KeyringSession::new()?;
     step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
+    // The real app binary (built by the step above) under a virtual display.
+    let mut e2e = Command::new("xvfb-run");
+    e2e.args(["-a", "--server-args=-screen 0 1280x900x24"]).arg(cargo_program()).args([
+        "test",
+        "-p",
+        "carekeep-e2e",
+        "--test",
+        "app",
+        "--",
+        "--ignored",
+        "--test-threads",
+        "1",
+    ]);
+    e2e.current_dir(workspace_root());
+    step("app end-to-end tests (Xvfb, tauri-driver)", session.wrap(&e2e))?;
     // 2 000 patients through the server's schema check: minutes in debug, so in release.
     let large = ["test", "--release", "-p", "carekeep-e2e", "--test", "large_cache", "--", "--ignored"];
     step("large-cache sync test (release)", session.wrap(&cargo(&large)))?;
@@ -90,9 +115,13 @@ fn keyring_run(args: &[String]) -> Result {
 }
 
 fn cargo(args: &[&str]) -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = Command::new(cargo_program());
     command.args(args).current_dir(workspace_root());
     command
+}
+
+fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
 fn workspace_root() -> std::path::PathBuf {

@@ -6,20 +6,42 @@ use crate::Result;
 
 /// Debian/Ubuntu packages: the Secret Service (gnome-keyring) and a session bus to reach it
 /// (dbus, dbus-x11), libdbus headers for `keyring`'s Secret Service backend, OpenSSL headers
-/// for SQLCipher's crypto, and a C toolchain for the bundled SQLCipher.
-const PACKAGES: &[&str] =
-    &["gnome-keyring", "dbus", "dbus-x11", "libdbus-1-dev", "pkg-config", "libssl-dev", "build-essential"];
+/// for SQLCipher's crypto, a C toolchain for the bundled SQLCipher; for the app, Tauri 2's
+/// webview and its libraries, and for its end-to-end tests a virtual display (xvfb) and
+/// WebKitWebDriver (webkit2gtk-driver).
+const PACKAGES: &[&str] = &[
+    "gnome-keyring",
+    "dbus",
+    "dbus-x11",
+    "libdbus-1-dev",
+    "pkg-config",
+    "libssl-dev",
+    "build-essential",
+    "libwebkit2gtk-4.1-dev",
+    "libsoup-3.0-dev",
+    "libjavascriptcoregtk-4.1-dev",
+    "librsvg2-dev",
+    "libayatana-appindicator3-dev",
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
+];
 
 /// Installs whatever of [`PACKAGES`] is missing, with apt, as root or through `sudo -n`.
 pub fn ensure_system_packages() -> Result {
+    ensure_packages(PACKAGES)
+}
+
+/// Installs whatever of `packages` is missing (see [`ensure_system_packages`]).
+pub fn ensure_packages(packages: &[&str]) -> Result {
     if which("dpkg-query").is_none() {
         eprintln!(
             "xtask: not a Debian/Ubuntu system; make sure these (or your distribution's equivalents) are installed: {}",
-            PACKAGES.join(" ")
+            packages.join(" ")
         );
         return Ok(());
     }
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -69,4 +91,20 @@ fn is_root() -> bool {
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| p.is_file()))
+}
+
+/// `tauri-driver` (the WebDriver bridge to the app), installed with cargo when missing
+/// (about 35 s).
+pub fn ensure_tauri_driver() -> Result {
+    if which("tauri-driver").is_some() {
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut install = Command::new(cargo);
+    install.args(["install", "tauri-driver", "--locked"]);
+    crate::step("cargo install tauri-driver --locked", install)?;
+    if which("tauri-driver").is_none() {
+        return Err("tauri-driver was installed but is not on PATH: add ~/.cargo/bin to PATH".into());
+    }
+    Ok(())
 }

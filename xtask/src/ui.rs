@@ -1,0 +1,44 @@
+//! The app's front end (`ui/`): Node.js checked (and installed from apt when missing), the
+//! locked npm dependencies installed, then type-check, Vitest and the Vite build into
+//! `ui/dist`, which the app embeds at compile time (so this runs before any cargo build).
+
+use std::process::Command;
+
+use crate::{Result, setup, step, workspace_root};
+
+/// The oldest Node.js Vite 7 runs on.
+const NODE_MAJOR_MIN: u32 = 20;
+
+/// Builds `ui/dist` (and with `test`, runs the UI's unit tests first).
+pub fn build(test: bool) -> Result {
+    ensure_node()?;
+    let ui = workspace_root().join("ui");
+    let npm = |args: &[&str]| {
+        let mut command = Command::new("npm");
+        command.args(args).current_dir(&ui);
+        command
+    };
+    if !ui.join("node_modules").exists() || std::env::var_os("CI").is_some() {
+        step("npm ci (ui)", npm(&["ci", "--no-audit", "--no-fund"]))?;
+    }
+    if test {
+        step("vitest (ui)", npm(&["test"]))?;
+    }
+    step("tsc and vite build (ui)", npm(&["run", "build"]))
+}
+
+fn ensure_node() -> Result {
+    if setup::which("node").is_none() || setup::which("npm").is_none() {
+        setup::ensure_packages(&["nodejs", "npm"])?;
+    }
+    let version = Command::new("node").arg("--version").output().map_err(|e| format!("node: {e}"))?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let major: u32 = version.trim().trim_start_matches('v').split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major < NODE_MAJOR_MIN {
+        return Err(format!(
+            "Node.js {} is too old for the UI's build (Vite needs {NODE_MAJOR_MIN} or later): install a current Node.js (https://nodejs.org), then run again",
+            version.trim()
+        ));
+    }
+    Ok(())
+}

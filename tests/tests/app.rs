@@ -217,7 +217,9 @@ fn hostile_condition(records: &Records, patient: &str) {
         "subject": {"reference": format!("Patient/{patient}")}
     });
     let checked = records.check(condition, "Condition").unwrap();
-    records.import(DEMO_TENANT, vec![(checked, "hostile-narrative-1".to_owned())], time::OffsetDateTime::now_utc()).unwrap();
+    records
+        .import(DEMO_TENANT, vec![(checked, "hostile-narrative-1".to_owned())], time::OffsetDateTime::now_utc())
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,7 +350,8 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     app.screenshot("12-break-glass").await;
 
     let store = world.data.open_store().unwrap();
-    let trail = carekeep_server::audit::query(&store, outsider_id, "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z").unwrap();
+    let trail =
+        carekeep_server::audit::query(&store, outsider_id, "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z").unwrap();
     assert!(
         trail.iter().any(|r| r.event.break_glass && r.event.user.as_deref() == Some(world.user_id.as_str())),
         "the break-glass access is flagged in the server's audit trail"

@@ -18,8 +18,11 @@ pub fn build(test: bool) -> Result {
         command.args(args).current_dir(&ui);
         command
     };
+    // `npm install` with the committed lock installs exactly the locked versions. Not `npm
+    // ci`: npm 11 writes a lock holding only this platform's optional packages (rollup's,
+    // esbuild's) and then its own `npm ci` refuses that lock as out of sync.
     if !ui.join("node_modules").exists() || std::env::var_os("CI").is_some() {
-        step("npm ci (ui)", npm(&["ci", "--no-audit", "--no-fund"]))?;
+        step("npm install (ui, locked versions)", npm(&["install", "--no-audit", "--no-fund"]))?;
     }
     if test {
         step("vitest (ui)", npm(&["test"]))?;

@@ -73,10 +73,11 @@ impl World {
         PinSet::new(vec![pins.live, pins.backup], in_days(90)).unwrap()
     }
 
-    /// The authenticator code for `step` 30-second steps from now.
-    pub fn code(&self, step: u64) -> String {
+    /// The authenticator code for `step` 30-second steps from now (the server accepts one
+    /// step either side, each step once: three sign-ins at most in one window).
+    pub fn code(&self, step: i64) -> String {
         let totp = totp_rs::Builder::new().with_secret(self.totp_secret.as_slice()).build().unwrap();
-        totp.generate(now_unix() + 30 * step).to_string()
+        totp.generate(now_unix().saturating_add_signed(30 * step)).to_string()
     }
 }
 
@@ -106,7 +107,7 @@ impl Device {
         world: &World,
         running: &Running,
         clock: Arc<dyn Clock>,
-        step: u64,
+        step: i64,
     ) -> Result<Account, Error> {
         self.sign_in_at(world, running.url(), clock, step).await
     }
@@ -117,7 +118,7 @@ impl Device {
         world: &World,
         url: ServerUrl,
         clock: Arc<dyn Clock>,
-        step: u64,
+        step: i64,
     ) -> Result<Account, Error> {
         let password = Password::new(world.password.as_str());
         let request = SignIn {

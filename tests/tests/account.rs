@@ -253,3 +253,32 @@ async fn idle_and_background_lock_drop_the_key_and_export_needs_step_up() {
         assert!(actions.iter().any(|a| a.contains(reason)), "{reason} lock audited: {actions:?}");
     }
 }
+
+/// A lost phone: the user lists their devices, signs the other one out (its next contact
+/// erases its copy), and later signs out everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_are_listed_another_is_signed_out_and_sign_out_everywhere_ends_them_all() {
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let (laptop, phone, tablet) = (Device::new(), Device::new(), Device::new());
+    // Three sign-ins in one window: the codes of the step before, this one and the next.
+    let mut on_laptop = laptop.sign_in(&world, &running, Arc::new(SystemClock), -1).await.unwrap();
+    let mut on_phone = phone.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let devices = on_laptop.devices().await.unwrap();
+    assert_eq!(devices.len(), 2);
+    let this = devices.iter().find(|d| d.current).unwrap();
+    let other = devices.iter().find(|d| !d.current).unwrap();
+    assert!(matches!(on_laptop.revoke_device(&this.id).await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(on_laptop.revoke_device("../policy").await, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(on_laptop.revoke_device("dev-nobody").await, Err(Error::InvalidArgument { .. })));
+    on_laptop.revoke_device(&other.id).await.unwrap();
+    // The phone's next contact: signed out, its copy erased.
+    assert!(matches!(on_phone.sync(&mut |_| {}).await, Err(Error::DeviceRevoked)));
+    assert!(!phone.profile.has_vault());
+    drop(on_phone);
+
+    let mut on_tablet = tablet.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
+    let out = on_laptop.sign_out_everywhere().await.unwrap();
+    assert!(out.revoked_at_server);
+    assert!(matches!(on_tablet.sync(&mut |_| {}).await, Err(Error::DeviceRevoked)));
+}

@@ -9,8 +9,8 @@
 //!
 //! A patient signs in with a TOTP code, syncs, sees lab charts; a record whose narrative
 //! carries `<script>` and `onerror=` runs nothing; the idle lock (a one-minute tenant
-//! policy) leaves no PHI in the page; the password unlocks; export asks for step-up; sign-out
-//! wipes. A clinician searches the care team and opens a record under break-glass, which the
+//! policy) and the OS screen lock leave no PHI in the page; the password unlocks; export
+//! asks for step-up; sign-out wipes. A clinician searches the care team and opens a record under break-glass, which the
 //! server's audit trail flags. Each main screen is saved under `target/e2e-screenshots/`.
 #![allow(missing_docs)]
 
@@ -166,7 +166,7 @@ impl App {
         }
     }
 
-    async fn sign_in(&self, world: &World, step: u64) {
+    async fn sign_in(&self, world: &World, step: i64) {
         self.type_into("form input[name=username]", &world.username).await;
         self.type_into("form input[name=password]", &world.password).await;
         self.type_into("form input[name=code]", &world.code(step)).await;
@@ -285,6 +285,15 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.type_into("form.lock input[name=password]", &world.password).await;
     app.click("form.lock button[type=submit]").await;
     app.wait_text(".record h2", phi[0].as_str()).await;
+    // The OS locks the screen (the screensaver's signal on the session bus): so does the app.
+    let signal = Command::new("dbus-send")
+        .args(["--session", "--type=signal", "/org/freedesktop/ScreenSaver"])
+        .args(["org.freedesktop.ScreenSaver.ActiveChanged", "boolean:true"])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    app.wait("#lock-title").await;
+    app.assert_no_phi(&phi, "after the OS screen lock").await;
     app.quit().await;
 
     // Ten minutes after the last full sign-in (the session file says when), export asks

@@ -8,7 +8,7 @@ use carekeep_core::net::{Server, Tokens};
 use carekeep_e2e::{PASSWORD, Running, World};
 use carekeep_protocol::auth::Role;
 
-async fn sign_in(world: &World, server: &Server, step: u64) -> Result<Tokens, Error> {
+async fn sign_in(world: &World, server: &Server, step: i64) -> Result<Tokens, Error> {
     let challenge = server.login(&world.username, PASSWORD).await?;
     server.verify_code(challenge, &world.code(step), "e2e laptop").await
 }

@@ -73,6 +73,16 @@ export interface SecurityView {
   platform_notes: string[];
 }
 
+export interface DeviceInfo {
+  id: string;
+  name: string;
+  created_at: number;
+  last_seen: number;
+  revoked: boolean;
+  wipe: boolean;
+  current: boolean;
+}
+
 export type Reading =
   | { kind: "blood-pressure"; systolic: number; diastolic: number }
   | { kind: "glucose"; mmol_per_l: number };
@@ -113,4 +123,7 @@ export const api = {
   resolveWrite: (seq: number, keepMine: boolean) => invoke<void>("resolve_write", { seq, keepMine }),
   security: () => invoke<SecurityView>("security"),
   setLockOnBlur: (on: boolean) => invoke<void>("set_lock_on_blur", { on }),
+  devices: () => invoke<DeviceInfo[]>("devices"),
+  revokeDevice: (deviceId: string) => invoke<void>("revoke_device", { deviceId }),
+  signOutEverywhere: () => invoke<void>("sign_out_everywhere"),
 };

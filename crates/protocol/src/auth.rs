@@ -133,3 +133,25 @@ mod tests {
         }
     }
 }
+
+/// A device as its owner (or their admin) sees it in `GET /devices`: opaque ids and the
+/// name given at sign-in, no PHI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub id: String,
+    /// Whose device it is.
+    pub user_id: String,
+    /// The name given at sign-in.
+    pub name: String,
+    /// When it signed in (Unix seconds).
+    pub created_at: i64,
+    /// Last activity (Unix seconds).
+    pub last_seen: i64,
+    /// Signed out by the server.
+    pub revoked: bool,
+    /// Flagged to erase its cache.
+    pub wipe: bool,
+    /// Whether it is the device making the request.
+    pub current: bool,
+}

@@ -42,6 +42,9 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Syn
         writes::resolve_write,
         security::security,
         security::set_lock_on_blur,
+        security::devices,
+        security::revoke_device,
+        security::sign_out_everywhere,
     ]
 }
 

@@ -25,4 +25,7 @@ pub const ALL: &[&str] = &[
     "logout",
     "security",
     "set_lock_on_blur",
+    "devices",
+    "revoke_device",
+    "sign_out_everywhere",
 ];

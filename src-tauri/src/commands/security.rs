@@ -1,6 +1,7 @@
-//! The security settings screen: the timeouts in force and what this platform can and
-//! cannot protect, said plainly.
+//! The security settings screen: the timeouts in force, what this platform can and cannot
+//! protect (said plainly), and the user's devices.
 
+use carekeep_protocol::auth::DeviceInfo;
 use serde::Serialize;
 use tauri::State;
 
@@ -42,4 +43,29 @@ pub async fn security(shell: State<'_, Shell>) -> CommandResult<SecurityView> {
 #[allow(clippy::needless_pass_by_value)] // Tauri hands commands their State by value.
 pub fn set_lock_on_blur(shell: State<'_, Shell>, on: bool) {
     shell.set_lock_on_blur(on);
+}
+
+/// The user's devices at the server, this one marked.
+#[tauri::command]
+pub async fn devices(shell: State<'_, Shell>) -> CommandResult<Vec<DeviceInfo>> {
+    Ok(account(&shell).await?.devices().await?)
+}
+
+/// Signs another of the user's devices out (a lost phone): it erases its copy at its next
+/// contact.
+#[tauri::command]
+pub async fn revoke_device(shell: State<'_, Shell>, device_id: String) -> CommandResult<()> {
+    Ok(account(&shell).await?.revoke_device(&device_id).await?)
+}
+
+/// Signs out every device of the user, this one last; the UI wipes its views.
+#[tauri::command]
+pub async fn sign_out_everywhere(shell: State<'_, Shell>) -> CommandResult<()> {
+    let mut slot = shell.account.lock().await;
+    shell.ensure_open(&mut slot)?;
+    let account = slot.take().expect("opened");
+    account.sign_out_everywhere().await?;
+    drop(slot);
+    shell.notify_locked(crate::views::LockNotice { reason: "manual" });
+    Ok(())
 }

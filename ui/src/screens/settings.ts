@@ -1,6 +1,6 @@
 // Pending writes (with conflicts side by side), the access log, and security settings.
 import { api, type FhirResource } from "../api";
-import { announce, showError } from "../app";
+import { announce, refresh, showError } from "../app";
 import { el } from "../dom";
 import { formatDate, minutes, summary } from "../fhir";
 
@@ -90,4 +90,44 @@ export async function securityPanel(into: HTMLElement): Promise<void> {
     el("h3", {}, "On this system"),
     el("ul", {}, ...security.platform_notes.map((note) => el("li", {}, note))),
   );
+  await devicesSection(into);
+}
+
+/** The user's devices: sign a lost one out, or sign out everywhere. */
+async function devicesSection(into: HTMLElement): Promise<void> {
+  const section = el("section", { "aria-labelledby": "devices-title" }, el("h3", { id: "devices-title" }, "Your devices"));
+  into.append(section);
+  let devices;
+  try {
+    devices = await api.devices();
+  } catch (e) {
+    section.append(el("p", { class: "muted" }, "The device list needs a connection to the server."));
+    showError(e);
+    return;
+  }
+  const list = el("ul", { class: "items" });
+  for (const device of devices) {
+    const state = device.current ? "This device" : device.revoked ? "Signed out" : `Last used ${formatDate(new Date(device.last_seen * 1000).toISOString())}`;
+    const item = el("li", {}, el("span", { class: "title" }, device.name), el("span", { class: "detail" }, state));
+    if (!device.current && !device.revoked) {
+      const revoke = el("button", { type: "button", class: "secondary" }, "Sign out this device");
+      revoke.addEventListener("click", () => {
+        api.revokeDevice(device.id).then(() => {
+          announce(`${device.name} is signed out; it erases its copy of the records when it next connects.`);
+          into.replaceChildren();
+          void securityPanel(into);
+        }, showError);
+      });
+      item.append(el("div", { class: "actions" }, revoke));
+    }
+    list.append(item);
+  }
+  const everywhere = el("button", { type: "button", class: "danger", id: "sign-out-everywhere" }, "Sign out everywhere");
+  everywhere.addEventListener("click", () => {
+    api.signOutEverywhere().then(async () => {
+      await refresh();
+      announce("Signed out on every device.");
+    }, showError);
+  });
+  section.append(list, everywhere);
 }

@@ -17,6 +17,7 @@
 
 mod activity;
 mod audit_queue;
+mod devices;
 mod facts;
 mod reading;
 pub mod sync;

@@ -3,7 +3,9 @@
 
 use base64::Engine as _;
 use carekeep_protocol::Secret;
-use carekeep_protocol::auth::{LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse};
+use carekeep_protocol::auth::{
+    DeviceInfo, LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse,
+};
 use carekeep_protocol::pins::PinSet;
 use carekeep_protocol::policy::{Policy, SignedPolicy};
 use serde::de::DeserializeOwned;
@@ -218,6 +220,27 @@ impl Server {
         let mut url = self.url.join("/sync/removed");
         url.query_pairs_mut().append_pair("after", &after.to_string());
         self.send(self.http.get(url).bearer_auth(access_token.expose())).await
+    }
+
+    /// The caller's devices (signed in, or signed out by the server), this one marked.
+    pub async fn devices(&self, access_token: &Secret) -> Result<Vec<DeviceInfo>> {
+        self.send(self.http.get(self.url.join("/devices")).bearer_auth(access_token.expose())).await
+    }
+
+    /// Signs one of the caller's devices out (it erases its cache at its next contact).
+    pub async fn revoke_device(&self, access_token: &Secret, device_id: &str) -> Result<()> {
+        // An id is the server's opaque token: nothing in it may change the path.
+        if device_id.is_empty() || !device_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Error::InvalidArgument { what: "device", problem: "not a device id" });
+        }
+        let path = format!("/devices/{device_id}/revoke");
+        let request = self.http.post(self.url.join(&path)).bearer_auth(access_token.expose());
+        let response = self.exchange(request).await?;
+        match response.status().as_u16() {
+            200..=299 => Ok(()),
+            404 => Err(Error::InvalidArgument { what: "device", problem: "there is no such device of yours" }),
+            _ => Err(refusal(response).await),
+        }
     }
 
     /// Uploads a batch of this device's audit records.

@@ -120,26 +120,7 @@ pub struct Enrollment {
     pub qr_png_base64: String,
 }
 
-/// A device as its owner (or their admin) sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DeviceInfo {
-    /// The device id.
-    pub id: String,
-    /// Whose device it is.
-    pub user_id: String,
-    /// The name given at sign-in.
-    pub name: String,
-    /// When it signed in (Unix seconds).
-    pub created_at: i64,
-    /// Last activity (Unix seconds).
-    pub last_seen: i64,
-    /// Signed out by the server.
-    pub revoked: bool,
-    /// Flagged to erase its cache.
-    pub wipe: bool,
-    /// Whether it is the device making the request.
-    pub current: bool,
-}
+pub use carekeep_protocol::auth::DeviceInfo;
 
 /// The sign-in service.
 pub struct Auth {

@@ -201,7 +201,7 @@ impl Account {
     /// One server call with a current access token: refreshed once if it expired, retried
     /// with back-off while the failure is transient, and acted on (wipe, pin mismatch) by
     /// [`Account::after_server`].
-    async fn call<T, F, Fut>(&mut self, report: &mut SyncReport, f: F) -> Result<T>
+    pub(super) async fn call<T, F, Fut>(&mut self, report: &mut SyncReport, f: F) -> Result<T>
     where
         F: Fn(Server, Secret) -> Fut,
         Fut: Future<Output = Result<T>>,

@@ -2,6 +2,7 @@
 //! 127.0.0.1, serving a fresh data directory with one tenant and one user, and the pins and
 //! codes a client needs to reach it.
 
+pub mod app_driver;
 pub mod proxy;
 
 use std::sync::Arc;

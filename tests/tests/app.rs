@@ -4,7 +4,7 @@
 //! and runs this inside `xvfb-run` and a private keyring session:
 //!
 //! ```sh
-//! cargo xtask keyring-run -- xvfb-run -a cargo test -p carekeep-e2e --test app -- --ignored
+//! cargo xtask keyring-run -- xvfb-run -a cargo test --workspace --test app -- --ignored --test-threads 1
 //! ```
 //!
 //! A patient signs in with a TOTP code, syncs, sees lab charts; a record whose narrative
@@ -15,14 +15,15 @@
 #![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use carekeep_e2e::app_driver::{App, write_config};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Records;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{Value, json};
 
 const DEMO_TENANT: &str = carekeep_server::seed::DEMO_TENANT;
@@ -63,139 +64,6 @@ fn sentinels(patient: &Value) -> Vec<String> {
         shown,
         patient["identifier"][0]["value"].as_str().unwrap().to_owned(),
     ]
-}
-
-/// Where the build put things: this test runs from `target/<profile>/deps/`.
-fn target_dir() -> (PathBuf, PathBuf) {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let target = profile_dir.parent().unwrap().to_path_buf();
-    (profile_dir, target)
-}
-
-/// The app, started by tauri-driver with its own profile and server configuration.
-struct App {
-    client: Client,
-    driver: Child,
-    shots: PathBuf,
-}
-
-impl App {
-    async fn launch(config: &Path, profile: &Path) -> Self {
-        let (profile_dir, target) = target_dir();
-        let binary = profile_dir.join("carekeep-app");
-        assert!(binary.exists(), "build the app first: cargo build -p carekeep-app ({})", binary.display());
-        let port = free_port();
-        let driver = Command::new("tauri-driver")
-            .args(["--port", &port.to_string(), "--native-port", &free_port().to_string()])
-            .env("CAREKEEP_SERVER_CONFIG", config)
-            .env("CAREKEEP_PROFILE", profile)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tauri-driver is not installed: cargo install tauri-driver --locked");
-        let capabilities = json!({"browserName": "wry", "tauri:options": {"application": binary}});
-        let capabilities = capabilities.as_object().unwrap().clone();
-        let mut client = None;
-        for _ in 0..100 {
-            let builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await;
-            if let Ok(connected) = builder {
-                client = Some(connected);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let client = client.expect("tauri-driver did not start the app");
-        let shots = target.join("e2e-screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
-        Self { client, driver, shots }
-    }
-
-    /// Waits for an element (the UI renders after async calls to the core).
-    async fn wait(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
-    }
-
-    /// Waits until the element's text contains `needle`.
-    async fn wait_text(&self, css: &str, needle: &str) -> String {
-        for _ in 0..150 {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await
-                && let Ok(text) = element.text().await
-                && text.contains(needle)
-            {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("{css} never said {needle:?}; the page: {}", self.client.source().await.unwrap_or_default());
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let field = self.wait(css).await;
-        field.clear().await.unwrap();
-        field.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.wait(css).await.click().await.unwrap();
-    }
-
-    /// Saves a screenshot once rendering has settled.
-    async fn screenshot(&self, name: &str) {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let png = self.client.screenshot().await.unwrap();
-        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
-    }
-
-    async fn source(&self) -> String {
-        self.client.source().await.unwrap()
-    }
-
-    async fn assert_no_phi(&self, sentinels: &[String], when: &str) {
-        let source = self.source().await;
-        for sentinel in sentinels {
-            assert!(!source.contains(sentinel.as_str()), "{when}: the page still shows {sentinel:?}");
-        }
-    }
-
-    async fn sign_in(&self, world: &World, step: i64) {
-        self.type_into("form input[name=username]", &world.username).await;
-        self.type_into("form input[name=password]", &world.password).await;
-        self.type_into("form input[name=code]", &world.code(step)).await;
-        self.click("form button[type=submit]").await;
-    }
-
-    async fn quit(self) {
-        let Self { client, mut driver, .. } = self;
-        let _ = client.close().await;
-        let _ = driver.kill();
-        let _ = driver.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The app's `server.json` for `running`, pinned to the world's keys.
-fn write_config(dir: &Path, world: &World, running: &Running) -> PathBuf {
-    let pins = world.data.pins().unwrap();
-    let config = json!({
-        "server": running.url().as_str(),
-        "pins": [pins.live.to_string(), pins.backup.to_string()],
-        "pins_expire": "2099-01-01",
-    });
-    let path = dir.join("server.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    path
 }
 
 fn records(world: &World) -> Records {

@@ -10,7 +10,7 @@ export const views = {
 };
 
 /** Set by each screen: what to show for a session. */
-type Router = (session: SessionView) => void;
+type Router = (session: SessionView) => void | Promise<void>;
 let route: Router = () => {};
 
 export function setRouter(router: Router): void {
@@ -33,10 +33,10 @@ export function wipe(): void {
   window.getSelection()?.removeAllRanges();
 }
 
-/** Asks the core where things stand and shows that screen. */
+/** Asks the core where things stand and shows that screen (resolves once it is shown). */
 export async function refresh(): Promise<void> {
   try {
-    route(await api.session());
+    await route(await api.session());
   } catch (e) {
     showError(e);
   }

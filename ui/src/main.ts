@@ -6,10 +6,10 @@ import { refresh, setRouter, showError, wipe } from "./app";
 import { homeScreen } from "./screens/home";
 import { lockScreen, signInScreen, wipedScreen } from "./screens/session";
 
-function route(session: SessionView): void {
+async function route(session: SessionView): Promise<void> {
   switch (session.state) {
     case "unlocked":
-      void homeScreen(session).catch(showError);
+      await homeScreen(session).catch(showError);
       break;
     case "locked":
       lockScreen(session);

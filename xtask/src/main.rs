@@ -7,7 +7,8 @@
 //!   unlocked gnome-keyring (the real Secret Service), the app's end-to-end tests under Xvfb
 //!   through tauri-driver, and the large-cache sync test in release.
 //! - `cargo xtask bench`: the criterion benchmarks of the vault, the server, sign-in and
-//!   sync in the same kind of session (each against the budgets of DESIGN.md §8).
+//!   sync in the same kind of session, then the app's size, start and idle memory on its
+//!   release build under Xvfb (each against the budgets of DESIGN.md §8).
 //! - `cargo xtask demo`: the app on a seeded demo server (see `demo.rs`); `cargo xtask totp
 //!   USER` prints a demo user's current authenticator code.
 //! - `cargo xtask setup`: only the system packages.
@@ -57,12 +58,13 @@ fn test() -> Result {
     let session = keyring_session::KeyringSession::new()?;
     step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
-    // The real app binary (built by the step above) under a virtual display.
+    // The real app binary under a virtual display (tests of other packages do not build it).
+    step("cargo build -p carekeep-app", cargo(&["build", "-p", "carekeep-app"]))?;
     let mut e2e = Command::new("xvfb-run");
+    // `--workspace`, like the step above, so features resolve the same and nothing rebuilds.
     e2e.args(["-a", "--server-args=-screen 0 1280x900x24"]).arg(cargo_program()).args([
         "test",
-        "-p",
-        "carekeep-e2e",
+        "--workspace",
         "--test",
         "app",
         "--",
@@ -94,6 +96,8 @@ fn check_other_platforms() -> Result {
 
 fn bench(filter: &[String]) -> Result {
     setup::ensure_system_packages()?;
+    setup::ensure_tauri_driver()?;
+    ui::build(false)?;
     let session = keyring_session::KeyringSession::new()?;
     for (package, bench) in
         [("carekeep-core", "vault"), ("carekeep-server", "server"), ("carekeep-e2e", "login"), ("carekeep-e2e", "sync")]
@@ -102,7 +106,14 @@ fn bench(filter: &[String]) -> Result {
         args.extend(filter.iter().map(String::as_str));
         step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;
     }
-    Ok(())
+    // The app's size, start and memory: the release binary, under a virtual display.
+    step("cargo build --release -p carekeep-app", cargo(&["build", "--release", "-p", "carekeep-app"]))?;
+    let mut app = Command::new("xvfb-run");
+    app.args(["-a", "--server-args=-screen 0 1280x900x24"])
+        .arg(cargo_program())
+        .args(["bench", "-p", "carekeep-e2e", "--bench", "app"])
+        .current_dir(workspace_root());
+    step("cargo bench app (Xvfb, tauri-driver)", session.wrap(&app))
 }
 
 fn keyring_run(args: &[String]) -> Result {

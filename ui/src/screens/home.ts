@@ -109,10 +109,10 @@ function breakGlassForm(): HTMLElement {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    void withStepUp(() => api.breakGlass(patient.value.trim(), reason.value), "Emergency access").then((count) => {
+    void withStepUp(() => api.breakGlass(patient.value.trim(), reason.value), "Emergency access").then(async (count) => {
       if (count !== undefined) {
-        announce(`Emergency access granted: ${count} records downloaded. This access is flagged for review.`);
-        void refresh();
+        await refresh();
+        announce(`Emergency access granted: ${count} records downloaded. Every view is flagged for review; the record leaves this device when the access ends.`);
       }
     });
   });

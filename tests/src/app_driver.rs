@@ -1,0 +1,156 @@
+//! The real app driven through WebDriver: `tauri-driver` (which starts WebKitWebDriver,
+//! which starts the app binary) and the Rust client `fantoccini`, for the app's end-to-end
+//! tests and its start-up benchmark. Needs a display (`xvfb-run`) and `tauri-driver` on PATH.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::{Running, World};
+
+/// Where the build put things (`target/<profile>`, `target`): tests and benches run from
+/// `target/<profile>/deps/`.
+pub fn target_dir() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let target = profile_dir.parent().unwrap().to_path_buf();
+    (profile_dir, target)
+}
+
+/// The app, started by tauri-driver with its own profile and server configuration.
+pub struct App {
+    /// The WebDriver session.
+    pub client: Client,
+    driver: Child,
+    shots: PathBuf,
+}
+
+impl App {
+    /// Starts tauri-driver (and so the app built beside this test) with `config` and
+    /// `profile`, and opens a WebDriver session.
+    pub async fn launch(config: &Path, profile: &Path) -> Self {
+        let (profile_dir, target) = target_dir();
+        let binary = profile_dir.join("carekeep-app");
+        assert!(binary.exists(), "build the app first: cargo build -p carekeep-app ({})", binary.display());
+        let port = free_port();
+        let driver = Command::new("tauri-driver")
+            .args(["--port", &port.to_string(), "--native-port", &free_port().to_string()])
+            .env("CAREKEEP_SERVER_CONFIG", config)
+            .env("CAREKEEP_PROFILE", profile)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tauri-driver is not installed: cargo install tauri-driver --locked");
+        let capabilities = json!({"browserName": "wry", "tauri:options": {"application": binary}});
+        let capabilities = capabilities.as_object().unwrap().clone();
+        let mut client = None;
+        for _ in 0..100 {
+            let builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+            if let Ok(connected) = builder {
+                client = Some(connected);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let client = client.expect("tauri-driver did not start the app");
+        let shots = target.join("e2e-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Self { client, driver, shots }
+    }
+
+    /// Waits for an element (the UI renders after async calls to the core).
+    pub async fn wait(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
+    }
+
+    /// Waits until the element's text contains `needle`.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        for _ in 0..150 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+                && text.contains(needle)
+            {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{css} never said {needle:?}; the page: {}", self.client.source().await.unwrap_or_default());
+    }
+
+    /// Types `text` into the field `css` (cleared first).
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let field = self.wait(css).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    /// Clicks the element `css` once it appears.
+    pub async fn click(&self, css: &str) {
+        self.wait(css).await.click().await.unwrap();
+    }
+
+    /// Saves a screenshot once rendering has settled.
+    pub async fn screenshot(&self, name: &str) {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// The page's source now.
+    pub async fn source(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+
+    /// Fails if the page holds any of `sentinels`.
+    pub async fn assert_no_phi(&self, sentinels: &[String], when: &str) {
+        let source = self.source().await;
+        for sentinel in sentinels {
+            assert!(!source.contains(sentinel.as_str()), "{when}: the page still shows {sentinel:?}");
+        }
+    }
+
+    /// Fills and submits the sign-in form with `world`'s user and the code `step` steps away.
+    pub async fn sign_in(&self, world: &World, step: i64) {
+        self.type_into("form input[name=username]", &world.username).await;
+        self.type_into("form input[name=password]", &world.password).await;
+        self.type_into("form input[name=code]", &world.code(step)).await;
+        self.click("form button[type=submit]").await;
+    }
+
+    /// Ends the session (the app exits) and tauri-driver.
+    pub async fn quit(self) {
+        let Self { client, mut driver, .. } = self;
+        let _ = client.close().await;
+        let _ = driver.kill();
+        let _ = driver.wait();
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The app's `server.json` for `running`, pinned to the world's keys.
+pub fn write_config(dir: &Path, world: &World, running: &Running) -> PathBuf {
+    let pins = world.data.pins().unwrap();
+    let config = json!({
+        "server": running.url().as_str(),
+        "pins": [pins.live.to_string(), pins.backup.to_string()],
+        "pins_expire": "2099-01-01",
+    });
+    let path = dir.join("server.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}

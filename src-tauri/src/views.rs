@@ -3,7 +3,6 @@
 
 use carekeep_core::Error;
 use carekeep_core::account::Status;
-use carekeep_core::session::State;
 use serde::Serialize;
 
 /// The session as the UI needs it to pick a screen.
@@ -27,7 +26,7 @@ impl SessionView {
     /// The view of an account's status.
     pub fn of(status: &Status) -> Self {
         Self {
-            state: state_name(status.state),
+            state: status.state.as_str(),
             role: Some(status.role.as_str()),
             server: status.server.clone(),
             last_sync_unix: status.last_sync_unix,
@@ -46,16 +45,6 @@ impl SessionView {
             pending_writes: None,
             idle_lock_secs: 0,
         }
-    }
-}
-
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::SignedOut => "signed-out",
-        State::Unlocked => "unlocked",
-        State::Locked => "locked",
-        State::ReauthRequired => "reauth-required",
-        State::Wiped => "wiped",
     }
 }
 

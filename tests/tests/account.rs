@@ -22,6 +22,10 @@ async fn revoke_from_elsewhere(world: &World, token: &carekeep_protocol::Secret,
     assert!(auth.revoke(&me, &me.device_id.clone(), wipe).await.unwrap());
 }
 
+/// A patient record written straight into a vault.
+const PATIENT_P1: &str =
+    r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00Z"}}"#;
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -94,11 +98,7 @@ async fn past_the_windows_only_a_full_sign_in_unlocks_and_it_reopens_the_same_va
     let device = Device::new();
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
     let mut account = device.sign_in(&world, &running, clock.clone(), 0).await.unwrap();
-    account
-        .store()
-        .unwrap()
-        .put(r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00Z"}}"#)
-        .unwrap();
+    account.store().unwrap().put(PATIENT_P1).unwrap();
     drop(account);
 
     clock.advance(std::time::Duration::from_secs(13 * 3600));
@@ -214,11 +214,7 @@ async fn idle_and_background_lock_drop_the_key_and_export_needs_step_up() {
     let device = Device::new();
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
     let mut account = device.sign_in(&world, &running, clock.clone(), 0).await.unwrap();
-    account
-        .store()
-        .unwrap()
-        .put(r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00Z"}}"#)
-        .unwrap();
+    account.store().unwrap().put(PATIENT_P1).unwrap();
     let bundle: serde_json::Value = serde_json::from_str(&account.export_patient("p1").unwrap()).unwrap();
     assert_eq!(
         (bundle["type"].as_str(), bundle["entry"][0]["resource"]["id"].as_str()),

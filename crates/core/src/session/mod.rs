@@ -41,6 +41,19 @@ pub enum State {
     Wiped,
 }
 
+impl State {
+    /// The state's name, as audit records and the app's screens use it (`locked`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::SignedOut => "signed-out",
+            State::Unlocked => "unlocked",
+            State::Locked => "locked",
+            State::ReauthRequired => "reauth-required",
+            State::Wiped => "wiped",
+        }
+    }
+}
+
 /// Why the state changed; it names the transition in the audit record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -437,7 +450,7 @@ impl Session {
             ip: None,
             action: match reason {
                 Reason::PinMismatch => carekeep_protocol::sync::CONNECTION_REFUSED.to_owned(),
-                _ => format!("session {} ({})", state_name(to), reason.as_str()),
+                _ => format!("session {} ({})", to.as_str(), reason.as_str()),
             },
             resource_type: None,
             resource_id: None,
@@ -451,19 +464,9 @@ impl Session {
     }
 }
 
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::SignedOut => "signed-out",
-        State::Unlocked => "unlocked",
-        State::Locked => "locked",
-        State::ReauthRequired => "reauth-required",
-        State::Wiped => "wiped",
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Reason, State, state_name};
+    use super::{Reason, State};
 
     /// The server appends only actions of the shared vocabulary: every transition this
     /// session can record must be one.
@@ -504,7 +507,7 @@ mod tests {
                 | Reason::PinMismatch => {}
             }
             for state in states {
-                let action = format!("session {} ({})", state_name(state), reason.as_str());
+                let action = format!("session {} ({})", state.as_str(), reason.as_str());
                 assert!(carekeep_protocol::sync::is_device_action(&action), "{action}");
             }
         }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use carekeep_core::account::Account;
 use tauri::{AppHandle, Manager, Window, WindowEvent};
 
 use crate::shell::Shell;
@@ -20,68 +21,42 @@ pub fn start(app: &AppHandle) {
             let shell = ticker.state::<Shell>();
             // Busy (a sync, a sign-in): the next tick applies the timers.
             let Ok(mut slot) = shell.account.try_lock() else { continue };
-            if slot.as_mut().is_some_and(carekeep_core::account::Account::tick) {
+            if slot.as_mut().is_some_and(Account::tick) {
                 drop(slot);
                 shell.notify_locked(LockNotice { reason: "idle" });
             }
         }
     });
     let watcher = app.clone();
-    crate::platform::watch_os_lock(move || {
-        let app = watcher.clone();
-        tauri::async_runtime::spawn(async move {
-            let shell = app.state::<Shell>();
-            let locked = shell.account.lock().await.as_mut().is_some_and(carekeep_core::account::Account::os_locked);
-            if locked {
-                shell.notify_locked(LockNotice { reason: "os-locked" });
-            }
-        });
-    });
+    crate::platform::watch_os_lock(move || apply(&watcher, Account::os_locked, "os-locked"));
 }
 
 /// Window events: minimise and focus loss may lock; protection is re-applied on return.
 pub fn on_window_event(window: &Window, event: &WindowEvent) {
     match event {
         WindowEvent::Resized(_) if window.is_minimized().unwrap_or(false) => {
-            report(window, Background::Minimised);
+            apply(window.app_handle(), Account::backgrounded, "background");
         }
         WindowEvent::Focused(false) if window.state::<Shell>().lock_on_blur() => {
-            report(window, Background::FocusLost);
+            apply(window.app_handle(), Account::backgrounded, "focus-lost");
         }
         WindowEvent::Focused(true) => {
             // Some systems drop content protection across minimise and restore.
             crate::window::protect(window);
-            let app = window.app_handle().clone();
-            tauri::async_runtime::spawn(async move {
-                let shell = app.state::<Shell>();
-                let locked =
-                    shell.account.lock().await.as_mut().is_some_and(carekeep_core::account::Account::foregrounded);
-                if locked {
-                    shell.notify_locked(LockNotice { reason: "background" });
-                }
-            });
+            apply(window.app_handle(), Account::foregrounded, "background");
         }
         _ => {}
     }
 }
 
-/// How the window left the person's view.
-#[derive(Clone, Copy)]
-enum Background {
-    Minimised,
-    FocusLost,
-}
-
-fn report(window: &Window, how: Background) {
-    let app = window.app_handle().clone();
+/// Reports a lifecycle `event` to the account (if one is open) on the async runtime; if the
+/// core locked because of it, tells the UI to wipe its views, naming `reason`.
+fn apply(app: &AppHandle, event: fn(&mut Account) -> bool, reason: &'static str) {
+    let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let shell = app.state::<Shell>();
-        let locked = shell.account.lock().await.as_mut().is_some_and(carekeep_core::account::Account::backgrounded);
+        let locked = shell.account.lock().await.as_mut().is_some_and(event);
         if locked {
-            let reason = match how {
-                Background::Minimised => "background",
-                Background::FocusLost => "focus-lost",
-            };
             shell.notify_locked(LockNotice { reason });
         }
     });

@@ -80,6 +80,16 @@ impl World {
         let totp = totp_rs::Builder::new().with_secret(self.totp_secret.as_slice()).build().unwrap();
         totp.generate(now_unix().saturating_add_signed(30 * step)).to_string()
     }
+
+    /// From now on the user's authenticator is the one `shown` (an `otpauth://` URI as in
+    /// the QR code, or the base32 key to type): [`World::code`] answers with its codes.
+    pub fn scan_authenticator(&mut self, shown: &str) {
+        self.totp_secret = if shown.starts_with("otpauth://") {
+            totp_rs::Totp::from_url(shown).unwrap().secret().to_vec()
+        } else {
+            totp_bytes(&shown.replace(' ', ""))
+        };
+    }
 }
 
 /// A device: a profile directory of its own and a keychain service of its own.

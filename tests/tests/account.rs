@@ -278,3 +278,38 @@ async fn devices_are_listed_another_is_signed_out_and_sign_out_everywhere_ends_t
     assert!(out.revoked_at_server);
     assert!(matches!(on_tablet.sync(&mut |_| {}).await, Err(Error::DeviceRevoked)));
 }
+
+/// Replacing the authenticator: only inside the step-up window, the old one works until a
+/// code from the new one is confirmed, and afterwards only the new one signs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_authenticator_replaces_the_old_one_only_once_confirmed() {
+    use std::time::Duration;
+    let mut world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
+    let mut account = device.sign_in(&world, &running, clock.clone(), -1).await.unwrap();
+
+    assert!(matches!(account.confirm_authenticator(&world.code(0)).await, Err(Error::NoPendingAuthenticator)));
+    assert!(matches!(account.confirm_authenticator("12x456").await, Err(Error::BadCode)));
+    let enrollment = account.begin_authenticator_change().await.unwrap();
+    assert!(enrollment.otpauth_uri.expose().starts_with("otpauth://totp/"));
+    assert!(enrollment.qr_png_base64.expose().starts_with("iVBORw0KGgo"), "a PNG");
+    assert!(!format!("{enrollment:?}").contains("otpauth://"), "the secret never reaches a log");
+    // A code from the old authenticator does not confirm the new one.
+    assert!(matches!(account.confirm_authenticator(&world.code(0)).await, Err(Error::BadCode)));
+    let old_code = world.code(1);
+    world.scan_authenticator(enrollment.otpauth_uri.expose());
+    account.confirm_authenticator(&world.code(0)).await.unwrap();
+
+    // The old authenticator no longer signs in; the new one does.
+    let elsewhere = Device::new();
+    let server = carekeep_core::net::Server::connect(running.url(), world.pins()).unwrap();
+    let challenge = server.login(&world.username, &world.password).await.unwrap();
+    assert!(matches!(server.verify_code(challenge, &old_code, "old phone").await, Err(Error::BadCode)));
+    elsewhere.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
+
+    // Past the step-up window, starting another change needs a full sign-in first.
+    clock.advance(Duration::from_secs(301));
+    assert!(matches!(account.begin_authenticator_change().await, Err(Error::StepUpRequired)));
+}

@@ -10,7 +10,7 @@
 //! A patient signs in with a TOTP code, syncs, sees lab charts; a record whose narrative
 //! carries `<script>` and `onerror=` runs nothing; the idle lock (a one-minute tenant
 //! policy) and the OS screen lock leave no PHI in the page; the password unlocks; export
-//! asks for step-up; sign-out wipes. A clinician searches the care team and opens a record under break-glass, which the
+//! asks for step-up; a new authenticator is set up from its key; sign-out wipes. A clinician searches the care team and opens a record under break-glass, which the
 //! server's audit trail flags. Each main screen is saved under `target/e2e-screenshots/`.
 #![allow(missing_docs)]
 
@@ -93,7 +93,7 @@ fn hostile_condition(records: &Records, patient: &str) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the app binary, tauri-driver and a display: run by `cargo xtask test` under xvfb-run"]
 async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
-    let world = World::demo(Role::Patient);
+    let mut world = World::demo(Role::Patient);
     let me = fixture_patient(0);
     let phi = sentinels(&me);
     // A one-minute idle policy for patients, so the idle lock comes inside the test.
@@ -187,6 +187,18 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     assert_eq!(export["entry"][0]["resource"]["id"], me["id"]);
     std::fs::remove_file(&path).unwrap();
 
+    // Inside the same step-up window: a new authenticator, scanned by its key, confirmed.
+    app.click("#nav-security").await;
+    app.click("#change-authenticator").await;
+    let key = app.wait_text("#setup-key", " ").await;
+    app.wait("img.qr").await;
+    app.screenshot("10-new-authenticator").await;
+    world.scan_authenticator(&key);
+    app.type_into("#new-authenticator-code", &world.code(0)).await;
+    app.click("#confirm-authenticator").await;
+    app.wait_text("#banner", "new authenticator app is set up").await;
+    assert!(!app.source().await.contains(&key), "the key leaves the page once confirmed");
+
     // Sign-out: back to the sign-in screen, nothing of the record on the page, no session.
     app.click("#sign-out").await;
     app.wait("#signin-title").await;
@@ -211,10 +223,10 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     let family = on_team["name"][0]["family"].as_str().unwrap();
     app.type_into("input[type=search]", family).await;
     app.wait_text("ul.patients", family).await;
-    app.screenshot("10-clinician-search").await;
+    app.screenshot("11-clinician-search").await;
     app.click("ul.patients button.link").await;
     app.wait_text(".record h2", family).await;
-    app.screenshot("11-clinician-chart").await;
+    app.screenshot("12-clinician-chart").await;
 
     // A patient outside the care team, opened in an emergency with a reason.
     let outsider = fixture_patient(15);
@@ -224,7 +236,7 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     app.type_into("form.warning textarea[name=reason]", "Unconscious in the emergency department").await;
     app.click("form.warning button[type=submit]").await;
     app.wait_text("#banner", "Emergency access granted").await;
-    app.screenshot("12-break-glass").await;
+    app.screenshot("13-break-glass").await;
 
     let store = world.data.open_store().unwrap();
     let trail =

@@ -83,6 +83,12 @@ export interface DeviceInfo {
   current: boolean;
 }
 
+/** A new authenticator to scan (a secret: shown once, kept nowhere). */
+export interface AuthenticatorSetup {
+  qr_png_base64: string;
+  setup_key: string;
+}
+
 export type Reading =
   | { kind: "blood-pressure"; systolic: number; diastolic: number }
   | { kind: "glucose"; mmol_per_l: number };
@@ -126,4 +132,6 @@ export const api = {
   devices: () => invoke<DeviceInfo[]>("devices"),
   revokeDevice: (deviceId: string) => invoke<void>("revoke_device", { deviceId }),
   signOutEverywhere: () => invoke<void>("sign_out_everywhere"),
+  beginAuthenticatorChange: () => invoke<AuthenticatorSetup>("begin_authenticator_change"),
+  confirmAuthenticator: (code: string) => invoke<void>("confirm_authenticator", { code }),
 };

@@ -200,6 +200,11 @@ pub enum Error {
     #[error("This action needs you to confirm it is you: sign in again with your password and authenticator code.")]
     StepUpRequired,
 
+    /// A code was confirmed for a new authenticator that was never started (or was
+    /// replaced by a later start).
+    #[error("There is no new authenticator waiting for a code. Start setting it up again.")]
+    NoPendingAuthenticator,
+
     /// Only a full sign-in can unlock now (the last one is too old, or the device key or
     /// biometrics changed).
     #[error("For your security, sign in again with your password and authenticator code.")]

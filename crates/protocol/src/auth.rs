@@ -155,3 +155,20 @@ pub struct DeviceInfo {
     /// Whether it is the device making the request.
     pub current: bool,
 }
+
+/// Answer to `POST /auth/mfa/enroll`: a new authenticator secret, pending until a code from
+/// it is confirmed. It is a secret: show it to the user once and keep it nowhere.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// `otpauth://` URI for the authenticator app (holds the secret).
+    pub otpauth_uri: Secret,
+    /// The same as a QR code, PNG, base64.
+    pub qr_png_base64: Secret,
+}
+
+/// `POST /auth/mfa/confirm`: a code from the new authenticator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmEnrollmentRequest {
+    /// The 6-digit TOTP code.
+    pub code: Secret,
+}

@@ -325,13 +325,13 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
 
     let enrollment = f.auth.begin_enrollment(&me, T0 + 10).await.unwrap();
     assert!(
-        enrollment.otpauth_uri.starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")),
+        enrollment.otpauth_uri.expose().starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")),
         "{}",
-        enrollment.otpauth_uri
+        enrollment.otpauth_uri.expose()
     );
-    let png = base64::engine::general_purpose::STANDARD.decode(&enrollment.qr_png_base64).unwrap();
+    let png = base64::engine::general_purpose::STANDARD.decode(enrollment.qr_png_base64.expose()).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 200);
-    let new_secret = secret_of(&enrollment.otpauth_uri);
+    let new_secret = secret_of(enrollment.otpauth_uri.expose());
     assert_ne!(new_secret, f.totp_secret);
 
     assert_eq!(f.auth.confirm_enrollment(&me, "abcdef", T0 + 20).await.unwrap_err(), AuthError::BadCode);

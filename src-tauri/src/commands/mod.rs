@@ -45,6 +45,8 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Syn
         security::devices,
         security::revoke_device,
         security::sign_out_everywhere,
+        security::begin_authenticator_change,
+        security::confirm_authenticator,
     ]
 }
 

@@ -28,4 +28,6 @@ pub const ALL: &[&str] = &[
     "devices",
     "revoke_device",
     "sign_out_everywhere",
+    "begin_authenticator_change",
+    "confirm_authenticator",
 ];

@@ -58,6 +58,38 @@ pub async fn revoke_device(shell: State<'_, Shell>, device_id: String) -> Comman
     Ok(account(&shell).await?.revoke_device(&device_id).await?)
 }
 
+/// A new authenticator to scan: shown once, held by nothing but the screen showing it.
+#[derive(Serialize)]
+pub struct AuthenticatorSetup {
+    /// The QR code, PNG, base64 (shown as a `data:` image).
+    pub qr_png_base64: carekeep_protocol::Secret,
+    /// The same secret to type in by hand, base32 in groups of four.
+    pub setup_key: carekeep_protocol::Secret,
+}
+
+/// Starts replacing the authenticator (needs a recent full sign-in: `step-up` otherwise).
+#[tauri::command]
+pub async fn begin_authenticator_change(shell: State<'_, Shell>) -> CommandResult<AuthenticatorSetup> {
+    let enrollment = account(&shell).await?.begin_authenticator_change().await?;
+    let uri = tauri::Url::parse(enrollment.otpauth_uri.expose()).map_err(|_| carekeep_core::Error::ServerMalformed)?;
+    let secret = uri
+        .query_pairs()
+        .find(|(name, _)| name == "secret")
+        .map(|(_, value)| value.into_owned())
+        .ok_or(carekeep_core::Error::ServerMalformed)?;
+    let grouped: Vec<String> = secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    Ok(AuthenticatorSetup {
+        qr_png_base64: enrollment.qr_png_base64,
+        setup_key: carekeep_protocol::Secret::new(grouped.join(" ")),
+    })
+}
+
+/// Makes the new authenticator the only one, given a code from it.
+#[tauri::command]
+pub async fn confirm_authenticator(shell: State<'_, Shell>, code: String) -> CommandResult<()> {
+    Ok(account(&shell).await?.confirm_authenticator(&code).await?)
+}
+
 /// Signs out every device of the user, this one last; the UI wipes its views.
 #[tauri::command]
 pub async fn sign_out_everywhere(shell: State<'_, Shell>) -> CommandResult<()> {

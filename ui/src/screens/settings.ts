@@ -3,6 +3,7 @@ import { api, type FhirResource } from "../api";
 import { announce, refresh, showError } from "../app";
 import { el } from "../dom";
 import { formatDate, minutes, summary } from "../fhir";
+import { authenticatorSection } from "./authenticator";
 
 /** Writes not yet on the server, and those it refused or found in conflict. */
 export async function pendingPanel(into: HTMLElement): Promise<void> {
@@ -89,6 +90,7 @@ export async function securityPanel(into: HTMLElement): Promise<void> {
     el("div", { class: "field check" }, blur, el("label", { for: "lock-on-blur" }, "Lock when Carekeep loses focus")),
     el("h3", {}, "On this system"),
     el("ul", {}, ...security.platform_notes.map((note) => el("li", {}, note))),
+    authenticatorSection(),
   );
   await devicesSection(into);
 }

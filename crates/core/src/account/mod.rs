@@ -17,6 +17,7 @@
 
 mod activity;
 mod audit_queue;
+mod authenticator;
 mod devices;
 mod facts;
 mod reading;

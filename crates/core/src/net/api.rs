@@ -4,7 +4,8 @@
 use base64::Engine as _;
 use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{
-    DeviceInfo, LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, TokenResponse,
+    ConfirmEnrollmentRequest, DeviceInfo, Enrollment, LoginRequest, LoginResponse, LogoutRequest, MfaRequest,
+    RefreshRequest, TokenResponse,
 };
 use carekeep_protocol::pins::PinSet;
 use carekeep_protocol::policy::{Policy, SignedPolicy};
@@ -243,6 +244,20 @@ impl Server {
         }
     }
 
+    /// Starts replacing the user's authenticator: a new secret, pending until confirmed.
+    /// Needs a recent full sign-in ([`Error::StepUpRequired`] otherwise).
+    pub async fn begin_enrollment(&self, access_token: &Secret) -> Result<Enrollment> {
+        self.send(self.http.post(self.url.join("/auth/mfa/enroll")).bearer_auth(access_token.expose())).await
+    }
+
+    /// Makes the pending authenticator the only one, given a code from it.
+    pub async fn confirm_enrollment(&self, access_token: &Secret, code: &str) -> Result<()> {
+        let body = ConfirmEnrollmentRequest { code: Secret::new(code) };
+        let request = self.http.post(self.url.join("/auth/mfa/confirm")).bearer_auth(access_token.expose()).json(&body);
+        let response = self.exchange(request).await?;
+        if response.status().is_success() { Ok(()) } else { Err(refusal(response).await) }
+    }
+
     /// Uploads a batch of this device's audit records.
     pub async fn upload_audit(&self, access_token: &Secret, upload: &DeviceAuditUpload) -> Result<DeviceAuditReceipt> {
         self.send(self.http.post(self.url.join("/audit/device")).bearer_auth(access_token.expose()).json(upload)).await
@@ -369,6 +384,7 @@ fn bearer_refusal(status: u16, body: &serde_json::Value, retry_after: Option<u64
         "device_wipe" => Error::RemoteWipe,
         "device_revoked" => Error::DeviceRevoked,
         "step_up_required" => Error::StepUpRequired,
+        "no_enrollment" => Error::NoPendingAuthenticator,
         _ => Error::ServerRefused { status },
     }
 }

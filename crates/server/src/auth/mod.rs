@@ -111,16 +111,7 @@ pub enum AuthError {
     Internal,
 }
 
-/// A new authenticator secret waiting for its first code.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Enrollment {
-    /// `otpauth://` URI for the authenticator app.
-    pub otpauth_uri: String,
-    /// The same as a QR code, PNG, base64.
-    pub qr_png_base64: String,
-}
-
-pub use carekeep_protocol::auth::DeviceInfo;
+pub use carekeep_protocol::auth::{DeviceInfo, Enrollment};
 
 /// The sign-in service.
 pub struct Auth {
@@ -554,7 +545,10 @@ impl Auth {
         let generator = totp::totp(&secret, &username).map_err(|_| AuthError::Internal)?;
         let uri = generator.to_url().map_err(|_| AuthError::Internal)?;
         let png = qr::png(&uri).map_err(|_| AuthError::Internal)?;
-        Ok(Enrollment { qr_png_base64: base64::engine::general_purpose::STANDARD.encode(png), otpauth_uri: uri })
+        Ok(Enrollment {
+            qr_png_base64: Secret::new(base64::engine::general_purpose::STANDARD.encode(png)),
+            otpauth_uri: Secret::new(uri),
+        })
     }
 
     /// Confirms the pending authenticator with a code from it; from then on only it works.

@@ -131,18 +131,11 @@ pub async fn enroll(State(state): State<AppState>, caller: crate::auth::Principa
     state.auth.begin_enrollment(&caller, now()).await.map(Json).into_response()
 }
 
-/// Body of `POST /auth/mfa/confirm`.
-#[derive(serde::Deserialize)]
-pub struct ConfirmRequest {
-    /// A code from the new authenticator.
-    pub code: carekeep_protocol::Secret,
-}
-
 /// `POST /auth/mfa/confirm`: activates the pending authenticator.
 pub async fn confirm(
     State(state): State<AppState>,
     caller: crate::auth::Principal,
-    Json(request): Json<ConfirmRequest>,
+    Json(request): Json<carekeep_protocol::auth::ConfirmEnrollmentRequest>,
 ) -> Response {
     state
         .auth

@@ -1,11 +1,12 @@
 // One patient's record: a tab per part (summary, labs with trend charts, vitals,
 // medications, allergies, conditions, immunizations, appointments, messages), all read
 // from the encrypted cache through the core, all rendered as text.
-import { api, type FhirResource } from "../api";
+import { api, type FhirResource, type PendingView } from "../api";
 import { announce, showError, views } from "../app";
 import { trendChart } from "../chart";
 import { clear, el, field } from "../dom";
 import { conceptText, formatDate, labTests, observationValue, patientName, referenceRange, resourceDate, summary } from "../fhir";
+import { describe, pendingBadge } from "./settings";
 
 export interface Tab {
   id: string;
@@ -111,6 +112,7 @@ function tile(title: string, lines: string[], empty: string): HTMLElement {
 async function observationsTab(patient: FhirResource, into: HTMLElement, category: string, what: string): Promise<void> {
   const observations = await load("Observation", patient, category);
   const tests = labTests(observations);
+  into.append(pendingList(writesFor(await api.pending(), "Observation", patient.id ?? "", category)));
   if (tests.length === 0) {
     into.append(el("p", {}, `No ${what} on this device yet. Sync to fetch new ones.`));
     return;
@@ -140,7 +142,7 @@ async function observationsTab(patient: FhirResource, into: HTMLElement, categor
 function listTab(type: string, what: string) {
   return async (patient: FhirResource, into: HTMLElement) => {
     const found = await load(type, patient);
-    into.append(resourceList(found, `No ${what} on this device yet.`));
+    into.append(pendingList(writesFor(await api.pending(), type, patient.id ?? "", undefined)), resourceList(found, `No ${what} on this device yet.`));
   };
 }
 
@@ -155,38 +157,67 @@ function resourceList(resources: FhirResource[], empty: string): HTMLElement {
 }
 
 async function appointmentsTab(patient: FhirResource, into: HTMLElement): Promise<void> {
-  into.append(resourceList(await load("Appointment", patient), "No appointments on this device yet."));
+  const pending = writesFor(await api.pending(), "Appointment", patient.id ?? "", undefined);
+  into.append(pendingList(pending), resourceList(await load("Appointment", patient), "No appointments on this device yet."));
   const reason = el("input", { type: "text", name: "reason", required: true, maxlength: "200" });
   const when = el("input", { type: "datetime-local", name: "when", required: true });
   const form = el("form", { class: "card", "aria-labelledby": "appt-title" }, el("h3", { id: "appt-title" }, "Request an appointment"), field("Reason", reason), field("Preferred time", when), el("button", { type: "submit", class: "primary" }, "Request"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const start = Math.floor(new Date(when.value).getTime() / 1000);
-    api.requestAppointment(patient.id ?? "", reason.value, start).then(() => {
-      form.reset();
+    api.requestAppointment(patient.id ?? "", reason.value, start).then(async () => {
+      await rerender(appointmentsTab, patient, into);
       announce("Request saved on this device; it is sent at the next sync (see Pending).");
     }, showError);
   });
   into.append(form);
-  into.append(readingForm(patient));
+  into.append(readingForm(patient, () => rerender(appointmentsTab, patient, into)));
+}
+
+/** Draws a tab again (after a write, so it shows inline as pending). */
+async function rerender(tab: (patient: FhirResource, into: HTMLElement) => Promise<void>, patient: FhirResource, into: HTMLElement): Promise<void> {
+  const fresh = el("div");
+  await tab(patient, fresh);
+  into.replaceChildren(...Array.from(fresh.childNodes));
+}
+
+/** The writes of `type` about `patient` (and in `category`, for observations) not yet settled. */
+export function writesFor(writes: PendingView[], type: string, patient: string, category: string | undefined): PendingView[] {
+  const reference = JSON.stringify(`Patient/${patient}`);
+  return writes.filter((w) =>
+    w.resource.resourceType === type &&
+    JSON.stringify(w.resource).includes(reference) &&
+    (category === undefined || JSON.stringify(w.resource["category"] ?? []).includes(JSON.stringify(category))),
+  );
+}
+
+/** Writes made here and not yet on the server, marked as such, newest first ("" if none). */
+export function pendingList(writes: PendingView[]): HTMLElement | string {
+  if (writes.length === 0) return "";
+  return el("ul", { class: "items", "aria-label": "Not yet on the server" },
+    ...[...writes].reverse().map((write) =>
+      el("li", { class: `pending ${write.status}` }, el("span", { class: "badge" }, pendingBadge(write)), el("span", { class: "title" }, describe(write.resource))),
+    ),
+  );
 }
 
 async function messagesTab(patient: FhirResource, into: HTMLElement): Promise<void> {
-  into.append(resourceList(await load("Communication", patient), "No messages on this device yet."));
+  const pending = writesFor(await api.pending(), "Communication", patient.id ?? "", undefined);
+  into.append(pendingList(pending), resourceList(await load("Communication", patient), "No messages on this device yet."));
   const text = el("textarea", { name: "message", required: true, rows: "4", maxlength: "2000" });
   const form = el("form", { class: "card", "aria-labelledby": "msg-title" }, el("h3", { id: "msg-title" }, "Message your care team"), field("Message", text), el("button", { type: "submit", class: "primary" }, "Send"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    api.messageCareTeam(patient.id ?? "", text.value).then(() => {
-      form.reset();
+    api.messageCareTeam(patient.id ?? "", text.value).then(async () => {
+      await rerender(messagesTab, patient, into);
       announce("Message saved on this device; it is sent at the next sync (see Pending).");
     }, showError);
   });
   into.append(form);
 }
 
-/** A home blood-pressure or glucose reading. */
-function readingForm(patient: FhirResource): HTMLElement {
+/** A home blood-pressure or glucose reading; `saved` once it is queued. */
+function readingForm(patient: FhirResource, saved: () => Promise<void>): HTMLElement {
   const systolic = el("input", { type: "number", name: "systolic", min: "50", max: "300", inputmode: "numeric" });
   const diastolic = el("input", { type: "number", name: "diastolic", min: "30", max: "200", inputmode: "numeric" });
   const glucose = el("input", { type: "number", name: "glucose", min: "0.5", max: "50", step: "0.1", inputmode: "decimal" });
@@ -201,8 +232,8 @@ function readingForm(patient: FhirResource): HTMLElement {
     const reading = glucose.value
       ? { kind: "glucose" as const, mmol_per_l: Number(glucose.value) }
       : { kind: "blood-pressure" as const, systolic: Number(systolic.value), diastolic: Number(diastolic.value) };
-    api.recordReading(patient.id ?? "", reading).then(() => {
-      form.reset();
+    api.recordReading(patient.id ?? "", reading).then(async () => {
+      await saved();
       announce("Reading saved on this device; it is sent at the next sync (see Pending).");
     }, showError);
   });

@@ -1,5 +1,5 @@
 // Pending writes (with conflicts side by side), the access log, and security settings.
-import { api, type FhirResource } from "../api";
+import { api, type FhirResource, type PendingView } from "../api";
 import { announce, refresh, showError } from "../app";
 import { el } from "../dom";
 import { formatDate, minutes, summary } from "../fhir";
@@ -17,7 +17,7 @@ export async function pendingPanel(into: HTMLElement): Promise<void> {
   for (const write of writes) {
     const mine = describe(write.resource);
     const item = el("li", { class: `pending ${write.status}` },
-      el("span", { class: "badge" }, write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere" : "Not accepted"),
+      el("span", { class: "badge" }, pendingBadge(write)),
       el("span", { class: "title" }, mine),
     );
     if (write.reason) item.append(el("span", { class: "detail" }, `Server: ${write.reason}`));
@@ -39,7 +39,13 @@ export async function pendingPanel(into: HTMLElement): Promise<void> {
   into.append(list);
 }
 
-function describe(resource: FhirResource | null): string {
+/** What a write's badge says, here and where it shows inline in the record. */
+export function pendingBadge(write: PendingView): string {
+  return write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere — see Pending" : "Not accepted — see Pending";
+}
+
+/** A write's one-line description. */
+export function describe(resource: FhirResource | null): string {
   if (!resource) return "";
   const { title, detail, date } = summary(resource);
   return [title, detail, date].filter(Boolean).join(" · ");

@@ -1,0 +1,33 @@
+import { describe, expect, it } from "vitest";
+import type { PendingView } from "../api";
+import { pendingList, writesFor } from "./record";
+
+const write = (seq: number, status: PendingView["status"], resource: PendingView["resource"]): PendingView => ({
+  seq, status, resource, server_version: null, reason: null,
+});
+
+const writes = [
+  write(1, "pending", { resourceType: "Communication", subject: { reference: "Patient/p1" }, payload: [{ contentString: "Refill please" }] }),
+  write(2, "conflict", { resourceType: "Appointment", participant: [{ actor: { reference: "Patient/p1" } }], description: "Knee check" }),
+  write(3, "pending", { resourceType: "Observation", subject: { reference: "Patient/p1" }, category: [{ coding: [{ code: "vital-signs" }] }], code: { text: "Blood pressure" } }),
+  write(4, "pending", { resourceType: "Communication", subject: { reference: "Patient/p10" }, payload: [{ contentString: "Other patient" }] }),
+];
+
+describe("pending writes inline", () => {
+  it("picks the writes of one type about one patient, by category for observations", () => {
+    expect(writesFor(writes, "Communication", "p1", undefined).map((w) => w.seq)).toEqual([1]);
+    expect(writesFor(writes, "Appointment", "p1", undefined).map((w) => w.seq)).toEqual([2]);
+    expect(writesFor(writes, "Observation", "p1", "vital-signs").map((w) => w.seq)).toEqual([3]);
+    expect(writesFor(writes, "Observation", "p1", "laboratory")).toEqual([]);
+    expect(writesFor(writes, "Communication", "p", undefined)).toEqual([]);
+  });
+
+  it("marks each as not yet on the server, and says where conflicts are settled", () => {
+    const list = pendingList([writes[0]!, writes[1]!]);
+    expect(list).toBeInstanceOf(HTMLElement);
+    const items = Array.from((list as HTMLElement).querySelectorAll("li"));
+    expect(items.map((li) => li.querySelector(".badge")?.textContent)).toEqual(["Changed elsewhere — see Pending", "Waiting to send"]);
+    expect((list as HTMLElement).getAttribute("aria-label")).toBe("Not yet on the server");
+    expect(pendingList([])).toBe("");
+  });
+});

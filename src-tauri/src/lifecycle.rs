@@ -1,6 +1,7 @@
 //! Window and OS events to the core's lifecycle (DESIGN §3, §5): the idle timer ticks every
 //! second; minimising (Tauri has no event for it: a resize to a minimised window), losing
-//! focus (where the person chose lock-on-blur) and the OS screen lock report to the core,
+//! focus (where the person chose lock-on-blur), a mobile app's `Suspended`/`Resumed` and the
+//! OS screen lock report to the core,
 //! and whenever the core locks, the UI is told at once to wipe its views.
 
 use std::time::Duration;
@@ -42,6 +43,15 @@ pub fn on_window_event(window: &Window, event: &WindowEvent) {
         }
         WindowEvent::Focused(true) => {
             // Some systems drop content protection across minimise and restore.
+            crate::window::protect(window);
+            apply(window.app_handle(), Account::foregrounded, "background");
+        }
+        // Android's onPause, iOS's applicationWillResignActive: before the app switcher's
+        // snapshot. (Built for mobile targets only; this machine builds desktop.)
+        #[cfg(mobile)]
+        WindowEvent::Suspended => apply(window.app_handle(), Account::backgrounded, "background"),
+        #[cfg(mobile)]
+        WindowEvent::Resumed => {
             crate::window::protect(window);
             apply(window.app_handle(), Account::foregrounded, "background");
         }

@@ -9,6 +9,7 @@
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod clipboard;
 mod commands;
 mod config;
 mod lifecycle;
@@ -16,6 +17,8 @@ mod platform;
 mod shell;
 mod views;
 mod window;
+
+use tauri::Manager as _;
 
 fn main() {
     let shell = match shell::Shell::from_environment() {
@@ -30,6 +33,7 @@ fn main() {
         .invoke_handler(commands::handler())
         .setup(|app| {
             window::open_main(app.handle())?;
+            app.state::<shell::Shell>().clipboard.attach(app.handle());
             lifecycle::start(app.handle());
             Ok(())
         })

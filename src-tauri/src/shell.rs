@@ -25,6 +25,8 @@ pub struct Shell {
     lock_channel: std::sync::Mutex<Option<Channel<LockNotice>>>,
     /// Lock when the window loses focus (offered where screen capture cannot be blocked).
     lock_on_blur: AtomicBool,
+    /// Copies of record text, taken back after a minute or on lock.
+    pub clipboard: crate::clipboard::Clipboard,
 }
 
 impl Shell {
@@ -42,6 +44,7 @@ impl Shell {
             lock_channel: std::sync::Mutex::new(None),
             // Linux cannot keep the window out of screenshots, so there the safer default is on.
             lock_on_blur: AtomicBool::new(!crate::platform::CAN_BLOCK_CAPTURE),
+            clipboard: crate::clipboard::Clipboard::default(),
         })
     }
 
@@ -64,8 +67,10 @@ impl Shell {
         *self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(channel);
     }
 
-    /// Tells the UI the account is locked: it removes every view of records at once.
+    /// Tells the UI the account is locked: it removes every view of records at once (and
+    /// a copy of record text leaves the clipboard).
     pub fn notify_locked(&self, notice: LockNotice) {
+        self.clipboard.clear();
         if let Some(channel) = &*self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             // A closed channel means the page is gone: nothing is left to wipe.
             let _ = channel.send(notice);

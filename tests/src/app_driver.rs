@@ -100,6 +100,21 @@ impl App {
         self.wait(css).await.click().await.unwrap();
     }
 
+    /// Selects the text of the element `css` and presses Ctrl+C, as a person copying it.
+    pub async fn copy_text_of(&self, css: &str) {
+        use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+        self.wait(css).await;
+        let select = "getSelection().selectAllChildren(document.querySelector(arguments[0]))";
+        self.client.execute(select, vec![json!(css)]).await.unwrap();
+        let control = char::from(fantoccini::key::Key::Control);
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: control })
+            .then(KeyAction::Down { value: 'c' })
+            .then(KeyAction::Up { value: 'c' })
+            .then(KeyAction::Up { value: control });
+        self.client.perform_actions(keys).await.unwrap();
+    }
+
     /// Saves a screenshot once rendering has settled.
     pub async fn screenshot(&self, name: &str) {
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -153,4 +168,11 @@ pub fn write_config(dir: &Path, world: &World, running: &Running) -> PathBuf {
     let path = dir.join("server.json");
     std::fs::write(&path, config.to_string()).unwrap();
     path
+}
+
+/// The X clipboard's text now, as another app would paste it ("" when it is empty).
+pub fn clipboard_text() -> String {
+    let out =
+        Command::new("xclip").args(["-o", "-selection", "clipboard"]).output().expect("xclip (cargo xtask setup)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

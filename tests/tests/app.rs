@@ -10,7 +10,8 @@
 //! A patient signs in with a TOTP code, syncs, sees lab charts; a record whose narrative
 //! carries `<script>` and `onerror=` runs nothing; the idle lock (a one-minute tenant
 //! policy) and the OS screen lock leave no PHI in the page; the password unlocks; export
-//! asks for step-up; a new authenticator is set up from its key; sign-out wipes. A clinician searches the care team and opens a record under break-glass, which the
+//! asks for step-up; a new authenticator is set up from its key; sign-out wipes. A
+//! clinician's copy of a name leaves the X clipboard after a minute. A clinician searches the care team and opens a record under break-glass, which the
 //! server's audit trail flags. Each main screen is saved under `target/e2e-screenshots/`.
 #![allow(missing_docs)]
 
@@ -19,7 +20,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carekeep_e2e::app_driver::{App, write_config};
+use carekeep_e2e::app_driver::{App, clipboard_text, write_config};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Records;
@@ -153,7 +154,11 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.type_into("form.lock input[name=password]", &world.password).await;
     app.click("form.lock button[type=submit]").await;
     app.wait_text(".record h2", phi[0].as_str()).await;
-    // The OS locks the screen (the screensaver's signal on the session bus): so does the app.
+    // A copy of the name is on the clipboard when the OS locks the screen (the
+    // screensaver's signal on the session bus): the app locks, and takes its copy back.
+    app.copy_text_of(".record h2").await;
+    app.wait_text("#banner", "removes it from the clipboard").await;
+    assert!(clipboard_text().contains(phi[0].as_str()));
     let signal = Command::new("dbus-send")
         .args(["--session", "--type=signal", "/org/freedesktop/ScreenSaver"])
         .args(["org.freedesktop.ScreenSaver.ActiveChanged", "boolean:true"])
@@ -162,6 +167,7 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     assert!(signal.success());
     app.wait("#lock-title").await;
     app.assert_no_phi(&phi, "after the OS screen lock").await;
+    assert!(!clipboard_text().contains(phi[0].as_str()), "the lock took the copy back");
     app.quit().await;
 
     // Ten minutes after the last full sign-in (the session file says when), export asks
@@ -227,6 +233,16 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     app.click("ul.patients button.link").await;
     app.wait_text(".record h2", family).await;
     app.screenshot("12-clinician-chart").await;
+
+    // Copying the name: it reaches the real X clipboard through the shell, and the shell
+    // takes it back a minute later while the app stays unlocked (a clinician's idle limit
+    // is 15 minutes: this is the clipboard's own clock, not a lock).
+    app.copy_text_of(".record h2").await;
+    app.wait_text("#banner", "removes it from the clipboard").await;
+    assert!(clipboard_text().contains(family), "the copy is on the clipboard: {:?}", clipboard_text());
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    assert!(!clipboard_text().contains(family), "the copy was taken back after a minute");
+    app.wait_text(".record h2", family).await;
 
     // A patient outside the care team, opened in an emergency with a reason.
     let outsider = fixture_patient(15);

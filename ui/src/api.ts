@@ -134,4 +134,5 @@ export const api = {
   signOutEverywhere: () => invoke<void>("sign_out_everywhere"),
   beginAuthenticatorChange: () => invoke<AuthenticatorSetup>("begin_authenticator_change"),
   confirmAuthenticator: (code: string) => invoke<void>("confirm_authenticator", { code }),
+  copyText: (text: string) => invoke<void>("copy_text", { text }),
 };

@@ -1,8 +1,10 @@
 // Start-up: listen for locks (wipe first, then the lock screen), report activity to the
-// core's idle timer, and show the screen the session calls for.
+// core's idle timer, route copies through the shell, and show the screen the session
+// calls for.
 import "./style.css";
 import { api, type SessionView } from "./api";
 import { refresh, setRouter, showError, wipe } from "./app";
+import { guardCopies } from "./clipboard";
 import { homeScreen } from "./screens/home";
 import { lockScreen, signInScreen, wipedScreen } from "./screens/session";
 
@@ -49,6 +51,7 @@ async function start(): Promise<void> {
     else void refresh();
   });
   reportActivity();
+  guardCopies();
   await refresh();
 }
 

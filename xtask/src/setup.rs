@@ -25,6 +25,8 @@ const PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "webkit2gtk-driver",
+    // The end-to-end tests read the X clipboard the app writes and clears.
+    "xclip",
 ];
 
 /// Installs whatever of [`PACKAGES`] is missing, with apt, as root or through `sudo -n`.

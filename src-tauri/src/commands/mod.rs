@@ -47,6 +47,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Syn
         security::sign_out_everywhere,
         security::begin_authenticator_change,
         security::confirm_authenticator,
+        security::copy_text,
     ]
 }
 

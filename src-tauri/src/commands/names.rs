@@ -30,4 +30,5 @@ pub const ALL: &[&str] = &[
     "sign_out_everywhere",
     "begin_authenticator_change",
     "confirm_authenticator",
+    "copy_text",
 ];

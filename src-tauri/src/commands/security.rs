@@ -101,3 +101,11 @@ pub async fn sign_out_everywhere(shell: State<'_, Shell>) -> CommandResult<()> {
     shell.notify_locked(crate::views::LockNotice { reason: "manual" });
     Ok(())
 }
+
+/// Copies text the person selected to the clipboard, to be taken back after
+/// [`crate::clipboard::CLEAR_AFTER`] or at the next lock.
+#[tauri::command]
+#[allow(clippy::needless_pass_by_value)] // Tauri hands commands their State by value.
+pub fn copy_text(shell: State<'_, Shell>, text: String) -> CommandResult<()> {
+    Ok(shell.clipboard.copy(text)?)
+}

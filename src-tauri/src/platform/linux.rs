@@ -1,7 +1,8 @@
 //! Linux: no X11 or Wayland compositor lets an app keep its window out of screenshots, so
 //! the app says so and offers lock-on-blur instead (on by default). The OS screen lock
 //! reaches the app over D-Bus: logind's `Session.Lock` on the system bus, and the
-//! freedesktop screensaver's `ActiveChanged(true)` on the session bus.
+//! freedesktop screensaver's `ActiveChanged(true)` on the session bus. The clipboard is
+//! GTK's (the webview's toolkit), used from the main thread.
 
 use std::time::Duration;
 
@@ -52,4 +53,27 @@ pub fn watch_os_lock(on_lock: impl Fn() + Send + Sync + 'static) {
 enum Bus {
     System,
     Session,
+}
+
+/// The system clipboard through GTK, on the main thread (GTK is not thread-safe).
+pub mod clipboard {
+    use tauri::AppHandle;
+
+    /// Why a copy could not be made.
+    pub const UNAVAILABLE: &str = "Copying is not available right now. Try again.";
+
+    /// Makes `text` the clipboard's content (the app owns the clipboard from then on).
+    pub fn set(app: &AppHandle, text: String) -> Result<(), &'static str> {
+        app.run_on_main_thread(move || {
+            let text = zeroize::Zeroizing::new(text);
+            gtk::Clipboard::get(&gtk::gdk::SELECTION_CLIPBOARD).set_text(&text);
+        })
+        .map_err(|_| UNAVAILABLE)
+    }
+
+    /// Empties the clipboard if this app still owns it (GTK does nothing once another
+    /// app has taken it over).
+    pub fn clear_ours(app: &AppHandle) {
+        let _ = app.run_on_main_thread(|| gtk::Clipboard::get(&gtk::gdk::SELECTION_CLIPBOARD).clear());
+    }
 }

@@ -21,7 +21,10 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A data directory with one tenant and one user, not yet served.
 pub struct World {
-    _dir: tempfile::TempDir,
+    /// Where the data directory lives (removed with the last world sharing it).
+    dir: Arc<tempfile::TempDir>,
+    /// Everyone `seed-demo` created (empty for [`World::new`]).
+    demo_users: Vec<carekeep_server::seed::DemoUser>,
     /// The server's data directory.
     pub data: DataDir,
     /// The user's name.
@@ -44,7 +47,8 @@ impl World {
         let username = format!("e2e-{}", role.as_str());
         let user = carekeep_server::admin::add_user(&store, TENANT, &username, role, PASSWORD, 0).unwrap();
         Self {
-            _dir: dir,
+            dir: Arc::new(dir),
+            demo_users: Vec::new(),
             data,
             username,
             password: PASSWORD.to_owned(),
@@ -61,11 +65,38 @@ impl World {
         let keys = data.master_keys().unwrap();
         let records = carekeep_server::records::Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents));
         let users = carekeep_server::seed::seed_demo(&store, &records, 0).unwrap();
-        let user = users.into_iter().find(|u| u.role == role).unwrap();
-        let totp_secret = totp_bytes(&user.totp_base32);
-        let user_id =
-            store.read().query_row("SELECT id FROM users WHERE username = ?1", [&user.username], |r| r.get(0)).unwrap();
-        Self { _dir: dir, data, username: user.username, password: user.password, totp_secret, user_id }
+        let world = Self {
+            dir: Arc::new(dir),
+            demo_users: users,
+            data,
+            username: String::new(),
+            password: String::new(),
+            totp_secret: Vec::new(),
+            user_id: String::new(),
+        };
+        world.colleague(role)
+    }
+
+    /// The same demo world, as its user of `role` (a clinician beside the patient).
+    #[must_use]
+    pub fn colleague(&self, role: Role) -> Self {
+        let user = self.demo_users.iter().find(|u| u.role == role).unwrap();
+        let user_id = self
+            .data
+            .open_store()
+            .unwrap()
+            .read()
+            .query_row("SELECT id FROM users WHERE username = ?1", [&user.username], |r| r.get(0))
+            .unwrap();
+        Self {
+            dir: self.dir.clone(),
+            demo_users: self.demo_users.clone(),
+            data: self.data.clone(),
+            username: user.username.clone(),
+            password: user.password.clone(),
+            totp_secret: totp_bytes(&user.totp_base32),
+            user_id,
+        }
     }
 
     /// The server's pin set as `init` printed it: live key, backup key.

@@ -313,3 +313,32 @@ async fn a_new_authenticator_replaces_the_old_one_only_once_confirmed() {
     clock.advance(Duration::from_secs(301));
     assert!(matches!(account.begin_authenticator_change().await, Err(Error::StepUpRequired)));
 }
+
+/// "Who viewed my record" from the server: after a clinician on the care team syncs, the
+/// patient sees that access (who, role, which record), fetched without a patient id in the URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_patient_sees_a_clinicians_access_in_the_servers_trail() {
+    let patient = World::demo(Role::Patient);
+    let clinician = patient.colleague(Role::Clinician);
+    let running = Running::start(&patient.data).await;
+    let (workstation, phone) = (Device::new(), Device::new());
+    let mut at_clinic = workstation.sign_in(&clinician, &running, Arc::new(SystemClock), 0).await.unwrap();
+    at_clinic.sync(&mut |_| {}).await.unwrap();
+
+    let mut at_home = phone.sign_in(&patient, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let history = at_home.server_access_history().await.unwrap();
+    let by_clinician: Vec<_> = history.iter().filter(|a| a.role.as_deref() == Some("clinician")).collect();
+    assert!(!by_clinician.is_empty(), "the clinician's sync is in the trail: {history:?}");
+    let access = by_clinician[0];
+    assert_eq!(access.who.as_deref(), Some(clinician.username.as_str()));
+    assert!(access.patient.is_some() && !access.break_glass && !access.denied);
+    assert!(access.action.starts_with("GET /fhir"), "{}", access.action);
+    // Every entry is about a record the patient may see: their own, or one they are proxy for.
+    let store = patient.data.open_store().unwrap();
+    let mine: Vec<String> = history.iter().filter_map(|a| a.patient.clone()).collect();
+    for id in &mine {
+        let trail = carekeep_server::audit::query(&store, id, "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z").unwrap();
+        assert!(!trail.is_empty());
+    }
+    assert!(history.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
+}

@@ -138,7 +138,12 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
 
     app.click("#nav-access").await;
     app.wait_text(".content h2", "Who viewed my record").await;
-    app.wait_text(".content table", "read from the device cache").await;
+    // The clinic's trail (the patient's own sync is in it) and this device's views.
+    let trail = app.wait_text(".content", "read from the device cache").await;
+    assert!(
+        trail.contains("At your clinic") && trail.contains("(patient)") && trail.contains("viewed records"),
+        "{trail}"
+    );
     app.screenshot("06-access-log").await;
     app.click("#nav-security").await;
     app.wait_text(".content", "Cannot be blocked").await;
@@ -193,7 +198,19 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     assert_eq!(export["entry"][0]["resource"]["id"], me["id"]);
     std::fs::remove_file(&path).unwrap();
 
-    // Inside the same step-up window: a new authenticator, scanned by its key, confirmed.
+    // Inside the same step-up window: a new authenticator.
+    set_up_new_authenticator(&app, &mut world).await;
+
+    // Sign-out: back to the sign-in screen, nothing of the record on the page, no session.
+    app.click("#sign-out").await;
+    app.wait("#signin-title").await;
+    app.assert_no_phi(&phi, "after sign-out").await;
+    assert!(!session_file.exists(), "sign-out removes the session facts");
+    app.quit().await;
+}
+
+/// Security → new authenticator: scanned by its key, confirmed with a code from it.
+async fn set_up_new_authenticator(app: &App, world: &mut World) {
     app.click("#nav-security").await;
     app.click("#change-authenticator").await;
     let key = app.wait_text("#setup-key", " ").await;
@@ -204,13 +221,6 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.click("#confirm-authenticator").await;
     app.wait_text("#banner", "new authenticator app is set up").await;
     assert!(!app.source().await.contains(&key), "the key leaves the page once confirmed");
-
-    // Sign-out: back to the sign-in screen, nothing of the record on the page, no session.
-    app.click("#sign-out").await;
-    app.wait("#signin-title").await;
-    app.assert_no_phi(&phi, "after sign-out").await;
-    assert!(!session_file.exists(), "sign-out removes the session facts");
-    app.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -57,6 +57,17 @@ export interface AccessView {
   patient: string | null;
 }
 
+/** One access to the patient's records in the organisation's audit trail. */
+export interface ServerAccess {
+  at: string;
+  who: string | null;
+  role: string | null;
+  action: string;
+  patient: string | null;
+  break_glass: boolean;
+  denied: boolean;
+}
+
 export interface PendingView {
   seq: number;
   status: "pending" | "conflict" | "rejected";
@@ -119,6 +130,7 @@ export const api = {
     invoke<FhirResource[]>("records", { resourceType, patient: patient ?? null, category: category ?? null }),
   labTrend: (patient: string, code: string) => invoke<TrendPoint[]>("lab_trend", { patient, code }),
   accessLog: () => invoke<AccessView[]>("access_log"),
+  serverAccessLog: () => invoke<ServerAccess[]>("server_access_log"),
   exportPatient: (patient: string) => invoke<string>("export_patient", { patient }),
   breakGlass: (patient: string, reason: string) => invoke<number>("break_glass", { patient, reason }),
   recordReading: (patient: string, reading: Reading) => invoke<number>("record_reading", { patient, reading }),

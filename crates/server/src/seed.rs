@@ -37,6 +37,7 @@ const BUNDLES: &[&str] = &[
 ];
 
 /// A demo user, with what they sign in with.
+#[derive(Clone)]
 pub struct DemoUser {
     /// Sign-in name.
     pub username: String,

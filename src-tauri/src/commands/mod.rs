@@ -48,6 +48,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Syn
         security::begin_authenticator_change,
         security::confirm_authenticator,
         security::copy_text,
+        records::server_access_log,
     ]
 }
 

@@ -31,4 +31,5 @@ pub const ALL: &[&str] = &[
     "begin_authenticator_change",
     "confirm_authenticator",
     "copy_text",
+    "server_access_log",
 ];

@@ -83,6 +83,13 @@ pub async fn access_log(shell: State<'_, Shell>) -> CommandResult<Vec<AccessView
         .collect())
 }
 
+/// The newest accesses to the patient's records in the organisation's audit trail (needs
+/// the server: offline, the UI shows this device's log alone).
+#[tauri::command]
+pub async fn server_access_log(shell: State<'_, Shell>) -> CommandResult<Vec<carekeep_core::account::ServerAccess>> {
+    Ok(account(&shell).await?.server_access_history().await?)
+}
+
 /// Saves one patient's cached record as a FHIR Bundle in the Downloads folder, readable
 /// only by this user. A high-risk action: the core asks for step-up (a full sign-in within
 /// minutes) first. Returns where the file is.

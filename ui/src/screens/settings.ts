@@ -1,5 +1,5 @@
 // Pending writes (with conflicts side by side), the access log, and security settings.
-import { api, type FhirResource, type PendingView } from "../api";
+import { api, isCommandError, type FhirResource, type PendingView, type ServerAccess } from "../api";
 import { announce, refresh, showError } from "../app";
 import { el } from "../dom";
 import { formatDate, minutes, summary } from "../fhir";
@@ -62,23 +62,63 @@ async function settle(seq: number, keepMine: boolean, into: HTMLElement): Promis
   }
 }
 
-/** Views of records made with this device (also uploaded to the organisation's audit trail). */
+/** Who viewed my record: everyone, from the organisation's audit trail (online), and the
+ *  views made with this device (kept even offline). */
 export async function accessLogPanel(into: HTMLElement): Promise<void> {
+  into.append(el("h2", {}, "Who viewed my record"));
+  let trail: ServerAccess[] | null = null;
+  try {
+    trail = await api.serverAccessLog();
+  } catch (e) {
+    if (!isCommandError(e) || e.next !== "offline") showError(e);
+  }
+  into.append(serverTrail(trail));
   const log = await api.accessLog();
-  into.append(el("h2", {}, "Who viewed my record"), el("p", { class: "muted" }, "Views made with this device, newest first. Every view is also kept in your clinic's audit trail."));
+  into.append(el("h3", {}, "On this device"), el("p", { class: "muted" }, "Views made with this device, newest first; they reach your clinic's audit trail at the next sync."));
   if (log.length === 0) {
     into.append(el("p", {}, "No views recorded yet."));
     return;
   }
-  const table = el("table", { class: "results" },
-    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "When"), el("th", { scope: "col" }, "Who"), el("th", { scope: "col" }, "What"))),
-  );
-  const body = el("tbody");
-  for (const entry of log) {
-    body.append(el("tr", {}, el("td", {}, formatDate(entry.at)), el("td", {}, entry.role ?? ""), el("td", {}, `${entry.action} (${entry.resource_type ?? "record"})`)));
+  into.append(table(["When", "Who", "What"], log.map((entry) => [formatDate(entry.at), entry.role ?? "", `${entry.action} (${entry.resource_type ?? "record"})`])));
+}
+
+/** The organisation's trail as a table (`null`: it could not be fetched). */
+export function serverTrail(trail: ServerAccess[] | null): HTMLElement {
+  const section = el("section", { "aria-labelledby": "trail-title" }, el("h3", { id: "trail-title" }, "At your clinic"));
+  if (trail === null) {
+    section.append(el("p", { class: "muted" }, "Your clinic's audit trail needs a connection to the server. Views made with this device are below."));
+  } else if (trail.length === 0) {
+    section.append(el("p", {}, "No one has opened your record yet."));
+  } else {
+    section.append(
+      el("p", { class: "muted" }, "Every access to your record, newest first, as your clinic's audit trail keeps it."),
+      table(["When", "Who", "What"], trail.map((a) => [
+        formatDate(a.at),
+        [a.who ?? "Someone", a.role ? `(${a.role})` : ""].filter(Boolean).join(" "),
+        [describeAction(a.action), a.break_glass ? "EMERGENCY ACCESS" : "", a.denied ? "refused" : ""].filter(Boolean).join(" · "),
+      ])),
+    );
   }
-  table.append(body);
-  into.append(table);
+  return section;
+}
+
+/** A logged request in words: "GET /fhir/{type}" → "viewed records". */
+function describeAction(action: string): string {
+  const [method] = action.split(" ");
+  switch (method) {
+    case "GET": return "viewed records";
+    case "POST": return "added to the record";
+    case "PUT": return "changed the record";
+    case "DELETE": return "removed from the record";
+    default: return action;
+  }
+}
+
+function table(headings: string[], rows: string[][]): HTMLElement {
+  return el("table", { class: "results" },
+    el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell))))),
+  );
 }
 
 /** Timeouts in force and what this platform can and cannot protect. */

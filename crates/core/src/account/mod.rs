@@ -15,6 +15,7 @@
 //! secret. Someone able to edit it as the user could stretch the presence window, but such
 //! a person can read the user's keychain anyway; the refresh token and keys stay there.
 
+mod access_history;
 mod activity;
 mod audit_queue;
 mod authenticator;
@@ -22,6 +23,7 @@ mod devices;
 mod facts;
 mod reading;
 pub mod sync;
+pub use access_history::{ACCESS_HISTORY_COUNT, ServerAccess};
 pub use writing::HomeReading;
 mod writing;
 

@@ -197,7 +197,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Show { resource_type, patient, code } => {
             let mut account = unlocked(&profile, keychain, cli.password_stdin)?;
             let query = ResourceQuery {
-                patient: patient.map(|p| if p.starts_with("Patient/") { p } else { format!("Patient/{p}") }),
+                patient: patient.as_deref().map(carekeep_core::store::patient_reference),
                 resource_type,
                 code: code.as_deref().map(CodeFilter::parse).transpose()?,
                 ..ResourceQuery::default()

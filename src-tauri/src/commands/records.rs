@@ -26,8 +26,12 @@ pub async fn records(
     if !is_resource_type(&resource_type) {
         return Err("not a FHIR resource type".into());
     }
-    let query =
-        ResourceQuery { patient: patient.map(|p| reference(&p)), resource_type, category, ..ResourceQuery::default() };
+    let query = ResourceQuery {
+        patient: patient.as_deref().map(carekeep_core::store::patient_reference),
+        resource_type,
+        category,
+        ..ResourceQuery::default()
+    };
     let found = account(&shell).await?.read_records(&query)?;
     Ok(found.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).map(without_narrative).collect())
 }
@@ -109,11 +113,6 @@ pub async fn export_patient(shell: State<'_, Shell>, app: tauri::AppHandle, pati
         kind => carekeep_core::Error::Io { action: "save the export", kind },
     })?;
     Ok(path.display().to_string())
-}
-
-/// `Patient/<id>` from a bare id or a reference.
-fn reference(patient: &str) -> String {
-    if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
 }
 
 /// A resource type is a capitalised ASCII word (`Observation`): nothing else reaches a query.

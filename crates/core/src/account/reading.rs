@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::Account;
 use crate::Result;
-use crate::store::{CodeFilter, ResourceQuery, StoredResource, TrendPoint};
+use crate::store::{CodeFilter, ResourceQuery, StoredResource, TrendPoint, patient_reference};
 
 impl Account {
     /// The cached resources matching `query`, while unlocked; logged as viewed.
@@ -27,7 +27,7 @@ impl Account {
 
     /// One patient's trend for a lab code (for a chart), while unlocked; logged as viewed.
     pub fn lab_trend(&mut self, patient: &str, code: &CodeFilter) -> Result<Vec<TrendPoint>> {
-        let reference = reference(patient);
+        let reference = patient_reference(patient);
         let points = self.store()?.lab_trend(&reference, code)?;
         self.log_access(READ_FROM_CACHE, "Observation", [Some(bare(&reference).to_owned())])?;
         Ok(points)
@@ -38,7 +38,7 @@ impl Account {
     /// policy's step-up window ([`crate::Error::StepUpRequired`] otherwise), and logged.
     pub fn export_patient(&mut self, patient: &str) -> Result<String> {
         self.session.check_step_up()?;
-        let reference = reference(patient);
+        let reference = patient_reference(patient);
         let resources = self.store()?.patient_record(&reference)?;
         let entries = resources
             .iter()
@@ -89,11 +89,6 @@ impl Account {
         }
         store.log_access(&records)
     }
-}
-
-/// `Patient/<id>` from a bare id or a reference.
-fn reference(patient: &str) -> String {
-    if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
 }
 
 fn bare(reference: &str) -> &str {

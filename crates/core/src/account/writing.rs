@@ -5,7 +5,7 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
 use super::Account;
-use crate::store::{OutboxEntry, PendingWrite, Resolution, SetAside, WriteMethod};
+use crate::store::{OutboxEntry, PendingWrite, Resolution, SetAside, WriteMethod, patient_reference};
 use crate::{Error, Result};
 
 /// A reading taken at home.
@@ -35,7 +35,7 @@ impl Account {
     /// Queues a home reading as an Observation (LOINC-coded, vital signs or laboratory).
     pub fn record_reading(&mut self, patient: &str, reading: HomeReading, taken_at_unix: i64) -> Result<OutboxEntry> {
         let when = instant(taken_at_unix)?;
-        let subject = json!({"reference": reference(patient)});
+        let subject = json!({"reference": patient_reference(patient)});
         let body = match reading {
             HomeReading::BloodPressure { systolic, diastolic } => json!({
                 "resourceType": "Observation",
@@ -76,7 +76,7 @@ impl Account {
             "status": "proposed",
             "description": reason,
             "requestedPeriod": [{"start": start, "end": end}],
-            "participant": [{"actor": {"reference": reference(patient)}, "status": "accepted"}]
+            "participant": [{"actor": {"reference": patient_reference(patient)}, "status": "accepted"}]
         }))
     }
 
@@ -89,8 +89,8 @@ impl Account {
         self.queue_create(&json!({
             "resourceType": "Communication",
             "status": "completed",
-            "subject": {"reference": reference(patient)},
-            "sender": {"reference": reference(patient)},
+            "subject": {"reference": patient_reference(patient)},
+            "sender": {"reference": patient_reference(patient)},
             "sent": sent,
             "payload": [{"contentString": text}]
         }))
@@ -115,10 +115,6 @@ impl Account {
     fn queue_create(&mut self, body: &serde_json::Value) -> Result<OutboxEntry> {
         self.queue_write(&PendingWrite { method: WriteMethod::Create, body: body.to_string(), if_match: None })
     }
-}
-
-fn reference(patient: &str) -> String {
-    if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
 }
 
 fn instant(unix: i64) -> Result<String> {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use outbox::{Outbox, OutboxEntry, PendingWrite, WriteMethod};
-pub use query::{CodeFilter, ResourceQuery, TrendPoint};
+pub use query::{CodeFilter, ResourceQuery, TrendPoint, patient_reference};
 pub use set_aside::{Resolution, SetAside, SetAsideKind};
 pub use sync_state::{PageMark, SyncPatient};
 

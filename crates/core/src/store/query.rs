@@ -30,6 +30,12 @@ impl CodeFilter {
     }
 }
 
+/// A patient as a FHIR reference, `Patient/<id>`, from either a bare id or a reference (the
+/// UI and the CLI take both).
+pub fn patient_reference(patient: &str) -> String {
+    if patient.starts_with("Patient/") { patient.to_owned() } else { format!("Patient/{patient}") }
+}
+
 /// A search: resources of one type (of one patient, or all), optionally with a code,
 /// category and date range.
 #[derive(Debug, Clone, Default)]

@@ -6,7 +6,6 @@
 use serde_json::Value;
 
 use super::Account;
-use super::sync::SyncReport;
 use crate::net::Page;
 use crate::{Error, Result};
 
@@ -39,9 +38,8 @@ impl Account {
     pub async fn server_access_history(&mut self) -> Result<Vec<ServerAccess>> {
         let page =
             Page { path: "/fhir/AuditEvent".into(), query: vec![("_count".into(), ACCESS_HISTORY_COUNT.to_string())] };
-        let mut report = SyncReport::default();
         let (text, _) = self
-            .call(&mut report, |server, token| {
+            .request(|server, token| {
                 let page = page.clone();
                 async move { server.fhir_page(&token, &page).await }
             })

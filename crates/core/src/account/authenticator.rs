@@ -5,7 +5,6 @@
 use carekeep_protocol::auth::Enrollment;
 
 use super::Account;
-use super::sync::SyncReport;
 use crate::Result;
 
 impl Account {
@@ -14,8 +13,7 @@ impl Account {
     /// Needs a full sign-in inside the policy's step-up window ([`crate::Error::StepUpRequired`]).
     pub async fn begin_authenticator_change(&mut self) -> Result<Enrollment> {
         self.session.check_step_up()?;
-        let mut report = SyncReport::default();
-        self.call(&mut report, |server, token| async move { server.begin_enrollment(&token).await }).await
+        self.request(|server, token| async move { server.begin_enrollment(&token).await }).await
     }
 
     /// Makes the new authenticator the only one, given a `code` from it; a wrong code
@@ -26,9 +24,8 @@ impl Account {
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(crate::Error::BadCode);
         }
-        let mut report = SyncReport::default();
         let code = code.to_owned();
-        self.call(&mut report, |server, token| {
+        self.request(|server, token| {
             let code = code.clone();
             async move { server.confirm_enrollment(&token, &code).await }
         })

@@ -3,15 +3,13 @@
 
 use carekeep_protocol::auth::DeviceInfo;
 
-use super::sync::SyncReport;
 use super::{Account, LoggedOut};
 use crate::{Error, Result};
 
 impl Account {
     /// The user's devices at the server, this one marked `current`.
     pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
-        let mut report = SyncReport::default();
-        self.call(&mut report, |server, token| async move { server.devices(&token).await }).await
+        self.request(|server, token| async move { server.devices(&token).await }).await
     }
 
     /// Signs another of the user's devices out: it erases its copy at its next contact.
@@ -20,9 +18,8 @@ impl Account {
         if device_id == self.facts.server_device_id {
             return Err(Error::InvalidArgument { what: "device", problem: "this is this device: sign out instead" });
         }
-        let mut report = SyncReport::default();
         let id = device_id.to_owned();
-        self.call(&mut report, |server, token| {
+        self.request(|server, token| {
             let id = id.clone();
             async move { server.revoke_device(&token, &id).await }
         })

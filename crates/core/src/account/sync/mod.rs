@@ -198,6 +198,16 @@ impl Account {
         Ok(status)
     }
 
+    /// [`Account::call`] outside a sync (devices, the authenticator, the access history),
+    /// where no report counts the requests.
+    pub(super) async fn request<T, F, Fut>(&mut self, f: F) -> Result<T>
+    where
+        F: Fn(Server, Secret) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.call(&mut SyncReport::default(), f).await
+    }
+
     /// One server call with a current access token: refreshed once if it expired, retried
     /// with back-off while the failure is transient, and acted on (wipe, pin mismatch) by
     /// [`Account::after_server`].

@@ -6,7 +6,7 @@ import { announce, showError, views } from "../app";
 import { trendChart } from "../chart";
 import { clear, el, field } from "../dom";
 import { conceptText, formatDate, labTests, observationValue, patientName, referenceRange, resourceDate, summary } from "../fhir";
-import { describe, pendingBadge } from "./settings";
+import { pendingItem } from "./settings";
 
 export interface Tab {
   id: string;
@@ -195,9 +195,7 @@ export function writesFor(writes: PendingView[], type: string, patient: string, 
 export function pendingList(writes: PendingView[]): HTMLElement | string {
   if (writes.length === 0) return "";
   return el("ul", { class: "items", "aria-label": "Not yet on the server" },
-    ...[...writes].reverse().map((write) =>
-      el("li", { class: `pending ${write.status}` }, el("span", { class: "badge" }, pendingBadge(write)), el("span", { class: "title" }, describe(write.resource))),
-    ),
+    ...[...writes].reverse().map((write) => pendingItem(write, true)),
   );
 }
 

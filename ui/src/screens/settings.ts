@@ -15,16 +15,12 @@ export async function pendingPanel(into: HTMLElement): Promise<void> {
   }
   const list = el("ul", { class: "items" });
   for (const write of writes) {
-    const mine = describe(write.resource);
-    const item = el("li", { class: `pending ${write.status}` },
-      el("span", { class: "badge" }, pendingBadge(write)),
-      el("span", { class: "title" }, mine),
-    );
+    const item = pendingItem(write, false);
     if (write.reason) item.append(el("span", { class: "detail" }, `Server: ${write.reason}`));
     if (write.status === "conflict" && write.server_version) {
       item.append(el("div", { class: "compare" },
-        el("div", {}, el("h3", {}, "Yours"), el("p", {}, mine)),
-        el("div", {}, el("h3", {}, "On the server"), el("p", {}, describe(write.server_version))),
+        el("div", {}, el("h3", {}, "Yours"), el("p", {}, writeSummary(write.resource))),
+        el("div", {}, el("h3", {}, "On the server"), el("p", {}, writeSummary(write.server_version))),
       ));
     }
     if (write.status !== "pending") {
@@ -39,13 +35,16 @@ export async function pendingPanel(into: HTMLElement): Promise<void> {
   into.append(list);
 }
 
-/** What a write's badge says, here and where it shows inline in the record. */
-export function pendingBadge(write: PendingView): string {
-  return write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere — see Pending" : "Not accepted — see Pending";
+/** One write as a list item: its state and what it is. `elsewhere`: shown outside the
+ *  Pending screen, so a write that needs a decision says where to make it. */
+export function pendingItem(write: PendingView, elsewhere: boolean): HTMLLIElement {
+  const state = write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere" : "Not accepted";
+  const badge = elsewhere && write.status !== "pending" ? `${state} — see Pending` : state;
+  return el("li", { class: `pending ${write.status}` }, el("span", { class: "badge" }, badge), el("span", { class: "title" }, writeSummary(write.resource)));
 }
 
-/** A write's one-line description. */
-export function describe(resource: FhirResource | null): string {
+/** A written resource in one line. */
+function writeSummary(resource: FhirResource | null): string {
   if (!resource) return "";
   const { title, detail, date } = summary(resource);
   return [title, detail, date].filter(Boolean).join(" · ");

@@ -99,6 +99,15 @@ impl World {
         }
     }
 
+    /// Every event in the server's audit trail, oldest first.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let store = self.data.open_store().unwrap();
+        let conn = store.read();
+        let mut stmt = conn.prepare("SELECT record FROM audit_log ORDER BY seq").unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(|r| serde_json::from_str::<serde_json::Value>(&r.unwrap()).unwrap()["event"].clone()).collect()
+    }
+
     /// The server's pin set as `init` printed it: live key, backup key.
     pub fn pins(&self) -> PinSet {
         let pins = self.data.pins().unwrap();
@@ -245,6 +254,22 @@ pub fn seed_care_team(world: &World, range: std::ops::Range<usize>) -> Vec<Strin
         }
     }
     patients
+}
+
+/// Stores a DocumentReference of demo `patient` with one plain-text attachment of
+/// `bytes`, as an upload at the clinic would; returns its id.
+pub fn seed_document(records: &carekeep_server::records::Records, patient: &str, title: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let resource = serde_json::json!({
+        "resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": format!("Patient/{patient}")},
+        "content": [{"attachment": {
+            "contentType": "text/plain", "title": title,
+            "data": base64::engine::general_purpose::STANDARD.encode(bytes)
+        }}]
+    });
+    let checked = records.check(resource, "DocumentReference").unwrap();
+    records.create(carekeep_server::seed::DEMO_TENANT, checked, None).unwrap().0.id
 }
 
 /// A running server, stopped when dropped.

@@ -264,7 +264,7 @@ async fn break_glass_fetches_a_patient_on_demand_until_the_grant_ends() {
     let after = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(after.patients_removed, 1, "{after:?}");
     assert!(account.store().unwrap().get("Patient", &outsider).unwrap().is_none());
-    let flagged = audit_actions(&world).into_iter().filter(|e| e["break_glass"] == true).count();
+    let flagged = world.audit_events().into_iter().filter(|e| e["break_glass"] == true).count();
     assert!(flagged > 0, "accesses under break-glass are flagged");
 }
 
@@ -294,7 +294,7 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
 
     let report = account.sync(&mut |_| {}).await.unwrap();
     assert!(report.audit_uploaded >= 2, "the read and the session records: {report:?}");
-    let trail = audit_actions(&world);
+    let trail = world.audit_events();
     let offline_read: Vec<_> =
         trail.iter().filter(|e| e["action"] == "device access: read from the device cache").collect();
     assert_eq!(offline_read.len(), 1, "{trail:#?}");
@@ -316,24 +316,15 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
     // The next sync sends nothing again.
     let again = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(again.audit_uploaded, 0, "{again:?}");
-    assert_eq!(audit_actions(&world).iter().filter(|e| e["action"] == offline_read[0]["action"]).count(), 1);
+    assert_eq!(world.audit_events().iter().filter(|e| e["action"] == offline_read[0]["action"]).count(), 1);
 }
 
 /// The first event in the server's trail with `action`, as an event a device could send.
 fn trail_record(world: &World, action: &str) -> carekeep_protocol::audit::AuditEvent {
-    let event = audit_actions(world).into_iter().find(|e| e["action"] == action).unwrap();
+    let event = world.audit_events().into_iter().find(|e| e["action"] == action).unwrap();
     let mut event: carekeep_protocol::audit::AuditEvent = serde_json::from_value(event).unwrap();
     event.action = carekeep_protocol::sync::READ_FROM_CACHE.into();
     event
-}
-
-/// Every audit event in the server's trail.
-fn audit_actions(world: &World) -> Vec<serde_json::Value> {
-    let store = world.data.open_store().unwrap();
-    let conn = store.read();
-    let mut stmt = conn.prepare("SELECT record FROM audit_log ORDER BY seq").unwrap();
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
-    rows.map(|r| serde_json::from_str::<serde_json::Value>(&r.unwrap()).unwrap()["event"].clone()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

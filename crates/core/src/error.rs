@@ -205,6 +205,25 @@ pub enum Error {
     #[error("There is no new authenticator waiting for a code. Start setting it up again.")]
     NoPendingAuthenticator,
 
+    /// The document is not on the server (removed), or not for this user any more.
+    #[error(
+        "This document is not available: it may have been removed, or you may no longer see it. Sync, then try again."
+    )]
+    DocumentUnavailable,
+
+    /// The document was never downloaded and the server cannot be reached.
+    #[error("This document is not on this device yet. Connect to the network and open it again to download it.")]
+    DocumentNotDownloaded,
+
+    /// The document is bigger than the app downloads.
+    #[error(
+        "This document is larger than {limit_mib} MiB, more than this app downloads. Ask your care team for a copy another way."
+    )]
+    DocumentTooLarge {
+        /// The limit, in MiB.
+        limit_mib: u64,
+    },
+
     /// Only a full sign-in can unlock now (the last one is too old, or the device key or
     /// biometrics changed).
     #[error("For your security, sign in again with your password and authenticator code.")]

@@ -5,6 +5,8 @@
 use carekeep_protocol::auth::Role;
 use serde_json::Value;
 
+mod documents;
+
 use crate::records::Records;
 use crate::store::Store;
 use crate::{ServerError, admin};
@@ -50,7 +52,7 @@ pub struct DemoUser {
 }
 
 /// Seeds the demo tenant: every carebundle resource, two years of lab and vital-sign history
-/// for the first patient (see [`history`]), then a patient (linked to the first
+/// and two documents for the first patient (see [`history`]), then a patient (linked to the first
 /// patient and proxy for the second), a clinician (care team: the first ten), a nurse
 /// (care team: the first five), a billing clerk and an admin. Refuses to run twice.
 pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoUser>, ServerError> {
@@ -189,18 +191,13 @@ const HISTORY: &[Series] = &[
 
 /// The [`HISTORY`] series as Observations of `patient`, dated quarterly back from `now`.
 pub fn history(patient: &str, now: time::OffsetDateTime) -> Vec<(String, Value)> {
-    use sha2::Digest as _;
     let mut observations = Vec::new();
     for series in HISTORY {
         for (quarter, value) in series.values.iter().enumerate() {
             let back = i64::try_from(series.values.len() - quarter).unwrap_or(0) * 91;
             let when = (now - time::Duration::days(back)).replace_nanosecond(0).unwrap_or(now);
             let when = when.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-            // A stable opaque id, UUID-shaped like the carebundle's.
-            let digest = sha2::Sha256::digest(format!("{patient}|{}|{quarter}", series.code));
-            let mut hex = String::new();
-            crate::auth::secrets::push_hex(&mut hex, &digest[..16]);
-            let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+            let id = stable_id(patient, &format!("{}|{quarter}", series.code));
             let quantity = |v: f64| serde_json::json!({"value": v, "unit": series.unit, "system": "http://unitsofmeasure.org", "code": series.unit});
             let mut range = serde_json::Map::new();
             if let Some(low) = series.range.0 {
@@ -228,13 +225,29 @@ pub fn history(patient: &str, now: time::OffsetDateTime) -> Vec<(String, Value)>
     observations
 }
 
+/// A stable opaque id for a demo resource of `patient`, UUID-shaped like the carebundle's.
+fn stable_id(patient: &str, what: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{patient}|{what}"));
+    let mut hex = String::new();
+    crate::auth::secrets::push_hex(&mut hex, &digest[..16]);
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// The first patient's history ([`history`]) and documents, stored like any write.
 fn import_history(records: &Records, patient: &str) -> Result<(), ServerError> {
     let now = time::OffsetDateTime::now_utc();
+    let today = now
+        .replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
     let mut checked = Vec::new();
-    for (id, observation) in history(patient, now) {
-        let resource = records
-            .check(observation, "Observation")
-            .map_err(|e| ServerError::Invalid(format!("demo history: {e}")))?;
+    let resources = history(patient, now).into_iter().map(|(id, r)| (id, r, "Observation"));
+    let documents = documents::documents(patient, &today)?.into_iter().map(|(id, r)| (id, r, "DocumentReference"));
+    for (id, resource, resource_type) in resources.chain(documents) {
+        let resource =
+            records.check(resource, resource_type).map_err(|e| ServerError::Invalid(format!("demo history: {e}")))?;
         checked.push((resource, id));
     }
     records.import(DEMO_TENANT, checked, now).map_err(|e| ServerError::Store(e.to_string()))?;

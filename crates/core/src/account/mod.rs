@@ -20,6 +20,7 @@ mod activity;
 mod audit_queue;
 mod authenticator;
 mod devices;
+mod documents;
 mod facts;
 mod reading;
 pub mod sync;

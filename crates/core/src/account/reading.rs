@@ -53,7 +53,7 @@ impl Account {
         Ok(bundle.to_string())
     }
 
-    fn log_access(
+    pub(super) fn log_access(
         &mut self,
         action: &str,
         resource_type: &str,
@@ -96,7 +96,7 @@ fn bare(reference: &str) -> &str {
 }
 
 /// The patient a shown resource belongs to (bare id).
-fn patient_of(resource: &StoredResource) -> Option<String> {
+pub(super) fn patient_of(resource: &StoredResource) -> Option<String> {
     if resource.resource_type == "Patient" {
         return Some(resource.id.clone());
     }

@@ -3,6 +3,7 @@
 
 mod access_log;
 pub mod dangerous;
+mod documents;
 mod outbox;
 mod query;
 mod set_aside;
@@ -12,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use documents::CachedDocument;
 pub use outbox::{Outbox, OutboxEntry, PendingWrite, WriteMethod};
 pub use query::{CodeFilter, ResourceQuery, TrendPoint, patient_reference};
 pub use set_aside::{Resolution, SetAside, SetAsideKind};

@@ -94,6 +94,16 @@ const MIGRATIONS: &[&str] = &[
         seq     INTEGER PRIMARY KEY,
         record  TEXT NOT NULL
     ) STRICT;",
+    // 3: documents (a DocumentReference's attachments) downloaded to this device, kept
+    // inside the encrypted cache and gone with their DocumentReference.
+    "CREATE TABLE documents (
+        url           TEXT PRIMARY KEY,
+        resource      INTEGER NOT NULL REFERENCES resources (pk) ON DELETE CASCADE,
+        content_type  TEXT NOT NULL,
+        bytes         BLOB NOT NULL,
+        fetched_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX documents_by_resource ON documents (resource);",
 ];
 
 /// Creates a new, empty vault database at `path`, keyed with `k_db`.

@@ -1,0 +1,178 @@
+//! Documents end to end, against the real server and the real Secret Service (run inside
+//! `cargo xtask keyring-run`): downloaded through the server's signed link into the
+//! encrypted cache, opened again offline, gone with the patient, refused past the size
+//! limit, and never fetched from an address the server did not give.
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use carekeep_core::account::Account;
+use carekeep_core::account::sync::Retry;
+use carekeep_core::store::ResourceQuery;
+use carekeep_core::{Error, SystemClock};
+use carekeep_e2e::proxy::FaultyProxy;
+use carekeep_e2e::{Device, Running, World};
+use carekeep_protocol::auth::Role;
+use carekeep_server::records::Records;
+
+/// A line of the demo discharge letter.
+const LETTER_LINE: &str = "community-acquired pneumonia";
+
+fn records(world: &World) -> Records {
+    let store = Arc::new(world.data.open_store().unwrap());
+    let keys = world.data.master_keys().unwrap();
+    Records::new(store, zeroize::Zeroizing::new(*keys.documents))
+}
+
+/// The cached DocumentReferences of `patient`, by their attachment's title.
+fn documents(account: &mut Account, patient: &str) -> Vec<(String, String)> {
+    let query = ResourceQuery {
+        resource_type: "DocumentReference".into(),
+        patient: Some(format!("Patient/{patient}")),
+        ..ResourceQuery::default()
+    };
+    let found = account.store().unwrap().search(&query).unwrap();
+    found
+        .iter()
+        .map(|r| {
+            let value: serde_json::Value = serde_json::from_str(&r.json).unwrap();
+            (value["content"][0]["attachment"]["title"].as_str().unwrap_or_default().to_owned(), r.id.clone())
+        })
+        .collect()
+}
+
+fn titled(documents: &[(String, String)], title: &str) -> String {
+    documents.iter().find(|(t, _)| t == title).map(|(_, id)| id.clone()).unwrap()
+}
+
+fn first_patient(account: &mut Account) -> String {
+    account.store().unwrap().sync_patients().unwrap()[0].patient.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_downloads_into_the_encrypted_cache_and_opens_again_offline() {
+    let world = World::demo(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let proxy = FaultyProxy::start(&world.data, running.port_number(), 0);
+    let device = Device::new();
+    let mut account = device.sign_in_at(&world, proxy.url(), Arc::new(SystemClock), 0).await.unwrap();
+    account.set_retry(Retry { attempts: 2, base: Duration::from_millis(20), cap: Duration::from_millis(50) });
+    account.sync(&mut |_| {}).await.unwrap();
+    let me = first_patient(&mut account);
+    let docs = documents(&mut account, &me);
+    assert_eq!(docs.len(), 2, "the letter and the image: {docs:?}");
+    let (letter, image) = (titled(&docs, "Discharge letter"), titled(&docs, "Chest image"));
+    assert_eq!(account.store().unwrap().document_count().unwrap(), 0, "a sync fetches no document bytes");
+
+    let opened = account.open_document(&letter, 0).await.unwrap();
+    assert_eq!(opened.content_type, "text/plain");
+    assert!(String::from_utf8_lossy(&opened.bytes).contains(LETTER_LINE));
+    assert!(!format!("{opened:?}").contains(LETTER_LINE), "Debug shows the type and size only");
+    let png = account.open_document(&image, 0).await.unwrap();
+    assert_eq!((png.content_type.as_str(), &png.bytes[..8]), ("image/png", &b"\x89PNG\r\n\x1a\n"[..]));
+    assert_eq!(account.store().unwrap().document_count().unwrap(), 2);
+    // Kept inside the SQLCipher vault: not one readable byte of it on disk.
+    assert!(!contains(&device.files(), LETTER_LINE.as_bytes()), "the letter is encrypted at rest");
+    // The server logged both downloads, by document, for this patient.
+    let downloads = world.audit_events().into_iter().filter(|e| e["resource_type"] == "Binary").count();
+    assert!(downloads >= 4, "a link and a download each");
+
+    // Offline: the downloaded letter still opens (and that view is logged on the device).
+    drop(proxy);
+    let logged = account.store().unwrap().access_log(1000).unwrap().len();
+    let again = account.open_document(&letter, 0).await.unwrap();
+    assert_eq!(again.bytes, opened.bytes);
+    assert_eq!(account.store().unwrap().access_log(1000).unwrap().len(), logged + 1);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_a_document_never_downloaded_asks_for_the_network() {
+    let world = World::demo(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let proxy = FaultyProxy::start(&world.data, running.port_number(), 0);
+    let device = Device::new();
+    let mut account = device.sign_in_at(&world, proxy.url(), Arc::new(SystemClock), 0).await.unwrap();
+    account.set_retry(Retry { attempts: 2, base: Duration::from_millis(20), cap: Duration::from_millis(50) });
+    account.sync(&mut |_| {}).await.unwrap();
+    let me = first_patient(&mut account);
+    let image = titled(&documents(&mut account, &me), "Chest image");
+    drop(proxy);
+    let result = account.open_document(&image, 0).await;
+    assert!(matches!(result, Err(Error::DocumentNotDownloaded)), "{result:?}");
+    assert_eq!(account.store().unwrap().document_count().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
+    let world = World::demo(Role::Clinician);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    account.sync(&mut |_| {}).await.unwrap();
+    // The demo documents belong to the first demo patient, on this clinician's care team.
+    let (patient, letter) = account
+        .store()
+        .unwrap()
+        .sync_patients()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.patient)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .find_map(|p| {
+            let docs = documents(&mut account, &p);
+            (!docs.is_empty()).then(|| (p, titled(&docs, "Discharge letter")))
+        })
+        .unwrap();
+    account.open_document(&letter, 0).await.unwrap();
+    // An attachment bigger than the app downloads: refused, nothing kept.
+    let big = vec![b'x'; carekeep_core::net::DOCUMENT_LIMIT + 1];
+    let oversized = carekeep_e2e::seed_document(&records(&world), &patient, "Scan archive", &big);
+    account.sync(&mut |_| {}).await.unwrap();
+    let result = account.open_document(&oversized, 0).await;
+    assert!(matches!(result, Err(Error::DocumentTooLarge { limit_mib: 25 })), "{result:?}");
+    assert_eq!(account.store().unwrap().document_count().unwrap(), 1);
+
+    // The patient leaves the care team: their documents leave the device with them.
+    let store = world.data.open_store().unwrap();
+    store
+        .lock()
+        .execute("DELETE FROM patient_links WHERE patient = ?1 AND relation = 'care-team'", [&patient])
+        .unwrap();
+    account.sync(&mut |_| {}).await.unwrap();
+    assert_eq!(account.store().unwrap().document_count().unwrap(), 0);
+    assert!(matches!(account.open_document(&letter, 0).await, Err(Error::DocumentUnavailable)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_servers_own_document_addresses_are_fetched() {
+    let world = World::demo(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = Device::new();
+    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+    account.sync(&mut |_| {}).await.unwrap();
+    let me = first_patient(&mut account);
+    // A DocumentReference that points elsewhere (another host, a path that climbs out).
+    for url in ["https://attacker.example/steal", "/documents/../fhir/Patient", "/fhir/Patient"] {
+        let id = format!("evil-{}", url.len());
+        let resource = serde_json::json!({
+            "resourceType": "DocumentReference", "id": id, "status": "current",
+            "subject": {"reference": format!("Patient/{me}")},
+            "content": [{"attachment": {"contentType": "text/plain", "url": url}}]
+        });
+        account.store().unwrap().put(&resource.to_string()).unwrap();
+        let result = account.open_document(&id, 0).await;
+        assert!(matches!(result, Err(Error::DocumentUnavailable)), "{url}: {result:?}");
+    }
+    // A DocumentReference not in the cache, or an attachment past its end: no document.
+    assert!(matches!(account.open_document("no-such-document", 0).await, Err(Error::DocumentUnavailable)));
+    let letter = titled(&documents(&mut account, &me), "Discharge letter");
+    assert!(matches!(account.open_document(&letter, 7).await, Err(Error::DocumentUnavailable)));
+    assert_eq!(account.store().unwrap().document_count().unwrap(), 0);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

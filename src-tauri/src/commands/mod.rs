@@ -3,6 +3,7 @@
 //! none decides anything the core should. `names.rs` lists them for the permission
 //! manifest, and a test keeps that list, the handler and the capability in step.
 
+mod documents;
 mod names;
 mod records;
 mod security;
@@ -49,6 +50,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Syn
         security::confirm_authenticator,
         security::copy_text,
         records::server_access_log,
+        documents::open_document,
     ]
 }
 

@@ -32,4 +32,5 @@ pub const ALL: &[&str] = &[
     "confirm_authenticator",
     "copy_text",
     "server_access_log",
+    "open_document",
 ];

@@ -136,6 +136,8 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     assert!(!source.contains("onerror") && !source.contains("pwned"), "narrative markup is not in the page");
     app.screenshot("05-conditions").await;
 
+    view_documents(&app).await;
+
     app.click("#nav-access").await;
     app.wait_text(".content h2", "Who viewed my record").await;
     // The clinic's trail (the patient's own sync is in it) and this device's views.
@@ -144,10 +146,10 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
         trail.contains("At your clinic") && trail.contains("(patient)") && trail.contains("viewed records"),
         "{trail}"
     );
-    app.screenshot("06-access-log").await;
+    app.screenshot("07-access-log").await;
     app.click("#nav-security").await;
     app.wait_text(".content", "Cannot be blocked").await;
-    app.screenshot("07-security").await;
+    app.screenshot("08-security").await;
     // Lock-on-blur is the Linux default; the idle lock is what this test waits for.
     app.client.find(Locator::Css("#lock-on-blur")).await.unwrap().click().await.unwrap();
 
@@ -155,7 +157,7 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.client.wait().at_most(Duration::from_secs(120)).for_element(Locator::Css("#lock-title")).await.unwrap();
     app.assert_no_phi(&phi, "after the idle lock").await;
     assert!(!app.source().await.contains("Seasonal allergic rhinitis"));
-    app.screenshot("08-locked").await;
+    app.screenshot("09-locked").await;
     app.type_into("form.lock input[name=password]", &world.password).await;
     app.click("form.lock button[type=submit]").await;
     app.wait_text(".record h2", phi[0].as_str()).await;
@@ -187,7 +189,7 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.click("form.lock button[type=submit]").await;
     app.click("#export").await;
     app.wait("dialog #stepup-title").await;
-    app.screenshot("09-step-up").await;
+    app.screenshot("10-step-up").await;
     app.type_into("dialog input[name=username]", &world.username).await;
     app.type_into("dialog input[name=password]", &world.password).await;
     app.type_into("dialog input[name=code]", &world.code(1)).await;
@@ -209,13 +211,61 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.quit().await;
 }
 
+/// Documents open inline from the encrypted cache (downloaded through the signed link on
+/// first open): the letter as text, the PNG decoded, the PDF drawn page by page.
+async fn view_documents(app: &App) {
+    app.click("#tab-documents").await;
+    open_document(app, "Discharge letter").await;
+    app.wait_text(".viewer .document-text", "community-acquired pneumonia").await;
+    open_document(app, "Chest image").await;
+    let image =
+        "const i = document.querySelector('.viewer img.document-image'); return !!i && i.complete && i.naturalWidth;";
+    assert_eq!(wait_for_script(app, image).await, json!(256), "the PNG decoded");
+    open_document(app, "Immunisation record").await;
+    app.wait(".viewer .pdf-page canvas").await;
+    let inked = "const c = document.querySelector('.viewer canvas'); \
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+        return d.some((v, i) => i % 4 !== 3 && v < 128);";
+    assert_eq!(wait_for_script(app, inked).await, json!(true), "the PDF's page was drawn");
+    assert!(app.source().await.contains("Influenza, seasonal"), "the page's text is beside it");
+    app.screenshot("06-documents").await;
+}
+
+/// Opens the document titled `title` from the Documents tab's list.
+async fn open_document(app: &App, title: &str) {
+    let xpath = format!("//ul[contains(@class,'documents')]//button[normalize-space()='{title}']");
+    app.client
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath(&xpath))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    app.wait_text(".viewer h3", title).await;
+}
+
+/// Runs `script` until it returns something truthy (or 30 s pass); returns its last answer.
+async fn wait_for_script(app: &App, script: &str) -> Value {
+    let mut answer = Value::Null;
+    for _ in 0..150 {
+        answer = app.client.execute(script, vec![]).await.unwrap();
+        if answer != json!(false) && answer != json!(0) && !answer.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    answer
+}
+
 /// Security → new authenticator: scanned by its key, confirmed with a code from it.
 async fn set_up_new_authenticator(app: &App, world: &mut World) {
     app.click("#nav-security").await;
     app.click("#change-authenticator").await;
     let key = app.wait_text("#setup-key", " ").await;
     app.wait("img.qr").await;
-    app.screenshot("10-new-authenticator").await;
+    app.screenshot("11-new-authenticator").await;
     world.scan_authenticator(&key);
     app.type_into("#new-authenticator-code", &world.code(0)).await;
     app.click("#confirm-authenticator").await;
@@ -239,10 +289,10 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     let family = on_team["name"][0]["family"].as_str().unwrap();
     app.type_into("input[type=search]", family).await;
     app.wait_text("ul.patients", family).await;
-    app.screenshot("11-clinician-search").await;
+    app.screenshot("12-clinician-search").await;
     app.click("ul.patients button.link").await;
     app.wait_text(".record h2", family).await;
-    app.screenshot("12-clinician-chart").await;
+    app.screenshot("13-clinician-chart").await;
 
     // Copying the name: it reaches the real X clipboard through the shell, and the shell
     // takes it back a minute later while the app stays unlocked (a clinician's idle limit
@@ -262,7 +312,7 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     app.type_into("form.warning textarea[name=reason]", "Unconscious in the emergency department").await;
     app.click("form.warning button[type=submit]").await;
     app.wait_text("#banner", "Emergency access granted").await;
-    app.screenshot("13-break-glass").await;
+    app.screenshot("14-break-glass").await;
 
     let store = world.data.open_store().unwrap();
     let trail =

@@ -61,7 +61,7 @@ async fn a_document_downloads_into_the_encrypted_cache_and_opens_again_offline()
     account.sync(&mut |_| {}).await.unwrap();
     let me = first_patient(&mut account);
     let docs = documents(&mut account, &me);
-    assert_eq!(docs.len(), 2, "the letter and the image: {docs:?}");
+    assert_eq!(docs.len(), 3, "the letter, the immunisation record and the image: {docs:?}");
     let (letter, image) = (titled(&docs, "Discharge letter"), titled(&docs, "Chest image"));
     assert_eq!(account.store().unwrap().document_count().unwrap(), 0, "a sync fetches no document bytes");
 

@@ -100,6 +100,12 @@ export interface AuthenticatorSetup {
   setup_key: string;
 }
 
+/** An opened document (from the encrypted cache, or downloaded into it first). */
+export type DocumentView =
+  | { kind: "text"; text: string }
+  | { kind: "image"; content_type: string; data_base64: string }
+  | { kind: "pdf"; data_base64: string };
+
 export type Reading =
   | { kind: "blood-pressure"; systolic: number; diastolic: number }
   | { kind: "glucose"; mmol_per_l: number };
@@ -147,4 +153,5 @@ export const api = {
   beginAuthenticatorChange: () => invoke<AuthenticatorSetup>("begin_authenticator_change"),
   confirmAuthenticator: (code: string) => invoke<void>("confirm_authenticator", { code }),
   copyText: (text: string) => invoke<void>("copy_text", { text }),
+  openDocument: (document: string, attachment: number) => invoke<DocumentView>("open_document", { document, attachment }),
 };

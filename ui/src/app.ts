@@ -4,9 +4,11 @@
 import { api, isCommandError, type CommandError, type SessionView } from "./api";
 import { clear, el } from "./dom";
 
-/** Everything the UI holds that could be PHI: the page's content and the records loaded. */
+/** Everything the UI holds that could be PHI: the page's content, the records loaded, and
+ * what must be let go of besides the page (an open PDF's renderer). */
 export const views = {
   records: new Map<string, unknown>(),
+  releases: new Set<() => void>(),
 };
 
 /** Set by each screen: what to show for a session. */
@@ -29,6 +31,8 @@ export function wipe(): void {
   if (banner) clear(banner);
   for (const dialog of Array.from(document.querySelectorAll("dialog"))) dialog.remove();
   views.records.clear();
+  for (const release of views.releases) release();
+  views.releases.clear();
   // Any selection of record text goes too.
   window.getSelection()?.removeAllRanges();
 }

@@ -1,11 +1,12 @@
 // One patient's record: a tab per part (summary, labs with trend charts, vitals,
-// medications, allergies, conditions, immunizations, appointments, messages), all read
+// medications, allergies, conditions, immunizations, documents, appointments, messages), all read
 // from the encrypted cache through the core, all rendered as text.
 import { api, type FhirResource, type PendingView } from "../api";
 import { announce, showError, views } from "../app";
 import { trendChart } from "../chart";
 import { clear, el, field } from "../dom";
 import { conceptText, formatDate, labTests, observationValue, patientName, referenceRange, resourceDate, summary } from "../fhir";
+import { documentsTab } from "./documents";
 import { pendingItem } from "./settings";
 
 export interface Tab {
@@ -24,6 +25,7 @@ export function recordTabs(writes: boolean): Tab[] {
     { id: "allergies", label: "Allergies", render: listTab("AllergyIntolerance", "allergies") },
     { id: "conditions", label: "Conditions", render: listTab("Condition", "conditions") },
     { id: "immunizations", label: "Immunizations", render: listTab("Immunization", "immunizations") },
+    { id: "documents", label: "Documents", render: documentsTab },
     { id: "appointments", label: "Appointments", render: writes ? appointmentsTab : listTab("Appointment", "appointments") },
     { id: "messages", label: "Messages", render: writes ? messagesTab : listTab("Communication", "messages") },
   ];

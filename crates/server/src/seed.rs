@@ -52,7 +52,7 @@ pub struct DemoUser {
 }
 
 /// Seeds the demo tenant: every carebundle resource, two years of lab and vital-sign history
-/// and two documents for the first patient (see [`history`]), then a patient (linked to the first
+/// and three documents for the first patient (see [`history`]), then a patient (linked to the first
 /// patient and proxy for the second), a clinician (care team: the first ten), a nurse
 /// (care team: the first five), a billing clerk and an admin. Refuses to run twice.
 pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoUser>, ServerError> {

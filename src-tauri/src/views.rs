@@ -90,6 +90,7 @@ impl From<Error> for CommandError {
             Error::Locked => "locked",
             Error::RemoteWipe | Error::DeviceRevoked | Error::WipedAfterFailedAttempts => "wiped",
             e if e.is_transient() => "offline",
+            Error::DocumentNotDownloaded => "offline",
             _ => "fix",
         };
         Self { next, message: error.to_string() }

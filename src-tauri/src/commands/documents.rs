@@ -3,6 +3,7 @@
 //! this hands the webview only kinds it can show without running anything.
 
 use base64::Engine as _;
+use carekeep_protocol::Secret;
 use serde::Serialize;
 use tauri::State;
 
@@ -10,26 +11,27 @@ use super::account;
 use crate::shell::Shell;
 use crate::views::CommandResult;
 
-/// A document, as the viewer shows it.
+/// A document, as the viewer shows it. Its content is held as [`Secret`]: wiped from
+/// memory once sent, and never printed by `Debug`.
 #[derive(Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DocumentView {
     /// Plain text, shown as text (never as HTML).
     Text {
         /// The text (invalid UTF-8 shown as replacement characters).
-        text: String,
+        text: Secret,
     },
     /// A raster image, shown as a `data:` image.
     Image {
         /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
         content_type: String,
         /// The bytes, base64.
-        data_base64: String,
+        data_base64: Secret,
     },
     /// A PDF, drawn page by page by the bundled PDF renderer (scripts off).
     Pdf {
         /// The bytes, base64.
-        data_base64: String,
+        data_base64: Secret,
     },
 }
 
@@ -50,9 +52,9 @@ pub async fn open_document(
 /// The view of a document of `content_type`; kinds that could carry script (HTML, SVG) or
 /// that the webview cannot draw are refused with what to do instead.
 fn view(content_type: &str, bytes: &[u8]) -> CommandResult<DocumentView> {
-    let base64 = || base64::engine::general_purpose::STANDARD.encode(bytes);
+    let base64 = || Secret::new(base64::engine::general_purpose::STANDARD.encode(bytes));
     match content_type {
-        "text/plain" => Ok(DocumentView::Text { text: String::from_utf8_lossy(bytes).into_owned() }),
+        "text/plain" => Ok(DocumentView::Text { text: Secret::new(String::from_utf8_lossy(bytes)) }),
         "application/pdf" => Ok(DocumentView::Pdf { data_base64: base64() }),
         image if IMAGES.contains(&image) => {
             Ok(DocumentView::Image { content_type: image.to_owned(), data_base64: base64() })
@@ -71,9 +73,9 @@ mod tests {
             assert!(view(hostile, b"<script>alert(1)</script>").is_err(), "{hostile}");
         }
         let Ok(DocumentView::Text { text }) = view("text/plain", b"<b>not bold</b>\xff") else { panic!() };
-        assert_eq!(text, "<b>not bold</b>\u{fffd}", "text stays text");
+        assert_eq!(text.expose(), "<b>not bold</b>\u{fffd}", "text stays text");
         let Ok(DocumentView::Image { content_type, data_base64 }) = view("image/png", b"\x89PNG") else { panic!() };
-        assert_eq!((content_type.as_str(), data_base64.as_str()), ("image/png", "iVBORw=="));
+        assert_eq!((content_type.as_str(), data_base64.expose()), ("image/png", "iVBORw=="));
         assert!(matches!(view("application/pdf", b"%PDF-1.4"), Ok(DocumentView::Pdf { .. })));
     }
 }

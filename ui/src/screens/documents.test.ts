@@ -26,7 +26,8 @@ describe("documents", () => {
       ["d1", 0, "Discharge letter"],
     ]);
     expect(found[0]?.detail).toBe("PDF · 3.3 MB");
-    expect(found[1]?.detail).toBe("Cannot be shown here");
+    expect(found[1]?.detail).toBe("Cannot be shown in Carekeep: ask your care team for a PDF");
+    expect(found.map((a) => a.viewable)).toEqual([true, false, true]);
     expect(found[2]?.detail).toBe("Discharge summary · Text · 812 bytes");
   });
 

@@ -17,6 +17,8 @@ export interface Attachment {
   /** What it is, in words (`Discharge summary · PDF · 12 KB`). */
   detail: string;
   date: string;
+  /** Whether the app can show it (text, raster image, PDF); others are listed, not opened. */
+  viewable: boolean;
 }
 
 const KINDS: Record<string, string> = {
@@ -40,8 +42,9 @@ export function attachments(documents: FhirResource[]): Attachment[] {
       const size = typeof attachment["size"] === "number" ? sizeText(attachment["size"]) : "";
       const when = String(attachment["creation"] ?? doc["date"] ?? "");
       const title = String(attachment["title"] ?? doc["description"] ?? "") || conceptText(doc["type"]) || "Document";
-      const detail = [conceptText(doc["type"]), KINDS[type] ?? "Cannot be shown here", size].filter(Boolean).join(" · ");
-      found.push({ document: doc.id, index, title, detail, date: formatDate(when), sortKey: when });
+      const viewable = Object.hasOwn(KINDS, type);
+      const detail = [conceptText(doc["type"]), viewable ? KINDS[type] : "Cannot be shown in Carekeep: ask your care team for a PDF", size].filter(Boolean).join(" · ");
+      found.push({ document: doc.id, index, title, detail, date: formatDate(when), viewable, sortKey: when });
     });
   }
   return found.sort((a, b) => b.sortKey.localeCompare(a.sortKey)).map(({ sortKey: _, ...a }) => a);
@@ -71,7 +74,7 @@ export async function documentsTab(patient: FhirResource, into: HTMLElement): Pr
       clear(viewer);
       showError(e);
     }));
-    list.append(el("li", {}, el("span", { class: "title" }, open), el("span", { class: "detail" }, item.detail), el("span", { class: "date" }, item.date)));
+    list.append(el("li", {}, el("span", { class: "title" }, item.viewable ? open : item.title), el("span", { class: "detail" }, item.detail), el("span", { class: "date" }, item.date)));
   }
   into.append(list, viewer);
 }

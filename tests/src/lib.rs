@@ -99,6 +99,13 @@ impl World {
         }
     }
 
+    /// The server's records service over this data directory (to write as the clinic would).
+    pub fn records(&self) -> carekeep_server::records::Records {
+        let store = Arc::new(self.data.open_store().unwrap());
+        let keys = self.data.master_keys().unwrap();
+        carekeep_server::records::Records::new(store, zeroize::Zeroizing::new(*keys.documents))
+    }
+
     /// Every event in the server's audit trail, oldest first.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         let store = self.data.open_store().unwrap();

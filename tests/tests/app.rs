@@ -17,7 +17,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use carekeep_e2e::app_driver::{App, clipboard_text, write_config};
@@ -67,12 +66,6 @@ fn sentinels(patient: &Value) -> Vec<String> {
     ]
 }
 
-fn records(world: &World) -> Records {
-    let store = Arc::new(world.data.open_store().unwrap());
-    let keys = world.data.master_keys().unwrap();
-    Records::new(store, zeroize::Zeroizing::new(*keys.documents))
-}
-
 /// A Condition whose narrative tries to run script two ways.
 fn hostile_condition(records: &Records, patient: &str) {
     let condition = json!({
@@ -99,7 +92,7 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     let phi = sentinels(&me);
     // A one-minute idle policy for patients, so the idle lock comes inside the test.
     carekeep_server::admin::set_idle_limit(&world.data.open_store().unwrap(), DEMO_TENANT, Role::Patient, 1).unwrap();
-    hostile_condition(&records(&world), me["id"].as_str().unwrap());
+    hostile_condition(&world.records(), me["id"].as_str().unwrap());
     let running = Running::start(&world.data).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &world, &running);

@@ -15,16 +15,9 @@ use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::FaultyProxy;
 use carekeep_e2e::{Device, Running, World};
 use carekeep_protocol::auth::Role;
-use carekeep_server::records::Records;
 
 /// A line of the demo discharge letter.
 const LETTER_LINE: &str = "community-acquired pneumonia";
-
-fn records(world: &World) -> Records {
-    let store = Arc::new(world.data.open_store().unwrap());
-    let keys = world.data.master_keys().unwrap();
-    Records::new(store, zeroize::Zeroizing::new(*keys.documents))
-}
 
 /// The cached DocumentReferences of `patient`, by their attachment's title.
 fn documents(account: &mut Account, patient: &str) -> Vec<(String, String)> {
@@ -111,7 +104,7 @@ async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
     account.open_document(&letter, 0).await.unwrap();
     // An attachment bigger than the app downloads: refused, nothing kept.
     let big = vec![b'x'; carekeep_core::net::DOCUMENT_LIMIT + 1];
-    let oversized = carekeep_e2e::seed_document(&records(&world), &patient, "Scan archive", &big);
+    let oversized = carekeep_e2e::seed_document(&world.records(), &patient, "Scan archive", &big);
     account.sync(&mut |_| {}).await.unwrap();
     let result = account.open_document(&oversized, 0).await;
     assert!(matches!(result, Err(Error::DocumentTooLarge { limit_mib: 25 })), "{result:?}");

@@ -16,15 +16,8 @@ use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::{Fault, FaultyProxy};
 use carekeep_e2e::{Device, Running, World};
 use carekeep_protocol::auth::Role;
-use carekeep_server::records::Records;
 
 const DEMO: &str = carekeep_server::seed::DEMO_TENANT;
-
-fn records(world: &World) -> Records {
-    let store = Arc::new(world.data.open_store().unwrap());
-    let keys = world.data.master_keys().unwrap();
-    Records::new(store, zeroize::Zeroizing::new(*keys.documents))
-}
 
 fn server_count(world: &World, resource_type: &str) -> i64 {
     let store = world.data.open_store().unwrap();
@@ -110,7 +103,7 @@ async fn the_first_sync_pulls_everything_and_later_ones_only_what_changed() {
 
     // One new result at the practice: exactly that one comes down.
     let patient = kept(&mut account)[0].clone();
-    let records = records(&world);
+    let records = world.records();
     let checked = records.check(observation(&patient, 101.0), "Observation").unwrap();
     let (created, _) = records.create(DEMO, checked, None).unwrap();
     let next = account.sync(&mut |_| {}).await.unwrap();
@@ -158,7 +151,7 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
         })
         .unwrap();
     let mine = stored.into_iter().next().expect("the reading came back down");
-    let records = records(&world);
+    let records = world.records();
     let mut elsewhere: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     elsewhere["status"] = "amended".into();
     let checked = records.check(elsewhere, "Observation").unwrap();
@@ -221,7 +214,7 @@ async fn deletions_and_lost_access_remove_records_from_the_cache() {
     assert!(!account.store().unwrap().search(&query(&leaves)).unwrap().is_empty());
 
     // At the practice: one result deleted, one patient leaves this clinician's care team.
-    records(&world).delete(DEMO, "Observation", &observation.id, now()).unwrap();
+    world.records().delete(DEMO, "Observation", &observation.id, now()).unwrap();
     let store = world.data.open_store().unwrap();
     store.lock().execute("DELETE FROM patient_links WHERE patient = ?1 AND relation = 'care-team'", [&leaves]).unwrap();
 
@@ -353,7 +346,7 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     account.set_request_timeout(carekeep_core::net::REQUEST_TIMEOUT);
     // A server paging forever: the pull (of a patient with news) stops; the write went up
     // before it.
-    let records = records(&world);
+    let records = world.records();
     records.create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), None).unwrap();
     expect_failure(&mut account, &proxy, cached, Fault::RepeatPage, |e| matches!(e, Error::PagingLoop)).await;
 

@@ -5,13 +5,14 @@ use tauri::{AppHandle, WebviewUrl, WebviewWindowBuilder, Window};
 
 /// Opens the main window (the capability in capabilities/main.json names it).
 pub fn open_main(app: &AppHandle) -> tauri::Result<()> {
-    WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
+    let window = WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
         .title("Carekeep")
         .inner_size(1100.0, 760.0)
         .min_inner_size(360.0, 560.0)
         .content_protected(true)
         .on_navigation(is_bundled_ui)
         .build()?;
+    crate::platform::configure_webview(&window);
     Ok(())
 }
 

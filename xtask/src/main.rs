@@ -80,16 +80,28 @@ fn test() -> Result {
     Ok(())
 }
 
-/// The presence modules of macOS and Windows cannot run here, but they must keep compiling:
-/// clippy checks carekeep-presence for both targets (rustup adds their standard libraries).
+/// The presence and clipboard modules of macOS and Windows cannot run here, but they must
+/// keep compiling: clippy checks both crates for both targets (rustup adds their standard
+/// libraries).
 fn check_other_platforms() -> Result {
     const TARGETS: [&str; 2] = ["aarch64-apple-darwin", "x86_64-pc-windows-msvc"];
     let mut add = Command::new("rustup");
     add.args(["target", "add"]).args(TARGETS);
     step("rustup target add (macOS, Windows)", add)?;
     for target in TARGETS {
-        let args = ["clippy", "-p", "carekeep-presence", "--target", target, "--", "-D", "warnings"];
-        step(&format!("cargo clippy carekeep-presence --target {target}"), cargo(&args))?;
+        let args = [
+            "clippy",
+            "-p",
+            "carekeep-presence",
+            "-p",
+            "carekeep-clipboard",
+            "--target",
+            target,
+            "--",
+            "-D",
+            "warnings",
+        ];
+        step(&format!("cargo clippy carekeep-presence carekeep-clipboard --target {target}"), cargo(&args))?;
     }
     Ok(())
 }
@@ -106,8 +118,8 @@ fn bench(filter: &[String]) -> Result {
         args.extend(filter.iter().map(String::as_str));
         step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;
     }
-    // The app's size, start and memory: the release binary, under a virtual display.
-    step("cargo build --release -p carekeep-app", cargo(&["build", "--release", "-p", "carekeep-app"]))?;
+    // The app's size, start and memory: the shipped (`dist`) binary, under a virtual display.
+    step("cargo build --profile dist -p carekeep-app", cargo(&["build", "--profile", "dist", "-p", "carekeep-app"]))?;
     let mut app = Command::new("xvfb-run");
     app.args(["-a", "--server-args=-screen 0 1280x900x24"])
         .arg(cargo_program())

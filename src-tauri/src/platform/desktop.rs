@@ -14,23 +14,8 @@ pub const NOTES: &[&str] = &[
     "Locking your computer does not lock Carekeep by itself yet: it locks after the idle limit, or when it loses focus if you choose that.",
 ];
 
+/// WebView2 and WKWebView need no settings of ours.
+pub fn configure_webview(_window: &tauri::WebviewWindow) {}
+
 /// Nothing to watch here yet.
 pub fn watch_os_lock(_on_lock: impl Fn() + Send + 'static) {}
-
-/// The clipboard is not built for these systems yet: record text cannot be copied (rather
-/// than copied and left behind).
-pub mod clipboard {
-    use tauri::AppHandle;
-
-    /// Why a copy could not be made.
-    pub const UNAVAILABLE: &str =
-        "Copying record text is not available on this system yet: Carekeep could not clear it again.";
-
-    /// Refuses: a copy the app cannot take back is not made.
-    pub fn set(_app: &AppHandle, _text: String) -> Result<(), &'static str> {
-        Err(UNAVAILABLE)
-    }
-
-    /// Nothing was copied.
-    pub fn clear_ours(_app: &AppHandle) {}
-}

@@ -1,8 +1,7 @@
 //! Linux: no X11 or Wayland compositor lets an app keep its window out of screenshots, so
 //! the app says so and offers lock-on-blur instead (on by default). The OS screen lock
 //! reaches the app over D-Bus: logind's `Session.Lock` on the system bus, and the
-//! freedesktop screensaver's `ActiveChanged(true)` on the session bus. The clipboard is
-//! GTK's (the webview's toolkit), used from the main thread.
+//! freedesktop screensaver's `ActiveChanged(true)` on the session bus.
 
 use std::time::Duration;
 
@@ -55,25 +54,19 @@ enum Bus {
     Session,
 }
 
-/// The system clipboard through GTK, on the main thread (GTK is not thread-safe).
-pub mod clipboard {
-    use tauri::AppHandle;
-
-    /// Why a copy could not be made.
-    pub const UNAVAILABLE: &str = "Copying is not available right now. Try again.";
-
-    /// Makes `text` the clipboard's content (the app owns the clipboard from then on).
-    pub fn set(app: &AppHandle, text: String) -> Result<(), &'static str> {
-        app.run_on_main_thread(move || {
-            let text = zeroize::Zeroizing::new(text);
-            gtk::Clipboard::get(&gtk::gdk::SELECTION_CLIPBOARD).set_text(&text);
-        })
-        .map_err(|_| UNAVAILABLE)
-    }
-
-    /// Empties the clipboard if this app still owns it (GTK does nothing once another
-    /// app has taken it over).
-    pub fn clear_ours(app: &AppHandle) {
-        let _ = app.run_on_main_thread(|| gtk::Clipboard::get(&gtk::gdk::SELECTION_CLIPBOARD).clear());
-    }
+/// Trims WebKitGTK's caches. The app shows one bundled page and fetches nothing over the
+/// web, so WebKit's memory cache would only keep decoded record images after a lock has
+/// dropped them from the page: the document-viewer cache model turns it off.
+///
+/// Accelerated compositing stays on: turning it off (the hardware-acceleration policy
+/// `Never`, or `WEBKIT_DISABLE_COMPOSITING_MODE=1`) saves about 70 MiB of idle memory
+/// under Xvfb, but the page then stops responding after pdf.js has drawn a PDF (seen in the
+/// patient end-to-end test, 2026-11-23).
+pub fn configure_webview(window: &tauri::WebviewWindow) {
+    use webkit2gtk::{CacheModel, WebContextExt as _, WebViewExt as _};
+    let _ = window.with_webview(|webview| {
+        if let Some(context) = webview.inner().context() {
+            context.set_cache_model(CacheModel::DocumentViewer);
+        }
+    });
 }

@@ -1,17 +1,17 @@
 //! What differs per OS, behind one interface (DESIGN §5): whether the window can be kept
 //! out of captures, whether the OS screen lock reaches the app, a watcher for it, and the
-//! clipboard.
+//! webview's settings. (The clipboard is `carekeep-clipboard`'s.)
 //! One module per OS; no `cfg` elsewhere in the shell.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{CAN_BLOCK_CAPTURE, FOLLOWS_OS_LOCK, NOTES, clipboard, watch_os_lock};
+pub use linux::{CAN_BLOCK_CAPTURE, FOLLOWS_OS_LOCK, NOTES, configure_webview, watch_os_lock};
 
 #[cfg(not(target_os = "linux"))]
 mod desktop;
 #[cfg(not(target_os = "linux"))]
-pub use desktop::{CAN_BLOCK_CAPTURE, FOLLOWS_OS_LOCK, NOTES, clipboard, watch_os_lock};
+pub use desktop::{CAN_BLOCK_CAPTURE, FOLLOWS_OS_LOCK, NOTES, configure_webview, watch_os_lock};
 
 /// Writes a new file (its folder created if missing) readable only by this user where the
 /// OS has such permissions: an export holds a whole record in clear.

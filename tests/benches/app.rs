@@ -1,8 +1,10 @@
-//! The app against DESIGN §8: the release binary's size (≤ 15 MB), cold start to the lock
-//! screen, and idle memory (≤ 100 MB), measured on the release build under Xvfb through
-//! tauri-driver. Side by side in the same run, the same binary's cold start to its sign-in
+//! The app against DESIGN §8: the shipped binary's size (≤ 15 MB), cold start to the lock
+//! screen, and idle memory (≤ 100 MB), measured on the `dist` build under Xvfb through
+//! tauri-driver. Side by side in the same run: the same binary's cold start to its sign-in
 //! screen on a fresh profile (no account to open): the difference is what opening the
-//! account costs; the rest is the webview's start and the WebDriver session.
+//! account costs; the rest is the webview's start and the WebDriver session. And WebKitGTK's
+//! own floor: its MiniBrowser showing an empty page, whose memory no app built on this
+//! webview goes below.
 //!
 //! `cargo xtask bench` builds the release app and runs this in a keyring session under
 //! `xvfb-run`; the table is printed and written to `target/bench-app.md`. Under `cargo
@@ -20,9 +22,9 @@ use carekeep_protocol::auth::Role;
 
 /// Starts of each kind.
 const RUNS: usize = 5;
-/// The budgets of DESIGN §8.
-const MAX_BINARY_BYTES: u64 = 15 * 1024 * 1024;
-const MAX_IDLE_BYTES: u64 = 100 * 1024 * 1024;
+/// The budgets of DESIGN §8, in decimal megabytes as written there (the table shows MiB).
+const MAX_BINARY_BYTES: u64 = 15_000_000;
+const MAX_IDLE_BYTES: u64 = 100_000_000;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -33,10 +35,10 @@ fn main() {
 }
 
 async fn run() {
-    let (profile_dir, target) = target_dir();
-    let binary = profile_dir.join("carekeep-app");
+    let (_, target) = target_dir();
+    let binary = target.join("dist/carekeep-app");
     let size = std::fs::metadata(&binary)
-        .unwrap_or_else(|_| panic!("build the release app first: cargo build --release -p carekeep-app"))
+        .unwrap_or_else(|_| panic!("build the shipped app first: cargo build --profile dist -p carekeep-app"))
         .len();
     let world = World::demo(Role::Patient);
     let running = Running::start(&world.data).await;
@@ -58,20 +60,21 @@ async fn run() {
     let (mut to_sign_in, mut to_lock, mut idle) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {
         let started = Instant::now();
-        let app = App::launch(&config, &dir.path().join(format!("fresh-{run}"))).await;
+        let app = App::launch_binary(&binary, &config, &dir.path().join(format!("fresh-{run}"))).await;
         app.wait("#signin-title").await;
         to_sign_in.push(started.elapsed());
         app.quit().await;
 
         let started = Instant::now();
-        let app = App::launch(&config, &profile).await;
+        let app = App::launch_binary(&binary, &config, &profile).await;
         app.wait("#lock-title").await;
         to_lock.push(started.elapsed());
         // Idle: the lock screen shown, nothing happening.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        idle.push(memory_of(&binary));
+        idle.push(memory_of(app_process(&binary)));
         app.quit().await;
     }
+    let floor = webkit_floor();
 
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -88,22 +91,46 @@ async fn run() {
     let verdict = |ok: bool| if ok { "within budget" } else { "OVER BUDGET" };
     let table = format!(
         "| measure | value | beside it | budget | verdict |\n|---|---|---|---|---|\n\
-         | release binary | {} | | ≤ 15 MB | {} |\n\
+         | app binary (`dist` profile, stripped) | {} | | ≤ 15 MB (14.3 MiB) | {} |\n\
          | cold start → lock screen (median of {RUNS}) | {:.0} ms | → sign-in screen, fresh profile: {:.0} ms | — | measured |\n\
-         | idle memory on the lock screen (PSS, app + its web processes) | {} | app process alone: {} | ≤ 100 MB | {} |\n",
+         | idle memory on the lock screen (PSS, app + its web processes) | {} (app process {}) | WebKitGTK's MiniBrowser, empty page: {} (browser process {}) | ≤ 100 MB (95.4 MiB) | {} |\n",
         mib(size),
         verdict(size <= MAX_BINARY_BYTES),
         lock.as_secs_f64() * 1000.0,
         sign_in.as_secs_f64() * 1000.0,
         mib(memory.total),
         mib(memory.app),
+        mib(floor.total),
+        mib(floor.app),
         verdict(memory.total <= MAX_IDLE_BYTES),
     );
     println!("\n{table}");
     std::fs::write(target.join("bench-app.md"), &table).unwrap();
 }
 
-/// Proportional set sizes: the app's process, and with every process below it (WebKit's
+/// WebKitGTK's floor: its MiniBrowser (shipped with the library) on `about:blank`, with
+/// the same compositing as the app, measured after the same idle wait.
+fn webkit_floor() -> Memory {
+    let browser = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|dir| dir.path().join("webkit2gtk-4.1/MiniBrowser"))
+        .find(|path| path.exists())
+        .expect("WebKitGTK's MiniBrowser (package libwebkit2gtk-4.1-0)");
+    let mut child = std::process::Command::new(browser)
+        .arg("about:blank")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let memory = memory_of(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    memory
+}
+
+/// Proportional set sizes: the top process, and with every process below it (WebKit's
 /// web and network processes).
 #[derive(Clone, Copy)]
 struct Memory {
@@ -111,17 +138,26 @@ struct Memory {
     total: u64,
 }
 
-fn memory_of(binary: &Path) -> Memory {
-    let processes: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, parent_of(pid)?)))
-        .collect();
-    let app = processes
+/// The running app's process id (tauri-driver started it).
+fn app_process(binary: &Path) -> u32 {
+    processes()
         .iter()
         .map(|(pid, _)| *pid)
         .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary))
-        .expect("the app is running");
+        .expect("the app is running")
+}
+
+/// Every process as (id, parent id).
+fn processes() -> Vec<(u32, u32)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect()
+}
+
+fn memory_of(app: u32) -> Memory {
+    let processes = processes();
     let mut family = vec![app];
     let mut i = 0;
     while i < family.len() {

@@ -32,9 +32,14 @@ impl App {
     /// Starts tauri-driver (and so the app built beside this test) with `config` and
     /// `profile`, and opens a WebDriver session.
     pub async fn launch(config: &Path, profile: &Path) -> Self {
-        let (profile_dir, target) = target_dir();
-        let binary = profile_dir.join("carekeep-app");
+        let binary = target_dir().0.join("carekeep-app");
         assert!(binary.exists(), "build the app first: cargo build -p carekeep-app ({})", binary.display());
+        Self::launch_binary(&binary, config, profile).await
+    }
+
+    /// Starts this build of the app (the benchmark's is the shipped `dist` build).
+    pub async fn launch_binary(binary: &Path, config: &Path, profile: &Path) -> Self {
+        let target = target_dir().1;
         let port = free_port();
         let driver = Command::new("tauri-driver")
             .args(["--port", &port.to_string(), "--native-port", &free_port().to_string()])
@@ -88,11 +93,18 @@ impl App {
         panic!("{css} never said {needle:?}; the page: {}", self.client.source().await.unwrap_or_default());
     }
 
-    /// Types `text` into the field `css` (cleared first).
+    /// Types `text` into the field `css` (cleared first). A screen drawn again meanwhile
+    /// (the lock screen when the window comes back, say) replaces the field: then it is found
+    /// again.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let field = self.wait(css).await;
-        field.clear().await.unwrap();
-        field.send_keys(text).await.unwrap();
+        for _ in 0..10 {
+            let field = self.wait(css).await;
+            if field.clear().await.is_ok() && field.send_keys(text).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{css} kept being replaced while typing into it");
     }
 
     /// Clicks the element `css` once it appears.
@@ -175,4 +187,52 @@ pub fn clipboard_text() -> String {
     let out =
         Command::new("xclip").args(["-o", "-selection", "clipboard"]).output().expect("xclip (cargo xtask setup)");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A window manager (openbox) on the test's X display, for as long as this lives: without
+/// one, X windows are never minimised and focus never moves between apps.
+pub struct WindowManager(Child);
+
+impl WindowManager {
+    /// Starts openbox and waits until it manages the display.
+    pub fn start() -> Self {
+        let wm = Self(
+            Command::new("openbox")
+                .args(["--sm-disable"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("openbox (cargo xtask setup)"),
+        );
+        for _ in 0..100 {
+            let check = Command::new("xprop").args(["-root", "_NET_SUPPORTING_WM_CHECK"]).output();
+            if check.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("window id")) {
+                return wm;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(wm);
+        panic!("openbox did not take the display");
+    }
+}
+
+impl Drop for WindowManager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs xdotool (the person's hand on the window manager) and returns what it printed.
+pub fn xdotool(args: &[&str]) -> String {
+    let out = Command::new("xdotool").args(args).output().expect("xdotool (cargo xtask setup)");
+    assert!(out.status.success(), "xdotool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The X window showing `title`, once it is mapped.
+pub fn window_titled(title: &str) -> String {
+    let name = format!("^{title}$");
+    let found = xdotool(&["search", "--sync", "--onlyvisible", "--name", &name]);
+    found.lines().next().unwrap_or_default().to_owned()
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use carekeep_e2e::app_driver::{App, clipboard_text, write_config};
+use carekeep_e2e::app_driver::{App, WindowManager, clipboard_text, window_titled, write_config, xdotool};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Records;
@@ -202,6 +202,68 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.assert_no_phi(&phi, "after sign-out").await;
     assert!(!session_file.exists(), "sign-out removes the session facts");
     app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the app binary, tauri-driver, a display, openbox and xdotool: run by `cargo xtask test` under xvfb-run"]
+async fn minimising_or_switching_to_another_app_locks_under_a_window_manager() {
+    let world = World::demo(Role::Patient);
+    let phi = sentinels(&fixture_patient(0));
+    let running = Running::start(&world.data).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &world, &running);
+    let _wm = WindowManager::start();
+    let app = App::launch(&config, &dir.path().join("profile")).await;
+    app.sign_in(&world, 0).await;
+    app.click("#sync").await;
+    app.wait_text("#banner", "Synced").await;
+    app.wait_text(".record h2", phi[0].as_str()).await;
+    let window = window_titled("Carekeep");
+
+    // Minimised, with lock-on-blur off so that only the minimise can lock: the record is
+    // gone from the page before anyone can look at the window again.
+    set_lock_on_blur(&app, false).await;
+    xdotool(&["windowminimize", "--sync", &window]);
+    app.wait("#lock-title").await;
+    app.assert_no_phi(&phi, "after minimising").await;
+    xdotool(&["windowactivate", "--sync", &window]);
+    app.type_into("form.lock input[name=password]", &world.password).await;
+    app.click("form.lock button[type=submit]").await;
+    app.wait_text(".record h2", phi[0].as_str()).await;
+
+    // Lock-on-blur back on: another app taking the focus locks Carekeep.
+    set_lock_on_blur(&app, true).await;
+    let mut other = Command::new("xmessage").args(["-title", "Another app", "another app"]).spawn().unwrap();
+    xdotool(&["windowactivate", "--sync", &window_titled("Another app")]);
+    app.wait("#lock-title").await;
+    app.assert_no_phi(&phi, "after another app took the focus").await;
+    other.kill().unwrap();
+    other.wait().unwrap();
+    app.quit().await;
+}
+
+/// Security → "Lock when Carekeep loses focus" set to `on`, checked as the core reports it
+/// when the screen is drawn again, then back to the record.
+async fn set_lock_on_blur(app: &App, on: bool) {
+    let checked = "return document.querySelector('#lock-on-blur').checked";
+    app.click("#nav-security").await;
+    app.wait("#lock-on-blur").await;
+    if app.client.execute(checked, vec![]).await.unwrap() != json!(on) {
+        app.click("#lock-on-blur").await;
+    }
+    let mut kept = false;
+    for _ in 0..20 {
+        app.click("#nav-record-0").await;
+        app.click("#nav-security").await;
+        app.wait("#lock-on-blur").await;
+        kept = app.client.execute(checked, vec![]).await.unwrap() == json!(on);
+        if kept {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(kept, "the core keeps lock-on-blur {on}");
+    app.click("#nav-record-0").await;
 }
 
 /// Documents open inline from the encrypted cache (downloaded through the signed link on

@@ -25,8 +25,12 @@ const PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "webkit2gtk-driver",
-    // The end-to-end tests read the X clipboard the app writes and clears.
+    // The end-to-end tests read the X clipboard the app writes and clears, and minimise and
+    // switch away from the app under a window manager.
     "xclip",
+    "openbox",
+    "xdotool",
+    "x11-utils",
 ];
 
 /// Installs whatever of [`PACKAGES`] is missing, with apt, as root or through `sudo -n`.

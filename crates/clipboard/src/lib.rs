@@ -2,8 +2,9 @@
 //!
 //! [`place`] puts text on the system clipboard and returns a [`Placed`] copy; [`take_back`]
 //! empties the clipboard only if it still holds that copy, so that whatever the person
-//! copied since, in Carekeep or another app, is left alone (on Linux, see below). Where the OS has a way to keep a copy
-//! out of clipboard history and clipboard managers, the copy is marked so.
+//! copied since, in Carekeep or another app, is left alone (on Linux, see below). Where the
+//! OS has a way to keep a copy out of clipboard history and clipboard managers, the copy
+//! is marked so.
 //!
 //! One module per OS under `platform/`:
 //!

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use carekeep_core::account::{Account, SignIn};
 use carekeep_core::net::{Server, ServerUrl};
-use carekeep_core::{Clock, Error, Keychain, Password, Profile};
+use carekeep_core::{Clock, Error, Keychain, Password, Profile, SystemClock};
 use carekeep_protocol::auth::Role;
 use carekeep_protocol::pins::{Pin, PinSet};
 use carekeep_server::DataDir;
@@ -197,6 +197,30 @@ impl Device {
             all.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
         }
         all
+    }
+}
+
+/// The opening many tests share: `world`'s user signed in (with the current code) on a fresh
+/// device against its server on 127.0.0.1, and synced once.
+pub struct SyncedDevice {
+    /// The server's data and the user.
+    pub world: World,
+    /// The server (stops when dropped).
+    pub running: Running,
+    /// The device (its profile is removed when dropped).
+    pub device: Device,
+    /// The signed-in, synced account.
+    pub account: Account,
+}
+
+impl SyncedDevice {
+    /// Starts `world`'s server, signs its user in on a new device and syncs.
+    pub async fn start(world: World) -> Self {
+        let running = Running::start(&world.data).await;
+        let device = Device::new();
+        let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
+        account.sync(&mut |_| {}).await.unwrap();
+        Self { world, running, device, account }
     }
 }
 

@@ -13,7 +13,7 @@ use carekeep_core::account::sync::Retry;
 use carekeep_core::store::ResourceQuery;
 use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::FaultyProxy;
-use carekeep_e2e::{Device, Running, World};
+use carekeep_e2e::{Device, Running, SyncedDevice, World};
 use carekeep_protocol::auth::Role;
 
 /// A line of the demo discharge letter.
@@ -87,11 +87,8 @@ async fn documents_download_into_the_encrypted_cache_and_open_offline_once_downl
 
 #[tokio::test(flavor = "multi_thread")]
 async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
-    let world = World::demo(Role::Clinician);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
+    let SyncedDevice { world, running: _running, device: _device, mut account } =
+        SyncedDevice::start(World::demo(Role::Clinician)).await;
     // The demo documents belong to the first demo patient, on this clinician's care team.
     let kept: Vec<String> = account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect();
     let (patient, letter) = kept
@@ -123,11 +120,8 @@ async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_servers_own_document_addresses_are_fetched() {
-    let world = World::demo(Role::Patient);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
+    let SyncedDevice { world: _world, running: _running, device: _device, mut account } =
+        SyncedDevice::start(World::demo(Role::Patient)).await;
     let me = first_patient(&mut account);
     // A DocumentReference that points elsewhere (another host, a path that climbs out).
     for url in ["https://attacker.example/steal", "/documents/../fhir/Patient", "/fhir/Patient"] {

@@ -14,7 +14,7 @@ use carekeep_core::account::{Account, HomeReading};
 use carekeep_core::store::{PendingWrite, Resolution, ResourceQuery, SetAsideKind, WriteMethod};
 use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::{Fault, FaultyProxy};
-use carekeep_e2e::{Device, Running, World};
+use carekeep_e2e::{Device, Running, SyncedDevice, World};
 use carekeep_protocol::auth::Role;
 
 const DEMO: &str = carekeep_server::seed::DEMO_TENANT;
@@ -55,11 +55,7 @@ struct Synced {
 }
 
 async fn synced_patient() -> Synced {
-    let world = World::demo(Role::Patient);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
+    let SyncedDevice { world, running, device, mut account } = SyncedDevice::start(World::demo(Role::Patient)).await;
     let me = kept(&mut account)[0].clone();
     Synced { world, _running: running, device, account, me }
 }
@@ -229,11 +225,8 @@ async fn deletions_and_lost_access_remove_records_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn break_glass_fetches_a_patient_on_demand_until_the_grant_ends() {
-    let world = World::demo(Role::Clinician);
-    let running = Running::start(&world.data).await;
-    let device = Device::new();
-    let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 0).await.unwrap();
-    account.sync(&mut |_| {}).await.unwrap();
+    let SyncedDevice { world, running: _running, device: _device, mut account } =
+        SyncedDevice::start(World::demo(Role::Clinician)).await;
     let team = kept(&mut account);
     let store = world.data.open_store().unwrap();
     let outsider: String = store

@@ -1,9 +1,8 @@
 //! Copies of record text. The webview never writes the clipboard: the UI hands a copy to
 //! [`Clipboard::copy`], so the shell can take it back — [`CLEAR_AFTER`] later or when the
 //! app locks, whichever comes first — and only while the clipboard still holds that copy
-//! (whatever the person copied since is left alone; on Linux GTK's stale view of ownership
-//! can defeat that, see `carekeep-clipboard`). The OS work is `carekeep-clipboard`'s, on the
-//! main thread.
+//! (whatever the person copied since is left alone). The OS work is `carekeep-clipboard`'s,
+//! on the main thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, mpsc};

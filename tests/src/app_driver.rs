@@ -2,6 +2,7 @@
 //! which starts the app binary) and the Rust client `fantoccini`, for the app's end-to-end
 //! tests and its start-up benchmark. Needs a display (`xvfb-run`) and `tauri-driver` on PATH.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -187,6 +188,18 @@ pub fn clipboard_text() -> String {
     let out =
         Command::new("xclip").args(["-o", "-selection", "clipboard"]).output().expect("xclip (cargo xtask setup)");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Another app (xclip) takes the X clipboard with `text`, and keeps serving it in the
+/// background until someone else copies.
+pub fn copy_in_another_app(text: &str) {
+    let mut xclip = Command::new("xclip")
+        .args(["-i", "-selection", "clipboard"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("xclip (cargo xtask setup)");
+    xclip.stdin.take().expect("piped").write_all(text.as_bytes()).expect("xclip reads its text");
+    assert!(xclip.wait().expect("xclip runs").success(), "xclip took the clipboard");
 }
 
 /// A window manager (openbox) on the test's X display, for as long as this lives: without

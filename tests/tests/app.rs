@@ -11,15 +11,20 @@
 //! carries `<script>` and `onerror=` runs nothing; the idle lock (a one-minute tenant
 //! policy) and the OS screen lock leave no PHI in the page; the password unlocks; export
 //! asks for step-up; a new authenticator is set up from its key; sign-out wipes. A
-//! clinician's copy of a name leaves the X clipboard after a minute. A clinician searches the care team and opens a record under break-glass, which the
-//! server's audit trail flags. Each main screen is saved under `target/e2e-screenshots/`.
+//! clinician's copy of a name leaves the X clipboard after a minute. A clinician searches
+//! the care team and opens a record under break-glass, which the server's audit trail
+//! flags. Under a window manager, minimising or losing the focus locks, and the lock leaves
+//! another app's later copy on the clipboard. Each main screen is saved under
+//! `target/e2e-screenshots/`.
 #![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use carekeep_e2e::app_driver::{App, WindowManager, clipboard_text, window_titled, write_config, xdotool};
+use carekeep_e2e::app_driver::{
+    App, WindowManager, clipboard_text, copy_in_another_app, window_titled, write_config, xdotool,
+};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Records;
@@ -220,12 +225,21 @@ async fn minimising_or_switching_to_another_app_locks_under_a_window_manager() {
     app.wait_text(".record h2", phi[0].as_str()).await;
     let window = window_titled("Carekeep");
 
+    // The name is copied, then another app copies something of its own: the lock below
+    // takes Carekeep's copy back only while the clipboard still holds it, so the other
+    // app's text stays.
+    app.copy_text_of(".record h2").await;
+    app.wait_text("#banner", "removes it from the clipboard").await;
+    assert!(clipboard_text().contains(phi[0].as_str()));
+    copy_in_another_app("another app's text");
+
     // Minimised, with lock-on-blur off so that only the minimise can lock: the record is
     // gone from the page before anyone can look at the window again.
     set_lock_on_blur(&app, false).await;
     xdotool(&["windowminimize", "--sync", &window]);
     app.wait("#lock-title").await;
     app.assert_no_phi(&phi, "after minimising").await;
+    assert_eq!(clipboard_text(), "another app's text", "the lock leaves another app's copy alone");
     xdotool(&["windowactivate", "--sync", &window]);
     app.type_into("form.lock input[name=password]", &world.password).await;
     app.click("form.lock button[type=submit]").await;

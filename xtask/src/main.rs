@@ -2,10 +2,11 @@
 //! nothing but Rust to build, test and benchmark Carekeep.
 //!
 //! - `cargo xtask test`: system packages, the UI (Vitest, type-check, Vite build), `cargo fmt
-//!   --check`, clippy `-D warnings` (and for the macOS and Windows presence modules, on their
-//!   targets), then every test of the workspace inside a private D-Bus session with an
-//!   unlocked gnome-keyring (the real Secret Service), the app's end-to-end tests under Xvfb
-//!   through tauri-driver, and the large-cache sync test in release.
+//!   --check`, clippy `-D warnings` (and for the macOS and Windows presence and clipboard
+//!   modules, on their targets), then every test of the workspace inside a private D-Bus
+//!   session with an unlocked gnome-keyring (the real Secret Service), the X clipboard test
+//!   and the app's end-to-end tests under Xvfb through tauri-driver, and the large-cache
+//!   sync test in release.
 //! - `cargo xtask bench`: the criterion benchmarks of the vault, the server, sign-in and
 //!   sync in the same kind of session, then the app's size, start and idle memory on its
 //!   release build under Xvfb (each against the budgets of DESIGN.md §8).
@@ -58,13 +59,16 @@ fn test() -> Result {
     let session = keyring_session::KeyringSession::new()?;
     step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
-    // The real app binary under a virtual display (tests of other packages do not build it).
+    // The real app binary under a virtual display (tests of other packages do not build it),
+    // with the clipboard's own test against the same X server.
     step("cargo build -p carekeep-app", cargo(&["build", "-p", "carekeep-app"]))?;
     let mut e2e = Command::new("xvfb-run");
     // `--workspace`, like the step above, so features resolve the same and nothing rebuilds.
     e2e.args(["-a", "--server-args=-screen 0 1280x900x24"]).arg(cargo_program()).args([
         "test",
         "--workspace",
+        "--test",
+        "x11",
         "--test",
         "app",
         "--",
@@ -73,7 +77,7 @@ fn test() -> Result {
         "1",
     ]);
     e2e.current_dir(workspace_root());
-    step("app end-to-end tests (Xvfb, tauri-driver)", session.wrap(&e2e))?;
+    step("clipboard and app end-to-end tests (Xvfb, tauri-driver)", session.wrap(&e2e))?;
     // 2 000 patients through the server's schema check: minutes in debug, so in release.
     let large = ["test", "--release", "-p", "carekeep-e2e", "--test", "large_cache", "--", "--ignored"];
     step("large-cache sync test (release)", session.wrap(&cargo(&large)))?;

@@ -2,15 +2,15 @@
 //!
 //! [`place`] puts text on the system clipboard and returns a [`Placed`] copy; [`take_back`]
 //! empties the clipboard only if it still holds that copy, so that whatever the person
-//! copied since, in Carekeep or another app, is left alone (on Linux, see below). Where the
-//! OS has a way to keep a copy out of clipboard history and clipboard managers, the copy
-//! is marked so.
+//! copied since, in Carekeep or another app, is left alone. Where the OS has a way to keep
+//! a copy out of clipboard history and clipboard managers, the copy is marked so.
 //!
 //! One module per OS under `platform/`:
 //!
-//! - Linux: GTK's clipboard (the webview's toolkit), which gives the selection up on
-//!   `clear`. GTK's view of who owns the selection can be stale, so a lock may also empty
-//!   another app's later copy (a known defect, see `platform/linux.rs`).
+//! - Linux: GTK's clipboard (the webview's toolkit), served from the crate's own zeroizing
+//!   buffer, which GTK drops when the selection passes to someone else — that is how the
+//!   crate knows the copy is gone. Marked `x-kde-passwordManagerHint: secret` for
+//!   clipboard managers that honour it.
 //! - macOS: the general `NSPasteboard`, marked `org.nspasteboard.ConcealedType` for
 //!   clipboard managers; the pasteboard's change count tells whether the copy is still
 //!   there.
@@ -18,9 +18,10 @@
 //!   history and cloud clipboard; the clipboard's sequence number tells whether the copy
 //!   is still there.
 //!
-//! Only the Linux module runs here; the macOS and Windows modules are type-checked for their
-//! targets (`cargo xtask test`) but have not run on those systems. Every call must come from
-//! the app's main thread (GTK and AppKit require it).
+//! Only the Linux module runs here (`tests/x11.rs`, against Xvfb and xclip); the macOS and
+//! Windows modules are type-checked for their targets (`cargo xtask test`) but have not run
+//! on those systems. Every call must come from the app's main thread (GTK and AppKit
+//! require it).
 
 mod platform;
 

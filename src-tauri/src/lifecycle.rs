@@ -47,12 +47,17 @@ pub fn on_window_event(window: &Window, event: &WindowEvent) {
             apply(window.app_handle(), Account::foregrounded, "background");
         }
         // Android's onPause, iOS's applicationWillResignActive: before the app switcher's
-        // snapshot. (Built for mobile targets only; this machine builds desktop.)
+        // snapshot, so the cover goes on at once, here on the main thread. (Built for
+        // mobile targets only; this machine builds desktop.)
         #[cfg(mobile)]
-        WindowEvent::Suspended => apply(window.app_handle(), Account::backgrounded, "background"),
+        WindowEvent::Suspended => {
+            crate::platform::cover_for_background(window, true);
+            apply(window.app_handle(), Account::backgrounded, "background");
+        }
         #[cfg(mobile)]
         WindowEvent::Resumed => {
             crate::window::protect(window);
+            crate::platform::cover_for_background(window, false);
             apply(window.app_handle(), Account::foregrounded, "background");
         }
         _ => {}

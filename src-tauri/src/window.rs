@@ -5,14 +5,14 @@ use tauri::{AppHandle, WebviewUrl, WebviewWindowBuilder, Window};
 
 /// Opens the main window (the capability in capabilities/main.json names it).
 pub fn open_main(app: &AppHandle) -> tauri::Result<()> {
-    let window = WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
-        .title("Carekeep")
-        .inner_size(1100.0, 760.0)
-        .min_inner_size(360.0, 560.0)
+    let builder = WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
         .content_protected(true)
-        .on_navigation(is_bundled_ui)
-        .build()?;
-    crate::platform::configure_webview(&window);
+        .on_navigation(is_bundled_ui);
+    // A phone gives the app its whole screen; a desktop window gets a title and a size.
+    #[cfg(desktop)]
+    let builder = builder.title("Carekeep").inner_size(1100.0, 760.0).min_inner_size(360.0, 560.0);
+    let window = builder.build()?;
+    crate::platform::guard_window(&window);
     Ok(())
 }
 

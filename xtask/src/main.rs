@@ -2,11 +2,11 @@
 //! nothing but Rust to build, test and benchmark Carekeep.
 //!
 //! - `cargo xtask test`: system packages, the UI (Vitest, type-check, Vite build), `cargo fmt
-//!   --check`, clippy `-D warnings` (and for the macOS and Windows presence and clipboard
-//!   modules, on their targets), then every test of the workspace inside a private D-Bus
-//!   session with an unlocked gnome-keyring (the real Secret Service), the X clipboard test
-//!   and the app's end-to-end tests under Xvfb through tauri-driver, and the large-cache
-//!   sync test in release.
+//!   --check`, clippy `-D warnings` (and, on their targets, the macOS and Windows presence
+//!   and clipboard modules and the Android and iOS screen guard), then every test of the
+//!   workspace inside a private D-Bus session with an unlocked gnome-keyring (the real
+//!   Secret Service), the X clipboard test and the app's end-to-end tests under Xvfb
+//!   through tauri-driver, and the large-cache sync test in release.
 //! - `cargo xtask bench`: the criterion benchmarks of the vault, the server, sign-in and
 //!   sync in the same kind of session, then the app's size, start and idle memory on its
 //!   release build under Xvfb (each against the budgets of DESIGN.md §8).
@@ -84,28 +84,26 @@ fn test() -> Result {
     Ok(())
 }
 
-/// The presence and clipboard modules of macOS and Windows cannot run here, but they must
-/// keep compiling: clippy checks both crates for both targets (rustup adds their standard
-/// libraries).
+/// The platform modules of other systems cannot run here, but they must keep compiling:
+/// clippy checks the presence and clipboard crates for macOS and Windows, and the screen
+/// guard for Android and iOS (rustup adds their standard libraries).
 fn check_other_platforms() -> Result {
-    const TARGETS: [&str; 2] = ["aarch64-apple-darwin", "x86_64-pc-windows-msvc"];
+    const CHECKS: [(&str, &[&str]); 4] = [
+        ("aarch64-apple-darwin", &["carekeep-presence", "carekeep-clipboard"]),
+        ("x86_64-pc-windows-msvc", &["carekeep-presence", "carekeep-clipboard"]),
+        ("aarch64-linux-android", &["carekeep-screen-guard"]),
+        ("aarch64-apple-ios", &["carekeep-screen-guard"]),
+    ];
     let mut add = Command::new("rustup");
-    add.args(["target", "add"]).args(TARGETS);
-    step("rustup target add (macOS, Windows)", add)?;
-    for target in TARGETS {
-        let args = [
-            "clippy",
-            "-p",
-            "carekeep-presence",
-            "-p",
-            "carekeep-clipboard",
-            "--target",
-            target,
-            "--",
-            "-D",
-            "warnings",
-        ];
-        step(&format!("cargo clippy carekeep-presence carekeep-clipboard --target {target}"), cargo(&args))?;
+    add.args(["target", "add"]).args(CHECKS.map(|(target, _)| target));
+    step("rustup target add (macOS, Windows, Android, iOS)", add)?;
+    for (target, packages) in CHECKS {
+        let mut args = vec!["clippy"];
+        for package in packages {
+            args.extend(["-p", package]);
+        }
+        args.extend(["--target", target, "--", "-D", "warnings"]);
+        step(&format!("cargo clippy {} --target {target}", packages.join(" ")), cargo(&args))?;
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ pub const NOTES: &[&str] = &[
     "Locking your computer does not lock Carekeep by itself yet: it locks after the idle limit, or when it loses focus if you choose that.",
 ];
 
-/// WebView2 and WKWebView need no settings of ours.
-pub fn configure_webview(_window: &tauri::WebviewWindow) {}
+/// Tauri's content protection is all these systems need: nothing more to do.
+pub fn guard_window(_window: &tauri::WebviewWindow) {}
 
 /// Nothing to watch here yet.
 pub fn watch_os_lock(_on_lock: impl Fn() + Send + 'static) {}

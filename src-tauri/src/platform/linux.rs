@@ -62,7 +62,7 @@ enum Bus {
 /// `Never`, or `WEBKIT_DISABLE_COMPOSITING_MODE=1`) saves about 70 MiB of idle memory
 /// under Xvfb, but the page then stops responding after pdf.js has drawn a PDF (seen in the
 /// patient end-to-end test, 2026-11-23).
-pub fn configure_webview(window: &tauri::WebviewWindow) {
+pub fn guard_window(window: &tauri::WebviewWindow) {
     use webkit2gtk::{CacheModel, WebContextExt as _, WebViewExt as _};
     let _ = window.with_webview(|webview| {
         if let Some(context) = webview.inner().context() {

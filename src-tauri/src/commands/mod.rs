@@ -14,10 +14,10 @@ mod writes;
 use tauri::State;
 use tokio::sync::MutexGuard;
 
-use carekeep_core::account::Account;
+use carekeep_core::account::{Account, LoggedOut};
 
 use crate::shell::Shell;
-use crate::views::{CommandError, CommandResult};
+use crate::views::{CommandError, CommandResult, LockNotice};
 
 /// The invoke handler with every command of [`names::ALL`].
 pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Sync + 'static {
@@ -59,6 +59,21 @@ async fn account<'a>(shell: &'a State<'_, Shell>) -> CommandResult<AccountGuard<
     let mut guard = shell.account.lock().await;
     shell.ensure_open(&mut guard)?;
     Ok(AccountGuard(guard))
+}
+
+/// Ends the session with `end` (`Account::logout` or `Account::sign_out_everywhere`, which
+/// consume the account), then tells the UI to wipe its views.
+async fn end_session<Ends>(shell: &State<'_, Shell>, end: impl FnOnce(Account) -> Ends) -> CommandResult<LoggedOut>
+where
+    Ends: Future<Output = carekeep_core::Result<LoggedOut>>,
+{
+    let mut slot = shell.account.lock().await;
+    shell.ensure_open(&mut slot)?;
+    let account = slot.take().expect("ensure_open filled the slot");
+    let out = end(account).await?;
+    drop(slot);
+    shell.notify_locked(LockNotice { reason: "manual" });
+    Ok(out)
 }
 
 /// Holds the account while a command uses it.

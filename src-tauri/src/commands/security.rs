@@ -1,6 +1,7 @@
 //! The security settings screen: the timeouts in force, what this platform can and cannot
 //! protect (said plainly), and the user's devices.
 
+use carekeep_core::account::Account;
 use carekeep_protocol::auth::DeviceInfo;
 use serde::Serialize;
 use tauri::State;
@@ -93,12 +94,7 @@ pub async fn confirm_authenticator(shell: State<'_, Shell>, code: String) -> Com
 /// Signs out every device of the user, this one last; the UI wipes its views.
 #[tauri::command]
 pub async fn sign_out_everywhere(shell: State<'_, Shell>) -> CommandResult<()> {
-    let mut slot = shell.account.lock().await;
-    shell.ensure_open(&mut slot)?;
-    let account = slot.take().expect("opened");
-    account.sign_out_everywhere().await?;
-    drop(slot);
-    shell.notify_locked(crate::views::LockNotice { reason: "manual" });
+    super::end_session(&shell, Account::sign_out_everywhere).await?;
     Ok(())
 }
 

@@ -109,12 +109,7 @@ pub fn watch_lock(shell: State<'_, Shell>, on_lock: Channel<LockNotice>) {
 /// workstations, by policy, the cache). The UI wipes its views.
 #[tauri::command]
 pub async fn logout(shell: State<'_, Shell>) -> CommandResult<LogoutView> {
-    let mut slot = shell.account.lock().await;
-    shell.ensure_open(&mut slot)?;
-    let account = slot.take().expect("opened");
-    let out = account.logout().await?;
-    drop(slot);
-    shell.notify_locked(LockNotice { reason: "manual" });
+    let out = super::end_session(&shell, Account::logout).await?;
     Ok(LogoutView { revoked_at_server: out.revoked_at_server, cache_wiped: out.cache_wiped })
 }
 

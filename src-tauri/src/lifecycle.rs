@@ -64,6 +64,25 @@ pub fn on_window_event(window: &Window, event: &WindowEvent) {
     }
 }
 
+/// The webview's renderer died (a crash, or the system reclaimed its memory): the page and
+/// all it showed are gone. The account locks as a walk-away lock does (password next), and
+/// the bundled UI starts again, on the lock screen. Nothing is lost: the records are in the
+/// vault and unsent changes in its outbox.
+pub fn renderer_lost(app: &AppHandle) {
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        let shell = app.state::<Shell>();
+        if let Some(account) = shell.account.lock().await.as_mut() {
+            // The keys are dropped before anything can fail here.
+            let _ = account.lock();
+        }
+        shell.notify_locked(LockNotice { reason: "renderer-lost" });
+        if let Some(window) = app.get_webview_window("main") {
+            let _ = window.reload();
+        }
+    });
+}
+
 /// Reports a lifecycle `event` to the account (if one is open) on the async runtime; if the
 /// core locked because of it, tells the UI to wipe its views, naming `reason`.
 fn apply(app: &AppHandle, event: fn(&mut Account) -> bool, reason: &'static str) {

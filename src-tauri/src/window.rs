@@ -12,7 +12,8 @@ pub fn open_main(app: &AppHandle) -> tauri::Result<()> {
     #[cfg(desktop)]
     let builder = builder.title("Carekeep").inner_size(1100.0, 760.0).min_inner_size(360.0, 560.0);
     let window = builder.build()?;
-    crate::platform::guard_window(&window);
+    let app = app.clone();
+    crate::platform::guard_window(&window, move || crate::lifecycle::renderer_lost(&app));
     Ok(())
 }
 

@@ -249,3 +249,34 @@ pub fn window_titled(title: &str) -> String {
     let found = xdotool(&["search", "--sync", "--onlyvisible", "--name", &name]);
     found.lines().next().unwrap_or_default().to_owned()
 }
+
+/// The web processes (WebKit's renderers) of the running app.
+fn renderers() -> Vec<String> {
+    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let parent = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the parenthesised command name: the state, then the parent's pid.
+        stat.rsplit(") ").next().and_then(|rest| rest.split(' ').nth(1)).unwrap_or_default().to_owned()
+    };
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        // `comm` keeps 15 characters: "WebKitWebProcess" reads "WebKitWebProces".
+        .filter(|pid| comm(pid).trim() == "WebKitWebProces" && comm(&parent(pid)).trim() == "carekeep-app")
+        .collect()
+}
+
+/// How many renderers the running app has now.
+pub fn count_renderers() -> usize {
+    renderers().len()
+}
+
+/// Kills the running app's renderers, as a crash would end them; returns how many.
+pub fn kill_renderers() -> usize {
+    let renderers = renderers();
+    for pid in &renderers {
+        assert!(Command::new("kill").args(["-KILL", pid]).status().expect("kill").success());
+    }
+    renderers.len()
+}

@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use carekeep_e2e::app_driver::{
-    App, WindowManager, clipboard_text, copy_in_another_app, window_titled, write_config, xdotool,
+    App, WindowManager, clipboard_text, copy_in_another_app, count_renderers, kill_renderers, window_titled,
+    write_config, xdotool,
 };
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
@@ -253,6 +254,43 @@ async fn minimising_or_switching_to_another_app_locks_under_a_window_manager() {
     app.assert_no_phi(&phi, "after another app took the focus").await;
     other.kill().unwrap();
     other.wait().unwrap();
+    app.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the app binary, tauri-driver and a display: run by `cargo xtask test` under xvfb-run"]
+async fn when_the_renderer_dies_the_app_locks_and_starts_a_new_one() {
+    let world = World::demo(Role::Patient);
+    let phi = sentinels(&fixture_patient(0));
+    let running = Running::start(&world.data).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &world, &running);
+    let profile = dir.path().join("profile");
+    let app = App::launch(&config, &profile).await;
+    app.sign_in(&world, 0).await;
+    app.click("#sync").await;
+    app.wait_text("#banner", "Synced").await;
+    app.wait_text(".record h2", phi[0].as_str()).await;
+    let password_required = || {
+        let facts: Value = serde_json::from_slice(&std::fs::read(profile.join("session.json")).unwrap()).unwrap();
+        facts["password_required"] == json!(true)
+    };
+    assert!(!password_required());
+
+    // WebKit's web process dies, as in a crash. WebKitWebDriver ends its session then
+    // ("page crash"), so what follows is read off the app itself: the account locks (the
+    // password is required next, as after a walk-away lock) and the app starts a new
+    // renderer for its page (a screenshot by hand showed the lock screen).
+    assert!(kill_renderers() >= 1, "the app had a web process");
+    let mut recovered = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if password_required() && count_renderers() >= 1 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "locked, with a new renderer");
     app.quit().await;
 }
 

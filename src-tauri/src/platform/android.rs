@@ -17,8 +17,8 @@ pub const NOTES: &[&str] = &[
 ];
 
 /// Marks the window secure. Should Android refuse, the app closes rather than show
-/// records that a screenshot could take.
-pub fn guard_window(window: &tauri::WebviewWindow) {
+/// records that a screenshot could take. (A renderer that dies is not watched for yet.)
+pub fn guard_window(window: &tauri::WebviewWindow, _on_renderer_lost: impl Fn() + Send + 'static) {
     let app = window.app_handle().clone();
     carekeep_screen_guard::secure_window(window, move || app.exit(1));
 }

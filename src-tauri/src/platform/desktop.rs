@@ -14,8 +14,10 @@ pub const NOTES: &[&str] = &[
     "Locking your computer does not lock Carekeep by itself yet: it locks after the idle limit, or when it loses focus if you choose that.",
 ];
 
-/// Tauri's content protection is all these systems need: nothing more to do.
-pub fn guard_window(_window: &tauri::WebviewWindow) {}
+/// Tauri's content protection is all these systems need. A renderer that dies is not
+/// watched for here yet (WKWebView's content-process and WebView2's process-failed events
+/// would tell).
+pub fn guard_window(_window: &tauri::WebviewWindow, _on_renderer_lost: impl Fn() + Send + 'static) {}
 
 /// Nothing to watch here yet.
 pub fn watch_os_lock(_on_lock: impl Fn() + Send + 'static) {}

@@ -19,8 +19,9 @@ pub const NOTES: &[&str] = &[
     "The app switcher shows a blank cover, and leaving Carekeep or locking your phone locks it.",
 ];
 
-/// Starts covering the app whenever the screen is captured.
-pub fn guard_window(window: &tauri::WebviewWindow) {
+/// Starts covering the app whenever the screen is captured. (A renderer that dies is not
+/// watched for yet.)
+pub fn guard_window(window: &tauri::WebviewWindow, _on_renderer_lost: impl Fn() + Send + 'static) {
     on_main_thread(window.app_handle(), carekeep_screen_guard::watch_capture);
 }
 

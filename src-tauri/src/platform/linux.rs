@@ -54,19 +54,23 @@ enum Bus {
     Session,
 }
 
-/// Trims WebKitGTK's caches. The app shows one bundled page and fetches nothing over the
-/// web, so WebKit's memory cache would only keep decoded record images after a lock has
-/// dropped them from the page: the document-viewer cache model turns it off.
+/// Trims WebKitGTK's caches, and watches the web process. The app shows one bundled page
+/// and fetches nothing over the web, so WebKit's memory cache would only keep decoded
+/// record images after a lock has dropped them from the page: the document-viewer cache
+/// model turns it off. Should the web process die, the page shows nothing and answers
+/// nothing: `on_renderer_lost` runs (the shell locks and loads the UI again).
 ///
 /// Accelerated compositing stays on: turning it off (the hardware-acceleration policy
 /// `Never`, or `WEBKIT_DISABLE_COMPOSITING_MODE=1`) saves about 70 MiB of idle memory
 /// under Xvfb, but the page then stops responding after pdf.js has drawn a PDF (seen in the
 /// patient end-to-end test, 2026-11-23).
-pub fn guard_window(window: &tauri::WebviewWindow) {
+pub fn guard_window(window: &tauri::WebviewWindow, on_renderer_lost: impl Fn() + Send + 'static) {
     use webkit2gtk::{CacheModel, WebContextExt as _, WebViewExt as _};
-    let _ = window.with_webview(|webview| {
-        if let Some(context) = webview.inner().context() {
+    let _ = window.with_webview(move |webview| {
+        let view = webview.inner();
+        if let Some(context) = view.context() {
             context.set_cache_model(CacheModel::DocumentViewer);
         }
+        view.connect_web_process_terminated(move |_, _reason| on_renderer_lost());
     });
 }

@@ -9,7 +9,8 @@ use tauri::{Runtime, WebviewWindow};
 const FLAG_SECURE: i32 = 0x0000_2000;
 
 /// Marks the activity behind `window` secure. `on_failure` runs if that could not be done
-/// (the webview is gone, or Android threw): fail closed, the caller locks and says so.
+/// (the webview is gone, or Android threw), so that the caller can fail closed (Carekeep's
+/// shell closes the app rather than show records a screenshot could take).
 pub fn secure_window<R: Runtime>(window: &WebviewWindow<R>, on_failure: impl FnOnce() + Send + 'static) {
     // Whichever way the flag is not set — an error, or the closure dropped unrun — the
     // guard's drop reports it.

@@ -4,7 +4,7 @@
 //!
 //! - Android: [`secure_window`] marks the activity's window `FLAG_SECURE`: screenshots and
 //!   recordings show it black and the recents screen shows no snapshot. If Android refuses,
-//!   the caller hears of it, so the app can lock and say so.
+//!   the caller hears of it and can fail closed.
 //! - iOS: no API keeps a window out of a screenshot. [`cover_while_inactive`] puts an opaque
 //!   cover over the app's windows when it resigns active (before iOS takes the app
 //!   switcher's snapshot), and [`watch_capture`] keeps it there while the screen is being

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use carekeep_core::account::{Account, SignIn};
 use carekeep_core::{Keychain, Password, Profile, SystemClock};
-use carekeep_e2e::app_driver::{App, target_dir, write_config};
+use carekeep_e2e::app_driver::{App, processes, target_dir, write_config};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
 
@@ -147,15 +147,6 @@ fn app_process(binary: &Path) -> u32 {
         .expect("the app is running")
 }
 
-/// Every process as (id, parent id).
-fn processes() -> Vec<(u32, u32)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, parent_of(pid)?)))
-        .collect()
-}
-
 fn memory_of(app: u32) -> Memory {
     let processes = processes();
     let mut family = vec![app];
@@ -166,12 +157,6 @@ fn memory_of(app: u32) -> Memory {
         i += 1;
     }
     Memory { app: pss(app), total: family.iter().map(|pid| pss(*pid)).sum() }
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn pss(pid: u32) -> u64 {

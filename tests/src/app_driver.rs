@@ -156,6 +156,13 @@ impl App {
         self.click("form button[type=submit]").await;
     }
 
+    /// Signs in (as [`App::sign_in`]) and syncs, waiting until the sync is done.
+    pub async fn sign_in_and_sync(&self, world: &World, step: i64) {
+        self.sign_in(world, step).await;
+        self.click("#sync").await;
+        self.wait_text("#banner", "Synced").await;
+    }
+
     /// Ends the session (the app exits) and tauri-driver.
     pub async fn quit(self) {
         let Self { client, mut driver, .. } = self;
@@ -250,20 +257,29 @@ pub fn window_titled(title: &str) -> String {
     found.lines().next().unwrap_or_default().to_owned()
 }
 
-/// The web processes (WebKit's renderers) of the running app.
-fn renderers() -> Vec<String> {
-    let comm = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let parent = |pid: &str| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After the parenthesised command name: the state, then the parent's pid.
-        stat.rsplit(") ").next().and_then(|rest| rest.split(' ').nth(1)).unwrap_or_default().to_owned()
-    };
+/// Every process now, as (id, parent id).
+pub fn processes() -> Vec<(u32, u32)> {
     std::fs::read_dir("/proc")
         .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The web processes (WebKit's renderers) of the running app.
+fn renderers() -> Vec<u32> {
+    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    processes()
+        .into_iter()
         // `comm` keeps 15 characters: "WebKitWebProcess" reads "WebKitWebProces".
-        .filter(|pid| comm(pid).trim() == "WebKitWebProces" && comm(&parent(pid)).trim() == "carekeep-app")
+        .filter(|&(pid, parent)| comm(pid).trim() == "WebKitWebProces" && comm(parent).trim() == "carekeep-app")
+        .map(|(pid, _)| pid)
         .collect()
 }
 
@@ -276,7 +292,7 @@ pub fn count_renderers() -> usize {
 pub fn kill_renderers() -> usize {
     let renderers = renderers();
     for pid in &renderers {
-        assert!(Command::new("kill").args(["-KILL", pid]).status().expect("kill").success());
+        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
     }
     renderers.len()
 }

@@ -107,10 +107,7 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     let app = App::launch(&config, &profile).await;
     app.wait("#signin-title").await;
     app.screenshot("01-sign-in").await;
-    app.sign_in(&world, 0).await;
-    app.wait("#sync").await;
-    app.click("#sync").await;
-    app.wait_text("#banner", "Synced").await;
+    app.sign_in_and_sync(&world, 0).await;
     // The record opens on its summary; the name is the patient's own.
     app.wait_text(".record h2", phi[0].as_str()).await;
     app.screenshot("02-summary").await;
@@ -220,9 +217,7 @@ async fn minimising_or_switching_to_another_app_locks_under_a_window_manager() {
     let config = write_config(dir.path(), &world, &running);
     let _wm = WindowManager::start();
     let app = App::launch(&config, &dir.path().join("profile")).await;
-    app.sign_in(&world, 0).await;
-    app.click("#sync").await;
-    app.wait_text("#banner", "Synced").await;
+    app.sign_in_and_sync(&world, 0).await;
     app.wait_text(".record h2", phi[0].as_str()).await;
     let window = window_titled("Carekeep");
 
@@ -267,9 +262,7 @@ async fn when_the_renderer_dies_the_app_locks_and_starts_a_new_one() {
     let config = write_config(dir.path(), &world, &running);
     let profile = dir.path().join("profile");
     let app = App::launch(&config, &profile).await;
-    app.sign_in(&world, 0).await;
-    app.click("#sync").await;
-    app.wait_text("#banner", "Synced").await;
+    app.sign_in_and_sync(&world, 0).await;
     app.wait_text(".record h2", phi[0].as_str()).await;
     let password_required = || {
         let facts: Value = serde_json::from_slice(&std::fs::read(profile.join("session.json")).unwrap()).unwrap();
@@ -388,9 +381,7 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &world, &running);
     let app = App::launch(&config, &dir.path().join("profile")).await;
-    app.sign_in(&world, 0).await;
-    app.click("#sync").await;
-    app.wait_text("#banner", "Synced").await;
+    app.sign_in_and_sync(&world, 0).await;
 
     let on_team = fixture_patient(3);
     let family = on_team["name"][0]["family"].as_str().unwrap();

@@ -100,6 +100,81 @@ async fn a_valid_certificate_from_a_trusted_ca_is_refused_unless_its_key_is_pinn
     assert!(matches!(reaches(&no_roots).await, Err(Error::TlsRefused)));
 }
 
+/// A certificate authority for the tests below (rcgen), optionally under another one.
+fn authority(
+    parent: Option<&rcgen::CertifiedIssuer<'static, rcgen::KeyPair>>,
+) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    match parent {
+        None => rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        Some(parent) => rcgen::CertifiedIssuer::signed_by(params, key, &**parent).unwrap(),
+    }
+}
+
+/// Serves `chain` (leaf first) with `key` from `world`'s data directory.
+async fn serve_chain(world: &World, chain: &[&CertificateDer<'static>], key: &rcgen::KeyPair) -> Running {
+    let pem: String = chain.iter().map(|der| pem_of(der)).collect();
+    let cert_path = world.data.cert_path();
+    std::fs::write(&cert_path, pem).unwrap();
+    std::fs::write(cert_path.with_file_name("key.pem"), key.serialize_pem()).unwrap();
+    Running::start(&world.data).await
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
+}
+
+/// The clinic pins its CA's intermediate. Someone holding a certificate for the hostname
+/// from another CA the device trusts (a mis-issuing CA, an interception box) sends it alone,
+/// and then together with the clinic's genuine intermediate: the intermediate is not on the
+/// path that validation builds, so both are refused, and the server never sees a request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_intermediate_sent_beside_an_impostor_leaf_does_not_vouch_for_it() {
+    let world = World::new(Role::Patient);
+    let clinic_root = authority(None);
+    let pinned_intermediate = authority(Some(&clinic_root));
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &pinned_intermediate)
+        .unwrap();
+    let other_ca = authority(None);
+    let impostor_key = rcgen::KeyPair::generate().unwrap();
+    let impostor = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&impostor_key, &other_ca)
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(clinic_root.der().to_vec())).unwrap();
+    roots.add(CertificateDer::from(other_ca.der().to_vec())).unwrap();
+    let intermediate_pin =
+        carekeep_core::net::pinning::spki_pin(&CertificateDer::from(pinned_intermediate.der().to_vec())).unwrap();
+    let pins = PinSet::new(vec![intermediate_pin, stranger_pin(b"backup")], in_days(90)).unwrap();
+    let client =
+        |running: &Running| Server::with_roots(running.url(), pins.clone(), Roots::Only(roots.clone())).unwrap();
+
+    // The genuine chain connects: the pin is the intermediate the leaf was issued by.
+    let genuine = serve_chain(&world, &[leaf.der(), pinned_intermediate.der()], &leaf_key).await;
+    reaches(&client(&genuine)).await.unwrap();
+    drop(genuine);
+    let answered = world.audit_events().len();
+
+    for chain in [vec![impostor.der()], vec![impostor.der(), pinned_intermediate.der()]] {
+        let running = serve_chain(&world, &chain, &impostor_key).await;
+        let refused = reaches(&client(&running)).await.unwrap_err();
+        assert!(matches!(refused, Error::PinMismatch), "{} certificates: {refused:?}", chain.len());
+        drop(running);
+    }
+    // Nothing reached the impostor's server: not the password, not any request.
+    assert_eq!(world.audit_events().len(), answered, "a request reached a server that failed the pins");
+}
+
 /// A server that answers every ClientHello with a TLS 1.1 ServerHello.
 async fn tls11_only_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -300,7 +300,7 @@ pub fn seed_document(records: &carekeep_server::records::Records, patient: &str,
         }}]
     });
     let checked = records.check(resource, "DocumentReference").unwrap();
-    records.create(carekeep_server::seed::DEMO_TENANT, checked, None).unwrap().0.id
+    records.create(carekeep_server::seed::DEMO_TENANT, checked, &carekeep_server::records::Writer::CLINIC).unwrap().0.id
 }
 
 /// A running server, stopped when dropped.

@@ -16,6 +16,7 @@ use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::{Fault, FaultyProxy};
 use carekeep_e2e::{Device, Running, SyncedDevice, World};
 use carekeep_protocol::auth::Role;
+use carekeep_server::records::Writer;
 
 const DEMO: &str = carekeep_server::seed::DEMO_TENANT;
 
@@ -101,7 +102,7 @@ async fn the_first_sync_pulls_everything_and_later_ones_only_what_changed() {
     let patient = kept(&mut account)[0].clone();
     let records = world.records();
     let checked = records.check(observation(&patient, 101.0), "Observation").unwrap();
-    let (created, _) = records.create(DEMO, checked, None).unwrap();
+    let (created, _) = records.create(DEMO, checked, &Writer::CLINIC).unwrap();
     let next = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(next.resources_pulled, 1, "{next:?}");
     assert!(account.store().unwrap().get("Observation", &created.id).unwrap().is_some());
@@ -146,12 +147,15 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
             ..ResourceQuery::default()
         })
         .unwrap();
-    let mine = stored.into_iter().next().expect("the reading came back down");
+    // Its own reading (the clinic's history has blood pressures too, which are not its to edit).
+    let mine = stored.into_iter().find(|r| r.json.contains("patient-reported")).expect("the reading came back down");
     let records = world.records();
     let mut elsewhere: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     elsewhere["status"] = "amended".into();
     let checked = records.check(elsewhere, "Observation").unwrap();
-    records.update(DEMO, &mine.id, checked, 1, None).unwrap();
+    // The patient's other device: the same author, so the edit below meets a conflict, not a
+    // refusal to change someone else's record.
+    records.update(DEMO, &mine.id, checked, 1, &Writer::user(&world.user_id, None)).unwrap();
     let mut edited: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     edited["component"][0]["valueQuantity"]["value"] = 131.into();
     account
@@ -340,7 +344,7 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     // A server paging forever: the pull (of a patient with news) stops; the write went up
     // before it.
     let records = world.records();
-    records.create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), None).unwrap();
+    records.create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), &Writer::CLINIC).unwrap();
     expect_failure(&mut account, &proxy, cached, Fault::RepeatPage, |e| matches!(e, Error::PagingLoop)).await;
 
     // Down: the port refuses connections.

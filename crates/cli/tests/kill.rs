@@ -15,7 +15,7 @@ use carekeep_core::store::ResourceQuery;
 use carekeep_core::{Clock, Keychain, Password, Profile, SystemClock};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
-use carekeep_server::records::Records;
+use carekeep_server::records::{Records, Writer};
 
 /// Kills that must land while the process runs.
 const KILLS: usize = 55;
@@ -165,7 +165,7 @@ impl Workload {
                 "effectiveDateTime": "2026-11-01T08:00:00Z",
                 "valueQuantity": {"value": n, "unit": "mg/dL"}
             });
-            self.records.create("demo", self.records.check(value, "Observation").unwrap(), None).unwrap();
+            self.records.create("demo", self.records.check(value, "Observation").unwrap(), &Writer::CLINIC).unwrap();
         }
     }
 

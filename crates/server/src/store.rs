@@ -191,6 +191,9 @@ const MIGRATIONS: &[&str] = &[
         tip      TEXT NOT NULL,
         PRIMARY KEY (user_id, stream, tip)
     ) STRICT;",
+    // 7: who last wrote each resource (a user id; NULL for what the clinic imported), so a
+    // patient may change only what they recorded themselves.
+    "ALTER TABLE resources ADD COLUMN written_by TEXT;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

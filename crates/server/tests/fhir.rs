@@ -215,9 +215,10 @@ async fn every_role_tenant_and_endpoint_gets_exactly_what_the_table_says() {
             }
         }
     }
-    // Writes: a home reading for the patient's own record; nobody writes outside their reach.
+    // Writes of a clinician's result: nobody writes outside their reach, and a patient never
+    // writes a laboratory result, not even into their own record (see the author matrix).
     let writes = [
-        ("demo.patient", own, 201),
+        ("demo.patient", own, 422),
         ("demo.patient", outsider, 422),
         ("demo.nurse", own, 201),
         ("demo.nurse", team_only, 422),
@@ -323,8 +324,10 @@ async fn updates_need_the_current_version_and_pages_link_opaquely() {
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.headers()["etag"], "W/\"2\"");
     assert_eq!(put(Some("W/\"1\""), changed.clone()).await.unwrap().status(), 412);
-    // Billing may not change it; the patient may read but not change a nurse's reading? They
-    // may: it is patient-authored data in their own record.
+    // Billing may not change it; nor may the patient, who reads it but did not write it.
+    let as_patient =
+        w.http.put(&url).bearer_auth(&w.tokens["demo.patient"]).header("If-Match", "W/\"2\"").json(&changed);
+    assert_eq!(as_patient.send().await.unwrap().status(), 403);
     let as_billing =
         w.http.put(&url).bearer_auth(&w.tokens["demo.billing"]).header("If-Match", "W/\"2\"").json(&changed);
     assert_eq!(as_billing.send().await.unwrap().status(), 403);
@@ -457,4 +460,192 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     assert_eq!(sync["removed_through"], removed["after"]);
     let (_, mine) = w.get("demo.patient", "/sync/status").await;
     assert_eq!(mine["patients"].as_array().unwrap().len(), 2, "own record and the proxied one");
+}
+
+impl World {
+    /// `method path` as `user`, with a body and `If-Match` when given.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        user: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.tokens[user]);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(etag) = if_match {
+            request = request.header("If-Match", etag);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn home_reading(patient: &str) -> Value {
+    json!({
+        "resourceType": "Observation", "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]},
+            {"coding": [{"system": "urn:carekeep:observation-category", "code": "patient-reported"}]}
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2026-11-01T08:00:00Z",
+        "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}
+    })
+}
+
+fn appointment(patient: &str, status: &str, with: Option<&str>) -> Value {
+    let mut participants = vec![json!({"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"})];
+    if let Some(other) = with {
+        participants.push(json!({"actor": {"reference": other}, "status": "accepted"}));
+    }
+    json!({
+        "resourceType": "Appointment", "status": status, "description": "Check-up",
+        "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:30:00Z", "participant": participants
+    })
+}
+
+fn message(patient: &str, sender: &str) -> Value {
+    json!({
+        "resourceType": "Communication", "status": "completed",
+        "subject": {"reference": format!("Patient/{patient}")}, "sender": {"reference": sender},
+        "payload": [{"contentString": "About my results"}]
+    })
+}
+
+/// Collects the cells of a matrix that did not come out as expected.
+#[derive(Default)]
+struct Mismatches(Vec<String>);
+
+impl Mismatches {
+    /// Notes `what` unless it answered `status`; returns the body.
+    fn expect(&mut self, what: &str, got: (u16, Value), status: u16) -> Value {
+        if got.0 != status {
+            self.0.push(format!("{what}: expected {status}, got {}: {}", got.0, got.1));
+        }
+        got.1
+    }
+}
+
+/// What a patient may create, whatever their reach: one of each accepted kind is returned.
+async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str, Value> {
+    let (own, proxied) = (&w.patients[0], &w.patients[1]);
+    let me = format!("Patient/{own}");
+    let cases = [
+        ("home reading", "Observation", home_reading(own), 201),
+        ("home reading for the proxied record", "Observation", home_reading(proxied), 201),
+        ("laboratory result", "Observation", glucose(own), 422),
+        (
+            "reading performed by a practitioner",
+            "Observation",
+            {
+                let mut r = home_reading(own);
+                r["performer"] = json!([{"reference": "Practitioner/someone"}]);
+                r
+            },
+            422,
+        ),
+        (
+            "reading without a category",
+            "Observation",
+            {
+                let mut r = home_reading(own);
+                r.as_object_mut().unwrap().remove("category");
+                r
+            },
+            422,
+        ),
+        ("appointment request", "Appointment", appointment(own, "proposed", None), 201),
+        ("booked appointment", "Appointment", appointment(own, "booked", None), 422),
+        ("request naming a practitioner", "Appointment", appointment(own, "proposed", Some("Practitioner/x")), 422),
+        ("message as themselves", "Communication", message(own, &me), 201),
+        ("message as a practitioner", "Communication", message(own, "Practitioner/someone"), 422),
+    ];
+    let mut accepted = HashMap::new();
+    for (what, resource_type, body, status) in cases {
+        let path = format!("/fhir/{resource_type}");
+        let got = w.send(reqwest::Method::POST, "demo.patient", &path, Some(&body), None).await;
+        let stored = m.expect(&format!("patient POST {what}"), got, status);
+        if status == 201 {
+            accepted.entry(resource_type).or_insert(stored);
+        }
+    }
+    accepted
+}
+
+/// Observation, Appointment and Communication hold both what a patient records and what the
+/// care team records: the role × type × author matrix. A patient (or proxy) creates only
+/// their own readings, requests and messages, and changes or deletes only what they wrote
+/// themselves — never a clinician's result, booking or message, nor an imported one — while
+/// staff change what their care team reaches.
+#[tokio::test(flavor = "multi_thread")]
+async fn patients_create_and_change_only_what_they_author() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let own = &w.patients[0];
+    let mut m = Mismatches::default();
+    let mine = patient_creates(&w, &mut m).await;
+
+    // Authors: the patient, a clinician, the clinic's import.
+    let mut by_clinician = HashMap::new();
+    for (resource_type, body) in [
+        ("Observation", glucose(own)),
+        ("Appointment", appointment(own, "booked", Some("Practitioner/x"))),
+        ("Communication", message(own, "Practitioner/someone")),
+    ] {
+        let (status, stored) =
+            w.send(Method::POST, "demo.clinician", &format!("/fhir/{resource_type}"), Some(&body), None).await;
+        assert_eq!(status, 201, "{stored}");
+        by_clinician.insert(resource_type, stored);
+    }
+    let (_, imported) = w.get("demo.patient", &format!("/fhir/Observation?patient={own}&_count=1")).await;
+    let imported = entries(&imported)[0].clone();
+    for (author, resources) in [("the patient", &mine), ("a clinician", &by_clinician)] {
+        for (resource_type, resource) in resources {
+            let path = format!("/fhir/{resource_type}/{}", resource["id"].as_str().unwrap());
+            let (put, delete) = if author == "the patient" { (200, 204) } else { (403, 403) };
+            let mut changed = resource.clone();
+            match *resource_type {
+                "Appointment" => changed["status"] = json!("cancelled"),
+                "Communication" => changed["payload"][0]["contentString"] = json!("Changed"),
+                _ => changed["status"] = json!("amended"),
+            }
+            let version = format!("W/\"{}\"", resource["meta"]["versionId"].as_str().unwrap());
+            let got = w.send(Method::PUT, "demo.patient", &path, Some(&changed), Some(&version)).await;
+            m.expect(&format!("patient PUT {resource_type} by {author}"), got, put);
+            let got = w.send(Method::DELETE, "demo.patient", &path, None, None).await;
+            m.expect(&format!("patient DELETE {resource_type} by {author}"), got, delete);
+        }
+    }
+    let path = format!("/fhir/Observation/{}", imported["id"].as_str().unwrap());
+    let mut forged = imported.clone();
+    forged["valueQuantity"]["value"] = json!(4.2);
+    let version = format!("W/\"{}\"", imported["meta"]["versionId"].as_str().unwrap());
+    let got = w.send(Method::PUT, "demo.patient", &path, Some(&forged), Some(&version)).await;
+    m.expect("patient PUT an imported result", got, 403);
+    m.expect("patient DELETE an imported result", w.send(Method::DELETE, "demo.patient", &path, None, None).await, 403);
+    let (_, unchanged) = w.get("demo.clinician", &path).await;
+    assert_eq!(unchanged["valueQuantity"], imported["valueQuantity"], "the clinician still reads the original");
+
+    // A reading the patient wrote, then a nurse corrected: the nurse's now, no longer theirs.
+    let (_, reading) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(own)), None).await;
+    let path = format!("/fhir/Observation/{}", reading["id"].as_str().unwrap());
+    let mut turned = reading.clone();
+    turned["category"] = glucose(own)["category"].clone();
+    let got = w.send(Method::PUT, "demo.patient", &path, Some(&turned), Some("W/\"1\"")).await;
+    m.expect("patient PUT own reading turned into a lab result", got, 422);
+    let mut corrected = reading.clone();
+    corrected["valueQuantity"]["value"] = json!(71.0);
+    let got = w.send(Method::PUT, "demo.nurse", &path, Some(&corrected), Some("W/\"1\"")).await;
+    m.expect("nurse PUT the patient's reading", got, 200);
+    let got = w.send(Method::PUT, "demo.patient", &path, Some(&reading), Some("W/\"2\"")).await;
+    m.expect("patient PUT a reading the nurse corrected", got, 403);
+    let got = w.send(Method::DELETE, "demo.patient", &path, None, None).await;
+    m.expect("patient DELETE a reading the nurse corrected", got, 403);
+    assert!(m.0.is_empty(), "{}", m.0.join("\n"));
 }

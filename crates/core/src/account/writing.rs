@@ -32,7 +32,9 @@ impl Account {
         self.store()?.outbox().enqueue(write, now)
     }
 
-    /// Queues a home reading as an Observation (LOINC-coded, vital signs or laboratory).
+    /// Queues a home reading as an Observation: LOINC-coded, in the vital signs (so it shows
+    /// beside the clinic's) and marked patient-reported — a patient authors readings, never
+    /// laboratory results (the server refuses those).
     pub fn record_reading(&mut self, patient: &str, reading: HomeReading, taken_at_unix: i64) -> Result<OutboxEntry> {
         let when = instant(taken_at_unix)?;
         let subject = json!({"reference": patient_reference(patient)});
@@ -40,7 +42,7 @@ impl Account {
             HomeReading::BloodPressure { systolic, diastolic } => json!({
                 "resourceType": "Observation",
                 "status": "final",
-                "category": [category("vital-signs")],
+                "category": [category("vital-signs"), patient_reported()],
                 "code": loinc("85354-9", "Blood pressure panel"),
                 "subject": subject,
                 "effectiveDateTime": when,
@@ -52,7 +54,7 @@ impl Account {
             HomeReading::Glucose { mmol_per_l } => json!({
                 "resourceType": "Observation",
                 "status": "final",
-                "category": [category("laboratory")],
+                "category": [category("vital-signs"), patient_reported()],
                 "code": loinc("15074-8", "Glucose [Moles/volume] in Blood"),
                 "subject": subject,
                 "effectiveDateTime": when,
@@ -130,6 +132,12 @@ fn loinc(code: &str, display: &str) -> serde_json::Value {
 
 fn category(code: &str) -> serde_json::Value {
     json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": code}]})
+}
+
+/// Carekeep's category for data a person generated themselves (the server's rule for what a
+/// patient may author accepts it).
+fn patient_reported() -> serde_json::Value {
+    json!({"coding": [{"system": "urn:carekeep:observation-category", "code": "patient-reported"}]})
 }
 
 fn mm_hg(value: u16) -> serde_json::Value {

@@ -18,11 +18,13 @@ use serde_json::Value;
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
+use carekeep_protocol::auth::Role;
+
 use crate::auth::Principal;
 use crate::now;
 use crate::records::access::{self, Data, Decision, Intent, PatientFilter};
 use crate::records::search::{self, After, Search};
-use crate::records::{Access, Once, RecordError, Stored};
+use crate::records::{Access, Once, RecordError, Stored, Writer};
 
 /// `application/fhir+json`.
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -407,9 +409,7 @@ pub async fn create(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let records = state.records.clone();
-    let rt = resource_type.clone();
-    let checked = match blocking(move || records.check(value, &rt)).await {
+    let checked = match checked_for(&state, &caller, value, &resource_type).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -444,8 +444,7 @@ pub async fn create(
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
     let stored = match blocking(move || {
-        let once = key.as_deref().and_then(|k| Once::new(&user, k));
-        let (stored, replayed) = records.create(&tenant, checked, once)?;
+        let (stored, replayed) = records.create(&tenant, checked, &Writer::user(&user, key.as_deref()))?;
         if stored.resource_type == "Patient" && !replayed {
             records.link(&tenant, &user, &stored.id, "care-team")?;
         }
@@ -510,9 +509,7 @@ pub async fn update(
         Ok(found) => found,
         Err(r) => return r,
     };
-    let records = state.records.clone();
-    let rt = resource_type.clone();
-    let checked = match blocking(move || records.check(value, &rt)).await {
+    let checked = match checked_for(&state, &caller, value, &resource_type).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -528,25 +525,43 @@ pub async fn update(
     }
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
-    let stored = match blocking(move || {
-        let once = key.as_deref().and_then(|k| Once::new(&user, k));
-        records.update(&tenant, &id, checked, expected, once)
-    })
-    .await
-    {
-        Ok((s, _)) => s,
-        Err(r) => {
-            slot.touch(touch(&current, break_glass));
-            return r;
-        }
-    };
+    let stored =
+        match blocking(move || records.update(&tenant, &id, checked, expected, &Writer::user(&user, key.as_deref())))
+            .await
+        {
+            Ok((s, _)) => s,
+            Err(r) => {
+                slot.touch(touch(&current, break_glass));
+                return r;
+            }
+        };
     slot.touch(touch(&stored, break_glass));
     resource_response(StatusCode::OK, &stored)
 }
 
+/// A resource the caller sent, checked as any write is, and — from a patient or proxy —
+/// checked to be something they may author ([`crate::records::authorship`]).
+async fn checked_for(
+    state: &AppState,
+    caller: &Principal,
+    value: Value,
+    resource_type: &str,
+) -> Result<crate::records::Checked, Response> {
+    let (records, rt, role) = (state.records.clone(), resource_type.to_owned(), caller.role);
+    blocking(move || {
+        let checked = records.check(value, &rt)?;
+        if role == Role::Patient {
+            checked.check_patient_authored()?;
+        }
+        Ok(checked)
+    })
+    .await
+}
+
 /// The current version of a resource the caller means to change, and whether that takes
 /// break-glass; or the refusal: break-glass required, "read but not change" for a record
-/// the caller may read, and "not found" otherwise (as for a missing id).
+/// the caller may read (a patient's, written by someone else), and "not found" otherwise
+/// (as for a missing id).
 async fn current_for_write(
     state: &AppState,
     caller: &Principal,
@@ -560,7 +575,9 @@ async fn current_for_write(
     let (tenant, rt, rid) = (caller.tenant.clone(), resource_type.to_owned(), id.to_owned());
     let current = blocking(move || records.read(&tenant, &rt, &rid)).await?.ok_or_else(not_found)?;
     match access.decide(data, current.patient.as_deref(), Intent::Write) {
-        Decision::Allow { break_glass } => Ok((current, break_glass)),
+        Decision::Allow { break_glass } if access.may_change(current.written_by.as_deref()) => {
+            Ok((current, break_glass))
+        }
         decision => {
             slot.touch(touch(&current, false));
             slot.deny();
@@ -568,10 +585,15 @@ async fn current_for_write(
                 matches!(access.decide(data, current.patient.as_deref(), Intent::Read), Decision::Allow { .. });
             Err(match decision {
                 Decision::BreakGlassRequired => break_glass_required(),
-                _ if readable => {
+                Decision::Allow { .. } => outcome(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "You may change only what you recorded yourself; ask your care team to correct this record.",
+                ),
+                Decision::Deny if readable => {
                     outcome(StatusCode::FORBIDDEN, "forbidden", "Your role may read this record but not change it.")
                 }
-                _ => not_found(),
+                Decision::Deny => not_found(),
             })
         }
     }

@@ -23,7 +23,9 @@ pub enum Data {
     /// immunisations, reports, documents, procedures.
     Clinical,
     /// Clinical content a patient (or proxy) may author from home: readings (`Observation`),
-    /// appointment requests, messages to the care team (`Communication`).
+    /// appointment requests, messages to the care team (`Communication`). Which of these a
+    /// patient may write is decided by content and author ([`super::authorship`]): their own
+    /// home readings, requests and messages, never a result, booking or message of staff.
     PatientAuthored,
     /// The practice's own directory: `Practitioner`, `Organization`. Not PHI.
     Directory,
@@ -214,6 +216,8 @@ pub enum PatientFilter {
 /// The caller's role and their links to patients, loaded once per request.
 #[derive(Debug, Clone)]
 pub struct Access {
+    /// The caller.
+    pub user_id: String,
     /// The caller's role.
     pub role: Role,
     /// Patients the caller is (`self`) or is proxy for.
@@ -240,6 +244,15 @@ impl Access {
             // Nobody, or a reach the caller's links do not cover (and no patient at all).
             _ => Decision::Deny,
         }
+    }
+
+    /// Whether the caller may change or delete a resource last written by `written_by`
+    /// (`None`: imported by the clinic), once [`Access::decide`] allowed the write. Staff
+    /// may change what their reach covers; a patient or proxy only what they wrote
+    /// themselves — never a result, booking or message of the care team, a device or an
+    /// import.
+    pub fn may_change(&self, written_by: Option<&str>) -> bool {
+        self.role != Role::Patient || written_by == Some(self.user_id.as_str())
     }
 
     /// The patients whose `data` a search may return.
@@ -291,6 +304,7 @@ mod tests {
 
     fn access(role: Role) -> Access {
         Access {
+            user_id: "caller".to_owned(),
             role,
             linked: ["me".to_owned()].into(),
             care_team: ["mine".to_owned()].into(),
@@ -340,6 +354,9 @@ mod tests {
         for data in Data::ALL.into_iter().filter(|d| *d != Data::AuditTrail) {
             assert_eq!(admin.decide(data, Some("mine"), Intent::Read), Decision::Deny, "{data:?}");
         }
+        assert!(patient.may_change(Some("caller")));
+        assert!(!patient.may_change(Some("a clinician")) && !patient.may_change(None));
+        assert!(access(Role::Nurse).may_change(Some("a patient")) && access(Role::Nurse).may_change(None));
         assert!(may_break_glass(Role::Clinician));
         assert!(!may_break_glass(Role::Nurse) && !may_break_glass(Role::Admin));
     }

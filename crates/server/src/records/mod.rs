@@ -3,6 +3,7 @@
 //! the [`access`] table. Blocking: call from `spawn_blocking`.
 
 pub mod access;
+pub mod authorship;
 pub mod documents;
 pub mod idempotency;
 pub mod links;
@@ -38,6 +39,33 @@ pub struct Stored {
     pub patient: Option<String>,
     /// The resource's JSON, with `id` and `meta` as the server set them.
     pub json: String,
+    /// The user who last wrote it; `None` for what the clinic imported or seeded. A patient
+    /// may change only what they wrote themselves ([`authorship`]).
+    pub written_by: Option<String>,
+}
+
+/// Who makes a write, and what travels with it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Writer<'a> {
+    /// The writing user, recorded as the resource's author; `None` for the clinic's own
+    /// tools (seed, import).
+    pub user_id: Option<&'a str>,
+    /// The client's `Idempotency-Key`, if it sent one (see [`idempotency`]).
+    pub key: Option<&'a str>,
+}
+
+impl<'a> Writer<'a> {
+    /// The clinic's own tools: no user, no key.
+    pub const CLINIC: Writer<'static> = Writer { user_id: None, key: None };
+
+    /// `user_id` writing through the API, with the key it sent.
+    pub fn user(user_id: &'a str, key: Option<&'a str>) -> Self {
+        Self { user_id: Some(user_id), key }
+    }
+
+    fn once(&self) -> Option<Once<'a>> {
+        self.user_id.zip(self.key).and_then(|(user, key)| Once::new(user, key))
+    }
 }
 
 /// A resource that passed every check and is ready to store.
@@ -148,15 +176,11 @@ impl Records {
     }
 
     /// Stores `checked` as a new resource with a fresh opaque id, version 1, stamped with
-    /// the time it is written. A patient it
-    /// names must exist in `tenant`. With `once`, a key already used returns the resource
-    /// that request created (`true`: replayed) instead of creating another.
-    pub fn create(
-        &self,
-        tenant: &str,
-        checked: Checked,
-        once: Option<Once<'_>>,
-    ) -> Result<(Stored, bool), RecordError> {
+    /// the time it is written and its author. A patient it names must exist in `tenant`.
+    /// With the writer's key, a key already used returns the resource that request created
+    /// (`true`: replayed) instead of creating another.
+    pub fn create(&self, tenant: &str, checked: Checked, writer: &Writer<'_>) -> Result<(Stored, bool), RecordError> {
+        let once = writer.once();
         let mut conn = self.store.lock();
         let now = commit_time();
         let tx = conn.transaction()?;
@@ -166,7 +190,7 @@ impl Records {
             return Ok((earlier, true));
         }
         let id = crate::auth::secrets::new_id("r")?.replacen("r-", "", 1);
-        let stored = write(&tx, &self.documents_key, tenant, checked, &id, 1, now)?;
+        let stored = write(&tx, &self.documents_key, tenant, checked, &id, 1, now, writer.user_id)?;
         if let Some(once) = once {
             idempotency::remember(&tx, tenant, once, "create", &stored, now.unix_timestamp())?;
         }
@@ -174,17 +198,19 @@ impl Records {
         Ok((stored, false))
     }
 
-    /// Replaces `resource_type/id` if its current version is `expected_version`. With
-    /// `once`, a key already used returns that request's result (`true`: replayed) — so a
-    /// replayed update is not mistaken for a conflict with itself.
+    /// Replaces `resource_type/id` if its current version is `expected_version`, recording
+    /// the writer as its author. With the writer's key, a key already used returns that
+    /// request's result (`true`: replayed) — so a replayed update is not mistaken for a
+    /// conflict with itself.
     pub fn update(
         &self,
         tenant: &str,
         id: &str,
         checked: Checked,
         expected_version: i64,
-        once: Option<Once<'_>>,
+        writer: &Writer<'_>,
     ) -> Result<(Stored, bool), RecordError> {
+        let once = writer.once();
         let mut conn = self.store.lock();
         let now = commit_time();
         let tx = conn.transaction()?;
@@ -205,7 +231,7 @@ impl Records {
             Some(v) if v != expected_version => return Err(RecordError::VersionConflict),
             Some(_) => {}
         }
-        let stored = write(&tx, &self.documents_key, tenant, checked, id, expected_version + 1, now)?;
+        let stored = write(&tx, &self.documents_key, tenant, checked, id, expected_version + 1, now, writer.user_id)?;
         if let Some(once) = once {
             idempotency::remember(&tx, tenant, once, "update", &stored, now.unix_timestamp())?;
         }
@@ -225,7 +251,7 @@ impl Records {
         let tx = conn.transaction()?;
         let mut stored = Vec::with_capacity(resources.len());
         for (checked, id) in resources {
-            stored.push(write(&tx, &self.documents_key, tenant, checked, &id, 1, now)?);
+            stored.push(write(&tx, &self.documents_key, tenant, checked, &id, 1, now, None)?);
         }
         tx.commit()?;
         Ok(stored)
@@ -257,8 +283,13 @@ impl Records {
         now: i64,
     ) -> Result<Access, RecordError> {
         let conn = self.store.read();
-        let mut access =
-            Access { role, linked: HashSet::new(), care_team: HashSet::new(), break_glass: HashSet::new() };
+        let mut access = Access {
+            user_id: user_id.to_owned(),
+            role,
+            linked: HashSet::new(),
+            care_team: HashSet::new(),
+            break_glass: HashSet::new(),
+        };
         let mut links = conn.prepare_cached(
             "SELECT patient, relation FROM patient_links WHERE user_id = ?1 AND (?2 IS NULL OR patient = ?2)",
         )?;
@@ -299,17 +330,20 @@ fn current(
     resource_type: &str,
     id: &str,
 ) -> rusqlite::Result<Option<Stored>> {
-    conn.prepare_cached("SELECT version, patient, json FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
-        .query_row(params![tenant, resource_type, id], |r| {
-            Ok(Stored {
-                resource_type: resource_type.to_owned(),
-                id: id.to_owned(),
-                version: r.get(0)?,
-                patient: r.get(1)?,
-                json: r.get(2)?,
-            })
+    conn.prepare_cached(
+        "SELECT version, patient, json, written_by FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3",
+    )?
+    .query_row(params![tenant, resource_type, id], |r| {
+        Ok(Stored {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version: r.get(0)?,
+            patient: r.get(1)?,
+            json: r.get(2)?,
+            written_by: r.get(3)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// The time a write is stamped with, read once the writer lock is held: stamps then follow
@@ -326,6 +360,7 @@ fn instant(now: OffsetDateTime) -> (String, String) {
     (shown, sortable)
 }
 
+#[expect(clippy::too_many_arguments, reason = "one private helper; its callers name each part")]
 fn write(
     tx: &Transaction<'_>,
     documents_key: &[u8; 32],
@@ -334,6 +369,7 @@ fn write(
     id: &str,
     version: i64,
     now: OffsetDateTime,
+    author: Option<&str>,
 ) -> Result<Stored, RecordError> {
     let Checked { mut value, attachments, resource_type, patient } = checked;
     if let Some(patient) = &patient {
@@ -367,11 +403,12 @@ fn write(
             .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
     let patient = if resource_type == "Patient" { Some(id.to_owned()) } else { patient };
     tx.prepare_cached(
-        "INSERT INTO resources (tenant, type, id, version, last_updated, patient, category, effective, json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO resources (tenant, type, id, version, last_updated, patient, category, effective, json,
+                                written_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version,
              last_updated = excluded.last_updated, patient = excluded.patient, category = excluded.category,
-             effective = excluded.effective, json = excluded.json",
+             effective = excluded.effective, json = excluded.json, written_by = excluded.written_by",
     )?
     .execute(params![
         tenant,
@@ -382,7 +419,8 @@ fn write(
         patient,
         indexed.category,
         indexed.effective,
-        json
+        json,
+        author
     ])?;
     tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
         tenant,
@@ -397,5 +435,5 @@ fn write(
     if let Some(patient) = &patient {
         documents::store(tx, documents_key, tenant, patient, &attachments)?;
     }
-    Ok(Stored { resource_type, id: id.to_owned(), version, patient, json })
+    Ok(Stored { resource_type, id: id.to_owned(), version, patient, json, written_by: author.map(str::to_owned) })
 }

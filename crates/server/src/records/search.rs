@@ -276,8 +276,9 @@ impl Records {
         }
         let limit = search.count.clamp(1, MAX_COUNT);
         let _ = write!(sql, " ORDER BY r.last_updated, r.type, r.id LIMIT {}", limit + 1);
-        let mut stmt =
-            conn.prepare(&format!("SELECT r.type, r.id, r.version, r.patient, r.json, r.last_updated{sql}"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT r.type, r.id, r.version, r.patient, r.json, r.last_updated, r.written_by{sql}"
+        ))?;
         let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
             Ok((
                 Stored {
@@ -286,6 +287,7 @@ impl Records {
                     version: r.get(2)?,
                     patient: r.get(3)?,
                     json: r.get(4)?,
+                    written_by: r.get(6)?,
                 },
                 r.get::<_, String>(5)?,
             ))

@@ -190,7 +190,8 @@ impl Checkpoint {
         Self { seq: record.seq, hash: record.hash, signature: STANDARD.encode(signature.to_bytes()) }
     }
 
-    fn verifies(&self, key: &VerifyingKey) -> bool {
+    /// Whether `key` signed this checkpoint.
+    pub fn verifies(&self, key: &VerifyingKey) -> bool {
         let Ok(bytes) = STANDARD.decode(&self.signature) else { return false };
         let Ok(signature) = Signature::from_slice(&bytes) else { return false };
         key.verify(&checkpoint_message(self.seq, &self.hash), &signature).is_ok()
@@ -232,6 +233,10 @@ pub enum ChainError {
         /// The checkpoint that no longer matches.
         checkpoint: u64,
     },
+    /// The chain keeper signs a checkpoint every so many records; this one is gone, so
+    /// nothing vouches for the records before it (a rewrite that deleted the checkpoints).
+    #[error("the signed checkpoint at record #{0} is missing: the records before it may have been rewritten")]
+    MissingCheckpoint(u64),
     /// A checkpoint names a record the chain no longer has: its tail was cut off.
     #[error("the chain ends at record #{len} but a checkpoint vouches for record #{checkpoint}: records were removed")]
     Truncated {
@@ -247,7 +252,10 @@ impl ChainError {
     pub fn first_bad(&self) -> u64 {
         match *self {
             ChainError::Sequence { position, .. } => position,
-            ChainError::BrokenLink(seq) | ChainError::ContentChanged(seq) | ChainError::BadCheckpoint(seq) => seq,
+            ChainError::BrokenLink(seq)
+            | ChainError::ContentChanged(seq)
+            | ChainError::BadCheckpoint(seq)
+            | ChainError::MissingCheckpoint(seq) => seq,
             ChainError::Rewritten { from, .. } => from,
             ChainError::Truncated { len, .. } => len,
         }
@@ -284,6 +292,16 @@ pub fn verify_chain(records: &[AuditRecord], checkpoints: &[Checkpoint], key: &V
         }
     }
     found.map_or(Ok(()), Err)
+}
+
+/// Requires a checkpoint at every `every`-th record of a chain of `len` records (at seq
+/// `every - 1`, `2 × every - 1`, …): a keeper that signs on that rule leaves none out, so a
+/// missing one means the checkpoints were deleted with a rewrite. Returns the first gap.
+pub fn require_checkpoints(len: u64, checkpoints: &[Checkpoint], every: u64) -> Result<(), ChainError> {
+    let every = every.max(1);
+    let signed: std::collections::HashSet<u64> = checkpoints.iter().map(|c| c.seq).collect();
+    let missing = (1..=len / every).map(|k| k * every - 1).find(|seq| !signed.contains(seq));
+    missing.map_or(Ok(()), |seq| Err(ChainError::MissingCheckpoint(seq)))
 }
 
 /// The links alone: sequence, previous hash, content hash.
@@ -378,6 +396,17 @@ mod tests {
         let err = verify_chain(&records[..25], &[cp], &key().verifying_key()).unwrap_err();
         assert_eq!(err, ChainError::Truncated { len: 25, checkpoint: 29 });
         assert_eq!(err.first_bad(), 25);
+    }
+
+    #[test]
+    fn every_checkpoint_the_rule_asks_for_must_be_there() {
+        let records = chain(30);
+        let all: Vec<Checkpoint> = [9, 19, 29].iter().map(|&i| Checkpoint::sign(&records[i], &key())).collect();
+        assert_eq!(require_checkpoints(30, &all, 10), Ok(()));
+        assert_eq!(require_checkpoints(29, &all[..2], 10), Ok(()), "the 30th record has not come yet");
+        assert_eq!(require_checkpoints(30, &all[..2], 10), Err(ChainError::MissingCheckpoint(29)));
+        assert_eq!(require_checkpoints(30, &[], 10), Err(ChainError::MissingCheckpoint(9)));
+        assert_eq!(require_checkpoints(9, &[], 10), Ok(()));
     }
 
     #[test]

@@ -186,9 +186,7 @@ fn event(i: u64) -> AuditEvent {
 fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
     let store = Arc::new(f.data.open_store().unwrap());
     let key = Arc::new(f.data.signing_key().unwrap());
-    let log = Arc::new(
-        carekeep_server::audit::AuditLog::open(store.clone(), key, carekeep_server::audit::CHECKPOINT_EVERY).unwrap(),
-    );
+    let log = Arc::new(carekeep_server::audit::AuditLog::open(store.clone(), key).unwrap());
     store.lock().execute_batch("CREATE TABLE IF NOT EXISTS bench_rows (n INTEGER) STRICT").unwrap();
     let batch: u64 = if is_real_run() { 2_000 } else { 64 };
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -119,9 +119,15 @@ impl DataDir {
         tls::server_config(&cert, &key)
     }
 
-    /// Opens the encrypted store with the master key.
+    /// Opens the encrypted store with the master key. A store from before the audit trail's
+    /// head was kept gets its head now, from the trail as it stands.
     pub fn open_store(&self) -> Result<crate::store::Store, ServerError> {
-        crate::store::Store::open(&self.root.join("store.db"), &self.root.join("audit.db"), &self.master_key()?)
+        let store =
+            crate::store::Store::open(&self.root.join("store.db"), &self.root.join("audit.db"), &self.master_key()?)?;
+        if store.upgraded_across(crate::store::AUDIT_HEAD_SINCE) {
+            crate::audit::adopt(&store, &self.signing_key()?)?;
+        }
+        Ok(store)
     }
 
     fn master_key(&self) -> Result<Zeroizing<Vec<u8>>, ServerError> {

@@ -41,6 +41,12 @@ pub enum ServerError {
     Tls(String),
 }
 
+impl From<rusqlite::Error> for ServerError {
+    fn from(e: rusqlite::Error) -> Self {
+        ServerError::Store(e.to_string())
+    }
+}
+
 impl ServerError {
     pub(crate) fn io<'a>(action: &'static str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> Self + 'a {
         move |source| ServerError::Io { action, path: path.to_path_buf(), source }

@@ -194,10 +194,45 @@ const MIGRATIONS: &[&str] = &[
     // 7: who last wrote each resource (a user id; NULL for what the clinic imported), so a
     // patient may change only what they recorded themselves.
     "ALTER TABLE resources ADD COLUMN written_by TEXT;",
+    // 8: the audit trail's search columns are derived from the chained record itself, so
+    // none can be edited apart from it (a NULLed patient column hid a patient's accesses
+    // from "who viewed my record" while the chain still verified).
+    "CREATE TABLE audit.audit_log_v2 (
+        seq          INTEGER PRIMARY KEY,
+        record       TEXT NOT NULL,
+        patient      TEXT GENERATED ALWAYS AS (json_extract(record, '$.event.patient')) VIRTUAL,
+        recorded_at  TEXT GENERATED ALWAYS AS (json_extract(record, '$.event.recorded_at')) VIRTUAL,
+        tenant       TEXT GENERATED ALWAYS AS (json_extract(record, '$.event.tenant')) VIRTUAL,
+        user_id      TEXT GENERATED ALWAYS AS (json_extract(record, '$.event.user')) VIRTUAL
+    ) STRICT;
+    INSERT INTO audit.audit_log_v2 (seq, record) SELECT seq, record FROM audit.audit_log;
+    DROP TABLE audit.audit_log;
+    ALTER TABLE audit.audit_log_v2 RENAME TO audit_log;
+    CREATE INDEX audit.audit_by_patient ON audit_log (patient, recorded_at);
+    CREATE INDEX audit.audit_by_tenant ON audit_log (tenant, recorded_at);",
+    // 9: a write's audit record commits with the write, in store.db's outbox, and moves to
+    // the trail after (`outbox_through`: the last outbox row the trail holds). store.db also
+    // keeps the trail's signed head, so an older copy of audit.db put back is noticed.
+    "CREATE TABLE main.audit_outbox (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        event  TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE audit.audit_state (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        outbox_through  INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO audit.audit_state (id, outbox_through) VALUES (1, 0);
+    CREATE TABLE main.audit_head (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        checkpoint  TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The migration from which the audit trail lives in its own file.
 const AUDIT_FILE_SINCE: i64 = 4;
+
+/// The migration from which store.db keeps the audit trail's signed head.
+pub const AUDIT_HEAD_SINCE: i64 = 9;
 
 /// Read-only connections beside the writer: enough for both cores and a blocked reader.
 const READERS: usize = 4;
@@ -207,6 +242,8 @@ pub struct Store {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// The schema version the files had before this open migrated them.
+    found_version: i64,
 }
 
 impl Store {
@@ -229,6 +266,7 @@ impl Store {
         attach_audit(&writer, audit_path, &keys.audit)?;
         writer.query_row("PRAGMA main.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
         writer.query_row("PRAGMA audit.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
+        let found_version = schema_version(&writer).map_err(bad)?;
         migrate(&mut writer).map_err(bad)?;
         let readers = (0..READERS)
             .map(|_| {
@@ -238,7 +276,13 @@ impl Store {
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<_, ServerError>>()?;
-        Ok(Self { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+        Ok(Self { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0), found_version })
+    }
+
+    /// Whether this open migrated an existing store across `version` (a new store was
+    /// never before it).
+    pub fn upgraded_across(&self, version: i64) -> bool {
+        (1..version).contains(&self.found_version)
     }
 
     /// The writing connection, for one short synchronous unit of work. Writes are

@@ -105,29 +105,37 @@ fn event(i: u32) -> AuditEvent {
     }
 }
 
-#[test]
-fn checkpoints_catch_a_rewrite_that_recomputes_every_hash_and_deletions_are_named() {
+/// A trail of `n` records through the real writer, in a fresh data directory.
+fn trail_of(n: u32) -> (tempfile::TempDir, std::path::PathBuf, DataDir, Arc<carekeep_server::store::Store>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("server");
     let (data, _) = DataDir::init(&root, "localhost").unwrap();
     let store = Arc::new(data.open_store().unwrap());
-    let log = AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()), 10).unwrap();
-    for i in 0..25 {
-        log.append(event(i)).unwrap();
-    }
+    let log = AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap())).unwrap();
+    log.append_all((0..n).map(event).collect()).unwrap();
     drop(log);
-    let ok = verify(&root);
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 25 records, 2 signed checkpoints"));
+    (dir, root, data, store)
+}
 
-    // "Who accessed patient A": 13 of the 25, all naming pat-a.
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn checkpoints_catch_a_rewrite_that_recomputes_every_hash_and_deletions_are_named() {
+    let (_dir, root, _data, store) = trail_of(250);
+    let ok = verify(&root);
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 250 records, 2 signed checkpoints"), "{ok:?}");
+
+    // "Who accessed patient A": 125 of the 250, all naming pat-a.
     let who = carekeep_server::audit::query(&store, "pat-a", "2026-01-01T00:00:00Z", "2026-12-31T23:59:59Z").unwrap();
-    assert_eq!(who.len(), 13);
+    assert_eq!(who.len(), 125);
     assert!(who.iter().all(|r| r.event.patient.as_deref() == Some("pat-a")));
 
     // Rewrite record 3 and relink everything after it, as someone with write access to the
-    // store (but not the signing key) could: the checkpoint at record 9 no longer holds.
+    // store (but not the signing key) could: the checkpoint at record 99 no longer holds.
     let mut rewritten: Vec<AuditRecord> = Vec::new();
-    for i in 0..25 {
+    for i in 0..250 {
         let mut e = event(i);
         if i == 3 {
             e.patient = Some("pat-c".into());
@@ -147,18 +155,17 @@ fn checkpoints_catch_a_rewrite_that_recomputes_every_hash_and_deletions_are_name
     }
     let caught = verify(&root);
     assert!(!caught.status.success());
-    let why = String::from_utf8_lossy(&caught.stderr);
-    assert!(why.contains("records #0 to #9") && why.contains("rewritten"), "{why}");
+    let why = stderr(&caught);
+    assert!(why.contains("records #0 to #99") && why.contains("rewritten"), "{why}");
+
+    // Deleting every checkpoint with the rewrite does not help: one is due every 100
+    // records, and the one at #99 is missing.
+    store.lock().execute("DELETE FROM audit_checkpoints", []).unwrap();
+    let why = stderr(&verify(&root));
+    assert!(why.contains("checkpoint at record #99 is missing"), "{why}");
 
     // A deleted record is named too.
-    let dir2 = tempfile::tempdir().unwrap();
-    let root2 = dir2.path().join("server");
-    let (data2, _) = DataDir::init(&root2, "localhost").unwrap();
-    let store2 = Arc::new(data2.open_store().unwrap());
-    let log2 = AuditLog::open(store2.clone(), Arc::new(data2.signing_key().unwrap()), 100).unwrap();
-    for i in 0..5 {
-        log2.append(event(i)).unwrap();
-    }
+    let (_dir2, root2, _data2, store2) = trail_of(5);
     store2.lock().execute("DELETE FROM audit_log WHERE seq = 2", []).unwrap();
     let deleted = verify(&root2);
     assert!(!deleted.status.success());
@@ -178,7 +185,7 @@ async fn concurrent_appends_share_commits_and_keep_one_unbroken_chain() {
     let root = dir.path().join("server");
     let (data, _) = DataDir::init(&root, "localhost").unwrap();
     let store = Arc::new(data.open_store().unwrap());
-    let log = Arc::new(AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()), 10).unwrap());
+    let log = Arc::new(AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap())).unwrap());
     let writers: Vec<_> = (0..16_u32)
         .map(|w| {
             let log = log.clone();
@@ -203,7 +210,7 @@ async fn concurrent_appends_share_commits_and_keep_one_unbroken_chain() {
     drop(log);
     let verified = verify(&root);
     assert!(
-        String::from_utf8_lossy(&verified.stdout).contains("intact: 320 records, 32 signed checkpoints"),
+        String::from_utf8_lossy(&verified.stdout).contains("intact: 320 records, 3 signed checkpoints"),
         "{}",
         String::from_utf8_lossy(&verified.stdout)
     );
@@ -217,7 +224,7 @@ fn a_deleted_audit_file_stops_the_server_instead_of_starting_an_empty_trail() {
     let root = dir.path().join("server");
     let (data, _) = DataDir::init(&root, "localhost").unwrap();
     let store = Arc::new(data.open_store().unwrap());
-    AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()), 10).unwrap().append(event(0)).unwrap();
+    AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap())).unwrap().append(event(0)).unwrap();
     drop(store);
     for file in ["audit.db", "audit.db-wal", "audit.db-shm"] {
         let _ = std::fs::remove_file(root.join(file));
@@ -227,4 +234,70 @@ fn a_deleted_audit_file_stops_the_server_instead_of_starting_an_empty_trail() {
     // Nothing was created in its place: asking again is refused again.
     assert!(!root.join("audit.db").exists());
     assert!(data.open_store().is_err());
+}
+
+/// An older copy of audit.db put back (its WAL gone): the chain in it is whole and its
+/// checkpoints are genuine, but store.db remembers a later head. `verify` fails, and the
+/// server refuses to start rather than append to it.
+#[test]
+fn a_rolled_back_trail_fails_verify_and_stops_the_server() {
+    let (_dir, root, data, store) = trail_of(120);
+    drop(store);
+    let old = std::fs::read(root.join("audit.db")).unwrap();
+    let store = Arc::new(data.open_store().unwrap());
+    let log = AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap())).unwrap();
+    log.append_all((120..150).map(event).collect()).unwrap();
+    drop(log);
+    drop(store);
+    assert!(verify(&root).status.success());
+
+    std::fs::write(root.join("audit.db"), old).unwrap();
+    for file in ["audit.db-wal", "audit.db-shm"] {
+        let _ = std::fs::remove_file(root.join(file));
+    }
+    let why = stderr(&verify(&root));
+    assert!(why.contains("holds 120 records") && why.contains("up to #149") && why.contains("rolled back"), "{why}");
+    let store = Arc::new(data.open_store().unwrap());
+    let Err(refused) = AuditLog::open(store, Arc::new(data.signing_key().unwrap())) else {
+        panic!("the server appended to a rolled-back trail")
+    };
+    assert!(refused.to_string().contains("rolled back"), "{refused}");
+    let serve = Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(!serve.status.success() && stderr(&serve).contains("rolled back"), "{}", stderr(&serve));
+}
+
+/// With the master key (not the signing key), an insider empties the patient column of a
+/// record so "who viewed my record" misses it: the column is derived from the chained
+/// record and cannot be set; rebuilt as a plain column to get round that, `verify` names
+/// the record. Removing store.db's head (to hide a rollback) is caught too.
+#[test]
+fn search_columns_and_the_head_cannot_be_edited_apart_from_the_chain() {
+    let (_dir, root, _data, store) = trail_of(12);
+    let conn = store.lock();
+    assert!(conn.execute("UPDATE audit_log SET patient = NULL WHERE seq = 4", []).is_err(), "a generated column");
+    conn.execute_batch(
+        "CREATE TABLE audit.plain (seq INTEGER PRIMARY KEY, record TEXT NOT NULL, patient TEXT, recorded_at TEXT,
+                                   tenant TEXT, user_id TEXT);
+         INSERT INTO audit.plain SELECT seq, record, patient, recorded_at, tenant, user_id FROM audit.audit_log;
+         UPDATE audit.plain SET patient = NULL WHERE seq = 4;
+         DROP TABLE audit.audit_log;
+         ALTER TABLE audit.plain RENAME TO audit_log;",
+    )
+    .unwrap();
+    drop(conn);
+    let hidden =
+        carekeep_server::audit::query(&store, "pat-a", "2026-01-01T00:00:00Z", "2026-12-31T23:59:59Z").unwrap();
+    assert_eq!(hidden.len(), 5, "the edit hides record #4 from the query");
+    let why = stderr(&verify(&root));
+    assert!(why.contains("record #4") && why.contains("search columns"), "{why}");
+
+    let (_dir, root, data, store) = trail_of(12);
+    store.lock().execute("DELETE FROM main.audit_head", []).unwrap();
+    let why = stderr(&verify(&root));
+    assert!(why.contains("no longer holds the audit trail's head"), "{why}");
+    assert!(AuditLog::open(store, Arc::new(data.signing_key().unwrap())).is_err());
 }

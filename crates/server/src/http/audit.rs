@@ -2,6 +2,10 @@
 //! leaves. Handlers cannot skip it — they never see it. The [`Principal`] extractor fills the
 //! request's [`AuditSlot`] with who was calling; if the record cannot be written, the
 //! response is replaced by an error (fail closed).
+//!
+//! A request that writes records gives its record to the write instead
+//! ([`AuditSlot::write_record`]), which commits it in the same transaction (store.db's
+//! outbox): the middleware then waits until it is in the trail.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +38,11 @@ struct Learned {
     principal: Option<Principal>,
     touches: Vec<Touch>,
     denied: bool,
+    /// The client's address and the route, as every record of the request names them.
+    ip: Option<String>,
+    action: String,
+    /// The request's records were committed with its write (see [`AuditSlot::write_record`]).
+    in_outbox: bool,
 }
 
 /// What a request turned out to be — who called, which records it touched — learned while
@@ -59,6 +68,28 @@ impl AuditSlot {
     /// record the caller may not see is answered "not found").
     pub fn deny(&self) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).denied = true;
+    }
+
+    /// The audit record of this request's write, for the write's own transaction: who, from
+    /// where, which route, a success, flagged `break_glass` when only a grant allowed it.
+    /// The records service fills in the resource. Once the write commits, call
+    /// [`AuditSlot::written_with_write`].
+    pub fn write_record(&self, break_glass: bool) -> AuditEvent {
+        let learned = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let touch = Touch { break_glass, ..Touch::default() };
+        event(&learned, &now_rfc3339(), touch, Outcome::Success)
+    }
+
+    /// The write committed with its record: the middleware adds none, and answers once the
+    /// record has moved from the outbox into the trail.
+    pub fn written_with_write(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).in_outbox = true;
+    }
+
+    fn start(&self, ip: String, action: String) {
+        let mut learned = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        learned.ip = Some(ip);
+        learned.action = action;
     }
 
     fn take(&self) -> Learned {
@@ -96,36 +127,48 @@ pub async fn audit(
     })
 }
 
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+/// One record of what `learned` knows of the request, for `touch`.
+fn event(learned: &Learned, recorded_at: &str, touch: Touch, outcome: Outcome) -> AuditEvent {
+    let who = learned.principal.as_ref();
+    AuditEvent {
+        recorded_at: recorded_at.to_owned(),
+        occurred_at: None,
+        tenant: who.map_or_else(|| "-".to_owned(), |p| p.tenant.clone()),
+        user: who.map(|p| p.user_id.clone()),
+        role: who.map(|p| p.role.as_str().to_owned()),
+        device: who.map(|p| p.device_id.clone()),
+        ip: learned.ip.clone(),
+        action: learned.action.clone(),
+        resource_type: touch.resource_type,
+        resource_id: touch.resource_id,
+        patient: touch.patient,
+        outcome,
+        break_glass: touch.break_glass,
+    }
+}
+
 async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Request, next: Next) -> Response {
     let slot = AuditSlot::default();
-    request.extensions_mut().insert(slot.clone());
     // The route template, never the concrete path: ids stay out of the action.
     let route = request.extensions().get::<MatchedPath>().map_or("?", |p| p.as_str()).to_owned();
-    let action = format!("{} {route}", request.method());
+    slot.start(addr.ip().to_string(), format!("{} {route}", request.method()));
+    request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
-    let learned = slot.take();
-    let who = learned.principal;
+    let mut learned = slot.take();
     let outcome = if learned.denied { Outcome::Denied } else { outcome(response.status()) };
-    let recorded_at = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-    let touches = if learned.touches.is_empty() { vec![Touch::default()] } else { learned.touches };
-    let events: Vec<AuditEvent> = touches
-        .into_iter()
-        .map(|touch| AuditEvent {
-            recorded_at: recorded_at.clone(),
-            occurred_at: None,
-            tenant: who.as_ref().map_or_else(|| "-".to_owned(), |p| p.tenant.clone()),
-            user: who.as_ref().map(|p| p.user_id.clone()),
-            role: who.as_ref().map(|p| p.role.as_str().to_owned()),
-            device: who.as_ref().map(|p| p.device_id.clone()),
-            ip: Some(addr.ip().to_string()),
-            action: action.clone(),
-            resource_type: touch.resource_type,
-            resource_id: touch.resource_id,
-            patient: touch.patient,
-            outcome,
-            break_glass: touch.break_glass,
-        })
-        .collect();
+    let recorded_at = now_rfc3339();
+    let events: Vec<AuditEvent> = if learned.in_outbox {
+        // Committed with the write: only wait for the writer to move it into the trail.
+        Vec::new()
+    } else {
+        let touches = std::mem::take(&mut learned.touches);
+        let touches = if touches.is_empty() { vec![Touch::default()] } else { touches };
+        touches.into_iter().map(|touch| event(&learned, &recorded_at, touch, outcome)).collect()
+    };
     if state.audit.record(events).await.is_ok() {
         return response;
     }

@@ -443,19 +443,24 @@ pub async fn create(
     }
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
-    let stored = match blocking(move || {
-        let (stored, replayed) = records.create(&tenant, checked, &Writer::user(&user, key.as_deref()))?;
+    let record = slot.write_record(break_glass);
+    let (stored, replayed) = match blocking(move || {
+        let writer = Writer::user(&user, key.as_deref()).audited(&record);
+        let (stored, replayed) = records.create(&tenant, checked, &writer)?;
         if stored.resource_type == "Patient" && !replayed {
             records.link(&tenant, &user, &stored.id, "care-team")?;
         }
-        Ok(stored)
+        Ok((stored, replayed))
     })
     .await
     {
-        Ok(s) => s,
+        Ok(created) => created,
         Err(r) => return r,
     };
     slot.touch(touch(&stored, break_glass));
+    if !replayed {
+        slot.written_with_write();
+    }
     resource_response(StatusCode::CREATED, &stored)
 }
 
@@ -525,17 +530,22 @@ pub async fn update(
     }
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
-    let stored =
-        match blocking(move || records.update(&tenant, &id, checked, expected, &Writer::user(&user, key.as_deref())))
-            .await
-        {
-            Ok((s, _)) => s,
-            Err(r) => {
-                slot.touch(touch(&current, break_glass));
-                return r;
-            }
-        };
+    let record = slot.write_record(break_glass);
+    let updated = blocking(move || {
+        records.update(&tenant, &id, checked, expected, &Writer::user(&user, key.as_deref()).audited(&record))
+    })
+    .await;
+    let (stored, replayed) = match updated {
+        Ok(updated) => updated,
+        Err(r) => {
+            slot.touch(touch(&current, break_glass));
+            return r;
+        }
+    };
     slot.touch(touch(&stored, break_glass));
+    if !replayed {
+        slot.written_with_write();
+    }
     resource_response(StatusCode::OK, &stored)
 }
 
@@ -635,9 +645,17 @@ pub async fn delete(
     };
     slot.touch(touch(&current, break_glass));
     let records = state.records.clone();
-    let tenant = caller.tenant.clone();
-    match blocking(move || records.delete(&tenant, &resource_type, &id, now())).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+    let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
+    let record = slot.write_record(break_glass);
+    let deleted = blocking(move || {
+        records.delete(&tenant, &resource_type, &id, now(), &Writer::user(&user, None).audited(&record))
+    })
+    .await;
+    match deleted {
+        Ok(_) => {
+            slot.written_with_write();
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(r) => r,
     }
 }

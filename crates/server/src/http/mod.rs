@@ -52,7 +52,7 @@ impl AppState {
         let store = Arc::new(dir.open_store()?);
         let signing_key = Arc::new(dir.signing_key()?);
         let key_id = key_id(&signing_key.verifying_key());
-        let audit = crate::audit::AuditLog::open(store.clone(), signing_key.clone(), crate::audit::CHECKPOINT_EVERY)?;
+        let audit = crate::audit::AuditLog::open(store.clone(), signing_key.clone())?;
         let keys = dir.master_keys()?;
         // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
         let auth = Auth::new(store.clone(), AuthPolicy::default(), 2).with_rotation_key(&keys.rotations);

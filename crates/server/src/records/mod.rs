@@ -14,6 +14,7 @@ pub mod validate;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use carekeep_protocol::audit::AuditEvent;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -52,15 +53,35 @@ pub struct Writer<'a> {
     pub user_id: Option<&'a str>,
     /// The client's `Idempotency-Key`, if it sent one (see [`idempotency`]).
     pub key: Option<&'a str>,
+    /// The request's audit record, completed with the resource written and committed in
+    /// the write's own transaction ([`crate::audit::push_to_outbox`]).
+    pub audit: Option<&'a AuditEvent>,
 }
 
 impl<'a> Writer<'a> {
-    /// The clinic's own tools: no user, no key.
-    pub const CLINIC: Writer<'static> = Writer { user_id: None, key: None };
+    /// The clinic's own tools: no user, no key, no request to audit.
+    pub const CLINIC: Writer<'static> = Writer { user_id: None, key: None, audit: None };
 
     /// `user_id` writing through the API, with the key it sent.
     pub fn user(user_id: &'a str, key: Option<&'a str>) -> Self {
-        Self { user_id: Some(user_id), key }
+        Self { user_id: Some(user_id), key, audit: None }
+    }
+
+    /// The same writer, whose write commits with `record` (the request's audit record).
+    #[must_use]
+    pub fn audited(self, record: &'a AuditEvent) -> Self {
+        Self { audit: Some(record), ..self }
+    }
+
+    /// Puts the audit record of a write of `stored` into the outbox, on the write's `tx`.
+    fn record(&self, tx: &Transaction<'_>, stored: &Stored) -> Result<(), RecordError> {
+        let Some(template) = self.audit else { return Ok(()) };
+        let mut event = template.clone();
+        event.resource_type = Some(stored.resource_type.clone());
+        event.resource_id = Some(stored.id.clone());
+        event.patient.clone_from(&stored.patient);
+        crate::audit::push_to_outbox(tx, &event)?;
+        Ok(())
     }
 
     fn once(&self) -> Option<Once<'a>> {
@@ -194,6 +215,7 @@ impl Records {
         if let Some(once) = once {
             idempotency::remember(&tx, tenant, once, "create", &stored, now.unix_timestamp())?;
         }
+        writer.record(&tx, &stored)?;
         tx.commit()?;
         Ok((stored, false))
     }
@@ -235,6 +257,7 @@ impl Records {
         if let Some(once) = once {
             idempotency::remember(&tx, tenant, once, "update", &stored, now.unix_timestamp())?;
         }
+        writer.record(&tx, &stored)?;
         tx.commit()?;
         Ok((stored, false))
     }

@@ -4,7 +4,7 @@
 use rusqlite::params;
 
 use super::access::PatientFilter;
-use super::{RecordError, Records, Stored};
+use super::{RecordError, Records, Stored, Writer};
 
 /// A resource deleted on the server, in deletion order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,17 @@ pub struct Removed {
 }
 
 impl Records {
-    /// Deletes `resource_type/id` in `tenant`, leaving a tombstone. Patients themselves are
-    /// not deleted (their records would be orphaned); that is refused as invalid.
-    pub fn delete(&self, tenant: &str, resource_type: &str, id: &str, now_unix: i64) -> Result<Stored, RecordError> {
+    /// Deletes `resource_type/id` in `tenant`, leaving a tombstone, with the writer's audit
+    /// record in the same transaction. Patients themselves are not deleted (their records
+    /// would be orphaned); that is refused as invalid.
+    pub fn delete(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+        now_unix: i64,
+        writer: &Writer<'_>,
+    ) -> Result<Stored, RecordError> {
         if resource_type == "Patient" {
             return Err(super::invalid(
                 "Patient",
@@ -42,6 +50,7 @@ impl Records {
         ])?;
         tx.prepare_cached("INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
+        writer.record(&tx, &stored)?;
         tx.commit()?;
         Ok(stored)
     }

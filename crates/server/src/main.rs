@@ -74,6 +74,11 @@ enum Command {
         /// Address and port to listen on.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Connections one client address (IPv6: one /64) may hold at once. Clinics whose
+        /// devices share one NAT address may need more; the default is 128 (less when the
+        /// open-file limit is low).
+        #[arg(long)]
+        connections_per_address: Option<usize>,
     },
 }
 
@@ -322,12 +327,17 @@ fn run(command: Command) -> Result<(), ServerError> {
             }
             Ok(())
         }
-        Command::Serve { data, listen } => {
+        Command::Serve { data, listen, connections_per_address } => {
             let dir = DataDir::open(&data)?;
+            let mut limits = carekeep_server::http::Limits::default();
+            if let Some(n) = connections_per_address {
+                limits.per_address = n.clamp(1, limits.total);
+            }
             let runtime = tokio::runtime::Runtime::new().map_err(|e| ServerError::Tls(e.to_string()))?;
             runtime.block_on(carekeep_server::http::serve(
                 &dir,
                 listen,
+                limits,
                 |addr| tracing::info!(%addr, "listening (HTTPS only)"),
                 async {
                     let _ = tokio::signal::ctrl_c().await;

@@ -4,6 +4,7 @@ mod audit;
 mod audit_events;
 pub mod auth;
 mod break_glass;
+pub mod connections;
 mod documents;
 pub mod fhir;
 mod headers;
@@ -124,16 +125,24 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(headers::security_headers))
 }
 
+pub use connections::Limits;
+
 /// Serves the API over TLS on `listen` until `shutdown` resolves. There is no plaintext
-/// listener: a client speaking plain HTTP gets no HTTP answer at all. `on_bound` receives
-/// the bound address (useful with port 0).
+/// listener: a client speaking plain HTTP gets no HTTP answer at all. `limits` bound how
+/// many connections one address and the server hold and how long each may stay silent
+/// ([`connections`]). `on_bound` receives the bound address (useful with port 0).
 pub async fn serve(
     dir: &DataDir,
     listen: SocketAddr,
+    limits: Limits,
     on_bound: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let config = axum_server::tls_rustls::RustlsConfig::from_config(dir.tls_config()?);
+    // Admission (per address, in all) and the idle limit come first, before any TLS work.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .handshake_timeout(limits.handshake)
+        .acceptor(connections::Admission::new(limits));
     let state = AppState::new(dir)?;
     let handle = axum_server::Handle::new();
     let watcher = handle.clone();
@@ -147,11 +156,14 @@ pub async fn serve(
         shutdown.await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
-    axum_server::bind_rustls(listen, config)
-        .handle(handle)
-        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .map_err(|e| ServerError::Io { action: "listen on", path: listen.to_string().into(), source: e })
+    let mut server =
+        axum_server::bind(listen).acceptor(acceptor).handle(handle).first_request_timeout(limits.header_read);
+    server.http_builder().http1().header_read_timeout(limits.header_read);
+    server.serve(router(state).into_make_service_with_connect_info::<SocketAddr>()).await.map_err(|e| ServerError::Io {
+        action: "listen on",
+        path: listen.to_string().into(),
+        source: e,
+    })
 }
 
 /// A server serving in the background of the current tokio runtime until dropped: for
@@ -165,6 +177,11 @@ pub struct Running {
 impl Running {
     /// Starts serving `dir` on `listen` (port 0: any free port) and returns once bound.
     pub async fn start(dir: &DataDir, listen: SocketAddr) -> Result<Self, ServerError> {
+        Self::start_with(dir, listen, Limits::default()).await
+    }
+
+    /// As [`Running::start`], under other connection `limits`.
+    pub async fn start_with(dir: &DataDir, listen: SocketAddr, limits: Limits) -> Result<Self, ServerError> {
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let dir = dir.clone();
@@ -172,7 +189,7 @@ impl Running {
             let on_bound = move |addr| {
                 let _ = bound_tx.send(addr);
             };
-            serve(&dir, listen, on_bound, async move {
+            serve(&dir, listen, limits, on_bound, async move {
                 let _ = stopped.await;
             })
             .await

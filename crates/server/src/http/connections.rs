@@ -1,0 +1,301 @@
+//! What the listener does before TLS: admits a connection only while its address (an IPv4
+//! address, or an IPv6 /64, which one client owns whole) holds fewer than
+//! [`Limits::per_address`] connections and the server fewer than [`Limits::total`], and
+//! closes any connection on which no byte moves for [`Limits::idle`]. Together with the
+//! TLS handshake and header-read timeouts (see [`Limits`]), a client that connects and then
+//! says nothing, or trickles its headers, holds a slot for seconds, and one address cannot
+//! hold the descriptors every other client needs.
+
+use std::collections::HashMap;
+use std::future::{Ready, ready};
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum_server::accept::Accept;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// How long each stage of a connection may take, and how many connections are admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The TLS handshake must finish within this.
+    pub handshake: Duration,
+    /// A request's headers must arrive within this (HTTP/1.1; it also closes a keep-alive
+    /// connection left idle this long between requests).
+    pub header_read: Duration,
+    /// A connection on which no byte moves either way for this long is closed (HTTP/2
+    /// included).
+    pub idle: Duration,
+    /// Connections one address (an IPv4 address, or an IPv6 /64) may hold at once. A clinic
+    /// behind one NAT address shares it: generous, but far below the descriptor limit.
+    pub per_address: usize,
+    /// Connections the server holds at once, kept below its descriptor limit so the store
+    /// and the accept loop always have descriptors of their own.
+    pub total: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let total = descriptor_limit().map_or(768, |limit| limit.saturating_sub(RESERVED_DESCRIPTORS).max(64));
+        Self {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(15),
+            idle: Duration::from_secs(60),
+            per_address: 128.min(total / 4).max(8),
+            total,
+        }
+    }
+}
+
+/// Descriptors kept back from connections: the store's files and their journals, the
+/// data directory's keys, logs.
+const RESERVED_DESCRIPTORS: usize = 128;
+
+/// This process's soft limit on open files, where the system says (Linux).
+fn descriptor_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Who a connection counts against: an IPv4 address, or the /64 of an IPv6 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressKey {
+    /// An IPv4 client (or an IPv4-mapped IPv6 one).
+    V4([u8; 4]),
+    /// An IPv6 client's /64.
+    V6Prefix([u8; 8]),
+}
+
+impl AddressKey {
+    /// The key of `ip`.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => AddressKey::V4(v4.octets()),
+            IpAddr::V6(v6) => {
+                if let Some(v4) = v6.to_ipv4_mapped() {
+                    return AddressKey::V4(v4.octets());
+                }
+                let mut prefix = [0; 8];
+                prefix.copy_from_slice(&v6.octets()[..8]);
+                AddressKey::V6Prefix(prefix)
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    by_address: HashMap<AddressKey, usize>,
+    total: usize,
+}
+
+/// The admission side of the listener: counts connections per address and in all.
+#[derive(Clone)]
+pub struct Admission {
+    limits: Limits,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Admission {
+    /// Admission under `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, counts: Arc::default() }
+    }
+
+    /// A slot for a connection from `ip`, or `None` when its address or the server is full.
+    pub fn admit(&self, ip: IpAddr) -> Option<Slot> {
+        let key = AddressKey::of(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= self.limits.total
+            || counts.by_address.get(&key).copied().unwrap_or(0) >= self.limits.per_address
+        {
+            return None;
+        }
+        counts.total += 1;
+        *counts.by_address.entry(key).or_insert(0) += 1;
+        Some(Slot { key, counts: self.counts.clone() })
+    }
+}
+
+/// One admitted connection's place; given back when the connection closes.
+pub struct Slot {
+    key: AddressKey,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.by_address.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.by_address.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl<S> Accept<TcpStream, S> for Admission {
+    type Stream = Guarded<TcpStream>;
+    type Service = S;
+    type Future = Ready<io::Result<(Self::Stream, S)>>;
+
+    /// Admits the TCP connection or closes it at once (before any TLS work is spent on it).
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let admitted = stream
+            .peer_addr()
+            .ok()
+            .and_then(|peer| self.admit(peer.ip()))
+            .map(|slot| (Guarded::new(stream, slot, self.limits.idle), service))
+            .ok_or_else(|| io::Error::other("connection limit reached for this address"));
+        ready(admitted)
+    }
+}
+
+/// A connection that holds its [`Slot`] while open and fails once no byte has moved for
+/// the idle limit.
+pub struct Guarded<S> {
+    inner: S,
+    _slot: Slot,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> Guarded<S> {
+    fn new(inner: S, slot: Slot, idle: Duration) -> Self {
+        Self { inner, _slot: slot, idle, deadline: Box::pin(tokio::time::sleep(idle)) }
+    }
+
+    fn moved(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Once the deadline passed, the error that ends the connection.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.deadline.as_mut().poll(cx).map(|()| io::Error::new(io::ErrorKind::TimedOut, "idle connection closed"))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+            other @ Poll::Ready(Err(_)) => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+            other @ Poll::Ready(Err(_)) => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self.check_idle(cx).map(Err),
+            other @ Poll::Ready(Err(_)) => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_address: usize, total: usize) -> Limits {
+        Limits { per_address, total, ..Limits::default() }
+    }
+
+    #[test]
+    fn an_address_and_the_server_each_have_a_cap_and_slots_come_back() {
+        let admission = Admission::new(limits(2, 3));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = admission.admit(a).unwrap();
+        let _second = admission.admit(a).unwrap();
+        assert!(admission.admit(a).is_none(), "a third from one address");
+        let _other = admission.admit(b).unwrap();
+        assert!(admission.admit("192.0.2.3".parse().unwrap()).is_none(), "the server is full");
+        drop(first);
+        assert!(admission.admit(a).is_some(), "a closed connection gives its slot back");
+    }
+
+    /// The idle limit, whatever the protocol above: no byte for the limit ends the
+    /// connection; traffic keeps it open.
+    #[tokio::test]
+    async fn a_connection_on_which_nothing_moves_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let idle = Duration::from_millis(300);
+        let admission = Admission::new(Limits { idle, ..limits(4, 4) });
+        let (server_end, mut client) = tokio::io::duplex(64);
+        let mut guarded = Guarded::new(server_end, admission.admit("192.0.2.1".parse().unwrap()).unwrap(), idle);
+        let started = std::time::Instant::now();
+        let mut byte = [0_u8; 1];
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.write_all(b"x").await.unwrap();
+            guarded.read_exact(&mut byte).await.unwrap();
+        }
+        let ended = guarded.read(&mut byte).await.unwrap_err();
+        assert_eq!(ended.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(900), "traffic kept it open: {:?}", started.elapsed());
+        drop(guarded);
+        assert!(admission.admit("192.0.2.1".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let admission = Admission::new(limits(1, 10));
+        let _one = admission.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        assert!(admission.admit("2001:db8:1:2:ffff::9".parse().unwrap()).is_none(), "same /64");
+        assert!(admission.admit("2001:db8:1:3::1".parse().unwrap()).is_some(), "another /64");
+        let _v4 = admission.admit("192.0.2.7".parse().unwrap()).unwrap();
+        assert!(admission.admit("::ffff:192.0.2.7".parse().unwrap()).is_none());
+    }
+}

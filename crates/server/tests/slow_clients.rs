@@ -1,0 +1,173 @@
+//! A thousand slow clients against the real listener: connections that never start TLS,
+//! that stop half-way through a ClientHello, that finish TLS but trickle their headers, and
+//! that open HTTP/2 and then say nothing.
+//! Each address may hold only a few connections (the rest are closed at once, before any
+//! TLS work), every held one is closed by the handshake, header or idle timeout, and a real
+//! client keeps getting answers throughout.
+#![allow(missing_docs)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carekeep_server::http::{Limits, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const PER_ADDRESS: usize = 16;
+const ADDRESSES: u8 = 8;
+
+fn limits() -> Limits {
+    Limits {
+        handshake: Duration::from_secs(2),
+        header_read: Duration::from_secs(2),
+        idle: Duration::from_secs(3),
+        per_address: PER_ADDRESS,
+        total: 400,
+    }
+}
+
+/// This process's open-file limit (the test holds both ends of every connection).
+fn descriptor_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("Max open files 1024");
+    line["Max open files".len()..].split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(1024)
+}
+
+/// A TCP connection to `server` from the loopback address 127.0.0.`host`.
+async fn connect_from(host: u8, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, host], 0)))?;
+    socket.connect(server).await
+}
+
+/// How a slow client behaves.
+#[derive(Clone, Copy, Debug)]
+enum Slow {
+    /// Connects and says nothing.
+    Silent,
+    /// Sends the first bytes of a TLS record, then nothing.
+    HalfHello,
+    /// Completes TLS, then sends a request's headers a byte every half second.
+    Trickle,
+    /// Completes TLS and opens HTTP/2 (preface and settings), then sends no request.
+    IdleH2,
+}
+
+/// Runs one slow client; returns how long after `start` the server closed its connection.
+async fn slow_client(
+    host: u8,
+    server: SocketAddr,
+    how: Slow,
+    tls: Arc<rustls::ClientConfig>,
+    start: Instant,
+) -> Duration {
+    let Ok(mut tcp) = connect_from(host, server).await else { return start.elapsed() };
+    let mut byte = [0_u8; 1];
+    match how {
+        Slow::Silent => {
+            let _ = tcp.read(&mut byte).await;
+        }
+        Slow::HalfHello => {
+            let _ = tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await;
+            let _ = tcp.read(&mut byte).await;
+        }
+        Slow::IdleH2 => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let Ok(mut stream) = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await else {
+                return start.elapsed();
+            };
+            let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            opening.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+            let _ = stream.write_all(&opening).await;
+            let mut frames = [0_u8; 256];
+            while matches!(stream.read(&mut frames).await, Ok(n) if n > 0) {}
+        }
+        Slow::Trickle => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let Ok(mut stream) = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await else {
+                return start.elapsed();
+            };
+            for b in b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".iter().cycle() {
+                if stream.write_all(&[*b]).await.is_err() || stream.flush().await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    read = stream.read(&mut byte) => if !matches!(read, Ok(n) if n > 0) { break },
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slow_clients_neither_starve_a_real_one_nor_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = common::data_with_user(dir.path(), "someone", "a long enough password");
+    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits()).await.unwrap();
+    let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
+    let http = common::client_for(&data);
+    let base = format!("https://localhost:{}", running.port());
+    let tls = {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(data.cert_path()).unwrap();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    };
+    // Both ends of every connection live in this process.
+    let clients = 1000.min(descriptor_limit().saturating_sub(400) / 2);
+    assert!(clients >= 400, "raise the open-file limit to run this test (ulimit -n)");
+    let start = Instant::now();
+    let mut slow = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let host = 2 + u8::try_from(i % usize::from(ADDRESSES)).unwrap();
+        let how = [Slow::Silent, Slow::HalfHello, Slow::Trickle, Slow::IdleH2][i % 4];
+        slow.push(tokio::spawn(slow_client(host, server, how, tls.clone(), start)));
+        // In waves, as clients arrive over a network: a thousand SYNs in one instant would
+        // overflow the kernel's accept queue, and a connection it dropped is one the server
+        // never saw (the client alone thinks it is open).
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // While they hold what they were given, a real client is answered, promptly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), http.get(format!("{base}/fhir/metadata")).send()).await;
+        let status = answer.expect("the real client got no answer").unwrap().status();
+        assert_eq!(status, 200);
+        assert!(asked.elapsed() < Duration::from_secs(2), "answered only after {:?}", asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut closed = Vec::new();
+    for client in slow {
+        closed.push(
+            tokio::time::timeout(Duration::from_secs(15), client)
+                .await
+                .expect("a slow client was never closed")
+                .unwrap(),
+        );
+    }
+    // All but the few each address may hold were closed at once.
+    let at_once = closed.iter().filter(|t| **t < Duration::from_millis(1500)).count();
+    let held = usize::from(ADDRESSES) * PER_ADDRESS;
+    assert!(at_once >= clients - held, "only {at_once} of {clients} closed at once");
+    // And the held ones by a timeout: the slowest within the header timeout plus the idle one.
+    let last = closed.iter().max().unwrap();
+    assert!(*last < Duration::from_secs(9), "a slow client stayed {last:?}");
+}

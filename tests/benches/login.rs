@@ -16,6 +16,9 @@ use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{LoginRequest, MfaRequest, Role};
 use criterion::{Criterion, SamplingMode};
 
+/// Where the in-process sign-ins come from.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn code(base32: &str, at: u64) -> String {
     let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
     totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(at).to_string()
@@ -51,7 +54,7 @@ fn main() {
                 let (name, totp) = fresh.next().unwrap();
                 let start = Instant::now();
                 runtime.block_on(async {
-                    let challenge = server.login(name, PASSWORD).await.unwrap();
+                    let challenge = server.login(name, PASSWORD, None).await.unwrap();
                     server.verify_code(challenge, &code(totp, now_unix()), "bench").await.unwrap();
                 });
                 total += start.elapsed();
@@ -68,14 +71,15 @@ fn main() {
                 let now = i64::try_from(step).unwrap();
                 let start = Instant::now();
                 runtime.block_on(async {
-                    let login = LoginRequest { username: name.clone(), password: Secret::new(PASSWORD) };
-                    let challenge = auth.login(login, now).await.unwrap();
+                    let login =
+                        LoginRequest { username: name.clone(), password: Secret::new(PASSWORD), device_cookie: None };
+                    let challenge = auth.login(login, LOOPBACK, now).await.unwrap();
                     let mfa = MfaRequest {
                         mfa_token: challenge.mfa_token,
                         code: Secret::new(code(totp, step)),
                         device_name: "bench".into(),
                     };
-                    auth.verify_mfa(mfa, now).await.unwrap();
+                    auth.verify_mfa(mfa, LOOPBACK, now).await.unwrap();
                 });
                 total += start.elapsed();
             }

@@ -307,7 +307,7 @@ async fn a_new_authenticator_replaces_the_old_one_only_once_confirmed() {
     // The old authenticator no longer signs in; the new one does.
     let elsewhere = Device::new();
     let server = carekeep_core::net::Server::connect(running.url(), world.pins()).unwrap();
-    let challenge = server.login(&world.username, &world.password).await.unwrap();
+    let challenge = server.login(&world.username, &world.password, None).await.unwrap();
     assert!(matches!(server.verify_code(challenge, &old_code, "old phone").await, Err(Error::BadCode)));
     elsewhere.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
 

@@ -1,5 +1,5 @@
 //! Sign-in through the core's client against the real server over TLS: password then a
-//! TOTP code computed here, wrong and replayed codes, lockout, refresh rotation and reuse,
+//! TOTP code computed here, wrong and replayed codes, throttling, refresh rotation and reuse,
 //! logout, and the signed policy verified with the server's key.
 #![allow(missing_docs)]
 
@@ -9,7 +9,7 @@ use carekeep_e2e::{PASSWORD, Running, World};
 use carekeep_protocol::auth::Role;
 
 async fn sign_in(world: &World, server: &Server, step: i64) -> Result<Tokens, Error> {
-    let challenge = server.login(&world.username, PASSWORD).await?;
+    let challenge = server.login(&world.username, PASSWORD, None).await?;
     server.verify_code(challenge, &world.code(step), "e2e laptop").await
 }
 
@@ -37,28 +37,34 @@ async fn wrong_replayed_and_repeated_failures_are_told_apart() {
     let running = Running::start(&world.data).await;
     let server = running.client(world.pins());
 
-    assert!(matches!(server.login(&world.username, "not the password!").await, Err(Error::BadCredentials)));
-    let challenge = server.login(&world.username, PASSWORD).await.unwrap();
+    assert!(matches!(server.login(&world.username, "not the password!", None).await, Err(Error::BadCredentials)));
+    let challenge = server.login(&world.username, PASSWORD, None).await.unwrap();
     let wrong = if world.code(0) == "000000" { "111111" } else { "000000" };
     assert!(matches!(server.verify_code(challenge, wrong, "x").await, Err(Error::BadCode)));
 
     // A code is accepted once: the same code again, on a fresh challenge, is refused.
     let code = world.code(0);
-    let first = server.login(&world.username, PASSWORD).await.unwrap();
+    let first = server.login(&world.username, PASSWORD, None).await.unwrap();
     server.verify_code(first, &code, "x").await.unwrap();
-    let second = server.login(&world.username, PASSWORD).await.unwrap();
+    let second = server.login(&world.username, PASSWORD, None).await.unwrap();
     let replayed = server.verify_code(second, &code, "x").await.unwrap_err();
     assert!(matches!(replayed, Error::CodeAlreadyUsed), "{replayed:?}");
 
-    // Five failures in a row (the replay counts; the success before reset the count) lock
-    // the account, and even the right password then gets the wait to show.
-    for _ in 0..4 {
-        let _ = server.login(&world.username, "still not the password").await;
+    // Five failures in a row from devices the account does not know (the replay is no
+    // guess and does not count; the success before reset the count) make the next attempt
+    // wait — even with the right password — and the wait is shown. Nothing is locked: the
+    // device that signed in before, with its cookie, goes straight on.
+    let challenge = server.login(&world.username, PASSWORD, None).await.unwrap();
+    let tokens = server.verify_code(challenge, &world.code(1), "x").await.unwrap();
+    let cookie = tokens.device_cookie.expect("a full sign-in hands out a device cookie");
+    for _ in 0..5 {
+        let _ = server.login(&world.username, "still not the password", None).await;
     }
-    let locked = server.login(&world.username, PASSWORD).await.unwrap_err();
-    let Error::AccountLocked { retry_after_secs } = locked else { panic!("{locked:?}") };
-    assert!((1..=15 * 60).contains(&retry_after_secs));
-    assert!(locked.to_string().contains("locked"));
+    let held = server.login(&world.username, PASSWORD, None).await.unwrap_err();
+    let Error::SignInThrottled { retry_after_secs } = held else { panic!("{held:?}") };
+    assert!((1..=30).contains(&retry_after_secs), "{retry_after_secs}");
+    assert!(held.to_string().contains("wait") && held.to_string().contains("not held back"));
+    server.login(&world.username, PASSWORD, Some(&cookie)).await.expect("the owner's device is not held back");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,4 +91,30 @@ async fn refresh_rotates_reuse_ends_the_session_and_logout_revokes() {
     server.logout(&other.refresh_token).await.unwrap();
     assert!(matches!(server.refresh(&other.refresh_token, &other.device_id, "r").await, Err(Error::SessionEnded)));
     assert!(matches!(server.policy(&other.access_token).await, Err(Error::SessionEnded)));
+}
+
+/// The app's side of device cookies: a full sign-in keeps the server's cookie in the
+/// profile (owner-only), the next sign-in on that device sends it, so a stranger's guesses
+/// elsewhere do not hold this device back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_device_keeps_its_cookie_and_signs_in_while_strangers_are_held_back() {
+    let world = World::new(Role::Patient);
+    let running = Running::start(&world.data).await;
+    let device = carekeep_e2e::Device::new();
+    let clock = std::sync::Arc::new(carekeep_core::SystemClock);
+    device.sign_in(&world, &running, clock.clone(), 0).await.unwrap().logout().await.unwrap();
+    let cookie = device.profile.dir().join("device-cookie");
+    assert!(cookie.exists(), "the cookie outlives logout: that is its use");
+    #[cfg(unix)]
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cookie).unwrap().permissions()) & 0o777,
+        0o600
+    );
+
+    let stranger = running.client(world.pins());
+    for _ in 0..6 {
+        let _ = stranger.login(&world.username, "a stranger's guess", None).await;
+    }
+    assert!(matches!(stranger.login(&world.username, PASSWORD, None).await, Err(Error::SignInThrottled { .. })));
+    device.sign_in(&world, &running, clock, 1).await.expect("the owner's device is not held back");
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// TLS worked (and the pins held) when the server answered the password step at all.
 async fn reaches(server: &Server) -> Result<(), Error> {
-    match server.login("nobody", "not a password at all").await {
+    match server.login("nobody", "not a password at all", None).await {
         Err(Error::BadCredentials) => Ok(()),
         Err(other) => Err(other),
         Ok(_) => panic!("an unknown user signed in"),

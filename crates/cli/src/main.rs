@@ -128,7 +128,7 @@ fn exit_code(error: &Error) -> u8 {
         | Error::BadCode
         | Error::CodeAlreadyUsed
         | Error::ChallengeExpired
-        | Error::AccountLocked { .. }
+        | Error::SignInThrottled { .. }
         | Error::WrongPassword { .. }
         | Error::UnlockBackoff { .. }
         | Error::OtherAccount

@@ -164,10 +164,14 @@ pub enum Error {
     #[error("The sign-in took too long. Start again with your password.")]
     ChallengeExpired,
 
-    /// Too many failed sign-ins: the account is locked on the server.
-    #[error("Too many failed sign-ins: your account is locked. Try again in {retry_after_secs} seconds.")]
-    AccountLocked {
-        /// Seconds until the lock lifts.
+    /// Too many failed sign-ins for this account from devices it does not know (nothing is
+    /// locked: a device that signed in before is not held back).
+    #[error(
+        "Too many failed sign-ins for this account: wait {retry_after_secs} seconds, then try again. A device you \
+         signed in from before is not held back."
+    )]
+    SignInThrottled {
+        /// Seconds until the server takes the next attempt.
         retry_after_secs: u64,
     },
 

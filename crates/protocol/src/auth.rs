@@ -48,6 +48,11 @@ pub struct LoginRequest {
     pub username: String,
     /// The password (sent once over TLS, never stored by the client).
     pub password: Secret,
+    /// The device cookie this device was given at its last full sign-in as this user, if
+    /// any: failed sign-ins from a known device count against its own budget, so strangers
+    /// guessing the password cannot hold the owner back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cookie: Option<Secret>,
 }
 
 /// Answer to a correct password: the second factor is still owed.
@@ -81,6 +86,10 @@ pub struct TokenResponse {
     pub device_id: String,
     /// The signed-in user's opaque id (it names their vault and their audit records).
     pub user_id: String,
+    /// After a full sign-in: this device's cookie for this user, to send with the next
+    /// password step ([`LoginRequest::device_cookie`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cookie: Option<Secret>,
 }
 
 /// `POST /auth/refresh`.
@@ -110,7 +119,8 @@ mod tests {
 
     #[test]
     fn secrets_cross_the_wire_but_never_print() {
-        let login = LoginRequest { username: "amy".into(), password: Secret::new("s3cret-sentinel") };
+        let login =
+            LoginRequest { username: "amy".into(), password: Secret::new("s3cret-sentinel"), device_cookie: None };
         let json = serde_json::to_string(&login).unwrap();
         assert_eq!(json, r#"{"username":"amy","password":"s3cret-sentinel"}"#);
         let back: LoginRequest = serde_json::from_str(&json).unwrap();
@@ -122,6 +132,7 @@ mod tests {
             expires_in: 300,
             device_id: "d1".into(),
             user_id: "u1".into(),
+            device_cookie: Some(Secret::new("dc-sentinel")),
         };
         assert!(!format!("{tokens:?}").contains("sentinel"));
     }

@@ -3,6 +3,7 @@
 //! - [`auth`]: sign-in messages and roles.
 //! - [`pins`]: certificate pin sets (SPKI SHA-256, RFC 7469 form).
 //! - [`policy`]: the per-tenant, per-role policy the server signs (Ed25519) and the app enforces.
+//! - [`refusal`]: the codes of the server's `{error, message}` refusals.
 //! - [`audit`]: the audit record, its canonical encoding and the hash-chain rule, so events
 //!   recorded offline on a device can join the server's chain.
 //!
@@ -12,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod pins;
 pub mod policy;
+pub mod refusal;
 mod secret;
 pub mod sync;
 

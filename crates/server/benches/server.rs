@@ -29,6 +29,9 @@ use carekeep_server::auth::{Auth, AuthPolicy};
 use carekeep_server::http::Running;
 use criterion::{Criterion, Throughput};
 
+/// Where the in-process sign-ins come from.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -251,11 +254,15 @@ fn bench_login(c: &mut Criterion, f: &Fixture) {
                 now += 30;
                 let start = Instant::now();
                 runtime.block_on(async {
-                    let login = LoginRequest { username: user.username.clone(), password: Secret::new(&user.password) };
-                    let challenge = auth.login(login, now).await.unwrap();
+                    let login = LoginRequest {
+                        username: user.username.clone(),
+                        password: Secret::new(&user.password),
+                        device_cookie: None,
+                    };
+                    let challenge = auth.login(login, LOOPBACK, now).await.unwrap();
                     let code = Secret::new(totp_code(&user.totp_base32, now));
                     let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "bench".into() };
-                    auth.verify_mfa(mfa, now).await.unwrap();
+                    auth.verify_mfa(mfa, LOOPBACK, now).await.unwrap();
                 });
                 start.elapsed()
             })

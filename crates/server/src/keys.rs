@@ -23,6 +23,8 @@ pub struct MasterKeys {
     /// Derives the refresh token a rotation hands out (HMAC-SHA-256), so a device that
     /// lost the answer gets the same token again when it retries.
     pub rotations: Key,
+    /// Keys sign-in budgets and signs device cookies (HMAC-SHA-256).
+    pub sign_in: Key,
 }
 
 impl MasterKeys {
@@ -39,6 +41,7 @@ impl MasterKeys {
             links: derive(b"links"),
             pages: derive(b"pages"),
             rotations: derive(b"refresh-rotations"),
+            sign_in: derive(b"sign-in"),
         }
     }
 }

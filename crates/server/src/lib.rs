@@ -7,6 +7,7 @@
 //! body limit, the FHIR CapabilityStatement), the encrypted [`store`], tenants and users
 //! ([`admin`]), and sign-in with password and TOTP ([`auth`]).
 
+pub mod address;
 pub mod admin;
 pub mod audit;
 pub mod auth;

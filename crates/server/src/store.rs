@@ -226,6 +226,18 @@ const MIGRATIONS: &[&str] = &[
         id          INTEGER PRIMARY KEY CHECK (id = 1),
         checkpoint  TEXT NOT NULL
     ) STRICT;",
+    // 10: sign-in budgets replace the account lock (users.failed_attempts and locked_until
+    // are no longer read): one per account for unknown devices and one per known device,
+    // under a keyed hash; a half-finished sign-in carries its budget to the second step.
+    "CREATE TABLE sign_in_budgets (
+        bucket         BLOB PRIMARY KEY,
+        failures       INTEGER NOT NULL,
+        blocked_until  INTEGER NOT NULL,
+        last_failure   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX sign_in_budgets_by_age ON sign_in_budgets (last_failure);
+    ALTER TABLE mfa_challenges ADD COLUMN bucket BLOB;
+    ALTER TABLE mfa_challenges ADD COLUMN known_device INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

@@ -1,7 +1,8 @@
-//! Sign-in: password, TOTP, lockout, token rotation and reuse, idle expiry, logout. The rules
+//! Sign-in: password, TOTP, throttling, token rotation and reuse, idle expiry, logout. The rules
 //! run against the real store with time passed in; the wire runs over real TLS.
 #![allow(missing_docs)]
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use carekeep_protocol::Secret;
@@ -24,6 +25,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(AuthPolicy::default())
+}
+
+fn fixture_with(policy: AuthPolicy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
     let store = data.open_store().unwrap();
@@ -31,7 +36,7 @@ fn fixture() -> Fixture {
     let user = carekeep_server::admin::add_user(&store, "clinic-1", AMY, Role::Patient, PASSWORD, T0).unwrap();
     assert!(user.otpauth_uri.starts_with("otpauth://totp/"));
     let totp_secret = totp_rs::Secret::try_from_base32(&user.totp_base32).unwrap().as_bytes().to_vec();
-    let auth = Auth::new(Arc::new(store), AuthPolicy::default(), 2);
+    let auth = Auth::new(Arc::new(store), policy, 2);
     Fixture { _dir: dir, data, auth, totp_secret }
 }
 
@@ -42,11 +47,14 @@ fn code(secret: &[u8], time: i64) -> Secret {
 }
 
 fn login(user: &str, password: &str) -> LoginRequest {
-    LoginRequest { username: user.into(), password: Secret::new(password) }
+    LoginRequest { username: user.into(), password: Secret::new(password), device_cookie: None }
 }
 
+/// Where the tests' sign-ins come from, unless they say otherwise.
+const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+
 async fn sign_in(f: &Fixture, now: i64) -> TokenResponse {
-    let challenge = f.auth.login(login(AMY, PASSWORD), now).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
     f.auth
         .verify_mfa(
             MfaRequest {
@@ -54,6 +62,7 @@ async fn sign_in(f: &Fixture, now: i64) -> TokenResponse {
                 code: code(&f.totp_secret, now),
                 device_name: "laptop".into(),
             },
+            HOME,
             now,
         )
         .await
@@ -81,58 +90,192 @@ async fn password_then_totp_gives_device_bound_tokens() {
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_user_look_the_same() {
     let f = fixture();
-    assert_eq!(f.auth.login(login(AMY, "wrong password!"), T0).await.unwrap_err(), AuthError::BadCredentials);
-    assert_eq!(f.auth.login(login("nobody", PASSWORD), T0).await.unwrap_err(), AuthError::BadCredentials);
+    assert_eq!(f.auth.login(login(AMY, "wrong password!"), HOME, T0).await.unwrap_err(), AuthError::BadCredentials);
+    assert_eq!(f.auth.login(login("nobody", PASSWORD), HOME, T0).await.unwrap_err(), AuthError::BadCredentials);
 }
 
 #[tokio::test]
 async fn a_wrong_code_is_refused_and_a_code_is_accepted_only_once() {
     let f = fixture();
-    let challenge = f.auth.login(login(AMY, PASSWORD), T0).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), HOME, T0).await.unwrap();
     let wrong =
         MfaRequest { mfa_token: challenge.mfa_token.clone(), code: Secret::new("000000"), device_name: "x".into() };
     let expected =
         if code(&f.totp_secret, T0).expose() == "000000" { AuthError::CodeAlreadyUsed } else { AuthError::BadCode };
-    assert_eq!(f.auth.verify_mfa(wrong, T0).await.unwrap_err(), expected);
+    assert_eq!(f.auth.verify_mfa(wrong, HOME, T0).await.unwrap_err(), expected);
     let right = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, T0), device_name: "x".into() };
-    f.auth.verify_mfa(right, T0).await.unwrap();
+    f.auth.verify_mfa(right, HOME, T0).await.unwrap();
 
     // The same code again, on a fresh password step, within its 30 s window: refused.
-    let again = f.auth.login(login(AMY, PASSWORD), T0 + 5).await.unwrap();
+    let again = f.auth.login(login(AMY, PASSWORD), HOME, T0 + 5).await.unwrap();
     let replay =
         MfaRequest { mfa_token: again.mfa_token.clone(), code: code(&f.totp_secret, T0), device_name: "x".into() };
-    assert_eq!(f.auth.verify_mfa(replay, T0 + 5).await.unwrap_err(), AuthError::CodeAlreadyUsed);
+    assert_eq!(f.auth.verify_mfa(replay, HOME, T0 + 5).await.unwrap_err(), AuthError::CodeAlreadyUsed);
     // The next code works.
     let next = MfaRequest { mfa_token: again.mfa_token, code: code(&f.totp_secret, T0 + 30), device_name: "x".into() };
-    f.auth.verify_mfa(next, T0 + 31).await.unwrap();
+    f.auth.verify_mfa(next, HOME, T0 + 31).await.unwrap();
 }
 
+/// Signs in fully from `client` (with `cookie`, if any) and returns the device cookie.
+async fn sign_in_from(f: &Fixture, client: IpAddr, cookie: Option<&Secret>, now: i64) -> Result<Secret, AuthError> {
+    let request = LoginRequest { device_cookie: cookie.cloned(), ..login(AMY, PASSWORD) };
+    let challenge = f.auth.login(request, client, now).await?;
+    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, now), device_name: "x".into() };
+    Ok(f.auth.verify_mfa(mfa, client, now).await?.device_cookie.expect("a full sign-in gives a device cookie"))
+}
+
+/// NIST 800-63B §5.2.2 and OWASP: failures slow the account down for devices it does not
+/// know, doubling each time, but nothing locks — the owner's device, which signed in
+/// before, keeps its own budget and signs in while a stranger is held back.
 #[tokio::test]
-async fn five_failures_lock_the_account_for_fifteen_minutes() {
+async fn failures_slow_strangers_down_and_never_lock_the_owner_out() {
     let f = fixture();
-    for i in 0..4 {
-        assert_eq!(f.auth.login(login(AMY, "wrong password!"), T0 + i).await.unwrap_err(), AuthError::BadCredentials);
+    let cookie = sign_in_from(&f, HOME, None, T0).await.unwrap();
+    let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+    for i in 0..5 {
+        let wrong = f.auth.login(login(AMY, "wrong password!"), stranger, T0 + 40 + i).await.unwrap_err();
+        assert_eq!(wrong, AuthError::BadCredentials);
     }
-    // A wrong TOTP code counts too: the fifth failure locks.
-    let challenge = f.auth.login(login(AMY, PASSWORD), T0 + 10).await.unwrap();
+    // The next try waits 30 s, the right password included (no KDF is run for it).
+    let held = f.auth.login(login(AMY, PASSWORD), stranger, T0 + 50).await.unwrap_err();
+    assert_eq!(held, AuthError::Throttled { retry_after_secs: 30 - 6 });
+    // The owner, on the device that signed in before, is not held back at all.
+    let cookie = sign_in_from(&f, HOME, Some(&cookie), T0 + 60).await.unwrap();
+    // A wrong code counts like a wrong password; after the wait, one more failure doubles it.
+    let challenge = f.auth.login(login(AMY, PASSWORD), stranger, T0 + 80).await.unwrap();
     let wrong = MfaRequest { mfa_token: challenge.mfa_token, code: Secret::new("not-a-code"), device_name: "x".into() };
-    assert_eq!(f.auth.verify_mfa(wrong, T0 + 10).await.unwrap_err(), AuthError::Locked { retry_after_secs: 900 });
-    // Locked: even the right password is refused, without running the KDF.
-    assert!(matches!(f.auth.login(login(AMY, PASSWORD), T0 + 20).await, Err(AuthError::Locked { .. })));
-    // After 15 minutes it lifts.
-    let later = T0 + 10 + 901;
-    let challenge = f.auth.login(login(AMY, PASSWORD), later).await.unwrap();
-    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, later), device_name: "x".into() };
-    f.auth.verify_mfa(mfa, later).await.unwrap();
+    assert_eq!(f.auth.verify_mfa(wrong, stranger, T0 + 80).await.unwrap_err(), AuthError::BadCode);
+    assert_eq!(
+        f.auth.login(login(AMY, PASSWORD), stranger, T0 + 81).await.unwrap_err(),
+        AuthError::Throttled { retry_after_secs: 59 }
+    );
+    // A cookie is the device's for this name only, and an altered one is no cookie.
+    let mut altered = cookie.expose().to_owned().into_bytes();
+    altered[5] = if altered[5] == b'A' { b'B' } else { b'A' };
+    let forged = Secret::new(String::from_utf8(altered).unwrap());
+    let request = LoginRequest { device_cookie: Some(forged), ..login(AMY, PASSWORD) };
+    assert!(matches!(f.auth.login(request, HOME, T0 + 82).await, Err(AuthError::Throttled { .. })));
+    sign_in_from(&f, HOME, Some(&cookie), T0 + 90).await.unwrap();
+}
+
+/// A name that exists and one that does not get the same answers in the same order, and
+/// the same wait; and they take about as long (both run the password hash: the old lock
+/// answered a real name in 4 ms and an unknown one in 112).
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_names_are_answered_and_held_exactly_like_known_ones() {
+    let f = fixture();
+    let mut answers: Vec<Vec<AuthError>> = Vec::new();
+    let mut took = Vec::new();
+    for (name, client) in [(AMY, "198.51.100.1"), ("nobody.at.all", "198.51.100.2")] {
+        let client: IpAddr = client.parse().unwrap();
+        let mut seen = Vec::new();
+        for i in 0..7 {
+            let started = std::time::Instant::now();
+            seen.push(f.auth.login(login(name, "wrong password!"), client, T0 + i).await.unwrap_err());
+            if i < 5 {
+                took.push((name, started.elapsed()));
+            }
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][5], AuthError::Throttled { retry_after_secs: 30 - 1 });
+    let median = |who: &str| {
+        let mut t: Vec<_> = took.iter().filter(|(n, _)| *n == who).map(|(_, d)| *d).collect();
+        t.sort();
+        t[t.len() / 2]
+    };
+    let (known, unknown) = (median(AMY), median("nobody.at.all"));
+    assert!(known * 3 > unknown && unknown * 3 > known, "known {known:?}, unknown {unknown:?}");
+}
+
+/// Per network, not per address: four neighbours in a /24, or anywhere in a /64, share one
+/// window; and the whole server takes only so many failures a minute from unknown devices,
+/// while a known device still gets in.
+#[tokio::test]
+async fn networks_and_the_server_share_one_window_each() {
+    // The server's budget made small (300 by default), so the test need not hash 300 guesses.
+    let mut policy = AuthPolicy::default();
+    policy.throttle.server_failures_per_minute = 40;
+    let f = fixture_with(policy);
+    let cookie = sign_in_from(&f, HOME, None, T0).await.unwrap();
+    let t = T0 + 60;
+    for i in 0..30_u8 {
+        let client: IpAddr = format!("127.0.0.{}", 50 + i % 4).parse().unwrap();
+        let guess = login(&format!("nobody{i}"), "guess");
+        assert_eq!(f.auth.login(guess, client, t).await.unwrap_err(), AuthError::BadCredentials);
+    }
+    let over = f.auth.login(login("nobody", "guess"), "127.0.0.53".parse().unwrap(), t).await.unwrap_err();
+    assert!(matches!(over, AuthError::RateLimited { .. }), "{over:?}");
+    for i in 0..30_u16 {
+        let client: IpAddr = format!("2001:db8:5:7::{:x}", i * 977).parse().unwrap();
+        let _ = f.auth.login(login(&format!("someone{i}"), "guess"), client, t).await;
+    }
+    let v6 = f.auth.login(login("someone", "guess"), "2001:db8:5:7:ffff::1".parse().unwrap(), t).await;
+    assert!(matches!(v6, Err(AuthError::RateLimited { .. })), "{v6:?}");
+
+    // 40 failures from 40 networks, on 40 names: the server's minute is spent.
+    let t = T0 + 120;
+    for i in 0..40_u32 {
+        let client = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + (i << 8)));
+        let _ = f.auth.login(login(&format!("user{i}"), "guess"), client, t).await;
+    }
+    let spent = f.auth.login(login(AMY, PASSWORD), "203.0.113.9".parse().unwrap(), t + 1).await;
+    assert!(matches!(spent, Err(AuthError::RateLimited { .. })), "{spent:?}");
+    sign_in_from(&f, "203.0.113.9".parse().unwrap(), Some(&cookie), t + 1).await.expect("a known device");
+}
+
+/// "Each code accepted once" holds for two requests at the same instant (two devices, two
+/// password steps, one code): exactly one gets tokens, the other is told the code was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_code_sent_twice_at_the_same_instant_signs_in_once() {
+    let f = Arc::new(fixture());
+    for round in 0..4 {
+        let now = T0 + 30 * round;
+        let first = f.auth.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
+        let second = f.auth.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
+        let send = |challenge: carekeep_protocol::auth::LoginResponse| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mfa = MfaRequest {
+                    mfa_token: challenge.mfa_token,
+                    code: code(&f.totp_secret, now),
+                    device_name: "x".into(),
+                };
+                f.auth.verify_mfa(mfa, HOME, now).await
+            })
+        };
+        let (a, b) = tokio::join!(send(first), send(second));
+        let results = [a.unwrap(), b.unwrap()];
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {results:?}");
+        assert!(results.iter().any(|r| matches!(r, Err(AuthError::CodeAlreadyUsed))));
+    }
+}
+
+/// A code used already is no guess: after the server's clock went back, every fresh code
+/// looks used, and that must not slow the account down.
+#[tokio::test]
+async fn a_code_used_already_does_not_count_as_a_failure() {
+    let f = fixture();
+    sign_in_from(&f, HOME, None, T0 + 300).await.unwrap();
+    // The clock goes back ten minutes: every code it makes is older than the one taken.
+    for i in 0..8 {
+        let now = T0 + i * 30;
+        let challenge = f.auth.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
+        let mfa =
+            MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, now), device_name: "x".into() };
+        assert_eq!(f.auth.verify_mfa(mfa, HOME, now).await.unwrap_err(), AuthError::CodeAlreadyUsed);
+    }
+    assert!(f.auth.login(login(AMY, PASSWORD), HOME, T0 + 240).await.is_ok(), "not held back");
 }
 
 #[tokio::test]
 async fn the_password_step_expires() {
     let f = fixture();
-    let challenge = f.auth.login(login(AMY, PASSWORD), T0).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), HOME, T0).await.unwrap();
     let late = T0 + 301;
     let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, late), device_name: "x".into() };
-    assert_eq!(f.auth.verify_mfa(mfa, late).await.unwrap_err(), AuthError::ChallengeExpired);
+    assert_eq!(f.auth.verify_mfa(mfa, HOME, late).await.unwrap_err(), AuthError::ChallengeExpired);
 }
 
 #[tokio::test]
@@ -262,6 +405,15 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     assert_eq!(wrong.status(), 401);
     let body: serde_json::Value = wrong.json().await.unwrap();
     assert_eq!(body["error"], "bad_credentials");
+    // A body that is not the JSON the route takes is refused the same way, naming where.
+    for (body, status) in [("{\"username\": 7}", 422), ("not json at all", 400)] {
+        let refused =
+            http.post(url("/auth/login")).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(refused.status(), status);
+        let said: serde_json::Value = refused.json().await.expect("a JSON refusal");
+        assert_eq!(said["error"], "invalid_request", "{said}");
+        assert!(said["message"].as_str().unwrap().len() > 10);
+    }
 
     let challenge: serde_json::Value =
         http.post(url("/auth/login")).json(&login(AMY, PASSWORD)).send().await.unwrap().json().await.unwrap();
@@ -336,21 +488,21 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
 
     assert_eq!(f.auth.confirm_enrollment(&me, "abcdef", T0 + 20).await.unwrap_err(), AuthError::BadCode);
     // Until confirmed, the old authenticator still signs in…
-    let before = f.auth.login(login(AMY, PASSWORD), T0 + 30).await.unwrap();
+    let before = f.auth.login(login(AMY, PASSWORD), HOME, T0 + 30).await.unwrap();
     let old_code =
         MfaRequest { mfa_token: before.mfa_token, code: code(&f.totp_secret, T0 + 30), device_name: "x".into() };
-    f.auth.verify_mfa(old_code, T0 + 30).await.unwrap();
+    f.auth.verify_mfa(old_code, HOME, T0 + 30).await.unwrap();
     // … after confirming, only the new one does.
     f.auth.confirm_enrollment(&me, code(&new_secret, T0 + 60).expose(), T0 + 60).await.unwrap();
-    let challenge = f.auth.login(login(AMY, PASSWORD), T0 + 90).await.unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), HOME, T0 + 90).await.unwrap();
     let old = MfaRequest {
         mfa_token: challenge.mfa_token.clone(),
         code: code(&f.totp_secret, T0 + 90),
         device_name: "x".into(),
     };
-    assert_eq!(f.auth.verify_mfa(old, T0 + 90).await.unwrap_err(), AuthError::BadCode);
+    assert_eq!(f.auth.verify_mfa(old, HOME, T0 + 90).await.unwrap_err(), AuthError::BadCode);
     let new = MfaRequest { mfa_token: challenge.mfa_token, code: code(&new_secret, T0 + 90), device_name: "x".into() };
-    f.auth.verify_mfa(new, T0 + 90).await.unwrap();
+    f.auth.verify_mfa(new, HOME, T0 + 90).await.unwrap();
 }
 
 #[tokio::test]
@@ -361,5 +513,5 @@ async fn a_disabled_user_cannot_sign_in_and_their_devices_are_signed_out() {
     // Revoked by a person, not merely idle: the device is told so, and erases its cache.
     assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::DeviceRevoked);
     assert_eq!(f.auth.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::DeviceRevoked);
-    assert_eq!(f.auth.login(login(AMY, PASSWORD), T0 + 2).await.unwrap_err(), AuthError::BadCredentials);
+    assert_eq!(f.auth.login(login(AMY, PASSWORD), HOME, T0 + 2).await.unwrap_err(), AuthError::BadCredentials);
 }

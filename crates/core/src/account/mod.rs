@@ -120,7 +120,8 @@ impl Account {
     ) -> Result<Self> {
         let SignIn { url, pins, username, password, code, device_name } = request;
         let server = Server::connect(url, pins)?;
-        let challenge = match server.login(username, password.expose()).await {
+        let cookie = std::fs::read_to_string(profile.device_cookie_file()).ok().map(|c| Secret::new(c.trim()));
+        let challenge = match server.login(username, password.expose(), cookie.as_ref()).await {
             Err(Error::PinMismatch) => {
                 // No account yet, but the refusal is still queued for the organisation.
                 let mut witness = Session::signed_out(clock.clone()).continuing(audit_queue::last(profile)?);
@@ -151,6 +152,9 @@ impl Account {
         };
         // Without a keychain the refresh token lives in memory only: the next start signs in.
         unless_no_keychain(store_refresh_token(&keychain, &vault, &tokens.refresh_token))?;
+        if let Some(cookie) = &tokens.device_cookie {
+            profile.write_atomically(&profile.device_cookie_file(), cookie.expose().as_bytes())?;
+        }
         let mut facts = Facts::new(&server, &tokens, &verified, clock.now_unix());
         // A sign-in again (step-up, re-authentication) keeps what the cache already holds.
         facts.last_sync_unix = Facts::read(profile).ok().and_then(|f| f.last_sync_unix);

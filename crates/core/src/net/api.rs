@@ -79,9 +79,14 @@ impl Server {
         Ok(response)
     }
 
-    /// The password step.
-    pub async fn login(&self, username: &str, password: &str) -> Result<Challenge> {
-        let body = LoginRequest { username: username.to_owned(), password: Secret::new(password) };
+    /// The password step. `device_cookie`: what this device was given at its last full
+    /// sign-in as this user, so failed attempts elsewhere do not hold it back.
+    pub async fn login(&self, username: &str, password: &str, device_cookie: Option<&Secret>) -> Result<Challenge> {
+        let body = LoginRequest {
+            username: username.to_owned(),
+            password: Secret::new(password),
+            device_cookie: device_cookie.cloned(),
+        };
         let response: LoginResponse = self.send(self.http.post(self.url.join("/auth/login")).json(&body)).await?;
         Ok(Challenge { mfa_token: response.mfa_token })
     }
@@ -448,21 +453,25 @@ async fn refusal(response: reqwest::Response) -> Error {
 
 /// A `{error, message}` body as the core's error.
 fn bearer_refusal(status: u16, body: &serde_json::Value, retry_after: Option<u64>) -> Error {
+    use carekeep_protocol::refusal::Refusal;
     let retry_after = retry_after.unwrap_or(60);
-    match body["error"].as_str().unwrap_or_default() {
-        "bad_credentials" => Error::BadCredentials,
-        "bad_code" => Error::BadCode,
-        "code_already_used" => Error::CodeAlreadyUsed,
-        "challenge_expired" => Error::ChallengeExpired,
-        "locked" => Error::AccountLocked { retry_after_secs: retry_after },
-        "rate_limited" => Error::RateLimited { retry_after_secs: retry_after },
-        "access_expired" => Error::AccessExpired,
-        "session_ended" => Error::SessionEnded,
-        "device_wipe" => Error::RemoteWipe,
-        "device_revoked" => Error::DeviceRevoked,
-        "step_up_required" => Error::StepUpRequired,
-        "no_enrollment" => Error::NoPendingAuthenticator,
-        _ => Error::ServerRefused { status },
+    let Ok(refusal) = serde_json::from_value::<Refusal>(body["error"].clone()) else {
+        return Error::ServerRefused { status };
+    };
+    match refusal {
+        Refusal::BadCredentials => Error::BadCredentials,
+        Refusal::BadCode => Error::BadCode,
+        Refusal::CodeAlreadyUsed => Error::CodeAlreadyUsed,
+        Refusal::ChallengeExpired => Error::ChallengeExpired,
+        Refusal::Throttled => Error::SignInThrottled { retry_after_secs: retry_after },
+        Refusal::RateLimited => Error::RateLimited { retry_after_secs: retry_after },
+        Refusal::AccessExpired => Error::AccessExpired,
+        Refusal::SessionEnded => Error::SessionEnded,
+        Refusal::DeviceWipe => Error::RemoteWipe,
+        Refusal::DeviceRevoked => Error::DeviceRevoked,
+        Refusal::StepUpRequired => Error::StepUpRequired,
+        Refusal::NoEnrollment => Error::NoPendingAuthenticator,
+        Refusal::InvalidRequest | Refusal::Internal | Refusal::Unknown => Error::ServerRefused { status },
     }
 }
 

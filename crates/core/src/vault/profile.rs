@@ -58,14 +58,29 @@ impl Profile {
         self.dir.join("session.json")
     }
 
+    /// The server's device cookie for the last user who signed in here: sent with the next
+    /// password step, so failures elsewhere do not slow this device down. It outlives
+    /// logout (that is its use) and goes with a wipe.
+    pub(crate) fn device_cookie_file(&self) -> PathBuf {
+        self.dir.join("device-cookie")
+    }
+
     /// Every file a vault may leave in its directory, for wiping.
     pub(crate) fn owned_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.db()];
         for suffix in ["-wal", "-shm", "-journal"] {
             files.push(self.dir.join(format!("vault.db{suffix}")));
         }
-        files.extend([self.key_file(), self.next_key_file(), self.attempts_file(), self.session_file()]);
-        for name in ["vault.keys.tmp", "vault.keys.next.tmp", "unlock-attempts.tmp", "session.json.tmp"] {
+        files.extend([
+            self.key_file(),
+            self.next_key_file(),
+            self.attempts_file(),
+            self.session_file(),
+            self.device_cookie_file(),
+        ]);
+        for name in
+            ["vault.keys.tmp", "vault.keys.next.tmp", "unlock-attempts.tmp", "session.json.tmp", "device-cookie.tmp"]
+        {
             files.push(self.dir.join(name));
         }
         files

@@ -1,11 +1,13 @@
 //! Sign-in (DESIGN.md §6): password, then a TOTP code, then tokens bound to a device.
 //!
-//! - Passwords are Argon2id; unknown usernames cost the same as known ones. The KDF runs
-//!   under a semaphore, so a login flood queues instead of starving other requests.
-//! - A TOTP code is accepted once: the step it matched is remembered and never accepted
-//!   again.
-//! - Wrong passwords and wrong codes both count; at [`AuthPolicy::lockout_after`] the
-//!   account locks for [`AuthPolicy::lockout_secs`].
+//! - Passwords are Argon2id; unknown usernames cost the same as known ones, and are
+//!   throttled alike. The KDF runs under a semaphore, so a login flood queues instead of
+//!   starving other requests.
+//! - A TOTP code is accepted once: the step it matched is claimed in one conditional update,
+//!   so two requests with the same code at the same instant cannot both succeed.
+//! - Wrong passwords and wrong codes slow the next attempt down ([`throttle`]): per account
+//!   for unknown devices, per device for those that signed in before, per network and per
+//!   server minute. Nothing locks an account: a stranger cannot shut its owner out.
 //! - Access tokens live [`AuthPolicy::access_ttl_secs`]; refresh tokens rotate on every use,
 //!   and presenting a used one revokes the whole device session (it was stolen, or copied).
 //! - A device idle longer than its tenant's limit for the user's role (default
@@ -17,6 +19,7 @@
 pub mod password;
 pub mod qr;
 pub mod secrets;
+pub mod throttle;
 pub mod totp;
 
 use std::sync::Arc;
@@ -25,6 +28,8 @@ use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{
     LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, Role, TokenResponse,
 };
+use std::net::IpAddr;
+
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::Semaphore;
 
@@ -38,10 +43,8 @@ pub const LAST_SEEN_EVERY: i64 = 30;
 /// The sign-in rules. Defaults follow DESIGN.md §6.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthPolicy {
-    /// Consecutive failures (password or code) that lock the account.
-    pub lockout_after: i64,
-    /// How long a lockout lasts.
-    pub lockout_secs: i64,
+    /// How failed sign-ins slow the next ones down.
+    pub throttle: throttle::ThrottlePolicy,
     /// Access token lifetime.
     pub access_ttl_secs: i64,
     /// How long the second step may wait after the password.
@@ -56,8 +59,7 @@ pub struct AuthPolicy {
 impl Default for AuthPolicy {
     fn default() -> Self {
         Self {
-            lockout_after: 5,
-            lockout_secs: 15 * 60,
+            throttle: throttle::ThrottlePolicy::default(),
             access_ttl_secs: 5 * 60,
             mfa_ttl_secs: 5 * 60,
             idle_secs: 15 * 60,
@@ -72,10 +74,20 @@ pub enum AuthError {
     /// Wrong username or password.
     #[error("The username or password is not correct.")]
     BadCredentials,
-    /// Too many failures.
-    #[error("Too many failed sign-ins: this account is locked. Try again in {retry_after_secs} seconds.")]
-    Locked {
-        /// Seconds until the lock lifts.
+    /// Too many failures for this account from devices it does not know (or from this
+    /// device): the next attempt must wait.
+    #[error(
+        "Too many failed sign-ins for this account: wait {retry_after_secs} seconds, then try again. A device you \
+         signed in from before is not held back."
+    )]
+    Throttled {
+        /// Seconds until the next attempt is taken.
+        retry_after_secs: i64,
+    },
+    /// Too many attempts from this network, or for the whole server, this minute.
+    #[error("Too many sign-in attempts from this network. Wait {retry_after_secs} seconds, then try again.")]
+    RateLimited {
+        /// Seconds until the window turns.
         retry_after_secs: i64,
     },
     /// The TOTP code is wrong.
@@ -119,6 +131,7 @@ pub struct Auth {
     policy: AuthPolicy,
     kdf_permits: Semaphore,
     rotation_key: zeroize::Zeroizing<[u8; 32]>,
+    throttle: Arc<throttle::Throttle>,
 }
 
 /// The refresh token an issue hands out.
@@ -162,26 +175,51 @@ struct AccessRow {
 struct UserRow {
     id: String,
     password_hash: String,
-    locked_until: i64,
     disabled: bool,
+}
+
+impl From<throttle::Held> for AuthError {
+    fn from(held: throttle::Held) -> Self {
+        match held {
+            throttle::Held::Throttled(retry_after_secs) => AuthError::Throttled { retry_after_secs },
+            throttle::Held::RateLimited(retry_after_secs) => AuthError::RateLimited { retry_after_secs },
+        }
+    }
 }
 
 impl Auth {
     /// A service over `store`. At most `kdf_concurrency` password hashes run at once.
-    /// Without [`Auth::with_rotation_key`], rotations are retryable only until a restart.
+    /// Without [`Auth::with_keys`], rotations are retryable and device cookies valid only
+    /// until a restart.
     pub fn new(store: Arc<Store>, policy: AuthPolicy, kdf_concurrency: usize) -> Self {
-        let mut rotation_key = zeroize::Zeroizing::new([0u8; 32]);
-        // Without randomness the key is zeros: retries still work; tokens stay random.
-        let _ = getrandom::fill(rotation_key.as_mut_slice());
-        Self { store, policy, kdf_permits: Semaphore::new(kdf_concurrency.max(1)), rotation_key }
+        let random = || {
+            let mut key = zeroize::Zeroizing::new([0u8; 32]);
+            // Without randomness the key is zeros: retries still work; tokens stay random.
+            let _ = getrandom::fill(key.as_mut_slice());
+            key
+        };
+        Self {
+            store,
+            policy,
+            kdf_permits: Semaphore::new(kdf_concurrency.max(1)),
+            rotation_key: random(),
+            throttle: Arc::new(throttle::Throttle::new(policy.throttle, random())),
+        }
     }
 
-    /// Derives rotated refresh tokens under `key` (the data directory's), so retries of a
-    /// lost rotation keep working across server restarts.
+    /// Uses the data directory's keys: rotated refresh tokens (so retries of a lost
+    /// rotation keep working across restarts) and sign-in budgets and device cookies.
     #[must_use]
-    pub fn with_rotation_key(mut self, key: &[u8; 32]) -> Self {
-        self.rotation_key = zeroize::Zeroizing::new(*key);
+    pub fn with_keys(mut self, keys: &crate::keys::MasterKeys) -> Self {
+        self.rotation_key = zeroize::Zeroizing::new(*keys.rotations);
+        self.throttle = Arc::new(throttle::Throttle::new(self.policy.throttle, zeroize::Zeroizing::new(*keys.sign_in)));
         self
+    }
+
+    /// The sign-in throttle (the routes that check codes outside sign-in share its
+    /// per-network window).
+    pub fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
     }
 
     /// The refresh token a rotation of `spent_hash` with `rotation_id` hands out.
@@ -196,33 +234,28 @@ impl Auth {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
-    /// Step one: the password. Returns a short-lived challenge for step two.
-    pub async fn login(&self, request: LoginRequest, now: i64) -> Result<LoginResponse, AuthError> {
-        let store = self.store.clone();
-        let username = request.username.clone();
-        let user = self
+    /// Step one: the password, from `client`. Returns a short-lived challenge for step two.
+    /// Known and unknown usernames take the same path: the same budget checks, the same
+    /// KDF, the same failure counted.
+    pub async fn login(&self, request: LoginRequest, client: IpAddr, now: i64) -> Result<LoginResponse, AuthError> {
+        let budget = self.throttle.budget(&request.username, request.device_cookie.as_ref().map(Secret::expose));
+        self.throttle.admit(client, &budget, now)?;
+        let (store, throttle) = (self.store.clone(), self.throttle.clone());
+        let (username, held) = (request.username.clone(), budget.clone());
+        let (user, waiting) = self
             .blocking(move || {
-                store
-                    .lock()
-                    .query_row(
-                        "SELECT id, password_hash, locked_until, disabled FROM users WHERE username = ?1",
-                        [username],
-                        |r| {
-                            Ok(UserRow {
-                                id: r.get(0)?,
-                                password_hash: r.get(1)?,
-                                locked_until: r.get(2)?,
-                                disabled: r.get(3)?,
-                            })
-                        },
-                    )
-                    .optional()
+                let conn = store.lock();
+                let user = conn
+                    .prepare_cached("SELECT id, password_hash, disabled FROM users WHERE username = ?1")?
+                    .query_row([&username], |r| {
+                        Ok(UserRow { id: r.get(0)?, password_hash: r.get(1)?, disabled: r.get(2)? })
+                    })
+                    .optional()?;
+                Ok((user, throttle.waiting(&conn, &held, now)?))
             })
             .await?;
-        if let Some(user) = &user
-            && user.locked_until > now
-        {
-            return Err(AuthError::Locked { retry_after_secs: user.locked_until - now });
+        if let Some(retry_after_secs) = waiting {
+            return Err(AuthError::Throttled { retry_after_secs });
         }
         let permit = self.kdf_permits.acquire().await.map_err(|_| AuthError::Internal)?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
@@ -231,25 +264,29 @@ impl Auth {
             .await
             .map_err(|_| AuthError::Internal)?;
         drop(permit);
-        let user = match user {
-            Some(user) if ok && !user.disabled => user,
-            Some(user) => return Err(self.record_failure(user.id, now, AuthError::BadCredentials).await),
-            None => return Err(AuthError::BadCredentials),
+        let Some(user) = user.filter(|u| ok && !u.disabled) else {
+            self.fail(&budget, now).await?;
+            return Err(AuthError::BadCredentials);
         };
         let token = new_token().map_err(|_| AuthError::Internal)?;
         let (store, hash, expires) = (self.store.clone(), token_hash(&token), now + self.policy.mfa_ttl_secs);
+        let (bucket, known_device) = budget.to_stored();
         self.blocking(move || {
             store.lock().execute(
-                "INSERT INTO mfa_challenges (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
-                params![hash, user.id, expires],
+                "INSERT INTO mfa_challenges (token_hash, user_id, expires_at, bucket, known_device)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, user.id, expires, bucket, known_device],
             )
         })
         .await?;
         Ok(LoginResponse { mfa_token: Secret::new(token) })
     }
 
-    /// Step two: the TOTP code. Registers the device and returns its first tokens.
-    pub async fn verify_mfa(&self, request: MfaRequest, now: i64) -> Result<TokenResponse, AuthError> {
+    /// Step two: the TOTP code, from `client`. Registers the device and returns its first
+    /// tokens, with a device cookie for its next password step. The code's step is claimed
+    /// in one conditional update together with the challenge: of two requests with the
+    /// same code at the same instant, one wins.
+    pub async fn verify_mfa(&self, request: MfaRequest, client: IpAddr, now: i64) -> Result<TokenResponse, AuthError> {
         let store = self.store.clone();
         let hash = token_hash(request.mfa_token.expose());
         let found = self
@@ -257,7 +294,7 @@ impl Auth {
                 store
                     .lock()
                     .query_row(
-                        "SELECT c.user_id, c.expires_at, u.totp_secret, u.totp_last_step, u.locked_until, u.disabled
+                        "SELECT c.user_id, c.expires_at, u.totp_secret, u.disabled, c.bucket, c.known_device, u.username
                          FROM mfa_challenges c JOIN users u ON u.id = c.user_id WHERE c.token_hash = ?1",
                         [hash],
                         |r| {
@@ -265,49 +302,76 @@ impl Auth {
                                 r.get::<_, String>(0)?,
                                 r.get::<_, i64>(1)?,
                                 r.get::<_, Vec<u8>>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
+                                r.get::<_, bool>(3)?,
+                                r.get::<_, Option<Vec<u8>>>(4)?,
                                 r.get::<_, bool>(5)?,
+                                r.get::<_, String>(6)?,
                             ))
                         },
                     )
                     .optional()
             })
             .await?;
-        let Some((user_id, expires_at, secret, last_step, locked_until, disabled)) = found else {
+        let Some((user_id, expires_at, secret, disabled, bucket, known_device, username)) = found else {
+            // A made-up challenge still costs its network an attempt.
+            self.throttle.admit(client, &self.throttle.budget("", None), now)?;
             return Err(AuthError::ChallengeExpired);
         };
+        let budget = bucket
+            .and_then(|b| throttle::Budget::from_stored(&b, known_device))
+            .unwrap_or_else(|| self.throttle.budget(&username, None));
+        self.throttle.admit(client, &budget, now)?;
+        let (store, throttle, held) = (self.store.clone(), self.throttle.clone(), budget.clone());
+        if let Some(retry_after_secs) = self.blocking(move || throttle.waiting(&store.lock(), &held, now)).await? {
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
         if expires_at <= now || disabled {
             return Err(AuthError::ChallengeExpired);
         }
-        if locked_until > now {
-            return Err(AuthError::Locked { retry_after_secs: locked_until - now });
-        }
-        let step = totp::matching_step(&secret, request.code.expose(), u64::try_from(now).unwrap_or(0));
-        let step = match step.map(|s| i64::try_from(s).unwrap_or(i64::MAX)) {
-            Some(step) if step > last_step => step,
-            Some(_) => return Err(self.record_failure(user_id, now, AuthError::CodeAlreadyUsed).await),
-            None => return Err(self.record_failure(user_id, now, AuthError::BadCode).await),
+        let Some(step) = totp::matching_step(&secret, request.code.expose(), u64::try_from(now).unwrap_or(0)) else {
+            self.fail(&budget, now).await?;
+            return Err(AuthError::BadCode);
         };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
         let device_id = new_id("dev").map_err(|_| AuthError::Internal)?;
-        let (store, hash, name, dev) =
-            (self.store.clone(), token_hash(request.mfa_token.expose()), request.device_name, device_id.clone());
-        self.blocking(move || {
-            let mut conn = store.lock();
-            let tx = conn.transaction()?;
-            tx.execute("DELETE FROM mfa_challenges WHERE token_hash = ?1", [hash])?;
-            tx.execute(
-                "UPDATE users SET totp_last_step = ?2, failed_attempts = 0, locked_until = 0 WHERE id = ?1",
-                params![user_id, step],
-            )?;
-            tx.execute(
-                "INSERT INTO devices (id, user_id, name, created_at, last_seen, full_auth_at) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
-                params![dev, user_id, name, now],
-            )?;
-            tx.commit()
-        })
-        .await?;
-        self.issue_tokens(device_id, now, Refresh::New(new_token().map_err(|_| AuthError::Internal)?)).await
+        let (store, hash, name, dev, claimed) = (
+            self.store.clone(),
+            token_hash(request.mfa_token.expose()),
+            request.device_name,
+            device_id.clone(),
+            budget.clone(),
+        );
+        let outcome = self
+            .blocking(move || {
+                let mut conn = store.lock();
+                let tx = conn.transaction()?;
+                if tx.execute("DELETE FROM mfa_challenges WHERE token_hash = ?1", [hash])? == 0 {
+                    return Ok(Err(AuthError::ChallengeExpired));
+                }
+                // The step is taken only if no request took it (or a later one) first. A code
+                // used already is no guess: it does not count as a failure (after the
+                // server's clock went back, every fresh code looks used).
+                let claimed_step = tx.execute(
+                    "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND totp_last_step < ?2",
+                    params![user_id, step],
+                )?;
+                if claimed_step == 0 {
+                    return Ok(Err(AuthError::CodeAlreadyUsed));
+                }
+                throttle::Throttle::succeeded(&tx, &claimed)?;
+                tx.execute(
+                    "INSERT INTO devices (id, user_id, name, created_at, last_seen, full_auth_at) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
+                    params![dev, user_id, name, now],
+                )?;
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await?;
+        outcome?;
+        let mut tokens =
+            self.issue_tokens(device_id, now, Refresh::New(new_token().map_err(|_| AuthError::Internal)?)).await?;
+        tokens.device_cookie = Some(Secret::new(self.throttle.new_cookie(&username).map_err(|_| AuthError::Internal)?));
+        Ok(tokens)
     }
 
     /// Rotates a refresh token. Presenting one that was already used revokes the device.
@@ -525,6 +589,7 @@ impl Auth {
             expires_in: u32::try_from(self.policy.access_ttl_secs).unwrap_or(u32::MAX),
             device_id,
             user_id,
+            device_cookie: None,
         })
     }
 
@@ -563,8 +628,10 @@ impl Auth {
             })
             .await?
             .ok_or(AuthError::NoEnrollment)?;
+        // A session holder who started the change holds the new secret: a wrong code here
+        // is no guess at anyone's account (the route is limited per network all the same).
         let Some(step) = totp::matching_step(&pending, code, u64::try_from(now).unwrap_or(0)) else {
-            return Err(self.record_failure(caller.user_id.clone(), now, AuthError::BadCode).await);
+            return Err(AuthError::BadCode);
         };
         let (store, user) = (self.store.clone(), caller.user_id.clone());
         let step = i64::try_from(step).unwrap_or(i64::MAX);
@@ -659,33 +726,21 @@ impl Auth {
             .await
             .map(|_| ())
     }
+}
 
-    /// Counts a failure, locking the account at the threshold; returns `error` (or `Locked`).
-    async fn record_failure(&self, user_id: String, now: i64, error: AuthError) -> AuthError {
-        let (store, policy) = (self.store.clone(), self.policy);
-        let locked = self
-            .blocking(move || {
-                let conn = store.lock();
-                let failures: i64 = conn.query_row(
-                    "UPDATE users SET failed_attempts = failed_attempts + 1 WHERE id = ?1 RETURNING failed_attempts",
-                    [&user_id],
-                    |r| r.get(0),
-                )?;
-                if failures >= policy.lockout_after {
-                    conn.execute(
-                        "UPDATE users SET failed_attempts = 0, locked_until = ?2 WHERE id = ?1",
-                        params![user_id, now + policy.lockout_secs],
-                    )?;
-                    return Ok(true);
-                }
-                Ok(false)
-            })
-            .await;
-        match locked {
-            Ok(true) => AuthError::Locked { retry_after_secs: self.policy.lockout_secs },
-            Ok(false) => error,
-            Err(e) => e,
-        }
+/// A store error during sign-in, logged without detail that could hold a name.
+impl From<rusqlite::Error> for AuthError {
+    fn from(e: rusqlite::Error) -> Self {
+        tracing::error!(code = ?e.sqlite_error_code(), "store error during sign-in");
+        AuthError::Internal
+    }
+}
+
+impl Auth {
+    /// Counts a failed password or code against `budget`.
+    async fn fail(&self, budget: &throttle::Budget, now: i64) -> Result<(), AuthError> {
+        let (store, throttle, budget) = (self.store.clone(), self.throttle.clone(), budget.clone());
+        self.blocking(move || throttle.failed(&store.lock(), &budget, now).map(|_| ())).await
     }
 
     async fn blocking<T: Send + 'static>(

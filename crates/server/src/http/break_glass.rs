@@ -31,7 +31,7 @@ pub async fn open(
     State(state): State<AppState>,
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
-    Json(request): Json<BreakGlassRequest>,
+    super::json::Json(request): super::json::Json<BreakGlassRequest>,
 ) -> Response {
     if !access::may_break_glass(caller.role) {
         slot.deny();

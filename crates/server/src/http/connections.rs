@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::address::AddressKey;
+
 /// How long each stage of a connection may take, and how many connections are admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -63,32 +65,6 @@ fn descriptor_limit() -> Option<usize> {
     line["Max open files".len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// Who a connection counts against: an IPv4 address, or the /64 of an IPv6 one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AddressKey {
-    /// An IPv4 client (or an IPv4-mapped IPv6 one).
-    V4([u8; 4]),
-    /// An IPv6 client's /64.
-    V6Prefix([u8; 8]),
-}
-
-impl AddressKey {
-    /// The key of `ip`.
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => AddressKey::V4(v4.octets()),
-            IpAddr::V6(v6) => {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return AddressKey::V4(v4.octets());
-                }
-                let mut prefix = [0; 8];
-                prefix.copy_from_slice(&v6.octets()[..8]);
-                AddressKey::V6Prefix(prefix)
-            }
-        }
-    }
-}
-
 #[derive(Default)]
 struct Counts {
     by_address: HashMap<AddressKey, usize>,
@@ -110,7 +86,7 @@ impl Admission {
 
     /// A slot for a connection from `ip`, or `None` when its address or the server is full.
     pub fn admit(&self, ip: IpAddr) -> Option<Slot> {
-        let key = AddressKey::of(ip);
+        let key = AddressKey::host(ip);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if counts.total >= self.limits.total
             || counts.by_address.get(&key).copied().unwrap_or(0) >= self.limits.per_address
@@ -290,12 +266,10 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+    fn an_ipv6_client_counts_by_its_64() {
         let admission = Admission::new(limits(1, 10));
         let _one = admission.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
         assert!(admission.admit("2001:db8:1:2:ffff::9".parse().unwrap()).is_none(), "same /64");
         assert!(admission.admit("2001:db8:1:3::1".parse().unwrap()).is_some(), "another /64");
-        let _v4 = admission.admit("192.0.2.7".parse().unwrap()).unwrap();
-        assert!(admission.admit("::ffff:192.0.2.7".parse().unwrap()).is_none());
     }
 }

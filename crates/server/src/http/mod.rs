@@ -8,6 +8,7 @@ pub mod connections;
 mod documents;
 pub mod fhir;
 mod headers;
+pub mod json;
 mod metadata;
 mod session;
 mod sync;
@@ -31,8 +32,6 @@ use crate::{DataDir, ServerError};
 pub struct AppState {
     /// Sign-in.
     pub auth: Arc<Auth>,
-    /// Per-IP limit on sign-in requests.
-    pub limiter: Arc<auth::RateLimiter>,
     /// The audit trail every audited request is appended to.
     pub audit: Arc<crate::audit::AuditLog>,
     /// Signs policies (and, later, audit checkpoints).
@@ -56,13 +55,12 @@ impl AppState {
         let audit = crate::audit::AuditLog::open(store.clone(), signing_key.clone())?;
         let keys = dir.master_keys()?;
         // Two password hashes at a time: 2 × 64 MiB, and reads keep a core.
-        let auth = Auth::new(store.clone(), AuthPolicy::default(), 2).with_rotation_key(&keys.rotations);
+        let auth = Auth::new(store.clone(), AuthPolicy::default(), 2).with_keys(&keys);
         let records = Arc::new(Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents)));
         Ok(Self {
             records,
             keys: Arc::new(keys),
             auth: Arc::new(auth),
-            limiter: Arc::default(),
             audit: Arc::new(audit),
             signing_key,
             key_id,
@@ -85,15 +83,17 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The application: routes, then the security headers and body limit on every response.
 pub fn router(state: AppState) -> Router {
-    // The per-IP limit guards what can be guessed: passwords and codes. Refresh and logout
-    // carry a 256-bit token nobody can guess, and every device refreshes every few minutes,
-    // so limiting them per address would throttle a whole hospital behind one NAT.
+    // Passwords and codes are what can be guessed: sign-in throttles its two steps itself
+    // (per account, per known device, per network, per server), and the authenticator
+    // change draws on the same per-network window. Refresh and logout carry a 256-bit token
+    // nobody can guess, and every device refreshes every few minutes, so limiting them per
+    // address would throttle a whole hospital behind one NAT.
     let sign_in = Router::new()
-        .route("/auth/login", post(auth::login))
-        .route("/auth/mfa", post(auth::mfa))
         .route("/auth/mfa/enroll", post(auth::enroll))
         .route("/auth/mfa/confirm", post(auth::confirm))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::rate_limit))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/mfa", post(auth::mfa))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout));
     // Everything but the public metadata and key is audited (the audit layer outermost, so

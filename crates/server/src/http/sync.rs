@@ -92,7 +92,7 @@ pub async fn upload_device_audit(
     State(state): State<AppState>,
     caller: Principal,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Json(upload): Json<DeviceAuditUpload>,
+    super::json::Json(upload): super::json::Json<DeviceAuditUpload>,
 ) -> Response {
     let now = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
     let store = state.records.store().clone();

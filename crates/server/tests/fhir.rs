@@ -649,3 +649,69 @@ async fn patients_create_and_change_only_what_they_author() {
     m.expect("patient DELETE a reading the nurse corrected", got, 403);
     assert!(m.0.is_empty(), "{}", m.0.join("\n"));
 }
+
+impl World {
+    /// The server's store, opened beside it (to change what only the clinic's tools change).
+    fn store(&self) -> carekeep_server::store::Store {
+        DataDir::open(&self.dir.path().join("server")).unwrap().open_store().unwrap()
+    }
+
+    /// The `next` link of a searchset, as a path.
+    fn next_of(&self, bundle: &Value) -> Option<String> {
+        let link = bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?;
+        Some(link["url"].as_str()?.trim_start_matches(&self.base).to_owned())
+    }
+}
+
+/// A next link is a position, not a permission: every page applies the caller's access as
+/// it is then. A nurse who left the care team, or a clinician whose break-glass grant
+/// expired, gets nothing more from an old link; what break-glass did open is flagged.
+#[tokio::test(flavor = "multi_thread")]
+async fn next_links_reapply_the_callers_access_on_every_page() {
+    let w = World::new().await;
+    let own = w.patients[0].clone();
+    let (status, first) = w.get("demo.nurse", &format!("/fhir/Patient/{own}/$everything?_count=5")).await;
+    assert_eq!(status, 200);
+    let next = w.next_of(&first).expect("more than one page");
+    assert_eq!(w.get("demo.nurse", &next).await.0, 200, "still on the care team");
+    w.store()
+        .lock()
+        .execute(
+            "DELETE FROM patient_links WHERE patient = ?1 AND user_id = (SELECT id FROM users WHERE username = 'demo.nurse')",
+            [&own],
+        )
+        .unwrap();
+    let (status, after) = w.get("demo.nurse", &next).await;
+    assert_eq!(status, 404, "left the care team, an old link still gave {} resources", entries(&after).len());
+
+    let outsider = w.patients.last().unwrap().clone();
+    let reason = json!({"patient": outsider, "reason": "unconscious in A&E, no team"});
+    assert_eq!(w.post("demo.clinician", "/break-glass", &reason).await.0, 201);
+    let (status, first) = w.get("demo.clinician", &format!("/fhir/Patient/{outsider}/$everything?_count=5")).await;
+    assert_eq!(status, 200);
+    let next = w.next_of(&first).expect("more than one page");
+    assert_eq!(w.get("demo.clinician", &next).await.0, 200);
+    w.store().lock().execute("UPDATE break_glass SET expires_at = 0 WHERE patient = ?1", [&outsider]).unwrap();
+    let (status, after) = w.get("demo.clinician", &next).await;
+    assert_eq!(status, 404, "an expired grant's old link still gave {} resources", entries(&after).len());
+    // The pages the grant did open are flagged in the trail; the refused one is a denial.
+    let (_, trail) = w.get("demo.admin", &format!("/fhir/AuditEvent?patient={outsider}")).await;
+    let everything: Vec<&Value> = entries(&trail)
+        .into_iter()
+        .filter(|e| e["outcomeDesc"].as_str().is_some_and(|a| a.starts_with("GET /fhir")))
+        .collect();
+    let flagged = |e: &&Value| e["purposeOfEvent"][0]["coding"][0]["code"] == "BTG";
+    let opened = everything.iter().filter(|e| e["outcome"] == "0" && flagged(e)).count();
+    let refused = everything.iter().filter(|e| e["outcome"] == "4").count();
+    assert_eq!((opened, refused), (2, 1), "flagged pages, refused pages");
+
+    // Another tenant's patient id, and a made-up one, are not found alike (no "break-glass").
+    let registered = json!({"resourceType": "Patient", "name": [{"family": "Elsewhere"}]});
+    let (status, theirs) = w.post("other.clinician", "/fhir/Patient", &registered).await;
+    assert_eq!(status, 201);
+    let theirs = theirs["id"].as_str().unwrap().to_owned();
+    for id in [theirs.as_str(), "no-such-patient"] {
+        let (status, _) = w.get("demo.clinician", &format!("/fhir/Patient/{id}/$everything")).await;
+        assert_eq!(status, 404, "{id}");
+    }
+}

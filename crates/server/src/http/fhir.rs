@@ -231,24 +231,17 @@ pub async fn everything(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let types: Vec<String> = access::SERVED_TYPES
-        .iter()
-        .filter(|t| Data::of(t).is_some_and(|d| !matches!(d, Data::Directory | Data::AuditTrail)))
-        .filter(|t| {
-            matches!(
-                access.decide(Data::of(t).unwrap_or(Data::Clinical), Some(&id), Intent::Read),
-                Decision::Allow { .. }
-            )
-        })
-        .map(|t| (*t).to_owned())
-        .collect();
+    let types = readable_compartment(&access, &id, access::SERVED_TYPES.iter().copied());
     let patient_visible = matches!(access.decide(Data::Demographics, Some(&id), Intent::Read), Decision::Allow { .. })
         || !types.is_empty();
     if !patient_visible {
         slot.touch(Touch { resource_type: Some("Patient".into()), patient: Some(id.clone()), ..Touch::default() });
         slot.deny();
+        // "Break-glass" only for a patient of this tenant: another tenant's id, or one that
+        // does not exist, is not found, alike.
+        let exists = patient_exists(&state, &caller.tenant, Some(&id)).await;
         return match access.decide(Data::Clinical, Some(&id), Intent::Read) {
-            Decision::BreakGlassRequired => break_glass_required(),
+            Decision::BreakGlassRequired if exists => break_glass_required(),
             _ => not_found(),
         };
     }
@@ -257,6 +250,20 @@ pub async fn everything(
         Err(e) => return bad_search(&e),
     };
     run_search(state, caller, slot, &headers, access, search, None).await
+}
+
+/// Of `types`, those of `patient`'s compartment the caller may read now (never the
+/// directory or the audit trail, which are not in a compartment).
+fn readable_compartment<'a>(access: &Access, patient: &str, types: impl Iterator<Item = &'a str>) -> Vec<String> {
+    types
+        .filter(|t| {
+            Data::of(t).is_some_and(|d| {
+                !matches!(d, Data::Directory | Data::AuditTrail)
+                    && matches!(access.decide(d, Some(patient), Intent::Read), Decision::Allow { .. })
+            })
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `GET /fhir?_page=…`: the next page of an earlier search.
@@ -297,8 +304,11 @@ async fn run_search(
     search: Search,
     after: Option<After>,
 ) -> Response {
-    // One type: that type's filter. $everything: the types were already limited to what the
-    // caller may read of this one patient.
+    // One type: that type's filter. $everything (several types, one patient): the types
+    // the caller may read of that patient *now* — a next link sealed earlier carries the
+    // types of its time, and a care-team change or an expired break-glass grant since
+    // applies to every page.
+    let mut search = search;
     let filter = if search.types.len() == 1 {
         let data = Data::of(&search.types[0]).unwrap_or(Data::Clinical);
         if access::rule_for(caller.role, data).read == access::Reach::Nobody {
@@ -307,7 +317,17 @@ async fn run_search(
         }
         access.read_filter(data)
     } else {
-        PatientFilter::Any
+        let Some(patient) = search.patient.clone() else { return not_found() };
+        let readable = readable_compartment(&access, &patient, search.types.iter().map(String::as_str));
+        let demographics =
+            matches!(access.decide(Data::Demographics, Some(&patient), Intent::Read), Decision::Allow { .. });
+        if readable.is_empty() && !demographics {
+            slot.touch(Touch { resource_type: Some("Patient".into()), patient: Some(patient), ..Touch::default() });
+            slot.deny();
+            return not_found();
+        }
+        search.types = readable;
+        PatientFilter::Only(vec![patient])
     };
     let records = state.records.clone();
     let tenant = caller.tenant.clone();

@@ -238,6 +238,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sign_in_budgets_by_age ON sign_in_budgets (last_failure);
     ALTER TABLE mfa_challenges ADD COLUMN bucket BLOB;
     ALTER TABLE mfa_challenges ADD COLUMN known_device INTEGER NOT NULL DEFAULT 0;",
+    // 11: an idempotency key is remembered with a hash of its request, so the key with
+    // another body or target is refused instead of answered with the earlier write.
+    "ALTER TABLE idempotency ADD COLUMN request_hash BLOB;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

@@ -715,3 +715,51 @@ async fn next_links_reapply_the_callers_access_on_every_page() {
         assert_eq!(status, 404, "{id}");
     }
 }
+
+/// An idempotency key answers only its own request, and only to a caller who may still
+/// read what it made: a nurse off the care team replaying her old key (with its body, or
+/// with another patient's) gets neither the resource nor the clinician's later note.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_key_answers_only_its_own_request_and_only_while_readable() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let (own, other) = (w.patients[0].clone(), w.patients[2].clone());
+    let post = |body: &Value, key: &str| {
+        w.http
+            .post(format!("{}/fhir/Observation", w.base))
+            .bearer_auth(&w.tokens["demo.nurse"])
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+    };
+    let first = post(&glucose(&own), "nurse-key-1").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again: Value = post(&glucose(&own), "nurse-key-1").await.unwrap().json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "the same request again: the same resource");
+    let mut changed = glucose(&own);
+    changed["valueQuantity"]["value"] = json!(9.9);
+    let other_body = post(&changed, "nurse-key-1").await.unwrap();
+    assert_eq!(other_body.status(), 422, "the key with another body");
+
+    // A clinician adds a value and a note; the nurse leaves the care team.
+    let path = format!("/fhir/Observation/{}", first["id"].as_str().unwrap());
+    let mut noted = first.clone();
+    noted["valueQuantity"]["value"] = json!(7.7);
+    noted["note"] = json!([{"text": "SENTINEL-CLINICIAN-NOTE"}]);
+    assert_eq!(w.send(Method::PUT, "demo.clinician", &path, Some(&noted), Some("W/\"1\"")).await.0, 200);
+    w.store()
+        .lock()
+        .execute(
+            "DELETE FROM patient_links WHERE patient = ?1 AND user_id = (SELECT id FROM users WHERE username = 'demo.nurse')",
+            [&own],
+        )
+        .unwrap();
+    for body in [glucose(&own), glucose(&other)] {
+        let replay = post(&body, "nurse-key-1").await.unwrap();
+        let status = replay.status();
+        let text = replay.text().await.unwrap();
+        assert!(matches!(status.as_u16(), 404 | 422), "{status}");
+        assert!(!text.contains("SENTINEL-CLINICIAN-NOTE") && !text.contains("7.7"), "the replay gave the resource");
+    }
+}

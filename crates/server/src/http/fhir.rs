@@ -477,6 +477,12 @@ pub async fn create(
         Ok(created) => created,
         Err(r) => return r,
     };
+    // A replay answers with the resource as it is now: only if the caller may still read it.
+    if replayed && !matches!(access.decide(data, stored.patient.as_deref(), Intent::Read), Decision::Allow { .. }) {
+        slot.touch(touch(&stored, false));
+        slot.deny();
+        return not_found();
+    }
     slot.touch(touch(&stored, break_glass));
     if !replayed {
         slot.written_with_write();

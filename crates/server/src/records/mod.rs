@@ -202,18 +202,19 @@ impl Records {
     /// (`true`: replayed) instead of creating another.
     pub fn create(&self, tenant: &str, checked: Checked, writer: &Writer<'_>) -> Result<(Stored, bool), RecordError> {
         let once = writer.once();
+        let request = idempotency::request_hash("create", "", 0, &checked.value);
         let mut conn = self.store.lock();
         let now = commit_time();
         let tx = conn.transaction()?;
         if let Some(once) = once
-            && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "create", &checked.resource_type)?
+            && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "create", &checked.resource_type, &request)?
         {
             return Ok((earlier, true));
         }
         let id = crate::auth::secrets::new_id("r")?.replacen("r-", "", 1);
         let stored = write(&tx, &self.documents_key, tenant, checked, &id, 1, now, writer.user_id)?;
         if let Some(once) = once {
-            idempotency::remember(&tx, tenant, once, "create", &stored, now.unix_timestamp())?;
+            idempotency::remember(&tx, tenant, once, "create", &request, &stored, now.unix_timestamp())?;
         }
         writer.record(&tx, &stored)?;
         tx.commit()?;
@@ -233,11 +234,12 @@ impl Records {
         writer: &Writer<'_>,
     ) -> Result<(Stored, bool), RecordError> {
         let once = writer.once();
+        let request = idempotency::request_hash("update", id, expected_version, &checked.value);
         let mut conn = self.store.lock();
         let now = commit_time();
         let tx = conn.transaction()?;
         if let Some(once) = once
-            && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "update", &checked.resource_type)?
+            && let Some(earlier) = idempotency::replayed(&tx, tenant, once, "update", &checked.resource_type, &request)?
         {
             return Ok((earlier, true));
         }
@@ -255,7 +257,7 @@ impl Records {
         }
         let stored = write(&tx, &self.documents_key, tenant, checked, id, expected_version + 1, now, writer.user_id)?;
         if let Some(once) = once {
-            idempotency::remember(&tx, tenant, once, "update", &stored, now.unix_timestamp())?;
+            idempotency::remember(&tx, tenant, once, "update", &request, &stored, now.unix_timestamp())?;
         }
         writer.record(&tx, &stored)?;
         tx.commit()?;

@@ -241,6 +241,18 @@ const MIGRATIONS: &[&str] = &[
     // 11: an idempotency key is remembered with a hash of its request, so the key with
     // another body or target is refused instead of answered with the earlier write.
     "ALTER TABLE idempotency ADD COLUMN request_hash BLOB;",
+    // 12: each document knows its DocumentReference, so deleting the reference (or a new
+    // version that no longer links it) deletes the bytes in the same transaction. Existing
+    // documents are matched to the reference linking them; those no reference links any
+    // more (left behind by a deletion) are removed now.
+    "ALTER TABLE documents ADD COLUMN resource_id TEXT;
+    UPDATE documents SET resource_id = (
+        SELECT r.id FROM resources r, json_each(r.json, '$.content') c
+        WHERE r.tenant = documents.tenant AND r.type = 'DocumentReference'
+          AND json_extract(c.value, '$.attachment.url') = '/documents/' || documents.id
+        LIMIT 1);
+    DELETE FROM documents WHERE resource_id IS NULL;
+    CREATE INDEX documents_by_resource ON documents (tenant, resource_id);",
 ];
 
 /// The migration from which the audit trail lives in its own file.
@@ -381,10 +393,15 @@ fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(version), 0) FROM main.schema_version", [], |r| r.get(0))
 }
 
+/// Applies every migration the store has not recorded, in order, each in its own
+/// transaction with its record.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS main.schema_version (version INTEGER PRIMARY KEY) STRICT;")?;
-    let current = schema_version(conn)?;
-    for (version, sql) in (1_i64..).zip(MIGRATIONS).skip(usize::try_from(current).unwrap_or(0)) {
+    let applied: std::collections::HashSet<i64> = conn
+        .prepare("SELECT version FROM main.schema_version")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (version, sql) in (1_i64..).zip(MIGRATIONS).filter(|(version, _)| !applied.contains(version)) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;

@@ -656,6 +656,20 @@ impl World {
         DataDir::open(&self.dir.path().join("server")).unwrap().open_store().unwrap()
     }
 
+    /// A signed link to the first attachment of DocumentReference `stored`, for the patient.
+    async fn signed_link(&self, stored: &Value) -> String {
+        let url = stored["content"][0]["attachment"]["url"].as_str().unwrap();
+        let (status, link) = self.get("demo.patient", &format!("{url}/link")).await;
+        assert_eq!(status, 200);
+        link["url"].as_str().unwrap().to_owned()
+    }
+
+    /// The status of downloading `path` (a signed link) as the patient.
+    async fn download(&self, path: &str) -> u16 {
+        let request = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.tokens["demo.patient"]);
+        request.send().await.unwrap().status().as_u16()
+    }
+
     /// The `next` link of a searchset, as a path.
     fn next_of(&self, bundle: &Value) -> Option<String> {
         let link = bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?;
@@ -762,4 +776,46 @@ async fn a_replayed_key_answers_only_its_own_request_and_only_while_readable() {
         assert!(matches!(status.as_u16(), 404 | 422), "{status}");
         assert!(!text.contains("SENTINEL-CLINICIAN-NOTE") && !text.contains("7.7"), "the replay gave the resource");
     }
+}
+
+/// Deleting a DocumentReference deletes its bytes in the same transaction: the signed link
+/// handed out before stops working at once, and so does one for an attachment a new
+/// version of the reference no longer carries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_or_replaced_attachment_cannot_be_downloaded_any_more() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let own = w.patients[0].clone();
+    let document = |text: &str| {
+        json!({
+            "resourceType": "DocumentReference", "status": "current",
+            "subject": {"reference": format!("Patient/{own}")},
+            "content": [{"attachment": {"contentType": "text/plain",
+                "data": base64::engine::general_purpose::STANDARD.encode(text)}}]
+        })
+    };
+    let documents = || -> i64 {
+        w.store().read().query_row("SELECT count(*) FROM documents WHERE tenant = 'demo'", [], |r| r.get(0)).unwrap()
+    };
+    let before = documents();
+
+    let (status, deleted) = w.post("demo.clinician", "/fhir/DocumentReference", &document("a letter")).await;
+    assert_eq!(status, 201);
+    let link = w.signed_link(&deleted).await;
+    assert_eq!(w.download(&link).await, 200);
+    let path = format!("/fhir/DocumentReference/{}", deleted["id"].as_str().unwrap());
+    assert_eq!(w.send(Method::DELETE, "demo.clinician", &path, None, None).await.0, 204);
+    assert_eq!(w.download(&link).await, 404, "the bytes of a deleted reference");
+    assert_eq!(documents(), before, "nothing left behind");
+
+    let (_, replaced) = w.post("demo.clinician", "/fhir/DocumentReference", &document("version one")).await;
+    let old_link = w.signed_link(&replaced).await;
+    let mut second = document("version two");
+    second["id"] = replaced["id"].clone();
+    let path = format!("/fhir/DocumentReference/{}", replaced["id"].as_str().unwrap());
+    let (status, updated) = w.send(Method::PUT, "demo.clinician", &path, Some(&second), Some("W/\"1\"")).await;
+    assert_eq!(status, 200);
+    assert_eq!(w.download(&old_link).await, 404, "an attachment the new version dropped");
+    assert_eq!(w.download(&w.signed_link(&updated).await).await, 200);
+    assert_eq!(documents(), before + 1);
 }

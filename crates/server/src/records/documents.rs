@@ -74,12 +74,14 @@ fn aad(tenant: &str, id: &str) -> Vec<u8> {
     aad
 }
 
-/// Encrypts and stores `pending` for `patient`, inside the resource's own transaction.
+/// Encrypts and stores `pending` for `patient`, as the attachments of DocumentReference
+/// `resource_id`, inside the resource's own transaction.
 pub(super) fn store(
     tx: &Transaction<'_>,
     kek: &[u8; 32],
     tenant: &str,
     patient: &str,
+    resource_id: &str,
     pending: &[Pending],
 ) -> Result<(), RecordError> {
     for doc in pending {
@@ -89,11 +91,28 @@ pub(super) fn store(
         let ciphertext = keys::seal(&key, &aad, &doc.bytes)?;
         let wrapped = keys::seal(kek, &aad, key.as_slice())?;
         tx.execute(
-            "INSERT INTO documents (tenant, id, patient, content_type, wrapped_key, ciphertext)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![tenant, doc.id, patient, doc.content_type, wrapped, ciphertext],
+            "INSERT INTO documents (tenant, id, patient, content_type, wrapped_key, ciphertext, resource_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![tenant, doc.id, patient, doc.content_type, wrapped, ciphertext, resource_id],
         )?;
     }
+    Ok(())
+}
+
+/// Deletes the bytes of DocumentReference `resource_id` that its version `json` no longer
+/// links to (all of them when `json` is `None`: the reference was deleted), in the write's
+/// own transaction: from then on no signed link, old or new, reaches them.
+pub(super) fn forget_unlinked(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    resource_id: &str,
+    json: Option<&str>,
+) -> Result<(), RecordError> {
+    tx.prepare_cached(
+        "DELETE FROM documents WHERE tenant = ?1 AND resource_id = ?2 AND ('/documents/' || id) NOT IN
+             (SELECT coalesce(json_extract(c.value, '$.attachment.url'), '') FROM json_each(coalesce(?3, '{}'), '$.content') c)",
+    )?
+    .execute(params![tenant, resource_id, json])?;
     Ok(())
 }
 

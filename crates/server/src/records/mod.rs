@@ -458,7 +458,10 @@ fn write(
         insert.execute(params![tenant, resource_type, id, code.system, code.code])?;
     }
     if let Some(patient) = &patient {
-        documents::store(tx, documents_key, tenant, patient, &attachments)?;
+        documents::store(tx, documents_key, tenant, patient, id, &attachments)?;
+    }
+    if resource_type == "DocumentReference" {
+        documents::forget_unlinked(tx, tenant, id, Some(&json))?;
     }
     Ok(Stored { resource_type, id: id.to_owned(), version, patient, json, written_by: author.map(str::to_owned) })
 }

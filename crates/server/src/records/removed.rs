@@ -1,5 +1,6 @@
 //! Deletions, and the tombstones they leave so that devices remove their cached copies at
-//! their next sync (minimum necessary applies offline too).
+//! their next sync (minimum necessary applies offline too). A deleted DocumentReference's
+//! attachments are deleted with it.
 
 use rusqlite::params;
 
@@ -50,6 +51,10 @@ impl Records {
         ])?;
         tx.prepare_cached("INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
             .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
+        // A deleted reference takes its attachments with it: their links stop working now.
+        if resource_type == "DocumentReference" {
+            super::documents::forget_unlinked(&tx, tenant, id, None)?;
+        }
         writer.record(&tx, &stored)?;
         tx.commit()?;
         Ok(stored)

@@ -87,6 +87,11 @@ pub struct DeviceAuditReceipt {
     /// The batch continued the chain the server had seen from this user's devices; `false`
     /// means a gap, flagged in the trail for review.
     pub continued: bool,
+    /// Records about a patient this account could not read when they say it happened (or
+    /// claiming a break-glass grant the server never gave): each appended as a refused
+    /// record without the patient, for review, instead of in that patient's history.
+    #[serde(default)]
+    pub refused: usize,
 }
 
 /// The states a device's session records name (`session <state> (<reason>)`).

@@ -9,10 +9,19 @@
 //! - a batch that continues a known chain, or starts a new one: appended;
 //! - a batch that neither continues nor starts a chain (records dropped or rewritten on
 //!   the device): appended after a failed "gap" event that flags it for review.
+//!
+//! A device's word is not taken for whose record it read. A record about a patient goes
+//! into that patient's history only if the account could read the patient when the record
+//! says it happened — linked to them (self, proxy, care team) or holding a break-glass
+//! grant covering that moment — and no earlier than the account existed; a break-glass flag
+//! needs a grant the server gave. Anything else is appended as a refused record without the
+//! patient, for review; unknown and forbidden patients are treated alike, so an upload
+//! tells nothing about which ids exist.
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainHash, Outcome};
 use carekeep_protocol::sync::{DeviceAuditUpload, MAX_DEVICE_AUDIT_BATCH};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
+use time::format_description::well_known::Rfc3339;
 
 use crate::ServerError;
 use crate::auth::Principal;
@@ -41,6 +50,8 @@ pub struct Accepted {
     pub events: Vec<AuditEvent>,
     /// Whether the batch continued (or started) a chain.
     pub continued: bool,
+    /// Records about patients the account could not read then (appended as refusals).
+    pub refused: usize,
     /// The tip this batch replaces, if it continued one.
     replaces: Option<ChainHash>,
     /// The batch's newest record.
@@ -68,8 +79,7 @@ pub fn accept(
         if record.event.user.as_ref().is_some_and(|u| *u != caller.user_id) {
             return Err(UploadError::Invalid(format!("records[{i}]: recorded for another user")));
         }
-        check_fields(store, &caller.tenant, &record.event)
-            .map_err(|what| UploadError::Invalid(format!("records[{i}].{what}")))?;
+        check_fields(&record.event).map_err(|what| UploadError::Invalid(format!("records[{i}].{what}")))?;
     }
     let stream = upload.stream.as_str();
     let tips = known_tips(store, &caller.user_id, stream)?;
@@ -79,6 +89,8 @@ pub fn accept(
         None => (0, None),
     };
     let new = &records[skip..];
+    let readable = Readable::load(store, caller)?;
+    let now_unix = time::OffsetDateTime::parse(now_rfc3339, &Rfc3339).map_or(0, time::OffsetDateTime::unix_timestamp);
     let mut continued = true;
     if let Some(first) = new.first()
         && replaces.is_none()
@@ -109,20 +121,31 @@ pub fn accept(
     if !continued {
         events.push(marked(format!("device {stream} audit: gap in the device's chain"), Outcome::Failed, None));
     }
+    let mut refused = 0;
     for record in new {
         let e = &record.event;
         let occurred_at = e.occurred_at.clone().or_else(|| Some(e.recorded_at.clone()));
+        let Some(break_glass) = readable.vouches_for(e, occurred_at.as_deref(), now_unix) else {
+            refused += 1;
+            events.push(marked(
+                format!("device {stream}: refused record ({})", e.action),
+                Outcome::Denied,
+                occurred_at,
+            ));
+            continue;
+        };
         let mut event = marked(format!("device {stream}: {}", e.action), e.outcome, occurred_at);
         event.device = e.device.clone().or(event.device);
         event.resource_type.clone_from(&e.resource_type);
         event.resource_id.clone_from(&e.resource_id);
         event.patient.clone_from(&e.patient);
-        event.break_glass = e.break_glass;
+        event.break_glass = break_glass;
         events.push(event);
     }
     Ok(Accepted {
         events,
         continued,
+        refused,
         replaces,
         tip: new.last().map(|r| r.hash),
         stream,
@@ -154,9 +177,9 @@ impl Accepted {
 }
 
 /// A device's record carries only what the trail may hold: an action from the shared
-/// vocabulary (never free text), a served resource type, opaque ids, and a patient that
-/// exists in the caller's tenant — so nothing a device sends can put PHI into the trail.
-fn check_fields(store: &Store, tenant: &str, event: &AuditEvent) -> Result<(), String> {
+/// vocabulary (never free text), a served resource type and opaque ids — so nothing a device
+/// sends can put PHI into the trail. Whose record it was is checked apart ([`Readable`]).
+fn check_fields(event: &AuditEvent) -> Result<(), String> {
     if !carekeep_protocol::sync::is_device_action(&event.action) {
         return Err("action: not an action devices record".into());
     }
@@ -164,24 +187,63 @@ fn check_fields(store: &Store, tenant: &str, event: &AuditEvent) -> Result<(), S
         return Err("resource_type: not a type this server serves".into());
     }
     let opaque = |id: &Option<String>| id.as_deref().is_none_or(carekeep_fhir::is_valid_id);
-    if !opaque(&event.resource_id) || !opaque(&event.device) {
-        return Err("resource_id or device: not an opaque id".into());
-    }
-    if let Some(patient) = &event.patient {
-        let known: Option<i64> = store
-            .read()
-            .query_row(
-                "SELECT 1 FROM resources WHERE tenant = ?1 AND type = 'Patient' AND id = ?2",
-                params![tenant, patient],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|_| "patient: could not be checked".to_owned())?;
-        if known.is_none() {
-            return Err("patient: no such patient".into());
-        }
+    if !opaque(&event.resource_id) || !opaque(&event.device) || !opaque(&event.patient) {
+        return Err("resource_id, device or patient: not an opaque id".into());
     }
     Ok(())
+}
+
+/// Slack allowed between a device's clock and the server's, each way (seconds).
+const CLOCK_SLACK_SECS: i64 = 5 * 60;
+
+/// What the uploading account could read, and when: its links to patients, its break-glass
+/// grants (with their windows), and when it was created.
+struct Readable {
+    linked: std::collections::HashSet<String>,
+    grants: Vec<(String, i64, i64)>,
+    created_at: i64,
+}
+
+impl Readable {
+    fn load(store: &Store, caller: &Principal) -> Result<Self, UploadError> {
+        let conn = store.read();
+        let linked = conn
+            .prepare_cached("SELECT patient FROM patient_links WHERE user_id = ?1 AND tenant = ?2")?
+            .query_map(params![caller.user_id, caller.tenant], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let grants = conn
+            .prepare_cached(
+                "SELECT patient, opened_at, expires_at FROM break_glass WHERE user_id = ?1 AND tenant = ?2",
+            )?
+            .query_map(params![caller.user_id, caller.tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let created_at = conn
+            .prepare_cached("SELECT created_at FROM users WHERE id = ?1")?
+            .query_row([&caller.user_id], |r| r.get(0))?;
+        Ok(Self { linked, grants, created_at })
+    }
+
+    /// Whether `event`, which the device says happened at `occurred_at`, may name its
+    /// patient in the trail: `None` if not; else whether to flag it break-glass (the
+    /// account reached the patient only through a grant — whatever the device claimed).
+    fn vouches_for(&self, event: &AuditEvent, occurred_at: Option<&str>, now: i64) -> Option<bool> {
+        let Some(patient) = event.patient.as_deref() else { return (!event.break_glass).then_some(false) };
+        let at = occurred_at
+            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+            .map(time::OffsetDateTime::unix_timestamp)?;
+        if at > now + CLOCK_SLACK_SECS || at < self.created_at - CLOCK_SLACK_SECS {
+            return None;
+        }
+        let linked = self.linked.contains(patient);
+        let granted = self.grants.iter().any(|(p, opened, expires)| {
+            p == patient && *opened - CLOCK_SLACK_SECS <= at && at <= *expires + CLOCK_SLACK_SECS
+        });
+        match (linked, granted) {
+            (_, true) if event.break_glass || !linked => Some(true),
+            (true, _) if !event.break_glass => Some(false),
+            _ => None,
+        }
+    }
 }
 
 fn known_tips(store: &Store, user_id: &str, stream: &str) -> Result<Vec<ChainHash>, UploadError> {

@@ -670,6 +670,12 @@ impl World {
         request.send().await.unwrap().status().as_u16()
     }
 
+    /// How many records devices uploaded about `patient` are in their access history.
+    async fn device_history(&self, patient: &str) -> usize {
+        let (_, trail) = self.get("demo.admin", &format!("/fhir/AuditEvent?patient={patient}&_count=500")).await;
+        entries(&trail).iter().filter(|e| e["outcomeDesc"].as_str().is_some_and(|a| a.starts_with("device"))).count()
+    }
+
     /// The `next` link of a searchset, as a path.
     fn next_of(&self, bundle: &Value) -> Option<String> {
         let link = bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?;
@@ -818,4 +824,74 @@ async fn a_deleted_or_replaced_attachment_cannot_be_downloaded_any_more() {
     assert_eq!(w.download(&old_link).await, 404, "an attachment the new version dropped");
     assert_eq!(w.download(&w.signed_link(&updated).await).await, 200);
     assert_eq!(documents(), before + 1);
+}
+
+/// A device's audit records name a patient only if its account could read that patient
+/// when the record says it happened. A patient uploading "read from the device cache"
+/// records about someone else — flagged break-glass, dated 2020 — gets them appended as
+/// refusals for review, never into that person's access history; an unknown id and a
+/// forbidden one are answered alike. A clinician's records under a real grant are flagged.
+#[tokio::test(flavor = "multi_thread")]
+async fn device_audit_records_name_only_patients_the_account_could_read_then() {
+    use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
+    use carekeep_protocol::sync::{DeviceAuditUpload, DeviceStream, READ_FROM_CACHE};
+    let w = World::new().await;
+    let (own, outsider) = (w.patients[0].clone(), w.patients.last().unwrap().clone());
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let read = |patient: &str, at: &str, break_glass: bool| AuditEvent {
+        recorded_at: at.to_owned(),
+        occurred_at: Some(at.to_owned()),
+        tenant: "demo".into(),
+        user: None,
+        role: None,
+        device: None,
+        ip: None,
+        action: READ_FROM_CACHE.into(),
+        resource_type: Some("Observation".into()),
+        resource_id: None,
+        patient: Some(patient.to_owned()),
+        outcome: Outcome::Success,
+        break_glass,
+    };
+    let upload = |events: Vec<AuditEvent>| {
+        let mut records: Vec<AuditRecord> = Vec::new();
+        for event in events {
+            let next = AuditRecord::append(records.last(), event);
+            records.push(next);
+        }
+        serde_json::to_value(DeviceAuditUpload { stream: DeviceStream::Access, records }).unwrap()
+    };
+
+    let before = w.device_history(&outsider).await;
+    let forged = upload(vec![
+        read(&own, &now, false),
+        read(&outsider, "2020-01-01T00:00:00Z", true),
+        read(&outsider, &now, false),
+        read("no-such-patient", &now, false),
+    ]);
+    let (status, receipt) = w.post("demo.patient", "/audit/device", &forged).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!((receipt["appended"].as_u64(), receipt["refused"].as_u64()), (Some(4), Some(3)), "{receipt}");
+    assert_eq!(w.device_history(&outsider).await, before, "nothing entered the other patient's history");
+    assert_eq!(w.device_history(&own).await, 1, "the patient's own read did");
+
+    // A clinician under a real break-glass grant: the server flags the read itself; a flag
+    // the server never granted is refused.
+    let reason = json!({"patient": outsider, "reason": "unconscious in A&E, no team"});
+    assert_eq!(w.post("demo.clinician", "/break-glass", &reason).await.0, 201);
+    let (status, receipt) = w
+        .post(
+            "demo.clinician",
+            "/audit/device",
+            &upload(vec![read(&outsider, &now, false), read(&w.patients[6], &now, true)]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(receipt["refused"], 1, "{receipt}");
+    let (_, trail) = w.get("demo.admin", &format!("/fhir/AuditEvent?patient={outsider}")).await;
+    let device_read = entries(&trail)
+        .into_iter()
+        .find(|e| e["outcomeDesc"].as_str().is_some_and(|a| a.starts_with("device access")))
+        .expect("the clinician's read is in the patient's history");
+    assert_eq!(device_read["purposeOfEvent"][0]["coding"][0]["code"], "BTG");
 }

@@ -113,8 +113,7 @@ pub async fn upload_device_audit(
         }
         Err(_) => return failed(),
     };
-    let appended = accepted.events.len();
-    let continued = accepted.continued;
+    let (appended, continued, refused) = (accepted.events.len(), accepted.continued, accepted.refused);
     let events = accepted.events.clone();
     if state.audit.record(events).await.is_err() {
         return failed();
@@ -123,7 +122,7 @@ pub async fn upload_device_audit(
     if !matches!(remembered, Ok(Ok(()))) {
         return failed();
     }
-    Json(DeviceAuditReceipt { appended, continued }).into_response()
+    Json(DeviceAuditReceipt { appended, continued, refused }).into_response()
 }
 
 fn failed() -> Response {

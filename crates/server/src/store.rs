@@ -253,6 +253,16 @@ const MIGRATIONS: &[&str] = &[
         LIMIT 1);
     DELETE FROM documents WHERE resource_id IS NULL;
     CREATE INDEX documents_by_resource ON documents (tenant, resource_id);",
+    // 13: what a tenant's admins should look at (a clinician over the break-glass limit).
+    "CREATE TABLE admin_alerts (
+        id         TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL REFERENCES tenants (id),
+        kind       TEXT NOT NULL,
+        user_id    TEXT NOT NULL REFERENCES users (id),
+        raised_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX admin_alerts_by_tenant ON admin_alerts (tenant, raised_at);
+    CREATE INDEX break_glass_by_opening ON break_glass (user_id, opened_at);",
 ];
 
 /// The migration from which the audit trail lives in its own file.

@@ -895,3 +895,55 @@ async fn device_audit_records_name_only_patients_the_account_could_read_then() {
         .expect("the clinician's read is in the patient's history");
     assert_eq!(device_read["purposeOfEvent"][0]["coding"][0]["code"], "BTG");
 }
+
+/// Break-glass is held to the rules of a high-risk action by the server itself: a full
+/// sign-in within five minutes, a reason in words, and a limit per clinician — ten requests
+/// at the same instant open five grants, and the tenant's admins are alerted.
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_needs_a_fresh_sign_in_a_reason_and_stays_under_a_limit() {
+    let w = World::new().await;
+    let outsider = w.patients.last().unwrap().clone();
+    let ask = |reason: &str| json!({"patient": outsider, "reason": reason});
+    let (status, _) = w.post("demo.clinician", "/break-glass", &ask("xxxxxxxxxx")).await;
+    assert_eq!(status, 422, "a reason that says nothing");
+
+    let w = &w;
+    let requests = (0..10).map(|i| {
+        let body = ask(&format!("emergency admission number {i}, no team reachable"));
+        async move { w.post("demo.clinician", "/break-glass", &body).await.0 }
+    });
+    let statuses = futures_join_all(requests).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    let (status, alerts) = w.get("demo.admin", "/alerts").await;
+    assert_eq!(status, 200);
+    assert!(
+        alerts.as_array().unwrap().iter().any(|a| a["username"] == "demo.clinician" && a["kind"] == "break-glass-rate")
+    );
+    assert_eq!(w.get("demo.clinician", "/alerts").await.0, 403);
+
+    // Five minutes after the last full sign-in, the server asks for one again.
+    w.store().lock().execute("UPDATE devices SET full_auth_at = 0", []).unwrap();
+    let (status, refused) = w.post("demo.clinician", "/break-glass", &ask("unconscious in A&E, no team")).await;
+    assert_eq!((status, refused["error"].as_str()), (403, Some("step_up_required")));
+}
+
+/// Runs `futures` at once and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in pinned.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => *slot = Some(out),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    done.into_iter().map(Option::unwrap).collect()
+}

@@ -645,7 +645,9 @@ impl Auth {
         .map(|_| ())
     }
 
-    async fn require_step_up(&self, caller: &Principal, now: i64) -> Result<(), AuthError> {
+    /// Refuses unless the caller's device made a full sign-in (password and code) within
+    /// [`AuthPolicy::step_up_secs`]: what high-risk actions need (DESIGN.md §3).
+    pub async fn require_step_up(&self, caller: &Principal, now: i64) -> Result<(), AuthError> {
         let (store, device) = (self.store.clone(), caller.device_id.clone());
         let full_auth_at = self
             .blocking(move || {

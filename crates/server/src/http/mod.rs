@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sync/removed", get(sync::removed))
         .route("/audit/device", post(sync::upload_device_audit))
         .route("/break-glass", post(break_glass::open).get(break_glass::review))
+        .route("/alerts", get(break_glass::alerts))
         .route("/documents/{id}/link", get(documents::link))
         .route("/documents/{id}", get(documents::download))
         .merge(sign_in)

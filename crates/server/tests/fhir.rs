@@ -280,6 +280,10 @@ async fn invalid_resources_get_an_outcome_naming_the_problem() {
     number_as_string["valueQuantity"]["value"] = json!("5.4");
     let mut missing_required = glucose(&own);
     missing_required.as_object_mut().unwrap().remove("code");
+    // A patient of another server, by absolute URL: not filed under the local patient of
+    // the same id.
+    let mut elsewhere = glucose(&own);
+    elsewhere["subject"]["reference"] = json!(format!("https://ehr.elsewhere.example/fhir/Patient/{own}"));
     let cases = [
         ("Patient", patient(json!({"gender": "x"})), "Patient.gender"),
         ("Patient", patient(json!({"birthDate": "2020-13-01"})), "Patient.birthDate"),
@@ -288,6 +292,7 @@ async fn invalid_resources_get_an_outcome_naming_the_problem() {
         ("Observation", number_as_string, "Observation.valueQuantity.value"),
         ("Patient", patient(json!({"id": "has space"})), "Patient.id"),
         ("Observation", missing_required, "Observation.code"),
+        ("Observation", elsewhere, "Observation.subject"),
     ];
     for (resource_type, body, path) in cases {
         let (status, outcome) = w.post("demo.clinician", &format!("/fhir/{resource_type}"), &body).await;

@@ -175,6 +175,16 @@ impl Records {
                 meta.remove("lastUpdated");
             }
         }
+        if let Some(path) = absolute_patient_reference(&value) {
+            return Err(invalid(
+                &format!("{resource_type}.{path}"),
+                "value",
+                &format!(
+                    "{resource_type}.{path}: refer to the patient as Patient/<id>; a reference to a patient on another \
+                     server is not accepted"
+                ),
+            ));
+        }
         let raw = value.to_string();
         let indexed =
             carekeep_fhir::index_resource(&value, &raw, resource_type, None, &carekeep_fhir::References::default())
@@ -346,6 +356,25 @@ impl Records {
         )?;
         Ok(())
     }
+}
+
+/// Where a resource points at its patient with an absolute URL (`https://elsewhere/fhir/
+/// Patient/1`): such a record is about a patient of another server, and filing it under
+/// this server's `Patient/1` would put it in the wrong person's record.
+fn absolute_patient_reference(value: &Value) -> Option<String> {
+    let absolute = |r: &Value| {
+        r.get("reference").and_then(Value::as_str).is_some_and(|r| r.contains("://") && r.contains("Patient/"))
+    };
+    for field in ["subject", "patient"] {
+        if value.get(field).is_some_and(absolute) {
+            return Some(format!("{field}.reference"));
+        }
+    }
+    let participants = value.get("participant").and_then(Value::as_array).into_iter().flatten();
+    participants
+        .enumerate()
+        .find(|(_, p)| p.get("actor").is_some_and(absolute))
+        .map(|(i, _)| format!("participant[{i}].actor.reference"))
 }
 
 /// The current version of `resource_type/id` in `tenant`, read on `conn`.

@@ -45,6 +45,10 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     // Public, PHI-free endpoints are not audited.
     http.get(format!("{base}/fhir/metadata")).send().await.unwrap();
     http.get(format!("{base}/policy/key")).send().await.unwrap();
+    // An unknown path and a method a route does not take are, without the path itself.
+    let probe = http.get(format!("{base}/fhir/Patient/{AMY}/history/x")).bearer_auth(access).send().await.unwrap();
+    assert_eq!(probe.status(), 404);
+    assert_eq!(http.patch(format!("{base}/policy")).send().await.unwrap().status(), 405);
 
     let trail = records(&data);
     let summary: Vec<(String, Outcome, Option<String>)> =
@@ -57,6 +61,8 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
             ("POST /auth/mfa".into(), Outcome::Success, Some(amy.id.clone())),
             ("GET /policy".into(), Outcome::Success, Some(amy.id.clone())),
             ("GET /policy".into(), Outcome::Denied, None),
+            ("GET (no such route)".into(), Outcome::Failed, None),
+            ("PATCH /policy".into(), Outcome::Failed, None),
         ]
     );
     assert_eq!(trail[3].event.tenant, "clinic-1");
@@ -70,7 +76,7 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
 
     let ok = verify(&root);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 5 records"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 7 records"));
 
     // An insider turns a denied attempt into a success: named at its record.
     let store = data.open_store().unwrap();

@@ -105,7 +105,12 @@ fn outcome(status: StatusCode) -> Outcome {
     }
 }
 
-/// Appends the request's record, then lets the response go.
+/// The routes anyone may read without a record: public, PHI-free documents.
+pub const PUBLIC_ROUTES: [&str; 2] = ["/fhir/metadata", "/policy/key"];
+
+/// Appends the request's record, then lets the response go. Every request is audited —
+/// unknown paths and methods a route does not take included — but a GET of a public,
+/// PHI-free route.
 ///
 /// The request is handled, and its record appended, on a task of its own: a client that
 /// hangs up mid-request (a device killed, a network lost) cancels neither a write half-way
@@ -116,6 +121,10 @@ pub async fn audit(
     request: Request,
     next: Next,
 ) -> Response {
+    let public = request.extensions().get::<MatchedPath>().is_some_and(|p| PUBLIC_ROUTES.contains(&p.as_str()));
+    if public && matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
+        return next.run(request).await;
+    }
     let handled = tokio::spawn(handle_and_record(state, addr, request, next));
     handled.await.unwrap_or_else(|_| {
         tracing::error!("a request handler panicked");
@@ -153,8 +162,9 @@ fn event(learned: &Learned, recorded_at: &str, touch: Touch, outcome: Outcome) -
 
 async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Request, next: Next) -> Response {
     let slot = AuditSlot::default();
-    // The route template, never the concrete path: ids stay out of the action.
-    let route = request.extensions().get::<MatchedPath>().map_or("?", |p| p.as_str()).to_owned();
+    // The route template, never the concrete path: ids (and whatever else a path holds)
+    // stay out of the action.
+    let route = request.extensions().get::<MatchedPath>().map_or("(no such route)", |p| p.as_str()).to_owned();
     slot.start(addr.ip().to_string(), format!("{} {route}", request.method()));
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;

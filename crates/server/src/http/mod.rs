@@ -97,7 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout));
     // Everything but the public metadata and key is audited (the audit layer outermost, so
-    // rate-limited attempts are recorded too).
+    // throttled attempts are recorded too).
     let audited = Router::new()
         .route("/policy", get(session::policy))
         .route("/devices", get(session::devices))
@@ -114,13 +114,15 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(break_glass::alerts))
         .route("/documents/{id}/link", get(documents::link))
         .route("/documents/{id}", get(documents::download))
-        .merge(sign_in)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit));
+        .merge(sign_in);
+    // The audit wraps every route, the fallback and every 405 (only public GETs pass
+    // unrecorded, see `audit::PUBLIC_ROUTES`).
     Router::new()
         .route("/fhir/metadata", get(metadata::capability_statement))
         .route("/policy/key", get(session::policy_key))
         .merge(audited)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit))
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(headers::security_headers))

@@ -17,6 +17,7 @@ use carekeep_e2e::proxy::{Fault, FaultyProxy};
 use carekeep_e2e::{Device, Running, SyncedDevice, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Writer;
+use serde_json::json;
 
 const DEMO: &str = carekeep_server::seed::DEMO_TENANT;
 
@@ -152,12 +153,18 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
     let records = world.records();
     let mut elsewhere: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     elsewhere["status"] = "amended".into();
+    // The server's version carries a narrative, as server resources do: markup no view of
+    // this device may show (the pending screen showed it once).
+    let narrative =
+        json!({"status": "generated", "div": "<div><img src=x onerror=alert('NARRATIVE-SENTINEL')/></div>"});
+    elsewhere["text"] = narrative.clone();
     let checked = records.check(elsewhere, "Observation").unwrap();
     // The patient's other device: the same author, so the edit below meets a conflict, not a
     // refusal to change someone else's record.
     records.update(DEMO, &mine.id, checked, 1, &Writer::user(&world.user_id, None)).unwrap();
     let mut edited: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     edited["component"][0]["valueQuantity"]["value"] = 131.into();
+    edited["text"] = narrative;
     account
         .queue_write(&PendingWrite {
             method: WriteMethod::Update,
@@ -165,11 +172,21 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
             if_match: mine.version_id.clone(),
         })
         .unwrap();
+    let pending = account.pending_writes().unwrap();
+    assert!(pending.iter().all(|w| !w.body.contains("NARRATIVE-SENTINEL")), "a pending write shows no narrative");
     let report = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(report.conflicts, 1, "{report:?}");
     let conflict = account.set_aside_writes().unwrap().into_iter().find(|s| s.kind == SetAsideKind::Conflict).unwrap();
     assert!(conflict.write.body.contains("131"), "this device's version is kept");
     assert!(conflict.server_version.as_deref().unwrap().contains("amended"), "and the server's");
+    for shown in [conflict.write.body.as_str(), conflict.server_version.as_deref().unwrap()] {
+        assert!(!shown.contains("NARRATIVE-SENTINEL"), "a set-aside write shows no narrative");
+    }
+    let records = account
+        .read_records(&ResourceQuery { resource_type: "Observation".into(), ..ResourceQuery::default() })
+        .unwrap();
+    assert!(records.iter().all(|r| !r.json.contains("NARRATIVE-SENTINEL")), "records show no narrative");
+    assert!(records.iter().any(|r| r.json.contains("amended")), "the server's version is in the cache");
     // Keeping mine sends it again on top of the server's version: nothing was overwritten
     // without the person deciding.
     account.resolve(conflict.seq, Resolution::KeepMine).unwrap();

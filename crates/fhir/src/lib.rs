@@ -4,10 +4,12 @@
 
 mod dates;
 mod index;
+mod narrative;
 mod types;
 
 pub use dates::{is_valid_instant, sortable_date_time};
 pub use index::{CodeEntry, IndexedResource, References, id_from_full_url, index_resource};
+pub use narrative::without_narrative;
 pub use types::is_r4_resource_type;
 
 /// A resource that is not valid FHIR R4 JSON: where, and what is wrong, in words that never

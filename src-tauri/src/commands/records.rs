@@ -1,9 +1,9 @@
 //! Reading the cache: resources by type, lab trends, the device's access log, and export.
 //! Every read goes through the core, which logs it in the access log.
 //!
-//! FHIR narrative (`text`) is untrusted HTML from the server: it never reaches the webview.
-//! The UI renders structured fields as text only, so a `<script>` or an `onerror=` in a
-//! narrative has nowhere to run.
+//! FHIR narrative (`text`) is untrusted HTML from the server: the core hands out no view
+//! with it (every view is narrative-free), and the UI renders structured fields as
+//! text only, so a `<script>` or an `onerror=` in a narrative has nowhere to run.
 
 use carekeep_core::store::{CodeFilter, ResourceQuery};
 use serde::Serialize;
@@ -15,7 +15,7 @@ use crate::shell::Shell;
 use crate::views::CommandResult;
 
 /// Cached resources of one type (of one patient, or of all the patients kept), oldest first,
-/// without their narrative.
+/// as the core shows them (without narrative).
 #[tauri::command]
 pub async fn records(
     shell: State<'_, Shell>,
@@ -33,7 +33,7 @@ pub async fn records(
         ..ResourceQuery::default()
     };
     let found = account(&shell).await?.read_records(&query)?;
-    Ok(found.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).map(without_narrative).collect())
+    Ok(found.iter().filter_map(|r| serde_json::from_str(&r.json).ok()).collect())
 }
 
 /// One point of a trend chart.
@@ -122,37 +122,9 @@ fn is_resource_type(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-/// The resource without its narrative (`text`, and the narratives of contained resources).
-fn without_narrative(mut resource: Value) -> Value {
-    if let Some(object) = resource.as_object_mut() {
-        object.remove("text");
-        if let Some(Value::Array(contained)) = object.get_mut("contained") {
-            for inner in contained {
-                if let Some(inner) = inner.as_object_mut() {
-                    inner.remove("text");
-                }
-            }
-        }
-    }
-    resource
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{is_resource_type, without_narrative};
-
-    #[test]
-    fn narratives_never_reach_the_webview() {
-        let hostile = serde_json::json!({
-            "resourceType": "Observation",
-            "text": {"status": "generated", "div": "<div><img src=x onerror=alert(1)><script>alert(2)</script></div>"},
-            "contained": [{"resourceType": "Patient", "text": {"div": "<script>alert(3)</script>"}}],
-            "status": "final"
-        });
-        let shown = without_narrative(hostile).to_string();
-        assert!(!shown.contains("onerror") && !shown.contains("<script>"), "{shown}");
-        assert!(shown.contains("\"status\":\"final\""));
-    }
+    use super::is_resource_type;
 
     #[test]
     fn only_resource_type_names_are_queried() {

@@ -13,9 +13,13 @@ use crate::Result;
 use crate::store::{CodeFilter, ResourceQuery, StoredResource, TrendPoint, patient_reference};
 
 impl Account {
-    /// The cached resources matching `query`, while unlocked; logged as viewed.
+    /// The cached resources matching `query`, while unlocked, as views: without their
+    /// narrative (untrusted markup, see [`carekeep_fhir::without_narrative`]); logged as viewed.
     pub fn read_records(&mut self, query: &ResourceQuery) -> Result<Vec<StoredResource>> {
-        let found = self.store()?.search(query)?;
+        let mut found = self.store()?.search(query)?;
+        for resource in &mut found {
+            resource.json = shown(&resource.json)?;
+        }
         // Looking into a patient's record is an access even when it shows nothing.
         let patients: BTreeSet<Option<String>> = match query.patient.as_deref() {
             Some(patient) => BTreeSet::from([Some(bare(patient).to_owned())]),
@@ -89,6 +93,11 @@ impl Account {
         }
         store.log_access(&records)
     }
+}
+
+/// A stored resource's JSON as a view shows it: without its narrative.
+pub(super) fn shown(json: &str) -> Result<String> {
+    carekeep_fhir::without_narrative(json).ok_or(crate::Error::CorruptCache)
 }
 
 fn bare(reference: &str) -> &str {

@@ -98,14 +98,25 @@ impl Account {
         }))
     }
 
-    /// Writes waiting to be sent, oldest first (to show as pending).
+    /// Writes waiting to be sent, oldest first, to show as pending: without narrative (an
+    /// update's body began as the server's resource).
     pub fn pending_writes(&mut self) -> Result<Vec<OutboxEntry>> {
-        self.store()?.outbox().peek(usize::MAX)
+        let mut pending = self.store()?.outbox().peek(usize::MAX)?;
+        for write in &mut pending {
+            write.body = super::reading::shown(&write.body)?;
+        }
+        Ok(pending)
     }
 
-    /// Writes the server refused or found in conflict, with its version or reason.
+    /// Writes the server refused or found in conflict, with its version or reason, to show:
+    /// without narrative (the server's version is the server's resource).
     pub fn set_aside_writes(&mut self) -> Result<Vec<SetAside>> {
-        self.store()?.set_aside_writes()
+        let mut aside = self.store()?.set_aside_writes()?;
+        for write in &mut aside {
+            write.write.body = super::reading::shown(&write.write.body)?;
+            write.server_version = write.server_version.as_deref().map(super::reading::shown).transpose()?;
+        }
+        Ok(aside)
     }
 
     /// Settles a set-aside write as the person decided.

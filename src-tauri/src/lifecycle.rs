@@ -20,8 +20,17 @@ pub fn start(app: &AppHandle) {
         loop {
             interval.tick().await;
             let shell = ticker.state::<Shell>();
-            // Busy (a sync, a sign-in): the next tick applies the timers.
-            let Ok(mut slot) = shell.account.try_lock() else { continue };
+            // Busy (a sync, a slow server): the timers wait for the command, unless the idle
+            // limit has passed meanwhile — then the command lets go and the lock happens now.
+            let Ok(mut slot) = shell.account.try_lock() else {
+                if shell.idle_overdue() {
+                    // Once: the next tick that holds the account reads the limit again.
+                    shell.note_idle_limit(None);
+                    apply(&ticker, Account::tick, "idle");
+                }
+                continue;
+            };
+            shell.note_idle_limit(slot.as_ref().and_then(Account::idle_limit));
             if slot.as_mut().is_some_and(Account::tick) {
                 drop(slot);
                 shell.notify_locked(LockNotice { reason: "idle" });
@@ -72,7 +81,7 @@ pub fn renderer_lost(app: &AppHandle) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let shell = app.state::<Shell>();
-        if let Some(account) = shell.account.lock().await.as_mut() {
+        if let Some(account) = shell.account_for_lock().await.as_mut() {
             // The keys are dropped before anything can fail here.
             let _ = account.lock();
         }
@@ -83,13 +92,14 @@ pub fn renderer_lost(app: &AppHandle) {
     });
 }
 
-/// Reports a lifecycle `event` to the account (if one is open) on the async runtime; if the
+/// Reports a lifecycle `event` to the account (if one is open) on the async runtime, at
+/// once — a command holding the account (a sync, a slow server) is made to let go; if the
 /// core locked because of it, tells the UI to wipe its views, naming `reason`.
 fn apply(app: &AppHandle, event: fn(&mut Account) -> bool, reason: &'static str) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let shell = app.state::<Shell>();
-        let locked = shell.account.lock().await.as_mut().is_some_and(event);
+        let locked = shell.account_for_lock().await.as_mut().is_some_and(event);
         if locked {
             shell.notify_locked(LockNotice { reason });
         }

@@ -27,7 +27,16 @@ pub struct Shell {
     lock_on_blur: AtomicBool,
     /// Copies of record text, taken back after a minute or on lock.
     pub clipboard: crate::clipboard::Clipboard,
+    /// Rung when a lock is due while a command holds the account: long commands (a sync,
+    /// a download, anything waiting on the server) stop at once and let go of it.
+    interrupt: tokio::sync::Notify,
+    /// The person's last input, and the idle limit the core last said was in force: so an
+    /// idle lock falling due during a long command is noticed without the account.
+    idle: std::sync::Mutex<(std::time::Instant, Option<std::time::Duration>)>,
 }
+
+/// How long a lifecycle event waits for the account before asking a command to let go.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Shell {
     /// The shell for this run: the server configuration from `CAREKEEP_SERVER_CONFIG`, the
@@ -45,7 +54,49 @@ impl Shell {
             // Linux cannot keep the window out of screenshots, so there the safer default is on.
             lock_on_blur: AtomicBool::new(!crate::platform::CAN_BLOCK_CAPTURE),
             clipboard: crate::clipboard::Clipboard::default(),
+            interrupt: tokio::sync::Notify::new(),
+            idle: std::sync::Mutex::new((std::time::Instant::now(), None)),
         })
+    }
+
+    /// The person did something: noted at once, even while a command holds the account.
+    pub fn note_input(&self) {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = std::time::Instant::now();
+    }
+
+    /// The idle limit now in force (from the account, whenever the ticker holds it).
+    pub fn note_idle_limit(&self, limit: Option<std::time::Duration>) {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = limit;
+    }
+
+    /// Whether the idle limit has passed since the last input, as far as the shell knows.
+    pub fn idle_overdue(&self) -> bool {
+        let (last, limit) = *self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        limit.is_some_and(|limit| last.elapsed() >= limit)
+    }
+
+    /// Runs `work` — a command's use of the account, typically waiting on the server —
+    /// until it ends or a lock is due ([`Shell::account_for_lock`]): then it is dropped where
+    /// it waits (the core's steps are each safe to cut short, as a crash would) and the
+    /// command answers [`Error::Locked`].
+    pub async fn until_lock<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        tokio::select! {
+            biased;
+            () = self.interrupt.notified() => Err(Error::Locked),
+            done = work => done,
+        }
+    }
+
+    /// The account's slot for a lifecycle event that may lock it. A lock must take effect
+    /// within a second whatever else runs: if a command holds the account, it is asked to
+    /// let go (see [`Shell::until_lock`]) until it does.
+    pub async fn account_for_lock(&self) -> tokio::sync::MutexGuard<'_, Option<Account>> {
+        loop {
+            if let Ok(slot) = tokio::time::timeout(LOCK_PATIENCE, self.account.lock()).await {
+                return slot;
+            }
+            self.interrupt.notify_waiters();
+        }
     }
 
     /// The keychain of this OS.

@@ -179,9 +179,15 @@ pub fn free_port() -> u16 {
 
 /// The app's `server.json` for `running`, pinned to the world's keys.
 pub fn write_config(dir: &Path, world: &World, running: &Running) -> PathBuf {
+    write_config_at(dir, world, &running.url())
+}
+
+/// The app's `server.json` for the server at `url` (a proxy in front of it), pinned to the
+/// world's keys.
+pub fn write_config_at(dir: &Path, world: &World, url: &carekeep_core::net::ServerUrl) -> PathBuf {
     let pins = world.data.pins().unwrap();
     let config = json!({
-        "server": running.url().as_str(),
+        "server": url.as_str(),
         "pins": [pins.live.to_string(), pins.backup.to_string()],
         "pins_expire": "2099-01-01",
     });

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use carekeep_e2e::app_driver::{
     App, WindowManager, clipboard_text, copy_in_another_app, count_renderers, kill_renderers, window_titled,
-    write_config, xdotool,
+    write_config, write_config_at, xdotool,
 };
+use carekeep_e2e::proxy::{Fault, FaultyProxy};
 use carekeep_e2e::{Running, World};
 use carekeep_protocol::auth::Role;
 use carekeep_server::records::Records;
@@ -162,12 +163,7 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.copy_text_of(".record h2").await;
     app.wait_text("#banner", "removes it from the clipboard").await;
     assert!(clipboard_text().contains(phi[0].as_str()));
-    let signal = Command::new("dbus-send")
-        .args(["--session", "--type=signal", "/org/freedesktop/ScreenSaver"])
-        .args(["org.freedesktop.ScreenSaver.ActiveChanged", "boolean:true"])
-        .status()
-        .unwrap();
-    assert!(signal.success());
+    lock_the_screen();
     app.wait("#lock-title").await;
     app.assert_no_phi(&phi, "after the OS screen lock").await;
     assert!(!clipboard_text().contains(phi[0].as_str()), "the lock took the copy back");
@@ -204,6 +200,68 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.wait("#signin-title").await;
     app.assert_no_phi(&phi, "after sign-out").await;
     assert!(!session_file.exists(), "sign-out removes the session facts");
+    app.quit().await;
+}
+
+/// The OS locks the screen: the screensaver's signal on the session bus, as GNOME and KDE
+/// send it.
+fn lock_the_screen() {
+    let signal = Command::new("dbus-send")
+        .args(["--session", "--type=signal", "/org/freedesktop/ScreenSaver"])
+        .args(["org.freedesktop.ScreenSaver.ActiveChanged", "boolean:true"])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+}
+
+/// A lock takes effect at once whatever else runs: with a sync stuck on a slow server (the
+/// test's proxy holds every request for a minute), the OS screen lock wipes the page and
+/// drops the key within a second or two — the core records the lock then, not when the
+/// sync would have ended.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the app binary, tauri-driver and a display: run by `cargo xtask test` under xvfb-run"]
+async fn the_screen_lock_during_a_slow_sync_locks_at_once() {
+    let world = World::demo(Role::Patient);
+    let phi = sentinels(&fixture_patient(0));
+    let running = Running::start(&world.data).await;
+    let proxy = FaultyProxy::start(&world.data, running.port_number(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_at(dir.path(), &world, &proxy.url());
+    let profile = dir.path().join("profile");
+    let app = App::launch(&config, &profile).await;
+    app.wait("#signin-title").await;
+    app.sign_in_and_sync(&world, 0).await;
+    app.wait_text(".record h2", phi[0].as_str()).await;
+
+    proxy.set(Fault::Slow(Duration::from_secs(60)));
+    let before = proxy.requests();
+    app.click("#sync").await;
+    while proxy.requests() == before {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let locks_recorded = || {
+        let queue = std::fs::read_to_string(profile.join("audit-queue.jsonl")).unwrap_or_default();
+        queue.matches("session locked (os-locked)").count()
+    };
+    let already = locks_recorded();
+    let locked_at = std::time::Instant::now();
+    lock_the_screen();
+    app.client.wait().at_most(Duration::from_secs(3)).for_element(Locator::Css("#lock-title")).await.unwrap();
+    while locks_recorded() == already {
+        assert!(locked_at.elapsed() < Duration::from_secs(3), "the core did not lock while the sync waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(locked_at.elapsed() < Duration::from_secs(3), "locked only after {:?}", locked_at.elapsed());
+    app.assert_no_phi(&phi, "after the screen lock during a sync").await;
+    app.screenshot("11-locked-during-sync").await;
+
+    // Nothing was lost: unlocked, the next sync (the server answering again) completes.
+    proxy.set(Fault::None);
+    app.type_into("form.lock input[name=password]", &world.password).await;
+    app.click("form.lock button[type=submit]").await;
+    app.wait_text(".record h2", phi[0].as_str()).await;
+    app.click("#sync").await;
+    app.wait_text("#banner", "Synced").await;
     app.quit().await;
 }
 

@@ -45,7 +45,9 @@ pub async fn open_document(
     document: String,
     attachment: usize,
 ) -> CommandResult<DocumentView> {
-    let opened = account(&shell).await?.open_document(&document, attachment).await?;
+    let mut account = account(&shell).await?;
+    let opened = shell.until_lock(account.open_document(&document, attachment)).await?;
+    drop(account);
     view(&opened.content_type, &opened.bytes)
 }
 

@@ -91,7 +91,8 @@ pub async fn access_log(shell: State<'_, Shell>) -> CommandResult<Vec<AccessView
 /// the server: offline, the UI shows this device's log alone).
 #[tauri::command]
 pub async fn server_access_log(shell: State<'_, Shell>) -> CommandResult<Vec<carekeep_core::account::ServerAccess>> {
-    Ok(account(&shell).await?.server_access_history().await?)
+    let mut account = account(&shell).await?;
+    Ok(shell.until_lock(account.server_access_history()).await?)
 }
 
 /// Saves one patient's cached record as a FHIR Bundle in the Downloads folder, readable

@@ -49,14 +49,16 @@ pub fn set_lock_on_blur(shell: State<'_, Shell>, on: bool) {
 /// The user's devices at the server, this one marked.
 #[tauri::command]
 pub async fn devices(shell: State<'_, Shell>) -> CommandResult<Vec<DeviceInfo>> {
-    Ok(account(&shell).await?.devices().await?)
+    let mut account = account(&shell).await?;
+    Ok(shell.until_lock(account.devices()).await?)
 }
 
 /// Signs another of the user's devices out (a lost phone): it erases its copy at its next
 /// contact.
 #[tauri::command]
 pub async fn revoke_device(shell: State<'_, Shell>, device_id: String) -> CommandResult<()> {
-    Ok(account(&shell).await?.revoke_device(&device_id).await?)
+    let mut account = account(&shell).await?;
+    Ok(shell.until_lock(account.revoke_device(&device_id)).await?)
 }
 
 /// A new authenticator to scan: shown once, held by nothing but the screen showing it.
@@ -71,7 +73,9 @@ pub struct AuthenticatorSetup {
 /// Starts replacing the authenticator (needs a recent full sign-in: `step-up` otherwise).
 #[tauri::command]
 pub async fn begin_authenticator_change(shell: State<'_, Shell>) -> CommandResult<AuthenticatorSetup> {
-    let enrollment = account(&shell).await?.begin_authenticator_change().await?;
+    let mut account = account(&shell).await?;
+    let enrollment = shell.until_lock(account.begin_authenticator_change()).await?;
+    drop(account);
     let uri = tauri::Url::parse(enrollment.otpauth_uri.expose()).map_err(|_| carekeep_core::Error::ServerMalformed)?;
     let secret = uri
         .query_pairs()
@@ -88,7 +92,8 @@ pub async fn begin_authenticator_change(shell: State<'_, Shell>) -> CommandResul
 /// Makes the new authenticator the only one, given a code from it.
 #[tauri::command]
 pub async fn confirm_authenticator(shell: State<'_, Shell>, code: String) -> CommandResult<()> {
-    Ok(account(&shell).await?.confirm_authenticator(&code).await?)
+    let mut account = account(&shell).await?;
+    Ok(shell.until_lock(account.confirm_authenticator(&code)).await?)
 }
 
 /// Signs out every device of the user, this one last; the UI wipes its views.

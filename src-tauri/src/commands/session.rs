@@ -51,7 +51,8 @@ async fn full_sign_in(shell: &Shell, username: &str, password: Password, code: &
         code,
         device_name: DEVICE_NAME,
     };
-    let mut account = Account::sign_in(&shell.profile, Shell::keychain(), Arc::new(SystemClock), request).await?;
+    let signing_in = Account::sign_in(&shell.profile, Shell::keychain(), Arc::new(SystemClock), request);
+    let mut account = shell.until_lock(signing_in).await?;
     let view = SessionView::of(&account.status());
     *slot = Some(account);
     Ok(view)
@@ -92,6 +93,7 @@ pub async fn lock(shell: State<'_, Shell>) -> CommandResult<SessionView> {
 /// seconds while keys or pointer move).
 #[tauri::command]
 pub async fn user_active(shell: State<'_, Shell>) -> CommandResult<()> {
+    shell.note_input();
     if let Some(account) = shell.account.lock().await.as_mut() {
         account.user_input();
     }

@@ -35,7 +35,7 @@ pub async fn sync(shell: State<'_, Shell>, on_progress: Channel<SyncProgressView
         // A closed channel only means the page stopped listening.
         let _ = on_progress.send(SyncProgressView { phase: p.phase.label(), done: p.done, total: p.total });
     };
-    let report = account.sync(&mut report_progress).await?;
+    let report = shell.until_lock(account.sync(&mut report_progress)).await?;
     Ok(SyncView {
         writes_sent: report.writes_sent,
         conflicts: report.conflicts,
@@ -50,5 +50,6 @@ pub async fn sync(shell: State<'_, Shell>, on_progress: Channel<SyncProgressView
 /// review (the core asks for step-up first, and the server flags every access).
 #[tauri::command]
 pub async fn break_glass(shell: State<'_, Shell>, patient: String, reason: String) -> CommandResult<usize> {
-    Ok(account(&shell).await?.break_glass(&patient, &reason).await?)
+    let mut account = account(&shell).await?;
+    Ok(shell.until_lock(account.break_glass(&patient, &reason)).await?)
 }

@@ -11,6 +11,11 @@ impl Account {
         self.session.input();
     }
 
+    /// The idle limit in force while unlocked (`None` when locked).
+    pub fn idle_limit(&self) -> Option<std::time::Duration> {
+        self.session.idle_limit()
+    }
+
     /// Applies the idle limit and the background grace. `true`: this locked the account
     /// just now, and every view of records must go. Call it every second or so.
     pub fn tick(&mut self) -> bool {

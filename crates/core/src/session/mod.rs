@@ -273,6 +273,12 @@ impl Session {
         }
     }
 
+    /// The idle limit in force while unlocked (`None` when locked): for a shell that must
+    /// notice an idle lock falling due while a long command holds the account.
+    pub fn idle_limit(&self) -> Option<Duration> {
+        if self.state == State::Unlocked { self.rules.map(|r| r.idle_lock) } else { None }
+    }
+
     /// Applies the timers: the idle limit, and the background grace. Call it often (every
     /// few seconds) and before showing anything.
     pub fn tick(&mut self) -> Option<Transition> {

@@ -22,8 +22,10 @@ pub enum Error {
         attempts_left: u32,
     },
 
-    /// Too many recent wrong passwords: the next attempt must wait.
-    #[error("Too many wrong passwords. Wait {} seconds, then try again.", retry_after.as_secs().max(1))]
+    /// Too many recent unlock attempts: the next must wait. An attempt counts from the moment
+    /// it starts, so one cut short (the app killed during the password check) counts too —
+    /// hence "attempts", not "wrong passwords".
+    #[error("Too many unlock attempts. Wait {} seconds, then try again.", retry_after.as_secs().max(1))]
     UnlockBackoff {
         /// How long until the next attempt is accepted.
         retry_after: Duration,
@@ -31,7 +33,7 @@ pub enum Error {
 
     /// The failed-attempt limit was reached and the local cache has been erased.
     #[error(
-        "Too many wrong passwords: this device's copy of your records was erased to protect it. Sign in again with your password and authenticator code to download them again."
+        "Too many unlock attempts: this device's copy of your records was erased to protect it. Sign in again with your password and authenticator code to download them again."
     )]
     WipedAfterFailedAttempts,
 

@@ -109,6 +109,22 @@ fn setting_the_clock_back_does_not_shorten_the_backoff() {
     vault.unlock_with_password(&password()).unwrap();
 }
 
+/// An attempt counts from the moment it starts, so a check cut short (the app killed while
+/// the password key was derived) counts like a wrong one; the wait then speaks of unlock
+/// attempts, not of wrong passwords the person never typed.
+#[test]
+fn attempts_cut_short_count_and_the_wait_says_attempts() {
+    let (_dir, profile, keychain, mut vault) = new_vault();
+    vault.lock();
+    let clock = Arc::new(ManualClock::new(1_800_000_000));
+    std::fs::write(profile.dir().join("unlock-attempts"), "3 1800000000\n").unwrap();
+    let mut vault = Vault::open(&profile, keychain).unwrap().with_clock(clock);
+    let held = vault.unlock_with_password(&password()).unwrap_err();
+    assert!(matches!(held, Error::UnlockBackoff { .. }), "{held:?}");
+    let said = held.to_string();
+    assert!(said.contains("unlock attempts") && !said.contains("wrong password"), "{said}");
+}
+
 #[test]
 fn change_password_rewraps_only() {
     let (_dir, profile, keychain, mut vault) = new_vault();

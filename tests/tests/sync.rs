@@ -231,7 +231,8 @@ async fn deletions_and_lost_access_remove_records_from_the_cache() {
     assert!(!account.store().unwrap().search(&query(&leaves)).unwrap().is_empty());
 
     // At the practice: one result deleted, one patient leaves this clinician's care team.
-    world.records().delete(DEMO, "Observation", &observation.id, now(), &Writer::CLINIC).unwrap();
+    let version = observation.version_id.as_deref().unwrap().parse().unwrap();
+    world.records().delete(DEMO, "Observation", &observation.id, version, now(), &Writer::CLINIC).unwrap();
     let store = world.data.open_store().unwrap();
     store.lock().execute("DELETE FROM patient_links WHERE patient = ?1 AND relation = 'care-team'", [&leaves]).unwrap();
 

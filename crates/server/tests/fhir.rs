@@ -282,8 +282,15 @@ async fn invalid_resources_get_an_outcome_naming_the_problem() {
     missing_required.as_object_mut().unwrap().remove("code");
     // A patient of another server, by absolute URL: not filed under the local patient of
     // the same id.
-    let mut elsewhere = glucose(&own);
-    elsewhere["subject"]["reference"] = json!(format!("https://ehr.elsewhere.example/fhir/Patient/{own}"));
+    let elsewhere_as = |reference: String| {
+        let mut r = glucose(&own);
+        r["subject"]["reference"] = json!(reference);
+        r
+    };
+    let elsewhere = elsewhere_as(format!("https://ehr.elsewhere.example/fhir/Patient/{own}"));
+    let scheme_relative = elsewhere_as(format!("//ehr.elsewhere.example/fhir/Patient/{own}"));
+    let one_slash = elsewhere_as(format!("http:/ehr.elsewhere.example/fhir/Patient/{own}"));
+    let nested = elsewhere_as(format!("Group/x/Patient/{own}"));
     let cases = [
         ("Patient", patient(json!({"gender": "x"})), "Patient.gender"),
         ("Patient", patient(json!({"birthDate": "2020-13-01"})), "Patient.birthDate"),
@@ -293,6 +300,9 @@ async fn invalid_resources_get_an_outcome_naming_the_problem() {
         ("Patient", patient(json!({"id": "has space"})), "Patient.id"),
         ("Observation", missing_required, "Observation.code"),
         ("Observation", elsewhere, "Observation.subject"),
+        ("Observation", scheme_relative, "Observation.subject"),
+        ("Observation", one_slash, "Observation.subject"),
+        ("Observation", nested, "Observation.subject"),
     ];
     for (resource_type, body, path) in cases {
         let (status, outcome) = w.post("demo.clinician", &format!("/fhir/{resource_type}"), &body).await;
@@ -951,4 +961,27 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
     })
     .await;
     done.into_iter().map(Option::unwrap).collect()
+}
+
+/// A patient deletes their reading at the instant a clinician corrects it: never both.
+/// The right to delete is checked against one version, and the deletion happens only if
+/// that version is still the current one, in the same transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_racing_a_clinicians_update_never_deletes_the_update() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let own = w.patients[0].clone();
+    for round in 0..20 {
+        let (status, reading) =
+            w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(&own)), None).await;
+        assert_eq!(status, 201);
+        let path = format!("/fhir/Observation/{}", reading["id"].as_str().unwrap());
+        let mut corrected = reading.clone();
+        corrected["valueQuantity"]["value"] = json!(72.0);
+        let (update, delete) = tokio::join!(
+            w.send(Method::PUT, "demo.clinician", &path, Some(&corrected), Some("W/\"1\"")),
+            w.send(Method::DELETE, "demo.patient", &path, None, None),
+        );
+        assert!(!(update.0 == 200 && delete.0 == 204), "round {round}: the patient deleted the clinician's version");
+    }
 }

@@ -673,8 +673,10 @@ pub async fn delete(
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
     let record = slot.write_record(break_glass);
+    let version = current.version;
     let deleted = blocking(move || {
-        records.delete(&tenant, &resource_type, &id, now(), &Writer::user(&user, None).audited(&record))
+        let writer = Writer::user(&user, None).audited(&record);
+        records.delete(&tenant, &resource_type, &id, version, now(), &writer)
     })
     .await;
     match deleted {

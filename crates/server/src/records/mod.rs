@@ -175,13 +175,13 @@ impl Records {
                 meta.remove("lastUpdated");
             }
         }
-        if let Some(path) = absolute_patient_reference(&value) {
+        if let Some(path) = indirect_patient_reference(&value) {
             return Err(invalid(
                 &format!("{resource_type}.{path}"),
                 "value",
                 &format!(
-                    "{resource_type}.{path}: refer to the patient as Patient/<id>; a reference to a patient on another \
-                     server is not accepted"
+                    "{resource_type}.{path}: refer to the patient as Patient/<id>; any other form (another server's \
+                     URL) is not accepted"
                 ),
             ));
         }
@@ -358,22 +358,31 @@ impl Records {
     }
 }
 
-/// Where a resource points at its patient with an absolute URL (`https://elsewhere/fhir/
-/// Patient/1`): such a record is about a patient of another server, and filing it under
-/// this server's `Patient/1` would put it in the wrong person's record.
-fn absolute_patient_reference(value: &Value) -> Option<String> {
-    let absolute = |r: &Value| {
-        r.get("reference").and_then(Value::as_str).is_some_and(|r| r.contains("://") && r.contains("Patient/"))
+/// Where a resource points at its patient other than as `Patient/<id>` (optionally
+/// `/_history/<n>`): an absolute URL (`https://elsewhere/fhir/Patient/1`), a scheme-relative
+/// one, or any other path ending in `Patient/1` names a patient of another server or of
+/// nowhere, and filing it under this server's `Patient/1` would put it in the wrong
+/// person's record.
+fn indirect_patient_reference(value: &Value) -> Option<String> {
+    let indirect = |r: &Value| {
+        let Some(text) = r.get("reference").and_then(Value::as_str) else { return false };
+        let Some(resolved) = carekeep_fhir::References::default().resolve(text) else { return false };
+        resolved.starts_with("Patient/")
+            && text != resolved
+            && !text
+                .strip_prefix(resolved.as_str())
+                .and_then(|rest| rest.strip_prefix("/_history/"))
+                .is_some_and(|version| !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
     };
     for field in ["subject", "patient"] {
-        if value.get(field).is_some_and(absolute) {
+        if value.get(field).is_some_and(indirect) {
             return Some(format!("{field}.reference"));
         }
     }
     let participants = value.get("participant").and_then(Value::as_array).into_iter().flatten();
     participants
         .enumerate()
-        .find(|(_, p)| p.get("actor").is_some_and(absolute))
+        .find(|(_, p)| p.get("actor").is_some_and(indirect))
         .map(|(i, _)| format!("participant[{i}].actor.reference"))
 }
 

@@ -21,14 +21,17 @@ pub struct Removed {
 }
 
 impl Records {
-    /// Deletes `resource_type/id` in `tenant`, leaving a tombstone, with the writer's audit
-    /// record in the same transaction. Patients themselves are not deleted (their records
-    /// would be orphaned); that is refused as invalid.
+    /// Deletes `resource_type/id` in `tenant` if it is still at `expected_version` (the one
+    /// whose author and patient the caller's right to delete was checked against: a version
+    /// written meanwhile is a conflict, never deleted unseen), leaving a tombstone, with the
+    /// writer's audit record in the same transaction. Patients themselves are not deleted
+    /// (their records would be orphaned); that is refused as invalid.
     pub fn delete(
         &self,
         tenant: &str,
         resource_type: &str,
         id: &str,
+        expected_version: i64,
         now_unix: i64,
         writer: &Writer<'_>,
     ) -> Result<Stored, RecordError> {
@@ -42,6 +45,9 @@ impl Records {
         let mut conn = self.store.lock();
         let tx = conn.transaction()?;
         let stored = super::current(&tx, tenant, resource_type, id)?.ok_or(RecordError::NotFound)?;
+        if stored.version != expected_version {
+            return Err(RecordError::VersionConflict);
+        }
         tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
             .execute(params![tenant, resource_type, id])?;
         tx.prepare_cached("DELETE FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![

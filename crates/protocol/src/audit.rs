@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 const RECORD_TAG: &[u8] = b"carekeep.audit.record.v1\0";
 const CHECKPOINT_TAG: &[u8] = b"carekeep.audit.checkpoint.v1\0";
+const HEAD_TAG: &[u8] = b"carekeep.audit.head.v1\0";
 
 /// A SHA-256 chain hash, shown and serialized as hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -184,22 +185,42 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Signs the current head of a chain.
+    /// Signs `record` as a checkpoint of its chain.
     pub fn sign(record: &AuditRecord, key: &SigningKey) -> Self {
-        let signature = key.sign(&checkpoint_message(record.seq, &record.hash));
-        Self { seq: record.seq, hash: record.hash, signature: STANDARD.encode(signature.to_bytes()) }
+        Self::sign_tagged(CHECKPOINT_TAG, record, key)
     }
 
     /// Whether `key` signed this checkpoint.
     pub fn verifies(&self, key: &VerifyingKey) -> bool {
+        self.verifies_tagged(CHECKPOINT_TAG, key)
+    }
+
+    /// Signs `record` as the chain's head, as its keeper remembers it outside the chain.
+    /// Signed under its own tag: a checkpoint (of which the chain keeps many, old ones
+    /// included) is never a valid head, so the head cannot be moved back to one.
+    pub fn sign_head(record: &AuditRecord, key: &SigningKey) -> Self {
+        Self::sign_tagged(HEAD_TAG, record, key)
+    }
+
+    /// Whether `key` signed this as a head ([`Checkpoint::sign_head`]).
+    pub fn verifies_as_head(&self, key: &VerifyingKey) -> bool {
+        self.verifies_tagged(HEAD_TAG, key)
+    }
+
+    fn sign_tagged(tag: &[u8], record: &AuditRecord, key: &SigningKey) -> Self {
+        let signature = key.sign(&checkpoint_message(tag, record.seq, &record.hash));
+        Self { seq: record.seq, hash: record.hash, signature: STANDARD.encode(signature.to_bytes()) }
+    }
+
+    fn verifies_tagged(&self, tag: &[u8], key: &VerifyingKey) -> bool {
         let Ok(bytes) = STANDARD.decode(&self.signature) else { return false };
         let Ok(signature) = Signature::from_slice(&bytes) else { return false };
-        key.verify(&checkpoint_message(self.seq, &self.hash), &signature).is_ok()
+        key.verify(&checkpoint_message(tag, self.seq, &self.hash), &signature).is_ok()
     }
 }
 
-fn checkpoint_message(seq: u64, hash: &ChainHash) -> Vec<u8> {
-    let mut message = CHECKPOINT_TAG.to_vec();
+fn checkpoint_message(tag: &[u8], seq: u64, hash: &ChainHash) -> Vec<u8> {
+    let mut message = tag.to_vec();
     message.extend_from_slice(&seq.to_be_bytes());
     message.extend_from_slice(&hash.0);
     message
@@ -396,6 +417,15 @@ mod tests {
         let err = verify_chain(&records[..25], &[cp], &key().verifying_key()).unwrap_err();
         assert_eq!(err, ChainError::Truncated { len: 25, checkpoint: 29 });
         assert_eq!(err.first_bad(), 25);
+    }
+
+    #[test]
+    fn a_checkpoint_is_no_head_and_a_head_no_checkpoint() {
+        let records = chain(3);
+        let checkpoint = Checkpoint::sign(&records[2], &key());
+        let head = Checkpoint::sign_head(&records[2], &key());
+        assert!(checkpoint.verifies(&key().verifying_key()) && !checkpoint.verifies_as_head(&key().verifying_key()));
+        assert!(head.verifies_as_head(&key().verifying_key()) && !head.verifies(&key().verifying_key()));
     }
 
     #[test]

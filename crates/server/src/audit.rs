@@ -182,7 +182,7 @@ pub fn adopt(store: &Store, signing_key: &SigningKey) -> Result<(), ServerError>
     let Some(last) = last else { return Ok(()) };
     let last: AuditRecord = serde_json::from_str(&last)
         .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))?;
-    let head = serde_json::to_string(&Checkpoint::sign(&last, signing_key)).unwrap_or_default();
+    let head = serde_json::to_string(&Checkpoint::sign_head(&last, signing_key)).unwrap_or_default();
     conn.execute("INSERT OR IGNORE INTO main.audit_head (id, checkpoint) VALUES (1, ?1)", [head])?;
     Ok(())
 }
@@ -293,7 +293,7 @@ impl Chain {
             state.head_written = Instant::now();
             return Ok(());
         }
-        let head = serde_json::to_string(&Checkpoint::sign(last, &self.signing_key)).unwrap_or_default();
+        let head = serde_json::to_string(&Checkpoint::sign_head(last, &self.signing_key)).unwrap_or_default();
         let mut conn = self.store.lock();
         let tx = conn.transaction().map_err(ServerError::from)?;
         if clear_outbox {
@@ -340,7 +340,7 @@ fn check_head(
     record_at: impl Fn(u64) -> Result<Option<AuditRecord>, VerifyError>,
     last: Option<&AuditRecord>,
 ) -> Result<(), VerifyError> {
-    if !head.verifies(key) {
+    if !head.verifies_as_head(key) {
         return Err(VerifyError::HeadForged);
     }
     match record_at(head.seq)? {

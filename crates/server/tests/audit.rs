@@ -49,6 +49,9 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     let probe = http.get(format!("{base}/fhir/Patient/{AMY}/history/x")).bearer_auth(access).send().await.unwrap();
     assert_eq!(probe.status(), 404);
     assert_eq!(http.patch(format!("{base}/policy")).send().await.unwrap().status(), 405);
+    // A made-up method is free text a client chooses: the trail names it OTHER, never as sent.
+    let made_up = reqwest::Method::from_bytes(format!("{}-DOB", AMY.to_uppercase()).as_bytes()).unwrap();
+    assert_eq!(http.request(made_up, format!("{base}/nope")).send().await.unwrap().status(), 404);
 
     let trail = records(&data);
     let summary: Vec<(String, Outcome, Option<String>)> =
@@ -63,6 +66,7 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
             ("GET /policy".into(), Outcome::Denied, None),
             ("GET (no such route)".into(), Outcome::Failed, None),
             ("PATCH /policy".into(), Outcome::Failed, None),
+            ("OTHER (no such route)".into(), Outcome::Failed, None),
         ]
     );
     assert_eq!(trail[3].event.tenant, "clinic-1");
@@ -70,13 +74,15 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     assert_eq!(trail[3].event.device.as_deref(), tokens["device_id"].as_str());
     assert_eq!(trail[3].event.ip.as_deref(), Some("127.0.0.1"));
     let all = serde_json::to_string(&trail).unwrap();
-    for secret in [PASSWORD, "not her password", access, tokens["refresh_token"].as_str().unwrap(), AMY] {
+    for secret in
+        [PASSWORD, "not her password", access, tokens["refresh_token"].as_str().unwrap(), AMY, &AMY.to_uppercase()]
+    {
         assert!(!all.contains(secret), "the audit trail holds a secret or a name");
     }
 
     let ok = verify(&root);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 7 records"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 8 records"));
 
     // An insider turns a denied attempt into a success: named at its record.
     let store = data.open_store().unwrap();
@@ -305,5 +311,23 @@ fn search_columns_and_the_head_cannot_be_edited_apart_from_the_chain() {
     store.lock().execute("DELETE FROM main.audit_head", []).unwrap();
     let why = stderr(&verify(&root));
     assert!(why.contains("no longer holds the audit trail's head"), "{why}");
+    assert!(AuditLog::open(store, Arc::new(data.signing_key().unwrap())).is_err());
+}
+
+/// With the store's key, an insider cuts the trail back to a checkpoint and puts that
+/// checkpoint where store.db keeps the head: a head is signed under its own tag, so no
+/// checkpoint can stand in for it, and `verify` and the server refuse the trail.
+#[test]
+fn an_old_checkpoint_cannot_stand_in_for_the_head() {
+    let (_dir, root, data, store) = trail_of(250);
+    store
+        .lock()
+        .execute_batch(
+            "UPDATE main.audit_head SET checkpoint = (SELECT checkpoint FROM audit_checkpoints WHERE seq = 199);
+             DELETE FROM audit_log WHERE seq > 199;",
+        )
+        .unwrap();
+    let why = stderr(&verify(&root));
+    assert!(why.contains("head is not signed by this server"), "{why}");
     assert!(AuditLog::open(store, Arc::new(data.signing_key().unwrap())).is_err());
 }

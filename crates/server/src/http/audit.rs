@@ -136,6 +136,13 @@ pub async fn audit(
     })
 }
 
+/// The method as the trail names it: a standard one by name, anything else (a client may
+/// send any token as its method, a name included) as `OTHER`.
+fn method_name(method: &axum::http::Method) -> &'static str {
+    const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"];
+    STANDARD.into_iter().find(|m| *m == method.as_str()).unwrap_or("OTHER")
+}
+
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
@@ -165,7 +172,7 @@ async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Reque
     // The route template, never the concrete path: ids (and whatever else a path holds)
     // stay out of the action.
     let route = request.extensions().get::<MatchedPath>().map_or("(no such route)", |p| p.as_str()).to_owned();
-    slot.start(addr.ip().to_string(), format!("{} {route}", request.method()));
+    slot.start(addr.ip().to_string(), format!("{} {route}", method_name(request.method())));
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
     let mut learned = slot.take();

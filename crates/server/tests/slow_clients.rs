@@ -1,6 +1,6 @@
 //! A thousand slow clients against the real listener: connections that never start TLS,
-//! that stop half-way through a ClientHello, that finish TLS but trickle their headers, and
-//! that open HTTP/2 and then say nothing.
+//! that stop half-way through a ClientHello, that finish TLS but trickle their headers or
+//! their body, and that open HTTP/2 and then say nothing.
 //! Each address may hold only a few connections (the rest are closed at once, before any
 //! TLS work), every held one is closed by the handshake, header or idle timeout, and a real
 //! client keeps getting answers throughout.
@@ -23,6 +23,7 @@ fn limits() -> Limits {
     Limits {
         handshake: Duration::from_secs(2),
         header_read: Duration::from_secs(2),
+        body_read: Duration::from_secs(2),
         idle: Duration::from_secs(3),
         per_address: PER_ADDRESS,
         total: 400,
@@ -54,6 +55,9 @@ enum Slow {
     Trickle,
     /// Completes TLS and opens HTTP/2 (preface and settings), then sends no request.
     IdleH2,
+    /// Completes TLS, sends a request's headers at once and its body a byte every half
+    /// second.
+    TrickleBody,
 }
 
 /// Runs one slow client; returns how long after `start` the server closed its connection.
@@ -84,6 +88,26 @@ async fn slow_client(
             let _ = stream.write_all(&opening).await;
             let mut frames = [0_u8; 256];
             while matches!(stream.read(&mut frames).await, Ok(n) if n > 0) {}
+        }
+        Slow::TrickleBody => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let Ok(mut stream) = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await else {
+                return start.elapsed();
+            };
+            let head = "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                        Content-Length: 100000\r\n\r\n{";
+            let _ = stream.write_all(head.as_bytes()).await;
+            // Until the server closes the connection (an answer alone does not free the slot).
+            let mut answer = [0_u8; 512];
+            loop {
+                if stream.write_all(b" ").await.is_err() || stream.flush().await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    read = stream.read(&mut answer) => if !matches!(read, Ok(n) if n > 0) { break },
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
         }
         Slow::Trickle => {
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -132,7 +156,7 @@ async fn a_thousand_slow_clients_neither_starve_a_real_one_nor_stay() {
     let mut slow = Vec::with_capacity(clients);
     for i in 0..clients {
         let host = 2 + u8::try_from(i % usize::from(ADDRESSES)).unwrap();
-        let how = [Slow::Silent, Slow::HalfHello, Slow::Trickle, Slow::IdleH2][i % 4];
+        let how = [Slow::Silent, Slow::HalfHello, Slow::Trickle, Slow::IdleH2, Slow::TrickleBody][i % 5];
         slow.push(tokio::spawn(slow_client(host, server, how, tls.clone(), start)));
         // In waves, as clients arrive over a network: a thousand SYNs in one instant would
         // overflow the kernel's accept queue, and a connection it dropped is one the server

@@ -2,9 +2,11 @@
 //! address, or an IPv6 /64, which one client owns whole) holds fewer than
 //! [`Limits::per_address`] connections and the server fewer than [`Limits::total`], and
 //! closes any connection on which no byte moves for [`Limits::idle`]. Together with the
-//! TLS handshake and header-read timeouts (see [`Limits`]), a client that connects and then
-//! says nothing, or trickles its headers, holds a slot for seconds, and one address cannot
-//! hold the descriptors every other client needs.
+//! TLS handshake, header-read and request-body deadlines (see [`Limits`]), a client that
+//! connects and then says nothing, or trickles its headers or its body, holds a slot for
+//! seconds, and one address cannot hold the descriptors every other client needs. (A
+//! client may still fill its own address's share: neighbours behind one NAT address share
+//! that cap.)
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
@@ -30,6 +32,10 @@ pub struct Limits {
     /// A request's headers must arrive within this (HTTP/1.1; it also closes a keep-alive
     /// connection left idle this long between requests).
     pub header_read: Duration,
+    /// A request's body must have arrived this long after its handler starts reading it
+    /// (1 MiB at 140 kbit/s), whatever the protocol: a body trickled a byte at a time is
+    /// cut off.
+    pub body_read: Duration,
     /// A connection on which no byte moves either way for this long is closed (HTTP/2
     /// included).
     pub idle: Duration,
@@ -47,6 +53,7 @@ impl Default for Limits {
         Self {
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(15),
+            body_read: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             per_address: 128.min(total / 4).max(8),
             total,
@@ -217,6 +224,59 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// Middleware: the request's body fails once [`Limits::body_read`] has passed since the
+/// handler began, so a trickled body ends the request (the handler answers, and the audit
+/// records it) instead of holding the connection.
+pub async fn body_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, limit)));
+    next.run(request).await
+}
+
+/// A body that errors once its deadline passes.
+struct DeadlineBody {
+    inner: axum::body::Body,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: axum::body::Body, limit: Duration) -> Self {
+        Self { inner, deadline: Box::pin(tokio::time::sleep(limit)) }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request body took too long",
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -81,8 +81,9 @@ fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
 /// Largest request body accepted (FHIR resources and Bundles from one device).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The application: routes, then the security headers and body limit on every response.
-pub fn router(state: AppState) -> Router {
+/// The application: routes, then the security headers and body limit on every response;
+/// request bodies must arrive within `body_read`.
+pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
     // Passwords and codes are what can be guessed: sign-in throttles its two steps itself
     // (per account, per known device, per network, per server), and the authenticator
     // change draws on the same per-network window. Refresh and logout carry a 256-bit token
@@ -122,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/policy/key", get(session::policy_key))
         .merge(audited)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(body_read, connections::body_deadline))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit))
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -162,11 +164,10 @@ pub async fn serve(
     let mut server =
         axum_server::bind(listen).acceptor(acceptor).handle(handle).first_request_timeout(limits.header_read);
     server.http_builder().http1().header_read_timeout(limits.header_read);
-    server.serve(router(state).into_make_service_with_connect_info::<SocketAddr>()).await.map_err(|e| ServerError::Io {
-        action: "listen on",
-        path: listen.to_string().into(),
-        source: e,
-    })
+    server
+        .serve(router(state, limits.body_read).into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(|e| ServerError::Io { action: "listen on", path: listen.to_string().into(), source: e })
 }
 
 /// A server serving in the background of the current tokio runtime until dropped: for

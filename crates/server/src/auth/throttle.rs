@@ -10,8 +10,14 @@
 //!   to [`ThrottlePolicy::max_delay_secs`]. Nothing ever locks: a guesser slows to a few
 //!   tries an hour, and the owner, on a device they signed in from before, is not held back.
 //! - Attempts from devices the account does not know are also limited per network (an IPv4
-//!   /24, an IPv6 /64), and their failures for the whole server per minute: spreading over
-//!   addresses or over accounts buys no more guesses. Known devices pass both.
+//!   /24, an IPv6 /64); once the whole server has taken its minute's share of their
+//!   failures, each network's limit drops to a few attempts for the rest of the minute:
+//!   spreading over addresses or accounts buys few guesses, and a person trying from a
+//!   network that was quiet still gets in (a global budget that closed would let anyone
+//!   shut every new device out). Known devices pass both.
+//! - What stays possible, by the nature of a budget: a stranger who keeps failing on one
+//!   account keeps that account's unknown-device budget waiting (at most 15 minutes between
+//!   attempts); the owner signs in from a device they used before.
 //!
 //! Budgets live in the store under a keyed hash (no username in clear); the per-network and
 //! per-server windows live in memory and start afresh each minute.
@@ -28,8 +34,8 @@ use crate::address::AddressKey;
 use crate::keys;
 
 /// The throttling rules. Defaults: five free failures, then 30 s doubling to 15 min; 30
-/// attempts a minute per network and 300 failures a minute for the server from unknown
-/// devices.
+/// attempts a minute per network from unknown devices, and 3 once the server has taken 300
+/// failures from them in the minute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
     /// Failures a budget absorbs before any wait.
@@ -40,8 +46,11 @@ pub struct ThrottlePolicy {
     pub max_delay_secs: i64,
     /// Password and code attempts a minute from one network, from unknown devices.
     pub per_network_per_minute: u32,
-    /// Failed attempts a minute the whole server takes from unknown devices.
+    /// Failed attempts a minute the whole server takes from unknown devices before each
+    /// network's limit drops to [`ThrottlePolicy::per_network_under_attack`].
     pub server_failures_per_minute: u32,
+    /// Attempts a minute per network once the server's failures are over its share.
+    pub per_network_under_attack: u32,
 }
 
 impl Default for ThrottlePolicy {
@@ -52,6 +61,7 @@ impl Default for ThrottlePolicy {
             max_delay_secs: 15 * 60,
             per_network_per_minute: 30,
             server_failures_per_minute: 300,
+            per_network_under_attack: 3,
         }
     }
 }
@@ -161,21 +171,22 @@ impl Throttle {
     }
 
     /// Counts an attempt from `client` in this minute's window of its network — unless a
-    /// known device makes it — and refuses it when the network, or the server's failures,
-    /// are over the limit.
+    /// known device makes it — and refuses it when the network is over its limit (a low one
+    /// while the server's failures are over their share).
     pub fn admit(&self, client: IpAddr, budget: &Budget, now: i64) -> Result<(), Held> {
         if budget.known_device {
             return Ok(());
         }
         let mut windows = self.windows(now);
-        let rest_of_minute = 60 - now.rem_euclid(60);
-        if windows.server_failures >= self.policy.server_failures_per_minute {
-            return Err(Held::RateLimited(rest_of_minute));
-        }
+        let limit = if windows.server_failures >= self.policy.server_failures_per_minute {
+            self.policy.per_network_under_attack
+        } else {
+            self.policy.per_network_per_minute
+        };
         let count = windows.per_network.entry(AddressKey::network(client)).or_insert(0);
         *count += 1;
-        if *count > self.policy.per_network_per_minute {
-            return Err(Held::RateLimited(rest_of_minute));
+        if *count > limit {
+            return Err(Held::RateLimited(60 - now.rem_euclid(60)));
         }
         Ok(())
     }
@@ -275,7 +286,11 @@ mod tests {
         t.admit("127.0.0.50".parse().unwrap(), &known, now).unwrap();
         t.admit("127.0.0.50".parse().unwrap(), &stranger, now + 40).unwrap();
         t.windows(now + 40).server_failures = 300;
-        assert!(t.admit("10.9.9.9".parse().unwrap(), &stranger, now + 41).is_err());
+        for _ in 0..3 {
+            t.admit("10.9.9.9".parse().unwrap(), &stranger, now + 41).unwrap();
+        }
+        assert!(t.admit("10.9.9.9".parse().unwrap(), &stranger, now + 41).is_err(), "a few per network");
         assert!(t.admit("10.9.9.9".parse().unwrap(), &known, now + 41).is_ok());
+        assert!(t.admit("10.7.7.7".parse().unwrap(), &stranger, now + 41).is_ok(), "a quiet network still gets in");
     }
 }

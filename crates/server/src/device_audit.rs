@@ -14,8 +14,8 @@
 //! into that patient's history only if the account could read the patient when the record
 //! says it happened — linked to them (self, proxy, care team) or holding a break-glass
 //! grant covering that moment — and no earlier than the account existed; a break-glass flag
-//! needs a grant the server gave. Anything else is appended as a refused record without the
-//! patient, for review; unknown and forbidden patients are treated alike, so an upload
+//! needs a grant the server gave, and a record may name only one of the account's own
+//! devices. Anything else is appended as a refused record without the patient, for review; unknown and forbidden patients are treated alike, so an upload
 //! tells nothing about which ids exist.
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainHash, Outcome};
@@ -202,6 +202,8 @@ struct Readable {
     linked: std::collections::HashSet<String>,
     grants: Vec<(String, i64, i64)>,
     created_at: i64,
+    /// The account's devices: a record may name only one of them.
+    devices: std::collections::HashSet<String>,
 }
 
 impl Readable {
@@ -220,13 +222,20 @@ impl Readable {
         let created_at = conn
             .prepare_cached("SELECT created_at FROM users WHERE id = ?1")?
             .query_row([&caller.user_id], |r| r.get(0))?;
-        Ok(Self { linked, grants, created_at })
+        let devices = conn
+            .prepare_cached("SELECT id FROM devices WHERE user_id = ?1")?
+            .query_map([&caller.user_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Self { linked, grants, created_at, devices })
     }
 
     /// Whether `event`, which the device says happened at `occurred_at`, may name its
     /// patient in the trail: `None` if not; else whether to flag it break-glass (the
     /// account reached the patient only through a grant — whatever the device claimed).
     fn vouches_for(&self, event: &AuditEvent, occurred_at: Option<&str>, now: i64) -> Option<bool> {
+        if event.device.as_ref().is_some_and(|d| !self.devices.contains(d)) {
+            return None;
+        }
         let Some(patient) = event.patient.as_deref() else { return (!event.break_glass).then_some(false) };
         let at = occurred_at
             .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())

@@ -547,6 +547,24 @@ impl Mismatches {
     }
 }
 
+/// `value` with `pointer` set to `to` (creating the last step: an object key or, for an
+/// array index one past the end, a new element).
+fn with(mut value: Value, pointer: &str, to: Value) -> Value {
+    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    let container = if parent.is_empty() { &mut value } else { value.pointer_mut(parent).unwrap() };
+    match container {
+        Value::Array(items) => {
+            let i: usize = last.parse().unwrap();
+            if i == items.len() { items.push(to) } else { items[i] = to }
+        }
+        Value::Object(fields) => {
+            fields.insert(last.to_owned(), to);
+        }
+        _ => panic!("{pointer}: not in an object or array"),
+    }
+    value
+}
+
 /// What a patient may create, whatever their reach: one of each accepted kind is returned.
 async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str, Value> {
     let (own, proxied) = (&w.patients[0], &w.patients[1]);
@@ -580,6 +598,61 @@ async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str,
         ("request naming a practitioner", "Appointment", appointment(own, "proposed", Some("Practitioner/x")), 422),
         ("message as themselves", "Communication", message(own, &me), 201),
         ("message as a practitioner", "Communication", message(own, "Practitioner/someone"), 422),
+        // Dressing a reading up as a result, element by element (the review's list).
+        (
+            "category text 'Laboratory'",
+            "Observation",
+            with(home_reading(own), "/category/0/text", json!("Laboratory")),
+            422,
+        ),
+        (
+            "category display 'Laboratory'",
+            "Observation",
+            with(home_reading(own), "/category/0/coding/0/display", json!("Laboratory")),
+            422,
+        ),
+        (
+            "an interpretation",
+            "Observation",
+            with(home_reading(own), "/interpretation", json!([{"coding": [{"code": "HH"}]}])),
+            422,
+        ),
+        (
+            "an order it answers",
+            "Observation",
+            with(home_reading(own), "/basedOn", json!([{"reference": "ServiceRequest/x"}])),
+            422,
+        ),
+        ("a contained result", "Observation", with(home_reading(own), "/contained", json!([glucose(own)])), 422),
+        ("members", "Observation", with(home_reading(own), "/hasMember", json!([{"reference": "#lab"}])), 422),
+        (
+            "a performer with an identifier",
+            "Observation",
+            with(home_reading(own), "/performer", json!([{"reference": me, "identifier": {"value": "lab-7"}}])),
+            422,
+        ),
+        (
+            "a participant named by display",
+            "Appointment",
+            with(
+                appointment(own, "proposed", None),
+                "/participant/1",
+                json!({"actor": {"display": "Dr. Smith"}, "status": "needs-action"}),
+            ),
+            422,
+        ),
+        (
+            "a sender with a display",
+            "Communication",
+            with(message(own, &me), "/sender/display", json!("Dr. Smith")),
+            422,
+        ),
+        (
+            "a message to another patient",
+            "Communication",
+            with(message(own, &me), "/recipient", json!([{"reference": format!("Patient/{}", w.patients[3])}])),
+            422,
+        ),
     ];
     let mut accepted = HashMap::new();
     for (what, resource_type, body, status) in cases {
@@ -605,6 +678,14 @@ async fn patients_create_and_change_only_what_they_author() {
     let own = &w.patients[0];
     let mut m = Mismatches::default();
     let mine = patient_creates(&w, &mut m).await;
+    // Whatever meta a patient sends, what they wrote is marked as theirs for staff to see.
+    let claimed = with(home_reading(own), "/meta", json!({"source": "urn:lab:quest", "tag": [{"code": "lab"}]}));
+    let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&claimed), None).await;
+    assert_eq!(
+        stored["meta"]["tag"],
+        json!([{"system": "urn:carekeep:provenance", "code": "patient-authored", "display": "Recorded by the patient"}])
+    );
+    assert!(stored["meta"].get("source").is_none());
 
     // Authors: the patient, a clinician, the clinic's import.
     let mut by_clinician = HashMap::new();
@@ -878,15 +959,18 @@ async fn device_audit_records_name_only_patients_the_account_could_read_then() {
     };
 
     let before = w.device_history(&outsider).await;
+    let mut another_device = read(&own, &now, false);
+    another_device.device = Some("dev-not-one-of-hers".into());
     let forged = upload(vec![
         read(&own, &now, false),
         read(&outsider, "2020-01-01T00:00:00Z", true),
         read(&outsider, &now, false),
         read("no-such-patient", &now, false),
+        another_device,
     ]);
     let (status, receipt) = w.post("demo.patient", "/audit/device", &forged).await;
     assert_eq!(status, 200, "{receipt}");
-    assert_eq!((receipt["appended"].as_u64(), receipt["refused"].as_u64()), (Some(4), Some(3)), "{receipt}");
+    assert_eq!((receipt["appended"].as_u64(), receipt["refused"].as_u64()), (Some(5), Some(4)), "{receipt}");
     assert_eq!(w.device_history(&outsider).await, before, "nothing entered the other patient's history");
     assert_eq!(w.device_history(&own).await, 1, "the patient's own read did");
 

@@ -585,9 +585,10 @@ async fn checked_for(
 ) -> Result<crate::records::Checked, Response> {
     let (records, rt, role) = (state.records.clone(), resource_type.to_owned(), caller.role);
     blocking(move || {
-        let checked = records.check(value, &rt)?;
+        let mut checked = records.check(value, &rt)?;
         if role == Role::Patient {
             checked.check_patient_authored()?;
+            checked.mark_patient_authored();
         }
         Ok(checked)
     })

@@ -38,14 +38,26 @@ impl App {
         Self::launch_binary(&binary, config, profile).await
     }
 
+    /// As [`App::launch`], with `env` added to the app's environment.
+    pub async fn launch_with_env(config: &Path, profile: &Path, env: &[(&str, &str)]) -> Self {
+        let binary = target_dir().0.join("carekeep-app");
+        assert!(binary.exists(), "build the app first: cargo build -p carekeep-app ({})", binary.display());
+        Self::start(&binary, config, profile, env).await
+    }
+
     /// Starts this build of the app (the benchmark's is the shipped `dist` build).
     pub async fn launch_binary(binary: &Path, config: &Path, profile: &Path) -> Self {
+        Self::start(binary, config, profile, &[]).await
+    }
+
+    async fn start(binary: &Path, config: &Path, profile: &Path, env: &[(&str, &str)]) -> Self {
         let target = target_dir().1;
         let port = free_port();
         let driver = Command::new("tauri-driver")
             .args(["--port", &port.to_string(), "--native-port", &free_port().to_string()])
             .env("CAREKEEP_SERVER_CONFIG", config)
             .env("CAREKEEP_PROFILE", profile)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -105,7 +105,13 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     let config = write_config(dir.path(), &world, &running);
     let profile = dir.path().join("profile");
 
-    let app = App::launch(&config, &profile).await;
+    // With compositing off (a common GPU workaround), WebKitGTK left an idle page blank and
+    // deaf after about half a minute; the app runs with compositing instead, and this test's
+    // idle minutes below show it.
+    // Compositing off (a common GPU workaround): WebKitGTK's software path left a page that
+    // drew nothing for ~45 s blank and deaf until the UI kept it drawing; the idle minute
+    // below would show that again.
+    let app = App::launch_with_env(&config, &profile, &[("WEBKIT_DISABLE_COMPOSITING_MODE", "1")]).await;
     app.wait("#signin-title").await;
     app.screenshot("01-sign-in").await;
     app.sign_in_and_sync(&world, 0).await;

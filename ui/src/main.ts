@@ -38,6 +38,24 @@ function reportActivity(): void {
   }
 }
 
+/**
+ * WebKitGTK's software drawing paths (compositing or the DMA-BUF renderer turned off, as
+ * people do for some GPU drivers) leave a page that has drawn nothing for about 45 seconds
+ * blank and deaf to input: a WebKit bug, reproduced under Xvfb. A one-pixel change every
+ * 15 seconds keeps the page drawing; elsewhere it costs next to nothing.
+ */
+function keepDrawing(): void {
+  const dot = document.createElement("div");
+  dot.setAttribute("aria-hidden", "true");
+  dot.className = "keep-drawing";
+  document.body.append(dot);
+  let on = false;
+  setInterval(() => {
+    on = !on;
+    dot.classList.toggle("on", on);
+  }, 15_000);
+}
+
 async function start(): Promise<void> {
   setRouter(route);
   await api.watchLock(() => {
@@ -51,6 +69,7 @@ async function start(): Promise<void> {
     else void refresh();
   });
   reportActivity();
+  keepDrawing();
   guardCopies();
   await refresh();
 }

@@ -772,6 +772,17 @@ impl World {
         entries(&trail).iter().filter(|e| e["outcomeDesc"].as_str().is_some_and(|a| a.starts_with("device"))).count()
     }
 
+    /// `user` leaves `patient`'s care team (there is no API for it yet: the clinic's tools).
+    fn leave_care_team(&self, user: &str, patient: &str) {
+        self.store()
+            .lock()
+            .execute(
+                "DELETE FROM patient_links WHERE patient = ?1 AND user_id = (SELECT id FROM users WHERE username = ?2)",
+                [patient, user],
+            )
+            .unwrap();
+    }
+
     /// The `next` link of a searchset, as a path.
     fn next_of(&self, bundle: &Value) -> Option<String> {
         let link = bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next")?;
@@ -790,13 +801,7 @@ async fn next_links_reapply_the_callers_access_on_every_page() {
     assert_eq!(status, 200);
     let next = w.next_of(&first).expect("more than one page");
     assert_eq!(w.get("demo.nurse", &next).await.0, 200, "still on the care team");
-    w.store()
-        .lock()
-        .execute(
-            "DELETE FROM patient_links WHERE patient = ?1 AND user_id = (SELECT id FROM users WHERE username = 'demo.nurse')",
-            [&own],
-        )
-        .unwrap();
+    w.leave_care_team("demo.nurse", &own);
     let (status, after) = w.get("demo.nurse", &next).await;
     assert_eq!(status, 404, "left the care team, an old link still gave {} resources", entries(&after).len());
 
@@ -864,13 +869,7 @@ async fn a_replayed_key_answers_only_its_own_request_and_only_while_readable() {
     noted["valueQuantity"]["value"] = json!(7.7);
     noted["note"] = json!([{"text": "SENTINEL-CLINICIAN-NOTE"}]);
     assert_eq!(w.send(Method::PUT, "demo.clinician", &path, Some(&noted), Some("W/\"1\"")).await.0, 200);
-    w.store()
-        .lock()
-        .execute(
-            "DELETE FROM patient_links WHERE patient = ?1 AND user_id = (SELECT id FROM users WHERE username = 'demo.nurse')",
-            [&own],
-        )
-        .unwrap();
+    w.leave_care_team("demo.nurse", &own);
     for body in [glucose(&own), glucose(&other)] {
         let replay = post(&body, "nurse-key-1").await.unwrap();
         let status = replay.status();

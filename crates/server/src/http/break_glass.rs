@@ -159,32 +159,16 @@ pub async fn review(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
 ) -> Response {
-    if access::rule_for(caller.role, access::Data::AuditTrail).read != access::Reach::Tenant {
-        slot.deny();
-        return super::operation_outcome(StatusCode::FORBIDDEN, "forbidden", "Only admins review break-glass access.");
-    }
-    let store = state.records.store().clone();
-    let tenant = caller.tenant.clone();
-    let listed = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<serde_json::Value>> {
-        let conn = store.read();
-        let mut stmt = conn.prepare(
-            "SELECT b.id, b.user_id, u.username, b.patient, b.reason, b.opened_at, b.expires_at
-             FROM break_glass b JOIN users u ON u.id = b.user_id WHERE b.tenant = ?1 ORDER BY b.opened_at DESC",
-        )?;
-        let rows = stmt.query_map([tenant], |r| {
-            Ok(serde_json::json!({
-                "id": r.get::<_, String>(0)?, "user": r.get::<_, String>(1)?, "username": r.get::<_, String>(2)?,
-                "patient": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?,
-                "opened_at": r.get::<_, i64>(5)?, "expires_at": r.get::<_, i64>(6)?,
-            }))
-        })?;
-        rows.collect()
+    let sql = "SELECT b.id, b.user_id, u.username, b.patient, b.reason, b.opened_at, b.expires_at
+               FROM break_glass b JOIN users u ON u.id = b.user_id WHERE b.tenant = ?1 ORDER BY b.opened_at DESC";
+    for_admins(&state, &caller, &slot, "Only admins review break-glass access.", sql, |r| {
+        Ok(serde_json::json!({
+            "id": r.get::<_, String>(0)?, "user": r.get::<_, String>(1)?, "username": r.get::<_, String>(2)?,
+            "patient": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?,
+            "opened_at": r.get::<_, i64>(5)?, "expires_at": r.get::<_, i64>(6)?,
+        }))
     })
-    .await;
-    match listed {
-        Ok(Ok(list)) => Json(list).into_response(),
-        _ => super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."),
-    }
+    .await
 }
 
 /// `GET /alerts`: what the tenant's admins should look at (break-glass limits exceeded),
@@ -194,25 +178,35 @@ pub async fn alerts(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
 ) -> Response {
+    let sql = "SELECT a.id, a.kind, a.user_id, u.username, a.raised_at
+               FROM admin_alerts a JOIN users u ON u.id = a.user_id WHERE a.tenant = ?1 ORDER BY a.raised_at DESC";
+    for_admins(&state, &caller, &slot, "Only admins see the tenant's alerts.", sql, |r| {
+        Ok(serde_json::json!({
+            "id": r.get::<_, String>(0)?, "kind": r.get::<_, String>(1)?, "user": r.get::<_, String>(2)?,
+            "username": r.get::<_, String>(3)?, "raised_at": r.get::<_, i64>(4)?,
+        }))
+    })
+    .await
+}
+
+/// A list for the tenant's admins: refused (`403`, audited as denied) to anyone whose role
+/// does not read the tenant's audit trail; otherwise `sql` (its one parameter: the tenant)
+/// with each row as `row` makes it.
+async fn for_admins(
+    state: &AppState,
+    caller: &Principal,
+    slot: &AuditSlot,
+    refusal: &str,
+    sql: &'static str,
+    row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Value>,
+) -> Response {
     if access::rule_for(caller.role, access::Data::AuditTrail).read != access::Reach::Tenant {
         slot.deny();
-        return super::operation_outcome(StatusCode::FORBIDDEN, "forbidden", "Only admins see the tenant's alerts.");
+        return super::operation_outcome(StatusCode::FORBIDDEN, "forbidden", refusal);
     }
-    let store = state.records.store().clone();
-    let tenant = caller.tenant.clone();
+    let (store, tenant) = (state.records.store().clone(), caller.tenant.clone());
     let listed = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<serde_json::Value>> {
-        let conn = store.read();
-        let mut stmt = conn.prepare(
-            "SELECT a.id, a.kind, a.user_id, u.username, a.raised_at
-             FROM admin_alerts a JOIN users u ON u.id = a.user_id WHERE a.tenant = ?1 ORDER BY a.raised_at DESC",
-        )?;
-        let rows = stmt.query_map([tenant], |r| {
-            Ok(serde_json::json!({
-                "id": r.get::<_, String>(0)?, "kind": r.get::<_, String>(1)?, "user": r.get::<_, String>(2)?,
-                "username": r.get::<_, String>(3)?, "raised_at": r.get::<_, i64>(4)?,
-            }))
-        })?;
-        rows.collect()
+        store.read().prepare(sql)?.query_map([tenant], row)?.collect()
     })
     .await;
     match listed {

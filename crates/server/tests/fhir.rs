@@ -1068,3 +1068,36 @@ async fn a_delete_racing_a_clinicians_update_never_deletes_the_update() {
         assert!(!(update.0 == 200 && delete.0 == 204), "round {round}: the patient deleted the clinician's version");
     }
 }
+
+/// The same race for updates: a patient's PUT naming the version a clinician is writing at
+/// that instant (If-Match one ahead) must not overwrite the clinician's correction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_racing_a_clinicians_correction_never_overwrites_it() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let own = w.patients[0].clone();
+    for round in 0..8 {
+        let (_, reading) =
+            w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(&own)), None).await;
+        let path = format!("/fhir/Observation/{}", reading["id"].as_str().unwrap());
+        let mut corrected = reading.clone();
+        corrected["status"] = json!("entered-in-error");
+        let mut mine = reading.clone();
+        mine["valueQuantity"]["value"] = json!(99.0);
+        let patient_puts = async {
+            let mut wins = 0;
+            for _ in 0..6 {
+                if w.send(Method::PUT, "demo.patient", &path, Some(&mine), Some("W/\"2\"")).await.0 == 200 {
+                    wins += 1;
+                }
+            }
+            wins
+        };
+        let (clinician, patient_wins) =
+            tokio::join!(w.send(Method::PUT, "demo.clinician", &path, Some(&corrected), Some("W/\"1\"")), patient_puts);
+        assert_eq!(clinician.0, 200);
+        assert_eq!(patient_wins, 0, "round {round}: the patient overwrote the clinician's version");
+        let (_, now) = w.get("demo.clinician", &path).await;
+        assert_eq!(now["status"], "entered-in-error");
+    }
+}

@@ -540,6 +540,13 @@ pub async fn update(
         Ok(found) => found,
         Err(r) => return r,
     };
+    // The right to write was checked on this version: any other is a conflict here, before
+    // the store's own check, so an If-Match naming a version written meanwhile (by someone
+    // else) cannot ride on the check of this one.
+    if expected != current.version {
+        slot.touch(touch(&current, break_glass));
+        return record_error(RecordError::VersionConflict);
+    }
     let checked = match checked_for(&state, &caller, value, &resource_type).await {
         Ok(c) => c,
         Err(r) => return r,

@@ -36,6 +36,8 @@ pub enum Refusal {
     NoEnrollment,
     /// The body is not the JSON the route takes.
     InvalidRequest,
+    /// The server is receiving more than it can hold right now: try again in a few seconds.
+    Busy,
     /// The server failed: try again later.
     Internal,
     /// A code this version does not know (a newer server).

@@ -421,6 +421,9 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
         assert_eq!(said["error"], "invalid_request", "{said}");
         assert!(said["message"].as_str().unwrap().len() > 10);
     }
+    // The sign-in routes answer anyone, so they take small bodies only.
+    let padded = serde_json::json!({"username": "x".repeat(20 * 1024), "password": "y"});
+    assert_eq!(http.post(url("/auth/login")).json(&padded).send().await.unwrap().status(), 413);
 
     let challenge: serde_json::Value =
         http.post(url("/auth/login")).json(&login(AMY, PASSWORD)).send().await.unwrap().json().await.unwrap();

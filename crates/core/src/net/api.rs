@@ -471,7 +471,9 @@ fn bearer_refusal(status: u16, body: &serde_json::Value, retry_after: Option<u64
         Refusal::DeviceRevoked => Error::DeviceRevoked,
         Refusal::StepUpRequired => Error::StepUpRequired,
         Refusal::NoEnrollment => Error::NoPendingAuthenticator,
-        Refusal::InvalidRequest | Refusal::Internal | Refusal::Unknown => Error::ServerRefused { status },
+        Refusal::InvalidRequest | Refusal::Busy | Refusal::Internal | Refusal::Unknown => {
+            Error::ServerRefused { status }
+        }
     }
 }
 

@@ -226,16 +226,67 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
-/// Middleware: the request's body fails once [`Limits::body_read`] has passed since the
-/// handler began, so a trickled body ends the request (the handler answers, and the audit
+/// What request bodies may cost: the deadline for each ([`Limits::body_read`]) and the
+/// bytes all bodies being read may hold at once, server-wide. HTTP/2 lets one connection
+/// carry many requests, each of which may buffer up to the route's body limit: without a
+/// shared budget, a few connections of half-sent bodies would hold gigabytes.
+#[derive(Clone)]
+pub struct BodyRules {
+    deadline: Duration,
+    /// Kibibytes of bodies in flight the server still has room for.
+    budget: Arc<tokio::sync::Semaphore>,
+    /// How long a request waits for room before it is refused as busy.
+    wait: Duration,
+}
+
+impl BodyRules {
+    /// Bodies due within `deadline`, `budget_bytes` of them in flight at once.
+    pub fn new(deadline: Duration, budget_bytes: usize) -> Self {
+        Self::with_wait(deadline, budget_bytes, Duration::from_secs(5))
+    }
+
+    fn with_wait(deadline: Duration, budget_bytes: usize, wait: Duration) -> Self {
+        Self { deadline, budget: Arc::new(tokio::sync::Semaphore::new(budget_bytes.div_ceil(1024))), wait }
+    }
+}
+
+/// Middleware: a request with a body first takes room for it in the server's budget (its
+/// `Content-Length` or exact size, or the largest body a route takes when neither is known) — waiting a few
+/// seconds for room, then refused as busy (`503`) — and its body fails once the deadline
+/// has passed, so a trickled body ends the request (the handler answers, and the audit
 /// records it) instead of holding the connection.
 pub async fn body_deadline(
-    axum::extract::State(limit): axum::extract::State<Duration>,
+    axum::extract::State(rules): axum::extract::State<BodyRules>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, limit)));
-    next.run(request).await
+    use http_body::Body as _;
+    let room = if request.body().is_end_stream() {
+        None
+    } else {
+        let declared = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .or_else(|| usize::try_from(request.body().size_hint().exact()?).ok())
+            .unwrap_or(super::MAX_BODY_BYTES)
+            .min(super::MAX_BODY_BYTES);
+        let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(rules.wait, rules.budget.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                return super::json::refusal(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    carekeep_protocol::refusal::Refusal::Busy,
+                    "The server is receiving more than it can hold right now. Try again in a few seconds.",
+                );
+            }
+        }
+    };
+    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, rules.deadline)));
+    let response = next.run(request).await;
+    drop(room);
+    response
 }
 
 /// A body that errors once its deadline passes.
@@ -303,6 +354,53 @@ mod tests {
 
     /// The idle limit, whatever the protocol above: no byte for the limit ends the
     /// connection; traffic keeps it open.
+    /// A body that sends `first` bytes and then nothing, as a half-sent upload.
+    struct HalfSent(usize);
+
+    impl http_body::Body for HalfSent {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            let first = std::mem::take(&mut self.0);
+            if first == 0 {
+                Poll::Pending
+            } else {
+                Poll::Ready(Some(Ok(http_body::Frame::data(vec![b'{'; first].into()))))
+            }
+        }
+    }
+
+    /// Bodies being read share one budget: half-sent uploads beyond it are refused as busy
+    /// (not buffered), and room comes back when a request ends.
+    #[tokio::test]
+    async fn bodies_in_flight_share_one_budget() {
+        use tower::ServiceExt as _;
+        let rules = BodyRules::with_wait(Duration::from_millis(300), 2 * 1024, Duration::from_millis(100));
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+            .layer(axum::middleware::from_fn_with_state(rules, body_deadline));
+        let upload = |len: usize| {
+            axum::http::Request::post("/")
+                .header("content-length", "1024")
+                .body(axum::body::Body::new(HalfSent(len)))
+                .unwrap()
+        };
+        let first = tokio::spawn(app.clone().oneshot(upload(100)));
+        let second = tokio::spawn(app.clone().oneshot(upload(100)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let third = app.clone().oneshot(upload(100)).await.unwrap();
+        assert_eq!(third.status(), 503, "no room for a third kibibyte");
+        // The two time out at their deadline and give their room back.
+        assert_ne!(first.await.unwrap().unwrap().status(), 200);
+        assert_ne!(second.await.unwrap().unwrap().status(), 200);
+        let complete = axum::http::Request::post("/").body(axum::body::Body::from("{}")).unwrap();
+        assert_eq!(app.oneshot(complete).await.unwrap().status(), 200);
+    }
+
     #[tokio::test]
     async fn a_connection_on_which_nothing_moves_is_closed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -81,8 +81,18 @@ fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
 /// Largest request body accepted (FHIR resources and Bundles from one device).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Largest body the sign-in routes take: a username, a password, a code, a cookie. They
+/// answer anyone, so they buffer next to nothing.
+pub const SIGN_IN_BODY_BYTES: usize = 16 * 1024;
+
+/// Request bodies all requests may hold at once, server-wide ([`connections::BodyRules`]).
+pub const BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Requests one HTTP/2 connection may have open at once (hyper's default is 200).
+pub const STREAMS_PER_CONNECTION: u32 = 32;
+
 /// The application: routes, then the security headers and body limit on every response;
-/// request bodies must arrive within `body_read`.
+/// request bodies must arrive within `body_read` and share one budget.
 pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
     // Passwords and codes are what can be guessed: sign-in throttles its two steps itself
     // (per account, per known device, per network, per server), and the authenticator
@@ -96,7 +106,8 @@ pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/mfa", post(auth::mfa))
         .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout));
+        .route("/auth/logout", post(auth::logout))
+        .route_layer(DefaultBodyLimit::max(SIGN_IN_BODY_BYTES));
     // Everything but the public metadata and key is audited (the audit layer outermost, so
     // throttled attempts are recorded too).
     let audited = Router::new()
@@ -123,7 +134,10 @@ pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
         .route("/policy/key", get(session::policy_key))
         .merge(audited)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(body_read, connections::body_deadline))
+        .layer(axum::middleware::from_fn_with_state(
+            connections::BodyRules::new(body_read, BODY_BUDGET_BYTES),
+            connections::body_deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit))
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -164,6 +178,7 @@ pub async fn serve(
     let mut server =
         axum_server::bind(listen).acceptor(acceptor).handle(handle).first_request_timeout(limits.header_read);
     server.http_builder().http1().header_read_timeout(limits.header_read);
+    server.http_builder().http2().max_concurrent_streams(STREAMS_PER_CONNECTION);
     server
         .serve(router(state, limits.body_read).into_make_service_with_connect_info::<SocketAddr>())
         .await

@@ -1101,3 +1101,26 @@ async fn an_update_racing_a_clinicians_correction_never_overwrites_it() {
         assert_eq!(now["status"], "entered-in-error");
     }
 }
+
+/// Whatever a client types where a patient id goes — a path, a subject — is not a patient
+/// the trail records unless it is one of the tenant's: a refused request naming
+/// "SMITH JOHN DOB 1970" leaves a denied record without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_patient_ids_never_reach_the_audit_trail() {
+    let w = World::new().await;
+    let typed = "SENTINEL%20SMITH%20DOB%201970-01-01";
+    assert_eq!(w.get("demo.patient", &format!("/fhir/Patient/{typed}/$everything")).await.0, 404);
+    let (status, _) = w.post("demo.clinician", "/fhir/Observation", &glucose("SENTINEL-SMITH-DOB-1970")).await;
+    assert_eq!(status, 422);
+    let store = w.store();
+    let conn = store.read();
+    let leaked: i64 =
+        conn.query_row("SELECT count(*) FROM audit_log WHERE record LIKE '%SENTINEL%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(leaked, 0, "typed text reached the audit trail");
+    let denied: i64 = conn
+        .query_row("SELECT count(*) FROM audit_log WHERE json_extract(record, '$.event.outcome') = 'denied'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(denied >= 2, "the refusals are recorded, without the made-up patient");
+}

@@ -136,6 +136,36 @@ pub async fn audit(
     })
 }
 
+/// A refused request may name a patient the caller made up (in a path, in a body): the
+/// trail records a patient only if it is a patient of the caller's tenant, so nothing a
+/// client types — a name, a birth date — becomes a permanent record. What a request read
+/// or wrote came from the store and needs no check.
+async fn only_real_patients(state: &AppState, tenant: Option<String>, mut touches: Vec<Touch>) -> Vec<Touch> {
+    let named: Vec<String> = touches.iter().filter_map(|t| t.patient.clone()).collect();
+    if named.is_empty() {
+        return touches;
+    }
+    let records = state.records.clone();
+    let real = tokio::task::spawn_blocking(move || {
+        let Some(tenant) = tenant else { return Vec::new() };
+        named
+            .into_iter()
+            .filter(|p| carekeep_fhir::is_valid_id(p) && matches!(records.read(&tenant, "Patient", p), Ok(Some(_))))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for touch in &mut touches {
+        if touch.patient.as_ref().is_some_and(|p| !real.contains(p)) {
+            touch.patient = None;
+            if touch.resource_type.as_deref() == Some("Patient") {
+                touch.resource_id = None;
+            }
+        }
+    }
+    touches
+}
+
 /// The method as the trail names it: a standard one by name, anything else (a client may
 /// send any token as its method, a name included) as `OTHER`.
 fn method_name(method: &axum::http::Method) -> &'static str {
@@ -184,6 +214,12 @@ async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Reque
     } else {
         let touches = std::mem::take(&mut learned.touches);
         let touches = if touches.is_empty() { vec![Touch::default()] } else { touches };
+        let touches = if outcome == Outcome::Success {
+            touches
+        } else {
+            let tenant = learned.principal.as_ref().map(|p| p.tenant.clone());
+            only_real_patients(&state, tenant, touches).await
+        };
         touches.into_iter().map(|touch| event(&learned, &recorded_at, touch, outcome)).collect()
     };
     if state.audit.record(events).await.is_ok() {

@@ -514,6 +514,23 @@ fn home_reading(patient: &str) -> Value {
     })
 }
 
+/// A home blood pressure reading; `extra` is merged into its systolic part.
+fn blood_pressure(patient: &str, extra: &Value) -> Value {
+    let loinc = |code: &str| json!({"coding": [{"system": "http://loinc.org", "code": code}]});
+    let mm_hg =
+        |value: u16| json!({"value": value, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"});
+    let mut systolic = json!({"code": loinc("8480-6"), "valueQuantity": mm_hg(128)});
+    for (key, value) in extra.as_object().unwrap() {
+        systolic[key] = value.clone();
+    }
+    let mut reading = home_reading(patient);
+    let reading_fields = reading.as_object_mut().unwrap();
+    reading_fields.remove("valueQuantity");
+    reading_fields.insert("code".into(), loinc("85354-9"));
+    reading_fields.insert("component".into(), json!([systolic, {"code": loinc("8462-4"), "valueQuantity": mm_hg(84)}]));
+    reading
+}
+
 fn appointment(patient: &str, status: &str, with: Option<&str>) -> Value {
     let mut participants = vec![json!({"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"})];
     if let Some(other) = with {
@@ -531,6 +548,127 @@ fn message(patient: &str, sender: &str) -> Value {
         "subject": {"reference": format!("Patient/{patient}")}, "sender": {"reference": sender},
         "payload": [{"contentString": "About my results"}]
     })
+}
+
+/// Allow-lists, not deny-lists (the second review): a result under a home category, free
+/// text, extensions and elements no home reading, request or message has.
+fn reading_cases(own: &str) -> Vec<(&'static str, &'static str, Value, u16)> {
+    vec![
+        (
+            "an HbA1c filed as a vital sign",
+            "Observation",
+            with(home_reading(own), "/code", json!({"coding": [{"system": "http://loinc.org", "code": "4548-4"}]})),
+            422,
+        ),
+        ("a code in words", "Observation", with(home_reading(own), "/code/text", json!("HbA1c")), 422),
+        (
+            "a code from another system",
+            "Observation",
+            with(home_reading(own), "/code/coding/0/system", json!("http://snomed.info/sct")),
+            422,
+        ),
+        (
+            "a second coding that is a result",
+            "Observation",
+            with(home_reading(own), "/code/coding/1", json!({"system": "http://loinc.org", "code": "2339-0"})),
+            422,
+        ),
+        (
+            "an extension",
+            "Observation",
+            with(home_reading(own), "/extension", json!([{"url": "urn:x", "valueString": "lab"}])),
+            422,
+        ),
+        (
+            "a modifier extension",
+            "Observation",
+            with(home_reading(own), "/modifierExtension", json!([{"url": "urn:x", "valueBoolean": true}])),
+            422,
+        ),
+        (
+            "a narrative",
+            "Observation",
+            with(
+                home_reading(own),
+                "/text",
+                json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Lab result</div>"}),
+            ),
+            422,
+        ),
+        ("an issued time", "Observation", with(home_reading(own), "/issued", json!("2026-11-01T09:00:00Z")), 422),
+        (
+            "a value with an extension",
+            "Observation",
+            with(home_reading(own), "/valueQuantity/extension", json!([{"url": "urn:x", "valueString": "lab"}])),
+            422,
+        ),
+        ("a note of their own", "Observation", with(home_reading(own), "/note", json!([{"text": "After a run"}])), 201),
+        ("a blood pressure", "Observation", blood_pressure(own, &json!({})), 201),
+        (
+            "a blood pressure part with an interpretation",
+            "Observation",
+            blood_pressure(own, &json!({"interpretation": [{"coding": [{"code": "H"}]}]})),
+            422,
+        ),
+    ]
+}
+
+/// The same for requests and messages.
+fn request_and_message_cases(own: &str, me: &str) -> Vec<(&'static str, &'static str, Value, u16)> {
+    vec![
+        (
+            "a request with a time it would like",
+            "Appointment",
+            with(
+                appointment(own, "proposed", None),
+                "/requestedPeriod",
+                json!([{"start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:30:00Z"}]),
+            ),
+            201,
+        ),
+        (
+            "a request naming a service",
+            "Appointment",
+            with(appointment(own, "proposed", None), "/serviceType", json!([{"text": "Oncology"}])),
+            422,
+        ),
+        (
+            "a participant with a role",
+            "Appointment",
+            with(appointment(own, "proposed", None), "/participant/0/type", json!([{"text": "attender"}])),
+            422,
+        ),
+        (
+            "a message to a practitioner",
+            "Communication",
+            with(message(own, me), "/recipient", json!([{"reference": "Practitioner/someone"}])),
+            201,
+        ),
+        (
+            "a message to a relative",
+            "Communication",
+            with(message(own, me), "/recipient", json!([{"reference": "RelatedPerson/someone"}])),
+            422,
+        ),
+        (
+            "a recipient with a display",
+            "Communication",
+            with(message(own, me), "/recipient", json!([{"reference": "Practitioner/someone", "display": "Dr. X"}])),
+            422,
+        ),
+        (
+            "a message carrying an attachment",
+            "Communication",
+            with(message(own, me), "/payload/0", json!({"contentAttachment": {"contentType": "text/plain"}})),
+            422,
+        ),
+        (
+            "a message tied to an order",
+            "Communication",
+            with(message(own, me), "/basedOn", json!([{"reference": "ServiceRequest/x"}])),
+            422,
+        ),
+    ]
 }
 
 /// Collects the cells of a matrix that did not come out as expected.
@@ -568,7 +706,7 @@ fn with(mut value: Value, pointer: &str, to: Value) -> Value {
 /// What a patient may create, whatever their reach: one of each accepted kind is returned.
 async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str, Value> {
     let (own, proxied) = (&w.patients[0], &w.patients[1]);
-    let me = format!("Patient/{own}");
+    let me = &format!("Patient/{own}");
     let cases = [
         ("home reading", "Observation", home_reading(own), 201),
         ("home reading for the proxied record", "Observation", home_reading(proxied), 201),
@@ -596,7 +734,7 @@ async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str,
         ("appointment request", "Appointment", appointment(own, "proposed", None), 201),
         ("booked appointment", "Appointment", appointment(own, "booked", None), 422),
         ("request naming a practitioner", "Appointment", appointment(own, "proposed", Some("Practitioner/x")), 422),
-        ("message as themselves", "Communication", message(own, &me), 201),
+        ("message as themselves", "Communication", message(own, me), 201),
         ("message as a practitioner", "Communication", message(own, "Practitioner/someone"), 422),
         // Dressing a reading up as a result, element by element (the review's list).
         (
@@ -644,18 +782,20 @@ async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str,
         (
             "a sender with a display",
             "Communication",
-            with(message(own, &me), "/sender/display", json!("Dr. Smith")),
+            with(message(own, me), "/sender/display", json!("Dr. Smith")),
             422,
         ),
         (
             "a message to another patient",
             "Communication",
-            with(message(own, &me), "/recipient", json!([{"reference": format!("Patient/{}", w.patients[3])}])),
+            with(message(own, me), "/recipient", json!([{"reference": format!("Patient/{}", w.patients[3])}])),
             422,
         ),
     ];
     let mut accepted = HashMap::new();
-    for (what, resource_type, body, status) in cases {
+    for (what, resource_type, body, status) in
+        cases.into_iter().chain(reading_cases(own)).chain(request_and_message_cases(own, me))
+    {
         let path = format!("/fhir/{resource_type}");
         let got = w.send(reqwest::Method::POST, "demo.patient", &path, Some(&body), None).await;
         let stored = m.expect(&format!("patient POST {what}"), got, status);
@@ -686,6 +826,17 @@ async fn patients_create_and_change_only_what_they_author() {
         json!([{"system": "urn:carekeep:provenance", "code": "patient-authored", "display": "Recorded by the patient"}])
     );
     assert!(stored["meta"].get("source").is_none());
+    // A weight labelled as something else is stored with the standard label.
+    let relabelled = with(home_reading(own), "/code/coding/0/display", json!("Hemoglobin A1c"));
+    let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None).await;
+    assert_eq!(stored["code"]["coding"][0]["display"], "Body weight", "{stored}");
+    // Only the server marks what a patient wrote: staff cannot pass a note off as the
+    // patient's own, nor can anyone add the mark on an update.
+    let (system, code) = ("urn:carekeep:provenance", "patient-authored");
+    let posing = with(glucose(own), "/meta", json!({"tag": [{"system": system, "code": code}, {"code": "kept"}]}));
+    let (status, stored) = w.send(Method::POST, "demo.clinician", "/fhir/Observation", Some(&posing), None).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["meta"]["tag"], json!([{"code": "kept"}]), "{stored}");
 
     // Authors: the patient, a clinician, the clinic's import.
     let mut by_clinician = HashMap::new();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { FhirResource } from "./api";
-import { codeToken, formatDate, labTests, minutes, observationValue, patientName, referenceRange, summary } from "./fhir";
+import { codeToken, formatDate, labTests, minutes, observationValue, patientName, recordedBy, referenceRange, summary } from "./fhir";
 
 const obs = (code: string, value: number, date: string): FhirResource => ({
   resourceType: "Observation",
@@ -50,5 +50,8 @@ describe("reading FHIR for people", () => {
     const allergy = { resourceType: "AllergyIntolerance", code: { text: "Peanut" }, criticality: "high", reaction: [{ manifestation: [{ text: "Hives" }] }] };
     expect(summary(allergy)).toEqual({ title: "Peanut", detail: "high · Hives", date: "" });
     expect(summary({ resourceType: "Binary" }).title).toBe("Binary");
+    const own = { resourceType: "Appointment", description: "Knee check", meta: { tag: [{ system: "urn:carekeep:provenance", code: "patient-authored" }] } };
+    expect(summary(own).source).toBe("Recorded by the patient");
+    expect(recordedBy({ resourceType: "Appointment", meta: { tag: [] } })).toBeUndefined();
   });
 });

@@ -138,8 +138,25 @@ export function labTests(observations: FhirResource[]): LabTest[] {
   return [...byCode.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** The one-line summary of any resource for a list. */
-export function summary(resource: FhirResource): { title: string; detail: string; date: string } {
+/** The tag the server puts on what a patient (or proxy) wrote, and on nothing else. */
+const PATIENT_AUTHORED = { system: "urn:carekeep:provenance", code: "patient-authored" };
+
+/** Who recorded a resource, when it was not the care team: a patient's home reading or
+ * message reads as theirs, never as a result or the clinic's word. */
+export function recordedBy(resource: FhirResource): string | undefined {
+  const tags = arr(obj(resource["meta"])?.["tag"]).map(obj);
+  const patient = tags.some((t) => str(t?.["system"]) === PATIENT_AUTHORED.system && str(t?.["code"]) === PATIENT_AUTHORED.code);
+  return patient ? "Recorded by the patient" : undefined;
+}
+
+/** The one-line summary of any resource for a list, with who recorded it if that was the patient. */
+export function summary(resource: FhirResource): { title: string; detail: string; date: string; source?: string } {
+  const line = describe(resource);
+  const source = recordedBy(resource);
+  return source ? { ...line, source } : line;
+}
+
+function describe(resource: FhirResource): { title: string; detail: string; date: string } {
   const date = formatDate(resourceDate(resource));
   switch (resource.resourceType) {
     case "Observation":

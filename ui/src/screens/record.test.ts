@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { PendingView } from "../api";
-import { pendingList, writesFor } from "./record";
+import { pendingList, resourceList, writesFor } from "./record";
 
 const write = (seq: number, status: PendingView["status"], resource: PendingView["resource"]): PendingView => ({
   seq, status, resource, server_version: null, reason: null,
@@ -29,5 +29,22 @@ describe("pending writes inline", () => {
     expect(items.map((li) => li.querySelector(".badge")?.textContent)).toEqual(["Changed elsewhere — see Pending", "Waiting to send"]);
     expect((list as HTMLElement).getAttribute("aria-label")).toBe("Not yet on the server");
     expect(pendingList([])).toBe("");
+  });
+});
+
+describe("who recorded it", () => {
+  const tag = { system: "urn:carekeep:provenance", code: "patient-authored", display: "Recorded by the patient" };
+  const reading = { resourceType: "Observation", meta: { tag: [tag] }, code: { text: "Body weight" }, valueQuantity: { value: 70.5, unit: "kg" } };
+  const message = { resourceType: "Communication", meta: { tag: [{ code: "kept" }] }, payload: [{ contentString: "Your results are in" }] };
+
+  it("marks what the patient wrote, and only that", () => {
+    const list = resourceList([reading, message], "none");
+    const items = Array.from(list.querySelectorAll("li"));
+    expect(items.map((li) => li.querySelector(".source")?.textContent ?? null)).toEqual([null, "Recorded by the patient"]);
+  });
+
+  it("does not take a look-alike tag for the server's", () => {
+    const lookalike = { ...reading, meta: { tag: [{ system: "urn:other", code: "patient-authored" }] } };
+    expect(resourceList([lookalike], "none").querySelector(".source")).toBeNull();
   });
 });

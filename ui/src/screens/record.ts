@@ -5,7 +5,7 @@ import { api, type FhirResource, type PendingView } from "../api";
 import { announce, showError, views } from "../app";
 import { trendChart } from "../chart";
 import { clear, el, field } from "../dom";
-import { conceptText, formatDate, labTests, observationValue, patientName, referenceRange, resourceDate, summary } from "../fhir";
+import { conceptText, formatDate, labTests, observationValue, patientName, recordedBy, referenceRange, resourceDate, summary } from "../fhir";
 import { documentsTab } from "./documents";
 import { pendingItem } from "./settings";
 
@@ -133,12 +133,18 @@ async function observationsTab(patient: FhirResource, into: HTMLElement, categor
   for (const test of tests) {
     const open = el("button", { type: "button", class: "link", "data-code": test.token }, test.name);
     open.addEventListener("click", () => void openChart(test.token, test.name, test.latest).catch(showError));
-    body.append(el("tr", {}, el("th", { scope: "row" }, open), el("td", {}, observationValue(test.latest)), el("td", {}, formatDate(resourceDate(test.latest))), el("td", {}, String(test.count))));
+    body.append(el("tr", {}, el("th", { scope: "row" }, open), el("td", {}, latestValue(test.latest)), el("td", {}, formatDate(resourceDate(test.latest))), el("td", {}, String(test.count))));
   }
   table.append(body);
   into.append(chartArea, table);
   const first = tests.reduce((best, t) => (t.count > best.count ? t : best), tests[0]!);
   await openChart(first.token, first.name, first.latest);
+}
+
+/** A test's latest value, marked when the patient recorded it (a home reading beside the clinic's). */
+function latestValue(observation: FhirResource): HTMLElement {
+  const source = recordedBy(observation);
+  return el("span", {}, observationValue(observation), source ? el("span", { class: "source" }, ` · ${source}`) : "");
 }
 
 function listTab(type: string, what: string) {
@@ -148,12 +154,14 @@ function listTab(type: string, what: string) {
   };
 }
 
-function resourceList(resources: FhirResource[], empty: string): HTMLElement {
+/** Resources as a list, newest last-written first, each saying who recorded it when that was the patient. */
+export function resourceList(resources: FhirResource[], empty: string): HTMLElement {
   if (resources.length === 0) return el("p", {}, empty);
   const list = el("ul", { class: "items" });
   for (const resource of [...resources].reverse()) {
-    const { title, detail, date } = summary(resource);
-    list.append(el("li", {}, el("span", { class: "title" }, title), el("span", { class: "detail" }, detail), el("span", { class: "date" }, date)));
+    const { title, detail, date, source } = summary(resource);
+    const by = source ? el("span", { class: "source" }, source) : "";
+    list.append(el("li", {}, el("span", { class: "title" }, title), el("span", { class: "detail" }, detail), by, el("span", { class: "date" }, date)));
   }
   return list;
 }

@@ -222,14 +222,34 @@ async fn networks_and_the_server_share_one_window_each() {
         let client = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + (i << 8)));
         let _ = f.auth.login(login(&format!("user{i}"), "guess"), client, t).await;
     }
+    // A clinic behind one address gets three whole sign-ins: the code step of a real
+    // challenge was paid for at the password step and is not counted again.
     let quiet: IpAddr = "203.0.113.9".parse().unwrap();
-    sign_in_from(&f, quiet, None, t + 1).await.expect("a quiet network is not shut out");
-    for i in 0..2 {
-        let _ = f.auth.login(login(&format!("more{i}"), "guess"), quiet, t + 1).await;
+    for step in [-30, 0, 30] {
+        // Three people, three codes (the previous, current and next step are all accepted).
+        let challenge = f.auth.login(login(AMY, PASSWORD), quiet, t + 31).await.expect("a quiet network");
+        let code = code(&f.totp_secret, t + 31 + step);
+        let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "x".into() };
+        f.auth.verify_mfa(mfa, quiet, t + 31).await.expect("a quiet network is not shut out");
     }
-    let tight = f.auth.login(login(AMY, PASSWORD), quiet, t + 2).await;
+    let tight = f.auth.login(login(AMY, PASSWORD), quiet, t + 32).await;
     assert!(matches!(tight, Err(AuthError::RateLimited { .. })), "{tight:?}");
-    sign_in_from(&f, quiet, Some(&cookie), t + 31).await.expect("a known device");
+    // A known device passes (its password step is enough to show it: every code of the
+    // minute has been used by the three above).
+    let known = LoginRequest { device_cookie: Some(cookie), ..login(AMY, PASSWORD) };
+    f.auth.login(known, quiet, t + 45).await.expect("a known device");
+    // A made-up challenge is counted: guessing tokens spends the network's window.
+    let guesser: IpAddr = "203.0.114.9".parse().unwrap();
+    for i in 0..4 {
+        let made_up = MfaRequest {
+            mfa_token: Secret::new(format!("made-up-{i}")),
+            code: Secret::new("123456"),
+            device_name: "x".into(),
+        };
+        let refused = f.auth.verify_mfa(made_up, guesser, t + 3).await.unwrap_err();
+        let expected = if i < 3 { "ChallengeExpired" } else { "RateLimited" };
+        assert!(format!("{refused:?}").starts_with(expected), "guess {i}: {refused:?}");
+    }
 }
 
 /// "Each code accepted once" holds for two requests at the same instant (two devices, two

@@ -320,7 +320,9 @@ impl Auth {
         let budget = bucket
             .and_then(|b| throttle::Budget::from_stored(&b, known_device))
             .unwrap_or_else(|| self.throttle.budget(&username, None));
-        self.throttle.admit(client, &budget, now)?;
+        // A real challenge was paid for at the password step, on this network's window; its
+        // code is throttled by the budget it carries. Counting it again would halve what a
+        // clinic behind one address gets while the server is under attack.
         let (store, throttle, held) = (self.store.clone(), self.throttle.clone(), budget.clone());
         if let Some(retry_after_secs) = self.blocking(move || throttle.waiting(&store.lock(), &held, now)).await? {
             return Err(AuthError::Throttled { retry_after_secs });

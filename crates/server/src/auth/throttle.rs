@@ -44,7 +44,9 @@ pub struct ThrottlePolicy {
     pub first_delay_secs: i64,
     /// The longest wait.
     pub max_delay_secs: i64,
-    /// Password and code attempts a minute from one network, from unknown devices.
+    /// Password attempts a minute from one network, from unknown devices (with codes sent
+    /// for made-up challenges, and the authenticator change; a real challenge's code was
+    /// paid for at its password step).
     pub per_network_per_minute: u32,
     /// Failed attempts a minute the whole server takes from unknown devices before each
     /// network's limit drops to [`ThrottlePolicy::per_network_under_attack`].

@@ -465,7 +465,7 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     assert_eq!(elsewhere["removed"], json!([]), "another tenant learns of nothing");
 
     // Status: the clinician's care team (ten patients), each with its latest change, and
-    // the tenant's newest deletion.
+    // the newest deletion they could see.
     let (status, sync) = w.get("demo.clinician", "/sync/status").await;
     assert_eq!(status, 200);
     let listed: Vec<&str> = sync["patients"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
@@ -475,6 +475,24 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     assert_eq!(sync["removed_through"], removed["after"]);
     let (_, mine) = w.get("demo.patient", "/sync/status").await;
     assert_eq!(mine["patients"].as_array().unwrap().len(), 2, "own record and the proxied one");
+    assert_eq!(mine["removed_through"], removed["after"], "their own record's deletion");
+
+    // Another patient's deletion moves neither the patient's status nor their pages: a
+    // patient polling cannot count what happens to others' records.
+    let (_, page) = w.get("demo.patient", "/sync/removed?after=0").await;
+    assert_eq!((&page["removed"], &page["after"]), (&removed["removed"], &removed["after"]));
+    let someone_else = &w.patients[6];
+    let (status, theirs) =
+        w.send(reqwest::Method::POST, "demo.clinician", "/fhir/Observation", Some(&glucose(someone_else)), None).await;
+    assert_eq!(status, 201, "{theirs}");
+    let theirs = format!("/fhir/Observation/{}", theirs["id"].as_str().unwrap());
+    assert_eq!(w.send(reqwest::Method::DELETE, "demo.clinician", &theirs, None, None).await.0, 204);
+    let (_, after) = w.get("demo.patient", "/sync/status").await;
+    assert_eq!(after["removed_through"], mine["removed_through"]);
+    let (_, later) = w.get("demo.patient", "/sync/removed?after=0").await;
+    assert_eq!(later, page);
+    let (_, team) = w.get("demo.clinician", "/sync/status").await;
+    assert!(team["removed_through"].as_i64() > sync["removed_through"].as_i64(), "the care team sees it");
 }
 
 impl World {

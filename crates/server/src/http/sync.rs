@@ -40,7 +40,7 @@ pub async fn status(State(state): State<AppState>, caller: Principal) -> Respons
     let filter = access.read_filter(Data::Demographics);
     let (records, tenant) = (state.records.clone(), caller.tenant.clone());
     let Ok(Ok((patients, removed_through))) =
-        tokio::task::spawn_blocking(move || records.sync_status(&tenant, &filter)).await
+        tokio::task::spawn_blocking(move || records.sync_status(&tenant, &filter, |r| readable(&access, r))).await
     else {
         tracing::error!("records store failed");
         return failed_read();
@@ -68,8 +68,10 @@ pub async fn removed(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
-    let found = tokio::task::spawn_blocking(move || records.removed_after(&tenant, after, REMOVED_PER_PAGE)).await;
+    let (records, tenant, filter) =
+        (state.records.clone(), caller.tenant.clone(), access.read_filter(Data::Demographics));
+    let found =
+        tokio::task::spawn_blocking(move || records.removed_after(&tenant, &filter, after, REMOVED_PER_PAGE)).await;
     let Ok(Ok(found)) = found else {
         tracing::error!("records store failed");
         return failed_read();
@@ -78,13 +80,17 @@ pub async fn removed(
     let last = found.last().map_or(after, |r| r.seq);
     let removed = found
         .into_iter()
-        .filter(|r| {
-            let data = Data::of(&r.resource_type).unwrap_or(Data::Clinical);
-            matches!(access.decide(data, r.patient.as_deref(), Intent::Read), Decision::Allow { .. })
-        })
+        .filter(|r| readable(&access, r))
         .map(|r| RemovedResource { resource_type: r.resource_type, id: r.id })
         .collect();
     Json(RemovedPage { removed, after: last, more }).into_response()
+}
+
+/// Whether the caller may read what a deletion removed (so it was, or could have been, on
+/// their device).
+fn readable(access: &crate::records::Access, removed: &crate::records::Removed) -> bool {
+    let data = Data::of(&removed.resource_type).unwrap_or(Data::Clinical);
+    matches!(access.decide(data, removed.patient.as_deref(), Intent::Read), Decision::Allow { .. })
 }
 
 /// `POST /audit/device`: appends a batch of the caller's device audit records to the trail.

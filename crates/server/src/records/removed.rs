@@ -2,7 +2,7 @@
 //! their next sync (minimum necessary applies offline too). A deleted DocumentReference's
 //! attachments are deleted with it.
 
-use rusqlite::params;
+use rusqlite::{named_params, params};
 
 use super::access::PatientFilter;
 use super::{RecordError, Records, Stored, Writer};
@@ -67,12 +67,14 @@ impl Records {
     }
 
     /// Each patient `filter` reaches in `tenant`, by id, with the latest change in their
-    /// compartment (sortable UTC); and the tenant's newest deletion. What `GET /sync/status`
-    /// answers.
+    /// compartment (sortable UTC); and the newest deletion the caller sees (`visible`,
+    /// among the compartments `filter` reaches): what `GET /sync/status` answers. Not the
+    /// tenant's newest — polling that would count everyone's deletions.
     pub fn sync_status(
         &self,
         tenant: &str,
         filter: &PatientFilter,
+        visible: impl Fn(&Removed) -> bool,
     ) -> Result<(Vec<(String, String)>, i64), RecordError> {
         let conn = self.store.read();
         let mut patients = Vec::new();
@@ -99,21 +101,59 @@ impl Records {
                 }
             }
         }
-        let removed_through: i64 = conn
-            .prepare_cached("SELECT coalesce(max(seq), 0) FROM removed WHERE tenant = ?1")?
-            .query_row([tenant], |r| r.get(0))?;
+        let (any, ids) = reach(filter);
+        let mut newest = conn.prepare_cached(&format!("{REMOVED} WHERE {IN_REACH} ORDER BY seq DESC"))?;
+        let mut rows = newest.query(named_params! {":tenant": tenant, ":any": any, ":ids": ids})?;
+        let mut removed_through = 0;
+        while let Some(row) = rows.next()? {
+            let removed = removed_row(row)?;
+            if visible(&removed) {
+                removed_through = removed.seq;
+                break;
+            }
+        }
         Ok((patients, removed_through))
     }
 
-    /// Up to `limit` deletions in `tenant` after `after`, oldest first.
-    pub fn removed_after(&self, tenant: &str, after: i64, limit: u32) -> Result<Vec<Removed>, RecordError> {
+    /// Up to `limit` deletions in `tenant` after `after`, oldest first, in the compartments
+    /// `filter` reaches (and in none: the directory); the caller still decides each. Other
+    /// patients' deletions are not even scanned, so a page's end says nothing about them.
+    pub fn removed_after(
+        &self,
+        tenant: &str,
+        filter: &PatientFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Removed>, RecordError> {
         let conn = self.store.read();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, type, id, patient FROM removed WHERE tenant = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        let (any, ids) = reach(filter);
+        let mut stmt =
+            conn.prepare_cached(&format!("{REMOVED} WHERE {IN_REACH} AND seq > :after ORDER BY seq LIMIT :limit"))?;
+        let rows = stmt.query_map(
+            named_params! {":tenant": tenant, ":any": any, ":ids": ids, ":after": after, ":limit": limit},
+            removed_row,
         )?;
-        let rows = stmt.query_map(params![tenant, after, limit], |r| {
-            Ok(Removed { seq: r.get(0)?, resource_type: r.get(1)?, id: r.get(2)?, patient: r.get(3)? })
-        })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// A deletion's columns, as [`removed_row`] reads them.
+const REMOVED: &str = "SELECT seq, type, id, patient FROM removed";
+
+/// Deletions in `:tenant` in the compartments a filter reaches: all (`:any`), or those of
+/// the patients in the JSON array `:ids`; and those in no compartment.
+const IN_REACH: &str =
+    "tenant = :tenant AND (:any OR patient IS NULL OR patient IN (SELECT value FROM json_each(:ids)))";
+
+/// A filter as SQL parameters: whether it reaches everyone, and the ids it reaches.
+fn reach(filter: &PatientFilter) -> (bool, String) {
+    match filter {
+        PatientFilter::Any => (true, "[]".into()),
+        PatientFilter::Only(ids) => (false, serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())),
+        PatientFilter::Nothing => (false, "[]".into()),
+    }
+}
+
+fn removed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Removed> {
+    Ok(Removed { seq: r.get(0)?, resource_type: r.get(1)?, id: r.get(2)?, patient: r.get(3)? })
 }

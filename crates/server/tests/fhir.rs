@@ -578,7 +578,6 @@ fn reading_cases(own: &str) -> Vec<(&'static str, &'static str, Value, u16)> {
             with(home_reading(own), "/code", json!({"coding": [{"system": "http://loinc.org", "code": "4548-4"}]})),
             422,
         ),
-        ("a code in words", "Observation", with(home_reading(own), "/code/text", json!("HbA1c")), 422),
         (
             "a code from another system",
             "Observation",
@@ -846,8 +845,10 @@ async fn patients_create_and_change_only_what_they_author() {
     assert!(stored["meta"].get("source").is_none());
     // A weight labelled as something else is stored with the standard label.
     let relabelled = with(home_reading(own), "/code/coding/0/display", json!("Hemoglobin A1c"));
+    let relabelled = with(relabelled, "/code/text", json!("HbA1c"));
     let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None).await;
     assert_eq!(stored["code"]["coding"][0]["display"], "Body weight", "{stored}");
+    assert_eq!(stored["code"]["text"], "Body weight", "{stored}");
     // Only the server marks what a patient wrote: staff cannot pass a note off as the
     // patient's own, nor can anyone add the mark on an update.
     let (system, code) = ("urn:carekeep:provenance", "patient-authored");

@@ -35,8 +35,8 @@ const PATIENT_CATEGORIES: [(&str, &str); 4] = [
 ];
 
 /// What a patient measures at home, by LOINC code, with the display the server stores
-/// (whatever display the patient sent is replaced, so a weight cannot be labelled as an
-/// HbA1c). Laboratory panels are not here: those are the care team's.
+/// (whatever display or text the patient sent is replaced, so a weight cannot be labelled
+/// as an HbA1c). Laboratory panels are not here: those are the care team's.
 pub const HOME_READINGS: [(&str, &str); 15] = [
     ("85354-9", "Blood pressure panel with all children optional"),
     ("8480-6", "Systolic blood pressure"),
@@ -280,12 +280,12 @@ fn only_elements(resource_type: &str, v: &Value, allowed: &[&str], rule: &str) -
     Err(refused(resource_type, if named { extra } else { "element" }, rule))
 }
 
-/// A CodeableConcept coded with home readings alone: LOINC codings from [`HOME_READINGS`],
-/// no free text.
+/// A CodeableConcept coded with home readings alone: LOINC codings from [`HOME_READINGS`]
+/// (and a text, which the server replaces with the standard display).
 fn is_home_reading(concept: Option<&Value>) -> bool {
     let Some(concept) = concept.and_then(Value::as_object) else { return false };
     let codings = concept.get("coding").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    concept.keys().all(|k| k == "coding")
+    concept.keys().all(|k| k == "coding" || k == "text")
         && !codings.is_empty()
         && codings.iter().all(|c| {
             coding_elements(c, &["system", "code", "display"])
@@ -299,14 +299,21 @@ fn home_display(code: &str) -> Option<&'static str> {
     HOME_READINGS.iter().find(|(c, _)| *c == code).map(|(_, display)| *display)
 }
 
-/// Replaces each coding's display by the standard one for its code.
+/// Replaces each coding's display, and the concept's text, by the standard display of its
+/// (first) code: what a reading is called is the code's to say, not the sender's.
 fn standard_displays(concept: Option<&mut Value>) {
-    let codings = concept.and_then(|c| c.get_mut("coding")).and_then(Value::as_array_mut);
+    let Some(concept) = concept.and_then(Value::as_object_mut) else { return };
+    let mut first = None;
+    let codings = concept.get_mut("coding").and_then(Value::as_array_mut);
     for coding in codings.into_iter().flatten() {
         let display = coding.get("code").and_then(Value::as_str).and_then(home_display);
         if let (Some(display), Some(object)) = (display, coding.as_object_mut()) {
             object.insert("display".into(), Value::String(display.into()));
+            first = first.or(Some(display));
         }
+    }
+    if let (Some(display), true) = (first, concept.contains_key("text")) {
+        concept.insert("text".into(), Value::String(display.into()));
     }
 }
 

@@ -603,14 +603,14 @@ fn reading_cases(own: &str) -> Vec<(&'static str, &'static str, Value, u16)> {
             422,
         ),
         (
-            "a narrative",
+            "a narrative (dropped)",
             "Observation",
             with(
                 home_reading(own),
                 "/text",
                 json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Lab result</div>"}),
             ),
-            422,
+            201,
         ),
         ("an issued time", "Observation", with(home_reading(own), "/issued", json!("2026-11-01T09:00:00Z")), 422),
         (
@@ -620,6 +620,46 @@ fn reading_cases(own: &str) -> Vec<(&'static str, &'static str, Value, u16)> {
             422,
         ),
         ("a note of their own", "Observation", with(home_reading(own), "/note", json!([{"text": "After a run"}])), 201),
+        // Inside the allowed elements too (the third review).
+        (
+            "a note signed by a practitioner",
+            "Observation",
+            with(
+                home_reading(own),
+                "/note",
+                json!([{"authorReference": {"reference": "Practitioner/x"}, "text": "Confirmed by the lab"}]),
+            ),
+            422,
+        ),
+        (
+            "a note signed in words",
+            "Observation",
+            with(home_reading(own), "/note", json!([{"authorString": "Dr. House", "text": "Start insulin"}])),
+            422,
+        ),
+        (
+            "a subject with a display",
+            "Observation",
+            with(home_reading(own), "/subject/display", json!("LabCorp Central Laboratory")),
+            422,
+        ),
+        ("a weight in percent", "Observation", with(home_reading(own), "/valueQuantity/code", json!("%")), 422),
+        (
+            "a value without its UCUM system",
+            "Observation",
+            with(home_reading(own), "/valueQuantity/system", json!("urn:lab")),
+            422,
+        ),
+        (
+            "a period with an extension",
+            "Observation",
+            with(
+                home_reading(own),
+                "/effectivePeriod",
+                json!({"start": "2026-11-01T08:00:00Z", "extension": [{"url": "urn:x", "valueString": "lab"}]}),
+            ),
+            422,
+        ),
         ("a blood pressure", "Observation", blood_pressure(own, &json!({})), 201),
         (
             "a blood pressure part with an interpretation",
@@ -660,6 +700,28 @@ fn request_and_message_cases(own: &str, me: &str) -> Vec<(&'static str, &'static
             "Communication",
             with(message(own, me), "/recipient", json!([{"reference": "Practitioner/someone"}])),
             201,
+        ),
+        (
+            "a request period with an extension",
+            "Appointment",
+            with(
+                appointment(own, "proposed", None),
+                "/requestedPeriod",
+                json!([{"start": "2026-12-01T09:00:00Z", "extension": [{"url": "urn:x", "valueString": "booked"}]}]),
+            ),
+            422,
+        ),
+        (
+            "a message whose subject has a display",
+            "Communication",
+            with(message(own, me), "/subject/display", json!("From Dr. House")),
+            422,
+        ),
+        (
+            "a message to a patient dressed as a practitioner",
+            "Communication",
+            with(message(own, me), "/recipient", json!([{"reference": format!("Practitioner/../Patient/{own}")}])),
+            422,
         ),
         (
             "a message to a relative",
@@ -849,6 +911,14 @@ async fn patients_create_and_change_only_what_they_author() {
     let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None).await;
     assert_eq!(stored["code"]["coding"][0]["display"], "Body weight", "{stored}");
     assert_eq!(stored["code"]["text"], "Body weight", "{stored}");
+    // Its unit label is the unit's, and its narrative is dropped.
+    let relabelled = with(home_reading(own), "/valueQuantity/unit", json!("% HbA1c (lab verified)"));
+    let narrative =
+        json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Lab result</div>"});
+    let relabelled = with(relabelled, "/text", narrative);
+    let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None).await;
+    assert_eq!(stored["valueQuantity"]["unit"], "kg", "{stored}");
+    assert!(stored.get("text").is_none(), "{stored}");
     // Only the server marks what a patient wrote: staff cannot pass a note off as the
     // patient's own, nor can anyone add the mark on an update.
     let (system, code) = ("urn:carekeep:provenance", "patient-authored");

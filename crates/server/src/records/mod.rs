@@ -147,7 +147,7 @@ impl Records {
 
     /// Checks a resource a client sent for `resource_type`: the FHIR R4 schema and calendar
     /// rules, the type it was sent to, and — for a patient's data — that it names its patient.
-    /// The patient-authored mark is removed whoever sent it ([`authorship::strip_provenance`]).
+    /// The patient-authored mark is removed whoever sent it ([`authorship::provenance`]).
     pub fn check(&self, mut value: Value, resource_type: &str) -> Result<Checked, RecordError> {
         if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
             return Err(invalid(
@@ -170,7 +170,7 @@ impl Records {
         };
         // Ids, versions and the patient-authored mark are the server's to assign: a
         // placeholder id keeps the indexer happy.
-        authorship::strip_provenance(&mut value);
+        authorship::provenance::strip(&mut value);
         if let Some(obj) = value.as_object_mut() {
             obj.insert("id".into(), Value::String("pending".into()));
             if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {

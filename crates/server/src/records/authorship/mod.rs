@@ -4,16 +4,21 @@
 //! patient may create their own home readings, appointment requests and messages, and
 //! change or delete only what they wrote themselves ([`super::Access::may_change`]). A
 //! laboratory result, a booking or a clinician's message is never theirs to write, nor can
-//! their own resource dress as one. The rules are allow-lists, not deny-lists: each kind
-//! names the elements it may carry (anything else — an extension, a narrative, an order
-//! it answers, a contained resource — is refused), a reading is coded with one of the
-//! [`HOME_READINGS`] and nothing else, people are named by reference alone, and the server
-//! marks what a patient wrote ([`PATIENT_AUTHORED_TAG`]) and strips that mark from what
-//! anyone else sends ([`strip_provenance`]) so staff can tell the two apart.
+//! their own resource dress as one. The rules are allow-lists, down to each element's
+//! parts: each kind names the elements it may carry (anything else — an extension, an
+//! order it answers, a contained resource, a note's author — is refused), a reading is one
+//! of the [`readings::HOME_READINGS`] in its own units and named as the server names it,
+//! people are named by reference alone, and the server marks what a patient wrote and
+//! strips that mark from what anyone else sends ([`provenance`]).
 
-use serde_json::{Map, Value};
+pub mod provenance;
+pub mod readings;
+
+use serde_json::Value;
 
 use super::{Checked, Problem, RecordError};
+
+pub use provenance::PATIENT_AUTHORED_TAG;
 
 /// The HL7 observation-category code system.
 pub const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
@@ -21,8 +26,6 @@ pub const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/ob
 pub const CAREKEEP_CATEGORY: &str = "urn:carekeep:observation-category";
 /// The Carekeep category of a reading a patient took themselves (home glucose, weight, …).
 pub const PATIENT_REPORTED: &str = "patient-reported";
-/// LOINC, the only code system a home reading is coded in.
-pub const LOINC: &str = "http://loinc.org";
 
 /// The categories a patient's own reading may carry: HL7's vital signs, activity and survey
 /// (what people measure or answer at home), and Carekeep's `patient-reported`. Laboratory,
@@ -34,36 +37,13 @@ const PATIENT_CATEGORIES: [(&str, &str); 4] = [
     (CAREKEEP_CATEGORY, PATIENT_REPORTED),
 ];
 
-/// What a patient measures at home, by LOINC code, with the display the server stores
-/// (whatever display or text the patient sent is replaced, so a weight cannot be labelled
-/// as an HbA1c). Laboratory panels are not here: those are the care team's.
-pub const HOME_READINGS: [(&str, &str); 15] = [
-    ("85354-9", "Blood pressure panel with all children optional"),
-    ("8480-6", "Systolic blood pressure"),
-    ("8462-4", "Diastolic blood pressure"),
-    ("8867-4", "Heart rate"),
-    ("9279-1", "Respiratory rate"),
-    ("8310-5", "Body temperature"),
-    ("29463-7", "Body weight"),
-    ("8302-2", "Body height"),
-    ("39156-5", "Body mass index (BMI) [Ratio]"),
-    ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
-    ("2708-6", "Oxygen saturation in Arterial blood"),
-    ("15074-8", "Glucose [Moles/volume] in Blood"),
-    ("41653-7", "Glucose [Mass/volume] in Capillary blood by Glucometer"),
-    ("55423-8", "Number of steps in unspecified time Pedometer"),
-    ("72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
-];
-
-/// The `meta.tag` the server puts on everything a patient or proxy writes (any `meta` they
-/// sent — source, tags, profiles — is replaced): system and code.
-pub const PATIENT_AUTHORED_TAG: (&str, &str) = ("urn:carekeep:provenance", "patient-authored");
-
-/// The elements a home reading may carry.
-const READING_ELEMENTS: [&str; 14] = [
+/// The elements a home reading may carry. (`text`, the narrative, is accepted and dropped:
+/// the server's copy of what a patient wrote has none.)
+const READING_ELEMENTS: [&str; 15] = [
     "resourceType",
     "id",
     "meta",
+    "text",
     "status",
     "category",
     "code",
@@ -80,15 +60,20 @@ const READING_ELEMENTS: [&str; 14] = [
 /// The elements of a reading's component (one half of a blood pressure).
 const COMPONENT_ELEMENTS: [&str; 2] = ["code", "valueQuantity"];
 
-/// The elements of a measured value.
-const QUANTITY_ELEMENTS: [&str; 5] = ["value", "comparator", "unit", "system", "code"];
+/// The elements of a note a patient adds: words and when, never an author (the note is
+/// theirs).
+const NOTE_ELEMENTS: [&str; 2] = ["text", "time"];
+
+/// The elements of a period.
+const PERIOD_ELEMENTS: [&str; 2] = ["start", "end"];
 
 /// The elements an appointment request may carry: when the patient would like to come and
 /// why, in their words.
-const REQUEST_ELEMENTS: [&str; 11] = [
+const REQUEST_ELEMENTS: [&str; 12] = [
     "resourceType",
     "id",
     "meta",
+    "text",
     "status",
     "description",
     "start",
@@ -106,12 +91,23 @@ const PARTICIPANT_ELEMENTS: [&str; 3] = ["actor", "status", "required"];
 const PATIENT_APPOINTMENT_STATUSES: [&str; 2] = ["proposed", "cancelled"];
 
 /// The elements a message may carry.
-const MESSAGE_ELEMENTS: [&str; 10] =
-    ["resourceType", "id", "meta", "status", "subject", "sender", "recipient", "sent", "payload", "inResponseTo"];
+const MESSAGE_ELEMENTS: [&str; 11] = [
+    "resourceType",
+    "id",
+    "meta",
+    "text",
+    "status",
+    "subject",
+    "sender",
+    "recipient",
+    "sent",
+    "payload",
+    "inResponseTo",
+];
 
 /// Who a patient's message may go to: the care team and the practice, never a person
 /// outside it.
-const RECIPIENT_TYPES: [&str; 4] = ["Practitioner/", "PractitionerRole/", "Organization/", "CareTeam/"];
+const RECIPIENT_TYPES: [&str; 4] = ["Practitioner", "PractitionerRole", "Organization", "CareTeam"];
 
 impl Checked {
     /// Whether a patient (or proxy) may author this content for the patient it names.
@@ -131,49 +127,51 @@ impl Checked {
     }
 
     /// Marks this as written by a patient or proxy: their `meta` is replaced by the server's
-    /// tag (versions and times are the server's to set anyway), and the displays of a
-    /// reading's codes by the standard ones.
+    /// tag (versions and times are the server's to set anyway), their narrative dropped, and
+    /// a reading's names and unit labels set to the standard ones.
     pub fn mark_patient_authored(&mut self) {
-        let (system, code) = PATIENT_AUTHORED_TAG;
         if let Some(object) = self.value.as_object_mut() {
-            object.insert(
-                "meta".into(),
-                serde_json::json!({"tag": [{"system": system, "code": code, "display": "Recorded by the patient"}]}),
-            );
+            object.insert("meta".into(), provenance::patient_meta());
+            object.remove("text");
         }
         if self.resource_type == "Observation" {
             let components = self.value.get_mut("component").and_then(Value::as_array_mut);
             for component in components.into_iter().flatten() {
-                standard_displays(component.get_mut("code"));
+                let (code, value) = code_and_value(component);
+                readings::relabel(code, value);
             }
-            standard_displays(self.value.get_mut("code"));
+            let (code, value) = code_and_value(&mut self.value);
+            readings::relabel(code, value);
         }
     }
 }
 
-/// Removes the patient-authored mark from a resource anyone sends: only the server sets it,
-/// on what a patient or proxy wrote ([`Checked::mark_patient_authored`]), so a clinician's
-/// note or an import cannot pass as the patient's own words.
-pub fn strip_provenance(resource: &mut Value) {
-    let (system, _) = PATIENT_AUTHORED_TAG;
-    let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) else { return };
-    if let Some(tags) = meta.get_mut("tag").and_then(Value::as_array_mut) {
-        tags.retain(|tag| tag.get("system").and_then(Value::as_str) != Some(system));
-        if tags.is_empty() {
-            meta.remove("tag");
+/// A reading's (or component's) code and value, both borrowed mutably.
+fn code_and_value(v: &mut Value) -> (Option<&mut Value>, Option<&mut Value>) {
+    let Some(fields) = v.as_object_mut() else { return (None, None) };
+    let mut code = None;
+    let mut value = None;
+    for (key, field) in fields.iter_mut() {
+        match key.as_str() {
+            "code" => code = Some(field),
+            "valueQuantity" => value = Some(field),
+            _ => {}
         }
     }
+    (code, value)
 }
 
-/// A home reading: only the reading elements, coded with one of the [`HOME_READINGS`] in
-/// patient categories, performed by no one but the patient.
+/// A home reading: only the reading elements, one of the home readings in its own units,
+/// in patient categories, about and performed by no one but the patient.
 fn check_reading(v: &Value, own: &str) -> Result<(), RecordError> {
     only_elements("Observation", v, &READING_ELEMENTS, "is not part of a reading you record; leave it out")?;
+    if !v.get("subject").is_some_and(|s| only_reference_to(s, own)) {
+        return Err(refused("Observation", "subject", "names your record by reference alone"));
+    }
     let concepts = v.get("category").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let coded_only = concepts.iter().all(|c| {
-        c.as_object().is_some_and(|o| o.keys().all(|k| k == "coding"))
-            && codings_of(c).iter().all(|coding| coding_elements(coding, &["system", "code"]))
-    });
+    let coded_only = concepts
+        .iter()
+        .all(|c| has_only(c, &["coding"]) && codings_of(c).iter().all(|coding| has_only(coding, &["system", "code"])));
     let categories = codings(v.get("category"));
     if categories.is_empty()
         || !coded_only
@@ -186,22 +184,22 @@ fn check_reading(v: &Value, own: &str) -> Result<(), RecordError> {
              from your care team",
         ));
     }
-    if !is_home_reading(v.get("code")) {
+    let Some(reading) = readings::coded_as(v.get("code")) else {
         return Err(refused(
             "Observation",
             "code",
             "a reading you record is one of the home readings (blood pressure, heart rate, weight, glucose, …) \
              coded in LOINC alone; results come from your care team",
         ));
-    }
-    if !v.get("valueQuantity").is_none_or(is_quantity) {
-        return Err(refused("Observation", "valueQuantity", "is a number with its unit, nothing else"));
+    };
+    if !v.get("valueQuantity").is_none_or(|q| readings::measures(reading, q)) {
+        return Err(refused("Observation", "valueQuantity", "is a number in a unit this reading is measured in"));
     }
     let components = v.get("component").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let plain = |c: &Value| {
-        c.as_object().is_some_and(|o| o.keys().all(|k| COMPONENT_ELEMENTS.contains(&k.as_str())))
-            && is_home_reading(c.get("code"))
-            && c.get("valueQuantity").is_none_or(is_quantity)
+        has_only(c, &COMPONENT_ELEMENTS)
+            && readings::coded_as(c.get("code"))
+                .is_some_and(|part| c.get("valueQuantity").is_none_or(|q| readings::measures(part, q)))
     };
     if !components.iter().all(plain) {
         return Err(refused(
@@ -209,6 +207,13 @@ fn check_reading(v: &Value, own: &str) -> Result<(), RecordError> {
             "component",
             "each part of a reading is a home reading's code and its value, nothing else",
         ));
+    }
+    if !v.get("effectivePeriod").is_none_or(|p| has_only(p, &PERIOD_ELEMENTS)) {
+        return Err(refused("Observation", "effectivePeriod", "is a start and an end, nothing else"));
+    }
+    let notes = v.get("note").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if !notes.iter().all(|n| has_only(n, &NOTE_ELEMENTS)) {
+        return Err(refused("Observation", "note", "a note you add is your words and a time; it names no author"));
     }
     let performers = v.get("performer").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if !performers.iter().all(|p| only_reference_to(p, own)) {
@@ -229,10 +234,8 @@ fn check_request(v: &Value, own: &str) -> Result<(), RecordError> {
         ));
     }
     let participants = v.get("participant").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let only_you = |p: &Value| {
-        p.as_object().is_some_and(|o| o.keys().all(|k| PARTICIPANT_ELEMENTS.contains(&k.as_str())))
-            && p.get("actor").is_some_and(|a| only_reference_to(a, own))
-    };
+    let only_you =
+        |p: &Value| has_only(p, &PARTICIPANT_ELEMENTS) && p.get("actor").is_some_and(|a| only_reference_to(a, own));
     if !participants.iter().all(only_you) {
         return Err(refused(
             "Appointment",
@@ -240,18 +243,28 @@ fn check_request(v: &Value, own: &str) -> Result<(), RecordError> {
             "a request you make names only you; the practice adds who will see you",
         ));
     }
+    let periods = v.get("requestedPeriod").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if !periods.iter().all(|p| has_only(p, &PERIOD_ELEMENTS)) {
+        return Err(refused("Appointment", "requestedPeriod", "is a start and an end, nothing else"));
+    }
     Ok(())
 }
 
-/// A message: sent as the patient, in words, to the care team (never to another patient).
+/// A message: about and sent as the patient, in words, to the care team (never to another
+/// patient).
 fn check_message(v: &Value, own: &str) -> Result<(), RecordError> {
     only_elements("Communication", v, &MESSAGE_ELEMENTS, "is not part of a message you send; leave it out")?;
+    if !v.get("subject").is_some_and(|s| only_reference_to(s, own)) {
+        return Err(refused("Communication", "subject", "names your record by reference alone"));
+    }
     if !v.get("sender").is_some_and(|s| only_reference_to(s, own)) {
         return Err(refused("Communication", "sender", "a message you send is sent as you"));
     }
     let recipients = v.get("recipient").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let to_the_team = |r: &Value| only_reference(r).is_some_and(|to| RECIPIENT_TYPES.iter().any(|t| to.starts_with(t)));
-    if !recipients.iter().all(to_the_team) {
+    if !recipients
+        .iter()
+        .all(|r| only_reference(r).and_then(local_reference).is_some_and(|(t, _)| RECIPIENT_TYPES.contains(&t)))
+    {
         return Err(refused(
             "Communication",
             "recipient",
@@ -260,11 +273,11 @@ fn check_message(v: &Value, own: &str) -> Result<(), RecordError> {
         ));
     }
     let payload = v.get("payload").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if !payload.iter().all(|p| p.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("contentString"))) {
+    if !payload.iter().all(|p| has_only(p, &["contentString"]) && p.get("contentString").is_some()) {
         return Err(refused("Communication", "payload", "a message you send is text; attach documents separately"));
     }
     let replies = v.get("inResponseTo").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if !replies.iter().all(|r| only_reference(r).is_some_and(|to| to.starts_with("Communication/"))) {
+    if !replies.iter().all(|r| only_reference(r).and_then(local_reference).is_some_and(|(t, _)| t == "Communication")) {
         return Err(refused("Communication", "inResponseTo", "answers another message, by reference alone"));
     }
     Ok(())
@@ -280,52 +293,10 @@ fn only_elements(resource_type: &str, v: &Value, allowed: &[&str], rule: &str) -
     Err(refused(resource_type, if named { extra } else { "element" }, rule))
 }
 
-/// A CodeableConcept coded with home readings alone: LOINC codings from [`HOME_READINGS`]
-/// (and a text, which the server replaces with the standard display).
-fn is_home_reading(concept: Option<&Value>) -> bool {
-    let Some(concept) = concept.and_then(Value::as_object) else { return false };
-    let codings = concept.get("coding").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    concept.keys().all(|k| k == "coding" || k == "text")
-        && !codings.is_empty()
-        && codings.iter().all(|c| {
-            coding_elements(c, &["system", "code", "display"])
-                && c.get("system").and_then(Value::as_str) == Some(LOINC)
-                && c.get("code").and_then(Value::as_str).is_some_and(|code| home_display(code).is_some())
-        })
-}
-
-/// The standard display of a home reading's LOINC code.
-fn home_display(code: &str) -> Option<&'static str> {
-    HOME_READINGS.iter().find(|(c, _)| *c == code).map(|(_, display)| *display)
-}
-
-/// Replaces each coding's display, and the concept's text, by the standard display of its
-/// (first) code: what a reading is called is the code's to say, not the sender's.
-fn standard_displays(concept: Option<&mut Value>) {
-    let Some(concept) = concept.and_then(Value::as_object_mut) else { return };
-    let mut first = None;
-    let codings = concept.get_mut("coding").and_then(Value::as_array_mut);
-    for coding in codings.into_iter().flatten() {
-        let display = coding.get("code").and_then(Value::as_str).and_then(home_display);
-        if let (Some(display), Some(object)) = (display, coding.as_object_mut()) {
-            object.insert("display".into(), Value::String(display.into()));
-            first = first.or(Some(display));
-        }
-    }
-    if let (Some(display), true) = (first, concept.contains_key("text")) {
-        concept.insert("text".into(), Value::String(display.into()));
-    }
-}
-
-/// A Quantity with nothing but a value and its unit.
-fn is_quantity(quantity: &Value) -> bool {
-    quantity.as_object().is_some_and(|o| o.keys().all(|k| QUANTITY_ELEMENTS.contains(&k.as_str())))
-}
-
-/// Whether a Coding carries only the `allowed` elements (no extension, version or
-/// user-selected flag to hide a meaning in).
-fn coding_elements(coding: &Value, allowed: &[&str]) -> bool {
-    coding.as_object().is_some_and(|o: &Map<String, Value>| o.keys().all(|k| allowed.contains(&k.as_str())))
+/// Whether `v` is an object carrying only the `allowed` elements (no extension, id or
+/// `_`-prefixed sibling to hide a meaning in).
+fn has_only(v: &Value, allowed: &[&str]) -> bool {
+    v.as_object().is_some_and(|o| o.keys().all(|k| allowed.contains(&k.as_str())))
 }
 
 /// A Reference that is exactly `{"reference": own}`: no display or identifier that could
@@ -337,6 +308,19 @@ fn only_reference_to(reference: &Value, own: &str) -> bool {
 /// The target of a Reference that carries nothing but its `reference`.
 fn only_reference(reference: &Value) -> Option<&str> {
     reference.as_object().filter(|o| o.len() == 1).and_then(|o| o.get("reference")).and_then(Value::as_str)
+}
+
+/// A reference's type and id when it is exactly `Type/id` on this server (a FHIR id: 1–64
+/// letters, digits, `-` and `.`, and not `.` or `..`), so `Practitioner/../Patient/x`
+/// cannot pass for a practitioner.
+fn local_reference(reference: &str) -> Option<(&str, &str)> {
+    let (resource_type, id) = reference.split_once('/')?;
+    let type_ok = !resource_type.is_empty() && resource_type.chars().all(|c| c.is_ascii_alphabetic());
+    let id_ok = (1..=64).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && id != "."
+        && id != "..";
+    (type_ok && id_ok).then_some((resource_type, id))
 }
 
 fn codings_of(concept: &Value) -> Vec<&Value> {

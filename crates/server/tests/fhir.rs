@@ -493,6 +493,12 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     assert_eq!(later, page);
     let (_, team) = w.get("demo.clinician", "/sync/status").await;
     assert!(team["removed_through"].as_i64() > sync["removed_through"].as_i64(), "the care team sees it");
+    // Billing reads every patient's demographics but no clinical record: the readings'
+    // deletions move neither its status nor its pages (the third review counted them).
+    let (_, billing) = w.get("demo.billing", "/sync/removed?after=0").await;
+    assert_eq!(billing, json!({"removed": [], "after": 0, "more": false}));
+    let (_, billing) = w.get("demo.billing", "/sync/status").await;
+    assert_eq!(billing["removed_through"], 0);
 }
 
 impl World {

@@ -17,7 +17,7 @@ use super::AppState;
 use super::fhir::caller_access;
 use crate::auth::Principal;
 use crate::device_audit::{self, UploadError};
-use crate::records::{Data, Decision, Intent};
+use crate::records::{Data, Decision, DeletionScope, Intent};
 
 /// Deletions per answer.
 const REMOVED_PER_PAGE: u32 = 1000;
@@ -40,7 +40,7 @@ pub async fn status(State(state): State<AppState>, caller: Principal) -> Respons
     let filter = access.read_filter(Data::Demographics);
     let (records, tenant) = (state.records.clone(), caller.tenant.clone());
     let Ok(Ok((patients, removed_through))) =
-        tokio::task::spawn_blocking(move || records.sync_status(&tenant, &filter, |r| readable(&access, r))).await
+        tokio::task::spawn_blocking(move || records.sync_status(&tenant, &filter, &DeletionScope::of(&access))).await
     else {
         tracing::error!("records store failed");
         return failed_read();
@@ -68,10 +68,9 @@ pub async fn removed(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let (records, tenant, filter) =
-        (state.records.clone(), caller.tenant.clone(), access.read_filter(Data::Demographics));
+    let (records, tenant, scope) = (state.records.clone(), caller.tenant.clone(), DeletionScope::of(&access));
     let found =
-        tokio::task::spawn_blocking(move || records.removed_after(&tenant, &filter, after, REMOVED_PER_PAGE)).await;
+        tokio::task::spawn_blocking(move || records.removed_after(&tenant, &scope, after, REMOVED_PER_PAGE)).await;
     let Ok(Ok(found)) = found else {
         tracing::error!("records store failed");
         return failed_read();

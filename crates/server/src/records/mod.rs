@@ -24,7 +24,7 @@ use crate::ServerError;
 use crate::store::Store;
 pub use access::{Access, Data, Decision, Intent};
 pub use idempotency::Once;
-pub use removed::Removed;
+pub use removed::{DeletionScope, Removed};
 pub use validate::Problem;
 
 /// One stored resource, current version.

@@ -2,9 +2,10 @@
 //! their next sync (minimum necessary applies offline too). A deleted DocumentReference's
 //! attachments are deleted with it.
 
-use rusqlite::{named_params, params};
+use rusqlite::params;
+use rusqlite::types::Value as SqlValue;
 
-use super::access::PatientFilter;
+use super::access::{Access, Data, PatientFilter, SERVED_TYPES};
 use super::{RecordError, Records, Stored, Writer};
 
 /// A resource deleted on the server, in deletion order.
@@ -67,14 +68,14 @@ impl Records {
     }
 
     /// Each patient `filter` reaches in `tenant`, by id, with the latest change in their
-    /// compartment (sortable UTC); and the newest deletion the caller sees (`visible`,
-    /// among the compartments `filter` reaches): what `GET /sync/status` answers. Not the
-    /// tenant's newest — polling that would count everyone's deletions.
+    /// compartment (sortable UTC); and the newest deletion within `scope`: what `GET
+    /// /sync/status` answers. Not the tenant's newest — polling that would count everyone's
+    /// deletions.
     pub fn sync_status(
         &self,
         tenant: &str,
         filter: &PatientFilter,
-        visible: impl Fn(&Removed) -> bool,
+        scope: &DeletionScope,
     ) -> Result<(Vec<(String, String)>, i64), RecordError> {
         let conn = self.store.read();
         let mut patients = Vec::new();
@@ -101,38 +102,39 @@ impl Records {
                 }
             }
         }
-        let (any, ids) = reach(filter);
-        let mut newest = conn.prepare_cached(&format!("{REMOVED} WHERE {IN_REACH} ORDER BY seq DESC"))?;
-        let mut rows = newest.query(named_params! {":tenant": tenant, ":any": any, ":ids": ids})?;
-        let mut removed_through = 0;
-        while let Some(row) = rows.next()? {
-            let removed = removed_row(row)?;
-            if visible(&removed) {
-                removed_through = removed.seq;
-                break;
-            }
-        }
+        let (clause, values) = scope.sql();
+        let mut newest = conn.prepare(&format!("{REMOVED} WHERE tenant = ?1 AND ({clause}) ORDER BY seq DESC"))?;
+        let mut rows = newest
+            .query(rusqlite::params_from_iter(std::iter::once(SqlValue::from(tenant.to_owned())).chain(values)))?;
+        let removed_through = match rows.next()? {
+            Some(row) => row.get(0)?,
+            None => 0,
+        };
         Ok((patients, removed_through))
     }
 
-    /// Up to `limit` deletions in `tenant` after `after`, oldest first, in the compartments
-    /// `filter` reaches (and in none: the directory); the caller still decides each. Other
-    /// patients' deletions are not even scanned, so a page's end says nothing about them.
+    /// Up to `limit` deletions in `tenant` after `after`, oldest first, within `scope`.
+    /// Deletions outside it are not even scanned, so a page's end (`after`, `more`) says
+    /// nothing about them.
     pub fn removed_after(
         &self,
         tenant: &str,
-        filter: &PatientFilter,
+        scope: &DeletionScope,
         after: i64,
         limit: u32,
     ) -> Result<Vec<Removed>, RecordError> {
         let conn = self.store.read();
-        let (any, ids) = reach(filter);
-        let mut stmt =
-            conn.prepare_cached(&format!("{REMOVED} WHERE {IN_REACH} AND seq > :after ORDER BY seq LIMIT :limit"))?;
-        let rows = stmt.query_map(
-            named_params! {":tenant": tenant, ":any": any, ":ids": ids, ":after": after, ":limit": limit},
-            removed_row,
-        )?;
+        let (clause, values) = scope.sql();
+        let n = values.len();
+        let mut stmt = conn.prepare(&format!(
+            "{REMOVED} WHERE tenant = ?1 AND ({clause}) AND seq > ?{} ORDER BY seq LIMIT ?{}",
+            n + 2,
+            n + 3
+        ))?;
+        let values = std::iter::once(SqlValue::from(tenant.to_owned()))
+            .chain(values)
+            .chain([SqlValue::Integer(after), SqlValue::Integer(i64::from(limit))]);
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), removed_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }
@@ -140,18 +142,56 @@ impl Records {
 /// A deletion's columns, as [`removed_row`] reads them.
 const REMOVED: &str = "SELECT seq, type, id, patient FROM removed";
 
-/// Deletions in `:tenant` in the compartments a filter reaches: all (`:any`), or those of
-/// the patients in the JSON array `:ids`; and those in no compartment.
-const IN_REACH: &str =
-    "tenant = :tenant AND (:any OR patient IS NULL OR patient IN (SELECT value FROM json_each(:ids)))";
+/// The deletions a caller may learn of: for each kind of data they read, its resource types
+/// and the patients whose compartments they reach (everyone's, and what is in none, for a
+/// tenant-wide reach). Exactly what [`Access::decide`] lets them read, so that nothing
+/// outside it — another patient's record, billing's clinical data — moves their counters.
+#[derive(Debug, Clone, Default)]
+pub struct DeletionScope(Vec<(Vec<&'static str>, PatientFilter)>);
 
-/// A filter as SQL parameters: whether it reaches everyone, and the ids it reaches.
-fn reach(filter: &PatientFilter) -> (bool, String) {
-    match filter {
-        PatientFilter::Any => (true, "[]".into()),
-        PatientFilter::Only(ids) => (false, serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())),
-        PatientFilter::Nothing => (false, "[]".into()),
+impl DeletionScope {
+    /// What `access` reads, kind by kind.
+    pub fn of(access: &Access) -> Self {
+        let mut kinds = Vec::new();
+        for data in Data::ALL {
+            let types: Vec<&'static str> = SERVED_TYPES.iter().copied().filter(|t| Data::of(t) == Some(data)).collect();
+            match access.read_filter(data) {
+                PatientFilter::Nothing => {}
+                filter if !types.is_empty() => kinds.push((types, filter)),
+                _ => {}
+            }
+        }
+        Self(kinds)
     }
+
+    /// The SQL condition (parameters from `?2`) and its values.
+    fn sql(&self) -> (String, Vec<SqlValue>) {
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        for (types, filter) in &self.0 {
+            let types_at = values.len() + 2;
+            values.push(json_list(types));
+            let of_type = format!("type IN (SELECT value FROM json_each(?{types_at}))");
+            match filter {
+                PatientFilter::Any => clauses.push(of_type),
+                PatientFilter::Only(ids) => {
+                    let ids_at = values.len() + 2;
+                    values.push(json_list(ids));
+                    clauses.push(format!("({of_type} AND patient IN (SELECT value FROM json_each(?{ids_at})))"));
+                }
+                PatientFilter::Nothing => {}
+            }
+        }
+        if clauses.is_empty() {
+            clauses.push("0".into());
+        }
+        (clauses.join(" OR "), values)
+    }
+}
+
+/// A list as the JSON text `json_each` reads.
+fn json_list<T: serde::Serialize>(items: &[T]) -> SqlValue {
+    SqlValue::Text(serde_json::to_string(items).unwrap_or_else(|_| "[]".into()))
 }
 
 fn removed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Removed> {

@@ -195,3 +195,77 @@ async fn a_thousand_slow_clients_neither_starve_a_real_one_nor_stay() {
     let last = closed.iter().max().unwrap();
     assert!(*last < Duration::from_secs(9), "a slow client stayed {last:?}");
 }
+
+/// Opens TLS from 127.0.0.`host` and sends `head` (a request's headers and perhaps the start
+/// of its body); returns the stream, still open, or `None` if the server refused it.
+async fn send_head(
+    host: u8,
+    server: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    head: &str,
+) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = connect_from(host, server).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.ok()?;
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.flush().await.ok()?;
+    Some(stream)
+}
+
+/// The third review stalled every write and sign-in with 64 sign-in requests that each
+/// announced (or, sent chunked, were assumed to carry) a 1 MiB body and sent none: the
+/// sign-in routes answer anyone, and took room for the largest body any route takes. Now
+/// a sign-in body larger than the route takes is refused at once, an unsized one holds the
+/// route's 16 KiB, and a person signs in and writes while the attackers wait. (One network
+/// cannot hold more than an eighth of the budget either: the unit tests show that share.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, user) = common::data_with_user(dir.path(), "someone", "a long enough password");
+    let long = Duration::from_secs(30);
+    let limits = Limits { body_read: long, idle: long, header_read: long, per_address: 300, total: 600, ..limits() };
+    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits).await.unwrap();
+    let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
+    let base = format!("https://localhost:{}", running.port());
+    let http = common::client_for(&data);
+    let tls = {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(data.cert_path()).unwrap();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    };
+    // A sign-in announcing a megabyte is refused before anything is read.
+    let announced = "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                     Content-Length: 1048576\r\n\r\n";
+    let mut big = send_head(9, server, tls.clone(), announced).await.unwrap();
+    let mut answer = [0_u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), big.read(&mut answer)).await.unwrap().unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer[..n]));
+
+    // A hundred sign-ins that never finish their body (more than the whole budget, when
+    // each took a megabyte), all held open.
+    let unsized_sign_in = "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                           Transfer-Encoding: chunked\r\n\r\n";
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        waiting.push(send_head(9, server, tls.clone(), unsized_sign_in).await.expect("the listener took it"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile someone signs in and writes, without waiting on them.
+    let asked = Instant::now();
+    let signed_in = common::sign_in(&http, &base, "someone", "a long enough password", &user.totp_base32, 0).await;
+    let token = signed_in.tokens["access_token"].as_str().unwrap().to_owned();
+    let reading = serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
+    let wrote = http.post(format!("{base}/fhir/Observation")).bearer_auth(&token).json(&reading).send().await.unwrap();
+    assert_ne!(wrote.status(), 503, "a signed-in write was held back");
+    assert!(asked.elapsed() < Duration::from_secs(4), "answered only after {:?}", asked.elapsed());
+    drop(waiting);
+}

@@ -227,60 +227,127 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 }
 
 /// What request bodies may cost: the deadline for each ([`Limits::body_read`]) and the
-/// bytes all bodies being read may hold at once, server-wide. HTTP/2 lets one connection
-/// carry many requests, each of which may buffer up to the route's body limit: without a
-/// shared budget, a few connections of half-sent bodies would hold gigabytes.
+/// bytes all bodies being read may hold at once, server-wide and per network. HTTP/2 lets
+/// one connection carry many requests, each of which may buffer up to the route's body
+/// limit: without a shared budget, a few connections of half-sent bodies would hold
+/// gigabytes; without a per-network share, one client could take the whole budget and
+/// stall everyone's writes and sign-ins.
 #[derive(Clone)]
 pub struct BodyRules {
     deadline: Duration,
     /// Kibibytes of bodies in flight the server still has room for.
     budget: Arc<tokio::sync::Semaphore>,
+    /// Kibibytes each network (an IPv4 /24, an IPv6 /64) holds now.
+    held: Arc<Mutex<HashMap<AddressKey, u32>>>,
+    /// The most one network may hold.
+    per_network_kib: u32,
     /// How long a request waits for room before it is refused as busy.
     wait: Duration,
 }
 
 impl BodyRules {
-    /// Bodies due within `deadline`, `budget_bytes` of them in flight at once.
+    /// Bodies due within `deadline`, `budget_bytes` of them in flight at once, an eighth of
+    /// that from any one network.
     pub fn new(deadline: Duration, budget_bytes: usize) -> Self {
         Self::with_wait(deadline, budget_bytes, Duration::from_secs(5))
     }
 
     fn with_wait(deadline: Duration, budget_bytes: usize, wait: Duration) -> Self {
-        Self { deadline, budget: Arc::new(tokio::sync::Semaphore::new(budget_bytes.div_ceil(1024))), wait }
+        let kib = u32::try_from(budget_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        Self {
+            deadline,
+            budget: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            held: Arc::default(),
+            per_network_kib: (kib / 8).max(1),
+            wait,
+        }
+    }
+
+    /// Takes `kib` of `network`'s share, if it has that much left.
+    fn take_share(&self, network: Option<AddressKey>, kib: u32) -> Option<Share> {
+        let Some(network) = network else { return Some(Share { rules: None, network: None, kib }) };
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = held.entry(network).or_insert(0);
+        if now.saturating_add(kib) > self.per_network_kib {
+            return None;
+        }
+        *now += kib;
+        Some(Share { rules: Some(self.held.clone()), network: Some(network), kib })
     }
 }
 
-/// Middleware: a request with a body first takes room for it in the server's budget (its
-/// `Content-Length` or exact size, or the largest body a route takes when neither is known) — waiting a few
-/// seconds for room, then refused as busy (`503`) — and its body fails once the deadline
-/// has passed, so a trickled body ends the request (the handler answers, and the audit
-/// records it) instead of holding the connection.
+/// A network's share of the body budget, given back when the request ends.
+struct Share {
+    rules: Option<Arc<Mutex<HashMap<AddressKey, u32>>>>,
+    network: Option<AddressKey>,
+    kib: u32,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let (Some(rules), Some(network)) = (&self.rules, self.network) else { return };
+        let mut held = rules.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(now) = held.get_mut(&network) {
+            *now = now.saturating_sub(self.kib);
+            if *now == 0 {
+                held.remove(&network);
+            }
+        }
+    }
+}
+
+/// The largest body a route takes: the sign-in routes answer anyone, so they take little.
+fn route_limit(path: &str) -> usize {
+    if path.starts_with("/auth/") { super::SIGN_IN_BODY_BYTES } else { super::MAX_BODY_BYTES }
+}
+
+/// Middleware: a request with a body first takes room for it — its `Content-Length` or
+/// exact size, or the route's limit when neither is known — from its network's share and
+/// the server's budget, waiting a few seconds for room in the budget and then refused as
+/// busy (`503`); a body declared larger than its route takes is refused at once (`413`).
+/// Its body fails once the deadline has passed, so a trickled body ends the request (the
+/// handler answers, and the audit records it) instead of holding the connection.
 pub async fn body_deadline(
     axum::extract::State(rules): axum::extract::State<BodyRules>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use carekeep_protocol::refusal::Refusal;
     use http_body::Body as _;
+    let busy = || {
+        super::json::refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Busy,
+            "The server is receiving more than it can hold right now. Try again in a few seconds.",
+        )
+    };
     let room = if request.body().is_end_stream() {
         None
     } else {
+        let limit = route_limit(request.uri().path());
         let declared = request
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
             .or_else(|| usize::try_from(request.body().size_hint().exact()?).ok())
-            .unwrap_or(super::MAX_BODY_BYTES)
-            .min(super::MAX_BODY_BYTES);
+            .unwrap_or(limit);
+        if declared > limit {
+            return super::json::refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Refusal::InvalidRequest,
+                &format!("The body is larger than this request takes (at most {} KiB); send less.", limit / 1024),
+            );
+        }
         let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let network = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| AddressKey::network(c.0.ip()));
+        let Some(share) = rules.take_share(network, kib) else { return busy() };
         match tokio::time::timeout(rules.wait, rules.budget.clone().acquire_many_owned(kib)).await {
-            Ok(Ok(permit)) => Some(permit),
-            _ => {
-                return super::json::refusal(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    carekeep_protocol::refusal::Refusal::Busy,
-                    "The server is receiving more than it can hold right now. Try again in a few seconds.",
-                );
-            }
+            Ok(Ok(permit)) => Some((permit, share)),
+            _ => return busy(),
         }
     };
     let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, rules.deadline)));
@@ -399,6 +466,44 @@ mod tests {
         assert_ne!(second.await.unwrap().unwrap().status(), 200);
         let complete = axum::http::Request::post("/").body(axum::body::Body::from("{}")).unwrap();
         assert_eq!(app.oneshot(complete).await.unwrap().status(), 200);
+    }
+
+    /// One network holds at most an eighth of the budget: its next body is refused as busy
+    /// at once while another network's still gets room; a sign-in body announced larger
+    /// than the route takes is refused before any room is taken.
+    #[tokio::test]
+    async fn one_network_holds_an_eighth_of_the_budget() {
+        use axum::extract::ConnectInfo;
+        use tower::ServiceExt as _;
+        let rules = BodyRules::with_wait(Duration::from_millis(300), 64 * 1024, Duration::from_millis(100));
+        let app = axum::Router::new()
+            .route("/fhir", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+            .route("/auth/login", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+            .layer(axum::middleware::from_fn_with_state(rules, body_deadline));
+        let upload = |from: [u8; 4], path: &str, declared: usize| {
+            let mut request = axum::http::Request::post(path)
+                .header("content-length", declared.to_string())
+                .body(axum::body::Body::new(HalfSent(1)))
+                .unwrap();
+            request.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((from, 443))));
+            request
+        };
+        // 8 KiB is the share: 4 + 4 from two hosts of one /24 fill it.
+        let a = tokio::spawn(app.clone().oneshot(upload([192, 0, 2, 1], "/fhir", 4 * 1024)));
+        let b = tokio::spawn(app.clone().oneshot(upload([192, 0, 2, 2], "/fhir", 4 * 1024)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let over = app.clone().oneshot(upload([192, 0, 2, 3], "/fhir", 1024)).await.unwrap();
+        assert_eq!(over.status(), 503, "the network's share is spent");
+        let other = tokio::spawn(app.clone().oneshot(upload([198, 51, 100, 1], "/fhir", 4 * 1024)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!other.is_finished(), "another network got room and is reading its body");
+        let big = app.clone().oneshot(upload([198, 51, 100, 2], "/auth/login", 17 * 1024)).await.unwrap();
+        assert_eq!(big.status(), 413);
+        for held in [a, b, other] {
+            assert_ne!(held.await.unwrap().unwrap().status(), 200, "ended by the body deadline");
+        }
+        let again = app.oneshot(upload([192, 0, 2, 3], "/fhir", 1024)).await.unwrap();
+        assert_ne!(again.status(), 503, "the share came back");
     }
 
     #[tokio::test]

@@ -31,6 +31,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                     axum::extract::rejection::JsonRejection::JsonDataError(e) => {
                         format!("The body does not have the fields this request takes: {}.", where_in(&e.body_text()))
                     }
+                    _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                        "The body is larger than this request takes; send less.".to_owned()
+                    }
                     _ => "The body is not JSON.".to_owned(),
                 };
                 Err(refusal(rejection.status(), Refusal::InvalidRequest, &message))

@@ -254,13 +254,17 @@ async fn networks_and_the_server_share_one_window_each() {
 
 /// "Each code accepted once" holds for two requests at the same instant (two devices, two
 /// password steps, one code): exactly one gets tokens, the other is told the code was used.
+/// (One device the account knows and one it does not: two budgets, so the two checks run
+/// side by side — one budget takes one attempt at a time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_code_sent_twice_at_the_same_instant_signs_in_once() {
     let f = Arc::new(fixture());
+    let cookie = sign_in_from(&f, HOME, None, T0 - 60).await.unwrap();
     for round in 0..4 {
         let now = T0 + 30 * round;
         let first = f.auth.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
-        let second = f.auth.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
+        let known = LoginRequest { device_cookie: Some(cookie.clone()), ..login(AMY, PASSWORD) };
+        let second = f.auth.login(known, HOME, now).await.unwrap();
         let send = |challenge: carekeep_protocol::auth::LoginResponse| {
             let f = f.clone();
             tokio::spawn(async move {
@@ -277,6 +281,52 @@ async fn one_code_sent_twice_at_the_same_instant_signs_in_once() {
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {results:?}");
         assert!(results.iter().any(|r| matches!(r, Err(AuthError::CodeAlreadyUsed))));
     }
+}
+
+/// Guesses sent in one burst are checked one by one against their budget: the third review
+/// had 10–30 wrong codes on one challenge checked at once, where the budget lets five
+/// through before the first wait, because all passed the "must it wait?" check before any
+/// failure was counted. The same for passwords.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_guesses_is_checked_one_by_one() {
+    let f = Arc::new(fixture());
+    let stranger: IpAddr = "198.51.100.77".parse().unwrap();
+    let challenge = f.auth.login(login(AMY, PASSWORD), stranger, T0).await.unwrap();
+    let token = challenge.mfa_token.expose().to_owned();
+    let guesses = (0..20).map(|i| {
+        let (f, token) = (f.clone(), token.clone());
+        tokio::spawn(async move {
+            let guess = MfaRequest {
+                mfa_token: Secret::new(token),
+                code: Secret::new(format!("{:06}", 100_000 + i)),
+                device_name: "x".into(),
+            };
+            f.auth.verify_mfa(guess, stranger, T0 + 1).await
+        })
+    });
+    let answers: Vec<_> = futures_join(guesses).await;
+    let checked = answers.iter().filter(|a| matches!(a, Err(AuthError::BadCode))).count();
+    assert!((1..=5).contains(&checked), "{checked} wrong codes checked: {answers:?}");
+    assert!(answers.iter().all(|a| matches!(a, Err(AuthError::BadCode | AuthError::Throttled { .. }))));
+
+    let passwords = (0..12).map(|i| {
+        let f = f.clone();
+        let from: IpAddr = format!("203.0.{i}.1").parse().unwrap();
+        tokio::spawn(async move { f.auth.login(login("someone.else", "wrong password!"), from, T0 + 2).await })
+    });
+    let answers: Vec<_> = futures_join(passwords).await;
+    let checked = answers.iter().filter(|a| matches!(a, Err(AuthError::BadCredentials))).count();
+    assert!((1..=5).contains(&checked), "{checked} passwords checked: {answers:?}");
+}
+
+/// Awaits every spawned task, in order.
+async fn futures_join<T: std::fmt::Debug>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let tasks: Vec<_> = tasks.collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
 }
 
 /// A code used already is no guess: after the server's clock went back, every fresh code

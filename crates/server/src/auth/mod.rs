@@ -240,6 +240,7 @@ impl Auth {
     pub async fn login(&self, request: LoginRequest, client: IpAddr, now: i64) -> Result<LoginResponse, AuthError> {
         let budget = self.throttle.budget(&request.username, request.device_cookie.as_ref().map(Secret::expose));
         self.throttle.admit(client, &budget, now)?;
+        let _checking = throttle::Throttle::one_at_a_time(&self.throttle, &budget)?;
         let (store, throttle) = (self.store.clone(), self.throttle.clone());
         let (username, held) = (request.username.clone(), budget.clone());
         let (user, waiting) = self
@@ -323,6 +324,7 @@ impl Auth {
         // A real challenge was paid for at the password step, on this network's window; its
         // code is throttled by the budget it carries. Counting it again would halve what a
         // clinic behind one address gets while the server is under attack.
+        let _checking = throttle::Throttle::one_at_a_time(&self.throttle, &budget)?;
         let (store, throttle, held) = (self.store.clone(), self.throttle.clone(), budget.clone());
         if let Some(retry_after_secs) = self.blocking(move || throttle.waiting(&store.lock(), &held, now)).await? {
             return Err(AuthError::Throttled { retry_after_secs });

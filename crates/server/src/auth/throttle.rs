@@ -15,6 +15,10 @@
 //!   spreading over addresses or accounts buys few guesses, and a person trying from a
 //!   network that was quiet still gets in (a global budget that closed would let anyone
 //!   shut every new device out). Known devices pass both.
+//! - A budget is checked by one attempt at a time ([`Throttle::one_at_a_time`]): a burst of
+//!   guesses sent at the same instant would otherwise all pass the "must it wait?" check
+//!   before any of their failures were counted. A second attempt while one is being checked
+//!   is told to wait a second.
 //! - What stays possible, by the nature of a budget: a stranger who keeps failing on one
 //!   account keeps that account's unknown-device budget waiting (at most 15 minutes between
 //!   attempts); the owner signs in from a device they used before.
@@ -22,9 +26,9 @@
 //! Budgets live in the store under a keyed hash (no username in clear); the per-network and
 //! per-server windows live in memory and start afresh each minute.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -128,6 +132,20 @@ pub struct Throttle {
     policy: ThrottlePolicy,
     key: keys::Key,
     windows: Mutex<Windows>,
+    /// Budgets an attempt is being checked against right now.
+    checking: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// An attempt being checked against its budget; the budget is free again when it drops.
+pub struct Checking {
+    throttle: Arc<Throttle>,
+    key: [u8; 32],
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        self.throttle.checking.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
 }
 
 /// The name a budget is kept under: case and surrounding space do not make a new budget.
@@ -138,7 +156,7 @@ fn normalised(username: &str) -> String {
 impl Throttle {
     /// A throttle under `policy`, keying budgets and cookies with `key`.
     pub fn new(policy: ThrottlePolicy, key: keys::Key) -> Self {
-        Self { policy, key, windows: Mutex::default() }
+        Self { policy, key, windows: Mutex::default(), checking: Mutex::default() }
     }
 
     /// The rules in force.
@@ -200,6 +218,17 @@ impl Throttle {
             *windows = Windows { minute, ..Windows::default() };
         }
         windows
+    }
+
+    /// Claims `budget` for one attempt's check — its wait, the password or code, and the
+    /// failure it may count — or refuses with a one-second wait while another attempt holds
+    /// it, so a burst at one instant is checked (and counted) one by one.
+    pub fn one_at_a_time(throttle: &Arc<Throttle>, budget: &Budget) -> Result<Checking, Held> {
+        if throttle.checking.lock().unwrap_or_else(PoisonError::into_inner).insert(budget.key) {
+            Ok(Checking { throttle: throttle.clone(), key: budget.key })
+        } else {
+            Err(Held::Throttled(1))
+        }
     }
 
     /// How long `budget` must still wait, if at all.

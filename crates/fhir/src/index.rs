@@ -133,11 +133,23 @@ fn patient(resource_type: &str, id: &str, obj: &Map<String, Value>, refs: &Refer
         return Some(format!("Patient/{id}"));
     }
     let is_patient = |r: &String| r.starts_with("Patient/");
-    let direct = ["subject", "patient"]
+    let direct = patient_fields(resource_type)
         .iter()
         .filter_map(|field| obj.get(*field)?.get("reference")?.as_str())
         .filter_map(|r| refs.resolve(r))
         .find(is_patient);
+    if resource_type == "Provenance" {
+        // A record of where other records came from belongs to the patient it names among
+        // its targets (an export's Provenance lists the patient beside their records).
+        return direct.or_else(|| {
+            obj.get("target")?
+                .as_array()?
+                .iter()
+                .filter_map(|t| t.get("reference")?.as_str())
+                .filter_map(|r| refs.resolve(r))
+                .find(is_patient)
+        });
+    }
     direct.or_else(|| {
         // Appointment: the patient is one of the participants.
         obj.get("participant")?
@@ -149,6 +161,15 @@ fn patient(resource_type: &str, id: &str, obj: &Map<String, Value>, refs: &Refer
     })
 }
 
+/// The elements that name a resource's patient, by type (FHIR R4's patient compartment,
+/// first match wins; Appointment's participants and Provenance's targets are searched apart).
+pub fn patient_fields(resource_type: &str) -> &'static [&'static str] {
+    match resource_type {
+        "Coverage" => &["beneficiary"],
+        _ => &["subject", "patient"],
+    }
+}
+
 /// Where each type keeps the date a timeline or trend orders it by, first match wins.
 fn effective_paths(resource_type: &str) -> &'static [&'static [&'static str]] {
     match resource_type {
@@ -156,13 +177,22 @@ fn effective_paths(resource_type: &str) -> &'static [&'static [&'static str]] {
         "DiagnosticReport" => &[&["effectiveDateTime"], &["effectivePeriod", "start"], &["issued"]],
         "Condition" => &[&["onsetDateTime"], &["onsetPeriod", "start"], &["recordedDate"]],
         "AllergyIntolerance" => &[&["onsetDateTime"], &["recordedDate"]],
-        "MedicationRequest" => &[&["authoredOn"]],
+        "MedicationRequest" | "ServiceRequest" => &[&["authoredOn"]],
         "Immunization" => &[&["occurrenceDateTime"], &["recorded"]],
-        "Encounter" => &[&["period", "start"]],
+        "Encounter" | "CarePlan" | "CareTeam" | "Coverage" => &[&["period", "start"]],
         "Appointment" => &[&["start"]],
         "DocumentReference" => &[&["date"]],
         "Procedure" => &[&["performedDateTime"], &["performedPeriod", "start"]],
         "Communication" => &[&["sent"]],
+        "Goal" => &[&["startDate"], &["statusDate"]],
+        "Claim" | "ExplanationOfBenefit" => &[&["billablePeriod", "start"], &["created"]],
+        "ImagingStudy" => &[&["started"]],
+        "MedicationAdministration" => &[&["effectiveDateTime"], &["effectivePeriod", "start"]],
+        "MedicationStatement" => &[&["effectiveDateTime"], &["effectivePeriod", "start"], &["dateAsserted"]],
+        "QuestionnaireResponse" => &[&["authored"]],
+        "Consent" => &[&["dateTime"]],
+        "SupplyDelivery" => &[&["occurrenceDateTime"], &["occurrencePeriod", "start"]],
+        "Provenance" => &[&["recorded"]],
         _ => &[],
     }
 }
@@ -186,10 +216,12 @@ fn effective(resource_type: &str, obj: &Map<String, Value>, path: &str) -> Resul
 /// The CodeableConcept that says what a resource of this type is about.
 fn code_field(resource_type: &str) -> Option<&'static str> {
     match resource_type {
-        "Observation" | "DiagnosticReport" | "Condition" | "AllergyIntolerance" | "Procedure" => Some("code"),
-        "MedicationRequest" | "MedicationStatement" => Some("medicationCodeableConcept"),
+        "Observation" | "DiagnosticReport" | "Condition" | "AllergyIntolerance" | "Procedure" | "ServiceRequest"
+        | "Medication" => Some("code"),
+        "MedicationRequest" | "MedicationStatement" | "MedicationAdministration" => Some("medicationCodeableConcept"),
+        "Goal" => Some("description"),
+        "DocumentReference" | "Device" | "Coverage" | "Claim" | "ExplanationOfBenefit" => Some("type"),
         "Immunization" => Some("vaccineCode"),
-        "DocumentReference" => Some("type"),
         _ => None,
     }
 }
@@ -270,6 +302,26 @@ mod tests {
         assert_eq!(r.codes[0].value, Some(5.4));
         assert_eq!(r.codes[0].unit.as_deref(), Some("mmol/L"));
         assert_eq!(r.category.as_deref(), Some("laboratory"));
+    }
+
+    #[test]
+    fn export_types_are_filed_under_their_patient_and_dated() {
+        let p = |v: Value| index(&v).unwrap();
+        let coverage = p(json!({"resourceType": "Coverage", "id": "c", "beneficiary": {"reference": "Patient/p1"},
+            "period": {"start": "2020-01-01"}}));
+        assert_eq!(coverage.patient.as_deref(), Some("Patient/p1"));
+        assert_eq!(coverage.effective.as_deref(), Some("2020-01-01"));
+        let provenance = p(json!({"resourceType": "Provenance", "id": "v", "recorded": "2021-05-06T07:08:09Z",
+            "target": [{"reference": "Encounter/e1"}, {"reference": "Patient/p2"}]}));
+        assert_eq!(provenance.patient.as_deref(), Some("Patient/p2"));
+        let elsewhere = p(json!({"resourceType": "Provenance", "id": "w", "target": [{"reference": "Encounter/e1"}]}));
+        assert_eq!(elsewhere.patient, None);
+        let claim = p(json!({"resourceType": "Claim", "id": "k", "patient": {"reference": "Patient/p3"},
+            "billablePeriod": {"start": "2022-02-02"}, "type": {"coding": [{"code": "professional"}]}}));
+        assert_eq!((claim.patient.as_deref(), claim.codes.len()), (Some("Patient/p3"), 1));
+        let goal = p(json!({"resourceType": "Goal", "id": "g", "subject": {"reference": "Patient/p4"},
+            "description": {"coding": [{"code": "281004"}]}, "startDate": "2023-03-03"}));
+        assert_eq!((goal.patient.as_deref(), goal.codes[0].code.as_str()), (Some("Patient/p4"), "281004"));
     }
 
     #[test]

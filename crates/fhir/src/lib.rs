@@ -8,7 +8,7 @@ mod narrative;
 mod types;
 
 pub use dates::{is_valid_instant, sortable_date_time};
-pub use index::{CodeEntry, IndexedResource, References, id_from_full_url, index_resource};
+pub use index::{CodeEntry, IndexedResource, References, id_from_full_url, index_resource, patient_fields};
 pub use narrative::without_narrative;
 pub use types::is_r4_resource_type;
 

@@ -38,17 +38,7 @@ fn not_found() -> Response {
 }
 
 fn role_refused(data: Data) -> Response {
-    outcome(StatusCode::FORBIDDEN, "forbidden", &format!("Your role does not give access to {}.", data_words(data)))
-}
-
-fn data_words(data: Data) -> &'static str {
-    match data {
-        Data::Demographics => "patient demographics",
-        Data::Encounters => "encounters",
-        Data::Clinical | Data::PatientAuthored => "clinical records",
-        Data::Directory => "the practice directory",
-        Data::AuditTrail => "the audit trail",
-    }
+    outcome(StatusCode::FORBIDDEN, "forbidden", &format!("Your role does not give access to {}.", data.words()))
 }
 
 fn break_glass_required() -> Response {
@@ -453,11 +443,7 @@ pub async fn create(
                     patient: checked.patient.clone(),
                     ..Touch::default()
                 });
-                return record_error(RecordError::Invalid(vec![crate::records::Problem {
-                    path: format!("{resource_type}.subject"),
-                    code: "not-found",
-                    message: format!("{resource_type}.subject: references a patient that does not exist"),
-                }]));
+                return record_error(crate::records::patient_not_found(&resource_type));
             }
         }
     }

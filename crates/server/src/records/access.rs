@@ -20,14 +20,20 @@ pub enum Data {
     /// `Encounter`: visits (what billing needs).
     Encounters,
     /// Clinical content a patient cannot author: conditions, medications, allergies,
-    /// immunisations, reports, documents, procedures.
+    /// immunisations, reports, documents, procedures, care plans and goals, imaging, devices,
+    /// orders, consents, and the provenance of all these.
     Clinical,
     /// Clinical content a patient (or proxy) may author from home: readings (`Observation`),
     /// appointment requests, messages to the care team (`Communication`). Which of these a
     /// patient may write is decided by content and author ([`super::authorship`]): their own
     /// home readings, requests and messages, never a result, booking or message of staff.
     PatientAuthored,
-    /// The practice's own directory: `Practitioner`, `Organization`. Not PHI.
+    /// Insurance and money: `Coverage`, `Claim`, `ExplanationOfBenefit`. The patient and
+    /// billing need it; care does not, so clinicians and nurses do not read it (minimum
+    /// necessary), and a claim's diagnoses stay out of billing's sight of the chart.
+    Financial,
+    /// The practice's own directory: `Practitioner`, `PractitionerRole`, `Organization`,
+    /// `Location`, and the `Medication` catalogue. Not PHI.
     Directory,
     /// The audit trail, as FHIR `AuditEvent`.
     AuditTrail,
@@ -39,21 +45,52 @@ impl Data {
         Some(match resource_type {
             "Patient" => Data::Demographics,
             "Encounter" => Data::Encounters,
-            "Condition" | "MedicationRequest" | "AllergyIntolerance" | "Immunization" | "DiagnosticReport"
-            | "DocumentReference" | "Procedure" => Data::Clinical,
+            "Condition"
+            | "MedicationRequest"
+            | "AllergyIntolerance"
+            | "Immunization"
+            | "DiagnosticReport"
+            | "DocumentReference"
+            | "Procedure"
+            | "CarePlan"
+            | "CareTeam"
+            | "Goal"
+            | "ImagingStudy"
+            | "Device"
+            | "MedicationAdministration"
+            | "MedicationStatement"
+            | "ServiceRequest"
+            | "QuestionnaireResponse"
+            | "Consent"
+            | "SupplyDelivery"
+            | "Provenance" => Data::Clinical,
             "Observation" | "Appointment" | "Communication" => Data::PatientAuthored,
-            "Practitioner" | "Organization" => Data::Directory,
+            "Coverage" | "Claim" | "ExplanationOfBenefit" => Data::Financial,
+            "Practitioner" | "PractitionerRole" | "Organization" | "Location" | "Medication" => Data::Directory,
             "AuditEvent" => Data::AuditTrail,
             _ => return None,
         })
     }
 
+    /// The kind in words, for refusals ("Your role does not give access to …").
+    pub fn words(self) -> &'static str {
+        match self {
+            Data::Demographics => "patient demographics",
+            Data::Encounters => "encounters",
+            Data::Clinical | Data::PatientAuthored => "clinical records",
+            Data::Financial => "insurance and claims",
+            Data::Directory => "the practice directory",
+            Data::AuditTrail => "the audit trail",
+        }
+    }
+
     /// Every kind, in the order the README's table shows them.
-    pub const ALL: [Data; 6] = [
+    pub const ALL: [Data; 7] = [
         Data::Demographics,
         Data::Encounters,
         Data::Clinical,
         Data::PatientAuthored,
+        Data::Financial,
         Data::Directory,
         Data::AuditTrail,
     ];
@@ -71,10 +108,28 @@ pub const SERVED_TYPES: &[&str] = &[
     "DiagnosticReport",
     "DocumentReference",
     "Procedure",
+    "CarePlan",
+    "CareTeam",
+    "Goal",
+    "ImagingStudy",
+    "Device",
+    "MedicationAdministration",
+    "MedicationStatement",
+    "ServiceRequest",
+    "QuestionnaireResponse",
+    "Consent",
+    "SupplyDelivery",
+    "Provenance",
     "Appointment",
     "Communication",
+    "Coverage",
+    "Claim",
+    "ExplanationOfBenefit",
     "Practitioner",
+    "PractitionerRole",
     "Organization",
+    "Location",
+    "Medication",
     "AuditEvent",
 ];
 
@@ -110,7 +165,7 @@ use Reach::{CareTeam, CareTeamOrBreakGlass as CareTeamBg, Linked, Nobody, Tenant
 
 /// The authorisation table: for each role, a rule per [`Data`] kind in [`Data::ALL`] order.
 /// The README shows this same table (a test keeps them in step).
-pub const RULES: [(Role, [Rule; 6]); 5] = [
+pub const RULES: [(Role, [Rule; 7]); 5] = [
     (
         Role::Patient,
         [
@@ -118,6 +173,7 @@ pub const RULES: [(Role, [Rule; 6]); 5] = [
             rule(Linked, Nobody),
             rule(Linked, Nobody),
             rule(Linked, Linked),
+            rule(Linked, Nobody),
             rule(Tenant, Nobody),
             rule(Linked, Nobody),
         ],
@@ -129,6 +185,7 @@ pub const RULES: [(Role, [Rule; 6]); 5] = [
             rule(CareTeamBg, CareTeamBg),
             rule(CareTeamBg, CareTeamBg),
             rule(CareTeamBg, CareTeamBg),
+            rule(Nobody, Nobody),
             rule(Tenant, Nobody),
             rule(Nobody, Nobody),
         ],
@@ -140,6 +197,7 @@ pub const RULES: [(Role, [Rule; 6]); 5] = [
             rule(CareTeam, CareTeam),
             rule(CareTeam, CareTeam),
             rule(CareTeam, CareTeam),
+            rule(Nobody, Nobody),
             rule(Tenant, Nobody),
             rule(Nobody, Nobody),
         ],
@@ -152,12 +210,14 @@ pub const RULES: [(Role, [Rule; 6]); 5] = [
             rule(Nobody, Nobody),
             rule(Nobody, Nobody),
             rule(Tenant, Nobody),
+            rule(Tenant, Nobody),
             rule(Nobody, Nobody),
         ],
     ),
     (
         Role::Admin,
         [
+            rule(Nobody, Nobody),
             rule(Nobody, Nobody),
             rule(Nobody, Nobody),
             rule(Nobody, Nobody),
@@ -282,7 +342,7 @@ pub fn markdown_table() -> String {
         Tenant => "whole tenant",
     };
     let mut out = String::from(
-        "| role | demographics (Patient) | encounters | clinical | patient-authored (Observation, Appointment, Communication) | directory (Practitioner, Organization) | audit trail (AuditEvent) |\n|---|---|---|---|---|---|---|\n",
+        "| role | demographics (Patient) | encounters | clinical | patient-authored (Observation, Appointment, Communication) | financial (Coverage, Claim, ExplanationOfBenefit) | directory (Practitioner, PractitionerRole, Organization, Location, Medication) | audit trail (AuditEvent) |\n|---|---|---|---|---|---|---|---|\n",
     );
     for (role, rules) in RULES {
         let _ = write!(out, "| {} |", role.as_str());

@@ -195,10 +195,11 @@ impl Records {
         let patient = indexed.patient.as_deref().and_then(|p| p.strip_prefix("Patient/")).map(str::to_owned);
         let patient = if resource_type == "Patient" { None } else { patient };
         if patient.is_none() && !matches!(data, Data::Demographics | Data::Directory) {
+            let field = patient_element(resource_type);
             return Err(invalid(
-                &format!("{resource_type}.subject"),
+                &format!("{resource_type}.{field}"),
                 "required",
-                &format!("{resource_type}.subject: must reference the patient it belongs to (Patient/<id>)"),
+                &format!("{resource_type}.{field}: must reference the patient it belongs to (Patient/<id>)"),
             ));
         }
         Ok(Checked { value, attachments, resource_type: resource_type.to_owned(), patient })
@@ -377,16 +378,41 @@ fn indirect_patient_reference(value: &Value) -> Option<String> {
                 .and_then(|rest| rest.strip_prefix("/_history/"))
                 .is_some_and(|version| !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
     };
-    for field in ["subject", "patient"] {
-        if value.get(field).is_some_and(indirect) {
+    let resource_type = value.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+    for field in carekeep_fhir::patient_fields(resource_type) {
+        if value.get(*field).is_some_and(indirect) {
             return Some(format!("{field}.reference"));
         }
+    }
+    let targets = value.get("target").and_then(Value::as_array).into_iter().flatten();
+    if let Some((i, _)) = targets.enumerate().find(|(_, t)| indirect(t)) {
+        return Some(format!("target[{i}].reference"));
     }
     let participants = value.get("participant").and_then(Value::as_array).into_iter().flatten();
     participants
         .enumerate()
         .find(|(_, p)| p.get("actor").is_some_and(indirect))
         .map(|(i, _)| format!("participant[{i}].actor.reference"))
+}
+
+/// The element that names a resource's patient, for messages: `subject` for most types.
+pub fn patient_element(resource_type: &str) -> &'static str {
+    match resource_type {
+        "Provenance" => "target",
+        "Appointment" => "participant",
+        other => carekeep_fhir::patient_fields(other)[0],
+    }
+}
+
+/// The refusal of a resource whose patient is not one the writer can see: the same words
+/// whether the patient does not exist, is another tenant's, or is out of reach.
+pub fn patient_not_found(resource_type: &str) -> RecordError {
+    let field = patient_element(resource_type);
+    invalid(
+        &format!("{resource_type}.{field}"),
+        "not-found",
+        &format!("{resource_type}.{field}: references a patient that does not exist"),
+    )
 }
 
 /// The current version of `resource_type/id` in `tenant`, read on `conn`.
@@ -447,11 +473,7 @@ fn write(
             )
             .optional()?;
         if known.is_none() {
-            return Err(invalid(
-                &format!("{resource_type}.subject"),
-                "not-found",
-                &format!("{resource_type}.subject: references a patient that does not exist"),
-            ));
+            return Err(patient_not_found(&resource_type));
         }
     }
     let (shown, sortable) = instant(now);

@@ -59,7 +59,18 @@ impl Validator {
         }
         let definitions = self.definitions.get_or_init(|| {
             let mut schema: Value = serde_json::from_str(SCHEMA).expect("the bundled FHIR schema is valid JSON");
-            schema["definitions"].take()
+            let mut definitions = schema["definitions"].take();
+            // HL7's schema describes each complex type by its properties alone, which JSON
+            // Schema applies only to objects: a string where a Quantity belongs would pass.
+            for definition in definitions.as_object_mut().into_iter().flat_map(|d| d.values_mut()) {
+                if let Some(definition) = definition.as_object_mut()
+                    && definition.contains_key("properties")
+                    && !definition.contains_key("type")
+                {
+                    definition.insert("type".into(), Value::String("object".into()));
+                }
+            }
+            definitions
         });
         let schema = serde_json::json!({
             "$schema": "http://json-schema.org/draft-06/schema#",
@@ -287,5 +298,20 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, "Patient.gender");
         assert!(!problems[0].message.contains("SENTINEL"));
+    }
+
+    #[test]
+    fn a_complex_element_must_be_an_object() {
+        let validator = Validator::default();
+        let reading = |value: Value| {
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "glucose"},
+                "valueQuantity": value})
+        };
+        assert!(validator.check(&reading(json!({"value": 5.4, "unit": "mmol/L"}))).is_empty());
+        for wrong in [json!("SENTINEL 5.4"), json!(5.4), json!(["SENTINEL"])] {
+            let problems = validator.check(&reading(wrong));
+            assert_eq!(problems.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(), ["Observation.valueQuantity"]);
+            assert!(!format!("{problems:?}").contains("SENTINEL"));
+        }
     }
 }

@@ -263,6 +263,27 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX admin_alerts_by_tenant ON admin_alerts (tenant, raised_at);
     CREATE INDEX break_glass_by_opening ON break_glass (user_id, opened_at);",
+    // 14: business identifiers (an MRN, an NPI, a source system's id), so a Bundle's
+    // conditional create and conditional references find the record they name, and an
+    // import run twice finds what the first run stored. Existing records are indexed now.
+    "CREATE TABLE resource_identifiers (
+        tenant  TEXT NOT NULL,
+        type    TEXT NOT NULL,
+        id      TEXT NOT NULL,
+        system  TEXT NOT NULL,
+        value   TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX identifiers_by_value ON resource_identifiers (tenant, type, value, system);
+    CREATE INDEX identifiers_by_resource ON resource_identifiers (tenant, type, id);
+    INSERT INTO resource_identifiers (tenant, type, id, system, value)
+        SELECT r.tenant, r.type, r.id, coalesce(json_extract(i.value, '$.system'), ''), json_extract(i.value, '$.value')
+        FROM resources r, json_each(r.json, '$.identifier') i
+        WHERE json_type(r.json, '$.identifier') = 'array' AND json_type(i.value, '$.value') = 'text';
+    INSERT INTO resource_identifiers (tenant, type, id, system, value)
+        SELECT tenant, type, id, coalesce(json_extract(json, '$.identifier.system'), ''),
+               json_extract(json, '$.identifier.value')
+        FROM resources
+        WHERE json_type(json, '$.identifier') = 'object' AND json_type(json, '$.identifier.value') = 'text';",
 ];
 
 /// The migration from which the audit trail lives in its own file.

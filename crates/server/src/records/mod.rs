@@ -4,8 +4,10 @@
 
 pub mod access;
 pub mod authorship;
+pub mod bundle;
 pub mod documents;
 pub mod idempotency;
+pub mod identifiers;
 pub mod links;
 pub mod removed;
 pub mod search;
@@ -520,6 +522,7 @@ fn write(
     for code in &indexed.codes {
         insert.execute(params![tenant, resource_type, id, code.system, code.code])?;
     }
+    identifiers::index(tx, tenant, &resource_type, id, &value)?;
     if let Some(patient) = &patient {
         documents::store(tx, documents_key, tenant, patient, id, &attachments)?;
     }

@@ -49,19 +49,7 @@ impl Records {
         if stored.version != expected_version {
             return Err(RecordError::VersionConflict);
         }
-        tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
-            .execute(params![tenant, resource_type, id])?;
-        tx.prepare_cached("DELETE FROM resources WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
-            tenant,
-            resource_type,
-            id
-        ])?;
-        tx.prepare_cached("INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
-        // A deleted reference takes its attachments with it: their links stop working now.
-        if resource_type == "DocumentReference" {
-            super::documents::forget_unlinked(&tx, tenant, id, None)?;
-        }
+        remove(&tx, tenant, &stored, now_unix)?;
         writer.record(&tx, &stored)?;
         tx.commit()?;
         Ok(stored)
@@ -196,4 +184,26 @@ fn json_list<T: serde::Serialize>(items: &[T]) -> SqlValue {
 
 fn removed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Removed> {
     Ok(Removed { seq: r.get(0)?, resource_type: r.get(1)?, id: r.get(2)?, patient: r.get(3)? })
+}
+
+/// Deletes `stored` on `tx` and leaves its tombstone, so devices drop their copies at their
+/// next sync; a DocumentReference takes its attachments with it (their links stop working
+/// now).
+pub(super) fn remove(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &str,
+    stored: &Stored,
+    now_unix: i64,
+) -> Result<(), RecordError> {
+    let (resource_type, id) = (stored.resource_type.as_str(), stored.id.as_str());
+    for table in ["resource_codes", "resource_identifiers", "resources"] {
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE tenant = ?1 AND type = ?2 AND id = ?3"))?
+            .execute(params![tenant, resource_type, id])?;
+    }
+    tx.prepare_cached("INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
+    if resource_type == "DocumentReference" {
+        super::documents::forget_unlinked(tx, tenant, id, None)?;
+    }
+    Ok(())
 }

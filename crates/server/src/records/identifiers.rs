@@ -1,0 +1,50 @@
+//! Business identifiers (`Patient.identifier`, a Practitioner's NPI, a source system's id),
+//! indexed so a Bundle's conditional create (`ifNoneExist`) and conditional references find
+//! the record they name, and an import run twice finds what its first run stored.
+
+use rusqlite::{Connection, Transaction, params};
+use serde_json::Value;
+
+use super::bundle::plan::Identifier;
+
+/// Indexes `value`'s identifiers (one `Identifier` or a list of them) under `type/id`,
+/// replacing what was indexed before.
+pub(super) fn index(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
+    value: &Value,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM resource_identifiers WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
+        .execute(params![tenant, resource_type, id])?;
+    let identifiers = match value.get("identifier") {
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(one @ Value::Object(_)) => vec![one],
+        _ => Vec::new(),
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO resource_identifiers (tenant, type, id, system, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for identifier in identifiers {
+        let Some(text) = identifier.get("value").and_then(Value::as_str) else { continue };
+        let system = identifier.get("system").and_then(Value::as_str).unwrap_or_default();
+        insert.execute(params![tenant, resource_type, id, system, text])?;
+    }
+    Ok(())
+}
+
+/// The ids of `resource_type` in `tenant` carrying `identifier` (any system, when it names
+/// none), at most a few: more than one is already an ambiguity to report.
+pub(super) fn find(
+    conn: &Connection,
+    tenant: &str,
+    resource_type: &str,
+    identifier: &Identifier,
+) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT DISTINCT id FROM resource_identifiers
+         WHERE tenant = ?1 AND type = ?2 AND value = ?3 AND (?4 = '' OR system = ?4) LIMIT 3",
+    )?;
+    statement.query_map(params![tenant, resource_type, identifier.value, identifier.system], |r| r.get(0))?.collect()
+}

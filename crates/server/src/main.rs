@@ -79,6 +79,11 @@ enum Command {
         /// open-file limit is low).
         #[arg(long)]
         connections_per_address: Option<usize>,
+        /// The largest transaction or batch Bundle a signed-in caller may POST to /fhir, in
+        /// MiB (default 32; at most half of the server's 64 MiB body budget). Larger loads
+        /// go through `import`.
+        #[arg(long)]
+        max_bundle_mib: Option<usize>,
     },
 }
 
@@ -327,11 +332,14 @@ fn run(command: Command) -> Result<(), ServerError> {
             }
             Ok(())
         }
-        Command::Serve { data, listen, connections_per_address } => {
+        Command::Serve { data, listen, connections_per_address, max_bundle_mib } => {
             let dir = DataDir::open(&data)?;
             let mut limits = carekeep_server::http::Limits::default();
             if let Some(n) = connections_per_address {
                 limits.per_address = n.clamp(1, limits.total);
+            }
+            if let Some(mib) = max_bundle_mib {
+                limits.bundle_bytes = mib.saturating_mul(1024 * 1024);
             }
             let runtime = tokio::runtime::Runtime::new().map_err(|e| ServerError::Tls(e.to_string()))?;
             runtime.block_on(carekeep_server::http::serve(

@@ -27,6 +27,7 @@ fn limits() -> Limits {
         idle: Duration::from_secs(3),
         per_address: PER_ADDRESS,
         total: 400,
+        bundle_bytes: carekeep_server::http::BUNDLE_BODY_BYTES,
     }
 }
 

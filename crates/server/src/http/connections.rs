@@ -45,6 +45,10 @@ pub struct Limits {
     /// Connections the server holds at once, kept below its descriptor limit so the store
     /// and the accept loop always have descriptors of their own.
     pub total: usize,
+    /// The largest transaction or batch Bundle (`POST /fhir`) a signed-in caller may send;
+    /// everyone else's bodies stay within [`super::MAX_BODY_BYTES`]. At most half the body
+    /// budget, so two clinics loading at once cannot shut everyone else out.
+    pub bundle_bytes: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +61,7 @@ impl Default for Limits {
             idle: Duration::from_secs(60),
             per_address: 128.min(total / 4).max(8),
             total,
+            bundle_bytes: super::BUNDLE_BODY_BYTES,
         }
     }
 }
@@ -235,6 +240,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 #[derive(Clone)]
 pub struct BodyRules {
     deadline: Duration,
+    /// Bundles larger than other bodies, from signed-in callers only.
+    bundles: Option<LargeBodies>,
     /// Kibibytes of bodies in flight the server still has room for.
     budget: Arc<tokio::sync::Semaphore>,
     /// Kibibytes each network (an IPv4 /24, an IPv6 /64) holds now.
@@ -252,10 +259,20 @@ impl BodyRules {
         Self::with_wait(deadline, budget_bytes, Duration::from_secs(5))
     }
 
+    /// The same rules, letting signed-in callers of `state` send Bundles of up to
+    /// `limit_bytes` (at most half the budget) to `POST /fhir`.
+    #[must_use]
+    pub fn with_bundles(mut self, state: super::AppState, limit_bytes: usize) -> Self {
+        let half = self.budget.available_permits().saturating_mul(1024) / 2;
+        self.bundles = Some(LargeBodies { state, limit: limit_bytes.min(half).max(super::MAX_BODY_BYTES) });
+        self
+    }
+
     fn with_wait(deadline: Duration, budget_bytes: usize, wait: Duration) -> Self {
         let kib = u32::try_from(budget_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
         Self {
             deadline,
+            bundles: None,
             budget: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
             held: Arc::default(),
             per_network_kib: (kib / 8).max(1),
@@ -268,7 +285,9 @@ impl BodyRules {
         let Some(network) = network else { return Some(Share { rules: None, network: None, kib }) };
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let now = held.entry(network).or_insert(0);
-        if now.saturating_add(kib) > self.per_network_kib {
+        // One body larger than the share (a signed-in clinic's Bundle) fits only while its
+        // network holds nothing else.
+        if *now > 0 && now.saturating_add(kib) > self.per_network_kib {
             return None;
         }
         *now += kib;
@@ -296,9 +315,50 @@ impl Drop for Share {
     }
 }
 
-/// The largest body a route takes: the sign-in routes answer anyone, so they take little.
-fn route_limit(path: &str) -> usize {
-    if path.starts_with("/auth/") { super::SIGN_IN_BODY_BYTES } else { super::MAX_BODY_BYTES }
+/// Large Bundles, and whose requests may send them.
+#[derive(Clone)]
+struct LargeBodies {
+    state: super::AppState,
+    limit: usize,
+}
+
+/// The largest body a request may send: the sign-in routes answer anyone, so they take
+/// little; a Bundle to `POST /fhir` from a signed-in caller may be large (its token is
+/// checked before any of the body is read); everything else takes a resource's worth.
+async fn body_limit(rules: &BodyRules, route: BodyRoute) -> usize {
+    match route {
+        BodyRoute::SignIn => super::SIGN_IN_BODY_BYTES,
+        BodyRoute::Bundle(Some(token))
+            if let Some(bundles) = &rules.bundles
+                && bundles.state.auth.authenticate(&token, crate::now()).await.is_ok() =>
+        {
+            bundles.limit
+        }
+        BodyRoute::Bundle(_) | BodyRoute::Other => super::MAX_BODY_BYTES,
+    }
+}
+
+/// Which limit a request's body falls under, read off the request before any await (a
+/// request is not shared across threads).
+enum BodyRoute {
+    SignIn,
+    /// `POST /fhir`, with the bearer token it carries.
+    Bundle(Option<String>),
+    Other,
+}
+
+impl BodyRoute {
+    fn of(request: &axum::extract::Request) -> Self {
+        let path = request.uri().path();
+        if path.starts_with("/auth/") {
+            return BodyRoute::SignIn;
+        }
+        if path != "/fhir" || request.method() != axum::http::Method::POST {
+            return BodyRoute::Other;
+        }
+        let token = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        BodyRoute::Bundle(token.and_then(|t| t.strip_prefix("Bearer ")).map(str::to_owned))
+    }
 }
 
 /// Middleware: a request with a body first takes room for it — its `Content-Length` or
@@ -325,7 +385,7 @@ pub async fn body_deadline(
     let room = if request.body().is_end_stream() {
         None
     } else {
-        let limit = route_limit(request.uri().path());
+        let limit = body_limit(&rules, BodyRoute::of(&request)).await;
         let declared = request
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
@@ -350,7 +410,12 @@ pub async fn body_deadline(
             _ => return busy(),
         }
     };
-    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, rules.deadline)));
+    // A body larger than a resource gets the deadline once per resource's worth (a clinic's
+    // Bundle on a slow line), up to ten minutes.
+    let declared = room.as_ref().map_or(0, |(permit, _)| permit.num_permits()) * 1024;
+    let scale = u32::try_from(declared.div_ceil(super::MAX_BODY_BYTES).max(1)).unwrap_or(u32::MAX);
+    let deadline = rules.deadline.saturating_mul(scale).min(Duration::from_secs(600).max(rules.deadline));
+    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadline)));
     let response = next.run(request).await;
     drop(room);
     response

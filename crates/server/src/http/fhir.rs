@@ -29,7 +29,7 @@ use crate::records::{Access, Once, RecordError, Stored, Writer};
 /// `application/fhir+json`.
 pub const FHIR_JSON: &str = "application/fhir+json";
 
-fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
+pub(super) fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
     super::operation_outcome(status, code, diagnostics)
 }
 
@@ -54,7 +54,7 @@ fn internal() -> Response {
     outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "The server could not complete the request; try again.")
 }
 
-fn record_error(error: RecordError) -> Response {
+pub(super) fn record_error(error: RecordError) -> Response {
     match error {
         RecordError::Invalid(problems) => {
             let issues: Vec<Value> = problems
@@ -81,7 +81,7 @@ fn record_error(error: RecordError) -> Response {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, RecordError> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(work).await {
@@ -380,7 +380,7 @@ pub(super) fn base_url(headers: &HeaderMap) -> String {
     format!("https://{host}")
 }
 
-fn body_json(body: &[u8]) -> Result<Value, Response> {
+pub(super) fn body_json(body: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|_| {
         outcome(
             StatusCode::BAD_REQUEST,

@@ -4,6 +4,7 @@ mod audit;
 mod audit_events;
 pub mod auth;
 mod break_glass;
+mod bundle;
 pub mod connections;
 mod documents;
 pub mod fhir;
@@ -81,6 +82,10 @@ fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
 /// Largest request body accepted (FHIR resources and Bundles from one device).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Largest transaction or batch Bundle a signed-in caller may send by default
+/// ([`Limits::bundle_bytes`]).
+pub const BUNDLE_BODY_BYTES: usize = 32 * 1024 * 1024;
+
 /// Largest body the sign-in routes take: a username, a password, a code, a cookie. They
 /// answer anyone, so they buffer next to nothing.
 pub const SIGN_IN_BODY_BYTES: usize = 16 * 1024;
@@ -93,7 +98,7 @@ pub const STREAMS_PER_CONNECTION: u32 = 32;
 
 /// The application: routes, then the security headers and body limit on every response;
 /// request bodies must arrive within `body_read` and share one budget.
-pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
+pub fn router(state: AppState, limits: &Limits) -> Router {
     // Passwords and codes are what can be guessed: sign-in throttles its two steps itself
     // (per account, per known device, per network, per server), and the authenticator
     // change draws on the same per-network window. Refresh and logout carry a 256-bit token
@@ -115,7 +120,7 @@ pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
         .route("/devices", get(session::devices))
         .route("/devices/{id}/revoke", post(session::revoke))
         .route("/devices/{id}/wipe", post(session::wipe))
-        .route("/fhir", get(fhir::page))
+        .route("/fhir", get(fhir::page).post(bundle::bundle).layer(DefaultBodyLimit::max(limits.bundle_bytes)))
         .route("/fhir/{type}", get(fhir::search).post(fhir::create))
         .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update).delete(fhir::delete))
         .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
@@ -135,7 +140,8 @@ pub fn router(state: AppState, body_read: std::time::Duration) -> Router {
         .merge(audited)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            connections::BodyRules::new(body_read, BODY_BUDGET_BYTES),
+            connections::BodyRules::new(limits.body_read, BODY_BUDGET_BYTES)
+                .with_bundles(state.clone(), limits.bundle_bytes),
             connections::body_deadline,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit))
@@ -180,7 +186,7 @@ pub async fn serve(
     server.http_builder().http1().header_read_timeout(limits.header_read);
     server.http_builder().http2().max_concurrent_streams(STREAMS_PER_CONNECTION);
     server
-        .serve(router(state, limits.body_read).into_make_service_with_connect_info::<SocketAddr>())
+        .serve(router(state, &limits).into_make_service_with_connect_info::<SocketAddr>())
         .await
         .map_err(|e| ServerError::Io { action: "listen on", path: listen.to_string().into(), source: e })
 }

@@ -577,3 +577,29 @@ impl World {
         conn.query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0)).unwrap()
     }
 }
+
+/// The CapabilityStatement names every type a Synthea patient and its directory carry, and
+/// the transaction and batch interactions; a type the server does not store stays out.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_capability_statement_lists_what_comes_in() {
+    let w = World::new().await;
+    let response = w.http.get(format!("{}/fhir/metadata", w.base)).send().await.unwrap();
+    let statement: Value = response.json().await.unwrap();
+    let rest = &statement["rest"][0];
+    let listed: Vec<&str> = rest["resource"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    for text in [PATIENT_0, PATIENT_1, HOSPITAL, PRACTITIONERS] {
+        for e in entries(&whole(text)) {
+            let t = e["resource"]["resourceType"].as_str().unwrap();
+            assert!(listed.contains(&t), "{t} is not in the CapabilityStatement");
+        }
+    }
+    for t in ["ServiceRequest", "MedicationStatement", "QuestionnaireResponse", "Consent"] {
+        assert!(listed.contains(&t), "{t}");
+    }
+    assert!(!listed.contains(&"AdverseEvent"));
+    let interactions: Vec<&str> =
+        rest["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
+    assert_eq!(interactions, ["transaction", "batch"]);
+    let claim = rest["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Claim").unwrap();
+    assert!(!claim.to_string().contains("\"create\""), "financial data is not written through the API");
+}

@@ -26,6 +26,10 @@ fn statement() -> serde_json::Value {
             "mode": "server",
             "security": {"cors": false, "description": "HTTPS only, TLS 1.2 or 1.3."},
             "resource": resources(),
+            "interaction": [
+                {"code": "transaction", "documentation": "All or nothing; up to 10 000 entries; fullUrl, conditional references and ifNoneExist on identifier resolved"},
+                {"code": "batch", "documentation": "Each entry on its own"}
+            ],
             "operation": [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]
         }]
     })
@@ -37,7 +41,8 @@ fn resources() -> Vec<serde_json::Value> {
     SERVED_TYPES
         .iter()
         .map(|t| {
-            let read_only = matches!(Data::of(t), Some(Data::Directory | Data::AuditTrail));
+            // Written by the clinic's own loads, not through the API.
+            let read_only = matches!(Data::of(t), Some(Data::Directory | Data::Financial | Data::AuditTrail));
             let mut interactions = vec![serde_json::json!({"code": "search-type"})];
             if *t != "AuditEvent" {
                 interactions.push(serde_json::json!({"code": "read"}));
@@ -45,6 +50,7 @@ fn resources() -> Vec<serde_json::Value> {
             if !read_only {
                 interactions.push(serde_json::json!({"code": "create"}));
                 interactions.push(serde_json::json!({"code": "update"}));
+                interactions.push(serde_json::json!({"code": "delete"}));
             }
             let params = if *t == "AuditEvent" {
                 vec![

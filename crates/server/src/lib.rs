@@ -15,6 +15,7 @@ pub mod datadir;
 pub mod device_audit;
 pub mod error;
 pub mod http;
+pub mod import;
 pub mod keys;
 pub mod records;
 pub mod seed;

@@ -66,6 +66,27 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
+    /// Import a clinic's records into a tenant: transaction, batch or collection Bundles
+    /// (.json) and FHIR Bulk Data files (Type.ndjson), or folders of them. Every resource is
+    /// checked as the API checks it; references resolve across all the files; running the
+    /// same import again (or finishing one that was stopped) stores nothing twice. Prints
+    /// what was stored and refused (where, and the rule broken); exits non-zero if anything
+    /// was refused.
+    Import {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The tenant the records belong to.
+        #[arg(long)]
+        tenant: String,
+        /// A clinician or nurse whose care team the imported patients join; without it they
+        /// are reachable only by break-glass until linked.
+        #[arg(long)]
+        care_team: Option<String>,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Serve the API over HTTPS (there is no plaintext listener).
     Serve {
         /// The data directory.
@@ -254,6 +275,29 @@ fn run_tenant(command: TenantCommand) -> Result<(), ServerError> {
     Ok(())
 }
 
+fn run_import(
+    data: &std::path::Path,
+    tenant: &str,
+    care_team: Option<&str>,
+    paths: &[PathBuf],
+) -> Result<(), ServerError> {
+    let dir = DataDir::open(data)?;
+    let store = std::sync::Arc::new(dir.open_store()?);
+    let keys = dir.master_keys()?;
+    let records = carekeep_server::records::Records::new(store, zeroize::Zeroizing::new(*keys.documents));
+    let mut bar = ProgressBar::new();
+    let summary =
+        carekeep_server::import::run(&records, tenant, paths, care_team, &mut |done, all| bar.show(done, all))?;
+    print!("{}", carekeep_server::import::report(&summary));
+    if summary.refused_any() {
+        return Err(ServerError::Invalid(format!(
+            "{} resources were refused (listed above); fix them and run the same import again",
+            summary.refused.len()
+        )));
+    }
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), ServerError> {
     match command {
         Command::Init { data, hostname } => {
@@ -307,6 +351,7 @@ fn run(command: Command) -> Result<(), ServerError> {
             }
             Ok(())
         }
+        Command::Import { data, tenant, care_team, paths } => run_import(&data, &tenant, care_team.as_deref(), &paths),
         Command::User { command: UserCommand::Disable { data, username } } => {
             admin::disable_user(&DataDir::open(&data)?.open_store()?, &username)?;
             eprintln!("Disabled {username} and signed out their devices.");
@@ -351,6 +396,33 @@ fn run(command: Command) -> Result<(), ServerError> {
                     let _ = tokio::signal::ctrl_c().await;
                 },
             ))
+        }
+    }
+}
+
+/// Progress on standard error: a bar redrawn in place at a terminal, a line every tenth
+/// otherwise (a log keeps a few lines, not thousands).
+struct ProgressBar {
+    terminal: bool,
+    last_tenth: Option<usize>,
+}
+
+impl ProgressBar {
+    fn new() -> Self {
+        Self { terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()), last_tenth: None }
+    }
+
+    fn show(&mut self, done: usize, all: usize) {
+        let tenths = (done * 10).checked_div(all).unwrap_or(10);
+        if self.terminal {
+            let filled = (done * 30).checked_div(all).unwrap_or(30);
+            eprint!("\rImporting [{}{}] {done}/{all}", "#".repeat(filled), " ".repeat(30 - filled));
+            if done == all {
+                eprintln!();
+            }
+        } else if self.last_tenth != Some(tenths) {
+            self.last_tenth = Some(tenths);
+            eprintln!("Importing: {done} of {all} resources");
         }
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::{Connection, Transaction, params};
 use serde_json::Value;
 
-use super::bundle::plan::Identifier;
+use super::bundle::plan::{Identifier, SOURCE_SYSTEM};
 
 /// Indexes `value`'s identifiers (one `Identifier` or a list of them) under `type/id`,
 /// replacing what was indexed before.
@@ -16,8 +16,10 @@ pub(super) fn index(
     id: &str,
     value: &Value,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM resource_identifiers WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
-        .execute(params![tenant, resource_type, id])?;
+    // Where an import found it stays known across changes; the resource's own identifiers
+    // are indexed afresh.
+    tx.prepare_cached("DELETE FROM resource_identifiers WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND system != ?4")?
+        .execute(params![tenant, resource_type, id, SOURCE_SYSTEM])?;
     let identifiers = match value.get("identifier") {
         Some(Value::Array(list)) => list.iter().collect(),
         Some(one @ Value::Object(_)) => vec![one],
@@ -29,6 +31,10 @@ pub(super) fn index(
     for identifier in identifiers {
         let Some(text) = identifier.get("value").and_then(Value::as_str) else { continue };
         let system = identifier.get("system").and_then(Value::as_str).unwrap_or_default();
+        if system == SOURCE_SYSTEM {
+            // The server's own system: a resource cannot claim to be what an import stored.
+            continue;
+        }
         insert.execute(params![tenant, resource_type, id, system, text])?;
     }
     Ok(())
@@ -36,7 +42,7 @@ pub(super) fn index(
 
 /// The ids of `resource_type` in `tenant` carrying `identifier` (any system, when it names
 /// none), at most a few: more than one is already an ambiguity to report.
-pub(super) fn find(
+pub(crate) fn find(
     conn: &Connection,
     tenant: &str,
     resource_type: &str,
@@ -47,4 +53,20 @@ pub(super) fn find(
          WHERE tenant = ?1 AND type = ?2 AND value = ?3 AND (?4 = '' OR system = ?4) LIMIT 3",
     )?;
     statement.query_map(params![tenant, resource_type, identifier.value, identifier.system], |r| r.get(0))?.collect()
+}
+
+/// Remembers that `type/id` is what an import stored for `source` (see
+/// [`SOURCE_SYSTEM`]), so the next run of the same files finds it.
+pub(super) fn remember(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    resource_type: &str,
+    id: &str,
+    source: &Identifier,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO resource_identifiers (tenant, type, id, system, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![tenant, resource_type, id, SOURCE_SYSTEM, source.value])?;
+    Ok(())
 }

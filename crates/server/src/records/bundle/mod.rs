@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 pub use gate::{Caller, Clinic, Gate, Refusal};
 pub use plan::{Action, Entry, Identifier, Kind, Plan};
-use references::Targets;
+pub use references::Targets;
 
 use super::{Checked, RecordError, Records, Stored, current, identifiers};
 
@@ -164,9 +164,9 @@ impl Records {
     /// Ids, references and checks: everything that needs no writer lock.
     fn prepare(&self, tenant: &str, plan: Plan, gate: &dyn Gate) -> Result<Vec<Prepared>, RecordError> {
         let conn = self.store.read();
-        let mut targets = Targets::default();
-        let mut firsts = Vec::with_capacity(plan.entries.len());
-        for entry in plan.entries {
+        let Plan { entries, known: mut targets, .. } = plan;
+        let mut firsts = Vec::with_capacity(entries.len());
+        for entry in entries {
             let step = match &entry.action {
                 Action::Create { if_none_exist } => {
                     let matched = match if_none_exist {
@@ -198,7 +198,10 @@ impl Records {
             };
             let id = match (&entry.action, &step) {
                 (Action::Create { .. }, Ok(Some(existing))) => Some(existing.clone()),
-                (Action::Create { .. }, Ok(None)) => Some(crate::auth::secrets::new_id("r")?.replacen("r-", "", 1)),
+                (Action::Create { .. }, Ok(None)) => match &entry.id {
+                    Some(chosen) => Some(chosen.clone()),
+                    None => Some(crate::auth::secrets::new_id("r")?.replacen("r-", "", 1)),
+                },
                 (Action::Update { id, .. } | Action::Delete { id } | Action::Read { id }, _) => Some(id.clone()),
                 (Action::Create { .. }, Err(_)) => None,
             };
@@ -318,13 +321,18 @@ impl Records {
         let missing = || Refusal::new(404, index, "request.url", "not-found", "no such resource");
         Ok(match step {
             Step::Create { checked, id, if_none_exist, break_glass } => {
-                if let Some(wanted) = if_none_exist
-                    && !identifiers::find(tx, tenant, resource_type, &wanted)?.is_empty()
+                if let Some(wanted) = &if_none_exist
+                    && !identifiers::find(tx, tenant, resource_type, wanted)?.is_empty()
                 {
                     return Ok(Err(stored_meanwhile(index)));
                 }
                 match super::write(tx, &self.documents_key, tenant, checked, &id, 1, now, gate.author()) {
-                    Ok(stored) => Ok((201, stored, break_glass)),
+                    Ok(stored) => {
+                        if let Some(source) = if_none_exist.as_ref().filter(|i| i.system == plan::SOURCE_SYSTEM) {
+                            identifiers::remember(tx, tenant, resource_type, &id, source)?;
+                        }
+                        Ok((201, stored, break_glass))
+                    }
                     Err(e) => return refused(e),
                 }
             }

@@ -31,6 +31,12 @@ impl Kind {
     }
 }
 
+/// The identifier system under which `carekeep-server import` remembers where each record
+/// came from (`Type/source-id`, a Bundle entry's `fullUrl`), so a second run finds it. The
+/// server's own: never taken from a client's condition or a resource's identifiers, so no
+/// one can plant a record that an import would take for its own.
+pub const SOURCE_SYSTEM: &str = "urn:carekeep:source";
+
 /// A business identifier (`system|value`), what a conditional create or reference matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identifier {
@@ -107,6 +113,9 @@ pub struct Entry {
     pub action: Action,
     /// The resource sent with a create or update.
     pub resource: Option<Value>,
+    /// The id already chosen for a create (an import spanning several Bundles, whose
+    /// references were resolved across them); `None`: the server assigns one.
+    pub id: Option<String>,
 }
 
 /// A Bundle read into entries, in the Bundle's order.
@@ -116,6 +125,8 @@ pub struct Plan {
     pub kind: Kind,
     /// The entries.
     pub entries: Vec<Entry>,
+    /// Where references to records outside this Bundle point (an import's other files).
+    pub known: super::references::Targets,
 }
 
 fn problem(path: String, code: &'static str, rule: &str) -> Problem {
@@ -163,7 +174,11 @@ impl Plan {
             }
         }
         problems.extend(overlaps(&read));
-        if problems.is_empty() { Ok(Plan { kind, entries: read }) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(Plan { kind, entries: read, known: super::references::Targets::default() })
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -243,17 +258,48 @@ fn read_entry(index: usize, entry: Value) -> Result<Entry, Problem> {
         ));
     }
     let resource = entry.remove("resource");
-    let action = match (method, id) {
+    let action = read_action(index, method, id, &request)?;
+    let needs_resource = matches!(action, Action::Create { .. } | Action::Update { .. });
+    match &resource {
+        Some(r) if needs_resource => {
+            if r.get("resourceType").and_then(Value::as_str) != Some(resource_type.as_str()) {
+                return Err(problem(at("resource.resourceType"), "invalid", "must be the type request.url names"));
+            }
+            if let (Action::Update { id, .. }, Some(body_id)) = (&action, r.get("id"))
+                && body_id.as_str() != Some(id)
+            {
+                return Err(problem(at("resource.id"), "invalid", "must be the id request.url names"));
+            }
+        }
+        None if needs_resource => return Err(problem(at("resource"), "required", "a create or update sends one")),
+        _ => {}
+    }
+    Ok(Entry {
+        index,
+        resource_type,
+        full_url,
+        action,
+        resource: if needs_resource { resource } else { None },
+        id: None,
+    })
+}
+
+/// What an entry's request asks, from its method, the id its URL names and its conditions.
+fn read_action(index: usize, method: Option<&str>, id: Option<String>, request: &Value) -> Result<Action, Problem> {
+    let at = |element: &str| format!("Bundle.entry[{index}].{element}");
+    Ok(match (method, id) {
         (Some("POST"), None) => {
             let if_none_exist = match request.get("ifNoneExist") {
                 None => None,
-                Some(Value::String(q)) => Some(Identifier::from_query(q).ok_or_else(|| {
-                    problem(
-                        at("request.ifNoneExist"),
-                        "not-supported",
-                        "only identifier=system|value is taken as a condition",
-                    )
-                })?),
+                Some(Value::String(q)) => {
+                    Some(Identifier::from_query(q).filter(|i| i.system != SOURCE_SYSTEM).ok_or_else(|| {
+                        problem(
+                            at("request.ifNoneExist"),
+                            "not-supported",
+                            "only identifier=system|value is taken as a condition (and not the server's own system)",
+                        )
+                    })?)
+                }
                 Some(_) => return Err(problem(at("request.ifNoneExist"), "value", "must be a search string")),
             };
             Action::Create { if_none_exist }
@@ -281,23 +327,7 @@ fn read_entry(index: usize, entry: Value) -> Result<Entry, Problem> {
             ));
         }
         _ => return Err(problem(at("request.method"), "value", "must be POST, PUT, DELETE or GET")),
-    };
-    let needs_resource = matches!(action, Action::Create { .. } | Action::Update { .. });
-    match &resource {
-        Some(r) if needs_resource => {
-            if r.get("resourceType").and_then(Value::as_str) != Some(resource_type.as_str()) {
-                return Err(problem(at("resource.resourceType"), "invalid", "must be the type request.url names"));
-            }
-            if let (Action::Update { id, .. }, Some(body_id)) = (&action, r.get("id"))
-                && body_id.as_str() != Some(id)
-            {
-                return Err(problem(at("resource.id"), "invalid", "must be the id request.url names"));
-            }
-        }
-        None if needs_resource => return Err(problem(at("resource"), "required", "a create or update sends one")),
-        _ => {}
-    }
-    Ok(Entry { index, resource_type, full_url, action, resource: if needs_resource { resource } else { None } })
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::plan::Identifier;
 use crate::records::Problem;
 
 /// Where each entry's `fullUrl` (and the `Type/id` an absolute one ends in) now points.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Targets {
     by_url: HashMap<String, String>,
     /// The identifiers of the resources this Bundle creates: a conditional reference may name
@@ -55,7 +55,9 @@ impl Targets {
         }
     }
 
-    fn get(&self, reference: &str) -> Option<&String> {
+    /// Where a reference to an entry (its `fullUrl`, or `Type/id` an import was given) now
+    /// points.
+    pub fn resolve(&self, reference: &str) -> Option<&String> {
         self.by_url.get(reference)
     }
 
@@ -140,7 +142,7 @@ fn resolve(
     targets: &Targets,
     conditional: &mut Conditional<'_>,
 ) -> Result<Option<String>, &'static str> {
-    if let Some(target) = targets.get(reference) {
+    if let Some(target) = targets.resolve(reference) {
         return Ok(Some(target.clone()));
     }
     if reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:") {

@@ -336,3 +336,47 @@ fn suffix_references(value: &mut Value, copy: u32) {
         _ => {}
     }
 }
+
+/// A user cannot plant a record that an import would take for its own: the server's source
+/// system in a resource's identifiers is not indexed, and in a Bundle's condition it is
+/// refused.
+#[test]
+fn no_one_can_plant_what_an_import_will_take_for_its_own() {
+    use carekeep_server::records::{Records, Writer};
+    let clinic = Clinic::new();
+    let dir = tempfile::tempdir().unwrap();
+    let patient = r#"{"resourceType":"Patient","id":"p1","birthDate":"1970-01-01"}"#;
+    let reading = r#"{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}"#;
+    std::fs::write(dir.path().join("Patient.ndjson"), patient).unwrap();
+    let first = clinic.import("clinic", &[], &[dir.path().join("Patient.ndjson")]);
+    assert!(first.status.success(), "{}", text(&first));
+    let stored_patient = {
+        let store = clinic.data.open_store().unwrap();
+        let conn = store.read();
+        conn.query_row("SELECT id FROM resources WHERE type = 'Patient'", [], |r| r.get::<_, String>(0)).unwrap()
+    };
+    // A clinician's own Observation, claiming the import's source key for o1.
+    {
+        let store = std::sync::Arc::new(clinic.data.open_store().unwrap());
+        let records = Records::new(store, zeroize::Zeroizing::new(*clinic.data.master_keys().unwrap().documents));
+        let planted = serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "planted"},
+            "subject": {"reference": format!("Patient/{stored_patient}")},
+            "identifier": [{"system": "urn:carekeep:source", "value": "Observation Observation/o1"}]});
+        let checked = records.check(planted, "Observation").unwrap();
+        records.create("clinic", checked, &Writer::user("dr.import", None)).unwrap();
+        let plan = serde_json::json!({"resourceType": "Bundle", "type": "batch", "entry": [{
+            "request": {"method": "POST", "url": "Observation",
+                        "ifNoneExist": "identifier=urn:carekeep:source|Observation Observation/o2"},
+            "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}}]});
+        let refused = carekeep_server::records::bundle::Plan::read(plan).unwrap_err();
+        assert_eq!(refused[0].path, "Bundle.entry[0].request.ifNoneExist");
+    }
+    std::fs::write(dir.path().join("Observation.ndjson"), reading).unwrap();
+    let second =
+        clinic.import("clinic", &[], &[dir.path().join("Patient.ndjson"), dir.path().join("Observation.ndjson")]);
+    assert!(second.status.success(), "{}", text(&second));
+    let report = String::from_utf8_lossy(&second.stdout);
+    assert!(report.contains("Observation: 1 stored, 0 already there"), "{report}");
+    assert!(report.contains("Patient: 0 stored, 1 already there"), "{report}");
+    assert_eq!(clinic.counts("clinic")["Observation"], 2);
+}

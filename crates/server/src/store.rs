@@ -284,6 +284,27 @@ const MIGRATIONS: &[&str] = &[
                json_extract(json, '$.identifier.value')
         FROM resources
         WHERE json_type(json, '$.identifier') = 'object' AND json_type(json, '$.identifier.value') = 'text';",
+    // 15: Bulk Data exports: who asked for what, and the files, each encrypted like a
+    // document (its own key, wrapped by the documents key), kept a day.
+    "CREATE TABLE exports (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL REFERENCES tenants (id),
+        user_id     TEXT NOT NULL REFERENCES users (id),
+        request     TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        finished_at TEXT
+    ) STRICT;
+    CREATE TABLE export_files (
+        export_id   TEXT NOT NULL REFERENCES exports (id) ON DELETE CASCADE,
+        n           INTEGER NOT NULL,
+        type        TEXT NOT NULL,
+        count       INTEGER NOT NULL,
+        patients    TEXT NOT NULL,
+        wrapped_key BLOB NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        PRIMARY KEY (export_id, n)
+    ) STRICT;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

@@ -7,6 +7,7 @@ mod break_glass;
 mod bundle;
 pub mod connections;
 mod documents;
+mod export;
 pub mod fhir;
 mod headers;
 pub mod json;
@@ -124,6 +125,11 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/fhir/{type}", get(fhir::search).post(fhir::create))
         .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update).delete(fhir::delete))
         .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
+        .route("/fhir/$export", get(export::system))
+        .route("/fhir/Patient/$export", get(export::patients))
+        .route("/fhir/Group/{id}/$export", get(export::group))
+        .route("/exports/{id}", get(export::status).delete(export::delete))
+        .route("/exports/{id}/files/{n}", get(export::file))
         .route("/sync/status", get(sync::status))
         .route("/sync/removed", get(sync::removed))
         .route("/audit/device", post(sync::upload_device_audit))

@@ -119,24 +119,7 @@ pub(super) fn forget_unlinked(
 impl Records {
     /// The document `id` of `tenant`, decrypted; `None` if there is none.
     pub fn document(&self, tenant: &str, id: &str) -> Result<Option<Document>, RecordError> {
-        let row: Option<(String, String, Vec<u8>, Vec<u8>)> = self
-            .store
-            .read()
-            .query_row(
-                "SELECT patient, content_type, wrapped_key, ciphertext FROM documents WHERE tenant = ?1 AND id = ?2",
-                params![tenant, id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((patient, content_type, wrapped, ciphertext)) = row else { return Ok(None) };
-        let aad = aad(tenant, id);
-        let broken =
-            || RecordError::Store(crate::ServerError::Store("a stored document failed its integrity check".into()));
-        let key = keys::open(&self.documents_key, &aad, &wrapped).ok_or_else(broken)?;
-        let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
-        let key = Zeroizing::new(key);
-        let bytes = keys::open(&key, &aad, &ciphertext).ok_or_else(broken)?;
-        Ok(Some(Document { patient, content_type, bytes }))
+        read_document(&self.store.read(), &self.documents_key, tenant, id)
     }
 
     /// The patient a document belongs to (without decrypting it).
@@ -147,4 +130,29 @@ impl Records {
             .query_row("SELECT patient FROM documents WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
             .optional()?)
     }
+}
+
+/// The document `id` of `tenant`, read on `conn` and decrypted with `kek`.
+pub(super) fn read_document(
+    conn: &rusqlite::Connection,
+    kek: &[u8; 32],
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Document>, RecordError> {
+    let row: Option<(String, String, Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT patient, content_type, wrapped_key, ciphertext FROM documents WHERE tenant = ?1 AND id = ?2",
+            params![tenant, id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((patient, content_type, wrapped, ciphertext)) = row else { return Ok(None) };
+    let aad = aad(tenant, id);
+    let broken =
+        || RecordError::Store(crate::ServerError::Store("a stored document failed its integrity check".into()));
+    let key = keys::open(kek, &aad, &wrapped).ok_or_else(broken)?;
+    let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
+    let key = Zeroizing::new(key);
+    let bytes = keys::open(&key, &aad, &ciphertext).ok_or_else(broken)?;
+    Ok(Some(Document { patient, content_type, bytes }))
 }

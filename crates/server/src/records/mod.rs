@@ -6,6 +6,7 @@ pub mod access;
 pub mod authorship;
 pub mod bundle;
 pub mod documents;
+pub mod export;
 pub mod idempotency;
 pub mod identifiers;
 pub mod links;

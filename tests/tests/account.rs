@@ -215,11 +215,14 @@ async fn idle_and_background_lock_drop_the_key_and_export_needs_step_up() {
     let clock = Arc::new(ManualClock::new(SystemClock.now_unix()));
     let mut account = device.sign_in(&world, &running, clock.clone(), 0).await.unwrap();
     account.store().unwrap().put(PATIENT_P1).unwrap();
-    let bundle: serde_json::Value = serde_json::from_str(&account.export_patient("p1").unwrap()).unwrap();
+    let export = account.export_patient("p1").await.unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&export.bundle).unwrap();
     assert_eq!(
         (bundle["type"].as_str(), bundle["entry"][0]["resource"]["id"].as_str()),
         (Some("collection"), Some("p1"))
     );
+    assert!(export.summary_html.starts_with("<!DOCTYPE html>") && !export.summary_html.contains("<script"));
+    assert_eq!(export.documents_missing, 0);
 
     // Input restarts the patient's 5-minute idle timer; without it the account locks.
     clock.advance(Duration::from_secs(240));
@@ -228,7 +231,7 @@ async fn idle_and_background_lock_drop_the_key_and_export_needs_step_up() {
     clock.advance(Duration::from_secs(240));
     assert!(!account.tick(), "input restarted the idle timer");
     // Past the 5-minute step-up window, export is refused until a full sign-in.
-    assert!(matches!(account.export_patient("p1"), Err(Error::StepUpRequired)));
+    assert!(matches!(account.export_patient("p1").await, Err(Error::StepUpRequired)));
     clock.advance(Duration::from_secs(61));
     assert!(account.tick(), "idle for 5 minutes: locked now");
     assert!(!account.tick(), "a lock is reported once");

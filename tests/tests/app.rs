@@ -192,11 +192,8 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.type_into("dialog input[name=password]", &world.password).await;
     app.type_into("dialog input[name=code]", &world.code(1)).await;
     app.click("dialog button[type=submit]").await;
-    let saved = app.wait_text("#banner", "Saved to").await;
-    let path = saved.trim_start_matches("Saved to ").split(". Anyone").next().unwrap().to_owned();
-    let export: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(export["entry"][0]["resource"]["id"], me["id"]);
-    std::fs::remove_file(&path).unwrap();
+    let saved = app.wait_text("#banner", "Saved the record to").await;
+    check_export(&saved, &me);
 
     // Inside the same step-up window: a new authenticator.
     set_up_new_authenticator(&app, &mut world).await;
@@ -207,6 +204,34 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.assert_no_phi(&phi, "after sign-out").await;
     assert!(!session_file.exists(), "sign-out removes the session facts");
     app.quit().await;
+}
+
+/// The export the banner names: the record (documents inside) and the summary page beside
+/// it, each readable by this user only. Removes both.
+fn check_export(saved: &str, me: &Value) {
+    let (path, summary) = saved
+        .trim_start_matches("Saved the record to ")
+        .split(". Anyone")
+        .next()
+        .unwrap()
+        .split_once(" and a summary to read or print to ")
+        .unwrap();
+    let export: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(export["entry"][0]["resource"]["id"], me["id"]);
+    // The documents travel inside the record, and a page a person reads lies beside it.
+    let documents =
+        export["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == "DocumentReference");
+    assert!(
+        documents.clone().count() > 0
+            && documents.clone().all(|e| e["resource"]["content"][0]["attachment"]["data"].is_string())
+    );
+    let page = std::fs::read_to_string(summary).unwrap();
+    assert!(page.contains("<h2>Latest results</h2>") && !page.contains("<script"), "{page}");
+    for file in [path, summary] {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600, "{file}");
+        std::fs::remove_file(file).unwrap();
+    }
 }
 
 /// The OS locks the screen: the screensaver's signal on the session bus, as GNOME and KDE

@@ -82,6 +82,22 @@ async fn documents_download_into_the_encrypted_cache_and_open_offline_once_downl
     let result = account.open_document(&titled(&docs, "Immunisation record"), 0).await;
     assert!(matches!(result, Err(Error::DocumentNotDownloaded)), "{result:?}");
     assert_eq!(account.store().unwrap().document_count().unwrap(), 2);
+    // An export offline carries the two documents on this device inside the Bundle, and
+    // says the third could not be included.
+    let export = account.export_patient(&me).await.unwrap();
+    assert_eq!(export.documents_missing, 1);
+    let bundle: serde_json::Value = serde_json::from_str(&export.bundle).unwrap();
+    let inline: Vec<Vec<u8>> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "DocumentReference")
+        .filter_map(|e| e["resource"]["content"][0]["attachment"]["data"].as_str())
+        .map(|data| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, data).unwrap())
+        .collect();
+    assert_eq!(inline.len(), 2);
+    assert!(inline.iter().any(|bytes| String::from_utf8_lossy(bytes).contains(LETTER_LINE)));
+    assert!(export.summary_html.contains("<h2>Documents</h2>") && !export.summary_html.contains("<script"));
     drop(running);
 }
 

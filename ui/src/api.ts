@@ -49,6 +49,13 @@ export interface TrendPoint {
   unit: string | null;
 }
 
+/** Where an export was saved (the FHIR file and the summary page beside it). */
+export interface ExportView {
+  bundle: string;
+  summary: string;
+  documentsMissing: number;
+}
+
 export interface AccessView {
   at: string;
   role: string | null;
@@ -137,7 +144,7 @@ export const api = {
   labTrend: (patient: string, code: string) => invoke<TrendPoint[]>("lab_trend", { patient, code }),
   accessLog: () => invoke<AccessView[]>("access_log"),
   serverAccessLog: () => invoke<ServerAccess[]>("server_access_log"),
-  exportPatient: (patient: string) => invoke<string>("export_patient", { patient }),
+  exportPatient: (patient: string) => invoke<ExportView>("export_patient", { patient }),
   breakGlass: (patient: string, reason: string) => invoke<number>("break_glass", { patient, reason }),
   recordReading: (patient: string, reading: Reading) => invoke<number>("record_reading", { patient, reading }),
   requestAppointment: (patient: string, reason: string, preferredStartUnix: number) =>

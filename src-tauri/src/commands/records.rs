@@ -95,25 +95,49 @@ pub async fn server_access_log(shell: State<'_, Shell>) -> CommandResult<Vec<car
     Ok(shell.until_lock(account.server_access_history()).await?)
 }
 
-/// Saves one patient's cached record as a FHIR Bundle in the Downloads folder, readable
-/// only by this user. A high-risk action: the core asks for step-up (a full sign-in within
-/// minutes) first. Returns where the file is.
+/// Where an export was saved, and what it could not include.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportView {
+    /// The FHIR Bundle (documents inside).
+    pub bundle: String,
+    /// The summary page a person reads.
+    pub summary: String,
+    /// Documents not on this device that could not be fetched now.
+    pub documents_missing: usize,
+}
+
+/// Saves one patient's cached record in the Downloads folder, readable only by this user:
+/// the FHIR Bundle with the documents inside, and a summary page beside it. A high-risk
+/// action: the core asks for step-up (a full sign-in within minutes) first.
 #[tauri::command]
-pub async fn export_patient(shell: State<'_, Shell>, app: tauri::AppHandle, patient: String) -> CommandResult<String> {
+pub async fn export_patient(
+    shell: State<'_, Shell>,
+    app: tauri::AppHandle,
+    patient: String,
+) -> CommandResult<ExportView> {
     use tauri::Manager as _;
-    let bundle = account(&shell).await?.export_patient(&patient)?;
+    let mut account = account(&shell).await?;
+    let export = shell.until_lock(account.export_patient(&patient)).await?;
     let dir = app
         .path()
         .download_dir()
         .or_else(|_| app.path().home_dir().map(|home| home.join("Downloads")))
         .map_err(|_| "no Downloads folder was found for this user")?;
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let path = dir.join(format!("carekeep-export-{stamp}.json"));
-    crate::platform::write_private_file(&path, bundle.as_bytes()).map_err(|e| match e.kind() {
-        std::io::ErrorKind::StorageFull => carekeep_core::Error::DiskFull,
-        kind => carekeep_core::Error::Io { action: "save the export", kind },
-    })?;
-    Ok(path.display().to_string())
+    let bundle = dir.join(format!("carekeep-export-{stamp}.json"));
+    let summary = dir.join(format!("carekeep-summary-{stamp}.html"));
+    for (path, bytes) in [(&bundle, export.bundle.as_bytes()), (&summary, export.summary_html.as_bytes())] {
+        crate::platform::write_private_file(path, bytes).map_err(|e| match e.kind() {
+            std::io::ErrorKind::StorageFull => carekeep_core::Error::DiskFull,
+            kind => carekeep_core::Error::Io { action: "save the export", kind },
+        })?;
+    }
+    Ok(ExportView {
+        bundle: bundle.display().to_string(),
+        summary: summary.display().to_string(),
+        documents_missing: export.documents_missing,
+    })
 }
 
 /// A resource type is a capitalised ASCII word (`Observation`): nothing else reaches a query.

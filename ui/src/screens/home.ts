@@ -65,8 +65,15 @@ function patientNav(patients: FhirResource[], open: Open, content: HTMLElement):
 function patientRecord(patient: FhirResource, writes: boolean): HTMLElement {
   const exportButton = el("button", { type: "button", class: "secondary", id: "export" }, "Export record");
   exportButton.addEventListener("click", () => {
-    void withStepUp(() => api.exportPatient(patient.id ?? ""), "Exporting a record").then((path) => {
-      if (path) announce(`Saved to ${path}. Anyone with this file can read it: keep it safe.`);
+    void withStepUp(() => api.exportPatient(patient.id ?? ""), "Exporting a record").then((saved) => {
+      if (!saved) return;
+      const missing =
+        saved.documentsMissing > 0
+          ? ` ${saved.documentsMissing} document(s) were not on this device and could not be fetched: export again when online to include them.`
+          : "";
+      announce(
+        `Saved the record to ${saved.bundle} and a summary to read or print to ${saved.summary}. Anyone with these files can read them: keep them safe.${missing}`,
+      );
     });
   });
   return tabbedRecord(patient, recordTabs(writes), [el("div", { class: "actions" }, exportButton)]);

@@ -21,10 +21,13 @@ mod audit_queue;
 mod authenticator;
 mod devices;
 mod documents;
+mod export;
 mod facts;
 mod reading;
+pub mod summary;
 pub mod sync;
 pub use access_history::{ACCESS_HISTORY_COUNT, ServerAccess};
+pub use export::PatientExport;
 pub use writing::HomeReading;
 mod writing;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
-use carekeep_protocol::sync::{EXPORTED_FROM_CACHE, READ_FROM_CACHE};
+use carekeep_protocol::sync::READ_FROM_CACHE;
 use time::format_description::well_known::Rfc3339;
 
 use super::Account;
@@ -35,26 +35,6 @@ impl Account {
         let points = self.store()?.lab_trend(&reference, code)?;
         self.log_access(READ_FROM_CACHE, "Observation", [Some(bare(&reference).to_owned())])?;
         Ok(points)
-    }
-
-    /// One patient's whole cached record as a FHIR `collection` Bundle, for the person to
-    /// save or hand on. Export is a high-risk action: only with a full sign-in inside the
-    /// policy's step-up window ([`crate::Error::StepUpRequired`] otherwise), and logged.
-    pub fn export_patient(&mut self, patient: &str) -> Result<String> {
-        self.session.check_step_up()?;
-        let reference = patient_reference(patient);
-        let resources = self.store()?.patient_record(&reference)?;
-        let entries = resources
-            .iter()
-            .map(|r| {
-                serde_json::from_str::<serde_json::Value>(&r.json)
-                    .map(|resource| serde_json::json!({"resource": resource}))
-            })
-            .collect::<serde_json::Result<Vec<_>>>()
-            .map_err(|_| crate::Error::CorruptCache)?;
-        self.log_access(EXPORTED_FROM_CACHE, "Bundle", [Some(bare(&reference).to_owned())])?;
-        let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
-        Ok(bundle.to_string())
     }
 
     pub(super) fn log_access(
@@ -100,7 +80,7 @@ pub(super) fn shown(json: &str) -> Result<String> {
     carekeep_fhir::without_narrative(json).ok_or(crate::Error::CorruptCache)
 }
 
-fn bare(reference: &str) -> &str {
+pub(super) fn bare(reference: &str) -> &str {
     reference.strip_prefix("Patient/").unwrap_or(reference)
 }
 

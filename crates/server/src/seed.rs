@@ -38,6 +38,54 @@ const BUNDLES: &[&str] = &[
     include_str!("../../core/tests/fixtures/carebundle/mixed-42-0019.json"),
 ];
 
+/// The directory a Synthea export brings (hospital, payer, location, practitioner), and the
+/// first patient's records of the types such an export carries — visits' procedures, care
+/// plans and goals, insurance and claims, devices, imaging... (generated beside the tests'
+/// Synthea-shaped fixtures, see `crates/server/tests/fixtures/synthea-style/generate.py`).
+const DIRECTORY: [&str; 2] = [
+    include_str!("../tests/fixtures/synthea-style/hospitalInformation.json"),
+    include_str!("../tests/fixtures/synthea-style/practitionerInformation.json"),
+];
+const DEMO_EXTRAS: &str = include_str!("../tests/fixtures/synthea-style/demo-extras.json");
+/// The placeholders in [`DEMO_EXTRAS`] for the patient and the visit.
+const EXTRAS_PATIENT: &str = "urn:uuid:00000000-0000-4000-8000-00000000000a";
+const EXTRAS_VISIT: &str = "urn:uuid:00000000-0000-4000-8000-00000000000b";
+
+/// Loads the directory and the first patient's Synthea-type records, as the clinic's own
+/// import would (every resource checked; all or nothing).
+fn import_extras(records: &Records, patient: &str) -> Result<(), ServerError> {
+    use crate::records::bundle::{Clinic, Outcome, Plan, Targets};
+    let invalid = |what: String| ServerError::Invalid(format!("demo extras: {what}"));
+    let visit: String = records
+        .store()
+        .read()
+        .query_row(
+            "SELECT id FROM resources WHERE tenant = ?1 AND type = 'Encounter' AND patient = ?2 ORDER BY effective LIMIT 1",
+            [DEMO_TENANT, patient],
+            |r| r.get(0),
+        )
+        .map_err(|_| invalid("the first patient has no visit".into()))?;
+    for (text, known) in DIRECTORY.iter().map(|d| (*d, None)).chain([(DEMO_EXTRAS, Some(&visit))]) {
+        let bundle: Value = serde_json::from_str(text).map_err(|_| invalid("not JSON".into()))?;
+        let mut plan = Plan::read(bundle).map_err(|p| invalid(format!("{} problems", p.len())))?;
+        if let Some(visit) = known {
+            let mut targets = Targets::default();
+            targets.insert(EXTRAS_PATIENT, "Patient", patient);
+            targets.insert(EXTRAS_VISIT, "Encounter", visit);
+            plan.known = targets;
+        }
+        match records.apply_bundle(DEMO_TENANT, plan, &Clinic, None).map_err(|e| ServerError::Store(e.to_string()))? {
+            Outcome::Applied { .. } => {}
+            Outcome::Refused(refusals) => {
+                let problems: Vec<String> =
+                    refusals.iter().flat_map(|r| r.problems.iter().map(|p| p.message.clone())).collect();
+                return Err(invalid(problems.join("; ")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A demo user, with what they sign in with.
 #[derive(Clone)]
 pub struct DemoUser {
@@ -63,6 +111,7 @@ pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoU
         patients.extend(import_bundle(records, DEMO_TENANT, bundle)?);
     }
     import_history(records, &patients[0])?;
+    import_extras(records, &patients[0])?;
     let mut users = Vec::new();
     for (username, role) in [
         ("demo.patient", Role::Patient),

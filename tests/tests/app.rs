@@ -155,6 +155,8 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.screenshot("08-security").await;
     // Lock-on-blur is the Linux default; the idle lock is what this test waits for.
     app.client.find(Locator::Css("#lock-on-blur")).await.unwrap().click().await.unwrap();
+    app.click("#nav-record-0").await;
+    view_the_whole_record(&app).await;
 
     // No input for the tenant's minute: the core locks and the page holds no PHI.
     app.client.wait().at_most(Duration::from_secs(120)).for_element(Locator::Css("#lock-title")).await.unwrap();
@@ -232,6 +234,29 @@ fn check_export(saved: &str, me: &Value) {
         assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600, "{file}");
         std::fs::remove_file(file).unwrap();
     }
+}
+
+/// The parts of a whole record a clinic's export brings: visits with what happened at
+/// each, reports with their results, medications with dose and status, immunisations with
+/// their lot, care plans and goals, and — the patient's own — insurance and claims.
+async fn view_the_whole_record(app: &App) {
+    app.click("#tab-visits").await;
+    let visits = app.wait_text(".panel", "Medication reconciliation").await;
+    assert!(visits.contains("Influenza"), "what happened at the visit is listed under it: {visits}");
+    app.screenshot("05b-visits").await;
+    app.click("#tab-reports").await;
+    app.wait("table.results caption").await;
+    app.screenshot("05c-reports").await;
+    app.click("#tab-medications").await;
+    app.wait_text(".panel", "1 tablet daily · active").await;
+    app.click("#tab-immunizations").await;
+    app.wait_text(".panel", "lot SYN-0042").await;
+    app.click("#tab-plans").await;
+    app.wait_text(".panel", "Diabetes self management plan").await;
+    app.screenshot("05d-care-plans").await;
+    app.click("#tab-insurance").await;
+    app.wait_text(".panel", "paid 100.00 USD").await;
+    app.screenshot("05e-insurance").await;
 }
 
 /// The OS locks the screen: the screensaver's signal on the session bus, as GNOME and KDE

@@ -69,11 +69,12 @@ export function observationValue(observation: FhirResource): string {
 
 /** The date a resource is about (effective, onset, occurrence, authored, period start). */
 export function resourceDate(resource: FhirResource): string {
-  for (const key of ["effectiveDateTime", "issued", "onsetDateTime", "occurrenceDateTime", "authoredOn", "recordedDate", "sent", "start", "date"]) {
+  for (const key of ["effectiveDateTime", "issued", "onsetDateTime", "occurrenceDateTime", "authoredOn", "recordedDate", "sent", "start", "date", "performedDateTime", "startDate", "started", "created"]) {
     const value = str(resource[key]);
     if (value) return value;
   }
-  const period = obj(resource["period"]) ?? obj(resource["effectivePeriod"]) ?? obj(arr(resource["requestedPeriod"])[0]);
+  const period =
+    obj(resource["period"]) ?? obj(resource["effectivePeriod"]) ?? obj(resource["performedPeriod"]) ?? obj(resource["billablePeriod"]) ?? obj(arr(resource["requestedPeriod"])[0]);
   return str(period?.["start"]) ?? "";
 }
 
@@ -162,21 +163,45 @@ function describe(resource: FhirResource): { title: string; detail: string; date
     case "Observation":
       return { title: conceptText(resource["code"]), detail: observationValue(resource), date };
     case "MedicationRequest":
-    case "MedicationStatement":
-      return {
-        title: conceptText(resource["medicationCodeableConcept"]) || "Medication",
-        detail: arr(resource["dosageInstruction"]).map((d) => str(obj(d)?.["text"]) ?? "").filter(Boolean).join("; ") || (str(resource["status"]) ?? ""),
-        date,
-      };
+    case "MedicationStatement": {
+      const dose = [...arr(resource["dosageInstruction"]), ...arr(resource["dosage"])].map((d) => str(obj(d)?.["text"]) ?? "").filter(Boolean).join("; ");
+      return { title: medicationName(resource), detail: [dose, str(resource["status"])].filter(Boolean).join(" · "), date };
+    }
+    case "MedicationAdministration":
+      return { title: medicationName(resource), detail: ["given", str(resource["status"])].filter(Boolean).join(" · "), date };
     case "AllergyIntolerance": {
-      const reaction = obj(arr(resource["reaction"])[0]);
-      const detail = [str(resource["criticality"]), conceptText(arr(reaction?.["manifestation"])[0])];
+      const reactions = arr(resource["reaction"]).map(obj);
+      const manifestations = reactions.flatMap((r) => arr(r?.["manifestation"]).map(conceptText)).filter(Boolean);
+      const severity = reactions.map((r) => str(r?.["severity"])).find(Boolean);
+      const criticality = str(resource["criticality"]);
+      const detail = [manifestations.join(", "), severity ? `${severity} reaction` : undefined, criticality ? `${criticality} criticality` : undefined];
       return { title: conceptText(resource["code"]) || "Allergy", detail: detail.filter(Boolean).join(" · "), date };
     }
     case "Condition":
       return { title: conceptText(resource["code"]) || "Condition", detail: conceptText(resource["clinicalStatus"]), date };
-    case "Immunization":
-      return { title: conceptText(resource["vaccineCode"]) || "Immunization", detail: str(resource["status"]) ?? "", date };
+    case "Immunization": {
+      const lot = str(resource["lotNumber"]);
+      return { title: conceptText(resource["vaccineCode"]) || "Immunization", detail: [str(resource["status"]), lot ? `lot ${lot}` : undefined].filter(Boolean).join(" · "), date };
+    }
+    case "Procedure":
+      return { title: conceptText(resource["code"]) || "Procedure", detail: str(resource["status"]) ?? "", date };
+    case "CarePlan":
+      return { title: conceptText(arr(resource["category"])[0]) || "Care plan", detail: [str(resource["status"]), str(resource["intent"])].filter(Boolean).join(" · "), date };
+    case "Goal":
+      return { title: conceptText(resource["description"]) || "Goal", detail: str(resource["lifecycleStatus"]) ?? "", date };
+    case "Coverage":
+      return { title: conceptText(resource["type"]) || "Insurance", detail: str(resource["status"]) ?? "", date };
+    case "ExplanationOfBenefit":
+    case "Claim": {
+      const billed = money(obj(obj(arr(resource["total"])[0])?.["amount"]) ?? obj(resource["total"]));
+      const paid = money(obj(obj(resource["payment"])?.["amount"]));
+      const detail = [billed ? `billed ${billed}` : undefined, paid ? `paid ${paid}` : undefined, str(resource["outcome"]) ?? str(resource["status"])];
+      return { title: `Claim: ${conceptText(resource["type"]) || "care"}`, detail: detail.filter(Boolean).join(" · "), date };
+    }
+    case "Device":
+      return { title: conceptText(resource["type"]) || "Device", detail: str(resource["status"]) ?? "", date };
+    case "ImagingStudy":
+      return { title: conceptText(arr(resource["procedureCode"])[0]) || "Imaging study", detail: str(resource["status"]) ?? "", date };
     case "Appointment":
       return { title: str(resource["description"]) ?? "Appointment", detail: str(resource["status"]) ?? "", date };
     case "Communication":
@@ -188,6 +213,24 @@ function describe(resource: FhirResource): { title: string; detail: string; date
     default:
       return { title: resource.resourceType, detail: str(resource["status"]) ?? "", date };
   }
+}
+
+/** What a medication order, statement or administration names: its coded medication, or the display of the one it refers to. */
+function medicationName(resource: FhirResource): string {
+  return conceptText(resource["medicationCodeableConcept"]) || str(obj(resource["medicationReference"])?.["display"]) || "Medication";
+}
+
+/** An amount of money as people write it (`125.00 USD`), or undefined. */
+function money(amount: Record<string, unknown> | undefined): string | undefined {
+  const value = amount?.["value"];
+  if (typeof value !== "number") return undefined;
+  return `${value.toFixed(2)} ${str(amount?.["currency"]) ?? ""}`.trim();
+}
+
+/** Whether `resource` happened at visit `encounterId` (its `encounter`, or `context` for an administration). */
+export function atVisit(resource: FhirResource, encounterId: string): boolean {
+  const reference = str(obj(resource["encounter"])?.["reference"]) ?? str(obj(resource["context"])?.["reference"]);
+  return reference === `Encounter/${encounterId}`;
 }
 
 /** A duration in whole minutes, in words (`1 minute`, `15 minutes`). */

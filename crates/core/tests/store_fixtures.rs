@@ -250,3 +250,56 @@ fn outbox_keeps_writes_in_order_across_lock_and_acks_them() {
     assert_eq!(outbox.peek(1).unwrap()[0].seq, pending[1].seq);
     assert_eq!(outbox.len().unwrap(), 3);
 }
+
+/// The types a clinic's export brings are filed under their patient, dated and coded in the
+/// cache, so the app's lists of visits, care plans, insurance... read by index. (Conditional
+/// references to the directory stay as they are: the app keeps patients' records only.)
+#[test]
+fn a_synthea_patients_types_are_indexed_by_patient_date_and_code() {
+    let (_dir, _profile, _keychain, mut vault) = new_vault();
+    let text = include_str!("../../server/tests/fixtures/synthea-style/patient-00.json");
+    let summary = vault.store().unwrap().ingest_bundle(text).unwrap();
+    let bundle: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(summary.stored, bundle["entry"].as_array().unwrap().len());
+    let patient = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Patient")
+        .map(|e| format!("Patient/{}", e["fullUrl"].as_str().unwrap().strip_prefix("urn:uuid:").unwrap()))
+        .unwrap();
+    let store = vault.store().unwrap();
+    for t in [
+        "Coverage",
+        "Claim",
+        "ExplanationOfBenefit",
+        "CarePlan",
+        "CareTeam",
+        "Goal",
+        "ImagingStudy",
+        "Device",
+        "MedicationAdministration",
+        "MedicationStatement",
+        "ServiceRequest",
+        "QuestionnaireResponse",
+        "Consent",
+        "SupplyDelivery",
+        "Provenance",
+        "Procedure",
+        "Immunization",
+    ] {
+        let query =
+            ResourceQuery { resource_type: t.into(), patient: Some(patient.clone()), ..ResourceQuery::default() };
+        let found = store.search(&query).unwrap();
+        assert_eq!(found.len(), 1, "{t} is found under its patient");
+    }
+    let goal = ResourceQuery {
+        resource_type: "Goal".into(),
+        patient: Some(patient.clone()),
+        from: Some("2026-01-01".into()),
+        ..ResourceQuery::default()
+    };
+    assert_eq!(store.search(&goal).unwrap().len(), 1, "dated by its start");
+    let later = ResourceQuery { from: Some("2027-01-01".into()), ..goal };
+    assert!(store.search(&later).unwrap().is_empty());
+}

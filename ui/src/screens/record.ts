@@ -1,11 +1,13 @@
-// One patient's record: a tab per part (summary, labs with trend charts, vitals,
-// medications, allergies, conditions, immunizations, documents, appointments, messages), all read
-// from the encrypted cache through the core, all rendered as text.
+// One patient's record: a tab per part (summary, labs with trend charts, vitals, visits with
+// what happened at each, reports with their results, medications, allergies, conditions,
+// procedures, immunizations, care plans and goals, documents, insurance and claims for the
+// patient, appointments, messages), all read from the encrypted cache through the core, all
+// rendered as text.
 import { api, type FhirResource, type PendingView } from "../api";
 import { announce, showError, views } from "../app";
 import { trendChart } from "../chart";
 import { clear, el, field } from "../dom";
-import { conceptText, formatDate, labTests, observationValue, patientName, recordedBy, referenceRange, resourceDate, summary } from "../fhir";
+import { atVisit, conceptText, formatDate, labTests, observationValue, patientName, recordedBy, referenceRange, resourceDate, summary } from "../fhir";
 import { documentsTab } from "./documents";
 import { pendingItem } from "./settings";
 
@@ -21,14 +23,21 @@ export function recordTabs(writes: boolean): Tab[] {
     { id: "summary", label: "Summary", render: summaryTab },
     { id: "labs", label: "Lab results", render: (p, into) => observationsTab(p, into, "laboratory", "lab results") },
     { id: "vitals", label: "Vitals", render: (p, into) => observationsTab(p, into, "vital-signs", "vital signs") },
-    { id: "medications", label: "Medications", render: listTab("MedicationRequest", "medications") },
-    { id: "allergies", label: "Allergies", render: listTab("AllergyIntolerance", "allergies") },
-    { id: "conditions", label: "Conditions", render: listTab("Condition", "conditions") },
-    { id: "immunizations", label: "Immunizations", render: listTab("Immunization", "immunizations") },
+    { id: "visits", label: "Visits", render: visitsTab },
+    { id: "reports", label: "Reports", render: reportsTab },
+    { id: "medications", label: "Medications", render: listTab(["MedicationRequest", "MedicationStatement", "MedicationAdministration"], "medications") },
+    { id: "allergies", label: "Allergies", render: listTab(["AllergyIntolerance"], "allergies") },
+    { id: "conditions", label: "Conditions", render: listTab(["Condition"], "conditions") },
+    { id: "procedures", label: "Procedures", render: listTab(["Procedure"], "procedures") },
+    { id: "immunizations", label: "Immunizations", render: listTab(["Immunization"], "immunizations") },
+    { id: "plans", label: "Care plans", render: listTab(["CarePlan", "Goal"], "care plans or goals") },
     { id: "documents", label: "Documents", render: documentsTab },
-    { id: "appointments", label: "Appointments", render: writes ? appointmentsTab : listTab("Appointment", "appointments") },
-    { id: "messages", label: "Messages", render: writes ? messagesTab : listTab("Communication", "messages") },
+    { id: "appointments", label: "Appointments", render: writes ? appointmentsTab : listTab(["Appointment"], "appointments") },
+    { id: "messages", label: "Messages", render: writes ? messagesTab : listTab(["Communication"], "messages") },
   ];
+  // Insurance and claims are the patient's and billing's, not the care team's (the server
+  // sends them to neither clinicians nor nurses).
+  if (writes) tabs.splice(tabs.length - 2, 0, { id: "insurance", label: "Insurance", render: listTab(["Coverage", "ExplanationOfBenefit"], "insurance or claims") });
   return tabs;
 }
 
@@ -147,11 +156,60 @@ function latestValue(observation: FhirResource): HTMLElement {
   return el("span", {}, observationValue(observation), source ? el("span", { class: "source" }, ` · ${source}`) : "");
 }
 
-function listTab(type: string, what: string) {
+function listTab(types: string[], what: string) {
   return async (patient: FhirResource, into: HTMLElement) => {
-    const found = await load(type, patient);
-    into.append(pendingList(writesFor(await api.pending(), type, patient.id ?? "", undefined)), resourceList(found, `No ${what} on this device yet.`));
+    const found = (await Promise.all(types.map((t) => load(t, patient)))).flat();
+    found.sort((a, b) => resourceDate(a).localeCompare(resourceDate(b)));
+    const pending = await api.pending();
+    into.append(pendingList(types.flatMap((t) => writesFor(pending, t, patient.id ?? "", undefined))), resourceList(found, `No ${what} on this device yet.`));
   };
+}
+
+/** What can happen at a visit, besides the visit itself. */
+const AT_VISITS = ["Condition", "Procedure", "Observation", "DiagnosticReport", "Immunization", "MedicationRequest", "MedicationAdministration", "CarePlan"];
+
+/** Visits, newest first, each with what happened at it. */
+async function visitsTab(patient: FhirResource, into: HTMLElement): Promise<void> {
+  const [visits, ...happened] = await Promise.all([load("Encounter", patient), ...AT_VISITS.map((t) => load(t, patient))]);
+  const all = happened.flat();
+  if (visits.length === 0) {
+    into.append(el("p", {}, "No visits on this device yet."));
+    return;
+  }
+  const list = el("ol", { class: "visits" });
+  for (const visit of [...visits].sort((a, b) => resourceDate(b).localeCompare(resourceDate(a)))) {
+    const { title, date } = summary(visit);
+    const there = all.filter((r) => atVisit(r, visit.id ?? ""));
+    list.append(
+      el("li", { class: "visit" },
+        el("h3", {}, `${title} — ${date}`),
+        there.length ? resourceList(there, "") : el("p", { class: "muted" }, "Nothing else recorded at this visit."),
+      ),
+    );
+  }
+  into.append(list);
+}
+
+/** Diagnostic reports, newest first, each with its results grouped under it. */
+async function reportsTab(patient: FhirResource, into: HTMLElement): Promise<void> {
+  const [reports, observations] = await Promise.all([load("DiagnosticReport", patient), load("Observation", patient)]);
+  if (reports.length === 0) {
+    into.append(el("p", {}, "No reports on this device yet."));
+    return;
+  }
+  const byReference = new Map(observations.map((o) => [`Observation/${o.id ?? ""}`, o]));
+  for (const report of [...reports].sort((a, b) => resourceDate(b).localeCompare(resourceDate(a)))) {
+    const { title, detail, date } = summary(report);
+    const results = (Array.isArray(report["result"]) ? report["result"] : [])
+      .map((r) => byReference.get(typeof r === "object" && r !== null ? String((r as Record<string, unknown>)["reference"]) : ""))
+      .filter((o): o is FhirResource => o !== undefined);
+    const table = el("table", { class: "results" },
+      el("caption", {}, `${title} — ${date}${detail ? ` (${detail})` : ""}`),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Test"), el("th", { scope: "col" }, "Result"))),
+      el("tbody", {}, ...results.map((o) => el("tr", {}, el("th", { scope: "row" }, conceptText(o["code"])), el("td", {}, observationValue(o))))),
+    );
+    into.append(el("section", { class: "report" }, results.length ? table : el("p", {}, `${title} — ${date}: no results on this device.`)));
+  }
 }
 
 /** Resources as a list, newest last-written first, each saying who recorded it when that was the patient. */

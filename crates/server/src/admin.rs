@@ -118,6 +118,26 @@ pub fn link_user(store: &Store, username: &str, patient: &str, relation: &str) -
     Ok(())
 }
 
+/// Names `practitioner` (a Practitioner id of the user's tenant) as clinician or nurse
+/// `username`'s own record, so an import links the patients whose `generalPractitioner` it
+/// is to that user's care team.
+pub fn set_practitioner(store: &Store, username: &str, practitioner: &str) -> Result<(), ServerError> {
+    let conn = store.lock();
+    let changed = conn
+        .execute(
+            "UPDATE users SET practitioner = ?2 WHERE username = ?1 AND role IN ('clinician', 'nurse')
+               AND EXISTS (SELECT 1 FROM resources r WHERE r.tenant = users.tenant AND r.type = 'Practitioner' AND r.id = ?2)",
+            params![username, practitioner],
+        )
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    if changed == 0 {
+        return Err(ServerError::Invalid(format!(
+            "no clinician or nurse {username} with that Practitioner in their tenant"
+        )));
+    }
+    Ok(())
+}
+
 /// The shortest and longest idle limit a tenant may set for a role, in minutes: under a
 /// minute nobody could work; over a shift, an unattended device stays signed in.
 pub const IDLE_MINUTES: std::ops::RangeInclusive<u32> = 1..=12 * 60;

@@ -209,6 +209,19 @@ enum UserCommand {
         #[arg(long = "as", value_parser = ["self", "proxy", "care-team"])]
         relation: String,
     },
+    /// Name a clinician's or nurse's own Practitioner record: `import` then puts the patients
+    /// whose generalPractitioner it is on that user's care team.
+    Practitioner {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The user.
+        #[arg(long)]
+        username: String,
+        /// The Practitioner id (in the user's tenant).
+        #[arg(long)]
+        practitioner: String,
+    },
     /// Give a user a new TOTP secret (lost authenticator) and sign out all their devices.
     ResetMfa {
         /// The data directory.
@@ -298,6 +311,42 @@ fn run_import(
     Ok(())
 }
 
+fn run_user(command: UserCommand) -> Result<(), ServerError> {
+    match command {
+        UserCommand::Add { data, tenant, username, role } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| ServerError::Invalid(format!("cannot read the password from standard input: {e}")))?;
+            let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
+            let store = DataDir::open(&data)?.open_store()?;
+            let user = admin::add_user(&store, &tenant, &username, role.into(), &password, now())?;
+            println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
+            Ok(())
+        }
+        UserCommand::Link { data, username, patient, relation } => {
+            admin::link_user(&DataDir::open(&data)?.open_store()?, &username, &patient, &relation)?;
+            eprintln!("Linked {username} to the patient as {relation}.");
+            Ok(())
+        }
+        UserCommand::Disable { data, username } => {
+            admin::disable_user(&DataDir::open(&data)?.open_store()?, &username)?;
+            eprintln!("Disabled {username} and signed out their devices.");
+            Ok(())
+        }
+        UserCommand::Practitioner { data, username, practitioner } => {
+            admin::set_practitioner(&DataDir::open(&data)?.open_store()?, &username, &practitioner)?;
+            eprintln!("{username}'s own Practitioner record is set; imports link their patients to them.");
+            Ok(())
+        }
+        UserCommand::ResetMfa { data, username } => {
+            let user = admin::reset_mfa(&DataDir::open(&data)?.open_store()?, &username)?;
+            println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
+            Ok(())
+        }
+    }
+}
+
 fn run(command: Command) -> Result<(), ServerError> {
     match command {
         Command::Init { data, hostname } => {
@@ -319,22 +368,7 @@ fn run(command: Command) -> Result<(), ServerError> {
             Ok(())
         }
         Command::Tenant { command } => run_tenant(command),
-        Command::User { command: UserCommand::Add { data, tenant, username, role } } => {
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .map_err(|e| ServerError::Invalid(format!("cannot read the password from standard input: {e}")))?;
-            let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
-            let store = DataDir::open(&data)?.open_store()?;
-            let user = admin::add_user(&store, &tenant, &username, role.into(), &password, now())?;
-            println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
-            Ok(())
-        }
-        Command::User { command: UserCommand::Link { data, username, patient, relation } } => {
-            admin::link_user(&DataDir::open(&data)?.open_store()?, &username, &patient, &relation)?;
-            eprintln!("Linked {username} to the patient as {relation}.");
-            Ok(())
-        }
+        Command::User { command } => run_user(command),
         Command::SeedDemo { data } => {
             let dir = DataDir::open(&data)?;
             let store = std::sync::Arc::new(dir.open_store()?);
@@ -352,16 +386,6 @@ fn run(command: Command) -> Result<(), ServerError> {
             Ok(())
         }
         Command::Import { data, tenant, care_team, paths } => run_import(&data, &tenant, care_team.as_deref(), &paths),
-        Command::User { command: UserCommand::Disable { data, username } } => {
-            admin::disable_user(&DataDir::open(&data)?.open_store()?, &username)?;
-            eprintln!("Disabled {username} and signed out their devices.");
-            Ok(())
-        }
-        Command::User { command: UserCommand::ResetMfa { data, username } } => {
-            let user = admin::reset_mfa(&DataDir::open(&data)?.open_store()?, &username)?;
-            println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
-            Ok(())
-        }
         Command::Audit { command: AuditCommand::Verify { data } } => {
             let dir = DataDir::open(&data)?;
             let key = dir.signing_key()?.verifying_key();

@@ -305,6 +305,9 @@ const MIGRATIONS: &[&str] = &[
         ciphertext  BLOB NOT NULL,
         PRIMARY KEY (export_id, n)
     ) STRICT;",
+    // 16: a clinician's or nurse's own Practitioner record, so an import can put a patient
+    // on the care team of the practitioner `Patient.generalPractitioner` names.
+    "ALTER TABLE users ADD COLUMN practitioner TEXT;",
 ];
 
 /// The migration from which the audit trail lives in its own file.

@@ -380,3 +380,33 @@ fn no_one_can_plant_what_an_import_will_take_for_its_own() {
     assert!(report.contains("Patient: 0 stored, 1 already there"), "{report}");
     assert_eq!(clinic.counts("clinic")["Observation"], 2);
 }
+
+/// A patient whose generalPractitioner is a user's own Practitioner record joins that
+/// user's care team on import; one whose practitioner is no user's stays on none.
+#[test]
+fn patients_join_the_care_team_of_their_general_practitioner() {
+    let clinic = Clinic::new();
+    let directory = clinic.import("clinic", &[], &synthea_files()[..2]);
+    assert!(directory.status.success(), "{}", text(&directory));
+    let store = clinic.data.open_store().unwrap();
+    let practitioner: String =
+        store.read().query_row("SELECT id FROM resources WHERE type = 'Practitioner'", [], |r| r.get(0)).unwrap();
+    let refused = carekeep_server::admin::set_practitioner(&store, "billing", &practitioner).unwrap_err();
+    assert!(refused.to_string().contains("no clinician or nurse"), "{refused}");
+    carekeep_server::admin::set_practitioner(&store, "dr.import", &practitioner).unwrap();
+    drop(store);
+    let output = clinic.import("clinic", &[], &synthea_files()[2..3]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("on no care team"), "{}", text(&output));
+    let store = clinic.data.open_store().unwrap();
+    let linked: i64 = store
+        .read()
+        .query_row(
+            "SELECT count(*) FROM patient_links l JOIN users u ON u.id = l.user_id
+             WHERE u.username = 'dr.import' AND l.relation = 'care-team'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(linked, 1);
+}

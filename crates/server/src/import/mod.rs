@@ -9,7 +9,8 @@
 //! from ([`SOURCE_SYSTEM`]), so the same files imported again — or an import killed half-way
 //! and run again — store nothing twice. Work is committed in units: a transaction file whole,
 //! everything else in batches of [`UNIT`] resources grouped by patient, each with one audit
-//! record per patient touched.
+//! record per patient touched. Patients join the care team `--care-team` names, and that of
+//! the users whose own Practitioner record their `generalPractitioner` is.
 
 pub mod sources;
 
@@ -101,6 +102,7 @@ pub fn run(
             records.link(tenant, user, patient, "care-team").map_err(store_error)?;
         }
     }
+    link_general_practitioners(records, tenant, &summary.patients)?;
     summary.without_care_team = without_care_team(records, tenant, &summary.patients)?;
     Ok(summary)
 }
@@ -127,6 +129,46 @@ fn care_team_user(records: &Records, tenant: &str, username: &str) -> Result<Str
         Some(_) => Err(ServerError::Invalid(format!("--care-team: {username} is not a clinician or nurse"))),
         None => Err(ServerError::Invalid(format!("--care-team: no active user {username} in tenant {tenant}"))),
     }
+}
+
+/// Puts each of `patients` on the care team of the users whose own Practitioner record
+/// (`user practitioner`) the patient's `generalPractitioner` names.
+fn link_general_practitioners(records: &Records, tenant: &str, patients: &BTreeSet<String>) -> Result<(), ServerError> {
+    let store = |e: rusqlite::Error| ServerError::Store(e.to_string());
+    let mut links = Vec::new();
+    {
+        let conn = records.store().read();
+        let mut practitioners = conn
+            .prepare_cached(
+                "SELECT substr(json_extract(g.value, '$.reference'), 14) FROM resources r,
+                        json_each(r.json, '$.generalPractitioner') g
+                 WHERE r.tenant = ?1 AND r.type = 'Patient' AND r.id = ?2
+                   AND json_extract(g.value, '$.reference') LIKE 'Practitioner/%'",
+            )
+            .map_err(store)?;
+        let mut users = conn
+            .prepare_cached(
+                "SELECT id FROM users WHERE tenant = ?1 AND practitioner = ?2 AND disabled = 0
+                   AND role IN ('clinician', 'nurse')",
+            )
+            .map_err(store)?;
+        for patient in patients {
+            let named: Vec<String> = practitioners
+                .query_map([tenant, patient], |r| r.get(0))
+                .map_err(store)?
+                .collect::<Result<_, _>>()
+                .map_err(store)?;
+            for practitioner in named {
+                for user in users.query_map([tenant, &practitioner], |r| r.get::<_, String>(0)).map_err(store)? {
+                    links.push((user.map_err(store)?, patient.clone()));
+                }
+            }
+        }
+    }
+    for (user, patient) in links {
+        records.link(tenant, &user, &patient, "care-team").map_err(store_error)?;
+    }
+    Ok(())
 }
 
 /// The patients of `patients` no clinician or nurse is linked to.

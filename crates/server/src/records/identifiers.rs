@@ -48,11 +48,18 @@ pub(crate) fn find(
     resource_type: &str,
     identifier: &Identifier,
 ) -> rusqlite::Result<Vec<String>> {
+    // No DISTINCT: SQLite would then walk the type's rows in id order (by resource) rather
+    // than seek the value — every lookup a scan, an import quadratic.
     let mut statement = conn.prepare_cached(
-        "SELECT DISTINCT id FROM resource_identifiers
-         WHERE tenant = ?1 AND type = ?2 AND value = ?3 AND (?4 = '' OR system = ?4) LIMIT 3",
+        "SELECT id FROM resource_identifiers INDEXED BY identifiers_by_value
+         WHERE tenant = ?1 AND type = ?2 AND value = ?3 AND (?4 = '' OR system = ?4) LIMIT 8",
     )?;
-    statement.query_map(params![tenant, resource_type, identifier.value, identifier.system], |r| r.get(0))?.collect()
+    let mut ids: Vec<String> = statement
+        .query_map(params![tenant, resource_type, identifier.value, identifier.system], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// Remembers that `type/id` is what an import stored for `source` (see

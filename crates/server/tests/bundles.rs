@@ -603,3 +603,37 @@ async fn the_capability_statement_lists_what_comes_in() {
     let claim = rest["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Claim").unwrap();
     assert!(!claim.to_string().contains("\"create\""), "financial data is not written through the API");
 }
+
+/// A conditional create tells nothing of what is on file: a record the sender could not
+/// open is as if it were not there (a new one is made, as for an unknown identifier), and a
+/// role that may not write the type is refused before any lookup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_condition_is_no_way_to_learn_whether_an_identifier_is_on_file() {
+    let w = World::new().await;
+    let hidden = w.load_whole(PATIENT_0); // on no one's care team
+    let mrn = whole(PATIENT_0)["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Patient")
+        .unwrap()["resource"]["identifier"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let probe = |value: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+            "request": {"method": "POST", "url": "Patient",
+                        "ifNoneExist": format!("identifier=http://hospital.smarthealthit.org|{value}")},
+            "resource": {"resourceType": "Patient", "identifier": [{"system": "http://hospital.smarthealthit.org", "value": value}]}}]})
+    };
+    let (on_file, answer) = w.post_bundle("clinician", &probe(&mrn)).await;
+    let (unknown, other) = w.post_bundle("clinician", &probe("NO-SUCH-MRN")).await;
+    assert_eq!((on_file, unknown), (200, 200));
+    assert_eq!(entries(&answer)[0]["response"]["status"], "201 Created", "{answer}");
+    assert_eq!(entries(&other)[0]["response"]["status"], "201 Created");
+    assert_ne!(stored_id(&entries(&answer)[0]), hidden, "never the hidden record");
+    for user in ["patient", "nurse", "billing", "admin"] {
+        let (status, _) = w.post_bundle(user, &probe(&mrn)).await;
+        assert_eq!(status, 403, "{user}");
+    }
+}

@@ -410,3 +410,38 @@ fn patients_join_the_care_team_of_their_general_practitioner() {
         .unwrap();
     assert_eq!(linked, 1);
 }
+
+/// A patient registered through the API with someone's record number does not receive that
+/// person's chart when the clinic imports it: the import matches only what the clinic
+/// loaded.
+#[test]
+fn a_planted_patient_does_not_receive_an_imported_chart() {
+    use carekeep_server::records::{Records, Writer};
+    let clinic = Clinic::new();
+    let file = fixtures().join("patient-00.json");
+    let bundle: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let patient =
+        bundle["entry"].as_array().unwrap().iter().find(|e| e["resource"]["resourceType"] == "Patient").unwrap();
+    let identifier = patient["resource"]["identifier"].clone();
+    let planted = {
+        let store = std::sync::Arc::new(clinic.data.open_store().unwrap());
+        let records = Records::new(store, zeroize::Zeroizing::new(*clinic.data.master_keys().unwrap().documents));
+        let checked =
+            records.check(serde_json::json!({"resourceType": "Patient", "identifier": identifier}), "Patient").unwrap();
+        records.create("clinic", checked, &Writer::user("dr.import", None)).unwrap().0.id
+    };
+    let output = clinic.import("clinic", &[], &[synthea_files()[0].clone(), synthea_files()[1].clone(), file]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Patient: 1 stored, 0 already there"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(clinic.counts("clinic")["Patient"], 2);
+    let store = clinic.data.open_store().unwrap();
+    let under_planted: i64 = store
+        .read()
+        .query_row("SELECT count(*) FROM resources WHERE patient = ?1 AND type != 'Patient'", [&planted], |r| r.get(0))
+        .unwrap();
+    assert_eq!(under_planted, 0, "nothing of the chart is filed under the planted patient");
+}

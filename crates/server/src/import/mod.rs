@@ -218,6 +218,11 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<(
             } else {
                 let found = identifiers::find(&conn, tenant, &item.resource_type, &condition)
                     .map_err(|e| ServerError::Store(e.to_string()))?;
+                // Only what the clinic loaded counts (see `Clinic::sees`).
+                let found: Vec<String> = found
+                    .into_iter()
+                    .filter(|id| matches!(records.read(tenant, &item.resource_type, id), Ok(Some(s)) if s.written_by.is_none()))
+                    .collect();
                 let id = match found.as_slice() {
                     [existing] => existing.clone(),
                     _ => crate::auth::secrets::new_id("r")?.replacen("r-", "", 1),

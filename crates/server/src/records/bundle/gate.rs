@@ -83,8 +83,8 @@ pub trait Gate {
     fn change(&self, index: usize, current: &Stored, replacement: Option<&Checked>) -> Result<bool, Refusal>;
     /// May this writer read `stored`?
     fn read(&self, index: usize, stored: &Stored) -> Result<bool, Refusal>;
-    /// Whether a condition may match `stored` (one the writer could not read is not
-    /// matched: a condition must not be a way to learn what a record says).
+    /// Whether a condition (`ifNoneExist`, a conditional reference) may match `stored`. One
+    /// it may not is treated as absent, so a condition tells nothing of what is on file.
     fn sees(&self, stored: &Stored) -> bool;
     /// Whether the patients this Bundle registers join the writer's care team.
     fn joins_care_team(&self) -> Option<&str>;
@@ -215,6 +215,11 @@ impl Gate for Caller<'_> {
     }
 
     fn sees(&self, stored: &Stored) -> bool {
+        // What the writer wrote themselves (a patient registered a moment ago, whose care-
+        // team link this request's access predates), and what their access opens.
+        if stored.written_by.as_deref() == Some(self.access.user_id.as_str()) {
+            return true;
+        }
         let data = data(&stored.resource_type);
         matches!(
             self.access.decide(data, stored.patient.as_deref(), Intent::Read),
@@ -269,8 +274,11 @@ impl Gate for Clinic {
         Ok(false)
     }
 
-    fn sees(&self, _: &Stored) -> bool {
-        true
+    /// The clinic's loads match what the clinic loaded (and its directory), never a record
+    /// a user wrote: a patient registered through the API with someone's MRN must not
+    /// receive that person's imported chart.
+    fn sees(&self, stored: &Stored) -> bool {
+        stored.written_by.is_none()
     }
 
     fn joins_care_team(&self) -> Option<&str> {

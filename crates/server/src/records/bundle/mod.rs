@@ -168,29 +168,31 @@ impl Records {
         let mut firsts = Vec::with_capacity(entries.len());
         for entry in entries {
             let step = match &entry.action {
-                Action::Create { if_none_exist } => {
-                    let matched = match if_none_exist {
-                        Some(wanted) => identifiers::find(&conn, tenant, &entry.resource_type, wanted)?,
-                        None => Vec::new(),
-                    };
-                    match matched.as_slice() {
+                // The role first, as the single routes: a condition is never evaluated for
+                // someone who could not write the type anyway.
+                Action::Create { .. } if gate.role(entry.index, &entry.resource_type).is_err() => {
+                    Err(gate.role(entry.index, &entry.resource_type).unwrap_err())
+                }
+                Action::Create { if_none_exist: Some(wanted) } => {
+                    // Only records the writer may match count: anything else is as if it were
+                    // not there, so a condition cannot tell whether an identifier (an MRN, an
+                    // insurance number) is on file, nor can a user's own record stand in for
+                    // what an import brings ([`Gate::sees`]).
+                    let mut seen = Vec::new();
+                    for id in identifiers::find(&conn, tenant, &entry.resource_type, wanted)? {
+                        if current(&conn, tenant, &entry.resource_type, &id)?.is_some_and(|found| gate.sees(&found)) {
+                            seen.push(id);
+                        }
+                    }
+                    match seen.as_slice() {
                         [] => Ok(None),
-                        [id] => match current(&conn, tenant, &entry.resource_type, id)? {
-                            Some(found) if gate.sees(&found) => Ok(Some(id.clone())),
-                            _ => Err(Refusal::new(
-                                409,
-                                entry.index,
-                                "request.ifNoneExist",
-                                "duplicate",
-                                "a record with this identifier exists that you cannot open",
-                            )),
-                        },
+                        [id] => Ok(Some(id.clone())),
                         _ => Err(Refusal::new(
                             412,
                             entry.index,
                             "request.ifNoneExist",
                             "multiple-matches",
-                            "more than one record has this identifier",
+                            "more than one record you can open has this identifier",
                         )),
                     }
                 }
@@ -321,10 +323,12 @@ impl Records {
         let missing = || Refusal::new(404, index, "request.url", "not-found", "no such resource");
         Ok(match step {
             Step::Create { checked, id, if_none_exist, break_glass } => {
-                if let Some(wanted) = &if_none_exist
-                    && !identifiers::find(tx, tenant, resource_type, wanted)?.is_empty()
-                {
-                    return Ok(Err(stored_meanwhile(index)));
+                if let Some(wanted) = &if_none_exist {
+                    for id in identifiers::find(tx, tenant, resource_type, wanted)? {
+                        if current(tx, tenant, resource_type, &id)?.is_some_and(|found| gate.sees(&found)) {
+                            return Ok(Err(stored_meanwhile(index)));
+                        }
+                    }
                 }
                 match super::write(tx, &self.documents_key, tenant, checked, &id, 1, now, gate.author()) {
                     Ok(stored) => {

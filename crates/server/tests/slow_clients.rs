@@ -40,8 +40,13 @@ fn descriptor_limit() -> usize {
 
 /// A TCP connection to `server` from the loopback address 127.0.0.`host`.
 async fn connect_from(host: u8, server: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_from_network(0, host, server).await
+}
+
+/// A connection from 127.`network`.0.`host` (another /24 for each `network`).
+async fn connect_from_network(network: u8, host: u8, server: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from(([127, 0, 0, host], 0)))?;
+    socket.bind(SocketAddr::from(([127, network, 0, host], 0)))?;
     socket.connect(server).await
 }
 
@@ -269,4 +274,86 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
     assert_ne!(wrote.status(), 503, "a signed-in write was held back");
     assert!(asked.elapsed() < Duration::from_secs(4), "answered only after {:?}", asked.elapsed());
     drop(waiting);
+}
+
+/// The review held every sign-in back for ten minutes with two half-sent 32 MiB Bundles
+/// from a patient's token: large Bundles drew on the budget everyone shares. Now only
+/// clinicians and nurses may send them, they have room of their own (two of the largest, one
+/// per network), and must keep arriving at 100 KiB/s: while two stall, a third waits and is
+/// told the server is busy, and sign-ins and single writes go on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, user) = common::data_with_user(dir.path(), "someone", "a long enough password");
+    let clinician = carekeep_server::admin::add_user(
+        &data.open_store().unwrap(),
+        "clinic-1",
+        "dr.someone",
+        carekeep_protocol::auth::Role::Clinician,
+        "another long password",
+        0,
+    )
+    .unwrap();
+    let long = Duration::from_secs(30);
+    let limits = Limits { body_read: long, idle: long, header_read: long, per_address: 300, total: 600, ..limits() };
+    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits).await.unwrap();
+    let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
+    let base = format!("https://localhost:{}", running.port());
+    let http = common::client_for(&data);
+    let patient = common::sign_in(&http, &base, "someone", "a long enough password", &user.totp_base32, 0).await;
+    let doctor = common::sign_in(&http, &base, "dr.someone", "another long password", &clinician.totp_base32, 0).await;
+    let token = |signed: &common::SignIn| signed.tokens["access_token"].as_str().unwrap().to_owned();
+    let tls = {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(data.cert_path()).unwrap();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    };
+    let head = |bearer: &str, mib: usize| {
+        format!(
+            "POST /fhir HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n\
+             Authorization: Bearer {bearer}\r\nContent-Length: {}\r\n\r\n{{",
+            mib * 1024 * 1024
+        )
+    };
+    let open = |network: u8, text: String| {
+        let tls = tls.clone();
+        async move {
+            let tcp = connect_from_network(network, 9, server).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+            stream.write_all(text.as_bytes()).await.unwrap();
+            stream.flush().await.unwrap();
+            stream
+        }
+    };
+    let status_of = |mut stream: tokio_rustls::client::TlsStream<TcpStream>| async move {
+        let mut answer = [0_u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&answer[..n]).split(' ').nth(1).unwrap_or_default().to_owned()
+    };
+    // A patient may not send a Bundle larger than a resource's worth.
+    assert_eq!(status_of(open(1, head(&token(&patient), 2)).await).await, "413");
+    // Two stalled 30 MiB Bundles from two networks: the room for large Bundles is taken.
+    let stalled = [open(2, head(&token(&doctor), 30)).await, open(3, head(&token(&doctor), 30)).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third from one of those networks is turned away at once; from another, after a wait.
+    assert_eq!(status_of(open(2, head(&token(&doctor), 30)).await).await, "503");
+    assert_eq!(status_of(open(4, head(&token(&doctor), 30)).await).await, "503");
+    // Meanwhile sign-ins and single writes go on, from anywhere.
+    let asked = Instant::now();
+    let again = common::sign_in(&http, &base, "someone", "a long enough password", &user.totp_base32, 1).await;
+    let reading = serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
+    let wrote =
+        http.post(format!("{base}/fhir/Observation")).bearer_auth(token(&again)).json(&reading).send().await.unwrap();
+    assert_ne!(wrote.status(), 503, "a write was held back by the stalled Bundles");
+    assert!(asked.elapsed() < Duration::from_secs(4), "answered only after {:?}", asked.elapsed());
+    drop(stalled);
 }

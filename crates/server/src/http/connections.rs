@@ -264,7 +264,14 @@ impl BodyRules {
     #[must_use]
     pub fn with_bundles(mut self, state: super::AppState, limit_bytes: usize) -> Self {
         let half = self.budget.available_permits().saturating_mul(1024) / 2;
-        self.bundles = Some(LargeBodies { state, limit: limit_bytes.min(half).max(super::MAX_BODY_BYTES) });
+        let limit = limit_bytes.min(half).max(super::MAX_BODY_BYTES);
+        let kib = (limit.div_ceil(1024) * 2).min(tokio::sync::Semaphore::MAX_PERMITS);
+        self.bundles = Some(LargeBodies {
+            state,
+            limit,
+            budget: Arc::new(tokio::sync::Semaphore::new(kib)),
+            sending: Arc::default(),
+        });
         self
     }
 
@@ -285,9 +292,7 @@ impl BodyRules {
         let Some(network) = network else { return Some(Share { rules: None, network: None, kib }) };
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let now = held.entry(network).or_insert(0);
-        // One body larger than the share (a signed-in clinic's Bundle) fits only while its
-        // network holds nothing else.
-        if *now > 0 && now.saturating_add(kib) > self.per_network_kib {
+        if now.saturating_add(kib) > self.per_network_kib {
             return None;
         }
         *now += kib;
@@ -315,12 +320,21 @@ impl Drop for Share {
     }
 }
 
-/// Large Bundles, and whose requests may send them.
+/// Large Bundles: whose requests may send them, and the room they have. They never draw on
+/// the budget other bodies (sign-ins, single writes) share: a slow upload of the largest
+/// Bundles can delay other Bundles, nothing else.
 #[derive(Clone)]
 struct LargeBodies {
     state: super::AppState,
     limit: usize,
+    /// Kibibytes of large bodies in flight the server still has room for: two of the largest.
+    budget: Arc<tokio::sync::Semaphore>,
+    /// Networks sending a large body now: one each.
+    sending: Arc<Mutex<std::collections::HashSet<AddressKey>>>,
 }
+
+/// The slowest a large body may arrive (bytes per second) before its deadline cuts it off.
+const LARGE_BODY_BYTES_PER_SEC: usize = 100 * 1024;
 
 /// The largest body a request may send: the sign-in routes answer anyone, so they take
 /// little; a Bundle to `POST /fhir` from a signed-in caller may be large (its token is
@@ -328,9 +342,13 @@ struct LargeBodies {
 async fn body_limit(rules: &BodyRules, route: BodyRoute) -> usize {
     match route {
         BodyRoute::SignIn => super::SIGN_IN_BODY_BYTES,
+        // Only the care team loads records in bulk through the API (a patient's writes are
+        // single readings and messages; the clinic's own loads use `import`).
         BodyRoute::Bundle(Some(token))
             if let Some(bundles) = &rules.bundles
-                && bundles.state.auth.authenticate(&token, crate::now()).await.is_ok() =>
+                && bundles.state.auth.authenticate(&token, crate::now()).await.is_ok_and(|p| {
+                    matches!(p.role, carekeep_protocol::auth::Role::Clinician | carekeep_protocol::auth::Role::Nurse)
+                }) =>
         {
             bundles.limit
         }
@@ -404,21 +422,71 @@ pub async fn body_deadline(
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| AddressKey::network(c.0.ip()));
-        let Some(share) = rules.take_share(network, kib) else { return busy() };
-        match tokio::time::timeout(rules.wait, rules.budget.clone().acquire_many_owned(kib)).await {
-            Ok(Ok(permit)) => Some((permit, share)),
-            _ => return busy(),
+        if declared > super::MAX_BODY_BYTES
+            && let Some(bundles) = &rules.bundles
+        {
+            let Some(sending) = Sending::start(bundles, network) else { return busy() };
+            match tokio::time::timeout(rules.wait, bundles.budget.clone().acquire_many_owned(kib)).await {
+                Ok(Ok(permit)) => Some(Room::Large(permit, sending)),
+                _ => return busy(),
+            }
+        } else {
+            let Some(share) = rules.take_share(network, kib) else { return busy() };
+            match tokio::time::timeout(rules.wait, rules.budget.clone().acquire_many_owned(kib)).await {
+                Ok(Ok(permit)) => Some(Room::Shared(permit, share)),
+                _ => return busy(),
+            }
         }
     };
-    // A body larger than a resource gets the deadline once per resource's worth (a clinic's
-    // Bundle on a slow line), up to ten minutes.
-    let declared = room.as_ref().map_or(0, |(permit, _)| permit.num_permits()) * 1024;
-    let scale = u32::try_from(declared.div_ceil(super::MAX_BODY_BYTES).max(1)).unwrap_or(u32::MAX);
-    let deadline = rules.deadline.saturating_mul(scale).min(Duration::from_secs(600).max(rules.deadline));
+    // A large body must keep arriving at 100 KiB/s or better (a clinic's Bundle on a slow
+    // line); everything else within the usual deadline.
+    let declared = match &room {
+        Some(Room::Large(permit, _)) => permit.num_permits() * 1024,
+        _ => 0,
+    };
+    let deadline =
+        rules.deadline.max(Duration::from_secs(u64::try_from(declared / LARGE_BODY_BYTES_PER_SEC).unwrap_or(u64::MAX)));
     let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadline)));
     let response = next.run(request).await;
     drop(room);
     response
+}
+
+/// The room a request's body holds until the request ends.
+enum Room {
+    /// A share of the budget all ordinary bodies draw on.
+    Shared(
+        #[expect(dead_code, reason = "held for its drop")] tokio::sync::OwnedSemaphorePermit,
+        #[expect(dead_code, reason = "held for its drop")] Share,
+    ),
+    /// Room among the large Bundles, and its network's one place.
+    Large(tokio::sync::OwnedSemaphorePermit, #[expect(dead_code, reason = "held for its drop")] Sending),
+}
+
+/// A network sending a large body; its place is given back on drop.
+struct Sending {
+    sending: Arc<Mutex<std::collections::HashSet<AddressKey>>>,
+    network: Option<AddressKey>,
+}
+
+impl Sending {
+    /// Takes `network`'s one place among large bodies, if it is free.
+    fn start(bundles: &LargeBodies, network: Option<AddressKey>) -> Option<Sending> {
+        if let Some(network) = network
+            && !bundles.sending.lock().unwrap_or_else(PoisonError::into_inner).insert(network)
+        {
+            return None;
+        }
+        Some(Sending { sending: bundles.sending.clone(), network })
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if let Some(network) = self.network {
+            self.sending.lock().unwrap_or_else(PoisonError::into_inner).remove(&network);
+        }
+    }
 }
 
 /// A body that errors once its deadline passes.

@@ -637,3 +637,50 @@ async fn a_condition_is_no_way_to_learn_whether_an_identifier_is_on_file() {
         assert_eq!(status, 403, "{user}");
     }
 }
+
+/// What the single routes insist on, a Bundle insists on too: an update names the version it
+/// changes, one resource stays within a resource's size, and a Bundle is not sent "once per
+/// key" (ifNoneExist makes it safe to repeat instead).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_keeps_the_single_routes_rules() {
+    let w = World::new().await;
+    let (_, answer) = w.post_bundle("clinician", &bundle(PATIENT_0)).await;
+    let condition = entries(&answer)
+        .iter()
+        .find(|e| e["response"]["location"].as_str().unwrap().starts_with("Condition/"))
+        .map(stored_id)
+        .unwrap();
+    let (_, current) = w.get("clinician", &format!("/fhir/Condition/{condition}")).await;
+    let put = |if_match: Option<&str>| {
+        let mut request = json!({"method": "PUT", "url": format!("Condition/{condition}")});
+        if let Some(tag) = if_match {
+            request["ifMatch"] = json!(tag);
+        }
+        json!({"resourceType": "Bundle", "type": "batch", "entry": [{"request": request, "resource": current.clone()}]})
+    };
+    let (_, without) = w.post_bundle("clinician", &put(None)).await;
+    assert_eq!(entries(&without)[0]["response"]["status"], "428 Precondition Required", "{without}");
+    let (_, with) = w.post_bundle("clinician", &put(Some("W/\"1\""))).await;
+    assert_eq!(entries(&with)[0]["response"]["status"], "200 OK", "{with}");
+    let (_, stale) = w.post_bundle("clinician", &put(Some("W/\"1\""))).await;
+    assert_eq!(entries(&stale)[0]["response"]["status"], "412 Precondition Failed");
+
+    let mut heavy = current.clone();
+    heavy.as_object_mut().unwrap().remove("id");
+    heavy["note"] = json!([{"text": "x".repeat(1_100_000)}]);
+    let big = json!({"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "POST", "url": "Condition"}, "resource": heavy}]});
+    let (status, answer) = w.post_bundle("clinician", &big).await;
+    assert_eq!(status, 200);
+    assert_eq!(entries(&answer)[0]["response"]["status"], "413 Payload Too Large", "{answer}");
+
+    let keyed = w
+        .http
+        .post(format!("{}/fhir", w.base))
+        .bearer_auth(&w.tokens["clinician"])
+        .header("idempotency-key", "once")
+        .json(&put(Some("W/\"2\"")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 400);
+}

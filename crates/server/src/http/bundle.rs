@@ -22,8 +22,18 @@ pub async fn bundle(
     State(state): State<AppState>,
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    // A Bundle is not replayed by key: a client sending one would believe it safe to send
+    // twice. Conditional creates (ifNoneExist) are how a Bundle is made safe to repeat.
+    if headers.contains_key("idempotency-key") {
+        return super::fhir::outcome(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            "Idempotency-Key is not taken on Bundles; give each create an ifNoneExist instead, so sending it again changes nothing.",
+        );
+    }
     let value = match body_json(&body) {
         Ok(v) => v,
         Err(r) => return r,

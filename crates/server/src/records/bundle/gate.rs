@@ -88,6 +88,11 @@ pub trait Gate {
     fn sees(&self, stored: &Stored) -> bool;
     /// Whether the patients this Bundle registers join the writer's care team.
     fn joins_care_team(&self) -> Option<&str>;
+    /// The most one entry's resource may weigh (JSON bytes): what the single routes take.
+    fn largest_resource(&self) -> Option<usize>;
+    /// Whether an update must name the version it changes (`ifMatch`), as the single route's
+    /// `If-Match` must: without it, a concurrent correction would be overwritten unseen.
+    fn requires_if_match(&self) -> bool;
 }
 
 /// A signed-in user, decided by the same table as every other route.
@@ -230,6 +235,14 @@ impl Gate for Caller<'_> {
     fn joins_care_team(&self) -> Option<&str> {
         Some(&self.access.user_id)
     }
+
+    fn largest_resource(&self) -> Option<usize> {
+        Some(crate::http::MAX_BODY_BYTES)
+    }
+
+    fn requires_if_match(&self) -> bool {
+        true
+    }
 }
 
 /// The clinic loading its own records (`carekeep-server import`): every type, every
@@ -283,5 +296,14 @@ impl Gate for Clinic {
 
     fn joins_care_team(&self) -> Option<&str> {
         None
+    }
+
+    /// The clinic's own files may carry documents inline, up to what a document may be.
+    fn largest_resource(&self) -> Option<usize> {
+        None
+    }
+
+    fn requires_if_match(&self) -> bool {
+        false
     }
 }

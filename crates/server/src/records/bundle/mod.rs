@@ -280,6 +280,28 @@ impl Records {
         {
             return Ok(Err(refusal));
         }
+        if let (Some(largest), Some(value)) = (gate.largest_resource(), &resource)
+            && serde_json::to_vec(value).map_or(usize::MAX, |v| v.len()) > largest
+        {
+            return Ok(Err(Refusal::new(
+                413,
+                index,
+                "resource",
+                "too-costly",
+                &format!("larger than one resource may be ({} KiB); send its attachments apart", largest / 1024),
+            )));
+        }
+        if let Action::Update { if_match: None, .. } = action
+            && gate.requires_if_match()
+        {
+            return Ok(Err(Refusal::new(
+                428,
+                index,
+                "request.ifMatch",
+                "required",
+                "name the version you changed (ifMatch: W/\"3\"), so no one's change is overwritten unseen",
+            )));
+        }
         let check = |value: Value| -> Result<Result<Checked, Refusal>, RecordError> {
             let checked = self.check(value, &resource_type).and_then(|mut checked| {
                 gate.content(&mut checked)?;

@@ -445,3 +445,36 @@ fn a_planted_patient_does_not_receive_an_imported_chart() {
         .unwrap();
     assert_eq!(under_planted, 0, "nothing of the chart is filed under the planted patient");
 }
+
+/// What the clinic deleted after an import stays deleted when the same files are imported
+/// again.
+#[test]
+fn a_second_import_does_not_bring_back_what_was_deleted() {
+    use carekeep_server::records::{Records, Writer};
+    let clinic = Clinic::new();
+    let files = synthea_files();
+    assert!(clinic.import("clinic", &[], &files).status.success());
+    let before = clinic.counts("clinic");
+    let (id, version): (String, i64) = clinic
+        .data
+        .open_store()
+        .unwrap()
+        .read()
+        .query_row("SELECT id, version FROM resources WHERE type = 'Goal' LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    {
+        let store = std::sync::Arc::new(clinic.data.open_store().unwrap());
+        let records = Records::new(store, zeroize::Zeroizing::new(*clinic.data.master_keys().unwrap().documents));
+        records.delete("clinic", "Goal", &id, version, 0, &Writer::CLINIC).unwrap();
+    }
+    let again = clinic.import("clinic", &[], &files);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("Goal: 1 deleted at the clinic since an earlier import"),
+        "{}",
+        text(&again)
+    );
+    let mut expected = before;
+    *expected.get_mut("Goal").unwrap() -= 1;
+    assert_eq!(clinic.counts("clinic"), expected);
+}

@@ -49,6 +49,8 @@ pub struct Summary {
     pub stored: BTreeMap<String, u64>,
     /// Found already there (an earlier run, or the record a condition names), by type.
     pub already: BTreeMap<String, u64>,
+    /// Stored by an earlier import and deleted at the clinic since: not brought back, by type.
+    pub deleted_since: BTreeMap<String, u64>,
     /// Not stored.
     pub refused: Vec<Refused>,
     /// The patients whose records were stored or found.
@@ -71,7 +73,7 @@ pub fn run(
     let files = sources::files(paths)?;
     let sources: Vec<Source> = files.iter().map(|f| sources::read(f)).collect::<Result<_, _>>()?;
     let total: usize = sources.iter().map(|s| s.items.len()).sum();
-    let (units, targets) = plan_units(records, tenant, sources)?;
+    let (units, targets, deleted_since) = plan_units(records, tenant, sources)?;
     let template = AuditEvent {
         recorded_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -89,7 +91,7 @@ pub fn run(
         outcome: AuditOutcome::Success,
         break_glass: false,
     };
-    let mut summary = Summary::default();
+    let mut summary = Summary { deleted_since, ..Summary::default() };
     let mut done = 0;
     progress(0, total);
     for unit in units {
@@ -196,9 +198,18 @@ struct Unit {
     items: Vec<(Item, String, Identifier)>,
 }
 
+/// Every resource's id chosen, the units of work, and what was left out as deleted since an
+/// earlier import (by type).
+type Planned = (Vec<Unit>, Targets, BTreeMap<String, u64>);
+
 /// Chooses every resource's id (the one an earlier run stored, or a new one), so references
-/// resolve across files, and cuts the work into units.
-fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<(Vec<Unit>, Targets), ServerError> {
+/// resolve across files, and cuts the work into units: a transaction file of at most
+/// [`UNIT`] entries whole; larger ones, like everything else, [`UNIT`] at a time grouped by
+/// patient (an import is resumed by running it again, so a large file need not hold the
+/// writer for all its entries at once). What an earlier import stored and the clinic
+/// deleted since is left out.
+fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<Planned, ServerError> {
+    let mut deleted_since: BTreeMap<String, u64> = BTreeMap::new();
     let conn = records.store().read();
     let mut targets = Targets::default();
     // Two files may hold the same resource (Synthea's patients share their medications):
@@ -218,6 +229,17 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<(
             } else {
                 let found = identifiers::find(&conn, tenant, &item.resource_type, &condition)
                     .map_err(|e| ServerError::Store(e.to_string()))?;
+                let gone = condition.system == SOURCE_SYSTEM
+                    && !found.is_empty()
+                    && found.iter().all(|id| matches!(records.read(tenant, &item.resource_type, id), Ok(None)));
+                if gone {
+                    // Others of these files may still name it, as they named it the first time.
+                    if let Some(name) = &item.name {
+                        targets.insert(name, &item.resource_type, &found[0]);
+                    }
+                    *deleted_since.entry(item.resource_type.clone()).or_default() += 1;
+                    continue;
+                }
                 // Only what the clinic loaded counts (see `Clinic::sees`).
                 let found: Vec<String> = found
                     .into_iter()
@@ -250,7 +272,7 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<(
     let mut transactions = Vec::new();
     let mut rest = Vec::new();
     for (atomic, items) in chosen {
-        if atomic {
+        if atomic && items.len() <= UNIT {
             transactions.push(Unit { kind: Kind::Transaction, items });
             continue;
         }
@@ -263,7 +285,7 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<(
     let mut units: Vec<Unit> = first.chunks(UNIT).map(|c| Unit { kind: Kind::Batch, items: c.to_vec() }).collect();
     units.extend(transactions);
     units.extend(rest.chunks(UNIT).map(|c| Unit { kind: Kind::Batch, items: c.to_vec() }));
-    Ok((units, targets))
+    Ok((units, targets, deleted_since))
 }
 
 /// The patient an item names, as it will be stored (`Patient/<id>`), for grouping.
@@ -380,6 +402,9 @@ pub fn report(summary: &Summary) -> String {
     for t in types {
         let (s, a) = (summary.stored.get(t).copied().unwrap_or(0), summary.already.get(t).copied().unwrap_or(0));
         let _ = writeln!(out, "  {t}: {s} stored, {a} already there");
+    }
+    for (t, n) in &summary.deleted_since {
+        let _ = writeln!(out, "  {t}: {n} deleted at the clinic since an earlier import, not brought back");
     }
     let mut refused_by_type: BTreeMap<&str, Vec<&Refused>> = BTreeMap::new();
     for r in &summary.refused {

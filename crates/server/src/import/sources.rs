@@ -133,9 +133,16 @@ fn bundle_items(file: &Path, bundle: &Value) -> Result<Source, ServerError> {
         }
         let condition = match entry.pointer("/request/ifNoneExist").and_then(Value::as_str) {
             None => None,
-            Some(q) => Some(Identifier::from_query(q).ok_or_else(|| {
-                unreadable(file, &format!("entry {i}: request.ifNoneExist: only identifier=system|value is taken"))
-            })?),
+            Some(q) => Some(
+                Identifier::from_query(q)
+                    .filter(|i| i.system != crate::records::bundle::plan::SOURCE_SYSTEM)
+                    .ok_or_else(|| {
+                        unreadable(
+                            file,
+                            &format!("entry {i}: request.ifNoneExist: only identifier=system|value is taken"),
+                        )
+                    })?,
+            ),
         };
         let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
         let resource = entry.get("resource").cloned().unwrap_or(Value::Null);

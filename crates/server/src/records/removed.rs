@@ -196,10 +196,14 @@ pub(super) fn remove(
     now_unix: i64,
 ) -> Result<(), RecordError> {
     let (resource_type, id) = (stored.resource_type.as_str(), stored.id.as_str());
-    for table in ["resource_codes", "resource_identifiers", "resources"] {
+    for table in ["resource_codes", "resources"] {
         tx.prepare_cached(&format!("DELETE FROM {table} WHERE tenant = ?1 AND type = ?2 AND id = ?3"))?
             .execute(params![tenant, resource_type, id])?;
     }
+    // Where an import found it is kept: the same files imported again must not bring back
+    // what the clinic deleted since.
+    tx.prepare_cached("DELETE FROM resource_identifiers WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND system != ?4")?
+        .execute(params![tenant, resource_type, id, super::bundle::plan::SOURCE_SYSTEM])?;
     tx.prepare_cached("INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![tenant, resource_type, id, stored.patient, now_unix])?;
     if resource_type == "DocumentReference" {

@@ -31,6 +31,7 @@ impl Targets {
         if !full_url.starts_with("urn:")
             && let Some(local) = carekeep_fhir::References::default().resolve(full_url)
             && full_url.ends_with(&local)
+            && local.split('/').next() == Some(resource_type)
         {
             self.by_url.insert(local, target.clone());
         }

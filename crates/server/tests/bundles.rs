@@ -684,3 +684,33 @@ async fn a_bundle_keeps_the_single_routes_rules() {
         .unwrap();
     assert_eq!(keyed.status(), 400);
 }
+
+/// A batch's successes hide no refused attempt: an entry refused for a patient outside the
+/// sender's care team is recorded as denied under that patient, beside the write it came
+/// with; a refused transaction is recorded under the patient it was about.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_entries_are_audited_under_their_patient() {
+    let w = World::new().await;
+    let from = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let outside = w.load_whole(PATIENT_0);
+    let (_, answer) = w.post_bundle("clinician", &bundle(PATIENT_1)).await;
+    let own = patient_id(&bundle(PATIENT_1), &answer);
+    let note = |patient: &str| {
+        json!({"request": {"method": "POST", "url": "Condition"}, "resource": {"resourceType": "Condition",
+            "code": {"text": "x"}, "subject": {"reference": format!("Patient/{patient}")}}})
+    };
+    let mixed = json!({"resourceType": "Bundle", "type": "batch", "entry": [note(&own), note(&outside)]});
+    let (_, answer) = w.post_bundle("clinician", &mixed).await;
+    let statuses: Vec<&str> = entries(&answer).iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["201 Created", "403 Forbidden"]);
+    let alone = json!({"resourceType": "Bundle", "type": "transaction", "entry": [note(&outside)]});
+    let (status, _) = w.post_bundle("clinician", &alone).await;
+    assert_eq!(status, 403);
+    let store = w.data.open_store().unwrap();
+    let trail = carekeep_server::audit::query(&store, &outside, &from, "9999").unwrap();
+    let denied: Vec<_> = trail
+        .iter()
+        .filter(|r| r.event.action == "POST /fhir" && r.event.outcome == carekeep_protocol::audit::Outcome::Denied)
+        .collect();
+    assert_eq!(denied.len(), 2, "{trail:#?}");
+}

@@ -55,18 +55,26 @@ pub async fn bundle(
     match applied {
         Err(response) => response,
         Ok(Outcome::Refused(refusals)) => {
-            if refusals.iter().any(|r| matches!(r.status, 403 | 404)) {
+            if refusals.iter().any(Refusal::is_denial) {
                 slot.deny();
+            }
+            for patient in refusals.iter().filter_map(|r| r.patient.clone()) {
+                slot.touch(Touch { patient: Some(patient), ..Touch::default() });
             }
             let status = refusals.iter().map(|r| r.status).min().unwrap_or(422);
             let problems: Vec<Problem> = refusals.into_iter().flat_map(|r| r.problems).collect();
             problems_response(StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY), &problems)
         }
         Ok(Outcome::Applied { answers, touched }) => {
-            if answers.iter().any(|a| a.refusal.as_ref().is_some_and(|r| matches!(r.status, 403 | 404))) {
-                slot.deny();
-            }
-            if !touched.is_empty() {
+            if touched.is_empty() {
+                // Nothing committed, so nothing was recorded with it: the refusals are.
+                if answers.iter().any(|a| a.refusal.as_ref().is_some_and(Refusal::is_denial)) {
+                    slot.deny();
+                }
+                for patient in answers.iter().filter_map(|a| a.refusal.as_ref()?.patient.clone()) {
+                    slot.touch(Touch { patient: Some(patient), ..Touch::default() });
+                }
+            } else {
                 slot.written_with_write();
             }
             for (patient, break_glass) in touched {

@@ -16,6 +16,9 @@ pub struct Refusal {
     pub status: u16,
     /// The problems, each naming the entry and element.
     pub problems: Vec<Problem>,
+    /// The patient whose record the refused entry was about, when that is a real patient of
+    /// the tenant: the refusal is audited under them, as the single routes audit it.
+    pub patient: Option<String>,
 }
 
 impl Refusal {
@@ -26,7 +29,18 @@ impl Refusal {
         } else {
             format!("Bundle.entry[{index}].{element}")
         };
-        Refusal { status, problems: vec![Problem { message: format!("{path}: {rule}"), path, code }] }
+        Refusal { status, problems: vec![Problem { message: format!("{path}: {rule}"), path, code }], patient: None }
+    }
+
+    /// The same refusal, about (real) `patient`.
+    #[must_use]
+    pub fn about(self, patient: Option<String>) -> Self {
+        Refusal { patient, ..self }
+    }
+
+    /// Whether it is a refusal of authorisation (audited as denied), not of content.
+    pub fn is_denial(&self) -> bool {
+        matches!(self.status, 403 | 404)
     }
 
     /// The problems of a record check, moved under entry `index` (`Observation.code` becomes
@@ -43,7 +57,7 @@ impl Refusal {
                         Problem { message: format!("{path}: {rule}"), path, code: p.code }
                     })
                     .collect();
-                Ok(Refusal { status: 422, problems })
+                Ok(Refusal { status: 422, problems, patient: None })
             }
             RecordError::NotFound => Ok(Refusal::new(404, index, "request.url", "not-found", "no such resource")),
             RecordError::VersionConflict => Ok(Refusal::new(

@@ -17,7 +17,7 @@ pub mod references;
 
 use std::collections::{BTreeMap, HashSet};
 
-use carekeep_protocol::audit::AuditEvent;
+use carekeep_protocol::audit::{AuditEvent, Outcome as AuditOutcome};
 use rusqlite::{Connection, Transaction, params};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -149,11 +149,29 @@ impl Records {
                 .execute(params![tenant, user, patient])?;
             }
         }
-        if let Some(template) = audit {
+        if let Some(template) = audit
+            && !touched.is_empty()
+        {
             for (patient, break_glass) in &touched {
                 let mut event = template.clone();
                 event.patient.clone_from(patient);
                 event.break_glass = *break_glass;
+                crate::audit::push_to_outbox(&tx, &event)?;
+            }
+            // The entries refused beside them are recorded too, under their patient, as the
+            // single routes record a refusal: a batch's successes hide no denied attempt.
+            let refused: BTreeMap<Option<String>, bool> = answers
+                .iter()
+                .flatten()
+                .filter_map(|a| a.refusal.as_ref())
+                .fold(BTreeMap::new(), |mut by_patient, r| {
+                    *by_patient.entry(r.patient.clone()).or_insert(false) |= r.is_denial();
+                    by_patient
+                });
+            for (patient, denied) in refused {
+                let mut event = template.clone();
+                event.patient = patient;
+                event.outcome = if denied { AuditOutcome::Denied } else { AuditOutcome::Failed };
                 crate::audit::push_to_outbox(&tx, &event)?;
             }
         }
@@ -227,7 +245,7 @@ impl Records {
                 _ => Vec::new(),
             };
             let first = match first {
-                Ok(_) if !problems.is_empty() => Err(Refusal { status: 422, problems }),
+                Ok(_) if !problems.is_empty() => Err(Refusal { status: 422, problems, patient: None }),
                 other => other,
             };
             rewritten.push((entry, first));
@@ -259,7 +277,10 @@ impl Records {
                 };
                 match gate.create(p.index, checked, &new_patients, exists) {
                     Ok(flag) => *break_glass = flag,
-                    Err(refusal) => p.step = Err(refusal),
+                    Err(refusal) => {
+                        let real = checked.patient.clone().filter(|patient| exists && !new_patients.contains(patient));
+                        p.step = Err(refusal.about(real));
+                    }
                 }
             }
         }
@@ -370,7 +391,7 @@ impl Records {
                 let Some(found) = current(tx, tenant, resource_type, &id)? else { return Ok(Err(missing())) };
                 let break_glass = match gate.change(index, &found, Some(&checked)) {
                     Ok(flag) => flag,
-                    Err(refusal) => return Ok(Err(refusal)),
+                    Err(refusal) => return Ok(Err(refusal.about(found.patient))),
                 };
                 if if_match.is_some_and(|v| v != found.version) {
                     return refused(RecordError::VersionConflict);
@@ -385,7 +406,7 @@ impl Records {
                 let Some(found) = current(tx, tenant, resource_type, &id)? else { return Ok(Err(missing())) };
                 let break_glass = match gate.change(index, &found, None) {
                     Ok(flag) => flag,
-                    Err(refusal) => return Ok(Err(refusal)),
+                    Err(refusal) => return Ok(Err(refusal.about(found.patient))),
                 };
                 if resource_type == "Patient" {
                     return Ok(Err(Refusal::new(
@@ -403,7 +424,7 @@ impl Records {
                 let Some(found) = current(tx, tenant, resource_type, &id)? else { return Ok(Err(missing())) };
                 match gate.read(index, &found) {
                     Ok(flag) => Ok((200, found, flag)),
-                    Err(refusal) => Err(refusal),
+                    Err(refusal) => Err(refusal.about(found.patient)),
                 }
             }
         })

@@ -271,6 +271,52 @@ pub fn synthetic_patient(n: usize) -> String {
     out
 }
 
+/// The Synthea-shaped patient of the server's fixtures, whole (every type an export carries).
+const SYNTHEA_PATIENT: &str = include_str!("../../crates/server/tests/fixtures/synthea-style/patient-00.json");
+/// The directory its conditional references name.
+pub const SYNTHEA_DIRECTORY: [&str; 2] = [
+    include_str!("../../crates/server/tests/fixtures/synthea-style/hospitalInformation.json"),
+    include_str!("../../crates/server/tests/fixtures/synthea-style/practitionerInformation.json"),
+];
+
+/// A Synthea-sized patient `n` as one transaction Bundle: the fixture patient's visit and
+/// everything recorded at it, `visits` times over (about 68 resources a visit: `visits =
+/// 29` gives the ~2 000 resources of a Synthea patient with a long history), each copy with
+/// its own `urn:uuid:`s and the patient with its own record number.
+pub fn synthea_sized_patient(n: usize, visits: usize) -> String {
+    let bundle: serde_json::Value = serde_json::from_str(SYNTHEA_PATIENT).unwrap();
+    let entries = bundle["entry"].as_array().unwrap();
+    let patient = entries.iter().find(|e| e["resource"]["resourceType"] == "Patient").unwrap();
+    let patient_uuid = patient["fullUrl"].as_str().unwrap().strip_prefix("urn:uuid:").unwrap().to_owned();
+    let patient_prefix = format!("{n:04x}ffff");
+    let relabel = |text: &str, copy: &str| {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("urn:uuid:") {
+            let start = at + "urn:uuid:".len();
+            out.push_str(&rest[..start]);
+            let uuid = &rest[start..start + 36];
+            out.push_str(if uuid == patient_uuid { &patient_prefix } else { copy });
+            rest = &rest[start + 8..];
+        }
+        out.push_str(rest);
+        out
+    };
+    let mut out = Vec::with_capacity(1 + visits * entries.len());
+    let mut own = patient.clone();
+    own["resource"]["identifier"][0]["value"] = serde_json::json!(format!("SYN{n:06}"));
+    own["request"]["ifNoneExist"] =
+        serde_json::json!(format!("identifier=http://hospital.smarthealthit.org|SYN{n:06}"));
+    out.push(relabel(&own.to_string(), ""));
+    for visit in 0..visits {
+        let copy = format!("{n:04x}{visit:04x}");
+        for entry in entries.iter().filter(|e| e["resource"]["resourceType"] != "Patient") {
+            out.push(relabel(&entry.to_string(), &copy));
+        }
+    }
+    format!(r#"{{"resourceType":"Bundle","type":"transaction","entry":[{}]}}"#, out.join(","))
+}
+
 /// Imports synthetic patients `range` into `world`'s tenant and puts them on its user's care
 /// team. Returns their ids.
 pub fn seed_care_team(world: &World, range: std::ops::Range<usize>) -> Vec<String> {

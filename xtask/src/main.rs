@@ -113,9 +113,13 @@ fn bench(filter: &[String]) -> Result {
     setup::ensure_tauri_driver()?;
     ui::build(false)?;
     let session = keyring_session::KeyringSession::new()?;
-    for (package, bench) in
-        [("carekeep-core", "vault"), ("carekeep-server", "server"), ("carekeep-e2e", "login"), ("carekeep-e2e", "sync")]
-    {
+    for (package, bench) in [
+        ("carekeep-core", "vault"),
+        ("carekeep-server", "server"),
+        ("carekeep-e2e", "login"),
+        ("carekeep-e2e", "sync"),
+        ("carekeep-e2e", "records_in"),
+    ] {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(filter.iter().map(String::as_str));
         step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;

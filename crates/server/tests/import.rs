@@ -478,3 +478,21 @@ fn a_second_import_does_not_bring_back_what_was_deleted() {
     *expected.get_mut("Goal").unwrap() -= 1;
     assert_eq!(clinic.counts("clinic"), expected);
 }
+
+/// The 20 carebundle patients (transaction Bundles of `urn:uuid:` entries, each with its own
+/// practitioner) come in through the import whole: 929 resources, every reference resolved,
+/// and the same again stores nothing.
+#[test]
+fn the_carebundle_patients_come_in_through_the_import() {
+    let clinic = Clinic::new();
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/carebundle");
+    let first = clinic.import("clinic", &["--care-team", "dr.import"], std::slice::from_ref(&folder));
+    assert!(first.status.success(), "{}", text(&first));
+    let counts = clinic.counts("clinic");
+    assert_eq!(counts.values().sum::<i64>(), 929, "{counts:?}");
+    assert_eq!((counts["Patient"], counts["Observation"]), (20, 680));
+    assert!(clinic.dangling("clinic").is_empty(), "{:?}", clinic.dangling("clinic"));
+    let again = clinic.import("clinic", &[], &[folder]);
+    assert!(String::from_utf8_lossy(&again.stdout).starts_with("Stored 0 resources"), "{}", text(&again));
+    assert_eq!(clinic.counts("clinic"), counts);
+}

@@ -350,6 +350,11 @@ impl Store {
         writer.query_row("PRAGMA audit.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
         let found_version = schema_version(&writer).map_err(bad)?;
         migrate(&mut writer).map_err(bad)?;
+        // Every write transaction takes the write lock when it begins. A deferred one reads
+        // first and asks for the lock later, and if another process (an import beside the
+        // server) committed meanwhile SQLite cannot wait for it — its snapshot is stale — and
+        // fails at once with "database is locked"; an immediate one waits its busy timeout.
+        writer.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         let readers = (0..READERS)
             .map(|_| {
                 let reader = connect(path, &keys.main)?;

@@ -5,6 +5,8 @@
 //! resources that cannot be stored are named by file, entry or line and rule, never by value.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -254,27 +256,7 @@ fn resources_that_cannot_be_stored_are_named_and_the_rest_comes_in() {
 #[test]
 fn an_import_killed_at_random_points_and_run_again_ends_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    // Twenty copies of the Bulk export's patient, under other ids: a few thousand records.
-    let bulk = dir.path().join("bulk");
-    std::fs::create_dir(&bulk).unwrap();
-    for entry in std::fs::read_dir(fixtures().join("bulk")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let directory = ["Organization", "Location", "Practitioner", "PractitionerRole", "Medication"]
-            .iter()
-            .any(|t| path.file_stem().unwrap() == *t);
-        let copies = if directory { 1 } else { 20 };
-        let mut out = String::new();
-        for copy in 0..copies {
-            for line in text.lines() {
-                let mut value: Value = serde_json::from_str(line).unwrap();
-                suffix_ids(&mut value, copy, directory);
-                out.push_str(&value.to_string());
-                out.push('\n');
-            }
-        }
-        std::fs::write(bulk.join(path.file_name().unwrap()), out).unwrap();
-    }
+    let bulk = twenty_copies(dir.path());
     let clean = Clinic::new();
     let output = clean.import("clinic", &[], std::slice::from_ref(&bulk));
     assert!(output.status.success(), "{}", text(&output));
@@ -303,6 +285,32 @@ fn an_import_killed_at_random_points_and_run_again_ends_the_same() {
     assert!(last.status.success(), "{}", text(&last));
     assert_eq!(killed.counts("clinic"), want);
     assert!(killed.dangling("clinic").is_empty());
+}
+
+/// Twenty copies of the Bulk export's patient, under other ids (the directory once), in a
+/// folder under `dir`: a few thousand records.
+fn twenty_copies(dir: &Path) -> PathBuf {
+    let bulk = dir.join("bulk");
+    std::fs::create_dir(&bulk).unwrap();
+    for entry in std::fs::read_dir(fixtures().join("bulk")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let directory = ["Organization", "Location", "Practitioner", "PractitionerRole", "Medication"]
+            .iter()
+            .any(|t| path.file_stem().unwrap() == *t);
+        let copies = if directory { 1 } else { 20 };
+        let mut out = String::new();
+        for copy in 0..copies {
+            for line in text.lines() {
+                let mut value: Value = serde_json::from_str(line).unwrap();
+                suffix_ids(&mut value, copy, directory);
+                out.push_str(&value.to_string());
+                out.push('\n');
+            }
+        }
+        std::fs::write(bulk.join(path.file_name().unwrap()), out).unwrap();
+    }
+    bulk
 }
 
 /// Gives the ids (and the references to them) of copy `copy` a suffix, except the
@@ -495,4 +503,61 @@ fn the_carebundle_patients_come_in_through_the_import() {
     let again = clinic.import("clinic", &[], &[folder]);
     assert!(String::from_utf8_lossy(&again.stdout).starts_with("Stored 0 resources"), "{}", text(&again));
     assert_eq!(clinic.counts("clinic"), counts);
+}
+
+/// An import beside the running server: the server's writes wait for the import's short
+/// units (its busy timeout) instead of failing with "database is locked". Reads never wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_keeps_writing_while_an_import_runs_beside_it() {
+    let clinic = Clinic::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bulk = twenty_copies(dir.path());
+    let store = clinic.data.open_store().unwrap();
+    let patient =
+        carekeep_server::admin::add_user(&store, "clinic", "someone", Role::Patient, "a long password here", 0)
+            .unwrap();
+    drop(store);
+    let seeded = clinic.import("clinic", &[], &synthea_files()[..3]);
+    assert!(seeded.status.success(), "{}", text(&seeded));
+    let own: String = clinic
+        .data
+        .open_store()
+        .unwrap()
+        .read()
+        .query_row("SELECT id FROM resources WHERE type = 'Patient'", [], |r| r.get(0))
+        .unwrap();
+    carekeep_server::admin::link_user(&clinic.data.open_store().unwrap(), "someone", &own, "self").unwrap();
+    let running = common::start(&clinic.data).await;
+    let base = format!("https://localhost:{}", running.port());
+    let http = common::client_for(&clinic.data);
+    let signed = common::sign_in(&http, &base, "someone", "a long password here", &patient.totp_base32, 0).await;
+    let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
+    let mut import = Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+        .args(["import", "--data"])
+        .arg(&clinic.path)
+        .args(["--tenant", "clinic"])
+        .arg(&bulk)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut failed = Vec::new();
+    let mut writes = 0;
+    while import.try_wait().unwrap().is_none() {
+        let reading = serde_json::json!({"resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": format!("Patient/{own}")}, "effectiveDateTime": "2026-11-01T08:00:00Z",
+            "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}});
+        let response =
+            http.post(format!("{base}/fhir/Observation")).bearer_auth(&token).json(&reading).send().await.unwrap();
+        writes += 1;
+        if response.status() != 201 {
+            failed.push(response.status().as_u16());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(import.wait().unwrap().success());
+    assert!(writes > 5, "the import ended before the server was asked to write ({writes})");
+    assert!(failed.is_empty(), "{} of {writes} writes failed during the import: {failed:?}", failed.len());
 }

@@ -446,7 +446,8 @@ pub async fn body_deadline(
     };
     let deadline =
         rules.deadline.max(Duration::from_secs(u64::try_from(declared / LARGE_BODY_BYTES_PER_SEC).unwrap_or(u64::MAX)));
-    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadline)));
+    let paced = declared > 0;
+    let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadline, paced)));
     let response = next.run(request).await;
     drop(room);
     response
@@ -493,12 +494,26 @@ impl Drop for Sending {
 struct DeadlineBody {
     inner: axum::body::Body,
     deadline: Pin<Box<Sleep>>,
+    /// For a large body: the current window and what arrived in it. Each [`PACE_WINDOW`]
+    /// must bring [`LARGE_BODY_BYTES_PER_SEC`] a second, so a trickle cannot hold the
+    /// large-body room until its overall deadline.
+    pace: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
+/// How often a large body's pace is checked, in seconds.
+const PACE_WINDOW_SECS: usize = 10;
+/// The same, as a duration.
+const PACE_WINDOW: Duration = Duration::from_secs(PACE_WINDOW_SECS as u64);
+
 impl DeadlineBody {
-    fn new(inner: axum::body::Body, limit: Duration) -> Self {
-        Self { inner, deadline: Box::pin(tokio::time::sleep(limit)) }
+    fn new(inner: axum::body::Body, limit: Duration, paced: bool) -> Self {
+        let pace = paced.then(|| (Box::pin(tokio::time::sleep(PACE_WINDOW)), 0));
+        Self { inner, deadline: Box::pin(tokio::time::sleep(limit)), pace }
     }
+}
+
+fn too_slow(what: &'static str) -> axum::Error {
+    axum::Error::new(io::Error::new(io::ErrorKind::TimedOut, what))
 }
 
 impl http_body::Body for DeadlineBody {
@@ -510,13 +525,26 @@ impl http_body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let (Some((_, arrived)), Some(Ok(frame))) = (self.pace.as_mut(), frame.as_ref())
+                && let Some(data) = frame.data_ref()
+            {
+                *arrived += data.len();
+            }
             return Poll::Ready(frame);
         }
+        if let Some((window, arrived)) = self.pace.as_mut()
+            && window.as_mut().poll(cx).is_ready()
+        {
+            if *arrived < LARGE_BODY_BYTES_PER_SEC * PACE_WINDOW_SECS {
+                return Poll::Ready(Some(Err(too_slow("the request body arrives too slowly"))));
+            }
+            *arrived = 0;
+            window.as_mut().reset(tokio::time::Instant::now() + PACE_WINDOW);
+            // Registers the new window's wake-up.
+            let _ = window.as_mut().poll(cx);
+        }
         match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request body took too long",
-            ))))),
+            Poll::Ready(()) => Poll::Ready(Some(Err(too_slow("the request body took too long")))),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -340,8 +340,10 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
         let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
         String::from_utf8_lossy(&answer[..n]).split(' ').nth(1).unwrap_or_default().to_owned()
     };
-    // A patient may not send a Bundle larger than a resource's worth.
+    // A patient may not send a Bundle larger than a resource's worth; a session that has
+    // ended is told so (as the route would tell it), not given the size limit.
     assert_eq!(status_of(open(1, head(&token(&patient), 2)).await).await, "413");
+    assert_eq!(status_of(open(1, head("no-such-session", 2)).await).await, "401");
     // Two stalled 30 MiB Bundles from two networks: the room for large Bundles is taken.
     let stalled = [open(2, head(&token(&doctor), 30)).await, open(3, head(&token(&doctor), 30)).await];
     tokio::time::sleep(Duration::from_millis(300)).await;

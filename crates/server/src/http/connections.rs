@@ -339,21 +339,29 @@ const LARGE_BODY_BYTES_PER_SEC: usize = 100 * 1024;
 /// The largest body a request may send: the sign-in routes answer anyone, so they take
 /// little; a Bundle to `POST /fhir` from a signed-in caller may be large (its token is
 /// checked before any of the body is read); everything else takes a resource's worth.
-async fn body_limit(rules: &BodyRules, route: BodyRoute) -> usize {
-    match route {
+async fn body_limit(rules: &BodyRules, route: BodyRoute) -> Result<usize, axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    Ok(match route {
         BodyRoute::SignIn => super::SIGN_IN_BODY_BYTES,
         // Only the care team loads records in bulk through the API (a patient's writes are
-        // single readings and messages; the clinic's own loads use `import`).
-        BodyRoute::Bundle(Some(token))
-            if let Some(bundles) = &rules.bundles
-                && bundles.state.auth.authenticate(&token, crate::now()).await.is_ok_and(|p| {
-                    matches!(p.role, carekeep_protocol::auth::Role::Clinician | carekeep_protocol::auth::Role::Nurse)
-                }) =>
-        {
-            bundles.limit
+        // single readings and messages; the clinic's own loads use `import`). A session that
+        // has ended is told so, as the route itself would tell it, not given the size limit.
+        BodyRoute::Bundle(Some(token)) if let Some(bundles) = &rules.bundles => {
+            match bundles.state.auth.authenticate(&token, crate::now()).await {
+                Ok(p)
+                    if matches!(
+                        p.role,
+                        carekeep_protocol::auth::Role::Clinician | carekeep_protocol::auth::Role::Nurse
+                    ) =>
+                {
+                    bundles.limit
+                }
+                Ok(_) => super::MAX_BODY_BYTES,
+                Err(e) => return Err(e.into_response()),
+            }
         }
         BodyRoute::Bundle(_) | BodyRoute::Other => super::MAX_BODY_BYTES,
-    }
+    })
 }
 
 /// Which limit a request's body falls under, read off the request before any await (a
@@ -403,7 +411,10 @@ pub async fn body_deadline(
     let room = if request.body().is_end_stream() {
         None
     } else {
-        let limit = body_limit(&rules, BodyRoute::of(&request)).await;
+        let limit = match body_limit(&rules, BodyRoute::of(&request)).await {
+            Ok(limit) => limit,
+            Err(ended) => return ended,
+        };
         let declared = request
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)

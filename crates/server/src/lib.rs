@@ -12,7 +12,6 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod datadir;
-pub mod device_audit;
 pub mod error;
 pub mod http;
 pub mod import;

@@ -15,8 +15,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
 use super::fhir::caller_access;
+use crate::audit::device::{self, UploadError};
 use crate::auth::Principal;
-use crate::device_audit::{self, UploadError};
 use crate::records::{Data, Decision, DeletionScope, Intent};
 
 /// Deletions per answer.
@@ -104,7 +104,7 @@ pub async fn upload_device_audit(
     let ip = addr.ip().to_string();
     let accepted = tokio::task::spawn_blocking({
         let store = store.clone();
-        move || device_audit::accept(&store, &caller, &ip, &upload, &now)
+        move || device::accept(&store, &caller, &ip, &upload, &now)
     })
     .await;
     let accepted = match accepted {

@@ -4,7 +4,7 @@ use carekeep_protocol::auth::Role;
 use rusqlite::params;
 
 use crate::ServerError;
-use crate::auth::{password, secrets, totp};
+use crate::auth::{password, totp};
 use crate::store::Store;
 
 /// A user just created: their id and the TOTP secret to load into an authenticator.
@@ -41,7 +41,7 @@ pub fn add_user(
     if password.chars().count() < 12 {
         return Err(ServerError::Invalid("a password needs at least 12 characters".into()));
     }
-    let id = secrets::new_id("usr")?;
+    let id = crate::ids::new_id("usr")?;
     let hash = password::hash(password)?;
     let secret = totp::new_secret()?;
     let generator = totp::totp(&secret, username)?;

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod datadir;
 pub mod error;
 pub mod http;
+pub mod ids;
 pub mod import;
 pub mod keys;
 pub mod records;

@@ -279,7 +279,7 @@ fn stable_id(patient: &str, what: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{patient}|{what}"));
     let mut hex = String::new();
-    crate::auth::secrets::push_hex(&mut hex, &digest[..16]);
+    crate::ids::push_hex(&mut hex, &digest[..16]);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 

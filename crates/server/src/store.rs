@@ -407,7 +407,7 @@ fn derive(context: &[u8], master_key: &[u8]) -> Zeroizing<[u8; 32]> {
 /// `x'…'`: SQLCipher's spelling of a raw key (no passphrase derivation).
 fn raw_key(key: &[u8; 32]) -> Zeroizing<String> {
     let mut literal = Zeroizing::new(String::from("x'"));
-    crate::auth::secrets::push_hex(&mut literal, key);
+    crate::ids::push_hex(&mut literal, key);
     literal.push('\'');
     literal
 }

@@ -33,8 +33,9 @@ use std::net::IpAddr;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::Semaphore;
 
+use crate::ids::new_id;
 use crate::store::Store;
-use secrets::{new_id, new_token, token_hash};
+use secrets::{new_token, token_hash};
 
 /// Activity is written to the device row at most this often (seconds): idle limits are
 /// minutes long, and a write per request would serialise reads behind the writer.

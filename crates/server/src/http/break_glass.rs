@@ -103,7 +103,7 @@ pub async fn open(
         if recent >= GRANTS_PER_HOUR {
             tx.execute(
                 "INSERT INTO admin_alerts (id, tenant, kind, user_id, raised_at) VALUES (?1, ?2, 'break-glass-rate', ?3, ?4)",
-                params![crate::auth::secrets::new_id("alert")?, tenant, user, now],
+                params![crate::ids::new_id("alert")?, tenant, user, now],
             )?;
             tx.commit()?;
             tracing::warn!(user = %user, "break-glass limit exceeded; the tenant's admins are alerted");
@@ -112,7 +112,7 @@ pub async fn open(
         tx.execute(
             "INSERT INTO break_glass (id, tenant, user_id, patient, reason, opened_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![crate::auth::secrets::new_id("bg")?, tenant, user, patient, reason, now, now + GRANT_SECS],
+            params![crate::ids::new_id("bg")?, tenant, user, patient, reason, now, now + GRANT_SECS],
         )?;
         tx.commit()?;
         Ok(Opened::Until(now + GRANT_SECS))

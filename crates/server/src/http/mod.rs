@@ -76,7 +76,7 @@ fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(key.as_bytes());
     let mut id = String::from("ed25519-");
-    crate::auth::secrets::push_hex(&mut id, &digest[..8]);
+    crate::ids::push_hex(&mut id, &digest[..8]);
     id
 }
 

@@ -247,7 +247,7 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<P
                     .collect();
                 let id = match found.as_slice() {
                     [existing] => existing.clone(),
-                    _ => crate::auth::secrets::new_id("r")?.replacen("r-", "", 1),
+                    _ => crate::ids::new_id("r")?.replacen("r-", "", 1),
                 };
                 by_condition.insert(key, id.clone());
                 id

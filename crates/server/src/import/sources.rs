@@ -188,7 +188,7 @@ fn item(
             use sha2::Digest as _;
             let digest = sha2::Sha256::digest(resource.to_string().as_bytes());
             let mut hex = String::new();
-            crate::auth::secrets::push_hex(&mut hex, &digest);
+            crate::ids::push_hex(&mut hex, &digest);
             format!("{resource_type} sha256:{hex}")
         },
         |name| format!("{resource_type} {name}"),

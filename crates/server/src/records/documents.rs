@@ -55,7 +55,7 @@ pub fn take_attachments(value: &mut Value) -> Result<Vec<Pending>, Vec<Problem>>
             });
             continue;
         };
-        let Ok(id) = crate::auth::secrets::new_id("doc") else {
+        let Ok(id) = crate::ids::new_id("doc") else {
             problems.push(Problem { path, code: "exception", message: "could not store the attachment".into() });
             continue;
         };

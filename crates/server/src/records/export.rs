@@ -186,7 +186,7 @@ impl Records {
 
     /// Starts an export for `user_id`: its id. Exports older than a day are removed now.
     pub fn begin_export(&self, tenant: &str, user_id: &str, request: &str, now: i64) -> Result<String, RecordError> {
-        let id = crate::auth::secrets::new_id("export")?;
+        let id = crate::ids::new_id("export")?;
         let conn = self.store.lock();
         conn.execute("DELETE FROM exports WHERE created_at < ?1", [now - KEEP_SECS])?;
         conn.execute(

@@ -228,7 +228,7 @@ impl Records {
         {
             return Ok((earlier, true));
         }
-        let id = crate::auth::secrets::new_id("r")?.replacen("r-", "", 1);
+        let id = crate::ids::new_id("r")?.replacen("r-", "", 1);
         let stored = write(&tx, &self.documents_key, tenant, checked, &id, 1, now, writer.user_id)?;
         if let Some(once) = once {
             idempotency::remember(&tx, tenant, once, "create", &request, &stored, now.unix_timestamp())?;

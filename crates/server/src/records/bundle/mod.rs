@@ -220,7 +220,7 @@ impl Records {
                 (Action::Create { .. }, Ok(Some(existing))) => Some(existing.clone()),
                 (Action::Create { .. }, Ok(None)) => match &entry.id {
                     Some(chosen) => Some(chosen.clone()),
-                    None => Some(crate::auth::secrets::new_id("r")?.replacen("r-", "", 1)),
+                    None => Some(crate::ids::new_id("r")?.replacen("r-", "", 1)),
                 },
                 (Action::Update { id, .. } | Action::Delete { id } | Action::Read { id }, _) => Some(id.clone()),
                 (Action::Create { .. }, Err(_)) => None,

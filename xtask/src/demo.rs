@@ -6,7 +6,6 @@
 //!
 //! `cargo xtask totp USER` prints a demo user's current code.
 
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -183,12 +182,7 @@ fn wait_until_listening(address: SocketAddr) -> Result {
 
 /// Writes a file only this user can read (it holds the demo users' passwords).
 fn write_private(path: &Path, bytes: &[u8]) -> Result {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    carekeep_private_files::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn target_dir() -> PathBuf {

@@ -22,16 +22,13 @@ impl KeyringSession {
             }
         }
         let root = std::env::temp_dir().join(format!("carekeep-keyring-{}", std::process::id()));
-        for dir in ["home", "data", "config", "cache", "runtime"] {
+        for dir in ["home", "data", "config", "cache"] {
             std::fs::create_dir_all(root.join(dir)).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let runtime = root.join("runtime");
-            std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot protect {}: {e}", runtime.display()))?;
-        }
+        // XDG_RUNTIME_DIR must be the user's alone, or D-Bus and the keyring refuse it.
+        let runtime = root.join("runtime");
+        carekeep_private_files::create_dir(&runtime)
+            .map_err(|e| format!("cannot create {}: {e}", runtime.display()))?;
         Ok(Self { root })
     }
 

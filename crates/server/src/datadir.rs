@@ -16,7 +16,6 @@
 //!                                Move it offline after `init`.
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use carekeep_protocol::pins::Pin;
@@ -189,27 +188,15 @@ fn read(path: &Path) -> Result<Vec<u8>, ServerError> {
 }
 
 fn create_private_dir(path: &Path) -> Result<(), ServerError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(ServerError::io("create", path))
+    carekeep_private_files::create_dir(path).map_err(ServerError::io("create", path))
+}
+
+/// Replaces `path` atomically: written aside (owner-only), synced, renamed over.
+fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    carekeep_private_files::replace(path, bytes).map_err(ServerError::io("replace", path))
 }
 
 /// Writes a new file readable only by the server's user; never overwrites.
-/// Replaces `path` atomically: written aside, synced, renamed over.
-fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
-    let aside = path.with_extension("new");
-    let _ = std::fs::remove_file(&aside);
-    write_private(&aside, bytes)?;
-    std::fs::rename(&aside, path).map_err(ServerError::io("replace", path))
-}
-
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(ServerError::io("create", path))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(ServerError::io("write", path))
+    carekeep_private_files::write_new(path, bytes).map_err(ServerError::io("write", path))
 }

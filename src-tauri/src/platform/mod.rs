@@ -31,15 +31,8 @@ pub use ios::{CAN_BLOCK_CAPTURE, FOLLOWS_OS_LOCK, NOTES, cover_for_background, g
 /// Writes a new file (its folder created if missing) readable only by this user where the
 /// OS has such permissions: an export holds a whole record in clear.
 pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    carekeep_private_files::write_new(path, bytes)
 }

@@ -7,10 +7,12 @@
 //! and the server allows 30 sign-in requests per address per minute, so the run is held to
 //! ten samples of one sign-in each (plus one warm-up): 22 requests.
 //! `cargo bench -p carekeep-e2e --bench login`; under `cargo test` it runs once, as a smoke test.
+//! The medians are written to `target/bench-login.md` (for `docs/benchmarks.md`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carekeep_e2e::bench_table::{Timings, publish};
 use carekeep_e2e::{PASSWORD, Running, TENANT, World, now_unix};
 use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{LoginRequest, MfaRequest, Role};
@@ -42,6 +44,7 @@ fn main() {
     let mut fresh = users.iter().cycle();
     let mut step = now_unix() + 3600;
 
+    let timings = Timings::default();
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("login round trip");
     // Tiny times make criterion take the minimum: one iteration per sample.
@@ -57,7 +60,7 @@ fn main() {
                     let challenge = server.login(name, PASSWORD, None).await.unwrap();
                     server.verify_code(challenge, &code(totp, now_unix()), "bench").await.unwrap();
                 });
-                total += start.elapsed();
+                total += timings.record(WIRE, start.elapsed());
             }
             total
         });
@@ -81,7 +84,7 @@ fn main() {
                     };
                     auth.verify_mfa(mfa, LOOPBACK, now).await.unwrap();
                 });
-                total += start.elapsed();
+                total += timings.record(IN_PROCESS, start.elapsed());
             }
             total
         });
@@ -89,4 +92,16 @@ fn main() {
     group.finish();
     c.final_summary();
     drop(running);
+    if real {
+        let (wire, in_process) = (timings.median(WIRE).unwrap_or_default(), timings.median(IN_PROCESS).unwrap_or_default());
+        let table = format!(
+            "| workload | measured | baseline | ratio |\n|---|---|---|---|\n\
+             | sign-in (password, then code) from the core's pinned client over TLS | {wire:.1?} | the server's `Auth` in-process: {in_process:.1?} | {:.2} |\n",
+            wire.as_secs_f64() / in_process.as_secs_f64()
+        );
+        publish("login", "The login round trip beside the server's Auth in-process (same run)", &table);
+    }
 }
+
+const WIRE: &str = "over the wire";
+const IN_PROCESS: &str = "in-process";

@@ -7,7 +7,8 @@
 //! - a sync with nothing new, and beside it the one request it makes (`GET /sync/status`)
 //!   made bare.
 //!
-//! After criterion's table, one more full sync is timed and its ingest rate printed.
+//! After criterion's report, a table of medians beside their baselines is printed and
+//! written to `target/bench-sync.md` (for `docs/benchmarks.md`).
 //! `cargo bench -p carekeep-e2e --bench sync` inside `cargo xtask keyring-run` (or `cargo
 //! xtask bench`); under `cargo test` it runs once, as a smoke test.
 
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use carekeep_core::SystemClock;
 use carekeep_core::account::Account;
 use carekeep_core::net::Page;
+use carekeep_e2e::bench_table::{Timings, publish};
 use carekeep_e2e::{Device, Running, World, seed_care_team};
 use carekeep_protocol::auth::Role;
 use criterion::{Criterion, SamplingMode};
@@ -39,6 +41,7 @@ fn main() {
     let resources = first.resources_pulled;
     eprintln!("the care team: {} patients, {resources} resources", first.patients);
 
+    let timings = Timings::default();
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("sync");
     group.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1));
@@ -50,25 +53,29 @@ fn main() {
                 forget_everything(&mut account, &patients);
                 let started = Instant::now();
                 runtime.block_on(account.sync(&mut |_| {})).unwrap();
-                total += started.elapsed();
+                total += timings.record(FULL, started.elapsed());
             }
             total
         });
     });
     group.bench_function("baseline: the same pages fetched, not stored", |b| {
-        b.iter(|| runtime.block_on(fetch_only(&mut account, &patients)));
+        b.iter_custom(|iters| timed(iters, &timings, FETCH_ONLY, || runtime.block_on(fetch_only(&mut account, &patients))));
     });
     group.measurement_time(Duration::from_secs(if real { 5 } else { 1 }));
     group.bench_function("sync with nothing new", |b| {
-        b.iter(|| {
-            let quiet = runtime.block_on(account.sync(&mut |_| {})).unwrap();
-            assert_eq!(quiet.requests, 1);
+        b.iter_custom(|iters| {
+            timed(iters, &timings, QUIET, || {
+                let quiet = runtime.block_on(account.sync(&mut |_| {})).unwrap();
+                assert_eq!(quiet.requests, 1);
+            })
         });
     });
     group.bench_function("baseline: its one request (GET /sync/status), bare", |b| {
-        b.iter(|| {
-            let token = runtime.block_on(account.access_token()).unwrap();
-            runtime.block_on(account.server().status(&token)).unwrap()
+        b.iter_custom(|iters| {
+            timed(iters, &timings, BARE_STATUS, || {
+                let token = runtime.block_on(account.access_token()).unwrap();
+                runtime.block_on(account.server().status(&token)).unwrap()
+            })
         });
     });
     group.finish();
@@ -84,6 +91,42 @@ fn main() {
         f64::from(u32::try_from(report.resources_pulled).unwrap_or(u32::MAX)) / took.as_secs_f64()
     );
     drop(running);
+    if real {
+        publish("sync", "Sync beside its baselines (criterion, same run)", &table(&timings, resources));
+    }
+}
+
+const FULL: &str = "full sync";
+const FETCH_ONLY: &str = "fetch only";
+const QUIET: &str = "nothing new";
+const BARE_STATUS: &str = "status alone";
+
+/// Runs `operation` `iters` times, recording each under `workload`; the total for criterion.
+fn timed<T>(iters: u64, timings: &Timings, workload: &'static str, mut operation: impl FnMut() -> T) -> Duration {
+    (0..iters)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(operation());
+            timings.record(workload, started.elapsed())
+        })
+        .sum()
+}
+
+/// The medians, each beside its baseline, for `docs/benchmarks.md`.
+fn table(timings: &Timings, resources: usize) -> String {
+    let median = |workload| timings.median(workload).unwrap_or_default();
+    let (full, fetch) = (median(FULL), median(FETCH_ONLY));
+    let rate = |took: Duration| f64::from(u32::try_from(resources).unwrap_or(u32::MAX)) / took.as_secs_f64();
+    format!(
+        "| workload | measured | baseline | ratio |\n|---|---|---|---|\n\
+         | full sync, {resources} resources, into an empty cache | {full:.2?} ({:.0} resources/s end to end) | the same pages fetched, not stored: {fetch:.2?} | {:.2} (throughput ÷ fetch-only; budget ≥ 0.6) |\n\
+         | sync with nothing new (one request) | {:.2?} | that request (`GET /sync/status`) made bare: {:.2?} | {:.2} |\n",
+        rate(full),
+        fetch.as_secs_f64() / full.as_secs_f64(),
+        median(QUIET),
+        median(BARE_STATUS),
+        median(QUIET).as_secs_f64() / median(BARE_STATUS).as_secs_f64(),
+    )
 }
 
 /// Empties the cache of the care team's records, so the next sync pulls everything.

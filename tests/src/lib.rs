@@ -3,6 +3,7 @@
 //! codes a client needs to reach it.
 
 pub mod app_driver;
+pub mod bench_table;
 pub mod proxy;
 
 use std::sync::Arc;

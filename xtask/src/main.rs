@@ -15,7 +15,9 @@
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
 
+mod bench_report;
 mod demo;
+mod doc_links;
 mod keyring_session;
 mod setup;
 mod ui;
@@ -109,6 +111,7 @@ fn check_other_platforms() -> Result {
 }
 
 fn bench(filter: &[String]) -> Result {
+    let started = std::time::SystemTime::now();
     setup::ensure_system_packages()?;
     setup::ensure_tauri_driver()?;
     ui::build(false)?;
@@ -131,7 +134,10 @@ fn bench(filter: &[String]) -> Result {
         .arg(cargo_program())
         .args(["bench", "-p", "carekeep-e2e", "--bench", "app"])
         .current_dir(workspace_root());
-    step("cargo bench app (Xvfb, tauri-driver)", session.wrap(&app))
+    step("cargo bench app (Xvfb, tauri-driver)", session.wrap(&app))?;
+    let updated = bench_report::update(&workspace_root(), started)?;
+    println!("docs/benchmarks.md: new figures for {}", updated.join(", "));
+    Ok(())
 }
 
 fn keyring_run(args: &[String]) -> Result {

@@ -210,10 +210,10 @@ fn summary() -> String {
             let rate = n / c_med.as_secs_f64();
             (format!("≥ 20 000/s (here {rate:.0}/s)"), rate >= 20_000.0)
         };
-        let ratio_ok = workload.starts_with("unlock") || ratio <= 1.25;
+        let ratio_ok = workload.starts_with("unlock") || ratio <= 1.15;
         let verdict = match (ok, ratio_ok) {
             (true, true) => "within budget",
-            (true, false) => "over the 1.25× ratio",
+            (true, false) => "over the 1.15× ratio",
             (false, _) => "OVER BUDGET",
         };
         writeln!(out, "| {workload} | {c_med:.2?} | {c_p95:.2?} | {p_med:.2?} | {ratio:.2}× | {budget} | {verdict} |")

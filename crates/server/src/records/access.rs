@@ -84,7 +84,7 @@ impl Data {
         }
     }
 
-    /// Every kind, in the order the README's table shows them.
+    /// Every kind, in the order the table in `docs/server-api.md` shows them.
     pub const ALL: [Data; 7] = [
         Data::Demographics,
         Data::Encounters,
@@ -422,8 +422,12 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_shows_this_table() {
-        let readme = include_str!("../../../../README.md");
-        assert!(readme.contains(&markdown_table()), "README's table is out of date; paste:\n{}", markdown_table());
+    fn the_server_api_document_shows_this_table() {
+        let document = include_str!("../../../../docs/server-api.md");
+        assert!(
+            document.contains(&markdown_table()),
+            "docs/server-api.md's table is out of date; paste:\n{}",
+            markdown_table()
+        );
     }
 }

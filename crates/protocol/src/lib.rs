@@ -4,6 +4,8 @@
 //! - [`pins`]: certificate pin sets (SPKI SHA-256, RFC 7469 form).
 //! - [`policy`]: the per-tenant, per-role policy the server signs (Ed25519) and the app enforces.
 //! - [`refusal`]: the codes of the server's `{error, message}` refusals.
+//! - [`sync`]: what a device asks at sync (status, removals) and its audit uploads, with the
+//!   vocabulary a device may write into the trail.
 //! - [`audit`]: the audit record, its canonical encoding and the hash-chain rule, so events
 //!   recorded offline on a device can join the server's chain.
 //!

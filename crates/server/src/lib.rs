@@ -1,11 +1,19 @@
 //! carekeep-server: the reference backend the Carekeep app pins and syncs with
-//! (DESIGN.md §6).
+//! (DESIGN.md §6). What it does, route by route, is `docs/server-api.md`; this is the map of
+//! the code.
 //!
-//! Built so far: the data directory ([`datadir`]: master key, TLS key and certificate, an
-//! offline backup key, the Ed25519 signing key, and the pin set derived from them) and the
-//! HTTPS-only listener ([`tls`], [`http`]: TLS 1.2/1.3 through rustls, security headers,
-//! body limit, the FHIR CapabilityStatement), the encrypted [`store`], tenants and users
-//! ([`admin`]), and sign-in with password and TOTP ([`auth`]).
+//! - Keys and files: [`datadir`] (the data directory: master key, TLS keys, the signing key,
+//!   the pin set), [`keys`] (keys derived from the master key), [`tls`] (rustls, TLS 1.2/1.3).
+//! - The store: [`store`] (the SQLCipher files, migrations, one writer and pooled readers),
+//!   [`admin`] (tenants and users, behind the command line), [`ids`] (opaque ids).
+//! - Who is asking: [`auth`] (password, TOTP, tokens, devices, throttling), [`address`]
+//!   (the networks that rate limits count by).
+//! - What they may see: [`records`] (FHIR resources, the access table, validation, search,
+//!   documents, idempotency, transaction Bundles, export), [`import`] (a clinic's records
+//!   in), [`seed`] (the demo tenant).
+//! - What happened: [`audit`] (the hash-chained trail and the devices' uploads).
+//! - The wire: [`http`] (the listener, its connection limits, one module per group of
+//!   routes, and the errors they answer with), [`error`] (the server's own failures).
 
 pub mod address;
 pub mod admin;

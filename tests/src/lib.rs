@@ -151,7 +151,7 @@ pub struct Device {
 
 impl Device {
     /// A fresh device.
-    #[allow(clippy::new_without_default)]
+    #[expect(clippy::new_without_default, reason = "each device is a new temporary profile: not a value to default to")]
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let profile = Profile::new(dir.path().join("profile"));

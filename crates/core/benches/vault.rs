@@ -181,7 +181,12 @@ fn stats(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     let at = |q: f64| {
         let last = samples.len().saturating_sub(1);
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "a quantile's index: non-negative and below the sample count"
+        )]
         samples[((last as f64) * q).round() as usize]
     };
     (at(0.5), at(0.95))

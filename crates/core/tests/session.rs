@@ -1,7 +1,6 @@
 //! The session state machine of DESIGN.md §3, driven by a manual clock: idle and background
 //! locks, the 12-hour presence window, step-up, the offline grace, a clock moved back,
 //! logout, revocation, and the chained audit record of every transition.
-#![allow(missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -129,7 +129,7 @@ mod iso_date {
 
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]");
 
-    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` passes a reference
+    #[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's `with` passes a reference")]
     pub fn serialize<S: Serializer>(date: &Date, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&date.format(FORMAT).map_err(serde::ser::Error::custom)?)
     }

@@ -5,7 +5,7 @@
 //!
 //! Everything here runs on the main thread (UIKit's rule), so the state is thread-local.
 
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "UIKit calls through objc2; each block says why it is sound")]
 
 use std::cell::{Cell, RefCell};
 
@@ -77,7 +77,7 @@ fn refresh(mtm: MainThreadMarker) {
 }
 
 /// Whether the scene's screen is being recorded, mirrored or shared.
-#[allow(deprecated)] // `sceneCaptureState`, its successor, needs iOS 17; Tauri supports iOS 14.
+#[expect(deprecated, reason = "`sceneCaptureState`, its successor, needs iOS 17; Tauri supports iOS 14")]
 fn is_captured(scene: &UIWindowScene) -> bool {
     scene.screen().isCaptured()
 }

@@ -1,5 +1,5 @@
 //! The `carekeep-server` binary's administration commands, run as an operator would.
-#![allow(missing_docs)]
+#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::process::Command;
 

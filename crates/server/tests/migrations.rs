@@ -1,5 +1,5 @@
 //! Migrations that change what existing rows mean, run on a store from before them.
-#![allow(missing_docs)]
+#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use carekeep_server::DataDir;
 

@@ -1,5 +1,5 @@
 //! The server's data directory and HTTPS listener, over real TLS on 127.0.0.1.
-#![allow(missing_docs)]
+#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

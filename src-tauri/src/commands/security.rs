@@ -41,7 +41,7 @@ pub async fn security(shell: State<'_, Shell>) -> CommandResult<SecurityView> {
 
 /// Turns lock-on-blur on or off.
 #[tauri::command]
-#[allow(clippy::needless_pass_by_value)] // Tauri hands commands their State by value.
+#[expect(clippy::needless_pass_by_value, reason = "Tauri hands commands their State by value")]
 pub fn set_lock_on_blur(shell: State<'_, Shell>, on: bool) {
     shell.set_lock_on_blur(on);
 }
@@ -106,7 +106,7 @@ pub async fn sign_out_everywhere(shell: State<'_, Shell>) -> CommandResult<()> {
 /// Copies text the person selected to the clipboard, to be taken back after
 /// [`crate::clipboard::CLEAR_AFTER`] or at the next lock.
 #[tauri::command]
-#[allow(clippy::needless_pass_by_value)] // Tauri hands commands their State by value.
+#[expect(clippy::needless_pass_by_value, reason = "Tauri hands commands their State by value")]
 pub fn copy_text(shell: State<'_, Shell>, text: String) -> CommandResult<()> {
     Ok(shell.clipboard.copy(text)?)
 }

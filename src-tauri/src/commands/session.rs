@@ -102,7 +102,7 @@ pub async fn user_active(shell: State<'_, Shell>) -> CommandResult<()> {
 
 /// Where the shell sends lock notices; the UI wipes its views on each.
 #[tauri::command]
-#[allow(clippy::needless_pass_by_value)] // Tauri hands commands their State by value.
+#[expect(clippy::needless_pass_by_value, reason = "Tauri hands commands their State by value")]
 pub fn watch_lock(shell: State<'_, Shell>, on_lock: Channel<LockNotice>) {
     shell.set_lock_channel(on_lock);
 }

@@ -3,7 +3,7 @@
 //! is the marker. The copy is also declared `org.nspasteboard.ConcealedType`, the
 //! convention clipboard managers follow to keep a copy out of their history.
 //! Type-checked for macOS here; not yet run on a Mac.
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "AppKit calls through objc2; each block says why it is sound")]
 
 use objc2_app_kit::{NSPasteboard, NSPasteboardTypeString};
 use objc2_foundation::NSString;

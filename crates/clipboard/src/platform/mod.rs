@@ -26,7 +26,7 @@ mod other {
         Err(crate::Unavailable)
     }
 
-    #[allow(clippy::needless_pass_by_value)] // the real platforms' signature
+    #[expect(clippy::needless_pass_by_value, reason = "the real platforms' signature")]
     pub(crate) fn take_back(marker: Marker) {
         match marker {}
     }

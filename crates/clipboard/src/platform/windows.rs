@@ -3,7 +3,7 @@
 //! monitors to ignore it. Every change to the clipboard raises its sequence number, so the
 //! number after the copy is the marker. Type-checked for Windows here; not yet run on
 //! Windows.
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "Win32 clipboard calls; each block says why it is sound")]
 
 use windows::Win32::Foundation::{GlobalFree, HANDLE, HGLOBAL};
 use windows::Win32::System::DataExchange::{

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: a private keychain namespace per test, a
 //! temporary profile, and the fixtures copied from `shared/fixtures`.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, reason = "shared by several test binaries, each using a part of it")]
 
 use std::path::{Path, PathBuf};
 

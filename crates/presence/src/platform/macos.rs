@@ -1,7 +1,7 @@
 //! macOS: LocalAuthentication's `LAPolicyDeviceOwnerAuthentication` (Touch ID, or the
 //! account password when biometry is unavailable). Type-checked for macOS here; not yet run
 //! on a Mac.
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "LocalAuthentication through objc2; each block says why it is sound")]
 
 use std::sync::mpsc;
 

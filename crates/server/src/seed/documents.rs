@@ -46,7 +46,7 @@ fn chest_png() -> Result<Vec<u8>, ServerError> {
             if (fy * 40.0).sin() > 0.85 && fx.abs() > 0.05 {
                 v += 18.0;
             }
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "clamped to 0..=255 first")]
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "clamped to 0..=255 first")]
             pixels.push(v.clamp(0.0, 255.0).round() as u8);
         }
     }

@@ -1,6 +1,6 @@
 //! Helpers shared by the server's integration tests: a real server on an ephemeral port,
 //! and HTTPS clients that trust exactly that server's certificate.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, reason = "shared by several test binaries, each using a part of it")]
 
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use carekeep_core::account::Account;
 use tauri::{AppHandle, Manager, Window, WindowEvent};
 
+use crate::messages::{LockNotice, LockReason};
 use crate::shell::Shell;
-use crate::views::LockNotice;
 
 /// Starts the idle ticker and the OS screen-lock watcher.
 pub fn start(app: &AppHandle) {
@@ -26,34 +26,34 @@ pub fn start(app: &AppHandle) {
                 if shell.idle_overdue() {
                     // Once: the next tick that holds the account reads the limit again.
                     shell.note_idle_limit(None);
-                    apply(&ticker, Account::tick, "idle");
+                    apply(&ticker, Account::tick, LockReason::Idle);
                 }
                 continue;
             };
             shell.note_idle_limit(slot.as_ref().and_then(Account::idle_limit));
             if slot.as_mut().is_some_and(Account::tick) {
                 drop(slot);
-                shell.notify_locked(LockNotice { reason: "idle" });
+                shell.notify_locked(LockNotice { reason: LockReason::Idle });
             }
         }
     });
     let watcher = app.clone();
-    crate::platform::watch_os_lock(move || apply(&watcher, Account::os_locked, "os-locked"));
+    crate::platform::watch_os_lock(move || apply(&watcher, Account::os_locked, LockReason::OsLocked));
 }
 
 /// Window events: minimise and focus loss may lock; protection is re-applied on return.
 pub fn on_window_event(window: &Window, event: &WindowEvent) {
     match event {
         WindowEvent::Resized(_) if window.is_minimized().unwrap_or(false) => {
-            apply(window.app_handle(), Account::backgrounded, "background");
+            apply(window.app_handle(), Account::backgrounded, LockReason::Background);
         }
         WindowEvent::Focused(false) if window.state::<Shell>().lock_on_blur() => {
-            apply(window.app_handle(), Account::backgrounded, "focus-lost");
+            apply(window.app_handle(), Account::backgrounded, LockReason::FocusLost);
         }
         WindowEvent::Focused(true) => {
             // Some systems drop content protection across minimise and restore.
             crate::window::protect(window);
-            apply(window.app_handle(), Account::foregrounded, "background");
+            apply(window.app_handle(), Account::foregrounded, LockReason::Background);
         }
         // Android's onPause, iOS's applicationWillResignActive: before the app switcher's
         // snapshot, so the cover goes on at once, here on the main thread. (Built for
@@ -61,13 +61,13 @@ pub fn on_window_event(window: &Window, event: &WindowEvent) {
         #[cfg(mobile)]
         WindowEvent::Suspended => {
             crate::platform::cover_for_background(window, true);
-            apply(window.app_handle(), Account::backgrounded, "background");
+            apply(window.app_handle(), Account::backgrounded, LockReason::Background);
         }
         #[cfg(mobile)]
         WindowEvent::Resumed => {
             crate::window::protect(window);
             crate::platform::cover_for_background(window, false);
-            apply(window.app_handle(), Account::foregrounded, "background");
+            apply(window.app_handle(), Account::foregrounded, LockReason::Background);
         }
         _ => {}
     }
@@ -85,7 +85,7 @@ pub fn renderer_lost(app: &AppHandle) {
             // The keys are dropped before anything can fail here.
             let _ = account.lock();
         }
-        shell.notify_locked(LockNotice { reason: "renderer-lost" });
+        shell.notify_locked(LockNotice { reason: LockReason::RendererLost });
         if let Some(window) = app.get_webview_window("main") {
             let _ = window.reload();
         }
@@ -95,7 +95,7 @@ pub fn renderer_lost(app: &AppHandle) {
 /// Reports a lifecycle `event` to the account (if one is open) on the async runtime, at
 /// once — a command holding the account (a sync, a slow server) is made to let go; if the
 /// core locked because of it, tells the UI to wipe its views, naming `reason`.
-fn apply(app: &AppHandle, event: fn(&mut Account) -> bool, reason: &'static str) {
+fn apply(app: &AppHandle, event: fn(&mut Account) -> bool, reason: LockReason) {
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         let shell = app.state::<Shell>();

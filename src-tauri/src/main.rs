@@ -13,6 +13,7 @@ mod clipboard;
 mod commands;
 mod config;
 mod lifecycle;
+mod messages;
 mod platform;
 mod shell;
 mod views;

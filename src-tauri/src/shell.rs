@@ -11,7 +11,7 @@ use tauri::ipc::Channel;
 use tokio::sync::Mutex;
 
 use crate::config::ServerConfig;
-use crate::views::LockNotice;
+use crate::messages::LockNotice;
 
 /// Everything the commands and the lifecycle share.
 pub struct Shell {

@@ -5,13 +5,15 @@ use carekeep_core::Error;
 use carekeep_core::account::Status;
 use serde::Serialize;
 
+use crate::messages::{Role, SessionState};
+
 /// The session as the UI needs it to pick a screen.
 #[derive(Serialize)]
 pub struct SessionView {
-    /// `signed-out`, `unlocked`, `locked`, `reauth-required` or `wiped`.
-    pub state: &'static str,
-    /// The role (`patient`, `clinician`, …), once someone has signed in here.
-    pub role: Option<&'static str>,
+    /// Where the session is.
+    pub state: SessionState,
+    /// The role, once someone has signed in here.
+    pub role: Option<Role>,
     /// The pinned server's address.
     pub server: String,
     /// When the last sync finished (Unix seconds).
@@ -26,8 +28,8 @@ impl SessionView {
     /// The view of an account's status.
     pub fn of(status: &Status) -> Self {
         Self {
-            state: status.state.as_str(),
-            role: Some(status.role.as_str()),
+            state: status.state.into(),
+            role: Some(status.role.into()),
             server: status.server.clone(),
             last_sync_unix: status.last_sync_unix,
             pending_writes: status.pending_writes,
@@ -38,7 +40,7 @@ impl SessionView {
     /// No one is signed in on this device.
     pub fn signed_out(server: &str) -> Self {
         Self {
-            state: "signed-out",
+            state: SessionState::SignedOut,
             role: None,
             server: server.to_owned(),
             last_sync_unix: None,
@@ -46,13 +48,6 @@ impl SessionView {
             idle_lock_secs: 0,
         }
     }
-}
-
-/// Sent when the account locks: the UI removes every view of records before anything else.
-#[derive(Clone, Serialize)]
-pub struct LockNotice {
-    /// Why: `idle`, `background`, `os-locked`, `focus-lost` or `manual`.
-    pub reason: &'static str,
 }
 
 /// A sync step, for the progress bar.

@@ -1,9 +1,10 @@
 // The app's commands (src-tauri/src/commands), typed. The UI holds no key, token or
 // password beyond the call that sends it: passwords go straight from the form to here.
 import { Channel, invoke } from "@tauri-apps/api/core";
+import type { LockNotice, Role, SessionState, WriteStatus } from "./generated/shell";
 
-export type SessionState = "signed-out" | "unlocked" | "locked" | "reauth-required" | "wiped";
-export type Role = "patient" | "clinician" | "nurse" | "billing" | "admin";
+// The shell's fixed-word messages, generated from src-tauri/src/messages.rs.
+export type { LockNotice, LockReason, Role, SessionState, WriteStatus } from "./generated/shell";
 
 export interface SessionView {
   state: SessionState;
@@ -22,10 +23,6 @@ export interface CommandError {
 
 export function isCommandError(e: unknown): e is CommandError {
   return typeof e === "object" && e !== null && "next" in e && "message" in e;
-}
-
-export interface LockNotice {
-  reason: "idle" | "background" | "os-locked" | "focus-lost" | "manual";
 }
 
 export interface SyncProgress {
@@ -77,7 +74,7 @@ export interface ServerAccess {
 
 export interface PendingView {
   seq: number;
-  status: "pending" | "conflict" | "rejected";
+  status: WriteStatus;
   resource: FhirResource;
   server_version: FhirResource | null;
   reason: string | null;

@@ -16,8 +16,9 @@ use tokio::sync::MutexGuard;
 
 use carekeep_core::account::{Account, LoggedOut};
 
+use crate::messages::{LockNotice, LockReason};
 use crate::shell::Shell;
-use crate::views::{CommandError, CommandResult, LockNotice};
+use crate::views::{CommandError, CommandResult};
 
 /// The invoke handler with every command of [`names::ALL`].
 pub fn handler() -> impl Fn(tauri::ipc::Invoke<tauri::Wry>) -> bool + Send + Sync + 'static {
@@ -72,7 +73,7 @@ where
     let account = slot.take().expect("ensure_open filled the slot");
     let out = end(account).await?;
     drop(slot);
-    shell.notify_locked(LockNotice { reason: "manual" });
+    shell.notify_locked(LockNotice { reason: LockReason::Manual });
     Ok(out)
 }
 

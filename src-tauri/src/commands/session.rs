@@ -9,8 +9,9 @@ use tauri::State;
 use tauri::ipc::Channel;
 
 use super::account;
+use crate::messages::{LockNotice, LockReason};
 use crate::shell::Shell;
-use crate::views::{CommandResult, LockNotice, SessionView};
+use crate::views::{CommandResult, SessionView};
 
 /// The device's name in the user's device list (no PHI).
 const DEVICE_NAME: &str = "Carekeep app";
@@ -85,7 +86,7 @@ pub async fn lock(shell: State<'_, Shell>) -> CommandResult<SessionView> {
     account.lock()?;
     let view = SessionView::of(&account.status());
     drop(account);
-    shell.notify_locked(LockNotice { reason: "manual" });
+    shell.notify_locked(LockNotice { reason: LockReason::Manual });
     Ok(view)
 }
 

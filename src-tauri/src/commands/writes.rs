@@ -8,6 +8,7 @@ use serde_json::Value;
 use tauri::State;
 
 use super::account;
+use crate::messages::WriteStatus;
 use crate::shell::Shell;
 use crate::views::CommandResult;
 
@@ -61,8 +62,8 @@ pub async fn message_care_team(shell: State<'_, Shell>, patient: String, text: S
 pub struct PendingView {
     /// Its number on this device.
     pub seq: i64,
-    /// `pending`, `conflict` or `rejected`.
-    pub status: &'static str,
+    /// Waiting, in conflict, or refused.
+    pub status: WriteStatus,
     /// The resource as written here.
     pub resource: Value,
     /// For a conflict: the server's version, to show side by side.
@@ -81,7 +82,7 @@ pub async fn pending(shell: State<'_, Shell>) -> CommandResult<Vec<PendingView>>
         .into_iter()
         .map(|w| PendingView {
             seq: w.seq,
-            status: "pending",
+            status: WriteStatus::Pending,
             resource: parse(&w.body),
             server_version: None,
             reason: None,
@@ -91,8 +92,8 @@ pub async fn pending(shell: State<'_, Shell>) -> CommandResult<Vec<PendingView>>
         views.push(PendingView {
             seq: aside.seq,
             status: match aside.kind {
-                carekeep_core::store::SetAsideKind::Conflict => "conflict",
-                carekeep_core::store::SetAsideKind::Rejected => "rejected",
+                carekeep_core::store::SetAsideKind::Conflict => WriteStatus::Conflict,
+                carekeep_core::store::SetAsideKind::Rejected => WriteStatus::Rejected,
             },
             resource: parse(&aside.write.body),
             server_version: aside.server_version.as_deref().map(parse),

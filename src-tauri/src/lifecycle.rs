@@ -85,7 +85,8 @@ pub fn renderer_lost(app: &AppHandle) {
             // The keys are dropped before anything can fail here.
             let _ = account.lock();
         }
-        shell.notify_locked(LockNotice { reason: LockReason::RendererLost });
+        // The old page cannot hear it: the notice waits for the reloaded one.
+        shell.notify_locked_after_reload(LockNotice { reason: LockReason::RendererLost });
         if let Some(window) = app.get_webview_window("main") {
             let _ = window.reload();
         }

@@ -22,7 +22,7 @@ pub struct Shell {
     /// The account on this profile: `None` until opened or signed in.
     pub account: Mutex<Option<Account>>,
     /// Where the UI hears "locked: wipe every view now".
-    lock_channel: std::sync::Mutex<Option<Channel<LockNotice>>>,
+    lock_channel: std::sync::Mutex<LockChannel>,
     /// Lock when the window loses focus (offered where screen capture cannot be blocked).
     lock_on_blur: AtomicBool,
     /// Copies of record text, taken back after a minute or on lock.
@@ -50,7 +50,7 @@ impl Shell {
             profile: Profile::new(&profile),
             server,
             account: Mutex::new(None),
-            lock_channel: std::sync::Mutex::new(None),
+            lock_channel: std::sync::Mutex::new(LockChannel::default()),
             // Linux cannot keep the window out of screenshots, so there the safer default is on.
             lock_on_blur: AtomicBool::new(!crate::platform::CAN_BLOCK_CAPTURE),
             clipboard: crate::clipboard::Clipboard::default(),
@@ -113,19 +113,25 @@ impl Shell {
         Ok(())
     }
 
-    /// Remembers where to send lock notices (the UI calls `watch_lock` once at start).
+    /// Remembers where to send lock notices (the UI calls `watch_lock` once at start, and
+    /// again after a reload), and sends it a notice held for it.
     pub fn set_lock_channel(&self, channel: Channel<LockNotice>) {
-        *self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(channel);
+        self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watch(channel);
     }
 
     /// Tells the UI the account is locked: it removes every view of records at once (and
     /// a copy of record text leaves the clipboard).
     pub fn notify_locked(&self, notice: LockNotice) {
         self.clipboard.clear();
-        if let Some(channel) = &*self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            // A closed channel means the page is gone: nothing is left to wipe.
-            let _ = channel.send(notice);
-        }
+        self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(notice);
+    }
+
+    /// The page is gone and is about to be loaded again: its channel goes with it, and
+    /// `notice` waits for the new page's `watch_lock`, so the person learns why the app came
+    /// back locked.
+    pub fn notify_locked_after_reload(&self, notice: LockNotice) {
+        self.clipboard.clear();
+        self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hold(notice);
     }
 
     /// Whether losing focus locks.
@@ -136,6 +142,34 @@ impl Shell {
     /// The person's choice of lock-on-blur.
     pub fn set_lock_on_blur(&self, on: bool) {
         self.lock_on_blur.store(on, Ordering::Relaxed);
+    }
+}
+
+/// The UI's lock channel, and a notice kept for the next page when the current one is gone.
+#[derive(Default)]
+struct LockChannel {
+    channel: Option<Channel<LockNotice>>,
+    held: Option<LockNotice>,
+}
+
+impl LockChannel {
+    fn watch(&mut self, channel: Channel<LockNotice>) {
+        if let Some(notice) = self.held.take() {
+            let _ = channel.send(notice);
+        }
+        self.channel = Some(channel);
+    }
+
+    fn send(&mut self, notice: LockNotice) {
+        if let Some(channel) = &self.channel {
+            // A closed channel means the page is gone: nothing is left to wipe.
+            let _ = channel.send(notice);
+        }
+    }
+
+    fn hold(&mut self, notice: LockNotice) {
+        self.channel = None;
+        self.held = Some(notice);
     }
 }
 
@@ -159,5 +193,46 @@ impl AppDirs {
                 })
         };
         Ok(Self { config: xdg("XDG_CONFIG_HOME", ".config")?, data: xdg("XDG_DATA_HOME", ".local/share")? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tauri::ipc::{Channel, InvokeResponseBody};
+
+    use super::LockChannel;
+    use crate::messages::{LockNotice, LockReason};
+
+    /// A channel that keeps what it is sent, as the page would receive it.
+    fn recording() -> (Channel<LockNotice>, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let channel = Channel::new(move |body| {
+            if let InvokeResponseBody::Json(json) = body {
+                sink.lock().unwrap().push(json);
+            }
+            Ok(())
+        });
+        (channel, seen)
+    }
+
+    #[test]
+    fn a_notice_held_across_a_reload_reaches_the_next_page_once() {
+        let mut lock = LockChannel::default();
+        let (old_page, old_seen) = recording();
+        lock.watch(old_page);
+        lock.send(LockNotice { reason: LockReason::Idle });
+        lock.hold(LockNotice { reason: LockReason::RendererLost });
+        // Sent while no page listens: nowhere to go, and not kept.
+        lock.send(LockNotice { reason: LockReason::OsLocked });
+        let (new_page, new_seen) = recording();
+        lock.watch(new_page);
+        let (later_page, later_seen) = recording();
+        lock.watch(later_page);
+        assert_eq!(*old_seen.lock().unwrap(), [r#"{"reason":"idle"}"#]);
+        assert_eq!(*new_seen.lock().unwrap(), [r#"{"reason":"renderer-lost"}"#]);
+        assert!(later_seen.lock().unwrap().is_empty());
     }
 }

@@ -5,10 +5,12 @@ import "./style.css";
 import { api, type SessionView } from "./api";
 import { refresh, setRouter, showError, wipe } from "./app";
 import { guardCopies } from "./clipboard";
+import { forgetLock, noteLock } from "./lock";
 import { homeScreen } from "./screens/home";
 import { lockScreen, signInScreen, wipedScreen } from "./screens/session";
 
 async function route(session: SessionView): Promise<void> {
+  if (session.state !== "locked" && session.state !== "reauth-required") forgetLock();
   switch (session.state) {
     case "unlocked":
       await homeScreen(session).catch(showError);
@@ -58,9 +60,10 @@ function keepDrawing(): void {
 
 async function start(): Promise<void> {
   setRouter(route);
-  await api.watchLock(() => {
+  await api.watchLock((notice) => {
     // Synchronously, before anything else runs: no record stays on the page.
     wipe();
+    noteLock(notice.reason);
     void refresh();
   });
   // Hidden (minimised, another app in front): nothing of the records stays rendered.

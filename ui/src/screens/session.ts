@@ -4,6 +4,13 @@ import { api, isCommandError, type SessionView } from "../api";
 import { announce, refresh, show, showError } from "../app";
 import { el, field } from "../dom";
 import { minutes } from "../fhir";
+import { lockMessage } from "../lock";
+
+/** Why the account locked, where there is something to say (see `lockMessages`). */
+function lockNote(session: SessionView): HTMLElement | null {
+  const message = lockMessage(session);
+  return message === null ? null : el("p", { class: "notice info", role: "status" }, message);
+}
 
 function input(type: string, name: string, autocomplete: string, extra: Record<string, string> = {}): HTMLInputElement {
   return el("input", { type, name, autocomplete, required: true, ...extra });
@@ -26,6 +33,7 @@ export function signInScreen(session: SessionView): void {
     session.state === "reauth-required"
       ? el("p", {}, "For your safety, Carekeep asks for your password and a code from your authenticator app every 12 hours.")
       : el("p", {}, "Your records stay encrypted on this device and work offline after your first sign-in."),
+    lockNote(session),
     field("Username", username),
     field("Password", password),
     field("Code from your authenticator app", code),
@@ -61,6 +69,7 @@ export function lockScreen(session: SessionView): void {
     { class: "card narrow lock", "aria-labelledby": "lock-title" },
     el("h1", { id: "lock-title" }, "Carekeep is locked"),
     el("p", {}, "Your records are encrypted while the app is locked."),
+    lockNote(session),
     presence,
     el("p", { class: "or" }, "or"),
     field("Password", password),

@@ -111,8 +111,7 @@ export type DocumentView =
   | { kind: "pdf"; data_base64: string };
 
 export type Reading =
-  | { kind: "blood-pressure"; systolic: number; diastolic: number }
-  | { kind: "glucose"; mmol_per_l: number };
+  { kind: "blood-pressure"; systolic: number; diastolic: number } | { kind: "glucose"; mmol_per_l: number };
 
 /** A FHIR resource as JSON (its narrative removed by the shell). */
 export type FhirResource = { resourceType: string; id?: string } & Record<string, unknown>;
@@ -157,5 +156,6 @@ export const api = {
   beginAuthenticatorChange: () => invoke<AuthenticatorSetup>("begin_authenticator_change"),
   confirmAuthenticator: (code: string) => invoke<void>("confirm_authenticator", { code }),
   copyText: (text: string) => invoke<void>("copy_text", { text }),
-  openDocument: (document: string, attachment: number) => invoke<DocumentView>("open_document", { document, attachment }),
+  openDocument: (document: string, attachment: number) =>
+    invoke<DocumentView>("open_document", { document, attachment }),
 };

@@ -24,37 +24,80 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
   }
   const times = points.map((p) => Date.parse(p.effective));
   const values = points.map((p) => p.value);
-  const domain = paddedDomain([...values, ...(range?.low !== undefined ? [range.low] : []), ...(range?.high !== undefined ? [range.high] : [])]);
+  const domain = paddedDomain([
+    ...values,
+    ...(range?.low !== undefined ? [range.low] : []),
+    ...(range?.high !== undefined ? [range.high] : []),
+  ]);
   const t0 = Math.min(...times);
   const t1 = Math.max(...times);
   const x = (t: number) => PAD.left + (t1 === t0 ? 0.5 : (t - t0) / (t1 - t0)) * (WIDTH - PAD.left - PAD.right);
   const y = (v: number) => PAD.top + (1 - (v - domain[0]) / (domain[1] - domain[0])) * (HEIGHT - PAD.top - PAD.bottom);
 
   const latest = points[points.length - 1]!;
-  const label = `${title}: ${points.length} value${points.length === 1 ? "" : "s"} from ${formatDate(points[0]!.effective)} to ${formatDate(latest.effective)}; latest ${formatNumber(latest.value)} ${unit}`.trim();
+  const label =
+    `${title}: ${points.length} value${points.length === 1 ? "" : "s"} from ${formatDate(points[0]!.effective)} to ${formatDate(latest.effective)}; latest ${formatNumber(latest.value)} ${unit}`.trim();
   const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, class: "trend" });
   chart.append(svg("title", {}, label));
 
   if (range && (range.low !== undefined || range.high !== undefined)) {
     const top = y(range.high ?? domain[1]);
     const bottom = y(range.low ?? domain[0]);
-    chart.append(svg("rect", { class: "band", x: PAD.left, y: top, width: WIDTH - PAD.left - PAD.right, height: Math.max(bottom - top, 1) }));
+    chart.append(
+      svg("rect", {
+        class: "band",
+        x: PAD.left,
+        y: top,
+        width: WIDTH - PAD.left - PAD.right,
+        height: Math.max(bottom - top, 1),
+      }),
+    );
   }
   for (const tick of ticks(domain)) {
     chart.append(svg("line", { class: "grid", x1: PAD.left, x2: WIDTH - PAD.right, y1: y(tick), y2: y(tick) }));
-    chart.append(svg("text", { class: "axis", x: PAD.left - 8, y: y(tick) + 4, "text-anchor": "end" }, formatNumber(tick)));
+    chart.append(
+      svg("text", { class: "axis", x: PAD.left - 8, y: y(tick) + 4, "text-anchor": "end" }, formatNumber(tick)),
+    );
   }
   chart.append(svg("text", { class: "axis unit", x: 8, y: PAD.top + 4 }, unit));
-  chart.append(svg("text", { class: "axis", x: PAD.left, y: HEIGHT - 10 }, formatDate(points[0]!.effective.slice(0, 10))));
-  chart.append(svg("text", { class: "axis", x: WIDTH - PAD.right, y: HEIGHT - 10, "text-anchor": "end" }, formatDate(latest.effective.slice(0, 10))));
-  const path = points.map((p, i) => `${i === 0 ? "M" : "L"}${x(times[i]!).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ");
+  chart.append(
+    svg("text", { class: "axis", x: PAD.left, y: HEIGHT - 10 }, formatDate(points[0]!.effective.slice(0, 10))),
+  );
+  chart.append(
+    svg(
+      "text",
+      { class: "axis", x: WIDTH - PAD.right, y: HEIGHT - 10, "text-anchor": "end" },
+      formatDate(latest.effective.slice(0, 10)),
+    ),
+  );
+  const path = points
+    .map((p, i) => `${i === 0 ? "M" : "L"}${x(times[i]!).toFixed(1)},${y(p.value).toFixed(1)}`)
+    .join(" ");
   chart.append(svg("path", { class: "line", d: path }));
 
-  const readout = el("p", { class: "readout", "aria-live": "polite" }, `Latest: ${formatNumber(latest.value)} ${unit} on ${formatDate(latest.effective)}`);
+  const readout = el(
+    "p",
+    { class: "readout", "aria-live": "polite" },
+    `Latest: ${formatNumber(latest.value)} ${unit} on ${formatDate(latest.effective)}`,
+  );
   points.forEach((p, i) => {
-    const outside = range !== undefined && ((range.low !== undefined && p.value < range.low) || (range.high !== undefined && p.value > range.high));
+    const outside =
+      range !== undefined &&
+      ((range.low !== undefined && p.value < range.low) || (range.high !== undefined && p.value > range.high));
     const text = `${formatNumber(p.value)} ${p.unit ?? ""} on ${formatDate(p.effective)}${outside ? " (outside the reference range)" : ""}`;
-    const dot = svg("circle", { class: outside ? "point outside" : "point", cx: x(times[i]!), cy: y(p.value), r: 6, tabindex: 0, role: "button", "aria-label": text }, svg("title", {}, text));
+    const dot = svg(
+      "circle",
+      {
+        class: outside ? "point outside" : "point",
+        cx: x(times[i]!),
+        cy: y(p.value),
+        r: 6,
+        tabindex: 0,
+        role: "button",
+        "aria-label": text,
+      },
+      svg("title", {}, text),
+    );
     const show = () => {
       readout.textContent = text;
     };
@@ -64,7 +107,8 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
   });
 
   const list = el("ol", { class: "visually-hidden", "aria-label": `${title} values` });
-  for (const p of points) list.append(el("li", {}, `${formatDate(p.effective)}: ${formatNumber(p.value)} ${p.unit ?? ""}`));
+  for (const p of points)
+    list.append(el("li", {}, `${formatDate(p.effective)}: ${formatNumber(p.value)} ${p.unit ?? ""}`));
   figure.append(el("figcaption", {}, title), chart, readout, list);
   return figure;
 }

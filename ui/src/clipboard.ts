@@ -19,12 +19,18 @@ export function copyThrough(send: (text: string) => Promise<void>): (event: Clip
     const text = selectedText(document);
     if (!text) return;
     event.preventDefault();
-    send(text).then(() => announce("Copied. Carekeep removes it from the clipboard after a minute, or when it locks."), showError);
+    send(text).then(
+      () => announce("Copied. Carekeep removes it from the clipboard after a minute, or when it locks."),
+      showError,
+    );
   };
 }
 
 /** Routes every copy in the app through the shell. (Cutting is left alone: it only happens
  *  in fields holding what the person is typing.) */
 export function guardCopies(): void {
-  document.addEventListener("copy", copyThrough((text) => api.copyText(text)));
+  document.addEventListener(
+    "copy",
+    copyThrough((text) => api.copyText(text)),
+  );
 }

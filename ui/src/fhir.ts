@@ -38,7 +38,9 @@ export function codeToken(value: unknown): string | undefined {
 
 /** A patient's name as people write it: given names, then family name. */
 export function patientName(patient: FhirResource): string {
-  const names = arr(patient["name"]).map(obj).filter((n): n is Json => n !== undefined);
+  const names = arr(patient["name"])
+    .map(obj)
+    .filter((n): n is Json => n !== undefined);
   const name = names.find((n) => n["use"] === "official") ?? names[0];
   if (!name) return "Unnamed patient";
   const text = str(name["text"]);
@@ -58,7 +60,9 @@ export function observationValue(observation: FhirResource): string {
   if (quantity && typeof quantity["value"] === "number") {
     return [formatNumber(quantity["value"]), str(quantity["unit"]) ?? str(quantity["code"])].filter(Boolean).join(" ");
   }
-  const components = arr(observation["component"]).map(obj).filter((c): c is Json => c !== undefined);
+  const components = arr(observation["component"])
+    .map(obj)
+    .filter((c): c is Json => c !== undefined);
   const values = components.map((c) => obj(c["valueQuantity"])).filter((q): q is Json => q !== undefined);
   if (values.length > 0 && values.every((q) => typeof q["value"] === "number")) {
     const unit = str(values[0]?.["unit"]) ?? "";
@@ -69,12 +73,30 @@ export function observationValue(observation: FhirResource): string {
 
 /** The date a resource is about (effective, onset, occurrence, authored, period start). */
 export function resourceDate(resource: FhirResource): string {
-  for (const key of ["effectiveDateTime", "issued", "onsetDateTime", "occurrenceDateTime", "authoredOn", "recordedDate", "sent", "start", "date", "performedDateTime", "startDate", "started", "created"]) {
+  for (const key of [
+    "effectiveDateTime",
+    "issued",
+    "onsetDateTime",
+    "occurrenceDateTime",
+    "authoredOn",
+    "recordedDate",
+    "sent",
+    "start",
+    "date",
+    "performedDateTime",
+    "startDate",
+    "started",
+    "created",
+  ]) {
     const value = str(resource[key]);
     if (value) return value;
   }
   const period =
-    obj(resource["period"]) ?? obj(resource["effectivePeriod"]) ?? obj(resource["performedPeriod"]) ?? obj(resource["billablePeriod"]) ?? obj(arr(resource["requestedPeriod"])[0]);
+    obj(resource["period"]) ??
+    obj(resource["effectivePeriod"]) ??
+    obj(resource["performedPeriod"]) ??
+    obj(resource["billablePeriod"]) ??
+    obj(arr(resource["requestedPeriod"])[0]);
   return str(period?.["start"]) ?? "";
 }
 
@@ -146,7 +168,9 @@ const PATIENT_AUTHORED = { system: "urn:carekeep:provenance", code: "patient-aut
  * message reads as theirs, never as a result or the clinic's word. */
 export function recordedBy(resource: FhirResource): string | undefined {
   const tags = arr(obj(resource["meta"])?.["tag"]).map(obj);
-  const patient = tags.some((t) => str(t?.["system"]) === PATIENT_AUTHORED.system && str(t?.["code"]) === PATIENT_AUTHORED.code);
+  const patient = tags.some(
+    (t) => str(t?.["system"]) === PATIENT_AUTHORED.system && str(t?.["code"]) === PATIENT_AUTHORED.code,
+  );
   return patient ? "Recorded by the patient" : undefined;
 }
 
@@ -164,52 +188,107 @@ function describe(resource: FhirResource): { title: string; detail: string; date
       return { title: conceptText(resource["code"]), detail: observationValue(resource), date };
     case "MedicationRequest":
     case "MedicationStatement": {
-      const dose = [...arr(resource["dosageInstruction"]), ...arr(resource["dosage"])].map((d) => str(obj(d)?.["text"]) ?? "").filter(Boolean).join("; ");
-      return { title: medicationName(resource), detail: [dose, str(resource["status"])].filter(Boolean).join(" · "), date };
+      const dose = [...arr(resource["dosageInstruction"]), ...arr(resource["dosage"])]
+        .map((d) => str(obj(d)?.["text"]) ?? "")
+        .filter(Boolean)
+        .join("; ");
+      return {
+        title: medicationName(resource),
+        detail: [dose, str(resource["status"])].filter(Boolean).join(" · "),
+        date,
+      };
     }
     case "MedicationAdministration":
-      return { title: medicationName(resource), detail: ["given", str(resource["status"])].filter(Boolean).join(" · "), date };
+      return {
+        title: medicationName(resource),
+        detail: ["given", str(resource["status"])].filter(Boolean).join(" · "),
+        date,
+      };
     case "AllergyIntolerance": {
       const reactions = arr(resource["reaction"]).map(obj);
       const manifestations = reactions.flatMap((r) => arr(r?.["manifestation"]).map(conceptText)).filter(Boolean);
       const severity = reactions.map((r) => str(r?.["severity"])).find(Boolean);
       const criticality = str(resource["criticality"]);
-      const detail = [manifestations.join(", "), severity ? `${severity} reaction` : undefined, criticality ? `${criticality} criticality` : undefined];
+      const detail = [
+        manifestations.join(", "),
+        severity ? `${severity} reaction` : undefined,
+        criticality ? `${criticality} criticality` : undefined,
+      ];
       return { title: conceptText(resource["code"]) || "Allergy", detail: detail.filter(Boolean).join(" · "), date };
     }
     case "Condition":
-      return { title: conceptText(resource["code"]) || "Condition", detail: conceptText(resource["clinicalStatus"]), date };
+      return {
+        title: conceptText(resource["code"]) || "Condition",
+        detail: conceptText(resource["clinicalStatus"]),
+        date,
+      };
     case "Immunization": {
       const lot = str(resource["lotNumber"]);
-      return { title: conceptText(resource["vaccineCode"]) || "Immunization", detail: [str(resource["status"]), lot ? `lot ${lot}` : undefined].filter(Boolean).join(" · "), date };
+      return {
+        title: conceptText(resource["vaccineCode"]) || "Immunization",
+        detail: [str(resource["status"]), lot ? `lot ${lot}` : undefined].filter(Boolean).join(" · "),
+        date,
+      };
     }
     case "Procedure":
       return { title: conceptText(resource["code"]) || "Procedure", detail: str(resource["status"]) ?? "", date };
     case "CarePlan":
-      return { title: conceptText(arr(resource["category"])[0]) || "Care plan", detail: [str(resource["status"]), str(resource["intent"])].filter(Boolean).join(" · "), date };
+      return {
+        title: conceptText(arr(resource["category"])[0]) || "Care plan",
+        detail: [str(resource["status"]), str(resource["intent"])].filter(Boolean).join(" · "),
+        date,
+      };
     case "Goal":
-      return { title: conceptText(resource["description"]) || "Goal", detail: str(resource["lifecycleStatus"]) ?? "", date };
+      return {
+        title: conceptText(resource["description"]) || "Goal",
+        detail: str(resource["lifecycleStatus"]) ?? "",
+        date,
+      };
     case "Coverage":
       return { title: conceptText(resource["type"]) || "Insurance", detail: str(resource["status"]) ?? "", date };
     case "ExplanationOfBenefit":
     case "Claim": {
       const billed = money(obj(obj(arr(resource["total"])[0])?.["amount"]) ?? obj(resource["total"]));
       const paid = money(obj(obj(resource["payment"])?.["amount"]));
-      const detail = [billed ? `billed ${billed}` : undefined, paid ? `paid ${paid}` : undefined, str(resource["outcome"]) ?? str(resource["status"])];
-      return { title: `Claim: ${conceptText(resource["type"]) || "care"}`, detail: detail.filter(Boolean).join(" · "), date };
+      const detail = [
+        billed ? `billed ${billed}` : undefined,
+        paid ? `paid ${paid}` : undefined,
+        str(resource["outcome"]) ?? str(resource["status"]),
+      ];
+      return {
+        title: `Claim: ${conceptText(resource["type"]) || "care"}`,
+        detail: detail.filter(Boolean).join(" · "),
+        date,
+      };
     }
     case "Device":
       return { title: conceptText(resource["type"]) || "Device", detail: str(resource["status"]) ?? "", date };
     case "ImagingStudy":
-      return { title: conceptText(arr(resource["procedureCode"])[0]) || "Imaging study", detail: str(resource["status"]) ?? "", date };
+      return {
+        title: conceptText(arr(resource["procedureCode"])[0]) || "Imaging study",
+        detail: str(resource["status"]) ?? "",
+        date,
+      };
     case "Appointment":
       return { title: str(resource["description"]) ?? "Appointment", detail: str(resource["status"]) ?? "", date };
     case "Communication":
-      return { title: str(obj(arr(resource["payload"])[0])?.["contentString"]) ?? "Message", detail: str(resource["status"]) ?? "", date };
+      return {
+        title: str(obj(arr(resource["payload"])[0])?.["contentString"]) ?? "Message",
+        detail: str(resource["status"]) ?? "",
+        date,
+      };
     case "Encounter":
-      return { title: conceptText(arr(resource["type"])[0]) || conceptText(resource["class"]) || "Visit", detail: str(resource["status"]) ?? "", date };
+      return {
+        title: conceptText(arr(resource["type"])[0]) || conceptText(resource["class"]) || "Visit",
+        detail: str(resource["status"]) ?? "",
+        date,
+      };
     case "DiagnosticReport":
-      return { title: conceptText(resource["code"]) || "Report", detail: str(resource["conclusion"]) ?? str(resource["status"]) ?? "", date };
+      return {
+        title: conceptText(resource["code"]) || "Report",
+        detail: str(resource["conclusion"]) ?? str(resource["status"]) ?? "",
+        date,
+      };
     default:
       return { title: resource.resourceType, detail: str(resource["status"]) ?? "", date };
   }
@@ -217,7 +296,11 @@ function describe(resource: FhirResource): { title: string; detail: string; date
 
 /** What a medication order, statement or administration names: its coded medication, or the display of the one it refers to. */
 function medicationName(resource: FhirResource): string {
-  return conceptText(resource["medicationCodeableConcept"]) || str(obj(resource["medicationReference"])?.["display"]) || "Medication";
+  return (
+    conceptText(resource["medicationCodeableConcept"]) ||
+    str(obj(resource["medicationReference"])?.["display"]) ||
+    "Medication"
+  );
 }
 
 /** An amount of money as people write it (`125.00 USD`), or undefined. */

@@ -5,7 +5,14 @@ import { forgetLock, lockMessage, lockMessages, noteLock } from "./lock";
 import { lockScreen, signInScreen } from "./screens/session";
 
 function session(state: SessionView["state"]): SessionView {
-  return { state, role: "patient", server: "https://clinic.example", last_sync_unix: null, pending_writes: null, idle_lock_secs: 300 };
+  return {
+    state,
+    role: "patient",
+    server: "https://clinic.example",
+    last_sync_unix: null,
+    pending_writes: null,
+    idle_lock_secs: 300,
+  };
 }
 
 describe("telling the person why the app locked", () => {

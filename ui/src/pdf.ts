@@ -15,15 +15,44 @@ export async function pdfPages(base64: string, title: string): Promise<{ pages: 
   const task = getDocument({ data, enableXfa: false, isOffscreenCanvasSupported: false });
   const pdf = await task.promise;
   const close = () => void task.destroy();
-  const pages = el("div", { class: "pdf", role: "group", "aria-label": `${title}, ${pdf.numPages} page${pdf.numPages === 1 ? "" : "s"}` });
+  const pages = el("div", {
+    class: "pdf",
+    role: "group",
+    "aria-label": `${title}, ${pdf.numPages} page${pdf.numPages === 1 ? "" : "s"}`,
+  });
   try {
     for (let number = 1; number <= pdf.numPages; number++) {
       const page = await pdf.getPage(number);
       const viewport = page.getViewport({ scale: 1.5 });
-      const canvas = el("canvas", { width: Math.floor(viewport.width), height: Math.floor(viewport.height), role: "img", "aria-label": `Page ${number}` });
+      const canvas = el("canvas", {
+        width: Math.floor(viewport.width),
+        height: Math.floor(viewport.height),
+        role: "img",
+        "aria-label": `Page ${number}`,
+      });
       await page.render({ canvas, viewport }).promise;
-      const text = (await page.getTextContent()).items.map((item) => ("str" in item ? item.str : "")).join(" ").replace(/\s+/g, " ").trim();
-      pages.append(el("figure", { class: "pdf-page" }, canvas, el("figcaption", {}, el("details", {}, el("summary", {}, `Text of page ${number}`), el("p", {}, text || "(no text on this page)")))));
+      const text = (await page.getTextContent()).items
+        .map((item) => ("str" in item ? item.str : ""))
+        .join(" ")
+        .replace(/\s+/g, " ")
+        .trim();
+      pages.append(
+        el(
+          "figure",
+          { class: "pdf-page" },
+          canvas,
+          el(
+            "figcaption",
+            {},
+            el(
+              "details",
+              {},
+              el("summary", {}, `Text of page ${number}`),
+              el("p", {}, text || "(no text on this page)"),
+            ),
+          ),
+        ),
+      );
       page.cleanup();
     }
   } catch (e) {

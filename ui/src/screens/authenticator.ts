@@ -15,7 +15,11 @@ export function authenticatorSection(): HTMLElement {
 
 function idle(section: HTMLElement): void {
   clear(section);
-  const start = el("button", { type: "button", class: "secondary", id: "change-authenticator" }, "Set up a new authenticator");
+  const start = el(
+    "button",
+    { type: "button", class: "secondary", id: "change-authenticator" },
+    "Set up a new authenticator",
+  );
   start.addEventListener("click", () => {
     void withStepUp(() => api.beginAuthenticatorChange(), "Setting up a new authenticator").then((setup) => {
       if (setup) setupView(section, setup, () => idle(section));
@@ -23,7 +27,11 @@ function idle(section: HTMLElement): void {
   });
   section.append(
     el("h3", { id: "authenticator-title" }, "Authenticator app"),
-    el("p", {}, "New phone? Set up a new authenticator app here. Your current one keeps working until you confirm a code from the new one."),
+    el(
+      "p",
+      {},
+      "New phone? Set up a new authenticator app here. Your current one keeps working until you confirm a code from the new one.",
+    ),
     start,
   );
 }
@@ -32,18 +40,34 @@ function idle(section: HTMLElement): void {
 export function setupView(section: HTMLElement, setup: AuthenticatorSetup, done: () => void): void {
   clear(section);
   const code = el("input", {
-    type: "text", id: "new-authenticator-code", name: "code", autocomplete: "one-time-code",
-    inputmode: "numeric", pattern: "[0-9]{6}", maxlength: "6", required: true,
+    type: "text",
+    id: "new-authenticator-code",
+    name: "code",
+    autocomplete: "one-time-code",
+    inputmode: "numeric",
+    pattern: "[0-9]{6}",
+    maxlength: "6",
+    required: true,
   });
   const cancel = el("button", { type: "button", class: "secondary" }, "Cancel");
   cancel.addEventListener("click", done);
-  const form = el("form", {},
+  const form = el(
+    "form",
+    {},
     field("Code from the new authenticator app", code),
-    el("div", { class: "actions" }, cancel, el("button", { type: "submit", class: "primary", id: "confirm-authenticator" }, "Confirm")),
+    el(
+      "div",
+      { class: "actions" },
+      cancel,
+      el("button", { type: "submit", class: "primary", id: "confirm-authenticator" }, "Confirm"),
+    ),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    void withStepUp(() => api.confirmAuthenticator(code.value).then(() => true), "Confirming the new authenticator").then((ok) => {
+    void withStepUp(
+      () => api.confirmAuthenticator(code.value).then(() => true),
+      "Confirming the new authenticator",
+    ).then((ok) => {
       if (!ok) return; // The form stays as it was: nothing typed is lost.
       done();
       announce("Your new authenticator app is set up. Codes from the old one no longer work.");
@@ -52,7 +76,9 @@ export function setupView(section: HTMLElement, setup: AuthenticatorSetup, done:
   section.append(
     el("h3", { id: "authenticator-title" }, "Scan with your new authenticator app"),
     el("img", {
-      class: "qr", width: "200", height: "200",
+      class: "qr",
+      width: "200",
+      height: "200",
       src: `data:image/png;base64,${setup.qr_png_base64}`,
       alt: "QR code of your new authenticator secret. If you cannot scan it, type the key shown below.",
     }),

@@ -4,12 +4,18 @@ import { el } from "../dom";
 import { attachments, documentView, sizeText } from "./documents";
 
 const letter = {
-  resourceType: "DocumentReference", id: "d1", date: "2026-01-05T10:00:00Z",
+  resourceType: "DocumentReference",
+  id: "d1",
+  date: "2026-01-05T10:00:00Z",
   type: { text: "Discharge summary" },
-  content: [{ attachment: { contentType: "text/plain", title: "Discharge letter", url: "/documents/doc-1", size: 812 } }],
+  content: [
+    { attachment: { contentType: "text/plain", title: "Discharge letter", url: "/documents/doc-1", size: 812 } },
+  ],
 };
 const scans = {
-  resourceType: "DocumentReference", id: "d2", date: "2026-03-01T10:00:00Z",
+  resourceType: "DocumentReference",
+  id: "d2",
+  date: "2026-03-01T10:00:00Z",
   content: [
     { attachment: { contentType: "application/pdf", title: "Scan report", url: "/documents/doc-2", size: 3_500_000 } },
     { attachment: { contentType: "text/html", title: "Web page", url: "/documents/doc-3" } },
@@ -43,7 +49,10 @@ describe("documents", () => {
   });
 
   it("shows an image as a data: image with a text alternative", async () => {
-    const shown = (await documentView({ kind: "image", content_type: "image/png", data_base64: "iVBORw==" }, "Chest image")) as HTMLImageElement;
+    const shown = (await documentView(
+      { kind: "image", content_type: "image/png", data_base64: "iVBORw==" },
+      "Chest image",
+    )) as HTMLImageElement;
     expect(shown.getAttribute("src")).toBe("data:image/png;base64,iVBORw==");
     expect(shown.alt).toBe("Chest image (image)");
   });

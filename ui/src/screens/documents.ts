@@ -43,7 +43,13 @@ export function attachments(documents: FhirResource[]): Attachment[] {
       const when = String(attachment["creation"] ?? doc["date"] ?? "");
       const title = String(attachment["title"] ?? doc["description"] ?? "") || conceptText(doc["type"]) || "Document";
       const viewable = Object.hasOwn(KINDS, type);
-      const detail = [conceptText(doc["type"]), viewable ? KINDS[type] : "Cannot be shown in Carekeep: ask your care team for a PDF", size].filter(Boolean).join(" · ");
+      const detail = [
+        conceptText(doc["type"]),
+        viewable ? KINDS[type] : "Cannot be shown in Carekeep: ask your care team for a PDF",
+        size,
+      ]
+        .filter(Boolean)
+        .join(" · ");
       found.push({ document: doc.id, index, title, detail, date: formatDate(when), viewable, sortKey: when });
     });
   }
@@ -70,11 +76,23 @@ export async function documentsTab(patient: FhirResource, into: HTMLElement): Pr
   const list = el("ul", { class: "items documents" });
   for (const item of items) {
     const open = el("button", { type: "button", class: "link", "data-document": item.document }, item.title);
-    open.addEventListener("click", () => void openInto(item, viewer).catch((e) => {
-      clear(viewer);
-      showError(e);
-    }));
-    list.append(el("li", {}, el("span", { class: "title" }, item.viewable ? open : item.title), el("span", { class: "detail" }, item.detail), el("span", { class: "date" }, item.date)));
+    open.addEventListener(
+      "click",
+      () =>
+        void openInto(item, viewer).catch((e) => {
+          clear(viewer);
+          showError(e);
+        }),
+    );
+    list.append(
+      el(
+        "li",
+        {},
+        el("span", { class: "title" }, item.viewable ? open : item.title),
+        el("span", { class: "detail" }, item.detail),
+        el("span", { class: "date" }, item.date),
+      ),
+    );
   }
   into.append(list, viewer);
 }
@@ -114,7 +132,11 @@ export async function documentView(document: DocumentView, title: string, viewer
     case "text":
       return el("pre", { class: "document-text", tabindex: "0", "aria-label": title }, document.text);
     case "image":
-      return el("img", { class: "document-image", src: `data:${document.content_type};base64,${document.data_base64}`, alt: `${title} (image)` });
+      return el("img", {
+        class: "document-image",
+        src: `data:${document.content_type};base64,${document.data_base64}`,
+        alt: `${title} (image)`,
+      });
     case "pdf": {
       const { pdfPages } = await import("../pdf");
       const { pages, close } = await pdfPages(document.data_base64, title);

@@ -13,10 +13,21 @@ import { syncButton } from "./sync";
 export async function homeScreen(session: SessionView): Promise<void> {
   const content = el("div", { class: "content" });
   const nav = el("nav", { class: "side", "aria-label": "Carekeep" });
-  const header = el("header", { class: "top" },
+  const header = el(
+    "header",
+    { class: "top" },
     el("h1", { class: "brand" }, "Carekeep"),
     syncButton(refresh),
-    el("button", { type: "button", class: "secondary", id: "lock-now", onclick: () => void api.lock().then(() => refresh(), showError) }, "Lock"),
+    el(
+      "button",
+      {
+        type: "button",
+        class: "secondary",
+        id: "lock-now",
+        onclick: () => void api.lock().then(() => refresh(), showError),
+      },
+      "Lock",
+    ),
     el("button", { type: "button", class: "secondary", id: "sign-out", onclick: () => void signOut() }, "Sign out"),
   );
   show(el("div", { class: "home" }, header, nav, content));
@@ -51,7 +62,9 @@ type Open = (id: string, label: string, render: () => void) => HTMLButtonElement
 
 function patientNav(patients: FhirResource[], open: Open, content: HTMLElement): HTMLButtonElement | undefined {
   if (patients.length === 0) {
-    return open("record-0", "My record", () => content.append(el("p", {}, "Nothing on this device yet: choose Sync to download your record.")));
+    return open("record-0", "My record", () =>
+      content.append(el("p", {}, "Nothing on this device yet: choose Sync to download your record.")),
+    );
   }
   let first: HTMLButtonElement | undefined;
   patients.forEach((patient, index) => {
@@ -86,7 +99,9 @@ function clinicianList(patients: FhirResource[], content: HTMLElement): void {
   const render = () => {
     clear(list);
     const needle = search.value.trim().toLowerCase();
-    const shown = patients.filter((p) => !needle || patientName(p).toLowerCase().includes(needle) || mrn(p).toLowerCase().includes(needle));
+    const shown = patients.filter(
+      (p) => !needle || patientName(p).toLowerCase().includes(needle) || mrn(p).toLowerCase().includes(needle),
+    );
     for (const patient of shown) {
       const open = el("button", { type: "button", class: "link" }, patientName(patient));
       open.addEventListener("click", () => {
@@ -94,9 +109,18 @@ function clinicianList(patients: FhirResource[], content: HTMLElement): void {
         content.append(patientRecord(patient, false));
       });
       const born = typeof patient["birthDate"] === "string" ? formatDate(patient["birthDate"]) : "";
-      list.append(el("li", {}, open, el("span", { class: "detail" }, `MRN ${mrn(patient)}`), el("span", { class: "date" }, born)));
+      list.append(
+        el("li", {}, open, el("span", { class: "detail" }, `MRN ${mrn(patient)}`), el("span", { class: "date" }, born)),
+      );
     }
-    if (shown.length === 0) list.append(el("li", { class: "muted" }, needle ? "No patient on your care team matches." : "No patients on this device yet: choose Sync."));
+    if (shown.length === 0)
+      list.append(
+        el(
+          "li",
+          { class: "muted" },
+          needle ? "No patient on your care team matches." : "No patients on this device yet: choose Sync.",
+        ),
+      );
   };
   search.addEventListener("input", render);
   content.append(el("h2", {}, "Your patients"), field("Search your care team", search), list, breakGlassForm());
@@ -107,7 +131,9 @@ function clinicianList(patients: FhirResource[], content: HTMLElement): void {
 function breakGlassForm(): HTMLElement {
   const patient = el("input", { type: "text", name: "patient", required: true, autocomplete: "off" });
   const reason = el("textarea", { name: "reason", required: true, minlength: "10", maxlength: "500", rows: "3" });
-  const form = el("form", { class: "card warning", "aria-labelledby": "bg-title" },
+  const form = el(
+    "form",
+    { class: "card warning", "aria-labelledby": "bg-title" },
     el("h3", { id: "bg-title" }, "Emergency access (break-glass)"),
     el("p", {}, "Opens a patient outside your care team. Your reason is kept and every view is reviewed."),
     field("Patient id", patient),
@@ -116,12 +142,16 @@ function breakGlassForm(): HTMLElement {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    void withStepUp(() => api.breakGlass(patient.value.trim(), reason.value), "Emergency access").then(async (count) => {
-      if (count !== undefined) {
-        await refresh();
-        announce(`Emergency access granted: ${count} records downloaded. Every view is flagged for review; the record leaves this device when the access ends.`);
-      }
-    });
+    void withStepUp(() => api.breakGlass(patient.value.trim(), reason.value), "Emergency access").then(
+      async (count) => {
+        if (count !== undefined) {
+          await refresh();
+          announce(
+            `Emergency access granted: ${count} records downloaded. Every view is flagged for review; the record leaves this device when the access ends.`,
+          );
+        }
+      },
+    );
   });
   return form;
 }
@@ -136,7 +166,11 @@ async function signOut(): Promise<void> {
   try {
     const out = await api.logout();
     await refresh();
-    announce(out.revoked_at_server ? "Signed out." : "Signed out on this device; the server could not be reached and ends the session at its idle limit.");
+    announce(
+      out.revoked_at_server
+        ? "Signed out."
+        : "Signed out on this device; the server could not be reached and ends the session at its idle limit.",
+    );
   } catch (e) {
     showError(e);
   }

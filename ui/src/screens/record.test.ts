@@ -3,14 +3,35 @@ import type { PendingView } from "../api";
 import { pendingList, resourceList, writesFor } from "./record";
 
 const write = (seq: number, status: PendingView["status"], resource: PendingView["resource"]): PendingView => ({
-  seq, status, resource, server_version: null, reason: null,
+  seq,
+  status,
+  resource,
+  server_version: null,
+  reason: null,
 });
 
 const writes = [
-  write(1, "pending", { resourceType: "Communication", subject: { reference: "Patient/p1" }, payload: [{ contentString: "Refill please" }] }),
-  write(2, "conflict", { resourceType: "Appointment", participant: [{ actor: { reference: "Patient/p1" } }], description: "Knee check" }),
-  write(3, "pending", { resourceType: "Observation", subject: { reference: "Patient/p1" }, category: [{ coding: [{ code: "vital-signs" }] }], code: { text: "Blood pressure" } }),
-  write(4, "pending", { resourceType: "Communication", subject: { reference: "Patient/p10" }, payload: [{ contentString: "Other patient" }] }),
+  write(1, "pending", {
+    resourceType: "Communication",
+    subject: { reference: "Patient/p1" },
+    payload: [{ contentString: "Refill please" }],
+  }),
+  write(2, "conflict", {
+    resourceType: "Appointment",
+    participant: [{ actor: { reference: "Patient/p1" } }],
+    description: "Knee check",
+  }),
+  write(3, "pending", {
+    resourceType: "Observation",
+    subject: { reference: "Patient/p1" },
+    category: [{ coding: [{ code: "vital-signs" }] }],
+    code: { text: "Blood pressure" },
+  }),
+  write(4, "pending", {
+    resourceType: "Communication",
+    subject: { reference: "Patient/p10" },
+    payload: [{ contentString: "Other patient" }],
+  }),
 ];
 
 describe("pending writes inline", () => {
@@ -26,7 +47,10 @@ describe("pending writes inline", () => {
     const list = pendingList([writes[0]!, writes[1]!]);
     expect(list).toBeInstanceOf(HTMLElement);
     const items = Array.from((list as HTMLElement).querySelectorAll("li"));
-    expect(items.map((li) => li.querySelector(".badge")?.textContent)).toEqual(["Changed elsewhere — see Pending", "Waiting to send"]);
+    expect(items.map((li) => li.querySelector(".badge")?.textContent)).toEqual([
+      "Changed elsewhere — see Pending",
+      "Waiting to send",
+    ]);
     expect((list as HTMLElement).getAttribute("aria-label")).toBe("Not yet on the server");
     expect(pendingList([])).toBe("");
   });
@@ -34,13 +58,25 @@ describe("pending writes inline", () => {
 
 describe("who recorded it", () => {
   const tag = { system: "urn:carekeep:provenance", code: "patient-authored", display: "Recorded by the patient" };
-  const reading = { resourceType: "Observation", meta: { tag: [tag] }, code: { text: "Body weight" }, valueQuantity: { value: 70.5, unit: "kg" } };
-  const message = { resourceType: "Communication", meta: { tag: [{ code: "kept" }] }, payload: [{ contentString: "Your results are in" }] };
+  const reading = {
+    resourceType: "Observation",
+    meta: { tag: [tag] },
+    code: { text: "Body weight" },
+    valueQuantity: { value: 70.5, unit: "kg" },
+  };
+  const message = {
+    resourceType: "Communication",
+    meta: { tag: [{ code: "kept" }] },
+    payload: [{ contentString: "Your results are in" }],
+  };
 
   it("marks what the patient wrote, and only that", () => {
     const list = resourceList([reading, message], "none");
     const items = Array.from(list.querySelectorAll("li"));
-    expect(items.map((li) => li.querySelector(".source")?.textContent ?? null)).toEqual([null, "Recorded by the patient"]);
+    expect(items.map((li) => li.querySelector(".source")?.textContent ?? null)).toEqual([
+      null,
+      "Recorded by the patient",
+    ]);
   });
 
   it("does not take a look-alike tag for the server's", () => {

@@ -31,7 +31,11 @@ export function signInScreen(session: SessionView): void {
     { class: "card narrow", "aria-labelledby": "signin-title" },
     el("h1", { id: "signin-title" }, session.state === "reauth-required" ? "Sign in again" : "Sign in to Carekeep"),
     session.state === "reauth-required"
-      ? el("p", {}, "For your safety, Carekeep asks for your password and a code from your authenticator app every 12 hours.")
+      ? el(
+          "p",
+          {},
+          "For your safety, Carekeep asks for your password and a code from your authenticator app every 12 hours.",
+        )
       : el("p", {}, "Your records stay encrypted on this device and work offline after your first sign-in."),
     lockNote(session),
     field("Username", username),

@@ -4,10 +4,28 @@ import { serverTrail } from "./settings";
 describe("who viewed my record", () => {
   it("lists the clinic's accesses in words, flagging emergency access", () => {
     const section = serverTrail([
-      { at: "2026-11-20T10:00:00Z", who: "dr.lee", role: "clinician", action: "GET /fhir/{type}", patient: "p1", break_glass: true, denied: false },
-      { at: "2026-11-19T09:00:00Z", who: null, role: "nurse", action: "PUT /fhir/{type}/{id}", patient: "p1", break_glass: false, denied: true },
+      {
+        at: "2026-11-20T10:00:00Z",
+        who: "dr.lee",
+        role: "clinician",
+        action: "GET /fhir/{type}",
+        patient: "p1",
+        break_glass: true,
+        denied: false,
+      },
+      {
+        at: "2026-11-19T09:00:00Z",
+        who: null,
+        role: "nurse",
+        action: "PUT /fhir/{type}/{id}",
+        patient: "p1",
+        break_glass: false,
+        denied: true,
+      },
     ]);
-    const rows = Array.from(section.querySelectorAll("tbody tr")).map((tr) => Array.from(tr.querySelectorAll("td")).map((td) => td.textContent));
+    const rows = Array.from(section.querySelectorAll("tbody tr")).map((tr) =>
+      Array.from(tr.querySelectorAll("td")).map((td) => td.textContent),
+    );
     expect(rows[0]?.slice(1)).toEqual(["dr.lee (clinician)", "viewed records · EMERGENCY ACCESS"]);
     expect(rows[1]?.slice(1)).toEqual(["Someone (nurse)", "changed the record · refused"]);
   });

@@ -18,13 +18,21 @@ export async function pendingPanel(into: HTMLElement): Promise<void> {
     const item = pendingItem(write, false);
     if (write.reason) item.append(el("span", { class: "detail" }, `Server: ${write.reason}`));
     if (write.status === "conflict" && write.server_version) {
-      item.append(el("div", { class: "compare" },
-        el("div", {}, el("h3", {}, "Yours"), el("p", {}, writeSummary(write.resource))),
-        el("div", {}, el("h3", {}, "On the server"), el("p", {}, writeSummary(write.server_version))),
-      ));
+      item.append(
+        el(
+          "div",
+          { class: "compare" },
+          el("div", {}, el("h3", {}, "Yours"), el("p", {}, writeSummary(write.resource))),
+          el("div", {}, el("h3", {}, "On the server"), el("p", {}, writeSummary(write.server_version))),
+        ),
+      );
     }
     if (write.status !== "pending") {
-      const keep = el("button", { type: "button", class: "secondary" }, write.status === "conflict" ? "Keep mine" : "Try again");
+      const keep = el(
+        "button",
+        { type: "button", class: "secondary" },
+        write.status === "conflict" ? "Keep mine" : "Try again",
+      );
       const drop = el("button", { type: "button", class: "secondary" }, "Discard mine");
       keep.addEventListener("click", () => void settle(write.seq, true, into));
       drop.addEventListener("click", () => void settle(write.seq, false, into));
@@ -38,9 +46,15 @@ export async function pendingPanel(into: HTMLElement): Promise<void> {
 /** One write as a list item: its state and what it is. `elsewhere`: shown outside the
  *  Pending screen, so a write that needs a decision says where to make it. */
 export function pendingItem(write: PendingView, elsewhere: boolean): HTMLLIElement {
-  const state = write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere" : "Not accepted";
+  const state =
+    write.status === "pending" ? "Waiting to send" : write.status === "conflict" ? "Changed elsewhere" : "Not accepted";
   const badge = elsewhere && write.status !== "pending" ? `${state} — see Pending` : state;
-  return el("li", { class: `pending ${write.status}` }, el("span", { class: "badge" }, badge), el("span", { class: "title" }, writeSummary(write.resource)));
+  return el(
+    "li",
+    { class: `pending ${write.status}` },
+    el("span", { class: "badge" }, badge),
+    el("span", { class: "title" }, writeSummary(write.resource)),
+  );
 }
 
 /** A written resource in one line. */
@@ -73,29 +87,60 @@ export async function accessLogPanel(into: HTMLElement): Promise<void> {
   }
   into.append(serverTrail(trail));
   const log = await api.accessLog();
-  into.append(el("h3", {}, "On this device"), el("p", { class: "muted" }, "Views made with this device, newest first; they reach your clinic's audit trail at the next sync."));
+  into.append(
+    el("h3", {}, "On this device"),
+    el(
+      "p",
+      { class: "muted" },
+      "Views made with this device, newest first; they reach your clinic's audit trail at the next sync.",
+    ),
+  );
   if (log.length === 0) {
     into.append(el("p", {}, "No views recorded yet."));
     return;
   }
-  into.append(table(["When", "Who", "What"], log.map((entry) => [formatDate(entry.at), entry.role ?? "", `${entry.action} (${entry.resource_type ?? "record"})`])));
+  into.append(
+    table(
+      ["When", "Who", "What"],
+      log.map((entry) => [
+        formatDate(entry.at),
+        entry.role ?? "",
+        `${entry.action} (${entry.resource_type ?? "record"})`,
+      ]),
+    ),
+  );
 }
 
 /** The organisation's trail as a table (`null`: it could not be fetched). */
 export function serverTrail(trail: ServerAccess[] | null): HTMLElement {
-  const section = el("section", { "aria-labelledby": "trail-title" }, el("h3", { id: "trail-title" }, "At your clinic"));
+  const section = el(
+    "section",
+    { "aria-labelledby": "trail-title" },
+    el("h3", { id: "trail-title" }, "At your clinic"),
+  );
   if (trail === null) {
-    section.append(el("p", { class: "muted" }, "Your clinic's audit trail needs a connection to the server. Views made with this device are below."));
+    section.append(
+      el(
+        "p",
+        { class: "muted" },
+        "Your clinic's audit trail needs a connection to the server. Views made with this device are below.",
+      ),
+    );
   } else if (trail.length === 0) {
     section.append(el("p", {}, "No one has opened your record yet."));
   } else {
     section.append(
       el("p", { class: "muted" }, "Every access to your record, newest first, as your clinic's audit trail keeps it."),
-      table(["When", "Who", "What"], trail.map((a) => [
-        formatDate(a.at),
-        [a.who ?? "Someone", a.role ? `(${a.role})` : ""].filter(Boolean).join(" "),
-        [describeAction(a.action), a.break_glass ? "EMERGENCY ACCESS" : "", a.denied ? "refused" : ""].filter(Boolean).join(" · "),
-      ])),
+      table(
+        ["When", "Who", "What"],
+        trail.map((a) => [
+          formatDate(a.at),
+          [a.who ?? "Someone", a.role ? `(${a.role})` : ""].filter(Boolean).join(" "),
+          [describeAction(a.action), a.break_glass ? "EMERGENCY ACCESS" : "", a.denied ? "refused" : ""]
+            .filter(Boolean)
+            .join(" · "),
+        ]),
+      ),
     );
   }
   return section;
@@ -105,16 +150,23 @@ export function serverTrail(trail: ServerAccess[] | null): HTMLElement {
 function describeAction(action: string): string {
   const [method] = action.split(" ");
   switch (method) {
-    case "GET": return "viewed records";
-    case "POST": return "added to the record";
-    case "PUT": return "changed the record";
-    case "DELETE": return "removed from the record";
-    default: return action;
+    case "GET":
+      return "viewed records";
+    case "POST":
+      return "added to the record";
+    case "PUT":
+      return "changed the record";
+    case "DELETE":
+      return "removed from the record";
+    default:
+      return action;
   }
 }
 
 function table(headings: string[], rows: string[][]): HTMLElement {
-  return el("table", { class: "results" },
+  return el(
+    "table",
+    { class: "results" },
     el("thead", {}, el("tr", {}, ...headings.map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell))))),
   );
@@ -127,10 +179,15 @@ export async function securityPanel(into: HTMLElement): Promise<void> {
   blur.addEventListener("change", () => void api.setLockOnBlur(blur.checked).catch(showError));
   into.append(
     el("h2", {}, "Security"),
-    el("dl", { class: "facts" },
-      el("dt", {}, "Locks after"), el("dd", {}, `${minutes(security.idle_lock_secs)} without use`),
-      el("dt", {}, "Screenshots and screen sharing"), el("dd", {}, security.screen_capture_blocked ? "Blocked for this window" : "Cannot be blocked on this system"),
-      el("dt", {}, "Screen lock"), el("dd", {}, security.follows_os_lock ? "Locking your screen locks Carekeep" : "Not followed on this system yet"),
+    el(
+      "dl",
+      { class: "facts" },
+      el("dt", {}, "Locks after"),
+      el("dd", {}, `${minutes(security.idle_lock_secs)} without use`),
+      el("dt", {}, "Screenshots and screen sharing"),
+      el("dd", {}, security.screen_capture_blocked ? "Blocked for this window" : "Cannot be blocked on this system"),
+      el("dt", {}, "Screen lock"),
+      el("dd", {}, security.follows_os_lock ? "Locking your screen locks Carekeep" : "Not followed on this system yet"),
     ),
     el("div", { class: "field check" }, blur, el("label", { for: "lock-on-blur" }, "Lock when Carekeep loses focus")),
     el("h3", {}, "On this system"),
@@ -142,7 +199,11 @@ export async function securityPanel(into: HTMLElement): Promise<void> {
 
 /** The user's devices: sign a lost one out, or sign out everywhere. */
 async function devicesSection(into: HTMLElement): Promise<void> {
-  const section = el("section", { "aria-labelledby": "devices-title" }, el("h3", { id: "devices-title" }, "Your devices"));
+  const section = el(
+    "section",
+    { "aria-labelledby": "devices-title" },
+    el("h3", { id: "devices-title" }, "Your devices"),
+  );
   into.append(section);
   let devices;
   try {
@@ -154,7 +215,11 @@ async function devicesSection(into: HTMLElement): Promise<void> {
   }
   const list = el("ul", { class: "items" });
   for (const device of devices) {
-    const state = device.current ? "This device" : device.revoked ? "Signed out" : `Last used ${formatDate(new Date(device.last_seen * 1000).toISOString())}`;
+    const state = device.current
+      ? "This device"
+      : device.revoked
+        ? "Signed out"
+        : `Last used ${formatDate(new Date(device.last_seen * 1000).toISOString())}`;
     const item = el("li", {}, el("span", { class: "title" }, device.name), el("span", { class: "detail" }, state));
     if (!device.current && !device.revoked) {
       const revoke = el("button", { type: "button", class: "secondary" }, "Sign out this device");
@@ -169,7 +234,11 @@ async function devicesSection(into: HTMLElement): Promise<void> {
     }
     list.append(item);
   }
-  const everywhere = el("button", { type: "button", class: "danger", id: "sign-out-everywhere" }, "Sign out everywhere");
+  const everywhere = el(
+    "button",
+    { type: "button", class: "danger", id: "sign-out-everywhere" },
+    "Sign out everywhere",
+  );
   everywhere.addEventListener("click", () => {
     api.signOutEverywhere().then(async () => {
       await refresh();

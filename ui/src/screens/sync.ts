@@ -19,9 +19,13 @@ export function syncButton(afterSync: () => Promise<void>): HTMLElement {
       .then(
         async (report) => {
           await afterSync();
-          const over = report.patients_over_limit ? ` ${report.patients_over_limit} more patients can be opened on demand.` : "";
+          const over = report.patients_over_limit
+            ? ` ${report.patients_over_limit} more patients can be opened on demand.`
+            : "";
           const aside = report.conflicts + report.rejected;
-          announce(`Synced: ${report.resources_pulled} records updated, ${report.writes_sent} changes sent${aside ? `, ${aside} need your attention under Pending` : ""}.${over}`);
+          announce(
+            `Synced: ${report.resources_pulled} records updated, ${report.writes_sent} changes sent${aside ? `, ${aside} need your attention under Pending` : ""}.${over}`,
+          );
         },
         (e) => {
           button.disabled = false;

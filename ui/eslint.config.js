@@ -1,0 +1,16 @@
+// ESLint for the UI: typescript-eslint's strict, type-checked rules over every TypeScript
+// file (the type checker's knowledge finds floating promises, unsafe `any` and needless
+// conditions that syntax alone cannot). Formatting is Prettier's, not ESLint's.
+import { defineConfig } from "eslint/config";
+import tseslint from "typescript-eslint";
+
+export default defineConfig(
+  { ignores: ["dist/"] },
+  {
+    files: ["**/*.ts"],
+    extends: [tseslint.configs.strictTypeChecked],
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+  },
+);

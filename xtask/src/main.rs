@@ -58,6 +58,10 @@ fn test() -> Result {
     step("cargo fmt --check", cargo(&["fmt", "--all", "--", "--check"]))?;
     step("cargo clippy", cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     check_other_platforms()?;
+    // Every crate's documentation builds without a broken link or a private item made public.
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    step("cargo doc (warnings are errors)", doc)?;
     let session = keyring_session::KeyringSession::new()?;
     step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;

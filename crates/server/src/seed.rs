@@ -238,7 +238,7 @@ const HISTORY: &[Series] = &[
     },
 ];
 
-/// The [`HISTORY`] series as Observations of `patient`, dated quarterly back from `now`.
+/// The demo patient's lab and vital-sign series as Observations, dated quarterly back from `now`.
 pub fn history(patient: &str, now: time::OffsetDateTime) -> Vec<(String, Value)> {
     let mut observations = Vec::new();
     for series in HISTORY {

@@ -2,7 +2,7 @@
 //!
 //! `K_db` (random, 256 bits) opens the SQLCipher cache. It is stored only wrapped with
 //! AES-256-GCM: once under the device key from the OS keychain, once under a key derived from
-//! the password with Argon2id. Both wraps live in one versioned [key file](keyfile).
+//! the password with Argon2id. Both wraps live in one versioned key file (`keyfile`).
 
 mod kdf;
 pub(crate) mod keyfile;

@@ -14,7 +14,7 @@
 //!   is then the trust anchor, and the certificate is validated against itself, so the
 //!   hostname and the validity dates are still checked.
 //!
-//! Anything else fails closed with [`PinMismatch`], which [`super::classify`] turns into
+//! Anything else fails closed with [`PinMismatch`], which `net::classify` turns into
 //! [`crate::Error::PinMismatch`]. An expired pin set is still enforced — pinning never
 //! fails open — and the app shows it as expired until a fresh set arrives with the signed
 //! policy.

@@ -1,5 +1,5 @@
 //! Who decides each entry: a signed-in [`Caller`], exactly as the single-resource routes
-//! decide (the [`access`](crate::records::access) table, a patient's authorship, break-glass),
+//! decide (the [`access`] table, a patient's authorship, break-glass),
 //! or the [`Clinic`] itself loading its own records from the command line.
 
 use std::collections::HashSet;

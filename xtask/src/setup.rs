@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "openbox",
     "xdotool",
     "x11-utils",
+    // A second, independent TOTP implementation the server's codes are checked against.
+    "oathtool",
 ];
 
 /// Installs whatever of [`PACKAGES`] is missing, with apt, as root or through `sudo -n`.

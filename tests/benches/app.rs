@@ -1,5 +1,5 @@
 //! The app against DESIGN §8: the shipped binary's size (≤ 15 MB), cold start to the lock
-//! screen, and idle memory (≤ 100 MB), measured on the `dist` build under Xvfb through
+//! screen, and idle memory (on Linux ≤ 32 MiB above WebKitGTK's own floor), measured on the `dist` build under Xvfb through
 //! tauri-driver. Side by side in the same run: the same binary's cold start to its sign-in
 //! screen on a fresh profile (no account to open): the difference is what opening the
 //! account costs; the rest is the webview's start and the WebDriver session. And WebKitGTK's
@@ -22,9 +22,11 @@ use carekeep_protocol::auth::Role;
 
 /// Starts of each kind.
 const RUNS: usize = 5;
-/// The budgets of DESIGN §8, in decimal megabytes as written there (the table shows MiB).
+/// The binary's budget of DESIGN §8, in decimal megabytes as written there (the table shows MiB).
 const MAX_BINARY_BYTES: u64 = 15_000_000;
-const MAX_IDLE_BYTES: u64 = 100_000_000;
+/// DESIGN §8's idle memory budget on Linux: what the app adds to WebKitGTK's MiniBrowser on
+/// an empty page, measured in the same run (WebKitGTK alone takes about 225 MiB).
+const MAX_IDLE_ABOVE_FLOOR_BYTES: u64 = 32 * 1024 * 1024;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -93,7 +95,7 @@ async fn run() {
         "| measure | value | beside it | budget | verdict |\n|---|---|---|---|---|\n\
          | app binary (`dist` profile, stripped) | {} | | ≤ 15 MB (14.3 MiB) | {} |\n\
          | cold start → lock screen (median of {RUNS}) | {:.0} ms | → sign-in screen, fresh profile: {:.0} ms | — | measured |\n\
-         | idle memory on the lock screen (PSS, app + its web processes) | {} (app process {}) | WebKitGTK's MiniBrowser, empty page: {} (browser process {}) | ≤ 100 MB (95.4 MiB) | {} |\n",
+         | idle memory on the lock screen (PSS, app + its web processes) | {} (app process {}) | WebKitGTK's MiniBrowser, empty page: {} (browser process {}) | ≤ 32 MiB above it (here {}) | {} |\n",
         mib(size),
         verdict(size <= MAX_BINARY_BYTES),
         lock.as_secs_f64() * 1000.0,
@@ -102,7 +104,8 @@ async fn run() {
         mib(memory.app),
         mib(floor.total),
         mib(floor.app),
-        verdict(memory.total <= MAX_IDLE_BYTES),
+        mib(memory.total.saturating_sub(floor.total)),
+        verdict(memory.total.saturating_sub(floor.total) <= MAX_IDLE_ABOVE_FLOOR_BYTES),
     );
     println!("\n{table}");
     std::fs::write(target.join("bench-app.md"), &table).unwrap();

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use carekeep_protocol::pins::PinSet;
 use rustls::RootCertStore;
 
-pub use api::{Challenge, DOCUMENT_LIMIT, Page, Pushed, REQUEST_TIMEOUT, Server, Tokens, VerifiedPolicy};
+pub use api::{
+    Challenge, DOCUMENT_LIMIT, InvalidId, OpaqueId, Page, Pushed, REQUEST_TIMEOUT, Server, Tokens, VerifiedPolicy,
+};
 
 use crate::{Error, Result};
 

@@ -45,6 +45,28 @@ pub enum Refusal {
     Unknown,
 }
 
+impl Refusal {
+    /// Every code the server sends (all but [`Refusal::Unknown`], which only a client makes),
+    /// for documents and tests that must name each one.
+    pub const SENT: [Refusal; 15] = [
+        Refusal::BadCredentials,
+        Refusal::BadCode,
+        Refusal::CodeAlreadyUsed,
+        Refusal::ChallengeExpired,
+        Refusal::Throttled,
+        Refusal::RateLimited,
+        Refusal::AccessExpired,
+        Refusal::SessionEnded,
+        Refusal::DeviceWipe,
+        Refusal::DeviceRevoked,
+        Refusal::StepUpRequired,
+        Refusal::NoEnrollment,
+        Refusal::InvalidRequest,
+        Refusal::Busy,
+        Refusal::Internal,
+    ];
+}
+
 /// A refusal as it crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusalBody {
@@ -64,5 +86,39 @@ mod tests {
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"error":"code_already_used","message":"wait"}"#);
         let newer: RefusalBody = serde_json::from_str(r#"{"error":"something_new","message":"m"}"#).unwrap();
         assert_eq!(newer.error, Refusal::Unknown);
+    }
+
+    /// Where `refusal` sits in [`Refusal::SENT`]. A new code does not compile here until it is
+    /// given a place: the next index, with the code added to `SENT` and its row to the document.
+    fn place(refusal: Refusal) -> Option<usize> {
+        match refusal {
+            Refusal::BadCredentials => Some(0),
+            Refusal::BadCode => Some(1),
+            Refusal::CodeAlreadyUsed => Some(2),
+            Refusal::ChallengeExpired => Some(3),
+            Refusal::Throttled => Some(4),
+            Refusal::RateLimited => Some(5),
+            Refusal::AccessExpired => Some(6),
+            Refusal::SessionEnded => Some(7),
+            Refusal::DeviceWipe => Some(8),
+            Refusal::DeviceRevoked => Some(9),
+            Refusal::StepUpRequired => Some(10),
+            Refusal::NoEnrollment => Some(11),
+            Refusal::InvalidRequest => Some(12),
+            Refusal::Busy => Some(13),
+            Refusal::Internal => Some(14),
+            Refusal::Unknown => None,
+        }
+    }
+
+    #[test]
+    fn every_code_sent_is_listed_and_documented() {
+        let document = include_str!("../../../docs/server-api.md");
+        for (index, refusal) in Refusal::SENT.iter().enumerate() {
+            assert_eq!(place(*refusal), Some(index), "{refusal:?} out of place in SENT");
+            let code = serde_json::to_value(refusal).unwrap();
+            let row = format!("| `{}` |", code.as_str().unwrap());
+            assert!(document.contains(&row), "docs/server-api.md's Refusals table has no row for {row}");
+        }
     }
 }

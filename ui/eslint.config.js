@@ -12,5 +12,10 @@ export default defineConfig(
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
+    rules: {
+      // Numbers print as people expect in text; what the rule still catches (objects,
+      // `undefined`, `null` ending up in a sentence) is what it is here for.
+      "@typescript-eslint/restrict-template-expressions": ["error", { allowNumber: true }],
+    },
   },
 );

@@ -116,6 +116,7 @@ export type Reading =
 /** A FHIR resource as JSON (its narrative removed by the shell). */
 export type FhirResource = { resourceType: string; id?: string } & Record<string, unknown>;
 
+// Commands that return nothing answer `null` (Rust's `()`, serialized).
 export const api = {
   session: () => invoke<SessionView>("session"),
   signIn: (username: string, password: string, code: string) =>
@@ -123,11 +124,11 @@ export const api = {
   unlockWithPassword: (password: string) => invoke<SessionView>("unlock_with_password", { password }),
   unlockWithPresence: () => invoke<SessionView>("unlock_with_presence"),
   lock: () => invoke<SessionView>("lock"),
-  userActive: () => invoke<void>("user_active"),
+  userActive: () => invoke<null>("user_active"),
   watchLock: (onLock: (notice: LockNotice) => void) => {
     const channel = new Channel<LockNotice>();
     channel.onmessage = onLock;
-    return invoke<void>("watch_lock", { onLock: channel });
+    return invoke<null>("watch_lock", { onLock: channel });
   },
   logout: () => invoke<{ revoked_at_server: boolean; cache_wiped: boolean }>("logout"),
   sync: (onProgress: (p: SyncProgress) => void) => {
@@ -147,15 +148,15 @@ export const api = {
     invoke<number>("request_appointment", { patient, reason, preferredStartUnix }),
   messageCareTeam: (patient: string, text: string) => invoke<number>("message_care_team", { patient, text }),
   pending: () => invoke<PendingView[]>("pending"),
-  resolveWrite: (seq: number, keepMine: boolean) => invoke<void>("resolve_write", { seq, keepMine }),
+  resolveWrite: (seq: number, keepMine: boolean) => invoke<null>("resolve_write", { seq, keepMine }),
   security: () => invoke<SecurityView>("security"),
-  setLockOnBlur: (on: boolean) => invoke<void>("set_lock_on_blur", { on }),
+  setLockOnBlur: (on: boolean) => invoke<null>("set_lock_on_blur", { on }),
   devices: () => invoke<DeviceInfo[]>("devices"),
-  revokeDevice: (deviceId: string) => invoke<void>("revoke_device", { deviceId }),
-  signOutEverywhere: () => invoke<void>("sign_out_everywhere"),
+  revokeDevice: (deviceId: string) => invoke<null>("revoke_device", { deviceId }),
+  signOutEverywhere: () => invoke<null>("sign_out_everywhere"),
   beginAuthenticatorChange: () => invoke<AuthenticatorSetup>("begin_authenticator_change"),
-  confirmAuthenticator: (code: string) => invoke<void>("confirm_authenticator", { code }),
-  copyText: (text: string) => invoke<void>("copy_text", { text }),
+  confirmAuthenticator: (code: string) => invoke<null>("confirm_authenticator", { code }),
+  copyText: (text: string) => invoke<null>("copy_text", { text }),
   openDocument: (document: string, attachment: number) =>
     invoke<DocumentView>("open_document", { document, attachment }),
 };

@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { show, views, wipe } from "./app";
 import { el } from "./dom";
+import { present } from "./testing";
 
 describe("the wipe on lock", () => {
   beforeEach(() => {
@@ -9,7 +10,7 @@ describe("the wipe on lock", () => {
 
   it("removes every view of records: page, banner, dialogs and loaded data", () => {
     show(el("section", {}, el("h2", {}, "Emet Dummett"), el("p", {}, "Born 6 Apr 1979")));
-    document.getElementById("banner")!.append("Synced: 119 records");
+    present(document.getElementById("banner"), "the banner").append("Synced: 119 records");
     document.body.append(el("dialog", {}, "Exporting Emet Dummett"));
     views.records.set("patients", [{ resourceType: "Patient" }]);
     wipe();

@@ -21,7 +21,9 @@ export function setRouter(router: Router): void {
 
 /** The main region (cleared on every screen change and on lock). */
 export function main(): HTMLElement {
-  return document.getElementById("main")!;
+  const region = document.getElementById("main");
+  if (!region) throw new Error("the page has no #main region (index.html)");
+  return region;
 }
 
 /** Removes every view of records: page content, banner, dialogs, loaded data. */
@@ -72,7 +74,9 @@ export function showError(e: unknown): CommandError {
     case "locked":
     case "sign-in":
     case "wiped":
-      void refresh().then(() => announce(error.message, "error"));
+      void refresh().then(() => {
+        announce(error.message, "error");
+      });
       break;
     case "offline":
       announce(`${error.message} You can keep using what is on this device.`, "offline");

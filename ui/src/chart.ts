@@ -18,11 +18,14 @@ const PAD = { top: 16, right: 20, bottom: 36, left: 56 };
 export function trendChart(title: string, points: TrendPoint[], range?: Range): HTMLElement {
   const unit = points.find((p) => p.unit)?.unit ?? "";
   const figure = el("figure", { class: "chart" });
-  if (points.length === 0) {
+  const first = points[0];
+  const latest = points[points.length - 1];
+  if (first === undefined || latest === undefined) {
     figure.append(el("p", {}, `No values of ${title} yet.`));
     return figure;
   }
-  const times = points.map((p) => Date.parse(p.effective));
+  const time = (p: TrendPoint) => Date.parse(p.effective);
+  const times = points.map(time);
   const values = points.map((p) => p.value);
   const domain = paddedDomain([
     ...values,
@@ -34,9 +37,8 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
   const x = (t: number) => PAD.left + (t1 === t0 ? 0.5 : (t - t0) / (t1 - t0)) * (WIDTH - PAD.left - PAD.right);
   const y = (v: number) => PAD.top + (1 - (v - domain[0]) / (domain[1] - domain[0])) * (HEIGHT - PAD.top - PAD.bottom);
 
-  const latest = points[points.length - 1]!;
   const label =
-    `${title}: ${points.length} value${points.length === 1 ? "" : "s"} from ${formatDate(points[0]!.effective)} to ${formatDate(latest.effective)}; latest ${formatNumber(latest.value)} ${unit}`.trim();
+    `${title}: ${points.length} value${points.length === 1 ? "" : "s"} from ${formatDate(first.effective)} to ${formatDate(latest.effective)}; latest ${formatNumber(latest.value)} ${unit}`.trim();
   const chart = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, class: "trend" });
   chart.append(svg("title", {}, label));
 
@@ -60,9 +62,7 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
     );
   }
   chart.append(svg("text", { class: "axis unit", x: 8, y: PAD.top + 4 }, unit));
-  chart.append(
-    svg("text", { class: "axis", x: PAD.left, y: HEIGHT - 10 }, formatDate(points[0]!.effective.slice(0, 10))),
-  );
+  chart.append(svg("text", { class: "axis", x: PAD.left, y: HEIGHT - 10 }, formatDate(first.effective.slice(0, 10))));
   chart.append(
     svg(
       "text",
@@ -71,7 +71,7 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
     ),
   );
   const path = points
-    .map((p, i) => `${i === 0 ? "M" : "L"}${x(times[i]!).toFixed(1)},${y(p.value).toFixed(1)}`)
+    .map((p, i) => `${i === 0 ? "M" : "L"}${x(time(p)).toFixed(1)},${y(p.value).toFixed(1)}`)
     .join(" ");
   chart.append(svg("path", { class: "line", d: path }));
 
@@ -80,7 +80,7 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
     { class: "readout", "aria-live": "polite" },
     `Latest: ${formatNumber(latest.value)} ${unit} on ${formatDate(latest.effective)}`,
   );
-  points.forEach((p, i) => {
+  points.forEach((p) => {
     const outside =
       range !== undefined &&
       ((range.low !== undefined && p.value < range.low) || (range.high !== undefined && p.value > range.high));
@@ -89,7 +89,7 @@ export function trendChart(title: string, points: TrendPoint[], range?: Range): 
       "circle",
       {
         class: outside ? "point outside" : "point",
-        cx: x(times[i]!),
+        cx: x(time(p)),
         cy: y(p.value),
         r: 6,
         tabindex: 0,

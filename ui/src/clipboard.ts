@@ -14,15 +14,14 @@ export function selectedText(doc: Document): string {
 }
 
 /** A `copy` listener that hands the selection to `send` instead of the system clipboard. */
-export function copyThrough(send: (text: string) => Promise<void>): (event: ClipboardEvent) => void {
+export function copyThrough(send: (text: string) => Promise<unknown>): (event: ClipboardEvent) => void {
   return (event) => {
     const text = selectedText(document);
     if (!text) return;
     event.preventDefault();
-    send(text).then(
-      () => announce("Copied. Carekeep removes it from the clipboard after a minute, or when it locks."),
-      showError,
-    );
+    send(text).then(() => {
+      announce("Copied. Carekeep removes it from the clipboard after a minute, or when it locks.");
+    }, showError);
   };
 }
 

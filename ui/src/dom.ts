@@ -23,7 +23,7 @@ export function svg(tag: string, attrs: Record<string, string | number> = {}, ..
   const node = document.createElementNS(SVG_NS, tag);
   for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
   append(node, children);
-  return node as SVGElement;
+  return node;
 }
 
 function setAttrs(node: HTMLElement, attrs: Attrs): void {

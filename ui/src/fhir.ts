@@ -9,7 +9,8 @@ function obj(value: unknown): Json | undefined {
 function arr(value: unknown): unknown[] {
   return Array.isArray(value) ? value : [];
 }
-function str(value: unknown): string | undefined {
+/** `value` if it is a string (FHIR JSON from the cache is not trusted to have the types). */
+export function str(value: unknown): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 

@@ -22,7 +22,11 @@ function idle(section: HTMLElement): void {
   );
   start.addEventListener("click", () => {
     void withStepUp(() => api.beginAuthenticatorChange(), "Setting up a new authenticator").then((setup) => {
-      if (setup) setupView(section, setup, () => idle(section));
+      if (setup) {
+        setupView(section, setup, () => {
+          idle(section);
+        });
+      }
     });
   });
   section.append(

@@ -5,7 +5,7 @@
 import { api, type DocumentView, type FhirResource } from "../api";
 import { showError, views } from "../app";
 import { clear, el } from "../dom";
-import { conceptText, formatDate } from "../fhir";
+import { conceptText, formatDate, str } from "../fhir";
 
 /** One attachment of a DocumentReference, as the list shows it. */
 export interface Attachment {
@@ -32,16 +32,20 @@ const KINDS: Record<string, string> = {
 
 /** The attachments of `documents`, newest first. */
 export function attachments(documents: FhirResource[]): Attachment[] {
-  const found: (Attachment & { sortKey: string })[] = [];
+  const found: { attachment: Attachment; sortKey: string }[] = [];
   for (const doc of documents) {
-    const contents = Array.isArray(doc["content"]) ? (doc["content"] as Record<string, unknown>[]) : [];
+    const contents: unknown[] = Array.isArray(doc["content"]) ? doc["content"] : [];
     contents.forEach((content, index) => {
-      const attachment = (content?.["attachment"] ?? {}) as Record<string, unknown>;
+      // Cached JSON may hold anything where an object belongs: take only objects.
+      const inner =
+        typeof content === "object" && content !== null && "attachment" in content ? content.attachment : null;
+      const attachment = (typeof inner === "object" && inner !== null ? inner : {}) as Record<string, unknown>;
       if (typeof attachment["url"] !== "string" || !doc.id) return;
       const type = typeof attachment["contentType"] === "string" ? attachment["contentType"] : "";
       const size = typeof attachment["size"] === "number" ? sizeText(attachment["size"]) : "";
-      const when = String(attachment["creation"] ?? doc["date"] ?? "");
-      const title = String(attachment["title"] ?? doc["description"] ?? "") || conceptText(doc["type"]) || "Document";
+      const when = str(attachment["creation"]) ?? str(doc["date"]) ?? "";
+      const title =
+        (str(attachment["title"]) ?? str(doc["description"]) ?? "") || conceptText(doc["type"]) || "Document";
       const viewable = Object.hasOwn(KINDS, type);
       const detail = [
         conceptText(doc["type"]),
@@ -50,10 +54,13 @@ export function attachments(documents: FhirResource[]): Attachment[] {
       ]
         .filter(Boolean)
         .join(" · ");
-      found.push({ document: doc.id, index, title, detail, date: formatDate(when), viewable, sortKey: when });
+      found.push({
+        attachment: { document: doc.id, index, title, detail, date: formatDate(when), viewable },
+        sortKey: when,
+      });
     });
   }
-  return found.sort((a, b) => b.sortKey.localeCompare(a.sortKey)).map(({ sortKey: _, ...a }) => a);
+  return found.sort((a, b) => b.sortKey.localeCompare(a.sortKey)).map((f) => f.attachment);
 }
 
 /** A byte count for people: `812 bytes`, `12 KB`, `3.4 MB`. */
@@ -79,7 +86,7 @@ export async function documentsTab(patient: FhirResource, into: HTMLElement): Pr
     open.addEventListener(
       "click",
       () =>
-        void openInto(item, viewer).catch((e) => {
+        void openInto(item, viewer).catch((e: unknown) => {
           clear(viewer);
           showError(e);
         }),

@@ -32,7 +32,7 @@ export async function homeScreen(session: SessionView): Promise<void> {
   );
   show(el("div", { class: "home" }, header, nav, content));
   offlineBanner(session);
-  const patients = await api.records("Patient").catch((e) => {
+  const patients = await api.records("Patient").catch((e: unknown) => {
     showError(e);
     return [] as FhirResource[];
   });
@@ -51,7 +51,9 @@ export async function homeScreen(session: SessionView): Promise<void> {
   const isPatient = session.role === "patient";
   const first = isPatient
     ? patientNav(patients, open, content)
-    : open("patients", "Patients", () => clinicianList(patients, content));
+    : open("patients", "Patients", () => {
+        clinicianList(patients, content);
+      });
   open("pending", "Pending", () => pendingPanel(content));
   if (isPatient) open("access", "Who viewed my record", () => accessLogPanel(content));
   open("security", "Security", () => securityPanel(content));
@@ -62,14 +64,16 @@ type Open = (id: string, label: string, render: () => void) => HTMLButtonElement
 
 function patientNav(patients: FhirResource[], open: Open, content: HTMLElement): HTMLButtonElement | undefined {
   if (patients.length === 0) {
-    return open("record-0", "My record", () =>
-      content.append(el("p", {}, "Nothing on this device yet: choose Sync to download your record.")),
-    );
+    return open("record-0", "My record", () => {
+      content.append(el("p", {}, "Nothing on this device yet: choose Sync to download your record."));
+    });
   }
   let first: HTMLButtonElement | undefined;
   patients.forEach((patient, index) => {
     const label = index === 0 ? "My record" : patientName(patient);
-    const button = open(`record-${index}`, label, () => content.append(patientRecord(patient, true)));
+    const button = open(`record-${index}`, label, () => {
+      content.append(patientRecord(patient, true));
+    });
     first ??= button;
   });
   return first;

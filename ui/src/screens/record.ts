@@ -195,7 +195,8 @@ async function observationsTab(
   const observations = await load("Observation", patient, category);
   const tests = labTests(observations);
   into.append(pendingList(writesFor(await api.pending(), "Observation", patient.id ?? "", category)));
-  if (tests.length === 0) {
+  const [head] = tests;
+  if (head === undefined) {
     into.append(el("p", {}, `No ${what} on this device yet. Sync to fetch new ones.`));
     return;
   }
@@ -239,7 +240,7 @@ async function observationsTab(
   }
   table.append(body);
   into.append(chartArea, table);
-  const first = tests.reduce((best, t) => (t.count > best.count ? t : best), tests[0]!);
+  const first = tests.reduce((best, t) => (t.count > best.count ? t : best), head);
   await openChart(first.token, first.name, first.latest);
 }
 

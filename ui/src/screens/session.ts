@@ -53,7 +53,7 @@ export function signInScreen(session: SessionView): void {
     code.value = "";
     api.signIn(u, p, c).then(
       () => refresh(),
-      (e) => {
+      (e: unknown) => {
         submit.disabled = false;
         showError(e);
         (isCommandError(e) && e.message.toLowerCase().includes("code") ? code : password).focus();
@@ -84,7 +84,7 @@ export function lockScreen(session: SessionView): void {
     presence.disabled = true;
     api.unlockWithPresence().then(
       () => refresh(),
-      (e) => {
+      (e: unknown) => {
         presence.disabled = false;
         showError(e);
         password.focus();
@@ -98,7 +98,7 @@ export function lockScreen(session: SessionView): void {
     password.value = "";
     api.unlockWithPassword(p).then(
       () => refresh(),
-      (e) => {
+      (e: unknown) => {
         unlock.disabled = false;
         showError(e);
         password.focus();
@@ -161,16 +161,22 @@ function stepUpDialog(what: string): Promise<boolean> {
       dialog.remove();
       resolve(ok);
     };
-    cancel.addEventListener("click", () => done(false));
-    dialog.addEventListener("cancel", () => done(false));
+    cancel.addEventListener("click", () => {
+      done(false);
+    });
+    dialog.addEventListener("cancel", () => {
+      done(false);
+    });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const [u, p, c] = [username.value, password.value, code.value];
       password.value = "";
       code.value = "";
       api.signIn(u, p, c).then(
-        () => done(true),
-        (e) => {
+        () => {
+          done(true);
+        },
+        (e: unknown) => {
           error.hidden = false;
           error.textContent = isCommandError(e) ? e.message : String(e);
         },

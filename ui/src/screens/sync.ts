@@ -27,7 +27,7 @@ export function syncButton(afterSync: () => Promise<void>): HTMLElement {
             `Synced: ${report.resources_pulled} records updated, ${report.writes_sent} changes sent${aside ? `, ${aside} need your attention under Pending` : ""}.${over}`,
           );
         },
-        (e) => {
+        (e: unknown) => {
           button.disabled = false;
           bar.hidden = true;
           phase.textContent = "";

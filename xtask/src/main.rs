@@ -1,12 +1,13 @@
 //! `cargo xtask`: the commands the README gives, so a fresh Debian/Ubuntu machine needs
 //! nothing but Rust to build, test and benchmark Carekeep.
 //!
-//! - `cargo xtask test`: system packages, the UI (Vitest, type-check, Vite build), `cargo fmt
-//!   --check`, clippy `-D warnings` (and, on their targets, the macOS and Windows presence
-//!   and clipboard modules and the Android and iOS screen guard), then every test of the
-//!   workspace inside a private D-Bus session with an unlocked gnome-keyring (the real
-//!   Secret Service), the X clipboard test and the app's end-to-end tests under Xvfb
-//!   through tauri-driver, and the large-cache sync test in release.
+//! - `cargo xtask test`: system packages, the UI (ESLint, Prettier's check, Vitest,
+//!   type-check, Vite build), `cargo fmt --check`, clippy `-D warnings` (and, on their
+//!   targets, the macOS and Windows presence and clipboard modules and the Android and iOS
+//!   screen guard), then every test of the workspace inside a private D-Bus session with
+//!   an unlocked gnome-keyring (the real Secret Service), the X clipboard test and the
+//!   app's end-to-end tests under Xvfb through tauri-driver, and the large-cache sync test
+//!   in release.
 //! - `cargo xtask bench`: the criterion benchmarks of the vault, the server, sign-in and
 //!   sync in the same kind of session, then the app's size, start and idle memory on its
 //!   release build under Xvfb (each against the budgets of DESIGN.md §8).

@@ -1,6 +1,7 @@
 //! The app's front end (`ui/`): Node.js checked (and installed from apt when missing), the
-//! locked npm dependencies installed, then type-check, Vitest and the Vite build into
-//! `ui/dist`, which the app embeds at compile time (so this runs before any cargo build).
+//! locked npm dependencies installed, then (for tests) ESLint, Prettier's check and Vitest,
+//! then type-check and the Vite build into `ui/dist`, which the app embeds at compile time
+//! (so this runs before any cargo build).
 
 use std::process::Command;
 
@@ -9,7 +10,8 @@ use crate::{Result, setup, step, workspace_root};
 /// The oldest Node.js Vite 7 runs on.
 const NODE_MAJOR_MIN: u32 = 20;
 
-/// Builds `ui/dist` (and with `test`, runs the UI's unit tests first).
+/// Builds `ui/dist` (and with `test`, lints, checks the formatting and runs the UI's unit
+/// tests first).
 pub fn build(test: bool) -> Result {
     ensure_node()?;
     let ui = workspace_root().join("ui");
@@ -25,6 +27,10 @@ pub fn build(test: bool) -> Result {
         step("npm install (ui, locked versions)", npm(&["install", "--no-audit", "--no-fund"]))?;
     }
     if test {
+        // typescript-eslint's strict type-checked rules, then Prettier's formatting, as
+        // `cargo fmt --check` and clippy hold the Rust code.
+        step("eslint (ui)", npm(&["run", "lint"]))?;
+        step("prettier --check (ui)", npm(&["run", "format:check"]))?;
         step("vitest (ui)", npm(&["test"]))?;
     }
     step("tsc and vite build (ui)", npm(&["run", "build"]))

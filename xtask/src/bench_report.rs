@@ -48,7 +48,10 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
         .unwrap_or_else(|| "an unknown processor".to_owned());
     format!("{cores} cores, {model}")
 }
@@ -71,7 +74,10 @@ mod tests {
     fn a_block_is_replaced_and_nothing_else() {
         let document = "intro\n<!-- bench:sync -->\nold\n<!-- /bench:sync -->\nprose\n<!-- bench:app -->\nkept\n<!-- /bench:app -->\n";
         let out = splice(document, "sync", "new").unwrap();
-        assert_eq!(out, "intro\n<!-- bench:sync -->\nnew\n<!-- /bench:sync -->\nprose\n<!-- bench:app -->\nkept\n<!-- /bench:app -->\n");
+        assert_eq!(
+            out,
+            "intro\n<!-- bench:sync -->\nnew\n<!-- /bench:sync -->\nprose\n<!-- bench:app -->\nkept\n<!-- /bench:app -->\n"
+        );
         assert_eq!(splice(&out, "sync", "new").unwrap(), out, "running twice changes nothing");
         assert!(splice(document, "vault", "x").unwrap_err().contains("bench:vault"));
     }

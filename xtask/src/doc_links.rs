@@ -36,7 +36,11 @@ mod tests {
     }
 
     fn anchors(markdown: &str) -> Vec<String> {
-        markdown.lines().filter_map(|line| line.trim_start_matches('#').strip_prefix(' ').filter(|_| line.starts_with('#'))).map(anchor).collect()
+        markdown
+            .lines()
+            .filter_map(|line| line.trim_start_matches('#').strip_prefix(' ').filter(|_| line.starts_with('#')))
+            .map(anchor)
+            .collect()
     }
 
     #[test]
@@ -68,7 +72,10 @@ mod tests {
     #[test]
     fn anchors_follow_github() {
         assert_eq!(anchor("The `carekeep` CLI"), "the-carekeep-cli");
-        assert_eq!(anchor("8. Budgets (checked by benchmarks, not by timed tests)"), "8-budgets-checked-by-benchmarks-not-by-timed-tests");
+        assert_eq!(
+            anchor("8. Budgets (checked by benchmarks, not by timed tests)"),
+            "8-budgets-checked-by-benchmarks-not-by-timed-tests"
+        );
         assert_eq!(anchor("The app: size, start, memory"), "the-app-size-start-memory");
     }
 }

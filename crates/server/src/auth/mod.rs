@@ -16,25 +16,26 @@
 //!
 //! Time is a parameter (`now`, Unix seconds) so every rule is tested without sleeping.
 
+mod devices;
 pub mod password;
 pub mod qr;
 pub mod secrets;
+mod store;
 pub mod throttle;
 pub mod totp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{
     LoginRequest, LoginResponse, LogoutRequest, MfaRequest, RefreshRequest, Role, TokenResponse,
 };
-use std::net::IpAddr;
-
-use rusqlite::{OptionalExtension, params};
 use tokio::sync::Semaphore;
 
 use crate::ids::new_id;
 use crate::store::Store;
+use devices::Standing;
 use secrets::{new_token, token_hash};
 
 /// Activity is written to the device row at most this often (seconds): idle limits are
@@ -136,7 +137,7 @@ pub struct Auth {
 }
 
 /// The refresh token an issue hands out.
-enum Refresh {
+enum RefreshToken {
     /// A new one, recorded now.
     New(String),
     /// One already recorded and never used, handed out again (a lost answer's retry).
@@ -157,26 +158,6 @@ pub struct Principal {
     /// How long this user's devices may stay unused (the tenant's limit for the role, or
     /// the server default): the signed policy's idle lock never exceeds it.
     pub idle_secs: i64,
-}
-
-struct AccessRow {
-    expires_at: i64,
-    device_id: String,
-    /// What the device may still do, decided in SQL from its flags and its user's: the
-    /// first of `wipe`, `revoked` (by a person), `ended` (idle, reuse, disabled user), or
-    /// `active`.
-    standing: String,
-    last_seen: i64,
-    idle_limit: Option<i64>,
-    user_id: String,
-    tenant: String,
-    role: String,
-}
-
-struct UserRow {
-    id: String,
-    password_hash: String,
-    disabled: bool,
 }
 
 impl From<throttle::Held> for AuthError {
@@ -223,7 +204,8 @@ impl Auth {
         &self.throttle
     }
 
-    /// The refresh token a rotation of `spent_hash` with `rotation_id` hands out.
+    /// The refresh token a rotation of `spent_hash` with `rotation_id` hands out: derived,
+    /// not random, so a device that lost the answer gets the same token when it retries.
     fn successor(&self, spent_hash: &[u8], rotation_id: &str) -> String {
         use base64::Engine as _;
         use hmac::Mac as _;
@@ -247,12 +229,7 @@ impl Auth {
         let (user, waiting) = self
             .blocking(move || {
                 let conn = store.lock();
-                let user = conn
-                    .prepare_cached("SELECT id, password_hash, disabled FROM users WHERE username = ?1")?
-                    .query_row([&username], |r| {
-                        Ok(UserRow { id: r.get(0)?, password_hash: r.get(1)?, disabled: r.get(2)? })
-                    })
-                    .optional()?;
+                let user = store::user_by_name(&conn, &username)?;
                 Ok((user, throttle.waiting(&conn, &held, now)?))
             })
             .await?;
@@ -273,14 +250,8 @@ impl Auth {
         let token = new_token().map_err(|_| AuthError::Internal)?;
         let (store, hash, expires) = (self.store.clone(), token_hash(&token), now + self.policy.mfa_ttl_secs);
         let (bucket, known_device) = budget.to_stored();
-        self.blocking(move || {
-            store.lock().execute(
-                "INSERT INTO mfa_challenges (token_hash, user_id, expires_at, bucket, known_device)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, user.id, expires, bucket, known_device],
-            )
-        })
-        .await?;
+        self.blocking(move || store::insert_challenge(&store.lock(), &hash, &user.id, expires, &bucket, known_device))
+            .await?;
         Ok(LoginResponse { mfa_token: Secret::new(token) })
     }
 
@@ -291,37 +262,16 @@ impl Auth {
     pub async fn verify_mfa(&self, request: MfaRequest, client: IpAddr, now: i64) -> Result<TokenResponse, AuthError> {
         let store = self.store.clone();
         let hash = token_hash(request.mfa_token.expose());
-        let found = self
-            .blocking(move || {
-                store
-                    .lock()
-                    .query_row(
-                        "SELECT c.user_id, c.expires_at, u.totp_secret, u.disabled, c.bucket, c.known_device, u.username
-                         FROM mfa_challenges c JOIN users u ON u.id = c.user_id WHERE c.token_hash = ?1",
-                        [hash],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, i64>(1)?,
-                                r.get::<_, Vec<u8>>(2)?,
-                                r.get::<_, bool>(3)?,
-                                r.get::<_, Option<Vec<u8>>>(4)?,
-                                r.get::<_, bool>(5)?,
-                                r.get::<_, String>(6)?,
-                            ))
-                        },
-                    )
-                    .optional()
-            })
-            .await?;
-        let Some((user_id, expires_at, secret, disabled, bucket, known_device, username)) = found else {
+        let found = self.blocking(move || store::challenge(&store.lock(), &hash)).await?;
+        let Some(challenge) = found else {
             // A made-up challenge still costs its network an attempt.
             self.throttle.admit(client, &self.throttle.budget("", None), now)?;
             return Err(AuthError::ChallengeExpired);
         };
-        let budget = bucket
-            .and_then(|b| throttle::Budget::from_stored(&b, known_device))
-            .unwrap_or_else(|| self.throttle.budget(&username, None));
+        let budget = challenge
+            .bucket
+            .and_then(|b| throttle::Budget::from_stored(&b, challenge.known_device))
+            .unwrap_or_else(|| self.throttle.budget(&challenge.username, None));
         // A real challenge was paid for at the password step, on this network's window; its
         // code is throttled by the budget it carries. Counting it again would halve what a
         // clinic behind one address gets while the server is under attack.
@@ -330,147 +280,96 @@ impl Auth {
         if let Some(retry_after_secs) = self.blocking(move || throttle.waiting(&store.lock(), &held, now)).await? {
             return Err(AuthError::Throttled { retry_after_secs });
         }
-        if expires_at <= now || disabled {
+        if challenge.expires_at <= now || challenge.user_disabled {
             return Err(AuthError::ChallengeExpired);
         }
-        let Some(step) = totp::matching_step(&secret, request.code.expose(), u64::try_from(now).unwrap_or(0)) else {
+        let Some(step) =
+            totp::matching_step(&challenge.totp_secret, request.code.expose(), u64::try_from(now).unwrap_or(0))
+        else {
             self.fail(&budget, now).await?;
             return Err(AuthError::BadCode);
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let device_id = new_id("dev").map_err(|_| AuthError::Internal)?;
-        let (store, hash, name, dev, claimed) = (
+        let (store, hash, name, dev, claimed, user_id) = (
             self.store.clone(),
             token_hash(request.mfa_token.expose()),
             request.device_name,
             device_id.clone(),
             budget.clone(),
+            challenge.user_id,
         );
         let outcome = self
             .blocking(move || {
                 let mut conn = store.lock();
                 let tx = conn.transaction()?;
-                if tx.execute("DELETE FROM mfa_challenges WHERE token_hash = ?1", [hash])? == 0 {
+                if !store::take_challenge(&tx, &hash)? {
                     return Ok(Err(AuthError::ChallengeExpired));
                 }
                 // The step is taken only if no request took it (or a later one) first. A code
                 // used already is no guess: it does not count as a failure (after the
                 // server's clock went back, every fresh code looks used).
-                let claimed_step = tx.execute(
-                    "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND totp_last_step < ?2",
-                    params![user_id, step],
-                )?;
-                if claimed_step == 0 {
+                if !store::claim_step(&tx, &user_id, step)? {
                     return Ok(Err(AuthError::CodeAlreadyUsed));
                 }
                 throttle::Throttle::succeeded(&tx, &claimed)?;
-                tx.execute(
-                    "INSERT INTO devices (id, user_id, name, created_at, last_seen, full_auth_at) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
-                    params![dev, user_id, name, now],
-                )?;
+                store::insert_device(&tx, &dev, &user_id, &name, now)?;
                 tx.commit()?;
                 Ok(Ok(()))
             })
             .await?;
         outcome?;
         let mut tokens =
-            self.issue_tokens(device_id, now, Refresh::New(new_token().map_err(|_| AuthError::Internal)?)).await?;
-        tokens.device_cookie = Some(Secret::new(self.throttle.new_cookie(&username).map_err(|_| AuthError::Internal)?));
+            self.issue_tokens(device_id, now, RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?)).await?;
+        tokens.device_cookie =
+            Some(Secret::new(self.throttle.new_cookie(&challenge.username).map_err(|_| AuthError::Internal)?));
         Ok(tokens)
     }
 
     /// Rotates a refresh token. Presenting one that was already used revokes the device.
     pub async fn refresh(&self, request: RefreshRequest, now: i64) -> Result<TokenResponse, AuthError> {
         let store = self.store.clone();
-        let hash = token_hash(request.refresh_token.expose());
-        let found = self
-            .blocking(move || {
-                store
-                    .lock()
-                    .query_row(
-                        "SELECT t.device_id, t.used, d.revoked, d.last_seen, u.disabled, d.wipe, l.idle_secs,
-                                d.revoked_by_person
-                         FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
-                         LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
-                         WHERE t.token_hash = ?1",
-                        [hash],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, bool>(1)?,
-                                r.get::<_, bool>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, bool>(4)?,
-                                r.get::<_, bool>(5)?,
-                                r.get::<_, Option<i64>>(6)?,
-                                r.get::<_, bool>(7)?,
-                            ))
-                        },
-                    )
-                    .optional()
-            })
-            .await?;
-        let Some((device_id, used, revoked, last_seen, disabled, wipe, idle_limit, revoked_by_person)) = found else {
-            return Err(AuthError::SessionEnded);
-        };
-        if device_id != request.device_id {
+        let spent_hash = token_hash(request.refresh_token.expose());
+        let hash = spent_hash.clone();
+        let found = self.blocking(move || store::refresh_token(&store.lock(), &hash)).await?;
+        let Some(row) = found else { return Err(AuthError::SessionEnded) };
+        let session = &row.session;
+        if session.device_id != request.device_id {
             return Err(AuthError::SessionEnded);
         }
-        if wipe {
-            return Err(AuthError::DeviceWipe);
-        }
-        if revoked && revoked_by_person {
-            return Err(AuthError::DeviceRevoked);
-        }
-        if revoked || disabled {
-            return Err(AuthError::SessionEnded);
-        }
+        Standing::of(session.flags, session.user_disabled).admit()?;
+        let idle_secs = session.idle_limit.unwrap_or(self.policy.idle_secs);
+        let device_id = session.device_id.clone();
         let rotation_id = request.rotation_id.filter(|r| !r.is_empty() && r.len() <= 128);
-        if used {
+        if row.used {
             // A rotated-out token came back. With the rotation id of the rotation that spent
             // it, and that rotation's token never used, it is the same device retrying after
             // losing the answer: it gets the same token again. Otherwise someone holds a
             // copy: the device session ends.
             if let Some(rotation_id) = &rotation_id {
-                let successor = self.successor(&token_hash(request.refresh_token.expose()), rotation_id);
+                let successor = self.successor(&spent_hash, rotation_id);
                 let (store, successor_hash, dev) = (self.store.clone(), token_hash(&successor), device_id.clone());
-                let pending: Option<bool> = self
-                    .blocking(move || {
-                        store
-                            .lock()
-                            .query_row(
-                                "SELECT used FROM refresh_tokens WHERE token_hash = ?1 AND device_id = ?2",
-                                params![successor_hash, dev],
-                                |r| r.get(0),
-                            )
-                            .optional()
-                    })
-                    .await?;
-                if pending == Some(false) && last_seen + idle_limit.unwrap_or(self.policy.idle_secs) >= now {
-                    return self.issue_tokens(device_id, now, Refresh::Reissue(successor)).await;
+                let pending = self.blocking(move || store::refresh_used(&store.lock(), &successor_hash, &dev)).await?;
+                if pending == Some(false) && session.last_seen + idle_secs >= now {
+                    return self.issue_tokens(device_id, now, RefreshToken::Reissue(successor)).await;
                 }
             }
-            self.revoke_device(device_id).await?;
+            self.end_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
-        if last_seen + idle_limit.unwrap_or(self.policy.idle_secs) < now {
-            self.revoke_device(device_id).await?;
+        if session.last_seen + idle_secs < now {
+            self.end_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
-        let (store, hash) = (self.store.clone(), token_hash(request.refresh_token.expose()));
-        let rotated = self
-            .blocking(move || {
-                store.lock().execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1 AND used = 0", [hash])
-            })
-            .await?;
-        if rotated == 0 {
+        let (store, hash) = (self.store.clone(), spent_hash.clone());
+        if !self.blocking(move || store::spend_refresh(&store.lock(), &hash)).await? {
             // Another request rotated this same token a moment ago: two holders again.
-            self.revoke_device(device_id).await?;
+            self.end_device(device_id).await?;
             return Err(AuthError::SessionEnded);
         }
         let next = match &rotation_id {
-            Some(id) => Refresh::New(self.successor(&token_hash(request.refresh_token.expose()), id)),
-            None => Refresh::New(new_token().map_err(|_| AuthError::Internal)?),
+            Some(id) => RefreshToken::New(self.successor(&spent_hash, id)),
+            None => RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?),
         };
         self.issue_tokens(device_id, now, next).await
     }
@@ -480,112 +379,56 @@ impl Auth {
     pub async fn authenticate(&self, access_token: &str, now: i64) -> Result<Principal, AuthError> {
         let store = self.store.clone();
         let hash = token_hash(access_token);
-        let found = self
-            .blocking(move || {
-                store
-                    .read()
-                    .prepare_cached(
-                        "SELECT a.expires_at, d.id,
-                                CASE WHEN d.wipe THEN 'wipe'
-                                     WHEN d.revoked AND d.revoked_by_person THEN 'revoked'
-                                     WHEN d.revoked OR u.disabled THEN 'ended'
-                                     ELSE 'active' END,
-                                d.last_seen, u.id, u.tenant, u.role, l.idle_secs
-                         FROM access_tokens a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
-                         LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
-                         WHERE a.token_hash = ?1",
-                    )?
-                    .query_row([hash], |r| {
-                        Ok(AccessRow {
-                            expires_at: r.get(0)?,
-                            device_id: r.get(1)?,
-                            standing: r.get(2)?,
-                            last_seen: r.get(3)?,
-                            user_id: r.get(4)?,
-                            tenant: r.get(5)?,
-                            role: r.get(6)?,
-                            idle_limit: r.get(7)?,
-                        })
-                    })
-                    .optional()
-            })
-            .await?;
+        let found = self.blocking(move || store::access_token(&store.read(), &hash)).await?;
         let Some(row) = found else { return Err(AuthError::SessionEnded) };
-        match row.standing.as_str() {
-            "active" => {}
-            "wipe" => return Err(AuthError::DeviceWipe),
-            "revoked" => return Err(AuthError::DeviceRevoked),
-            _ => return Err(AuthError::SessionEnded),
-        }
-        if row.last_seen + row.idle_limit.unwrap_or(self.policy.idle_secs) < now {
-            self.revoke_device(row.device_id).await?;
+        Standing::of(row.session.flags, row.session.user_disabled).admit()?;
+        let idle_secs = row.session.idle_limit.unwrap_or(self.policy.idle_secs);
+        if row.session.last_seen + idle_secs < now {
+            self.end_device(row.session.device_id).await?;
             return Err(AuthError::SessionEnded);
         }
         if row.expires_at <= now {
             return Err(AuthError::AccessExpired);
         }
+        let touch = now - row.session.last_seen >= LAST_SEEN_EVERY;
         let role = Role::parse(&row.role).ok_or(AuthError::Internal)?;
-        if now - row.last_seen >= LAST_SEEN_EVERY {
-            let (store, device) = (self.store.clone(), row.device_id.clone());
-            self.blocking(move || {
-                store.lock().execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device, now])
-            })
-            .await?;
+        let device_id = row.session.device_id;
+        if touch {
+            let (store, device) = (self.store.clone(), device_id.clone());
+            self.blocking(move || store::touch_device(&store.lock(), &device, now)).await?;
         }
-        let idle_secs = row.idle_limit.unwrap_or(self.policy.idle_secs);
-        Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id: row.device_id, idle_secs })
+        Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id, idle_secs })
     }
 
     /// Ends the device session the refresh token belongs to. Unknown tokens are ignored.
     pub async fn logout(&self, request: LogoutRequest) -> Result<(), AuthError> {
         let store = self.store.clone();
         let hash = token_hash(request.refresh_token.expose());
-        let device = self
-            .blocking(move || {
-                store
-                    .lock()
-                    .query_row("SELECT device_id FROM refresh_tokens WHERE token_hash = ?1", [hash], |r| {
-                        r.get::<_, String>(0)
-                    })
-                    .optional()
-            })
-            .await?;
-        match device {
-            Some(device) => self.revoke_device(device).await,
+        match self.blocking(move || store::refresh_device(&store.lock(), &hash)).await? {
+            Some(device) => self.end_device(device).await,
             None => Ok(()),
         }
     }
 
-    async fn issue_tokens(&self, device_id: String, now: i64, refresh: Refresh) -> Result<TokenResponse, AuthError> {
+    /// Hands `device_id` a new access token and `refresh`, and records its activity.
+    async fn issue_tokens(
+        &self,
+        device_id: String,
+        now: i64,
+        refresh: RefreshToken,
+    ) -> Result<TokenResponse, AuthError> {
         let access = new_token().map_err(|_| AuthError::Internal)?;
         let (refresh, is_new) = match refresh {
-            Refresh::New(token) => (token, true),
-            Refresh::Reissue(token) => (token, false),
+            RefreshToken::New(token) => (token, true),
+            RefreshToken::Reissue(token) => (token, false),
         };
         let (store, access_hash, refresh_hash, dev) =
             (self.store.clone(), token_hash(&access), token_hash(&refresh), device_id.clone());
         let expires = now + self.policy.access_ttl_secs;
         let user_id = self
             .blocking(move || {
-                let mut conn = store.lock();
-                let tx = conn.transaction()?;
-                tx.execute(
-                    "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
-                    params![access_hash, dev, expires, now],
-                )?;
-                if is_new {
-                    tx.execute(
-                        "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
-                        params![refresh_hash, dev, now],
-                    )?;
-                }
-                let user_id: String = tx.query_row(
-                    "UPDATE devices SET last_seen = ?2 WHERE id = ?1 RETURNING user_id",
-                    params![dev, now],
-                    |r| r.get(0),
-                )?;
-                tx.commit()?;
-                Ok(user_id)
+                let new_refresh = is_new.then_some(refresh_hash.as_slice());
+                store::record_tokens(&mut store.lock(), &dev, &access_hash, expires, new_refresh, now)
             })
             .await?;
         Ok(TokenResponse {
@@ -608,8 +451,8 @@ impl Auth {
         let username = self
             .blocking(move || {
                 let conn = store.lock();
-                conn.execute("UPDATE users SET totp_pending = ?2 WHERE id = ?1", params![user, pending])?;
-                conn.query_row("SELECT username FROM users WHERE id = ?1", [&user], |r| r.get::<_, String>(0))
+                store::set_pending_totp(&conn, &user, &pending)?;
+                store::username(&conn, &user)
             })
             .await?;
         let generator = totp::totp(&secret, &username).map_err(|_| AuthError::Internal)?;
@@ -625,14 +468,8 @@ impl Auth {
     pub async fn confirm_enrollment(&self, caller: &Principal, code: &str, now: i64) -> Result<(), AuthError> {
         self.require_step_up(caller, now).await?;
         let (store, user) = (self.store.clone(), caller.user_id.clone());
-        let pending = self
-            .blocking(move || {
-                store.lock().query_row("SELECT totp_pending FROM users WHERE id = ?1", [user], |r| {
-                    r.get::<_, Option<Vec<u8>>>(0)
-                })
-            })
-            .await?
-            .ok_or(AuthError::NoEnrollment)?;
+        let pending =
+            self.blocking(move || store::pending_totp(&store.lock(), &user)).await?.ok_or(AuthError::NoEnrollment)?;
         // A session holder who started the change holds the new secret: a wrong code here
         // is no guess at anyone's account (the route is limited per network all the same).
         let Some(step) = totp::matching_step(&pending, code, u64::try_from(now).unwrap_or(0)) else {
@@ -640,27 +477,14 @@ impl Auth {
         };
         let (store, user) = (self.store.clone(), caller.user_id.clone());
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        self.blocking(move || {
-            store.lock().execute(
-                "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ?2 WHERE id = ?1",
-                params![user, step],
-            )
-        })
-        .await
-        .map(|_| ())
+        self.blocking(move || store::confirm_totp(&store.lock(), &user, step)).await
     }
 
     /// Refuses unless the caller's device made a full sign-in (password and code) within
     /// [`AuthPolicy::step_up_secs`]: what high-risk actions need (DESIGN.md §3).
     pub async fn require_step_up(&self, caller: &Principal, now: i64) -> Result<(), AuthError> {
         let (store, device) = (self.store.clone(), caller.device_id.clone());
-        let full_auth_at = self
-            .blocking(move || {
-                store
-                    .lock()
-                    .query_row("SELECT full_auth_at FROM devices WHERE id = ?1", [device], |r| r.get::<_, i64>(0))
-            })
-            .await?;
+        let full_auth_at = self.blocking(move || store::full_auth_at(&store.lock(), &device)).await?;
         if now - full_auth_at > self.policy.step_up_secs { Err(AuthError::StepUpRequired) } else { Ok(()) }
     }
 
@@ -668,26 +492,20 @@ impl Auth {
     pub async fn devices(&self, caller: &Principal) -> Result<Vec<DeviceInfo>, AuthError> {
         let (store, caller) = (self.store.clone(), caller.clone());
         self.blocking(move || {
-            let conn = store.lock();
-            let mut stmt = conn.prepare(
-                "SELECT d.id, d.user_id, d.name, d.created_at, d.last_seen, d.revoked, d.wipe
-                 FROM devices d JOIN users u ON u.id = d.user_id
-                 WHERE u.tenant = ?1 AND (?2 OR d.user_id = ?3) ORDER BY d.created_at",
-            )?;
-            let rows = stmt.query_map(params![caller.tenant, caller.role == Role::Admin, caller.user_id], |r| {
-                let id: String = r.get(0)?;
-                Ok(DeviceInfo {
-                    current: id == caller.device_id,
-                    id,
-                    user_id: r.get(1)?,
-                    name: r.get(2)?,
-                    created_at: r.get(3)?,
-                    last_seen: r.get(4)?,
-                    revoked: r.get(5)?,
-                    wipe: r.get(6)?,
+            let rows = store::devices(&store.lock(), &caller.tenant, caller.role == Role::Admin, &caller.user_id)?;
+            Ok(rows
+                .into_iter()
+                .map(|d| DeviceInfo {
+                    current: d.id == caller.device_id,
+                    id: d.id,
+                    user_id: d.user_id,
+                    name: d.name,
+                    created_at: d.created_at,
+                    last_seen: d.last_seen,
+                    revoked: d.revoked,
+                    wipe: d.wipe,
                 })
-            })?;
-            rows.collect()
+                .collect())
         })
         .await
     }
@@ -699,39 +517,27 @@ impl Auth {
         let (store, caller, device) = (self.store.clone(), caller.clone(), device_id.to_owned());
         let allowed = self
             .blocking(move || {
-                store
-                    .lock()
-                    .query_row(
-                        "SELECT count(*) FROM devices d JOIN users u ON u.id = d.user_id
-                         WHERE d.id = ?1 AND u.tenant = ?2 AND (?3 OR d.user_id = ?4)",
-                        params![device, caller.tenant, caller.role == Role::Admin, caller.user_id],
-                        |r| r.get::<_, i64>(0),
-                    )
-                    .map(|n| n > 0)
+                store::device_in_reach(
+                    &store.lock(),
+                    &device,
+                    &caller.tenant,
+                    caller.role == Role::Admin,
+                    &caller.user_id,
+                )
             })
             .await?;
         if !allowed {
             return Ok(false);
         }
         let (store, device) = (self.store.clone(), device_id.to_owned());
-        self.blocking(move || {
-            store.lock().execute(
-                "UPDATE devices SET revoked = 1, revoked_by_person = 1, wipe = (wipe OR ?2) WHERE id = ?1",
-                params![device, wipe],
-            )
-        })
-        .await?;
+        self.blocking(move || store::revoke_by_person(&store.lock(), &device, wipe)).await?;
         Ok(true)
     }
 
-    /// Marks a device revoked. Its tokens stay on record (as hashes) but stop working through
-    /// the device checks, so the device is still recognised at its next contact — which is how
-    /// a remote wipe reaches it.
-    async fn revoke_device(&self, device_id: String) -> Result<(), AuthError> {
+    /// Ends a device's session on the server's own account (idle, reuse, logout).
+    async fn end_device(&self, device_id: String) -> Result<(), AuthError> {
         let store = self.store.clone();
-        self.blocking(move || store.lock().execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id]))
-            .await
-            .map(|_| ())
+        self.blocking(move || store::end_device(&store.lock(), &device_id)).await
     }
 }
 

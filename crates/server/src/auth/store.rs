@@ -1,0 +1,323 @@
+//! The sign-in tables' SQL, all of it here (the throttle keeps its own budgets table). Each
+//! read returns a row struct with named fields; what a row means is decided in Rust
+//! ([`super::devices::Standing`]), not in the queries.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+/// A user, as the password step needs them.
+pub(super) struct UserRow {
+    pub id: String,
+    pub password_hash: String,
+    pub disabled: bool,
+}
+
+/// A pending second step and what checking its code needs.
+pub(super) struct ChallengeRow {
+    pub user_id: String,
+    pub expires_at: i64,
+    pub totp_secret: Vec<u8>,
+    pub user_disabled: bool,
+    /// The throttle budget the password step drew on (see `throttle::Budget::to_stored`).
+    pub bucket: Option<Vec<u8>>,
+    pub known_device: bool,
+    pub username: String,
+}
+
+/// A device's own flags; its standing is decided from them and its user's `disabled`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct DeviceFlags {
+    pub revoked: bool,
+    /// Revoked by a person (an admin, the user, disabling the account), not by the server.
+    pub revoked_by_person: bool,
+    pub wipe: bool,
+}
+
+/// A device session as a token finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SessionRow {
+    pub device_id: String,
+    pub flags: DeviceFlags,
+    pub user_disabled: bool,
+    pub last_seen: i64,
+    /// The tenant's idle limit for the user's role, if it set one.
+    pub idle_limit: Option<i64>,
+}
+
+/// A refresh token and its device session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RefreshRow {
+    pub used: bool,
+    pub session: SessionRow,
+}
+
+/// An access token, its device session and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AccessRow {
+    pub expires_at: i64,
+    pub session: SessionRow,
+    pub user_id: String,
+    pub tenant: String,
+    pub role: String,
+}
+
+/// A device as listed to its owner or an admin.
+pub(super) struct DeviceRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub last_seen: i64,
+    pub revoked: bool,
+    pub wipe: bool,
+}
+
+/// A [`SessionRow`] from the columns `d.id, d.revoked, d.revoked_by_person, d.wipe,
+/// u.disabled, d.last_seen, l.idle_secs`, the first at `first`.
+fn session(r: &Row<'_>, first: usize) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        device_id: r.get(first)?,
+        flags: DeviceFlags {
+            revoked: r.get(first + 1)?,
+            revoked_by_person: r.get(first + 2)?,
+            wipe: r.get(first + 3)?,
+        },
+        user_disabled: r.get(first + 4)?,
+        last_seen: r.get(first + 5)?,
+        idle_limit: r.get(first + 6)?,
+    })
+}
+
+pub(super) fn user_by_name(conn: &Connection, username: &str) -> rusqlite::Result<Option<UserRow>> {
+    conn.prepare_cached("SELECT id, password_hash, disabled FROM users WHERE username = ?1")?
+        .query_row([username], |r| Ok(UserRow { id: r.get(0)?, password_hash: r.get(1)?, disabled: r.get(2)? }))
+        .optional()
+}
+
+pub(super) fn insert_challenge(
+    conn: &Connection,
+    hash: &[u8],
+    user_id: &str,
+    expires_at: i64,
+    bucket: &[u8],
+    known_device: bool,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO mfa_challenges (token_hash, user_id, expires_at, bucket, known_device)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![hash, user_id, expires_at, bucket, known_device],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<ChallengeRow>> {
+    conn.query_row(
+        "SELECT c.user_id, c.expires_at, u.totp_secret, u.disabled, c.bucket, c.known_device, u.username
+         FROM mfa_challenges c JOIN users u ON u.id = c.user_id WHERE c.token_hash = ?1",
+        [hash],
+        |r| {
+            Ok(ChallengeRow {
+                user_id: r.get(0)?,
+                expires_at: r.get(1)?,
+                totp_secret: r.get(2)?,
+                user_disabled: r.get(3)?,
+                bucket: r.get(4)?,
+                known_device: r.get(5)?,
+                username: r.get(6)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Deletes a challenge; false if another request took it first.
+pub(super) fn take_challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM mfa_challenges WHERE token_hash = ?1", [hash])? > 0)
+}
+
+/// Claims a TOTP step for a user; false if that step (or a later one) was claimed already.
+pub(super) fn claim_step(conn: &Connection, user_id: &str, step: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND totp_last_step < ?2",
+        params![user_id, step],
+    )? > 0)
+}
+
+/// Registers a device that just made a full sign-in.
+pub(super) fn insert_device(conn: &Connection, id: &str, user_id: &str, name: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO devices (id, user_id, name, created_at, last_seen, full_auth_at) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
+        params![id, user_id, name, now],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn refresh_token(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<RefreshRow>> {
+    conn.query_row(
+        "SELECT t.used, d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs
+         FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
+         LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
+         WHERE t.token_hash = ?1",
+        [hash],
+        |r| Ok(RefreshRow { used: r.get(0)?, session: session(r, 1)? }),
+    )
+    .optional()
+}
+
+/// Whether a device's refresh token was used; `None` if it has no such token.
+pub(super) fn refresh_used(conn: &Connection, hash: &[u8], device_id: &str) -> rusqlite::Result<Option<bool>> {
+    conn.query_row(
+        "SELECT used FROM refresh_tokens WHERE token_hash = ?1 AND device_id = ?2",
+        params![hash, device_id],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Marks a refresh token used; false if it was used already (by a concurrent rotation).
+pub(super) fn spend_refresh(conn: &Connection, hash: &[u8]) -> rusqlite::Result<bool> {
+    Ok(conn.execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1 AND used = 0", [hash])? > 0)
+}
+
+/// The device a refresh token belongs to.
+pub(super) fn refresh_device(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT device_id FROM refresh_tokens WHERE token_hash = ?1", [hash], |r| r.get(0)).optional()
+}
+
+pub(super) fn access_token(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<AccessRow>> {
+    conn.prepare_cached(
+        "SELECT a.expires_at, u.id, u.tenant, u.role,
+                d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs
+         FROM access_tokens a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
+         LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
+         WHERE a.token_hash = ?1",
+    )?
+    .query_row([hash], |r| {
+        Ok(AccessRow {
+            expires_at: r.get(0)?,
+            user_id: r.get(1)?,
+            tenant: r.get(2)?,
+            role: r.get(3)?,
+            session: session(r, 4)?,
+        })
+    })
+    .optional()
+}
+
+/// Records a device's activity.
+pub(super) fn touch_device(conn: &Connection, device_id: &str, now: i64) -> rusqlite::Result<()> {
+    conn.execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device_id, now]).map(|_| ())
+}
+
+/// Records a new access token (and a new refresh token, unless one is handed out again) and
+/// the device's activity, together. Returns the device's user.
+pub(super) fn record_tokens(
+    conn: &mut Connection,
+    device_id: &str,
+    access_hash: &[u8],
+    expires_at: i64,
+    new_refresh_hash: Option<&[u8]>,
+    now: i64,
+) -> rusqlite::Result<String> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
+        params![access_hash, device_id, expires_at, now],
+    )?;
+    if let Some(refresh_hash) = new_refresh_hash {
+        tx.execute(
+            "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
+            params![refresh_hash, device_id, now],
+        )?;
+    }
+    let user_id: String = tx.query_row(
+        "UPDATE devices SET last_seen = ?2 WHERE id = ?1 RETURNING user_id",
+        params![device_id, now],
+        |r| r.get(0),
+    )?;
+    tx.commit()?;
+    Ok(user_id)
+}
+
+/// When the device last made a full sign-in (password and code).
+pub(super) fn full_auth_at(conn: &Connection, device_id: &str) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT full_auth_at FROM devices WHERE id = ?1", [device_id], |r| r.get(0))
+}
+
+pub(super) fn username(conn: &Connection, user_id: &str) -> rusqlite::Result<String> {
+    conn.query_row("SELECT username FROM users WHERE id = ?1", [user_id], |r| r.get(0))
+}
+
+/// Keeps a new TOTP secret beside the current one until it is confirmed.
+pub(super) fn set_pending_totp(conn: &Connection, user_id: &str, secret: &[u8]) -> rusqlite::Result<()> {
+    conn.execute("UPDATE users SET totp_pending = ?2 WHERE id = ?1", params![user_id, secret]).map(|_| ())
+}
+
+pub(super) fn pending_totp(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.query_row("SELECT totp_pending FROM users WHERE id = ?1", [user_id], |r| r.get(0))
+}
+
+/// Makes the pending secret the user's, with `step` (the confirming code's) already used.
+pub(super) fn confirm_totp(conn: &Connection, user_id: &str, step: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ?2 WHERE id = ?1",
+        params![user_id, step],
+    )
+    .map(|_| ())
+}
+
+/// A tenant's devices, oldest first: every one with `all_users`, else only `user_id`'s.
+pub(super) fn devices(
+    conn: &Connection,
+    tenant: &str,
+    all_users: bool,
+    user_id: &str,
+) -> rusqlite::Result<Vec<DeviceRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT d.id, d.user_id, d.name, d.created_at, d.last_seen, d.revoked, d.wipe
+         FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE u.tenant = ?1 AND (?2 OR d.user_id = ?3) ORDER BY d.created_at",
+    )?;
+    let rows = stmt.query_map(params![tenant, all_users, user_id], |r| {
+        Ok(DeviceRow {
+            id: r.get(0)?,
+            user_id: r.get(1)?,
+            name: r.get(2)?,
+            created_at: r.get(3)?,
+            last_seen: r.get(4)?,
+            revoked: r.get(5)?,
+            wipe: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Whether the device is in `tenant` and (unless `all_users`) is `user_id`'s.
+pub(super) fn device_in_reach(
+    conn: &Connection,
+    device_id: &str,
+    tenant: &str,
+    all_users: bool,
+    user_id: &str,
+) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.id = ?1 AND u.tenant = ?2 AND (?3 OR d.user_id = ?4)",
+        params![device_id, tenant, all_users, user_id],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// A person signs a device out (and with `wipe`, flags it to erase its cache).
+pub(super) fn revoke_by_person(conn: &Connection, device_id: &str, wipe: bool) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE devices SET revoked = 1, revoked_by_person = 1, wipe = (wipe OR ?2) WHERE id = ?1",
+        params![device_id, wipe],
+    )
+    .map(|_| ())
+}
+
+/// The server ends a device's session (idle, a reused token, logout).
+pub(super) fn end_device(conn: &Connection, device_id: &str) -> rusqlite::Result<()> {
+    conn.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id]).map(|_| ())
+}

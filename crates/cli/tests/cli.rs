@@ -1,7 +1,6 @@
 //! `carekeep` end to end: the real binary against the real server over TLS, in the private
 //! keyring session of `cargo xtask test`: login, sync, show, status, lock, unlock, logout,
 //! wipe, and the exit codes of refusals.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

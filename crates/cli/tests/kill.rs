@@ -2,7 +2,6 @@
 //! points — while it unlocks, replays the outbox, uploads the access log, ingests pages —
 //! more than fifty times. Afterwards the vault opens, the outbox lost nothing, the server
 //! holds each write exactly once, and each offline read reached the audit trail once.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -19,6 +19,7 @@
 mod devices;
 pub mod password;
 pub mod qr;
+mod rules;
 pub mod secrets;
 mod store;
 pub mod throttle;
@@ -35,7 +36,6 @@ use tokio::sync::Semaphore;
 
 use crate::ids::new_id;
 use crate::store::Store;
-use devices::Standing;
 use secrets::{new_token, token_hash};
 
 /// Activity is written to the device row at most this often (seconds): idle limits are
@@ -280,7 +280,7 @@ impl Auth {
         if let Some(retry_after_secs) = self.blocking(move || throttle.waiting(&store.lock(), &held, now)).await? {
             return Err(AuthError::Throttled { retry_after_secs });
         }
-        if challenge.expires_at <= now || challenge.user_disabled {
+        if !rules::challenge_open(challenge.expires_at, challenge.user_disabled, now) {
             return Err(AuthError::ChallengeExpired);
         }
         let Some(step) =
@@ -333,45 +333,45 @@ impl Auth {
         let hash = spent_hash.clone();
         let found = self.blocking(move || store::refresh_token(&store.lock(), &hash)).await?;
         let Some(row) = found else { return Err(AuthError::SessionEnded) };
-        let session = &row.session;
-        if session.device_id != request.device_id {
-            return Err(AuthError::SessionEnded);
-        }
-        Standing::of(session.flags, session.user_disabled).admit()?;
-        let idle_secs = session.idle_limit.unwrap_or(self.policy.idle_secs);
-        let device_id = session.device_id.clone();
+        let idle_secs = rules::idle_secs(row.session.idle_limit, self.policy.idle_secs);
         let rotation_id = request.rotation_id.filter(|r| !r.is_empty() && r.len() <= 128);
-        if row.used {
-            // A rotated-out token came back. With the rotation id of the rotation that spent
-            // it, and that rotation's token never used, it is the same device retrying after
-            // losing the answer: it gets the same token again. Otherwise someone holds a
-            // copy: the device session ends.
-            if let Some(rotation_id) = &rotation_id {
+        let device_id = row.session.device_id.clone();
+        match rules::refresh(&row, &request.device_id, rotation_id.is_some(), idle_secs, now) {
+            rules::Refresh::Refuse(refused) => Err(refused),
+            rules::Refresh::CheckRetry => {
+                // A rotated-out token came back. With the rotation id of the rotation that
+                // spent it, and that rotation's token never used, it is the same device
+                // retrying after losing the answer: it gets the same token again. Otherwise
+                // someone holds a copy: the device session ends.
+                let rotation_id = rotation_id.as_deref().unwrap_or_default();
                 let successor = self.successor(&spent_hash, rotation_id);
                 let (store, successor_hash, dev) = (self.store.clone(), token_hash(&successor), device_id.clone());
-                let pending = self.blocking(move || store::refresh_used(&store.lock(), &successor_hash, &dev)).await?;
-                if pending == Some(false) && session.last_seen + idle_secs >= now {
+                let successor_used =
+                    self.blocking(move || store::refresh_used(&store.lock(), &successor_hash, &dev)).await?;
+                if rules::retry(successor_used, &row.session, idle_secs, now) {
                     return self.issue_tokens(device_id, now, RefreshToken::Reissue(successor)).await;
                 }
+                self.end_device(device_id).await?;
+                Err(AuthError::SessionEnded)
             }
-            self.end_device(device_id).await?;
-            return Err(AuthError::SessionEnded);
+            rules::Refresh::EndSession => {
+                self.end_device(device_id).await?;
+                Err(AuthError::SessionEnded)
+            }
+            rules::Refresh::Rotate => {
+                let (store, hash) = (self.store.clone(), spent_hash.clone());
+                if !self.blocking(move || store::spend_refresh(&store.lock(), &hash)).await? {
+                    // Another request rotated this same token a moment ago: two holders again.
+                    self.end_device(device_id).await?;
+                    return Err(AuthError::SessionEnded);
+                }
+                let next = match &rotation_id {
+                    Some(id) => RefreshToken::New(self.successor(&spent_hash, id)),
+                    None => RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?),
+                };
+                self.issue_tokens(device_id, now, next).await
+            }
         }
-        if session.last_seen + idle_secs < now {
-            self.end_device(device_id).await?;
-            return Err(AuthError::SessionEnded);
-        }
-        let (store, hash) = (self.store.clone(), spent_hash.clone());
-        if !self.blocking(move || store::spend_refresh(&store.lock(), &hash)).await? {
-            // Another request rotated this same token a moment ago: two holders again.
-            self.end_device(device_id).await?;
-            return Err(AuthError::SessionEnded);
-        }
-        let next = match &rotation_id {
-            Some(id) => RefreshToken::New(self.successor(&spent_hash, id)),
-            None => RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?),
-        };
-        self.issue_tokens(device_id, now, next).await
     }
 
     /// Who is calling, from an access token: checks expiry, revocation, remote wipe and idle
@@ -381,16 +381,15 @@ impl Auth {
         let hash = token_hash(access_token);
         let found = self.blocking(move || store::access_token(&store.read(), &hash)).await?;
         let Some(row) = found else { return Err(AuthError::SessionEnded) };
-        Standing::of(row.session.flags, row.session.user_disabled).admit()?;
-        let idle_secs = row.session.idle_limit.unwrap_or(self.policy.idle_secs);
-        if row.session.last_seen + idle_secs < now {
-            self.end_device(row.session.device_id).await?;
-            return Err(AuthError::SessionEnded);
-        }
-        if row.expires_at <= now {
-            return Err(AuthError::AccessExpired);
-        }
-        let touch = now - row.session.last_seen >= LAST_SEEN_EVERY;
+        let idle_secs = rules::idle_secs(row.session.idle_limit, self.policy.idle_secs);
+        let touch = match rules::access(&row, idle_secs, now) {
+            rules::Access::Refuse(refused) => return Err(refused),
+            rules::Access::EndSession => {
+                self.end_device(row.session.device_id).await?;
+                return Err(AuthError::SessionEnded);
+            }
+            rules::Access::Admit { touch } => touch,
+        };
         let role = Role::parse(&row.role).ok_or(AuthError::Internal)?;
         let device_id = row.session.device_id;
         if touch {
@@ -485,7 +484,7 @@ impl Auth {
     pub async fn require_step_up(&self, caller: &Principal, now: i64) -> Result<(), AuthError> {
         let (store, device) = (self.store.clone(), caller.device_id.clone());
         let full_auth_at = self.blocking(move || store::full_auth_at(&store.lock(), &device)).await?;
-        if now - full_auth_at > self.policy.step_up_secs { Err(AuthError::StepUpRequired) } else { Ok(()) }
+        rules::step_up(full_auth_at, self.policy.step_up_secs, now)
     }
 
     /// The caller's own devices, or — for an admin — every device in their tenant.

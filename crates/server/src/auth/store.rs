@@ -1,6 +1,6 @@
 //! The sign-in tables' SQL, all of it here (the throttle keeps its own budgets table). Each
 //! read returns a row struct with named fields; what a row means is decided in Rust
-//! ([`super::devices::Standing`]), not in the queries.
+//! ([`super::devices::Standing`], [`super::rules`]), not in the queries.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 

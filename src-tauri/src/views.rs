@@ -1,8 +1,8 @@
 //! What the commands hand the UI: plain serializable views. Errors carry the core's message
 //! (which never holds PHI) and a `next` step the UI can act on.
 
-use carekeep_core::Error;
 use carekeep_core::account::Status;
+use carekeep_core::{Error, NextStep};
 use serde::Serialize;
 
 use crate::messages::{Role, SessionState};
@@ -66,31 +66,77 @@ pub struct SyncProgressView {
 pub struct CommandError {
     /// `sign-in` (password and code), `password` (the password unlocks), `step-up` (a fresh
     /// sign-in first), `locked`, `offline` (try again later; the cache still works), `wiped`,
-    /// or `fix` (the message says what to change).
+    /// or `fix` (the message says what to change): the screens the UI has for the core's
+    /// [`NextStep`].
     pub next: &'static str,
+    /// The core's step itself, for a screen that wants more than `next` (how long to wait);
+    /// `None` for a failure the shell found itself.
+    pub step: Option<NextStep>,
     /// The core's message, in words a person can act on.
     pub message: String,
 }
 
 impl From<Error> for CommandError {
     fn from(error: Error) -> Self {
-        let next = match &error {
-            Error::ReauthRequired | Error::SessionEnded | Error::OfflineGraceOver | Error::NoVault => "sign-in",
-            Error::PasswordRequired
-            | Error::PresenceUnavailable
-            | Error::PresenceRefused
-            | Error::DeviceKeyMissing
-            | Error::KeychainUnavailable => "password",
-            Error::StepUpRequired => "step-up",
-            Error::Locked => "locked",
-            Error::RemoteWipe | Error::DeviceRevoked | Error::WipedAfterFailedAttempts => "wiped",
-            e if e.is_transient() => "offline",
-            Error::DocumentNotDownloaded => "offline",
+        let step = error.next_step();
+        let next = match step {
+            NextStep::SignIn => "sign-in",
+            NextStep::UnlockWithPassword => "password",
+            NextStep::ConfirmIdentity => "step-up",
+            NextStep::Unlock => "locked",
+            NextStep::SignInAfterWipe => "wiped",
+            NextStep::Reconnect | NextStep::TryAgainLater => "offline",
             _ => "fix",
         };
-        Self { next, message: error.to_string() }
+        Self { next, step: Some(step), message: error.to_string() }
     }
 }
 
 /// A command's result.
 pub type CommandResult<T> = Result<T, CommandError>;
+
+#[cfg(test)]
+mod tests {
+    use super::CommandError;
+    use carekeep_core::Error;
+
+    /// The UI's `next` for each kind of step, as it was before the core said the step: a
+    /// screen must not change because the decision moved.
+    #[test]
+    fn each_error_keeps_its_screen() {
+        let cases = [
+            (Error::ReauthRequired, "sign-in"),
+            (Error::SessionEnded, "sign-in"),
+            (Error::OfflineGraceOver, "sign-in"),
+            (Error::NoVault, "sign-in"),
+            (Error::PasswordRequired, "password"),
+            (Error::PresenceUnavailable, "password"),
+            (Error::PresenceRefused, "password"),
+            (Error::DeviceKeyMissing, "password"),
+            (Error::KeychainUnavailable, "password"),
+            (Error::StepUpRequired, "step-up"),
+            (Error::Locked, "locked"),
+            (Error::RemoteWipe, "wiped"),
+            (Error::DeviceRevoked, "wiped"),
+            (Error::WipedAfterFailedAttempts, "wiped"),
+            (Error::ServerUnreachable, "offline"),
+            (Error::ServerTimeout, "offline"),
+            (Error::ServerMalformed, "offline"),
+            (Error::ServerRefused { status: 502 }, "offline"),
+            (Error::ServerRefused { status: 0 }, "offline"),
+            (Error::DocumentNotDownloaded, "offline"),
+            (Error::ServerRefused { status: 400 }, "fix"),
+            (Error::PagingLoop, "fix"),
+            (Error::BadCredentials, "fix"),
+            (Error::ChallengeExpired, "fix"),
+            (Error::OtherAccount, "fix"),
+            (Error::PinMismatch, "fix"),
+            (Error::DiskFull, "fix"),
+            (Error::RateLimited { retry_after_secs: 5 }, "fix"),
+        ];
+        for (error, next) in cases {
+            let label = format!("{error:?}");
+            assert_eq!(CommandError::from(error).next, next, "{label}");
+        }
+    }
+}

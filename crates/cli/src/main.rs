@@ -14,7 +14,7 @@ use carekeep_core::account::{Account, HomeReading, SignIn};
 use carekeep_core::net::ServerUrl;
 use carekeep_core::session::State;
 use carekeep_core::store::{CodeFilter, ResourceQuery, SetAsideKind};
-use carekeep_core::{Clock, Error, Keychain, Password, Profile, SystemClock};
+use carekeep_core::{Clock, Error, Keychain, NextStep, Password, Profile, SystemClock};
 use carekeep_protocol::pins::{Pin, PinSet};
 use clap::{Parser, Subcommand};
 
@@ -115,32 +115,25 @@ fn main() -> ExitCode {
 
 /// Exit codes: 0 done; 1 anything else; 2 wrong usage; 3 sign-in or unlock needed (or
 /// refused); 4 the connection is not trusted (pins, TLS, `http://`); 5 the server cannot be
-/// reached; 6 this device's copy was erased.
+/// reached; 6 this device's copy was erased. 4 and 5 say what went wrong with the
+/// connection; 3 and 6 what the person does next, from the core's [`NextStep`].
 fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::ReauthRequired
-        | Error::SessionEnded
-        | Error::PasswordRequired
-        | Error::OfflineGraceOver
-        | Error::NoVault
-        | Error::Locked
-        | Error::BadCredentials
-        | Error::BadCode
-        | Error::CodeAlreadyUsed
-        | Error::ChallengeExpired
-        | Error::SignInThrottled { .. }
-        | Error::WrongPassword { .. }
-        | Error::UnlockBackoff { .. }
-        | Error::OtherAccount
-        | Error::PresenceUnavailable
-        | Error::PresenceRefused => 3,
         Error::PinMismatch
         | Error::TlsRefused
         | Error::CertificateNameMismatch
         | Error::CertificateExpired
-        | Error::InsecureUrl => 4,
-        Error::ServerUnreachable => 5,
-        Error::RemoteWipe | Error::DeviceRevoked | Error::WipedAfterFailedAttempts => 6,
+        | Error::InsecureUrl => return 4,
+        Error::ServerUnreachable => return 5,
+        _ => {}
+    }
+    match error.next_step() {
+        NextStep::SignIn
+        | NextStep::ReenterCredentials
+        | NextStep::UnlockWithPassword
+        | NextStep::Unlock
+        | NextStep::Wait { .. } => 3,
+        NextStep::SignInAfterWipe => 6,
         _ => 1,
     }
 }
@@ -301,14 +294,9 @@ fn unlocked(profile: &Profile, keychain: Keychain, password_stdin: bool) -> Resu
     let mut account = Account::open(profile, keychain, Arc::new(SystemClock))?;
     match account.unlock_with_device_key(carekeep_core::presence::for_this_os().as_ref()) {
         Ok(()) => Ok(account),
-        Err(
-            Error::ReauthRequired
-            | Error::PasswordRequired
-            | Error::DeviceKeyMissing
-            | Error::KeychainUnavailable
-            | Error::PresenceUnavailable
-            | Error::PresenceRefused,
-        ) if password_stdin => {
+        // The device key cannot unlock now: the password can, or (offline, inside the grace
+        // since the last full sign-in) it is the first half of the sign-in asked for.
+        Err(e) if password_stdin && matches!(e.next_step(), NextStep::UnlockWithPassword | NextStep::SignIn) => {
             account.unlock_with_password(&read_password(true)?)?;
             Ok(account)
         }
@@ -373,5 +361,43 @@ fn print_status(account: &mut Account) {
     match status.pending_writes {
         Some(n) => println!("pending writes: {n}"),
         None => println!("pending writes: unknown while locked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+    use carekeep_core::Error;
+
+    #[test]
+    fn exit_codes_follow_the_connection_then_the_next_step() {
+        let cases = [
+            (Error::PinMismatch, 4),
+            (Error::InsecureUrl, 4),
+            (Error::CertificateExpired, 4),
+            (Error::ServerUnreachable, 5),
+            (Error::ReauthRequired, 3),
+            (Error::NoVault, 3),
+            (Error::Locked, 3),
+            (Error::PasswordRequired, 3),
+            (Error::PresenceUnavailable, 3),
+            (Error::KeychainUnavailable, 3),
+            (Error::WrongPassword { attempts_left: 2 }, 3),
+            (Error::BadCode, 3),
+            (Error::CodeAlreadyUsed, 3),
+            (Error::SignInThrottled { retry_after_secs: 9 }, 3),
+            (Error::RateLimited { retry_after_secs: 9 }, 3),
+            (Error::RemoteWipe, 6),
+            (Error::WipedAfterFailedAttempts, 6),
+            (Error::StepUpRequired, 1),
+            (Error::OtherAccount, 1),
+            (Error::CorruptCache, 1),
+            (Error::PolicyInvalid, 1),
+            (Error::ServerTimeout, 1),
+            (Error::DiskFull, 1),
+        ];
+        for (error, code) in cases {
+            assert_eq!(exit_code(&error), code, "{error:?}");
+        }
     }
 }

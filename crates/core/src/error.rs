@@ -294,6 +294,51 @@ pub enum Error {
     },
 }
 
+/// What the person does next about an [`Error`]: the one answer the app's screens, the CLI's
+/// exit codes and its password fallback all act on, so they cannot drift apart. Each is an
+/// action the error's message already asks for; the message says it in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum NextStep {
+    /// A full sign-in: password and authenticator code.
+    SignIn,
+    /// Type the password or code again, or start the sign-in again: what was typed was not
+    /// accepted, the screen stays where it is.
+    ReenterCredentials,
+    /// Unlock with the password: the device key or presence check cannot do it now.
+    UnlockWithPassword,
+    /// Unlock first: the records are locked.
+    Unlock,
+    /// Confirm it is you with a fresh full sign-in before this action (step-up).
+    ConfirmIdentity,
+    /// This device's copy was erased (wiped or revoked): sign in again to get it back.
+    SignInAfterWipe,
+    /// This device's cache is unusable or someone else's: erase it, then sign in.
+    EraseAndSignIn,
+    /// Wait, then try again.
+    Wait {
+        /// How long, when known (the message says what to wait for otherwise).
+        retry_after_secs: Option<u64>,
+    },
+    /// Connect to the network; what is on this device stays available meanwhile.
+    Reconnect,
+    /// The server is slow, failing or garbled: try again later; the cache still works.
+    TryAgainLater,
+    /// Try the same thing again (after the small step the message names, if any).
+    TryAgain,
+    /// Update the app: a newer Carekeep wrote this device's files.
+    UpdateApp,
+    /// Free some disk space.
+    FreeSpace,
+    /// Stop and contact the IT team: the connection or the server's policy is not safe.
+    ContactIt,
+    /// Ask the care team for it another way: this app cannot deliver it.
+    AskCareTeam,
+    /// Correct what was entered (an address, an argument, a record).
+    CorrectInput,
+}
+
 impl From<carekeep_presence::PresenceError> for Error {
     fn from(e: carekeep_presence::PresenceError) -> Self {
         match e {
@@ -311,6 +356,58 @@ impl Error {
             Error::ServerUnreachable | Error::ServerTimeout | Error::ServerMalformed => true,
             Error::ServerRefused { status } => *status >= 500 || *status == 0,
             _ => false,
+        }
+    }
+
+    /// What the person does next: see [`NextStep`].
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            Error::ReauthRequired | Error::SessionEnded | Error::OfflineGraceOver | Error::NoVault => NextStep::SignIn,
+            Error::WrongPassword { .. } | Error::BadCredentials | Error::BadCode | Error::ChallengeExpired => {
+                NextStep::ReenterCredentials
+            }
+            Error::PasswordRequired
+            | Error::PresenceUnavailable
+            | Error::PresenceRefused
+            | Error::DeviceKeyMissing
+            | Error::KeychainUnavailable => NextStep::UnlockWithPassword,
+            Error::Locked => NextStep::Unlock,
+            Error::StepUpRequired => NextStep::ConfirmIdentity,
+            Error::RemoteWipe | Error::DeviceRevoked | Error::WipedAfterFailedAttempts => NextStep::SignInAfterWipe,
+            Error::NotAVault
+            | Error::CorruptCache
+            | Error::KeyFileInvalid
+            | Error::VaultExists
+            | Error::OtherAccount => NextStep::EraseAndSignIn,
+            Error::UnlockBackoff { retry_after } => {
+                NextStep::Wait { retry_after_secs: Some(retry_after.as_secs().max(1)) }
+            }
+            Error::SignInThrottled { retry_after_secs } | Error::RateLimited { retry_after_secs } => {
+                NextStep::Wait { retry_after_secs: Some(*retry_after_secs) }
+            }
+            Error::CodeAlreadyUsed => NextStep::Wait { retry_after_secs: None },
+            Error::ServerUnreachable | Error::DocumentNotDownloaded => NextStep::Reconnect,
+            Error::ServerTimeout | Error::ServerMalformed => NextStep::TryAgainLater,
+            Error::ServerRefused { .. } if self.is_transient() => NextStep::TryAgainLater,
+            Error::Randomness
+            | Error::Io { .. }
+            | Error::AccessExpired
+            | Error::NoPendingAuthenticator
+            | Error::DocumentUnavailable
+            | Error::ServerRefused { .. }
+            | Error::PagingLoop
+            | Error::Database { .. } => NextStep::TryAgain,
+            Error::KeyFileUnsupportedVersion(_) | Error::CacheSchemaTooNew(_) => NextStep::UpdateApp,
+            Error::DiskFull => NextStep::FreeSpace,
+            Error::PinMismatch
+            | Error::CertificateNameMismatch
+            | Error::CertificateExpired
+            | Error::TlsRefused
+            | Error::PolicyInvalid => NextStep::ContactIt,
+            Error::DocumentTooLarge { .. } => NextStep::AskCareTeam,
+            Error::InvalidResource { .. } | Error::InvalidArgument { .. } | Error::InsecureUrl => {
+                NextStep::CorrectInput
+            }
         }
     }
 
@@ -347,5 +444,92 @@ impl From<rusqlite::Error> for Error {
             },
             None => Error::Database { code: -1 },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, NextStep};
+    use std::time::Duration;
+
+    /// Every variant and the step it asks for (the values that change the step, each), so a
+    /// step changed by mistake fails here. A new variant cannot be left without a step: the
+    /// match in `next_step` has no catch-all.
+    fn every_variant() -> Vec<(Error, NextStep)> {
+        use NextStep::*;
+        let invalid = |what| Error::InvalidArgument { what, problem: "test" };
+        vec![
+            (Error::WrongPassword { attempts_left: 3 }, ReenterCredentials),
+            (Error::UnlockBackoff { retry_after: Duration::from_millis(1500) }, Wait { retry_after_secs: Some(1) }),
+            (Error::UnlockBackoff { retry_after: Duration::ZERO }, Wait { retry_after_secs: Some(1) }),
+            (Error::WipedAfterFailedAttempts, SignInAfterWipe),
+            (Error::NotAVault, EraseAndSignIn),
+            (Error::CorruptCache, EraseAndSignIn),
+            (Error::KeyFileInvalid, EraseAndSignIn),
+            (Error::KeyFileUnsupportedVersion(9), UpdateApp),
+            (Error::CacheSchemaTooNew(9), UpdateApp),
+            (Error::KeychainUnavailable, UnlockWithPassword),
+            (Error::DeviceKeyMissing, UnlockWithPassword),
+            (Error::Locked, Unlock),
+            (Error::NoVault, SignIn),
+            (Error::VaultExists, EraseAndSignIn),
+            (Error::DiskFull, FreeSpace),
+            (Error::invalid("id", "test"), CorrectInput),
+            (invalid("pins"), CorrectInput),
+            (Error::Randomness, TryAgain),
+            (Error::Io { action: "write", kind: std::io::ErrorKind::PermissionDenied }, TryAgain),
+            (Error::InsecureUrl, CorrectInput),
+            (Error::PinMismatch, ContactIt),
+            (Error::CertificateNameMismatch, ContactIt),
+            (Error::CertificateExpired, ContactIt),
+            (Error::TlsRefused, ContactIt),
+            (Error::ServerUnreachable, Reconnect),
+            (Error::BadCredentials, ReenterCredentials),
+            (Error::BadCode, ReenterCredentials),
+            (Error::CodeAlreadyUsed, Wait { retry_after_secs: None }),
+            (Error::ChallengeExpired, ReenterCredentials),
+            (Error::SignInThrottled { retry_after_secs: 30 }, Wait { retry_after_secs: Some(30) }),
+            (Error::RateLimited { retry_after_secs: 60 }, Wait { retry_after_secs: Some(60) }),
+            (Error::SessionEnded, SignIn),
+            (Error::AccessExpired, TryAgain),
+            (Error::DeviceRevoked, SignInAfterWipe),
+            (Error::RemoteWipe, SignInAfterWipe),
+            (Error::StepUpRequired, ConfirmIdentity),
+            (Error::NoPendingAuthenticator, TryAgain),
+            (Error::DocumentUnavailable, TryAgain),
+            (Error::DocumentNotDownloaded, Reconnect),
+            (Error::DocumentTooLarge { limit_mib: 25 }, AskCareTeam),
+            (Error::ReauthRequired, SignIn),
+            (Error::PresenceUnavailable, UnlockWithPassword),
+            (Error::PresenceRefused, UnlockWithPassword),
+            (Error::OtherAccount, EraseAndSignIn),
+            (Error::PasswordRequired, UnlockWithPassword),
+            (Error::OfflineGraceOver, SignIn),
+            (Error::PolicyInvalid, ContactIt),
+            (Error::ServerRefused { status: 503 }, TryAgainLater),
+            (Error::ServerRefused { status: 0 }, TryAgainLater),
+            (Error::ServerRefused { status: 400 }, TryAgain),
+            (Error::ServerTimeout, TryAgainLater),
+            (Error::ServerMalformed, TryAgainLater),
+            (Error::PagingLoop, TryAgain),
+            (Error::Database { code: 1 }, TryAgain),
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_next_step() {
+        for (error, step) in every_variant() {
+            assert_eq!(error.next_step(), step, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn next_steps_reach_the_ui_tagged_in_kebab_case() {
+        let json = |step| serde_json::to_value(step).unwrap();
+        assert_eq!(json(NextStep::SignInAfterWipe), serde_json::json!({"step": "sign-in-after-wipe"}));
+        assert_eq!(
+            json(NextStep::Wait { retry_after_secs: Some(30) }),
+            serde_json::json!({"step": "wait", "retry_after_secs": 30})
+        );
     }
 }

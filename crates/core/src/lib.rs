@@ -31,7 +31,7 @@ pub mod store;
 pub mod vault;
 
 pub use clock::{Clock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Error, NextStep, Result};
 pub use keychain::Keychain;
 pub use keys::Password;
 pub use vault::{DeviceId, Profile, UnlockPolicy, UserId, Vault, WipeReport};

@@ -96,7 +96,7 @@ impl std::ops::DerefMut for AccountGuard<'_> {
 impl From<&'static str> for CommandError {
     /// A problem with what the person typed, with what to change.
     fn from(problem: &'static str) -> Self {
-        Self { next: "fix", message: problem.to_owned() }
+        Self { next: "fix", step: None, message: problem.to_owned() }
     }
 }
 

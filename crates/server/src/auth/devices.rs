@@ -1,8 +1,12 @@
-//! What a device may still do ([`Standing`]), decided here once from its flags and its
-//! user's, so the access and refresh checks cannot come to different answers.
+//! Devices: what each may still do ([`Standing`], decided here once from its flags and its
+//! user's, so the access and refresh checks cannot come to different answers), and listing
+//! and revoking them. A revoked device keeps its token hashes on record, so it is still
+//! recognised at its next contact — which is how a remote wipe reaches it.
 
-use super::AuthError;
-use super::store::DeviceFlags;
+use carekeep_protocol::auth::{DeviceInfo, Role};
+
+use super::store::{self, DeviceFlags};
+use super::{Auth, AuthError, Principal};
 
 /// What a device may still do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,60 @@ impl Standing {
             Standing::Revoked => Err(AuthError::DeviceRevoked),
             Standing::Ended => Err(AuthError::SessionEnded),
         }
+    }
+}
+
+impl Auth {
+    /// The caller's own devices, or — for an admin — every device in their tenant.
+    pub async fn devices(&self, caller: &Principal) -> Result<Vec<DeviceInfo>, AuthError> {
+        let (store, caller) = (self.store.clone(), caller.clone());
+        self.blocking(move || {
+            let rows = store::devices(&store.lock(), &caller.tenant, caller.role == Role::Admin, &caller.user_id)?;
+            Ok(rows
+                .into_iter()
+                .map(|d| DeviceInfo {
+                    current: d.id == caller.device_id,
+                    id: d.id,
+                    user_id: d.user_id,
+                    name: d.name,
+                    created_at: d.created_at,
+                    last_seen: d.last_seen,
+                    revoked: d.revoked,
+                    wipe: d.wipe,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Revokes a device (and with `wipe`, flags it to erase its cache at its next contact).
+    /// Users manage their own devices; admins any device in their tenant. A device of another
+    /// tenant or user is reported as not found, exactly like one that does not exist.
+    pub async fn revoke(&self, caller: &Principal, device_id: &str, wipe: bool) -> Result<bool, AuthError> {
+        let (store, caller, device) = (self.store.clone(), caller.clone(), device_id.to_owned());
+        let allowed = self
+            .blocking(move || {
+                store::device_in_reach(
+                    &store.lock(),
+                    &device,
+                    &caller.tenant,
+                    caller.role == Role::Admin,
+                    &caller.user_id,
+                )
+            })
+            .await?;
+        if !allowed {
+            return Ok(false);
+        }
+        let (store, device) = (self.store.clone(), device_id.to_owned());
+        self.blocking(move || store::revoke_by_person(&store.lock(), &device, wipe)).await?;
+        Ok(true)
+    }
+
+    /// Ends a device's session on the server's own account (idle, reuse, logout).
+    pub(super) async fn end_device(&self, device_id: String) -> Result<(), AuthError> {
+        let store = self.store.clone();
+        self.blocking(move || store::end_device(&store.lock(), &device_id)).await
     }
 }
 

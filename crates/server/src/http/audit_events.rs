@@ -13,91 +13,88 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
+use super::error::ApiError;
 use super::fhir::FHIR_JSON;
-use crate::auth::Principal;
+use super::grant::Grant;
 use crate::records::access::{self, Data, PatientFilter};
 use crate::records::search::{self, After, Search};
 
 /// Searches the trail for the caller (the first page).
 pub async fn search(
     state: AppState,
-    caller: Principal,
+    grant: Grant,
     slot: AuditSlot,
     headers: &HeaderMap,
     query: Vec<(String, String)>,
-) -> Response {
-    let outcome = super::operation_outcome;
+) -> Result<Response, ApiError> {
+    let bad = |code, diagnostics| ApiError::outcome(StatusCode::BAD_REQUEST, code, diagnostics);
     let mut search = Search { types: vec!["AuditEvent".into()], count: 100, ..Search::default() };
     for (name, value) in &query {
         match name.as_str() {
             "patient" | "entity" => search.patient = Some(value.strip_prefix("Patient/").unwrap_or(value).to_owned()),
             "agent" => search.agent = Some(value.clone()),
-            "date" => match search::date_condition(name, value) {
-                Ok(c) => search.date.push(c),
-                Err(e) => return outcome(StatusCode::BAD_REQUEST, "value", &e.0),
-            },
+            "date" => search.date.push(search::date_condition(name, value).map_err(|e| bad("value", e.0))?),
             "_count" => match value.parse::<u32>() {
                 Ok(c) if (1..=search::MAX_COUNT).contains(&c) => search.count = c,
-                _ => return outcome(StatusCode::BAD_REQUEST, "value", "_count: expected a number from 1 to 500"),
+                _ => return Err(bad("value", "_count: expected a number from 1 to 500".into())),
             },
             _ => {
-                return outcome(
-                    StatusCode::BAD_REQUEST,
+                return Err(bad(
                     "not-supported",
-                    &format!("{name}: AuditEvent is searched by patient, agent, date and _count"),
-                );
+                    format!("{name}: AuditEvent is searched by patient, agent, date and _count"),
+                ));
             }
         }
     }
-    run(state, caller, slot, headers, search, None).await
+    run(state, grant, slot, headers, search, None).await
 }
 
 /// One page of the trail, newest first: the records below `below` (a sequence number from
 /// a next link), or the newest.
 pub async fn run(
     state: AppState,
-    caller: Principal,
+    grant: Grant,
     slot: AuditSlot,
     headers: &HeaderMap,
     search: Search,
     below: Option<i64>,
-) -> Response {
-    let outcome = super::operation_outcome;
-    let access = match super::fhir::caller_access(&state, &caller).await {
-        Ok(access) => access,
-        Err(response) => return response,
-    };
+) -> Result<Response, ApiError> {
+    let access = grant.access(&state).await?;
     let patients = match access.read_filter(Data::AuditTrail) {
         PatientFilter::Nothing => {
             slot.deny();
-            return outcome(StatusCode::FORBIDDEN, "forbidden", "Your role does not give access to the audit trail.");
+            return Err(ApiError::outcome(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Your role does not give access to the audit trail.",
+            ));
         }
         PatientFilter::Any => search.patient.clone().map(|p| vec![p]),
         PatientFilter::Only(mine) => match &search.patient {
             Some(p) if !mine.contains(p) => {
                 slot.deny();
-                return outcome(
+                return Err(ApiError::outcome(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "You can see the access history of your own record only.",
-                );
+                ));
             }
             Some(p) => Some(vec![p.clone()]),
             None => Some(mine),
         },
     };
-    let staff_view = access::rule_for(caller.role, Data::AuditTrail).read == access::Reach::Tenant;
+    let staff_view = access::rule_for(grant.role(), Data::AuditTrail).read == access::Reach::Tenant;
     let store = state.records.store().clone();
-    let (tenant, s) = (caller.tenant.clone(), search.clone());
+    let (tenant, s) = (grant.tenant().to_owned(), search.clone());
     let found = tokio::task::spawn_blocking(move || read_trail(&store, &tenant, patients.as_deref(), &s, below)).await;
     let Ok(Ok(trail)) = found else {
-        return outcome(
+        return Err(ApiError::outcome(
             StatusCode::INTERNAL_SERVER_ERROR,
             "exception",
             "The audit trail could not be read; try again.",
-        );
+        ));
     };
-    if caller.role == Role::Patient {
+    if grant.role() == Role::Patient {
         let touched: std::collections::BTreeSet<_> =
             trail.records.iter().filter_map(|(r, _)| r.event.patient.clone()).collect();
         for p in touched {
@@ -107,10 +104,9 @@ pub async fn run(
     let base = super::fhir::base_url(headers);
     let mut links = vec![json!({"relation": "self", "url": format!("{base}/fhir/AuditEvent")})];
     if let Some(next) = trail.next_below {
-        let Ok(token) =
-            search::page_token(&state.keys.pages, &caller.user_id, &search, After::audit(next), crate::now())
+        let Ok(token) = search::page_token(&state.keys.pages, grant.user(), &search, After::audit(next), crate::now())
         else {
-            return outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again.");
+            return Err(ApiError::outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."));
         };
         links.push(json!({"relation": "next", "url": format!("{base}/fhir?_page={token}")}));
     }
@@ -121,7 +117,7 @@ pub async fn run(
         .collect();
     let body =
         json!({"resourceType": "Bundle", "type": "searchset", "total": trail.total, "link": links, "entry": entries});
-    ([(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response()
+    Ok(([(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response())
 }
 
 /// One page of the trail, with usernames, how many match in all, and where the next starts.

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
-use super::fhir::{FHIR_JSON, blocking, body_json, caller_access};
+use super::error::{ApiError, issues};
+use super::fhir::{FHIR_JSON, blocking, body_json};
+use super::grant::{Ask, authorize};
 use crate::auth::Principal;
 use crate::records::Problem;
 use crate::records::bundle::{Answer, Caller, Outcome, Plan, Refusal};
@@ -24,37 +26,29 @@ pub async fn bundle(
     Extension(slot): Extension<AuditSlot>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     // A Bundle is not replayed by key: a client sending one would believe it safe to send
     // twice. Conditional creates (ifNoneExist) are how a Bundle is made safe to repeat.
     if headers.contains_key("idempotency-key") {
-        return super::fhir::outcome(
+        return Err(ApiError::outcome(
             StatusCode::BAD_REQUEST,
             "not-supported",
             "Idempotency-Key is not taken on Bundles; give each create an ifNoneExist instead, so sending it again changes nothing.",
-        );
+        ));
     }
-    let value = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let plan = match Plan::read(value) {
-        Ok(plan) => plan,
-        Err(problems) => return problems_response(StatusCode::BAD_REQUEST, &problems),
-    };
+    let value = body_json(&body)?;
+    let plan = Plan::read(value).map_err(|problems| ApiError::Problems(StatusCode::BAD_REQUEST, problems))?;
     let kind = plan.kind;
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    // Each entry is decided by the caller's access, under the single-resource routes' rules.
+    let grant = authorize(caller, &slot, Ask::PerRecord)?;
+    let access = grant.access(&state).await?;
     let records = state.records.clone();
-    let tenant = caller.tenant.clone();
+    let tenant = grant.tenant().to_owned();
     let record = slot.write_record(false);
     let applied =
-        blocking(move || records.apply_bundle(&tenant, plan, &Caller { access: &access }, Some(&record))).await;
+        blocking(move || records.apply_bundle(&tenant, plan, &Caller { access: &access }, Some(&record))).await?;
     match applied {
-        Err(response) => response,
-        Ok(Outcome::Refused(refusals)) => {
+        Outcome::Refused(refusals) => {
             if refusals.iter().any(Refusal::is_denial) {
                 slot.deny();
             }
@@ -63,9 +57,9 @@ pub async fn bundle(
             }
             let status = refusals.iter().map(|r| r.status).min().unwrap_or(422);
             let problems: Vec<Problem> = refusals.into_iter().flat_map(|r| r.problems).collect();
-            problems_response(StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY), &problems)
+            Err(ApiError::Problems(StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY), problems))
         }
-        Ok(Outcome::Applied { answers, touched }) => {
+        Outcome::Applied { answers, touched } => {
             if touched.is_empty() {
                 // Nothing committed, so nothing was recorded with it: the refusals are.
                 if answers.iter().any(|a| a.refusal.as_ref().is_some_and(Refusal::is_denial)) {
@@ -83,7 +77,7 @@ pub async fn bundle(
             let entries: Vec<Value> = answers.iter().map(entry).collect();
             let body = json!({"resourceType": "Bundle", "type": kind.response_type(), "entry": entries});
             // A batch answers 200 whatever its entries did: each carries its own status.
-            (StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response()
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response())
         }
     }
 }
@@ -117,16 +111,4 @@ fn status_line(status: u16) -> String {
 
 fn outcome_of(refusal: &Refusal) -> Value {
     issues(&refusal.problems)
-}
-
-fn issues(problems: &[Problem]) -> Value {
-    let issues: Vec<Value> = problems
-        .iter()
-        .map(|p| json!({"severity": "error", "code": p.code, "diagnostics": p.message, "expression": [p.path]}))
-        .collect();
-    json!({"resourceType": "OperationOutcome", "issue": issues})
-}
-
-fn problems_response(status: StatusCode, problems: &[Problem]) -> Response {
-    (status, [(header::CONTENT_TYPE, FHIR_JSON)], issues(problems).to_string()).into_response()
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
-use super::fhir::{base_url, blocking, outcome};
+use super::fhir::{base_url, blocking};
 use crate::auth::Principal;
 use crate::now;
 use crate::records::access::{Data, SERVED_TYPES};
@@ -159,7 +159,7 @@ async fn kick_off(
     let request = route.to_owned();
     let records = state.records.clone();
     let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
-    let id = match blocking(move || records.begin_export(&tenant, &user, &request, now())).await {
+    let id = match blocking_response(move || records.begin_export(&tenant, &user, &request, now())).await {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -194,7 +194,7 @@ pub async fn status(
         return only_admins(&slot);
     }
     let (records, tenant, export_id) = (state.records.clone(), caller.tenant.clone(), id.clone());
-    let export = match blocking(move || records.export(&tenant, &export_id)).await {
+    let export = match blocking_response(move || records.export(&tenant, &export_id)).await {
         Ok(Some(e)) if e.user_id == caller.user_id => e,
         Ok(_) => {
             return outcome(StatusCode::NOT_FOUND, "not-found", "No such export of yours; exports are kept a day.");
@@ -244,7 +244,7 @@ pub async fn delete(
         return only_admins(&slot);
     }
     let (records, tenant, user) = (state.records.clone(), caller.tenant.clone(), caller.user_id.clone());
-    let deleted = blocking(move || {
+    let deleted = blocking_response(move || {
         let mine = records.export(&tenant, &id)?.is_some_and(|e| e.user_id == user);
         Ok(mine && records.delete_export(&tenant, &id)?)
     })
@@ -284,7 +284,7 @@ pub async fn file(
     }
     let (records, tenant) = (state.records.clone(), caller.tenant.clone());
     let user = caller.user_id.clone();
-    let found = blocking(move || {
+    let found = blocking_response(move || {
         let mine = records.export(&tenant, &id)?.is_some_and(|e| e.user_id == user);
         if !mine {
             return Ok(None);
@@ -302,4 +302,15 @@ pub async fn file(
         Ok(None) => outcome(StatusCode::NOT_FOUND, "not-found", "No such export file; exports are kept a day."),
         Err(r) => r,
     }
+}
+
+fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
+    super::operation_outcome(status, code, diagnostics)
+}
+
+/// [`blocking`], answering a failure at once.
+async fn blocking_response<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::records::RecordError> + Send + 'static,
+) -> Result<T, Response> {
+    blocking(work).await.map_err(IntoResponse::into_response)
 }

@@ -1,14 +1,14 @@
 //! The FHIR R4 REST API under `/fhir` (JSON only): read, search with paging, create, update
-//! with `If-Match`, and `Patient/{id}/$everything`. Thin handlers: the [`Records`] service
-//! stores and searches, the [`access`] table decides, the audit slot records each patient
-//! touched.
+//! with `If-Match`, and `Patient/{id}/$everything`. Thin handlers: [`authorize`] checks the
+//! role once and hands back the [`Grant`] the records are reached through, the [`Records`]
+//! service stores and searches, the [`access`] table decides, the audit slot records each
+//! patient touched, and every refusal is an [`ApiError`].
 //!
 //! Record-level refusals answer "not found", exactly as a missing or other-tenant id does,
 //! so ids cannot be probed. Role-level refusals ("billing reads no clinical data") answer 403
 //! before the store is touched.
-
-// Handlers answer early with a ready response; boxing them would only add noise.
-#![allow(clippy::result_large_err)]
+//!
+//! [`Records`]: crate::records::Records
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -18,6 +18,8 @@ use serde_json::Value;
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
+use super::error::ApiError;
+use super::grant::{Ask, Grant, authorize};
 use carekeep_protocol::auth::Role;
 
 use crate::auth::Principal;
@@ -29,83 +31,16 @@ use crate::records::{Access, Once, RecordError, Stored, Writer};
 /// `application/fhir+json`.
 pub const FHIR_JSON: &str = "application/fhir+json";
 
-pub(super) fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
-    super::operation_outcome(status, code, diagnostics)
-}
-
-fn not_found() -> Response {
-    outcome(StatusCode::NOT_FOUND, "not-found", "No such resource.")
-}
-
-fn role_refused(data: Data) -> Response {
-    outcome(StatusCode::FORBIDDEN, "forbidden", &format!("Your role does not give access to {}.", data.words()))
-}
-
-fn break_glass_required() -> Response {
-    outcome(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "This patient is not on your care team. To open the record in an emergency, declare break-glass with \
-         a reason (POST /break-glass); the access will be flagged for review.",
-    )
-}
-
-fn internal() -> Response {
-    outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "The server could not complete the request; try again.")
-}
-
-pub(super) fn record_error(error: RecordError) -> Response {
-    match error {
-        RecordError::Invalid(problems) => {
-            let issues: Vec<Value> = problems
-                .iter()
-                .map(|p| {
-                    serde_json::json!({"severity": "error", "code": p.code, "diagnostics": p.message,
-                        "expression": [p.path]})
-                })
-                .collect();
-            let body = serde_json::json!({"resourceType": "OperationOutcome", "issue": issues});
-            (StatusCode::UNPROCESSABLE_ENTITY, [(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response()
-        }
-        RecordError::NotFound => not_found(),
-        RecordError::VersionConflict => outcome(
-            StatusCode::PRECONDITION_FAILED,
-            "conflict",
-            "The resource changed since you read it. Read it again, reapply your change, and send it with the new ETag.",
-        ),
-        RecordError::Store(e) => {
-            tracing::error!(error = %e, "records store failed");
-            internal()
-        }
-    }
-}
-
 /// Runs blocking store work off the async threads.
 pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, RecordError> + Send + 'static,
-) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(record_error),
-        Err(_) => Err(internal()),
-    }
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(work).await??)
 }
 
-pub(super) async fn caller_access(state: &AppState, caller: &Principal) -> Result<Access, Response> {
-    let (records, user, role) = (state.records.clone(), caller.user_id.clone(), caller.role);
-    blocking(move || records.access(&user, role, now())).await
-}
-
-/// The caller's access for a request about `patient` (only those links), or about anyone.
-async fn access_about(state: &AppState, caller: &Principal, patient: Option<&str>) -> Result<Access, Response> {
-    let Some(patient) = patient else { return caller_access(state, caller).await };
-    let (records, user, role, patient) =
-        (state.records.clone(), caller.user_id.clone(), caller.role, patient.to_owned());
-    blocking(move || records.access_to(&user, role, &patient, now())).await
-}
-
-fn served(resource_type: &str) -> Result<Data, Response> {
+fn served(resource_type: &str) -> Result<Data, ApiError> {
     access::SERVED_TYPES.contains(&resource_type).then(|| Data::of(resource_type)).flatten().ok_or_else(|| {
-        outcome(StatusCode::NOT_FOUND, "not-supported", "This server does not serve that resource type.")
+        ApiError::outcome(StatusCode::NOT_FOUND, "not-supported", "This server does not serve that resource type.")
     })
 }
 
@@ -138,46 +73,54 @@ pub async fn read(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
     Path((resource_type, id)): Path<(String, String)>,
-) -> Response {
-    let data = match served(&resource_type) {
-        Ok(d) if d != Data::AuditTrail => d,
-        Ok(_) => return outcome(StatusCode::NOT_FOUND, "not-supported", "Search AuditEvent instead of reading one."),
-        Err(r) => return r,
+) -> Result<Response, ApiError> {
+    let data = match served(&resource_type)? {
+        Data::AuditTrail => {
+            return Err(ApiError::outcome(
+                StatusCode::NOT_FOUND,
+                "not-supported",
+                "Search AuditEvent instead of reading one.",
+            ));
+        }
+        data => data,
     };
-    if access::rule_for(caller.role, data).read == access::Reach::Nobody {
-        slot.deny();
-        return role_refused(data);
-    }
+    let grant = authorize(caller, &slot, Ask::Read(data))?;
     let records = state.records.clone();
-    let (tenant, user, role) = (caller.tenant.clone(), caller.user_id.clone(), caller.role);
+    let (tenant, user, role) = (grant.tenant().to_owned(), grant.user().to_owned(), grant.role());
+    // The access and the resource in one trip to the store.
     let (access, found) =
-        match blocking(move || Ok((records.access(&user, role, now())?, records.read(&tenant, &resource_type, &id)?)))
-            .await
-        {
-            Ok(both) => both,
-            Err(r) => return r,
-        };
-    let Some(stored) = found else { return not_found() };
+        blocking(move || Ok((records.access(&user, role, now())?, records.read(&tenant, &resource_type, &id)?)))
+            .await?;
+    let stored = found.ok_or(ApiError::NotFound)?;
     match access.decide(data, stored.patient.as_deref(), Intent::Read) {
         Decision::Allow { break_glass } => {
             slot.touch(touch(&stored, break_glass));
-            resource_response(StatusCode::OK, &stored)
+            Ok(resource_response(StatusCode::OK, &stored))
         }
         Decision::BreakGlassRequired => {
             slot.touch(touch(&stored, false));
             slot.deny();
-            break_glass_required()
+            Err(ApiError::BreakGlassRequired)
         }
         Decision::Deny => {
             slot.touch(touch(&stored, false));
             slot.deny();
-            not_found()
+            Err(ApiError::NotFound)
         }
     }
 }
 
-fn bad_search(e: &search::BadSearch) -> Response {
-    outcome(StatusCode::BAD_REQUEST, "not-supported", &e.0)
+fn bad_search(e: search::BadSearch) -> ApiError {
+    ApiError::outcome(StatusCode::BAD_REQUEST, "not-supported", e.0)
+}
+
+/// What a search asks: to read its one type, or (`$everything`, several types) each
+/// record as its type allows.
+fn ask_of(search: &Search) -> Ask {
+    match search.types.as_slice() {
+        [one] => Ask::Read(Data::of(one).unwrap_or(Data::Clinical)),
+        _ => Ask::PerRecord,
+    }
 }
 
 /// `GET /fhir/{type}?…`.
@@ -188,23 +131,17 @@ pub async fn search(
     headers: HeaderMap,
     Path(resource_type): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-) -> Response {
-    let data = match served(&resource_type) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let data = served(&resource_type)?;
     if data == Data::AuditTrail {
-        return super::audit_events::search(state, caller, slot, &headers, query).await;
+        // The trail filters by the caller's own links to patients ([`Access::read_filter`]).
+        let grant = authorize(caller, &slot, Ask::PerRecord)?;
+        return super::audit_events::search(state, grant, slot, &headers, query).await;
     }
-    let search = match Search::parse(&resource_type, &query) {
-        Ok(s) => s,
-        Err(e) => return bad_search(&e),
-    };
-    let access = match access_about(&state, &caller, search.patient.as_deref()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    run_search(state, caller, slot, &headers, access, search, None).await
+    let search = Search::parse(&resource_type, &query).map_err(bad_search)?;
+    let grant = authorize(caller, &slot, ask_of(&search))?;
+    let access = grant.access_about(&state, search.patient.as_deref()).await?;
+    run_search(state, grant, slot, &headers, access, search, None).await
 }
 
 /// `GET /fhir/Patient/{id}/$everything?_since=…`: the patient's whole compartment that the
@@ -216,11 +153,10 @@ pub async fn everything(
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
-) -> Response {
-    let access = match access_about(&state, &caller, Some(&id)).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    // Which types the caller may read of this patient is known only with their access.
+    let grant = authorize(caller, &slot, Ask::PerRecord)?;
+    let access = grant.access_about(&state, Some(&id)).await?;
     let types = readable_compartment(&access, &id, access::SERVED_TYPES.iter().copied());
     let patient_visible = matches!(access.decide(Data::Demographics, Some(&id), Intent::Read), Decision::Allow { .. })
         || !types.is_empty();
@@ -229,17 +165,15 @@ pub async fn everything(
         slot.deny();
         // "Break-glass" only for a patient of this tenant: another tenant's id, or one that
         // does not exist, is not found, alike.
-        let exists = patient_exists(&state, &caller.tenant, Some(&id)).await;
-        return match access.decide(Data::Clinical, Some(&id), Intent::Read) {
-            Decision::BreakGlassRequired if exists => break_glass_required(),
-            _ => not_found(),
-        };
+        let exists = patient_exists(&state, grant.tenant(), Some(&id)).await;
+        return Err(match access.decide(Data::Clinical, Some(&id), Intent::Read) {
+            Decision::BreakGlassRequired if exists => ApiError::BreakGlassRequired,
+            _ => ApiError::NotFound,
+        });
     }
-    let search = match Search::parse_everything(types, &id, &query) {
-        Ok(s) => s,
-        Err(e) => return bad_search(&e),
-    };
-    run_search(state, caller, slot, &headers, access, search, None).await
+    let search = Search::parse_everything(types, &id, &query).map_err(bad_search)?;
+    let grant = grant.narrow(&slot, ask_of(&search))?;
+    run_search(state, grant, slot, &headers, access, search, None).await
 }
 
 /// Of `types`, those of `patient`'s compartment the caller may read now (never the
@@ -263,69 +197,65 @@ pub async fn page(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let token = query.into_iter().find(|(k, _)| k == "_page").map(|(_, v)| v);
     let Some(token) = token else {
-        return outcome(StatusCode::BAD_REQUEST, "required", "_page: missing; follow a Bundle's next link.");
+        return Err(ApiError::outcome(
+            StatusCode::BAD_REQUEST,
+            "required",
+            "_page: missing; follow a Bundle's next link.",
+        ));
     };
     let Some((search, after)) = search::open_page_token(&state.keys.pages, &caller.user_id, &token, now()) else {
-        return outcome(
+        return Err(ApiError::outcome(
             StatusCode::GONE,
             "expired",
             "This page link has expired or is not yours; run the search again from the start.",
-        );
+        ));
     };
     if let Some(below) = after.audit_seq() {
-        return super::audit_events::run(state, caller, slot, &headers, search, Some(below)).await;
+        let grant = authorize(caller, &slot, Ask::PerRecord)?;
+        return super::audit_events::run(state, grant, slot, &headers, search, Some(below)).await;
     }
-    let access = match access_about(&state, &caller, search.patient.as_deref()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    run_search(state, caller, slot, &headers, access, search, Some(after)).await
+    // The role is checked again on every page: it may have changed since the first.
+    let grant = authorize(caller, &slot, ask_of(&search))?;
+    let access = grant.access_about(&state, search.patient.as_deref()).await?;
+    run_search(state, grant, slot, &headers, access, search, Some(after)).await
 }
 
 async fn run_search(
     state: AppState,
-    caller: Principal,
+    grant: Grant,
     slot: AuditSlot,
     headers: &HeaderMap,
     access: Access,
     search: Search,
     after: Option<After>,
-) -> Response {
+) -> Result<Response, ApiError> {
     // One type: that type's filter. $everything (several types, one patient): the types
     // the caller may read of that patient *now* — a next link sealed earlier carries the
     // types of its time, and a care-team change or an expired break-glass grant since
     // applies to every page.
     let mut search = search;
-    let filter = if search.types.len() == 1 {
-        let data = Data::of(&search.types[0]).unwrap_or(Data::Clinical);
-        if access::rule_for(caller.role, data).read == access::Reach::Nobody {
-            slot.deny();
-            return role_refused(data);
-        }
+    let filter = if let Ask::Read(data) = grant.ask() {
         access.read_filter(data)
     } else {
-        let Some(patient) = search.patient.clone() else { return not_found() };
+        let Some(patient) = search.patient.clone() else { return Err(ApiError::NotFound) };
         let readable = readable_compartment(&access, &patient, search.types.iter().map(String::as_str));
         let demographics =
             matches!(access.decide(Data::Demographics, Some(&patient), Intent::Read), Decision::Allow { .. });
         if readable.is_empty() && !demographics {
             slot.touch(Touch { resource_type: Some("Patient".into()), patient: Some(patient), ..Touch::default() });
             slot.deny();
-            return not_found();
+            return Err(ApiError::NotFound);
         }
         search.types = readable;
         PatientFilter::Only(vec![patient])
     };
     let records = state.records.clone();
-    let tenant = caller.tenant.clone();
+    let tenant = grant.tenant().to_owned();
     let (s, a) = (search.clone(), after.clone());
-    let page = match blocking(move || records.search(&tenant, &s, &filter, a.as_ref())).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let page = blocking(move || records.search(&tenant, &s, &filter, a.as_ref())).await?;
     let mut patients_touched = std::collections::BTreeSet::new();
     for stored in &page.resources {
         patients_touched.insert(stored.patient.clone());
@@ -344,12 +274,8 @@ async fn run_search(
     let mut links =
         vec![serde_json::json!({"relation": "self", "url": format!("{base}/fhir/{}", search.types.join(","))})];
     if let Some(next) = page.next {
-        match search::page_token(&state.keys.pages, &caller.user_id, &search, next, now()) {
-            Ok(token) => {
-                links.push(serde_json::json!({"relation": "next", "url": format!("{base}/fhir?_page={token}")}));
-            }
-            Err(e) => return record_error(e),
-        }
+        let token = search::page_token(&state.keys.pages, grant.user(), &search, next, now())?;
+        links.push(serde_json::json!({"relation": "next", "url": format!("{base}/fhir?_page={token}")}));
     }
     let entries: Vec<String> = page
         .resources
@@ -367,7 +293,7 @@ async fn run_search(
         Value::Array(links),
         entries.join(",")
     );
-    ([(header::CONTENT_TYPE, FHIR_JSON)], body).into_response()
+    Ok(([(header::CONTENT_TYPE, FHIR_JSON)], body).into_response())
 }
 
 /// `https://<host>` from the request's Host header (the listener is TLS-only).
@@ -380,9 +306,9 @@ pub(super) fn base_url(headers: &HeaderMap) -> String {
     format!("https://{host}")
 }
 
-pub(super) fn body_json(body: &[u8]) -> Result<Value, Response> {
+pub(super) fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|_| {
-        outcome(
+        ApiError::outcome(
             StatusCode::BAD_REQUEST,
             "structure",
             "The body is not JSON. Send one FHIR resource as application/fhir+json.",
@@ -398,31 +324,13 @@ pub async fn create(
     headers: HeaderMap,
     Path(resource_type): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let data = match served(&resource_type) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    if access::rule_for(caller.role, data).write == access::Reach::Nobody {
-        slot.deny();
-        return role_refused(data);
-    }
-    let value = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let checked = match checked_for(&state, &caller, value, &resource_type).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let data = served(&resource_type)?;
+    let grant = authorize(caller, &slot, Ask::Write(data))?;
+    let value = body_json(&body)?;
+    let access = grant.access(&state).await?;
+    let checked = checked_for(&state, &grant, value, &resource_type).await?;
     // A new patient is registered by a clinician, who joins its care team; anything else
     // must belong to a patient the caller may write for.
     let mut break_glass = false;
@@ -431,10 +339,10 @@ pub async fn create(
             Decision::Allow { break_glass: bg } => break_glass = bg,
             // Say "break-glass" only for a patient that exists, or ids could be probed.
             Decision::BreakGlassRequired
-                if patient_exists(&state, &caller.tenant, checked.patient.as_deref()).await =>
+                if patient_exists(&state, grant.tenant(), checked.patient.as_deref()).await =>
             {
                 slot.deny();
-                return break_glass_required();
+                return Err(ApiError::BreakGlassRequired);
             }
             Decision::Deny | Decision::BreakGlassRequired => {
                 slot.deny();
@@ -443,14 +351,14 @@ pub async fn create(
                     patient: checked.patient.clone(),
                     ..Touch::default()
                 });
-                return record_error(crate::records::patient_not_found(&resource_type));
+                return Err(crate::records::patient_not_found(&resource_type).into());
             }
         }
     }
     let records = state.records.clone();
-    let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
+    let (tenant, user) = (grant.tenant().to_owned(), grant.user().to_owned());
     let record = slot.write_record(break_glass);
-    let (stored, replayed) = match blocking(move || {
+    let (stored, replayed) = blocking(move || {
         let writer = Writer::user(&user, key.as_deref()).audited(&record);
         let (stored, replayed) = records.create(&tenant, checked, &writer)?;
         if stored.resource_type == "Patient" && !replayed {
@@ -458,22 +366,18 @@ pub async fn create(
         }
         Ok((stored, replayed))
     })
-    .await
-    {
-        Ok(created) => created,
-        Err(r) => return r,
-    };
+    .await?;
     // A replay answers with the resource as it is now: only if the caller may still read it.
     if replayed && !matches!(access.decide(data, stored.patient.as_deref(), Intent::Read), Decision::Allow { .. }) {
         slot.touch(touch(&stored, false));
         slot.deny();
-        return not_found();
+        return Err(ApiError::NotFound);
     }
     slot.touch(touch(&stored, break_glass));
     if !replayed {
         slot.written_with_write();
     }
-    resource_response(StatusCode::CREATED, &stored)
+    Ok(resource_response(StatusCode::CREATED, &stored))
 }
 
 async fn patient_exists(state: &AppState, tenant: &str, patient: Option<&str>) -> bool {
@@ -491,92 +395,72 @@ pub async fn update(
     headers: HeaderMap,
     Path((resource_type, id)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let data = match served(&resource_type) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    if access::rule_for(caller.role, data).write == access::Reach::Nobody {
-        slot.deny();
-        return role_refused(data);
-    }
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let data = served(&resource_type)?;
+    let grant = authorize(caller, &slot, Ask::Write(data))?;
     let Some(expected) = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().trim_start_matches("W/").trim_matches('"').parse::<i64>().ok())
     else {
-        return outcome(
+        return Err(ApiError::outcome(
             StatusCode::PRECONDITION_REQUIRED,
             "required",
             "If-Match: missing. Send the ETag of the version you changed, e.g. If-Match: W/\"3\".",
-        );
+        ));
     };
-    let value = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let value = body_json(&body)?;
     if value.get("id").and_then(Value::as_str).is_some_and(|body_id| body_id != id) {
-        return outcome(StatusCode::BAD_REQUEST, "invalid", "id: the body's id must match the id in the URL.");
+        return Err(ApiError::outcome(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "id: the body's id must match the id in the URL.",
+        ));
     }
-    let (current, break_glass) = match current_for_write(&state, &caller, &slot, data, &resource_type, &id).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
+    let (current, break_glass) = current_for_write(&state, &grant, &slot, data, &resource_type, &id).await?;
     // The right to write was checked on this version: any other is a conflict here, before
     // the store's own check, so an If-Match naming a version written meanwhile (by someone
     // else) cannot ride on the check of this one.
     if expected != current.version {
         slot.touch(touch(&current, break_glass));
-        return record_error(RecordError::VersionConflict);
+        return Err(RecordError::VersionConflict.into());
     }
-    let checked = match checked_for(&state, &caller, value, &resource_type).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let checked = checked_for(&state, &grant, value, &resource_type).await?;
     // A resource may not be moved into a compartment the caller cannot write.
     let moved_to = if data == Data::Demographics { Some(id.clone()) } else { checked.patient.clone() };
     if moved_to != current.patient {
         slot.deny();
-        return outcome(
+        return Err(ApiError::outcome(
             StatusCode::UNPROCESSABLE_ENTITY,
             "business-rule",
             "A resource cannot be moved to another patient.",
-        );
+        ));
     }
     let records = state.records.clone();
-    let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
+    let (tenant, user) = (grant.tenant().to_owned(), grant.user().to_owned());
     let record = slot.write_record(break_glass);
-    let updated = blocking(move || {
+    let (stored, replayed) = blocking(move || {
         records.update(&tenant, &id, checked, expected, &Writer::user(&user, key.as_deref()).audited(&record))
     })
-    .await;
-    let (stored, replayed) = match updated {
-        Ok(updated) => updated,
-        Err(r) => {
-            slot.touch(touch(&current, break_glass));
-            return r;
-        }
-    };
+    .await
+    .inspect_err(|_| slot.touch(touch(&current, break_glass)))?;
     slot.touch(touch(&stored, break_glass));
     if !replayed {
         slot.written_with_write();
     }
-    resource_response(StatusCode::OK, &stored)
+    Ok(resource_response(StatusCode::OK, &stored))
 }
 
 /// A resource the caller sent, checked as any write is, and — from a patient or proxy —
 /// checked to be something they may author ([`crate::records::authorship`]).
 async fn checked_for(
     state: &AppState,
-    caller: &Principal,
+    grant: &Grant,
     value: Value,
     resource_type: &str,
-) -> Result<crate::records::Checked, Response> {
-    let (records, rt, role) = (state.records.clone(), resource_type.to_owned(), caller.role);
+) -> Result<crate::records::Checked, ApiError> {
+    let (records, rt, role) = (state.records.clone(), resource_type.to_owned(), grant.role());
     blocking(move || {
         let mut checked = records.check(value, &rt)?;
         if role == Role::Patient {
@@ -594,16 +478,16 @@ async fn checked_for(
 /// (as for a missing id).
 async fn current_for_write(
     state: &AppState,
-    caller: &Principal,
+    grant: &Grant,
     slot: &AuditSlot,
     data: Data,
     resource_type: &str,
     id: &str,
-) -> Result<(Stored, bool), Response> {
-    let access = caller_access(state, caller).await?;
+) -> Result<(Stored, bool), ApiError> {
+    let access = grant.access(state).await?;
     let records = state.records.clone();
-    let (tenant, rt, rid) = (caller.tenant.clone(), resource_type.to_owned(), id.to_owned());
-    let current = blocking(move || records.read(&tenant, &rt, &rid)).await?.ok_or_else(not_found)?;
+    let (tenant, rt, rid) = (grant.tenant().to_owned(), resource_type.to_owned(), id.to_owned());
+    let current = blocking(move || records.read(&tenant, &rt, &rid)).await?.ok_or(ApiError::NotFound)?;
     match access.decide(data, current.patient.as_deref(), Intent::Write) {
         Decision::Allow { break_glass } if access.may_change(current.written_by.as_deref()) => {
             Ok((current, break_glass))
@@ -614,16 +498,18 @@ async fn current_for_write(
             let readable =
                 matches!(access.decide(data, current.patient.as_deref(), Intent::Read), Decision::Allow { .. });
             Err(match decision {
-                Decision::BreakGlassRequired => break_glass_required(),
-                Decision::Allow { .. } => outcome(
+                Decision::BreakGlassRequired => ApiError::BreakGlassRequired,
+                Decision::Allow { .. } => ApiError::outcome(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "You may change only what you recorded yourself; ask your care team to correct this record.",
                 ),
-                Decision::Deny if readable => {
-                    outcome(StatusCode::FORBIDDEN, "forbidden", "Your role may read this record but not change it.")
-                }
-                Decision::Deny => not_found(),
+                Decision::Deny if readable => ApiError::outcome(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Your role may read this record but not change it.",
+                ),
+                Decision::Deny => ApiError::NotFound,
             })
         }
     }
@@ -631,10 +517,10 @@ async fn current_for_write(
 
 /// The `Idempotency-Key` header, if sent: a device replaying its outbox sends each write's
 /// key unchanged, so a write whose answer was lost is not made twice.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     value.to_str().ok().filter(|k| Once::new("", k).is_some()).map(|k| Some(k.to_owned())).ok_or_else(|| {
-        outcome(
+        ApiError::outcome(
             StatusCode::BAD_REQUEST,
             "value",
             "Idempotency-Key: expected up to 128 printable characters without spaces.",
@@ -649,35 +535,29 @@ pub async fn delete(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
     Path((resource_type, id)): Path<(String, String)>,
-) -> Response {
-    let data = match served(&resource_type) {
-        Ok(d) if d != Data::AuditTrail => d,
-        Ok(_) => return outcome(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "The audit trail is append-only."),
-        Err(r) => return r,
+) -> Result<Response, ApiError> {
+    let data = match served(&resource_type)? {
+        Data::AuditTrail => {
+            return Err(ApiError::outcome(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                "The audit trail is append-only.",
+            ));
+        }
+        data => data,
     };
-    if access::rule_for(caller.role, data).write == access::Reach::Nobody {
-        slot.deny();
-        return role_refused(data);
-    }
-    let (current, break_glass) = match current_for_write(&state, &caller, &slot, data, &resource_type, &id).await {
-        Ok(found) => found,
-        Err(r) => return r,
-    };
+    let grant = authorize(caller, &slot, Ask::Write(data))?;
+    let (current, break_glass) = current_for_write(&state, &grant, &slot, data, &resource_type, &id).await?;
     slot.touch(touch(&current, break_glass));
     let records = state.records.clone();
-    let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
+    let (tenant, user) = (grant.tenant().to_owned(), grant.user().to_owned());
     let record = slot.write_record(break_glass);
     let version = current.version;
-    let deleted = blocking(move || {
+    blocking(move || {
         let writer = Writer::user(&user, None).audited(&record);
         records.delete(&tenant, &resource_type, &id, version, now(), &writer)
     })
-    .await;
-    match deleted {
-        Ok(_) => {
-            slot.written_with_write();
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(r) => r,
-    }
+    .await?;
+    slot.written_with_write();
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -4,17 +4,19 @@
 
 use std::net::SocketAddr;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use carekeep_protocol::sync::{
     DeviceAuditReceipt, DeviceAuditUpload, PatientChanges, RemovedPage, RemovedResource, SyncStatus,
 };
 use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
-use super::fhir::caller_access;
+use super::audit::AuditSlot;
+use super::error::ApiError;
+use super::grant::{Ask, authorize};
 use crate::audit::device::{self, UploadError};
 use crate::auth::Principal;
 use crate::records::{Data, Decision, DeletionScope, Intent};
@@ -32,29 +34,24 @@ pub struct After {
 /// `GET /sync/status`: the patients the caller may keep (those a Patient search would
 /// return), each with its latest change, and the newest deletion — one request tells a
 /// device whether it has anything to pull.
-pub async fn status(State(state): State<AppState>, caller: Principal) -> Response {
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Principal,
+    Extension(slot): Extension<AuditSlot>,
+) -> Result<Response, ApiError> {
+    // Each patient and deletion is decided by the caller's access.
+    let grant = authorize(caller, &slot, Ask::PerRecord)?;
+    let access = grant.access(&state).await?;
     let filter = access.read_filter(Data::Demographics);
-    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
+    let (records, tenant) = (state.records.clone(), grant.tenant().to_owned());
     let Ok(Ok((patients, removed_through))) =
         tokio::task::spawn_blocking(move || records.sync_status(&tenant, &filter, &DeletionScope::of(&access))).await
     else {
         tracing::error!("records store failed");
-        return failed_read();
+        return Err(ApiError::Internal);
     };
     let patients = patients.into_iter().map(|(id, changed_at)| PatientChanges { id, changed_at }).collect();
-    Json(SyncStatus { patients, removed_through }).into_response()
-}
-
-fn failed_read() -> Response {
-    super::operation_outcome(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "exception",
-        "The server could not complete the request; try again.",
-    )
+    Ok(Json(SyncStatus { patients, removed_through }).into_response())
 }
 
 /// `GET /sync/removed?after=N`: resources deleted since the device's last sync, limited to
@@ -62,18 +59,18 @@ fn failed_read() -> Response {
 pub async fn removed(
     State(state): State<AppState>,
     caller: Principal,
+    Extension(slot): Extension<AuditSlot>,
     Query(After { after }): Query<After>,
-) -> Response {
-    let access = match caller_access(&state, &caller).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let (records, tenant, scope) = (state.records.clone(), caller.tenant.clone(), DeletionScope::of(&access));
+) -> Result<Response, ApiError> {
+    // Each deletion is decided by the caller's access.
+    let grant = authorize(caller, &slot, Ask::PerRecord)?;
+    let access = grant.access(&state).await?;
+    let (records, tenant, scope) = (state.records.clone(), grant.tenant().to_owned(), DeletionScope::of(&access));
     let found =
         tokio::task::spawn_blocking(move || records.removed_after(&tenant, &scope, after, REMOVED_PER_PAGE)).await;
     let Ok(Ok(found)) = found else {
         tracing::error!("records store failed");
-        return failed_read();
+        return Err(ApiError::Internal);
     };
     let more = found.len() == REMOVED_PER_PAGE as usize;
     let last = found.last().map_or(after, |r| r.seq);
@@ -82,7 +79,7 @@ pub async fn removed(
         .filter(|r| readable(&access, r))
         .map(|r| RemovedResource { resource_type: r.resource_type, id: r.id })
         .collect();
-    Json(RemovedPage { removed, after: last, more }).into_response()
+    Ok(Json(RemovedPage { removed, after: last, more }).into_response())
 }
 
 /// Whether the caller may read what a deletion removed (so it was, or could have been, on

@@ -69,7 +69,7 @@ export function announce(text: string, kind: "info" | "error" | "offline" = "inf
 
 /** Handles a command's failure: the screen it calls for, or its message. */
 export function showError(e: unknown): CommandError {
-  const error: CommandError = isCommandError(e) ? e : { next: "fix", message: String(e) };
+  const error: CommandError = isCommandError(e) ? e : { next: "fix", step: null, message: String(e) };
   switch (error.next) {
     case "locked":
     case "sign-in":

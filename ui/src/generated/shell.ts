@@ -29,3 +29,13 @@ export type Role = "patient" | "clinician" | "nurse" | "billing" | "admin";
  * How a write made on this device stands with the server.
  */
 export type WriteStatus = "pending" | "conflict" | "rejected";
+
+/**
+ * What the person does next about a failed command (`CommandError.step`): the core's
+ * one answer, which `CommandError.next` turns into a screen.
+ */
+export type NextStep = { "step": "sign-in" } | { "step": "reenter-credentials" } | { "step": "unlock-with-password" } | { "step": "unlock" } | { "step": "confirm-identity" } | { "step": "sign-in-after-wipe" } | { "step": "erase-and-sign-in" } | { "step": "wait", 
+/**
+ * How long, when known.
+ */
+retry_after_secs: number | null, } | { "step": "reconnect" } | { "step": "try-again-later" } | { "step": "try-again" } | { "step": "update-app" } | { "step": "free-space" } | { "step": "contact-it" } | { "step": "ask-care-team" } | { "step": "correct-input" };

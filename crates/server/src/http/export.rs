@@ -7,15 +7,17 @@
 //! every file fetched is audited once per patient whose records it holds.
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use carekeep_protocol::auth::Role;
 use serde::Deserialize;
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
+use super::error::ApiError;
 use super::fhir::{base_url, blocking};
+use super::grant::{Ask, Grant, authorize};
 use crate::auth::Principal;
 use crate::now;
 use crate::records::access::{Data, SERVED_TYPES};
@@ -33,41 +35,48 @@ pub struct KickOff {
     output_format: Option<String>,
 }
 
-/// `GET /fhir/$export`.
-pub async fn system(
-    State(state): State<AppState>,
-    caller: Principal,
-    Extension(slot): Extension<AuditSlot>,
+/// A kick-off request, whichever of the three routes it came to: the administrator's
+/// grant (anyone else is refused here), the audit slot, the headers and the parameters.
+/// The parameters are checked by [`ExportRequest::start`], after the route's own checks.
+pub struct ExportRequest {
+    grant: Grant,
+    slot: AuditSlot,
     headers: HeaderMap,
-    Query(query): Query<KickOff>,
-) -> Response {
-    kick_off(state, caller, slot, &headers, query, Scope::System, "/fhir/$export").await
+    query: KickOff,
+}
+
+impl FromRequestParts<AppState> for ExportRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Principal::from_request_parts(parts, state).await?;
+        let Extension(slot) =
+            Extension::<AuditSlot>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let Query(query) =
+            Query::<KickOff>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let grant = authorize(caller, &slot, Ask::BulkExport).map_err(IntoResponse::into_response)?;
+        Ok(Self { grant, slot, headers, query })
+    }
+}
+
+/// `GET /fhir/$export`.
+pub async fn system(State(state): State<AppState>, request: ExportRequest) -> Result<Response, ApiError> {
+    request.start(state, Scope::System, "/fhir/$export").await
 }
 
 /// `GET /fhir/Patient/$export`.
-pub async fn patients(
-    State(state): State<AppState>,
-    caller: Principal,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
-    Query(query): Query<KickOff>,
-) -> Response {
-    kick_off(state, caller, slot, &headers, query, Scope::Patients, "/fhir/Patient/$export").await
+pub async fn patients(State(state): State<AppState>, request: ExportRequest) -> Result<Response, ApiError> {
+    request.start(state, Scope::Patients, "/fhir/Patient/$export").await
 }
 
 /// `GET /fhir/Group/{id}/$export`: the group is a clinician's or nurse's care team.
 pub async fn group(
     State(state): State<AppState>,
-    caller: Principal,
-    Extension(slot): Extension<AuditSlot>,
-    headers: HeaderMap,
+    request: ExportRequest,
     Path(id): Path<String>,
-    Query(query): Query<KickOff>,
-) -> Response {
-    if caller.role != Role::Admin {
-        return only_admins(&slot);
-    }
-    let (store, tenant, user) = (state.records.store().clone(), caller.tenant.clone(), id.clone());
+) -> Result<Response, ApiError> {
+    let (store, tenant, user) = (state.records.store().clone(), request.grant.tenant().to_owned(), id.clone());
     let member = tokio::task::spawn_blocking(move || {
         store
             .read()
@@ -81,105 +90,78 @@ pub async fn group(
     .await
     .unwrap_or(false);
     if !member {
-        return outcome(
+        return Err(ApiError::outcome(
             StatusCode::NOT_FOUND,
             "not-found",
             "No such group: a group is a clinician's or nurse's user id.",
-        );
+        ));
     }
-    kick_off(state, caller, slot, &headers, query, Scope::CareTeam(id), "/fhir/Group/{id}/$export").await
+    request.start(state, Scope::CareTeam(id), "/fhir/Group/{id}/$export").await
 }
 
-fn only_admins(slot: &AuditSlot) -> Response {
-    slot.deny();
-    outcome(StatusCode::FORBIDDEN, "forbidden", "Only the clinic's administrators export records in bulk.")
-}
-
-async fn kick_off(
-    state: AppState,
-    caller: Principal,
-    slot: AuditSlot,
-    headers: &HeaderMap,
-    query: KickOff,
-    scope: Scope,
-    route: &str,
-) -> Response {
-    if caller.role != Role::Admin {
-        return only_admins(&slot);
-    }
-    let asks_async = headers
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "respond-async"));
-    if !asks_async {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "required",
-            "Prefer: respond-async is required; an export runs in the background.",
-        );
-    }
-    if query
-        .output_format
-        .as_deref()
-        .is_some_and(|f| !["application/fhir+ndjson", "application/ndjson", "ndjson"].contains(&f))
-    {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "not-supported",
-            "_outputFormat: only application/fhir+ndjson is written.",
-        );
-    }
-    let types: Vec<String> =
-        query.types.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
-    if let Some(unknown) =
-        types.iter().find(|t| !SERVED_TYPES.contains(&t.as_str()) || Data::of(t) == Some(Data::AuditTrail))
-    {
-        let named = if carekeep_fhir::is_r4_resource_type(unknown) { unknown.as_str() } else { "a type" };
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "not-supported",
-            &format!("_type: {named} is not exported by this server."),
-        );
-    }
-    let since = match query.since.as_deref() {
-        None => None,
-        Some(s) if carekeep_fhir::is_valid_instant(s) => carekeep_fhir::sortable_date_time(s),
-        Some(_) => {
-            return outcome(
-                StatusCode::BAD_REQUEST,
-                "value",
-                "_since: expected a FHIR instant, e.g. 2026-01-01T00:00:00Z.",
-            );
+impl ExportRequest {
+    /// Checks the parameters and the caller's recent sign-in, and starts the export of
+    /// `scope` in the background: 202 with where to ask for the manifest.
+    async fn start(self, state: AppState, scope: Scope, route: &str) -> Result<Response, ApiError> {
+        let Self { grant, slot, headers, query } = self;
+        let bad = |code, diagnostics| ApiError::outcome(StatusCode::BAD_REQUEST, code, diagnostics);
+        let asks_async = headers
+            .get("prefer")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "respond-async"));
+        if !asks_async {
+            return Err(bad("required", "Prefer: respond-async is required; an export runs in the background.".into()));
         }
-    };
-    if let Err(e) = state.auth.require_step_up(&caller, now()).await {
-        slot.deny();
-        return e.into_response();
-    }
-    let request = route.to_owned();
-    let records = state.records.clone();
-    let (tenant, user) = (caller.tenant.clone(), caller.user_id.clone());
-    let id = match blocking_response(move || records.begin_export(&tenant, &user, &request, now())).await {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let (records, tenant, job) = (state.records.clone(), caller.tenant.clone(), id.clone());
-    tokio::task::spawn_blocking(move || {
-        let time =
-            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-        let files = records.export_files(&tenant, &scope, &types, since.as_deref());
-        if let Err(e) = &files {
-            tracing::error!(error = %e, "an export failed");
+        if query
+            .output_format
+            .as_deref()
+            .is_some_and(|f| !["application/fhir+ndjson", "application/ndjson", "ndjson"].contains(&f))
+        {
+            return Err(bad("not-supported", "_outputFormat: only application/fhir+ndjson is written.".into()));
         }
-        if let Err(e) = records.finish_export(&tenant, &job, files.ok(), &time) {
-            tracing::error!(error = %e, "an export could not be stored");
+        let types: Vec<String> = query
+            .types
+            .iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if let Some(unknown) =
+            types.iter().find(|t| !SERVED_TYPES.contains(&t.as_str()) || Data::of(t) == Some(Data::AuditTrail))
+        {
+            let named = if carekeep_fhir::is_r4_resource_type(unknown) { unknown.as_str() } else { "a type" };
+            return Err(bad("not-supported", format!("_type: {named} is not exported by this server.")));
         }
-    });
-    let mut response = StatusCode::ACCEPTED.into_response();
-    if let Ok(location) = format!("{}/exports/{id}", base_url(headers)).parse() {
-        response.headers_mut().insert(header::CONTENT_LOCATION, location);
+        let since = match query.since.as_deref() {
+            None => None,
+            Some(s) if carekeep_fhir::is_valid_instant(s) => carekeep_fhir::sortable_date_time(s),
+            Some(_) => return Err(bad("value", "_since: expected a FHIR instant, e.g. 2026-01-01T00:00:00Z.".into())),
+        };
+        // Taking a tenant's records out needs a fresh sign-in.
+        state.auth.require_step_up(grant.caller(), now()).await.inspect_err(|_| slot.deny())?;
+        let request = route.to_owned();
+        let records = state.records.clone();
+        let (tenant, user) = (grant.tenant().to_owned(), grant.user().to_owned());
+        let id = blocking(move || records.begin_export(&tenant, &user, &request, now())).await?;
+        let (records, tenant, job) = (state.records.clone(), grant.tenant().to_owned(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let files = records.export_files(&tenant, &scope, &types, since.as_deref());
+            if let Err(e) = &files {
+                tracing::error!(error = %e, "an export failed");
+            }
+            if let Err(e) = records.finish_export(&tenant, &job, files.ok(), &time) {
+                tracing::error!(error = %e, "an export could not be stored");
+            }
+        });
+        let mut response = StatusCode::ACCEPTED.into_response();
+        if let Ok(location) = format!("{}/exports/{id}", base_url(&headers)).parse() {
+            response.headers_mut().insert(header::CONTENT_LOCATION, location);
+        }
+        Ok(response)
     }
-    response
 }
 
 /// `GET /exports/{id}`: in progress (202), or the manifest with a signed link per file.
@@ -189,26 +171,33 @@ pub async fn status(
     Extension(slot): Extension<AuditSlot>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    if caller.role != Role::Admin {
-        return only_admins(&slot);
-    }
-    let (records, tenant, export_id) = (state.records.clone(), caller.tenant.clone(), id.clone());
-    let export = match blocking_response(move || records.export(&tenant, &export_id)).await {
-        Ok(Some(e)) if e.user_id == caller.user_id => e,
-        Ok(_) => {
-            return outcome(StatusCode::NOT_FOUND, "not-found", "No such export of yours; exports are kept a day.");
+) -> Result<Response, ApiError> {
+    let grant = authorize(caller, &slot, Ask::BulkExport)?;
+    let (records, tenant, export_id) = (state.records.clone(), grant.tenant().to_owned(), id.clone());
+    let export = match blocking(move || records.export(&tenant, &export_id)).await? {
+        Some(e) if e.user_id == grant.user() => e,
+        _ => {
+            return Err(ApiError::outcome(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "No such export of yours; exports are kept a day.",
+            ));
         }
-        Err(r) => return r,
     };
-    match export.status {
+    Ok(match export.status {
         Status::Running => {
             let mut response =
                 (StatusCode::ACCEPTED, [("x-progress", "in progress"), ("retry-after", "2")]).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
             response
         }
-        Status::Failed => outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "The export failed; start it again."),
+        Status::Failed => {
+            return Err(ApiError::outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                "The export failed; start it again.",
+            ));
+        }
         Status::Complete { transaction_time, files } => {
             let base = base_url(&headers);
             let expires = now() + LINK_SECS;
@@ -216,7 +205,7 @@ pub async fn status(
                 .iter()
                 .map(|(n, resource_type, count)| {
                     let object = format!("export:{id}:{n}");
-                    let sig = links::sign(&state.keys.links, &caller.user_id, &caller.tenant, &object, expires);
+                    let sig = links::sign(&state.keys.links, grant.user(), grant.tenant(), &object, expires);
                     serde_json::json!({"type": resource_type, "count": count,
                         "url": format!("{base}/exports/{id}/files/{n}?expires={expires}&sig={sig}")})
                 })
@@ -230,7 +219,7 @@ pub async fn status(
             }))
             .into_response()
         }
-    }
+    })
 }
 
 /// `DELETE /exports/{id}`: the export and its files, gone now.
@@ -239,21 +228,18 @@ pub async fn delete(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
     Path(id): Path<String>,
-) -> Response {
-    if caller.role != Role::Admin {
-        return only_admins(&slot);
-    }
-    let (records, tenant, user) = (state.records.clone(), caller.tenant.clone(), caller.user_id.clone());
-    let deleted = blocking_response(move || {
+) -> Result<Response, ApiError> {
+    let grant = authorize(caller, &slot, Ask::BulkExport)?;
+    let (records, tenant, user) = (state.records.clone(), grant.tenant().to_owned(), grant.user().to_owned());
+    let deleted = blocking(move || {
         let mine = records.export(&tenant, &id)?.is_some_and(|e| e.user_id == user);
         Ok(mine && records.delete_export(&tenant, &id)?)
     })
-    .await;
-    match deleted {
-        Ok(true) => StatusCode::ACCEPTED.into_response(),
-        Ok(false) => outcome(StatusCode::NOT_FOUND, "not-found", "No such export of yours."),
-        Err(r) => r,
+    .await?;
+    if !deleted {
+        return Err(ApiError::outcome(StatusCode::NOT_FOUND, "not-found", "No such export of yours."));
     }
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// A signed link's query.
@@ -271,46 +257,34 @@ pub async fn file(
     Extension(slot): Extension<AuditSlot>,
     Path((id, n)): Path<(String, i64)>,
     Query(signed): Query<Signed>,
-) -> Response {
-    if caller.role != Role::Admin {
-        return only_admins(&slot);
-    }
+) -> Result<Response, ApiError> {
+    let grant = authorize(caller, &slot, Ask::BulkExport)?;
     let object = format!("export:{id}:{n}");
     if let Err(e) =
-        links::verify(&state.keys.links, &caller.user_id, &caller.tenant, &object, signed.expires, &signed.sig, now())
+        links::verify(&state.keys.links, grant.user(), grant.tenant(), &object, signed.expires, &signed.sig, now())
     {
         slot.deny();
-        return outcome(StatusCode::FORBIDDEN, "expired", &e.to_string());
+        return Err(ApiError::outcome(StatusCode::FORBIDDEN, "expired", e.to_string()));
     }
-    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
-    let user = caller.user_id.clone();
-    let found = blocking_response(move || {
+    let (records, tenant) = (state.records.clone(), grant.tenant().to_owned());
+    let user = grant.user().to_owned();
+    let found = blocking(move || {
         let mine = records.export(&tenant, &id)?.is_some_and(|e| e.user_id == user);
         if !mine {
             return Ok(None);
         }
         records.export_file(&tenant, &id, n)
     })
-    .await;
-    match found {
-        Ok(Some(fetched)) => {
-            for patient in fetched.patients {
-                slot.touch(Touch { patient: Some(patient), ..Touch::default() });
-            }
-            ([(header::CONTENT_TYPE, "application/fhir+ndjson")], fetched.ndjson.to_vec()).into_response()
-        }
-        Ok(None) => outcome(StatusCode::NOT_FOUND, "not-found", "No such export file; exports are kept a day."),
-        Err(r) => r,
+    .await?;
+    let Some(fetched) = found else {
+        return Err(ApiError::outcome(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "No such export file; exports are kept a day.",
+        ));
+    };
+    for patient in fetched.patients {
+        slot.touch(Touch { patient: Some(patient), ..Touch::default() });
     }
-}
-
-fn outcome(status: StatusCode, code: &str, diagnostics: &str) -> Response {
-    super::operation_outcome(status, code, diagnostics)
-}
-
-/// [`blocking`], answering a failure at once.
-async fn blocking_response<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::records::RecordError> + Send + 'static,
-) -> Result<T, Response> {
-    blocking(work).await.map_err(IntoResponse::into_response)
+    Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson")], fetched.ndjson.to_vec()).into_response())
 }

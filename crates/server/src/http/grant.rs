@@ -2,12 +2,13 @@
 //! records, and the [`Grant`] it returns.
 //!
 //! The role table ([`access::rule_for`]) says which classes of data a role may read or
-//! write at all ("billing reads no clinical data"); a refusal answers 403 and is audited as
-//! denied, before the store is touched. The caller's [`Access`] — which patients, under
+//! write at all ("billing reads no clinical data"), and only administrators export in bulk;
+//! a refusal answers 403 and is audited as denied, before the store is touched. The caller's [`Access`] — which patients, under
 //! which tenant — is loaded only through a [`Grant`], and a `Grant` is made only here, so a
 //! handler that skipped the check has no way to the records. Record-level decisions
 //! (care team, break-glass) stay with [`Access::decide`], record by record.
 
+use axum::http::StatusCode;
 use carekeep_protocol::auth::Role;
 
 use super::AppState;
@@ -30,6 +31,8 @@ pub enum Ask {
     /// met (`$everything`, Bundles, sync, the audit trail's own filter): no class is
     /// refused up front.
     PerRecord,
+    /// Take the tenant's records out in bulk (`$export`): the clinic's administrators only.
+    BulkExport,
 }
 
 /// Leave to go on: the caller, and what [`authorize`] let them do. The caller's records
@@ -50,7 +53,12 @@ pub fn authorize(caller: Principal, slot: &AuditSlot, ask: Ask) -> Result<Grant,
         Ask::Write(data) if access::rule_for(caller.role, data).write == Reach::Nobody => {
             Some(ApiError::RoleRefused(data))
         }
-        Ask::Read(_) | Ask::Write(_) | Ask::PerRecord => None,
+        Ask::BulkExport if caller.role != Role::Admin => Some(ApiError::outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Only the clinic's administrators export records in bulk.",
+        )),
+        Ask::Read(_) | Ask::Write(_) | Ask::PerRecord | Ask::BulkExport => None,
     };
     if let Some(refusal) = refusal {
         slot.deny();
@@ -60,6 +68,11 @@ pub fn authorize(caller: Principal, slot: &AuditSlot, ask: Ask) -> Result<Grant,
 }
 
 impl Grant {
+    /// Who is asking.
+    pub fn caller(&self) -> &Principal {
+        &self.caller
+    }
+
     /// Their tenant: every query is filtered by it.
     pub fn tenant(&self) -> &str {
         &self.caller.tenant

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use carekeep_core::account::Account;
+use carekeep_core::error::UnlockError;
 use carekeep_core::{Error, Keychain, Profile, SystemClock};
 use tauri::ipc::Channel;
 use tokio::sync::Mutex;
@@ -78,11 +79,11 @@ impl Shell {
     /// Runs `work` — a command's use of the account, typically waiting on the server —
     /// until it ends or a lock is due ([`Shell::account_for_lock`]): then it is dropped where
     /// it waits (the core's steps are each safe to cut short, as a crash would) and the
-    /// command answers [`Error::Locked`].
+    /// command answers [`UnlockError::Locked`].
     pub async fn until_lock<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         tokio::select! {
             biased;
-            () = self.interrupt.notified() => Err(Error::Locked),
+            () = self.interrupt.notified() => Err(Error::Unlock(UnlockError::Locked)),
             done = work => done,
         }
     }
@@ -105,7 +106,8 @@ impl Shell {
     }
 
     /// The account, opened (locked) from the profile if not yet in memory.
-    /// [`Error::NoVault`]: no one is signed in on this device.
+    /// [`CacheError::NoVault`](carekeep_core::error::CacheError::NoVault): no one is signed in
+    /// on this device.
     pub fn ensure_open(&self, slot: &mut Option<Account>) -> Result<(), Error> {
         if slot.is_none() {
             *slot = Some(Account::open(&self.profile, Self::keychain(), Arc::new(SystemClock))?);

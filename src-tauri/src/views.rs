@@ -99,40 +99,41 @@ pub type CommandResult<T> = Result<T, CommandError>;
 mod tests {
     use super::CommandError;
     use carekeep_core::Error;
+    use carekeep_core::error::{CacheError, ConnectionError, RecordsError, ServerError, UnlockError};
 
     /// The UI's `next` for each kind of step, as it was before the core said the step: a
     /// screen must not change because the decision moved.
     #[test]
     fn each_error_keeps_its_screen() {
         let cases = [
-            (Error::ReauthRequired, "sign-in"),
-            (Error::SessionEnded, "sign-in"),
-            (Error::OfflineGraceOver, "sign-in"),
-            (Error::NoVault, "sign-in"),
-            (Error::PasswordRequired, "password"),
-            (Error::PresenceUnavailable, "password"),
-            (Error::PresenceRefused, "password"),
-            (Error::DeviceKeyMissing, "password"),
-            (Error::KeychainUnavailable, "password"),
-            (Error::StepUpRequired, "step-up"),
-            (Error::Locked, "locked"),
-            (Error::RemoteWipe, "wiped"),
-            (Error::DeviceRevoked, "wiped"),
-            (Error::WipedAfterFailedAttempts, "wiped"),
-            (Error::ServerUnreachable, "offline"),
-            (Error::ServerTimeout, "offline"),
-            (Error::ServerMalformed, "offline"),
-            (Error::ServerRefused { status: 502 }, "offline"),
-            (Error::ServerRefused { status: 0 }, "offline"),
-            (Error::DocumentNotDownloaded, "offline"),
-            (Error::ServerRefused { status: 400 }, "fix"),
-            (Error::PagingLoop, "fix"),
-            (Error::BadCredentials, "fix"),
-            (Error::ChallengeExpired, "fix"),
-            (Error::OtherAccount, "fix"),
-            (Error::PinMismatch, "fix"),
-            (Error::DiskFull, "fix"),
-            (Error::RateLimited { retry_after_secs: 5 }, "fix"),
+            (Error::Unlock(UnlockError::ReauthRequired), "sign-in"),
+            (Error::Server(ServerError::SessionEnded), "sign-in"),
+            (Error::Unlock(UnlockError::OfflineGraceOver), "sign-in"),
+            (Error::Cache(CacheError::NoVault), "sign-in"),
+            (Error::Unlock(UnlockError::PasswordRequired), "password"),
+            (Error::Unlock(UnlockError::PresenceUnavailable), "password"),
+            (Error::Unlock(UnlockError::PresenceRefused), "password"),
+            (Error::Unlock(UnlockError::DeviceKeyMissing), "password"),
+            (Error::Unlock(UnlockError::KeychainUnavailable), "password"),
+            (Error::Server(ServerError::StepUpRequired), "step-up"),
+            (Error::Unlock(UnlockError::Locked), "locked"),
+            (Error::Server(ServerError::RemoteWipe), "wiped"),
+            (Error::Server(ServerError::DeviceRevoked), "wiped"),
+            (Error::Unlock(UnlockError::WipedAfterFailedAttempts), "wiped"),
+            (Error::Connection(ConnectionError::ServerUnreachable), "offline"),
+            (Error::Connection(ConnectionError::ServerTimeout), "offline"),
+            (Error::Server(ServerError::ServerMalformed), "offline"),
+            (Error::Server(ServerError::ServerRefused { status: 502 }), "offline"),
+            (Error::Server(ServerError::ServerRefused { status: 0 }), "offline"),
+            (Error::Records(RecordsError::DocumentNotDownloaded), "offline"),
+            (Error::Server(ServerError::ServerRefused { status: 400 }), "fix"),
+            (Error::Server(ServerError::PagingLoop), "fix"),
+            (Error::Server(ServerError::BadCredentials), "fix"),
+            (Error::Server(ServerError::ChallengeExpired), "fix"),
+            (Error::Cache(CacheError::OtherAccount), "fix"),
+            (Error::Connection(ConnectionError::PinMismatch), "fix"),
+            (Error::Cache(CacheError::DiskFull), "fix"),
+            (Error::Server(ServerError::RateLimited { retry_after_secs: 5 }), "fix"),
         ];
         for (error, next) in cases {
             let label = format!("{error:?}");

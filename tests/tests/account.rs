@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use carekeep_core::account::Account;
 use carekeep_core::clock::ManualClock;
+use carekeep_core::error::{CacheError, ConnectionError, ServerError, UnlockError};
 use carekeep_core::session::State;
 use carekeep_core::{Clock, Error, Password, SystemClock};
 use carekeep_e2e::{Device, PASSWORD, PresenceTestDouble, Running, World};
@@ -51,10 +52,10 @@ async fn first_sign_in_creates_the_vault_and_later_starts_unlock_it_by_the_rules
     // access token comes from the refresh token in the keychain.
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     assert_eq!(later.status().state, State::Locked);
-    assert!(matches!(later.store(), Err(Error::Locked)));
+    assert!(matches!(later.store(), Err(Error::Unlock(UnlockError::Locked))));
     // No presence check on this device: the keychain is not even read; the password is asked.
     let absent = PresenceTestDouble::unavailable();
-    assert!(matches!(later.unlock_with_device_key(&absent), Err(Error::PresenceUnavailable)));
+    assert!(matches!(later.unlock_with_device_key(&absent), Err(Error::Unlock(UnlockError::PresenceUnavailable))));
     assert_eq!((absent.asked(), later.status().state), (1, State::Locked));
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     later.store().unwrap();
@@ -67,10 +68,13 @@ async fn first_sign_in_creates_the_vault_and_later_starts_unlock_it_by_the_rules
     later.lock().unwrap();
     drop(later);
     let mut again = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
-    assert!(matches!(again.unlock_with_device_key(&PresenceTestDouble::present()), Err(Error::PasswordRequired)));
+    assert!(matches!(
+        again.unlock_with_device_key(&PresenceTestDouble::present()),
+        Err(Error::Unlock(UnlockError::PasswordRequired))
+    ));
     assert!(matches!(
         again.unlock_with_password(&Password::new("wrong password here")),
-        Err(Error::WrongPassword { .. })
+        Err(Error::Unlock(UnlockError::WrongPassword { .. }))
     ));
     again.unlock_with_password(&Password::new(PASSWORD)).unwrap();
     assert_eq!(again.status().state, State::Unlocked);
@@ -104,15 +108,18 @@ async fn past_the_windows_only_a_full_sign_in_unlocks_and_it_reopens_the_same_va
     clock.advance(std::time::Duration::from_secs(13 * 3600));
     let mut later = Account::open(&device.profile, device.keychain.clone(), clock.clone()).unwrap();
     let presence = PresenceTestDouble::present();
-    assert!(matches!(later.unlock_with_device_key(&presence), Err(Error::ReauthRequired)));
+    assert!(matches!(later.unlock_with_device_key(&presence), Err(Error::Unlock(UnlockError::ReauthRequired))));
     assert_eq!(presence.asked(), 0, "past the window the person is not even asked");
     // Inside the 72-hour offline grace, the password still works.
     later.unlock_with_password(&Password::new(PASSWORD)).unwrap();
     drop(later);
     clock.advance(std::time::Duration::from_secs(60 * 3600));
     let mut stale = Account::open(&device.profile, device.keychain.clone(), clock.clone()).unwrap();
-    assert!(matches!(stale.unlock_with_password(&Password::new(PASSWORD)), Err(Error::OfflineGraceOver)));
-    assert!(matches!(stale.store(), Err(Error::Locked)));
+    assert!(matches!(
+        stale.unlock_with_password(&Password::new(PASSWORD)),
+        Err(Error::Unlock(UnlockError::OfflineGraceOver))
+    ));
+    assert!(matches!(stale.store(), Err(Error::Unlock(UnlockError::Locked))));
     drop(stale);
 
     // A full sign-in reopens the same vault: the record written before is still there.
@@ -130,14 +137,14 @@ async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
     assert!(out.revoked_at_server && !out.cache_wiped);
     assert!(matches!(
         Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)),
-        Err(Error::NoVault)
+        Err(Error::Cache(CacheError::NoVault))
     ));
 
     // Someone else on this profile: refused, the first user's vault untouched.
     let other = World::new(Role::Nurse);
     let other_running = Running::start(&other.data).await;
     let refused = device.sign_in(&other, &other_running, Arc::new(SystemClock), 0).await;
-    assert!(matches!(refused, Err(Error::OtherAccount)));
+    assert!(matches!(refused, Err(Error::Cache(CacheError::OtherAccount))));
 
     // Signed in again, then the device is flagged for wipe: the next refresh erases it.
     let mut account = device.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
@@ -147,11 +154,11 @@ async fn another_account_is_refused_logout_revokes_and_a_remote_wipe_erases() {
     revoke_from_elsewhere(&world, &token, true).await;
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
-    assert!(matches!(later.access_token().await, Err(Error::RemoteWipe)));
+    assert!(matches!(later.access_token().await, Err(Error::Server(ServerError::RemoteWipe))));
     assert!(!device.profile.has_vault(), "the vault is gone");
     assert!(matches!(
         Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)),
-        Err(Error::NoVault)
+        Err(Error::Cache(CacheError::NoVault))
     ));
 }
 
@@ -177,7 +184,7 @@ async fn a_pin_mismatch_fails_closed_and_is_audited() {
 
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
-    assert!(matches!(later.sync(&mut |_| {}).await, Err(Error::PinMismatch)));
+    assert!(matches!(later.sync(&mut |_| {}).await, Err(Error::Connection(ConnectionError::PinMismatch))));
     let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
     assert_eq!(actions.last().map(String::as_str), Some("connection refused (pin-mismatch)"), "{actions:?}");
 }
@@ -197,7 +204,7 @@ async fn revocation_by_the_organisation_erases_the_cache() {
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
     later.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     let revoked = later.access_token().await.unwrap_err();
-    assert!(matches!(revoked, Error::DeviceRevoked), "{revoked:?}");
+    assert!(matches!(revoked, Error::Server(ServerError::DeviceRevoked)), "{revoked:?}");
     assert!(revoked.to_string().contains("erased"));
     assert!(!device.profile.has_vault());
     let actions: Vec<String> = later.queued_audit().unwrap().into_iter().map(|r| r.event.action).collect();
@@ -231,18 +238,18 @@ async fn idle_and_background_lock_drop_the_key_and_export_needs_step_up() {
     clock.advance(Duration::from_secs(240));
     assert!(!account.tick(), "input restarted the idle timer");
     // Past the 5-minute step-up window, export is refused until a full sign-in.
-    assert!(matches!(account.export_patient("p1").await, Err(Error::StepUpRequired)));
+    assert!(matches!(account.export_patient("p1").await, Err(Error::Server(ServerError::StepUpRequired))));
     clock.advance(Duration::from_secs(61));
     assert!(account.tick(), "idle for 5 minutes: locked now");
     assert!(!account.tick(), "a lock is reported once");
-    assert!(matches!(account.store(), Err(Error::Locked)));
+    assert!(matches!(account.store(), Err(Error::Unlock(UnlockError::Locked))));
     assert_eq!(account.status().state, State::Locked);
     // An idle lock is not a walk-away lock: presence unlocks inside the 12-hour window.
     account.unlock_with_device_key(&PresenceTestDouble::present()).unwrap();
     account.store().unwrap();
     // The patient policy's background grace is zero: minimising locks at once.
     assert!(account.backgrounded());
-    assert!(matches!(account.store(), Err(Error::Locked)));
+    assert!(matches!(account.store(), Err(Error::Unlock(UnlockError::Locked))));
     assert!(!account.foregrounded());
     account.unlock_with_password(&Password::new(PASSWORD)).unwrap();
     assert!(account.os_locked(), "the OS screen lock locks at once");
@@ -272,14 +279,14 @@ async fn devices_are_listed_another_is_signed_out_and_sign_out_everywhere_ends_t
     assert!(matches!(on_laptop.revoke_device("dev-nobody").await, Err(Error::InvalidArgument { .. })));
     on_laptop.revoke_device(&other.id).await.unwrap();
     // The phone's next contact: signed out, its copy erased.
-    assert!(matches!(on_phone.sync(&mut |_| {}).await, Err(Error::DeviceRevoked)));
+    assert!(matches!(on_phone.sync(&mut |_| {}).await, Err(Error::Server(ServerError::DeviceRevoked))));
     assert!(!phone.profile.has_vault());
     drop(on_phone);
 
     let mut on_tablet = tablet.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
     let out = on_laptop.sign_out_everywhere().await.unwrap();
     assert!(out.revoked_at_server);
-    assert!(matches!(on_tablet.sync(&mut |_| {}).await, Err(Error::DeviceRevoked)));
+    assert!(matches!(on_tablet.sync(&mut |_| {}).await, Err(Error::Server(ServerError::DeviceRevoked))));
 }
 
 /// Replacing the authenticator: only inside the step-up window, the old one works until a
@@ -295,14 +302,17 @@ async fn a_new_authenticator_replaces_the_old_one_only_once_confirmed() {
     // checks the password (a step boundary in between), which made this test flaky.
     let mut account = device.sign_in(&world, &running, clock.clone(), 0).await.unwrap();
 
-    assert!(matches!(account.confirm_authenticator(&world.code(0)).await, Err(Error::NoPendingAuthenticator)));
-    assert!(matches!(account.confirm_authenticator("12x456").await, Err(Error::BadCode)));
+    assert!(matches!(
+        account.confirm_authenticator(&world.code(0)).await,
+        Err(Error::Server(ServerError::NoPendingAuthenticator))
+    ));
+    assert!(matches!(account.confirm_authenticator("12x456").await, Err(Error::Server(ServerError::BadCode))));
     let enrollment = account.begin_authenticator_change().await.unwrap();
     assert!(enrollment.otpauth_uri.expose().starts_with("otpauth://totp/"));
     assert!(enrollment.qr_png_base64.expose().starts_with("iVBORw0KGgo"), "a PNG");
     assert!(!format!("{enrollment:?}").contains("otpauth://"), "the secret never reaches a log");
     // A code from the old authenticator does not confirm the new one.
-    assert!(matches!(account.confirm_authenticator(&world.code(0)).await, Err(Error::BadCode)));
+    assert!(matches!(account.confirm_authenticator(&world.code(0)).await, Err(Error::Server(ServerError::BadCode))));
     let old_code = world.code(1);
     world.scan_authenticator(enrollment.otpauth_uri.expose());
     account.confirm_authenticator(&world.code(0)).await.unwrap();
@@ -311,12 +321,15 @@ async fn a_new_authenticator_replaces_the_old_one_only_once_confirmed() {
     let elsewhere = Device::new();
     let server = carekeep_core::net::Server::connect(running.url(), world.pins()).unwrap();
     let challenge = server.login(&world.username, &world.password, None).await.unwrap();
-    assert!(matches!(server.verify_code(challenge, &old_code, "old phone").await, Err(Error::BadCode)));
+    assert!(matches!(
+        server.verify_code(challenge, &old_code, "old phone").await,
+        Err(Error::Server(ServerError::BadCode))
+    ));
     elsewhere.sign_in(&world, &running, Arc::new(SystemClock), 1).await.unwrap();
 
     // Past the step-up window, starting another change needs a full sign-in first.
     clock.advance(Duration::from_secs(301));
-    assert!(matches!(account.begin_authenticator_change().await, Err(Error::StepUpRequired)));
+    assert!(matches!(account.begin_authenticator_change().await, Err(Error::Server(ServerError::StepUpRequired))));
 }
 
 /// "Who viewed my record" from the server: after a clinician on the care team syncs, the

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use carekeep_core::account::Account;
 use carekeep_core::account::sync::Retry;
+use carekeep_core::error::RecordsError;
 use carekeep_core::store::ResourceQuery;
 use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::FaultyProxy;
@@ -80,7 +81,7 @@ async fn documents_download_into_the_encrypted_cache_and_open_offline_once_downl
     assert_eq!(account.store().unwrap().access_log(1000).unwrap().len(), logged + 1);
     // One never downloaded says what to do instead of failing vaguely.
     let result = account.open_document(&titled(&docs, "Immunisation record"), 0).await;
-    assert!(matches!(result, Err(Error::DocumentNotDownloaded)), "{result:?}");
+    assert!(matches!(result, Err(Error::Records(RecordsError::DocumentNotDownloaded))), "{result:?}");
     assert_eq!(account.store().unwrap().document_count().unwrap(), 2);
     // An export offline carries the two documents on this device inside the Bundle, and
     // says the third could not be included.
@@ -120,7 +121,7 @@ async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
     let oversized = carekeep_e2e::seed_document(&world.records(), &patient, "Scan archive", &big);
     account.sync(&mut |_| {}).await.unwrap();
     let result = account.open_document(&oversized, 0).await;
-    assert!(matches!(result, Err(Error::DocumentTooLarge { limit_mib: 25 })), "{result:?}");
+    assert!(matches!(result, Err(Error::Records(RecordsError::DocumentTooLarge { limit_mib: 25 }))), "{result:?}");
     assert_eq!(account.store().unwrap().document_count().unwrap(), 1);
 
     // The patient leaves the care team: their documents leave the device with them.
@@ -131,7 +132,7 @@ async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
         .unwrap();
     account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(account.store().unwrap().document_count().unwrap(), 0);
-    assert!(matches!(account.open_document(&letter, 0).await, Err(Error::DocumentUnavailable)));
+    assert!(matches!(account.open_document(&letter, 0).await, Err(Error::Records(RecordsError::DocumentUnavailable))));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,12 +150,15 @@ async fn only_the_servers_own_document_addresses_are_fetched() {
         });
         account.store().unwrap().put(&resource.to_string()).unwrap();
         let result = account.open_document(&id, 0).await;
-        assert!(matches!(result, Err(Error::DocumentUnavailable)), "{url}: {result:?}");
+        assert!(matches!(result, Err(Error::Records(RecordsError::DocumentUnavailable))), "{url}: {result:?}");
     }
     // A DocumentReference not in the cache, or an attachment past its end: no document.
-    assert!(matches!(account.open_document("no-such-document", 0).await, Err(Error::DocumentUnavailable)));
+    assert!(matches!(
+        account.open_document("no-such-document", 0).await,
+        Err(Error::Records(RecordsError::DocumentUnavailable))
+    ));
     let letter = titled(&documents(&mut account, &me), "Discharge letter");
-    assert!(matches!(account.open_document(&letter, 7).await, Err(Error::DocumentUnavailable)));
+    assert!(matches!(account.open_document(&letter, 7).await, Err(Error::Records(RecordsError::DocumentUnavailable))));
     assert_eq!(account.store().unwrap().document_count().unwrap(), 0);
 }
 

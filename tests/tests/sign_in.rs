@@ -4,6 +4,7 @@
 #![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use carekeep_core::Error;
+use carekeep_core::error::ServerError;
 use carekeep_core::net::{Server, Tokens};
 use carekeep_e2e::{PASSWORD, Running, World};
 use carekeep_protocol::auth::Role;
@@ -37,10 +38,13 @@ async fn wrong_replayed_and_repeated_failures_are_told_apart() {
     let running = Running::start(&world.data).await;
     let server = running.client(world.pins());
 
-    assert!(matches!(server.login(&world.username, "not the password!", None).await, Err(Error::BadCredentials)));
+    assert!(matches!(
+        server.login(&world.username, "not the password!", None).await,
+        Err(Error::Server(ServerError::BadCredentials))
+    ));
     let challenge = server.login(&world.username, PASSWORD, None).await.unwrap();
     let wrong = if world.code(0) == "000000" { "111111" } else { "000000" };
-    assert!(matches!(server.verify_code(challenge, wrong, "x").await, Err(Error::BadCode)));
+    assert!(matches!(server.verify_code(challenge, wrong, "x").await, Err(Error::Server(ServerError::BadCode))));
 
     // A code is accepted once: the same code again, on a fresh challenge, is refused.
     let code = world.code(0);
@@ -48,7 +52,7 @@ async fn wrong_replayed_and_repeated_failures_are_told_apart() {
     server.verify_code(first, &code, "x").await.unwrap();
     let second = server.login(&world.username, PASSWORD, None).await.unwrap();
     let replayed = server.verify_code(second, &code, "x").await.unwrap_err();
-    assert!(matches!(replayed, Error::CodeAlreadyUsed), "{replayed:?}");
+    assert!(matches!(replayed, Error::Server(ServerError::CodeAlreadyUsed)), "{replayed:?}");
 
     // Five failures in a row from devices the account does not know (the replay is no
     // guess and does not count; the success before reset the count) make the next attempt
@@ -61,7 +65,7 @@ async fn wrong_replayed_and_repeated_failures_are_told_apart() {
         let _ = server.login(&world.username, "still not the password", None).await;
     }
     let held = server.login(&world.username, PASSWORD, None).await.unwrap_err();
-    let Error::SignInThrottled { retry_after_secs } = held else { panic!("{held:?}") };
+    let Error::Server(ServerError::SignInThrottled { retry_after_secs }) = held else { panic!("{held:?}") };
     assert!((1..=30).contains(&retry_after_secs), "{retry_after_secs}");
     assert!(held.to_string().contains("wait") && held.to_string().contains("not held back"));
     server.login(&world.username, PASSWORD, Some(&cookie)).await.expect("the owner's device is not held back");
@@ -83,14 +87,17 @@ async fn refresh_rotates_reuse_ends_the_session_and_logout_revokes() {
     // The spent token again, once its successor was used: someone holds a copy, so the
     // whole device session ends…
     let replayed = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await;
-    assert!(matches!(replayed, Err(Error::SessionEnded)), "{replayed:?}");
+    assert!(matches!(replayed, Err(Error::Server(ServerError::SessionEnded))), "{replayed:?}");
     // … the newest token included.
     let newest = server.refresh(&third.refresh_token, &third.device_id, "rotation-3").await;
-    assert!(matches!(newest, Err(Error::SessionEnded)), "{newest:?}");
+    assert!(matches!(newest, Err(Error::Server(ServerError::SessionEnded))), "{newest:?}");
     let other = sign_in(&world, &server, 1).await.unwrap();
     server.logout(&other.refresh_token).await.unwrap();
-    assert!(matches!(server.refresh(&other.refresh_token, &other.device_id, "r").await, Err(Error::SessionEnded)));
-    assert!(matches!(server.policy(&other.access_token).await, Err(Error::SessionEnded)));
+    assert!(matches!(
+        server.refresh(&other.refresh_token, &other.device_id, "r").await,
+        Err(Error::Server(ServerError::SessionEnded))
+    ));
+    assert!(matches!(server.policy(&other.access_token).await, Err(Error::Server(ServerError::SessionEnded))));
 }
 
 /// The app's side of device cookies: a full sign-in keeps the server's cookie in the
@@ -115,6 +122,9 @@ async fn the_device_keeps_its_cookie_and_signs_in_while_strangers_are_held_back(
     for _ in 0..6 {
         let _ = stranger.login(&world.username, "a stranger's guess", None).await;
     }
-    assert!(matches!(stranger.login(&world.username, PASSWORD, None).await, Err(Error::SignInThrottled { .. })));
+    assert!(matches!(
+        stranger.login(&world.username, PASSWORD, None).await,
+        Err(Error::Server(ServerError::SignInThrottled { .. }))
+    ));
     device.sign_in(&world, &running, clock, 1).await.expect("the owner's device is not held back");
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use carekeep_core::Clock;
 use carekeep_core::account::sync::{Phase, Retry};
 use carekeep_core::account::{Account, HomeReading};
+use carekeep_core::error::{ConnectionError, ServerError};
 use carekeep_core::store::{PendingWrite, Resolution, ResourceQuery, SetAsideKind, WriteMethod};
 use carekeep_core::{Error, SystemClock};
 use carekeep_e2e::proxy::{Fault, FaultyProxy};
@@ -207,7 +208,7 @@ async fn a_remote_wipe_is_honoured_before_any_data_moves() {
     let principal = auth.authenticate(token.expose(), now()).await.unwrap();
     assert!(auth.revoke(&principal, &principal.device_id.clone(), true).await.unwrap());
 
-    assert!(matches!(account.sync(&mut |_| {}).await, Err(Error::RemoteWipe)));
+    assert!(matches!(account.sync(&mut |_| {}).await, Err(Error::Server(ServerError::RemoteWipe))));
     assert!(!device.profile.has_vault(), "the cache is erased");
     assert_eq!(server_count(&world, "Observation"), observations, "the queued write never left");
 }
@@ -320,7 +321,7 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
     };
     let token = account.access_token().await.unwrap();
     let refused = account.server().upload_audit(&token, &upload).await;
-    assert!(matches!(refused, Err(Error::ServerRefused { status: 422 })), "{refused:?}");
+    assert!(matches!(refused, Err(Error::Server(ServerError::ServerRefused { status: 422 }))), "{refused:?}");
     // The next sync sends nothing again.
     let again = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(again.audit_uploaded, 0, "{again:?}");
@@ -349,13 +350,16 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     let cached = account.store().unwrap().count().unwrap();
 
     expect_failure(&mut account, &proxy, cached, Fault::Status(503), |e| {
-        matches!(e, Error::ServerRefused { status: 503 })
+        matches!(e, Error::Server(ServerError::ServerRefused { status: 503 }))
     })
     .await;
-    expect_failure(&mut account, &proxy, cached, Fault::Malformed, |e| matches!(e, Error::ServerMalformed)).await;
+    expect_failure(&mut account, &proxy, cached, Fault::Malformed, |e| {
+        matches!(e, Error::Server(ServerError::ServerMalformed))
+    })
+    .await;
     account.set_request_timeout(Duration::from_millis(500));
     expect_failure(&mut account, &proxy, cached, Fault::Slow(Duration::from_secs(2)), |e| {
-        matches!(e, Error::ServerTimeout)
+        matches!(e, Error::Connection(ConnectionError::ServerTimeout))
     })
     .await;
     account.set_request_timeout(carekeep_core::net::REQUEST_TIMEOUT);
@@ -363,13 +367,16 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     // before it.
     let records = world.records();
     records.create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), &Writer::CLINIC).unwrap();
-    expect_failure(&mut account, &proxy, cached, Fault::RepeatPage, |e| matches!(e, Error::PagingLoop)).await;
+    expect_failure(&mut account, &proxy, cached, Fault::RepeatPage, |e| {
+        matches!(e, Error::Server(ServerError::PagingLoop))
+    })
+    .await;
 
     // Down: the port refuses connections.
     let port = proxy.port();
     drop(proxy);
     let result = account.sync(&mut |_| {}).await;
-    assert!(matches!(result, Err(Error::ServerUnreachable)), "{result:?}");
+    assert!(matches!(result, Err(Error::Connection(ConnectionError::ServerUnreachable))), "{result:?}");
     assert!(account.store().unwrap().count().unwrap() >= cached);
     // Back up: the sync completes.
     let proxy = FaultyProxy::start(&world.data, running.port_number(), port);

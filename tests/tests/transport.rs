@@ -4,6 +4,7 @@
 #![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use carekeep_core::Error;
+use carekeep_core::error::{ConnectionError, ServerError};
 use carekeep_core::net::{Roots, Server, ServerUrl};
 use carekeep_e2e::{Running, World, in_days, stranger_pin};
 use carekeep_protocol::auth::Role;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// TLS worked (and the pins held) when the server answered the password step at all.
 async fn reaches(server: &Server) -> Result<(), Error> {
     match server.login("nobody", "not a password at all", None).await {
-        Err(Error::BadCredentials) => Ok(()),
+        Err(Error::Server(ServerError::BadCredentials)) => Ok(()),
         Err(other) => Err(other),
         Ok(_) => panic!("an unknown user signed in"),
     }
@@ -28,7 +29,7 @@ async fn the_servers_own_pins_connect_and_a_strangers_fail_closed() {
 
     let strangers = PinSet::new(vec![stranger_pin(b"a"), stranger_pin(b"b")], in_days(90)).unwrap();
     let refused = reaches(&running.client(strangers)).await.unwrap_err();
-    assert!(matches!(refused, Error::PinMismatch), "{refused:?}");
+    assert!(matches!(refused, Error::Connection(ConnectionError::PinMismatch)), "{refused:?}");
     assert!(refused.to_string().contains("may be intercepted"));
 }
 
@@ -43,7 +44,7 @@ async fn after_the_server_rotates_to_its_backup_key_the_backup_pin_carries_the_c
     reaches(&running.client(before)).await.unwrap();
     // A client that pinned only the old live key (and no backup of this server) is cut off.
     let live_only = PinSet::new(vec![old.live, stranger_pin(b"x")], in_days(90)).unwrap();
-    assert!(matches!(reaches(&running.client(live_only)).await, Err(Error::PinMismatch)));
+    assert!(matches!(reaches(&running.client(live_only)).await, Err(Error::Connection(ConnectionError::PinMismatch))));
 }
 
 #[test]
@@ -64,7 +65,10 @@ async fn an_expired_pin_set_is_still_enforced() {
     assert!(expired.is_expired(in_days(0)));
     reaches(&running.client(expired)).await.unwrap();
     let expired_strangers = PinSet::new(vec![stranger_pin(b"a"), stranger_pin(b"b")], in_days(-1)).unwrap();
-    assert!(matches!(reaches(&running.client(expired_strangers)).await, Err(Error::PinMismatch)));
+    assert!(matches!(
+        reaches(&running.client(expired_strangers)).await,
+        Err(Error::Connection(ConnectionError::PinMismatch))
+    ));
 }
 
 /// Someone with a certificate for the same hostname from a CA the device trusts is still
@@ -89,7 +93,7 @@ async fn a_valid_certificate_from_a_trusted_ca_is_refused_unless_its_key_is_pinn
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
     let trusting_ca = Server::with_roots(running.url(), genuine, Roots::Only(roots.clone())).unwrap();
-    assert!(matches!(reaches(&trusting_ca).await, Err(Error::PinMismatch)));
+    assert!(matches!(reaches(&trusting_ca).await, Err(Error::Connection(ConnectionError::PinMismatch))));
 
     let impostor_pin = carekeep_core::net::pinning::spki_pin(&CertificateDer::from(impostor.der().to_vec())).unwrap();
     let pinned = PinSet::new(vec![impostor_pin, stranger_pin(b"backup")], in_days(90)).unwrap();
@@ -97,7 +101,7 @@ async fn a_valid_certificate_from_a_trusted_ca_is_refused_unless_its_key_is_pinn
     // Without the CA among the roots the chain leads nowhere, and a pinned key is an anchor
     // only for a self-signed certificate: refused.
     let no_roots = Server::with_roots(running.url(), pinned, Roots::Only(rustls::RootCertStore::empty())).unwrap();
-    assert!(matches!(reaches(&no_roots).await, Err(Error::TlsRefused)));
+    assert!(matches!(reaches(&no_roots).await, Err(Error::Connection(ConnectionError::TlsRefused))));
 }
 
 /// A certificate authority for the tests below (rcgen), optionally under another one.
@@ -168,7 +172,11 @@ async fn a_pinned_intermediate_sent_beside_an_impostor_leaf_does_not_vouch_for_i
     for chain in [vec![impostor.der()], vec![impostor.der(), pinned_intermediate.der()]] {
         let running = serve_chain(&world, &chain, &impostor_key).await;
         let refused = reaches(&client(&running)).await.unwrap_err();
-        assert!(matches!(refused, Error::PinMismatch), "{} certificates: {refused:?}", chain.len());
+        assert!(
+            matches!(refused, Error::Connection(ConnectionError::PinMismatch)),
+            "{} certificates: {refused:?}",
+            chain.len()
+        );
         drop(running);
     }
     // Nothing reached the impostor's server: not the password, not any request.
@@ -205,7 +213,7 @@ async fn a_server_offering_only_tls_1_1_is_refused() {
     let port = tls11_only_server().await;
     let url = ServerUrl::parse(&format!("https://localhost:{port}")).unwrap();
     let refused = reaches(&Server::connect(url, world.pins()).unwrap()).await.unwrap_err();
-    assert!(matches!(refused, Error::TlsRefused), "{refused:?}");
+    assert!(matches!(refused, Error::Connection(ConnectionError::TlsRefused)), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -214,8 +222,11 @@ async fn plain_http_and_odd_addresses_are_refused_before_any_socket_opens() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-    assert!(matches!(ServerUrl::parse(&format!("http://127.0.0.1:{port}")), Err(Error::InsecureUrl)));
-    assert!(matches!(ServerUrl::parse("ftp://example.org"), Err(Error::InsecureUrl)));
+    assert!(matches!(
+        ServerUrl::parse(&format!("http://127.0.0.1:{port}")),
+        Err(Error::Connection(ConnectionError::InsecureUrl))
+    ));
+    assert!(matches!(ServerUrl::parse("ftp://example.org"), Err(Error::Connection(ConnectionError::InsecureUrl))));
     for odd in ["https://", "https://user:pw@example.org", "https://example.org/?patient=1", "not a url"] {
         assert!(matches!(ServerUrl::parse(odd), Err(Error::InvalidArgument { .. })), "{odd}");
     }
@@ -224,5 +235,8 @@ async fn plain_http_and_odd_addresses_are_refused_before_any_socket_opens() {
     drop(listener);
     let world = World::new(Role::Patient);
     let url = ServerUrl::parse(&format!("https://localhost:{port}")).unwrap();
-    assert!(matches!(reaches(&Server::connect(url, world.pins()).unwrap()).await, Err(Error::ServerUnreachable)));
+    assert!(matches!(
+        reaches(&Server::connect(url, world.pins()).unwrap()).await,
+        Err(Error::Connection(ConnectionError::ServerUnreachable))
+    ));
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 mod progress;
 
 use carekeep_core::account::{Account, HomeReading, SignIn};
+use carekeep_core::error::{CacheError, ConnectionError};
 use carekeep_core::net::ServerUrl;
 use carekeep_core::session::State;
 use carekeep_core::store::{CodeFilter, ResourceQuery, SetAsideKind};
@@ -119,22 +120,17 @@ fn main() -> ExitCode {
 /// connection; 3 and 6 what the person does next, from the core's [`NextStep`].
 fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::PinMismatch
-        | Error::TlsRefused
-        | Error::CertificateNameMismatch
-        | Error::CertificateExpired
-        | Error::InsecureUrl => return 4,
-        Error::ServerUnreachable => return 5,
-        _ => {}
-    }
-    match error.next_step() {
-        NextStep::SignIn
-        | NextStep::ReenterCredentials
-        | NextStep::UnlockWithPassword
-        | NextStep::Unlock
-        | NextStep::Wait { .. } => 3,
-        NextStep::SignInAfterWipe => 6,
-        _ => 1,
+        Error::Connection(ConnectionError::ServerUnreachable) => 5,
+        Error::Connection(connection) if connection.is_untrusted() => 4,
+        _ => match error.next_step() {
+            NextStep::SignIn
+            | NextStep::ReenterCredentials
+            | NextStep::UnlockWithPassword
+            | NextStep::Unlock
+            | NextStep::Wait { .. } => 3,
+            NextStep::SignInAfterWipe => 6,
+            _ => 1,
+        },
     }
 }
 
@@ -221,7 +217,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let report = match Account::open(&profile, keychain.clone(), clock) {
                 Ok(account) => account.wipe()?,
                 // No one signed in: the vault (if any) is erased all the same.
-                Err(Error::NoVault) if profile.has_vault() => carekeep_core::Vault::open(&profile, keychain)?.wipe()?,
+                Err(Error::Cache(CacheError::NoVault)) if profile.has_vault() => {
+                    carekeep_core::Vault::open(&profile, keychain)?.wipe()?
+                }
                 Err(e) => return Err(e),
             };
             eprintln!("carekeep: erased; nothing of this profile remains readable.");
@@ -368,33 +366,34 @@ fn print_status(account: &mut Account) {
 mod tests {
     use super::exit_code;
     use carekeep_core::Error;
+    use carekeep_core::error::{CacheError, ConnectionError, ServerError, UnlockError};
 
     #[test]
     fn exit_codes_follow_the_connection_then_the_next_step() {
         let cases = [
-            (Error::PinMismatch, 4),
-            (Error::InsecureUrl, 4),
-            (Error::CertificateExpired, 4),
-            (Error::ServerUnreachable, 5),
-            (Error::ReauthRequired, 3),
-            (Error::NoVault, 3),
-            (Error::Locked, 3),
-            (Error::PasswordRequired, 3),
-            (Error::PresenceUnavailable, 3),
-            (Error::KeychainUnavailable, 3),
-            (Error::WrongPassword { attempts_left: 2 }, 3),
-            (Error::BadCode, 3),
-            (Error::CodeAlreadyUsed, 3),
-            (Error::SignInThrottled { retry_after_secs: 9 }, 3),
-            (Error::RateLimited { retry_after_secs: 9 }, 3),
-            (Error::RemoteWipe, 6),
-            (Error::WipedAfterFailedAttempts, 6),
-            (Error::StepUpRequired, 1),
-            (Error::OtherAccount, 1),
-            (Error::CorruptCache, 1),
-            (Error::PolicyInvalid, 1),
-            (Error::ServerTimeout, 1),
-            (Error::DiskFull, 1),
+            (Error::Connection(ConnectionError::PinMismatch), 4),
+            (Error::Connection(ConnectionError::InsecureUrl), 4),
+            (Error::Connection(ConnectionError::CertificateExpired), 4),
+            (Error::Connection(ConnectionError::ServerUnreachable), 5),
+            (Error::Unlock(UnlockError::ReauthRequired), 3),
+            (Error::Cache(CacheError::NoVault), 3),
+            (Error::Unlock(UnlockError::Locked), 3),
+            (Error::Unlock(UnlockError::PasswordRequired), 3),
+            (Error::Unlock(UnlockError::PresenceUnavailable), 3),
+            (Error::Unlock(UnlockError::KeychainUnavailable), 3),
+            (Error::Unlock(UnlockError::WrongPassword { attempts_left: 2 }), 3),
+            (Error::Server(ServerError::BadCode), 3),
+            (Error::Server(ServerError::CodeAlreadyUsed), 3),
+            (Error::Server(ServerError::SignInThrottled { retry_after_secs: 9 }), 3),
+            (Error::Server(ServerError::RateLimited { retry_after_secs: 9 }), 3),
+            (Error::Server(ServerError::RemoteWipe), 6),
+            (Error::Unlock(UnlockError::WipedAfterFailedAttempts), 6),
+            (Error::Server(ServerError::StepUpRequired), 1),
+            (Error::Cache(CacheError::OtherAccount), 1),
+            (Error::Cache(CacheError::CorruptCache), 1),
+            (Error::Server(ServerError::PolicyInvalid), 1),
+            (Error::Connection(ConnectionError::ServerTimeout), 1),
+            (Error::Cache(CacheError::DiskFull), 1),
         ];
         for (error, code) in cases {
             assert_eq!(exit_code(&error), code, "{error:?}");

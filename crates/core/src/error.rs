@@ -3,16 +3,57 @@
 //! Every variant says what happened and what the person can do next, in words fit for the
 //! screen. None carries a value from a record: paths name JSON fields and indices, never
 //! their contents, so an error can be logged or shown without leaking PHI.
+//!
+//! [`Error`] groups the variants by cause, as rustls does: unlocking ([`UnlockError`]),
+//! this device's files ([`CacheError`]), the connection ([`ConnectionError`]), the
+//! server's answer ([`ServerError`]) and records ([`RecordsError`]). A caller can match a
+//! whole cause at once, and each group's message is shown as it is. What the person does
+//! next is [`Error::next_step`], one answer for the app and the CLI alike.
 
 use std::time::Duration;
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a vault or store operation failed, and what to do about it.
+/// Why a core operation failed, grouped by cause; the message is the group's own.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Unlocking failed, or the records are locked.
+    #[error(transparent)]
+    Unlock(#[from] UnlockError),
+
+    /// This device's vault files cannot be used.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+
+    /// The server could not be reached safely.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+
+    /// The server refused, or answered what this app cannot use.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+
+    /// A record or document could not be stored or shown.
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+
+    /// A caller passed an argument the core cannot use (a malformed id, an empty password).
+    #[error("Invalid {what}: {problem}.")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+/// Why the records could not be unlocked, or stay locked: the password, the attempt
+/// limit, the keychain, the presence check and the re-authentication rules.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnlockError {
     /// The password did not unwrap the vault key. The attempt has been counted.
     #[error(
         "The password is not correct. {attempts_left} more wrong attempts will erase this device's copy of your records."
@@ -37,6 +78,51 @@ pub enum Error {
     )]
     WipedAfterFailedAttempts,
 
+    /// No Secret Service / keychain could be reached.
+    #[error(
+        "The system keychain is not available (is your desktop session unlocked?). Unlock with your password instead."
+    )]
+    KeychainUnavailable,
+
+    /// The keychain is reachable but holds no device key for this profile.
+    #[error(
+        "This device's key is no longer in the system keychain. Sign in with your password and authenticator code."
+    )]
+    DeviceKeyMissing,
+
+    /// An operation needed the unlocked vault.
+    #[error("The vault is locked. Unlock it first.")]
+    Locked,
+
+    /// Only a full sign-in can unlock now (the last one is too old, or the device key or
+    /// biometrics changed).
+    #[error("For your security, sign in again with your password and authenticator code.")]
+    ReauthRequired,
+
+    /// This device has no presence check (or it is not set up): use the password.
+    #[error("This device cannot confirm it is you without your password. Unlock with your password.")]
+    PresenceUnavailable,
+
+    /// The presence check was cancelled or failed.
+    #[error("The check that it is you was cancelled or did not succeed. Try again, or unlock with your password.")]
+    PresenceRefused,
+
+    /// The app was locked by hand: the password, not the device key, unlocks it.
+    #[error("Carekeep was locked. Unlock it with your password.")]
+    PasswordRequired,
+
+    /// Offline, the password alone unlocks only for a while after the last full sign-in.
+    #[error(
+        "It has been too long since your last full sign-in to unlock offline. Connect to the network and sign in with your password and authenticator code."
+    )]
+    OfflineGraceOver,
+}
+
+/// Why this device's vault files could not be used: the cache and its key file, the disk,
+/// the profile.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
     /// The database file does not belong to this profile's key, or is not a Carekeep vault.
     #[error(
         "This device's record cache cannot be opened with its key: it is not a Carekeep vault or belongs to another profile. Erase the cache and sign in again to download your records."
@@ -63,22 +149,6 @@ pub enum Error {
     #[error("The record cache on this device was written by a newer Carekeep (schema {0}). Update the app.")]
     CacheSchemaTooNew(i64),
 
-    /// No Secret Service / keychain could be reached.
-    #[error(
-        "The system keychain is not available (is your desktop session unlocked?). Unlock with your password instead."
-    )]
-    KeychainUnavailable,
-
-    /// The keychain is reachable but holds no device key for this profile.
-    #[error(
-        "This device's key is no longer in the system keychain. Sign in with your password and authenticator code."
-    )]
-    DeviceKeyMissing,
-
-    /// An operation needed the unlocked vault.
-    #[error("The vault is locked. Unlock it first.")]
-    Locked,
-
     /// No vault exists in the profile directory.
     #[error("There is no Carekeep vault on this device yet. Sign in to create one.")]
     NoVault,
@@ -93,24 +163,6 @@ pub enum Error {
     )]
     DiskFull,
 
-    /// A resource or bundle is not valid FHIR R4 JSON.
-    #[error("Not a valid FHIR resource at {path}: {problem}. Nothing was stored.")]
-    InvalidResource {
-        /// Where in the JSON, e.g. `entry[3].resource.resourceType` (field names only).
-        path: String,
-        /// What is wrong, in words that never quote the data.
-        problem: &'static str,
-    },
-
-    /// A caller passed an argument the core cannot use (a malformed id, an empty password).
-    #[error("Invalid {what}: {problem}.")]
-    InvalidArgument {
-        /// Which argument.
-        what: &'static str,
-        /// What is wrong with it.
-        problem: &'static str,
-    },
-
     /// The operating system's random number generator failed.
     #[error("The system's random number generator failed. Restart the device and try again.")]
     Randomness,
@@ -124,6 +176,24 @@ pub enum Error {
         kind: std::io::ErrorKind,
     },
 
+    /// The profile holds another person's records.
+    #[error("This device holds another account's records. Erase them (wipe) before signing in as someone else.")]
+    OtherAccount,
+
+    /// The database failed for another reason.
+    #[error(
+        "The record cache reported an internal error (SQLite code {code}). Try again; if it persists, erase the cache and sign in again."
+    )]
+    Database {
+        /// The SQLite extended result code; never the message, which could quote data.
+        code: i32,
+    },
+}
+
+/// Why the server could not be reached safely: the address, the pins, TLS, or no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
     /// A server address that is not `https://`: refused before any connection is made.
     #[error("Carekeep talks to servers over HTTPS only: the address must start with https://.")]
     InsecureUrl,
@@ -150,6 +220,16 @@ pub enum Error {
     #[error("The server cannot be reached. Check your network; the records on this device stay available.")]
     ServerUnreachable,
 
+    /// The server did not answer in time.
+    #[error("The server is taking too long to answer. Try again later; the records on this device stay available.")]
+    ServerTimeout,
+}
+
+/// What the server answered instead of what was asked: a refusal of the sign-in or the
+/// session, or an answer this app cannot use.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
     /// Wrong username or password (the server never says which).
     #[error("The username or password is not correct.")]
     BadCredentials,
@@ -211,6 +291,43 @@ pub enum Error {
     #[error("There is no new authenticator waiting for a code. Start setting it up again.")]
     NoPendingAuthenticator,
 
+    /// The server's signed policy did not verify.
+    #[error("The security policy from the server could not be verified. Contact your IT team.")]
+    PolicyInvalid,
+
+    /// The server refused the request for another reason.
+    #[error("The server could not complete the request (HTTP {status}). Try again later.")]
+    ServerRefused {
+        /// The HTTP status (0: an answer that could not be read).
+        status: u16,
+    },
+
+    /// The server's answer could not be read (not the JSON it should be).
+    #[error(
+        "The server sent an answer this app cannot read. Try again later; nothing on this device was changed by it."
+    )]
+    ServerMalformed,
+
+    /// The server sent a page of results it had already sent: following it would never end.
+    #[error(
+        "The server repeated a page of results, so the sync stopped. Try again later; what was already synced is kept."
+    )]
+    PagingLoop,
+}
+
+/// Why a record or document could not be stored or shown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordsError {
+    /// A resource or bundle is not valid FHIR R4 JSON.
+    #[error("Not a valid FHIR resource at {path}: {problem}. Nothing was stored.")]
+    InvalidResource {
+        /// Where in the JSON, e.g. `entry[3].resource.resourceType` (field names only).
+        path: String,
+        /// What is wrong, in words that never quote the data.
+        problem: &'static str,
+    },
+
     /// The document is not on the server (removed), or not for this user any more.
     #[error(
         "This document is not available: it may have been removed, or you may no longer see it. Sync, then try again."
@@ -228,69 +345,6 @@ pub enum Error {
     DocumentTooLarge {
         /// The limit, in MiB.
         limit_mib: u64,
-    },
-
-    /// Only a full sign-in can unlock now (the last one is too old, or the device key or
-    /// biometrics changed).
-    #[error("For your security, sign in again with your password and authenticator code.")]
-    ReauthRequired,
-
-    /// This device has no presence check (or it is not set up): use the password.
-    #[error("This device cannot confirm it is you without your password. Unlock with your password.")]
-    PresenceUnavailable,
-
-    /// The presence check was cancelled or failed.
-    #[error("The check that it is you was cancelled or did not succeed. Try again, or unlock with your password.")]
-    PresenceRefused,
-
-    /// The profile holds another person's records.
-    #[error("This device holds another account's records. Erase them (wipe) before signing in as someone else.")]
-    OtherAccount,
-
-    /// The app was locked by hand: the password, not the device key, unlocks it.
-    #[error("Carekeep was locked. Unlock it with your password.")]
-    PasswordRequired,
-
-    /// Offline, the password alone unlocks only for a while after the last full sign-in.
-    #[error(
-        "It has been too long since your last full sign-in to unlock offline. Connect to the network and sign in with your password and authenticator code."
-    )]
-    OfflineGraceOver,
-
-    /// The server's signed policy did not verify.
-    #[error("The security policy from the server could not be verified. Contact your IT team.")]
-    PolicyInvalid,
-
-    /// The server refused the request for another reason.
-    #[error("The server could not complete the request (HTTP {status}). Try again later.")]
-    ServerRefused {
-        /// The HTTP status (0: an answer that could not be read).
-        status: u16,
-    },
-
-    /// The server did not answer in time.
-    #[error("The server is taking too long to answer. Try again later; the records on this device stay available.")]
-    ServerTimeout,
-
-    /// The server's answer could not be read (not the JSON it should be).
-    #[error(
-        "The server sent an answer this app cannot read. Try again later; nothing on this device was changed by it."
-    )]
-    ServerMalformed,
-
-    /// The server sent a page of results it had already sent: following it would never end.
-    #[error(
-        "The server repeated a page of results, so the sync stopped. Try again later; what was already synced is kept."
-    )]
-    PagingLoop,
-
-    /// The database failed for another reason.
-    #[error(
-        "The record cache reported an internal error (SQLite code {code}). Try again; if it persists, erase the cache and sign in again."
-    )]
-    Database {
-        /// The SQLite extended result code; never the message, which could quote data.
-        code: i32,
     },
 }
 
@@ -342,8 +396,8 @@ pub enum NextStep {
 impl From<carekeep_presence::PresenceError> for Error {
     fn from(e: carekeep_presence::PresenceError) -> Self {
         match e {
-            carekeep_presence::PresenceError::Unavailable => Error::PresenceUnavailable,
-            carekeep_presence::PresenceError::Refused => Error::PresenceRefused,
+            carekeep_presence::PresenceError::Unavailable => UnlockError::PresenceUnavailable.into(),
+            carekeep_presence::PresenceError::Refused => UnlockError::PresenceRefused.into(),
         }
     }
 }
@@ -353,8 +407,9 @@ impl Error {
     /// garbled; nothing about the request itself was wrong.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::ServerUnreachable | Error::ServerTimeout | Error::ServerMalformed => true,
-            Error::ServerRefused { status } => *status >= 500 || *status == 0,
+            Error::Connection(ConnectionError::ServerUnreachable | ConnectionError::ServerTimeout)
+            | Error::Server(ServerError::ServerMalformed) => true,
+            Error::Server(ServerError::ServerRefused { status }) => *status >= 500 || *status == 0,
             _ => false,
         }
     }
@@ -362,94 +417,150 @@ impl Error {
     /// What the person does next: see [`NextStep`].
     pub fn next_step(&self) -> NextStep {
         match self {
-            Error::ReauthRequired | Error::SessionEnded | Error::OfflineGraceOver | Error::NoVault => NextStep::SignIn,
-            Error::WrongPassword { .. } | Error::BadCredentials | Error::BadCode | Error::ChallengeExpired => {
-                NextStep::ReenterCredentials
-            }
-            Error::PasswordRequired
-            | Error::PresenceUnavailable
-            | Error::PresenceRefused
-            | Error::DeviceKeyMissing
-            | Error::KeychainUnavailable => NextStep::UnlockWithPassword,
-            Error::Locked => NextStep::Unlock,
-            Error::StepUpRequired => NextStep::ConfirmIdentity,
-            Error::RemoteWipe | Error::DeviceRevoked | Error::WipedAfterFailedAttempts => NextStep::SignInAfterWipe,
-            Error::NotAVault
-            | Error::CorruptCache
-            | Error::KeyFileInvalid
-            | Error::VaultExists
-            | Error::OtherAccount => NextStep::EraseAndSignIn,
-            Error::UnlockBackoff { retry_after } => {
-                NextStep::Wait { retry_after_secs: Some(retry_after.as_secs().max(1)) }
-            }
-            Error::SignInThrottled { retry_after_secs } | Error::RateLimited { retry_after_secs } => {
-                NextStep::Wait { retry_after_secs: Some(*retry_after_secs) }
-            }
-            Error::CodeAlreadyUsed => NextStep::Wait { retry_after_secs: None },
-            Error::ServerUnreachable | Error::DocumentNotDownloaded => NextStep::Reconnect,
-            Error::ServerTimeout | Error::ServerMalformed => NextStep::TryAgainLater,
-            Error::ServerRefused { .. } if self.is_transient() => NextStep::TryAgainLater,
-            Error::Randomness
-            | Error::Io { .. }
-            | Error::AccessExpired
-            | Error::NoPendingAuthenticator
-            | Error::DocumentUnavailable
-            | Error::ServerRefused { .. }
-            | Error::PagingLoop
-            | Error::Database { .. } => NextStep::TryAgain,
-            Error::KeyFileUnsupportedVersion(_) | Error::CacheSchemaTooNew(_) => NextStep::UpdateApp,
-            Error::DiskFull => NextStep::FreeSpace,
-            Error::PinMismatch
-            | Error::CertificateNameMismatch
-            | Error::CertificateExpired
-            | Error::TlsRefused
-            | Error::PolicyInvalid => NextStep::ContactIt,
-            Error::DocumentTooLarge { .. } => NextStep::AskCareTeam,
-            Error::InvalidResource { .. } | Error::InvalidArgument { .. } | Error::InsecureUrl => {
-                NextStep::CorrectInput
-            }
+            Error::Unlock(e) => e.next_step(),
+            Error::Cache(e) => e.next_step(),
+            Error::Connection(e) => e.next_step(),
+            Error::Server(e) => e.next_step(),
+            Error::Records(e) => e.next_step(),
+            Error::InvalidArgument { .. } => NextStep::CorrectInput,
         }
     }
 
     /// Wraps an I/O error, keeping only its kind (messages can carry paths).
     pub(crate) fn io(action: &'static str, err: &std::io::Error) -> Self {
         if err.kind() == std::io::ErrorKind::StorageFull {
-            Error::DiskFull
+            CacheError::DiskFull.into()
         } else {
-            Error::Io { action, kind: err.kind() }
+            CacheError::Io { action, kind: err.kind() }.into()
         }
     }
 
-    /// A shorthand for [`Error::InvalidResource`].
+    /// A shorthand for [`RecordsError::InvalidResource`].
     pub(crate) fn invalid(path: impl Into<String>, problem: &'static str) -> Self {
-        Error::InvalidResource { path: path.into(), problem }
+        RecordsError::InvalidResource { path: path.into(), problem }.into()
+    }
+}
+
+impl UnlockError {
+    /// What the person does next: see [`NextStep`].
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            UnlockError::WrongPassword { .. } => NextStep::ReenterCredentials,
+            UnlockError::UnlockBackoff { retry_after } => {
+                NextStep::Wait { retry_after_secs: Some(retry_after.as_secs().max(1)) }
+            }
+            UnlockError::WipedAfterFailedAttempts => NextStep::SignInAfterWipe,
+            UnlockError::KeychainUnavailable
+            | UnlockError::DeviceKeyMissing
+            | UnlockError::PasswordRequired
+            | UnlockError::PresenceUnavailable
+            | UnlockError::PresenceRefused => NextStep::UnlockWithPassword,
+            UnlockError::Locked => NextStep::Unlock,
+            UnlockError::ReauthRequired | UnlockError::OfflineGraceOver => NextStep::SignIn,
+        }
+    }
+}
+
+impl CacheError {
+    /// What the person does next: see [`NextStep`].
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            CacheError::NotAVault
+            | CacheError::CorruptCache
+            | CacheError::KeyFileInvalid
+            | CacheError::VaultExists
+            | CacheError::OtherAccount => NextStep::EraseAndSignIn,
+            CacheError::KeyFileUnsupportedVersion(_) | CacheError::CacheSchemaTooNew(_) => NextStep::UpdateApp,
+            CacheError::NoVault => NextStep::SignIn,
+            CacheError::DiskFull => NextStep::FreeSpace,
+            CacheError::Io { .. } | CacheError::Database { .. } | CacheError::Randomness => NextStep::TryAgain,
+        }
+    }
+}
+
+impl ConnectionError {
+    /// What the person does next: see [`NextStep`].
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            ConnectionError::InsecureUrl => NextStep::CorrectInput,
+            ConnectionError::PinMismatch
+            | ConnectionError::CertificateNameMismatch
+            | ConnectionError::CertificateExpired
+            | ConnectionError::TlsRefused => NextStep::ContactIt,
+            ConnectionError::ServerUnreachable => NextStep::Reconnect,
+            ConnectionError::ServerTimeout => NextStep::TryAgainLater,
+        }
+    }
+
+    /// The connection itself is not to be trusted (pins, TLS, `http://`), as opposed to
+    /// no answer at all.
+    pub fn is_untrusted(&self) -> bool {
+        !matches!(self, ConnectionError::ServerUnreachable | ConnectionError::ServerTimeout)
+    }
+}
+
+impl ServerError {
+    /// What the person does next: see [`NextStep`].
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            ServerError::BadCredentials | ServerError::BadCode | ServerError::ChallengeExpired => {
+                NextStep::ReenterCredentials
+            }
+            ServerError::CodeAlreadyUsed => NextStep::Wait { retry_after_secs: None },
+            ServerError::SignInThrottled { retry_after_secs } | ServerError::RateLimited { retry_after_secs } => {
+                NextStep::Wait { retry_after_secs: Some(*retry_after_secs) }
+            }
+            ServerError::SessionEnded => NextStep::SignIn,
+            ServerError::DeviceRevoked | ServerError::RemoteWipe => NextStep::SignInAfterWipe,
+            ServerError::StepUpRequired => NextStep::ConfirmIdentity,
+            ServerError::PolicyInvalid => NextStep::ContactIt,
+            ServerError::ServerMalformed => NextStep::TryAgainLater,
+            ServerError::ServerRefused { status } if *status >= 500 || *status == 0 => NextStep::TryAgainLater,
+            ServerError::AccessExpired
+            | ServerError::NoPendingAuthenticator
+            | ServerError::ServerRefused { .. }
+            | ServerError::PagingLoop => NextStep::TryAgain,
+        }
+    }
+}
+
+impl RecordsError {
+    /// What the person does next: see [`NextStep`].
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            RecordsError::InvalidResource { .. } => NextStep::CorrectInput,
+            RecordsError::DocumentUnavailable => NextStep::TryAgain,
+            RecordsError::DocumentNotDownloaded => NextStep::Reconnect,
+            RecordsError::DocumentTooLarge { .. } => NextStep::AskCareTeam,
+        }
     }
 }
 
 impl From<carekeep_fhir::Invalid> for Error {
     fn from(err: carekeep_fhir::Invalid) -> Self {
-        Error::InvalidResource { path: err.path, problem: err.problem }
+        RecordsError::InvalidResource { path: err.path, problem: err.problem }.into()
     }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
-        match err.sqlite_error() {
+        let cache = match err.sqlite_error() {
             Some(e) => match e.code {
-                ErrorCode::DiskFull => Error::DiskFull,
-                ErrorCode::DatabaseCorrupt => Error::CorruptCache,
-                ErrorCode::NotADatabase => Error::NotAVault,
-                _ => Error::Database { code: e.extended_code },
+                ErrorCode::DiskFull => CacheError::DiskFull,
+                ErrorCode::DatabaseCorrupt => CacheError::CorruptCache,
+                ErrorCode::NotADatabase => CacheError::NotAVault,
+                _ => CacheError::Database { code: e.extended_code },
             },
-            None => Error::Database { code: -1 },
-        }
+            None => CacheError::Database { code: -1 },
+        };
+        cache.into()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Error, NextStep};
+    use super::{CacheError, ConnectionError, Error, NextStep, RecordsError, ServerError, UnlockError};
     use std::time::Duration;
 
     /// Every variant and the step it asks for (the values that change the step, each), so a
@@ -459,60 +570,66 @@ mod tests {
         use NextStep::*;
         let invalid = |what| Error::InvalidArgument { what, problem: "test" };
         vec![
-            (Error::WrongPassword { attempts_left: 3 }, ReenterCredentials),
-            (Error::UnlockBackoff { retry_after: Duration::from_millis(1500) }, Wait { retry_after_secs: Some(1) }),
-            (Error::UnlockBackoff { retry_after: Duration::ZERO }, Wait { retry_after_secs: Some(1) }),
-            (Error::WipedAfterFailedAttempts, SignInAfterWipe),
-            (Error::NotAVault, EraseAndSignIn),
-            (Error::CorruptCache, EraseAndSignIn),
-            (Error::KeyFileInvalid, EraseAndSignIn),
-            (Error::KeyFileUnsupportedVersion(9), UpdateApp),
-            (Error::CacheSchemaTooNew(9), UpdateApp),
-            (Error::KeychainUnavailable, UnlockWithPassword),
-            (Error::DeviceKeyMissing, UnlockWithPassword),
-            (Error::Locked, Unlock),
-            (Error::NoVault, SignIn),
-            (Error::VaultExists, EraseAndSignIn),
-            (Error::DiskFull, FreeSpace),
+            (Error::Unlock(UnlockError::WrongPassword { attempts_left: 3 }), ReenterCredentials),
+            (
+                Error::Unlock(UnlockError::UnlockBackoff { retry_after: Duration::from_millis(1500) }),
+                Wait { retry_after_secs: Some(1) },
+            ),
+            (
+                Error::Unlock(UnlockError::UnlockBackoff { retry_after: Duration::ZERO }),
+                Wait { retry_after_secs: Some(1) },
+            ),
+            (Error::Unlock(UnlockError::WipedAfterFailedAttempts), SignInAfterWipe),
+            (Error::Cache(CacheError::NotAVault), EraseAndSignIn),
+            (Error::Cache(CacheError::CorruptCache), EraseAndSignIn),
+            (Error::Cache(CacheError::KeyFileInvalid), EraseAndSignIn),
+            (Error::Cache(CacheError::KeyFileUnsupportedVersion(9)), UpdateApp),
+            (Error::Cache(CacheError::CacheSchemaTooNew(9)), UpdateApp),
+            (Error::Unlock(UnlockError::KeychainUnavailable), UnlockWithPassword),
+            (Error::Unlock(UnlockError::DeviceKeyMissing), UnlockWithPassword),
+            (Error::Unlock(UnlockError::Locked), Unlock),
+            (Error::Cache(CacheError::NoVault), SignIn),
+            (Error::Cache(CacheError::VaultExists), EraseAndSignIn),
+            (Error::Cache(CacheError::DiskFull), FreeSpace),
             (Error::invalid("id", "test"), CorrectInput),
             (invalid("pins"), CorrectInput),
-            (Error::Randomness, TryAgain),
-            (Error::Io { action: "write", kind: std::io::ErrorKind::PermissionDenied }, TryAgain),
-            (Error::InsecureUrl, CorrectInput),
-            (Error::PinMismatch, ContactIt),
-            (Error::CertificateNameMismatch, ContactIt),
-            (Error::CertificateExpired, ContactIt),
-            (Error::TlsRefused, ContactIt),
-            (Error::ServerUnreachable, Reconnect),
-            (Error::BadCredentials, ReenterCredentials),
-            (Error::BadCode, ReenterCredentials),
-            (Error::CodeAlreadyUsed, Wait { retry_after_secs: None }),
-            (Error::ChallengeExpired, ReenterCredentials),
-            (Error::SignInThrottled { retry_after_secs: 30 }, Wait { retry_after_secs: Some(30) }),
-            (Error::RateLimited { retry_after_secs: 60 }, Wait { retry_after_secs: Some(60) }),
-            (Error::SessionEnded, SignIn),
-            (Error::AccessExpired, TryAgain),
-            (Error::DeviceRevoked, SignInAfterWipe),
-            (Error::RemoteWipe, SignInAfterWipe),
-            (Error::StepUpRequired, ConfirmIdentity),
-            (Error::NoPendingAuthenticator, TryAgain),
-            (Error::DocumentUnavailable, TryAgain),
-            (Error::DocumentNotDownloaded, Reconnect),
-            (Error::DocumentTooLarge { limit_mib: 25 }, AskCareTeam),
-            (Error::ReauthRequired, SignIn),
-            (Error::PresenceUnavailable, UnlockWithPassword),
-            (Error::PresenceRefused, UnlockWithPassword),
-            (Error::OtherAccount, EraseAndSignIn),
-            (Error::PasswordRequired, UnlockWithPassword),
-            (Error::OfflineGraceOver, SignIn),
-            (Error::PolicyInvalid, ContactIt),
-            (Error::ServerRefused { status: 503 }, TryAgainLater),
-            (Error::ServerRefused { status: 0 }, TryAgainLater),
-            (Error::ServerRefused { status: 400 }, TryAgain),
-            (Error::ServerTimeout, TryAgainLater),
-            (Error::ServerMalformed, TryAgainLater),
-            (Error::PagingLoop, TryAgain),
-            (Error::Database { code: 1 }, TryAgain),
+            (Error::Cache(CacheError::Randomness), TryAgain),
+            (Error::Cache(CacheError::Io { action: "write", kind: std::io::ErrorKind::PermissionDenied }), TryAgain),
+            (Error::Connection(ConnectionError::InsecureUrl), CorrectInput),
+            (Error::Connection(ConnectionError::PinMismatch), ContactIt),
+            (Error::Connection(ConnectionError::CertificateNameMismatch), ContactIt),
+            (Error::Connection(ConnectionError::CertificateExpired), ContactIt),
+            (Error::Connection(ConnectionError::TlsRefused), ContactIt),
+            (Error::Connection(ConnectionError::ServerUnreachable), Reconnect),
+            (Error::Server(ServerError::BadCredentials), ReenterCredentials),
+            (Error::Server(ServerError::BadCode), ReenterCredentials),
+            (Error::Server(ServerError::CodeAlreadyUsed), Wait { retry_after_secs: None }),
+            (Error::Server(ServerError::ChallengeExpired), ReenterCredentials),
+            (Error::Server(ServerError::SignInThrottled { retry_after_secs: 30 }), Wait { retry_after_secs: Some(30) }),
+            (Error::Server(ServerError::RateLimited { retry_after_secs: 60 }), Wait { retry_after_secs: Some(60) }),
+            (Error::Server(ServerError::SessionEnded), SignIn),
+            (Error::Server(ServerError::AccessExpired), TryAgain),
+            (Error::Server(ServerError::DeviceRevoked), SignInAfterWipe),
+            (Error::Server(ServerError::RemoteWipe), SignInAfterWipe),
+            (Error::Server(ServerError::StepUpRequired), ConfirmIdentity),
+            (Error::Server(ServerError::NoPendingAuthenticator), TryAgain),
+            (Error::Records(RecordsError::DocumentUnavailable), TryAgain),
+            (Error::Records(RecordsError::DocumentNotDownloaded), Reconnect),
+            (Error::Records(RecordsError::DocumentTooLarge { limit_mib: 25 }), AskCareTeam),
+            (Error::Unlock(UnlockError::ReauthRequired), SignIn),
+            (Error::Unlock(UnlockError::PresenceUnavailable), UnlockWithPassword),
+            (Error::Unlock(UnlockError::PresenceRefused), UnlockWithPassword),
+            (Error::Cache(CacheError::OtherAccount), EraseAndSignIn),
+            (Error::Unlock(UnlockError::PasswordRequired), UnlockWithPassword),
+            (Error::Unlock(UnlockError::OfflineGraceOver), SignIn),
+            (Error::Server(ServerError::PolicyInvalid), ContactIt),
+            (Error::Server(ServerError::ServerRefused { status: 503 }), TryAgainLater),
+            (Error::Server(ServerError::ServerRefused { status: 0 }), TryAgainLater),
+            (Error::Server(ServerError::ServerRefused { status: 400 }), TryAgain),
+            (Error::Connection(ConnectionError::ServerTimeout), TryAgainLater),
+            (Error::Server(ServerError::ServerMalformed), TryAgainLater),
+            (Error::Server(ServerError::PagingLoop), TryAgain),
+            (Error::Cache(CacheError::Database { code: 1 }), TryAgain),
         ]
     }
 

@@ -6,6 +6,7 @@
 
 use zeroize::Zeroizing;
 
+use crate::error::UnlockError;
 use crate::keys::Key256;
 use crate::{Error, Result};
 
@@ -67,7 +68,7 @@ impl Keychain {
 
     pub(crate) fn load_key(&self, device_id: &str, item: Item) -> Result<Key256> {
         let secret = Zeroizing::new(self.entry(device_id, item)?.get_secret().map_err(|e| map_error(&e))?);
-        let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| Error::DeviceKeyMissing)?;
+        let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| Error::Unlock(UnlockError::DeviceKeyMissing))?;
         Ok(Key256::from_bytes(bytes))
     }
 
@@ -95,8 +96,8 @@ impl Keychain {
 fn map_error(err: &keyring::Error) -> Error {
     match err {
         keyring::Error::NoEntry | keyring::Error::BadEncoding(_) | keyring::Error::Ambiguous(_) => {
-            Error::DeviceKeyMissing
+            Error::Unlock(UnlockError::DeviceKeyMissing)
         }
-        _ => Error::KeychainUnavailable,
+        _ => Error::Unlock(UnlockError::KeychainUnavailable),
     }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use carekeep_core::Error;
+use carekeep_core::error::RecordsError;
 use carekeep_core::store::{PendingWrite, WriteMethod};
 use common::*;
 
@@ -66,7 +67,7 @@ fn errors_about_records_never_quote_them() {
     ];
     for json in &bad {
         let err = store.put(json).unwrap_err();
-        assert!(matches!(err, Error::InvalidResource { .. }));
+        assert!(matches!(err, Error::Records(RecordsError::InvalidResource { .. })));
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(SENTINEL), "{shown}");
     }

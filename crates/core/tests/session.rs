@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use carekeep_core::Error;
 use carekeep_core::clock::ManualClock;
+use carekeep_core::error::{ServerError, UnlockError};
 use carekeep_core::session::{Identity, Reason, Rules, Session, State};
 use carekeep_protocol::auth::Role;
 use carekeep_protocol::pins::{Pin, PinSet};
@@ -88,13 +89,19 @@ fn presence_unlocks_only_within_twelve_hours_of_the_last_full_sign_in() {
     assert_eq!(s.presence_verified().unwrap().to, State::Unlocked);
     s.os_locked();
     clock.advance(HOUR);
-    assert!(matches!(s.check_presence_unlock(true), Err(Error::ReauthRequired)));
+    assert!(matches!(s.check_presence_unlock(true), Err(Error::Unlock(UnlockError::ReauthRequired))));
     assert_eq!(s.state(), State::ReauthRequired);
-    assert!(matches!(s.presence_verified(), Err(Error::ReauthRequired)), "no way around the check");
+    assert!(
+        matches!(s.presence_verified(), Err(Error::Unlock(UnlockError::ReauthRequired))),
+        "no way around the check"
+    );
     // A full sign-in starts the window again.
     s.full_sign_in(identity(Role::Clinician), rules(Role::Clinician));
     s.os_locked();
-    assert!(matches!(s.check_presence_unlock(false), Err(Error::ReauthRequired)), "the device key is gone");
+    assert!(
+        matches!(s.check_presence_unlock(false), Err(Error::Unlock(UnlockError::ReauthRequired))),
+        "the device key is gone"
+    );
     assert_eq!(s.state(), State::ReauthRequired);
 
     let (_, mut s) = signed_in(Role::Clinician);
@@ -107,11 +114,11 @@ fn high_risk_actions_need_a_full_sign_in_within_five_minutes() {
     let (clock, mut s) = signed_in(Role::Clinician);
     s.check_step_up().unwrap();
     clock.advance(5 * MIN);
-    assert!(matches!(s.check_step_up(), Err(Error::StepUpRequired)));
+    assert!(matches!(s.check_step_up(), Err(Error::Server(ServerError::StepUpRequired))));
     s.full_sign_in(identity(Role::Clinician), rules(Role::Clinician));
     s.check_step_up().unwrap();
     s.os_locked();
-    assert!(matches!(s.check_step_up(), Err(Error::StepUpRequired)), "not while locked");
+    assert!(matches!(s.check_step_up(), Err(Error::Server(ServerError::StepUpRequired))), "not while locked");
 }
 
 #[test]
@@ -124,7 +131,7 @@ fn offline_the_password_unlocks_within_the_grace_only() {
     assert_eq!(s.offline_password_verified().unwrap().reason, Reason::OfflinePassword);
     s.os_locked();
     clock.advance(HOUR);
-    assert!(matches!(s.offline_password_verified(), Err(Error::OfflineGraceOver)));
+    assert!(matches!(s.offline_password_verified(), Err(Error::Unlock(UnlockError::OfflineGraceOver))));
     assert_ne!(s.state(), State::Unlocked);
 }
 
@@ -137,7 +144,7 @@ fn moving_the_clock_back_never_extends_a_session() {
     clock.advance(2 * HOUR);
     s.os_locked();
     assert!(
-        matches!(s.check_presence_unlock(true), Err(Error::ReauthRequired)),
+        matches!(s.check_presence_unlock(true), Err(Error::Unlock(UnlockError::ReauthRequired))),
         "13 hours passed, whatever the clock says"
     );
 
@@ -153,7 +160,7 @@ fn moving_the_clock_back_never_extends_a_session() {
     let mut resumed =
         Session::resume(clock.clone(), identity(Role::Clinician), rules(Role::Clinician), T0 + 3600, None);
     assert_eq!(resumed.state(), State::Locked);
-    assert!(matches!(resumed.check_presence_unlock(true), Err(Error::ReauthRequired)));
+    assert!(matches!(resumed.check_presence_unlock(true), Err(Error::Unlock(UnlockError::ReauthRequired))));
     let clock = Arc::new(ManualClock::new(T0 + 3600));
     let mut honest = Session::resume(clock, identity(Role::Clinician), rules(Role::Clinician), T0, None);
     honest.presence_verified().unwrap();
@@ -163,7 +170,7 @@ fn moving_the_clock_back_never_extends_a_session() {
 fn logout_and_revocation_end_the_session() {
     let (_, mut s) = signed_in(Role::Billing);
     assert_eq!(s.logout().map(|t| t.to), Some(State::SignedOut));
-    assert!(matches!(s.offline_password_verified(), Err(Error::ReauthRequired)));
+    assert!(matches!(s.offline_password_verified(), Err(Error::Unlock(UnlockError::ReauthRequired))));
     assert_eq!(s.logout(), None);
 
     let (_, mut s) = signed_in(Role::Billing);
@@ -223,7 +230,7 @@ fn the_latest_known_time_holds_after_a_restart_with_the_clock_set_back() {
     let clock = Arc::new(ManualClock::new(T0 + 2 * 3600));
     let mut s = Session::resume(clock.clone(), identity(Role::Clinician), rules(Role::Clinician), T0, None);
     s.time_seen(T0 + 13 * 3600);
-    assert!(matches!(s.check_presence_unlock(true), Err(Error::ReauthRequired)));
+    assert!(matches!(s.check_presence_unlock(true), Err(Error::Unlock(UnlockError::ReauthRequired))));
     assert_eq!(s.latest_known_time(), T0 + 13 * 3600);
 
     // Without that knowledge the same clock would have allowed it: the test is meaningful.

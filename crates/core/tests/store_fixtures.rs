@@ -4,6 +4,7 @@
 mod common;
 
 use carekeep_core::Error;
+use carekeep_core::error::RecordsError;
 use carekeep_core::store::{CodeFilter, PendingWrite, ResourceQuery, WriteMethod};
 use common::*;
 use serde::Deserialize;
@@ -157,7 +158,9 @@ fn an_invalid_entry_rejects_the_whole_bundle_naming_its_path() {
     .to_string();
     let mut store = vault.store().unwrap();
     match store.ingest_bundle(&bundle) {
-        Err(Error::InvalidResource { path, .. }) => assert_eq!(path, "entry[1].resource.effectiveDateTime"),
+        Err(Error::Records(RecordsError::InvalidResource { path, .. })) => {
+            assert_eq!(path, "entry[1].resource.effectiveDateTime");
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(store.count().unwrap(), 0, "nothing stored half-way");
@@ -173,11 +176,11 @@ fn an_invalid_entry_rejects_the_whole_bundle_naming_its_path() {
         (r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient"}}]}"#, "entry[0].resource.id"),
     ] {
         match store.ingest_bundle(text) {
-            Err(Error::InvalidResource { path: p, .. }) => assert_eq!(p, path, "{text}"),
+            Err(Error::Records(RecordsError::InvalidResource { path: p, .. })) => assert_eq!(p, path, "{text}"),
             other => panic!("{text}: {other:?}"),
         }
     }
-    assert!(matches!(store.put("not json"), Err(Error::InvalidResource { .. })));
+    assert!(matches!(store.put("not json"), Err(Error::Records(RecordsError::InvalidResource { .. }))));
     assert_eq!(store.count().unwrap(), 0);
 }
 
@@ -229,7 +232,7 @@ fn outbox_keeps_writes_in_order_across_lock_and_acks_them() {
             body: r#"{"resourceType":"Appointment"}"#.into(),
             if_match: None,
         };
-        assert!(matches!(outbox.enqueue(&invalid, 0), Err(Error::InvalidResource { .. })));
+        assert!(matches!(outbox.enqueue(&invalid, 0), Err(Error::Records(RecordsError::InvalidResource { .. }))));
     }
     vault.lock();
     let mut vault = carekeep_core::Vault::open(&profile, keychain).unwrap();

@@ -2,6 +2,7 @@
 
 mod common;
 
+use carekeep_core::error::CacheError;
 use carekeep_core::{Error, Keychain, Password, Profile, Vault};
 use common::*;
 
@@ -48,7 +49,10 @@ fn truncated_database_is_a_corrupt_cache() {
     for new_len in [len / 2, len - 100, 0] {
         let file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
         file.set_len(new_len).unwrap();
-        assert!(matches!(unlock(&profile, &keychain), Err(Error::CorruptCache)), "truncated to {new_len}");
+        assert!(
+            matches!(unlock(&profile, &keychain), Err(Error::Cache(CacheError::CorruptCache))),
+            "truncated to {new_len}"
+        );
     }
 }
 
@@ -66,7 +70,7 @@ fn a_damaged_page_is_a_corrupt_cache_and_wipe_is_the_way_out() {
         std::fs::write(&db, &bytes).unwrap();
         let mut vault = Vault::open(&profile, keychain.clone()).unwrap();
         vault.unlock_with_device_key().unwrap();
-        assert!(matches!(vault.verify_integrity(), Err(Error::CorruptCache)), "page {page}");
+        assert!(matches!(vault.verify_integrity(), Err(Error::Cache(CacheError::CorruptCache))), "page {page}");
     }
     std::fs::write(&db, &original).unwrap();
     unlock(&profile, &keychain).unwrap().verify_integrity().unwrap();
@@ -77,7 +81,7 @@ fn a_damaged_page_is_a_corrupt_cache_and_wipe_is_the_way_out() {
     }
     std::fs::write(&db, &bytes).unwrap();
     let err = unlock(&profile, &keychain).expect_err("damage must be detected");
-    assert!(matches!(err, Error::CorruptCache), "{err:?}");
+    assert!(matches!(err, Error::Cache(CacheError::CorruptCache)), "{err:?}");
     assert!(err.to_string().contains("Erase it and sign in again"));
     // The way out: wipe, then a fresh vault can be created in the same profile.
     let _ = carekeep_core::vault::wipe_profile(&profile, &keychain).unwrap();
@@ -93,18 +97,18 @@ fn a_foreign_database_or_another_vaults_database_is_not_a_vault() {
     other.lock();
     std::fs::copy(other_profile.dir().join("vault.db"), &db).unwrap();
     let _ = std::fs::remove_file(profile.dir().join("vault.db-wal"));
-    assert!(matches!(unlock(&profile, &keychain), Err(Error::NotAVault)));
+    assert!(matches!(unlock(&profile, &keychain), Err(Error::Cache(CacheError::NotAVault))));
 
     // A plain SQLite file.
     std::fs::remove_file(&db).unwrap();
     let plain = rusqlite::Connection::open(&db).unwrap();
     plain.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);").unwrap();
     drop(plain);
-    assert!(matches!(unlock(&profile, &keychain), Err(Error::NotAVault)));
+    assert!(matches!(unlock(&profile, &keychain), Err(Error::Cache(CacheError::NotAVault))));
 
     // Random bytes of a plausible size.
     std::fs::write(&db, vec![0x5a; 2 * PAGE]).unwrap();
-    assert!(matches!(unlock(&profile, &keychain), Err(Error::NotAVault)));
+    assert!(matches!(unlock(&profile, &keychain), Err(Error::Cache(CacheError::NotAVault))));
 }
 
 #[test]
@@ -114,9 +118,9 @@ fn a_damaged_key_file_is_typed_and_never_counted_as_a_wrong_password() {
     let mut bytes = std::fs::read(&keys).unwrap();
     bytes[40] ^= 0x01;
     std::fs::write(&keys, &bytes).unwrap();
-    assert!(matches!(Vault::open(&profile, keychain.clone()), Err(Error::KeyFileInvalid)));
+    assert!(matches!(Vault::open(&profile, keychain.clone()), Err(Error::Cache(CacheError::KeyFileInvalid))));
     std::fs::write(&keys, b"garbage").unwrap();
-    assert!(matches!(Vault::open(&profile, keychain.clone()), Err(Error::KeyFileInvalid)));
+    assert!(matches!(Vault::open(&profile, keychain.clone()), Err(Error::Cache(CacheError::KeyFileInvalid))));
     assert!(!profile.dir().join("unlock-attempts").exists(), "no attempt was counted");
     // Wipe still finds and removes everything, keychain item included.
     let report = carekeep_core::vault::wipe_profile(&profile, &keychain).unwrap();
@@ -132,8 +136,8 @@ fn wrong_key_never_opens() {
     other.lock();
     std::fs::copy(other_profile.dir().join("vault.keys"), profile.dir().join("vault.keys")).unwrap();
     let mut vault = Vault::open(&profile, other_keychain).unwrap();
-    assert!(matches!(vault.unlock_with_device_key(), Err(Error::NotAVault)));
-    assert!(matches!(vault.unlock_with_password(&password()), Err(Error::NotAVault)));
+    assert!(matches!(vault.unlock_with_device_key(), Err(Error::Cache(CacheError::NotAVault))));
+    assert!(matches!(vault.unlock_with_password(&password()), Err(Error::Cache(CacheError::NotAVault))));
     assert_eq!(vault.failed_attempts().unwrap(), 0, "a right password for a wrong file is not a guess");
     drop(keychain);
 }
@@ -194,7 +198,7 @@ fn disk_full_is_typed_and_loses_nothing_committed() {
         }
         assert!(offset < 100_000, "the disk never filled");
     };
-    assert!(matches!(err, Error::DiskFull), "{err:?}");
+    assert!(matches!(err, Error::Cache(CacheError::DiskFull)), "{err:?}");
     assert!(err.to_string().contains("nothing saved before was lost"));
     let committed_now = vault.store().unwrap().count().unwrap();
     assert!(committed_now >= committed);
@@ -202,7 +206,7 @@ fn disk_full_is_typed_and_loses_nothing_committed() {
     // Key file writes fail cleanly too, keeping the old key file.
     let ballast2 = fill(&fs.0, "ballast2");
     let new_password = Password::new("another passphrase");
-    assert!(matches!(vault.change_password(&password(), &new_password), Err(Error::DiskFull)));
+    assert!(matches!(vault.change_password(&password(), &new_password), Err(Error::Cache(CacheError::DiskFull))));
     vault.lock();
 
     // Space freed: everything committed is there, the old password still works.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carekeep_core::clock::ManualClock;
+use carekeep_core::error::{CacheError, UnlockError};
 use carekeep_core::{Error, Keychain, Password, UnlockPolicy, Vault};
 use common::*;
 
@@ -17,10 +18,10 @@ fn create_lock_and_unlock_both_ways() {
     vault.store().unwrap().put(PATIENT).unwrap();
     vault.lock();
     assert!(!vault.is_unlocked());
-    assert!(matches!(vault.store(), Err(Error::Locked)));
+    assert!(matches!(vault.store(), Err(Error::Unlock(UnlockError::Locked))));
 
     let mut reopened = Vault::open(&profile, keychain.clone()).unwrap();
-    assert!(matches!(reopened.store(), Err(Error::Locked)));
+    assert!(matches!(reopened.store(), Err(Error::Unlock(UnlockError::Locked))));
     reopened.unlock_with_device_key().unwrap();
     assert_eq!(reopened.store().unwrap().get("Patient", "p1").unwrap().unwrap().json, PATIENT);
     reopened.lock();
@@ -32,13 +33,13 @@ fn create_lock_and_unlock_both_ways() {
 fn creating_over_an_existing_vault_is_refused() {
     let (_dir, profile, keychain, _vault) = new_vault();
     let again = Vault::create(&profile, keychain, &user(), &device(), &password());
-    assert!(matches!(again, Err(Error::VaultExists)));
+    assert!(matches!(again, Err(Error::Cache(CacheError::VaultExists))));
 }
 
 #[test]
 fn opening_an_empty_profile_says_there_is_no_vault() {
     let (_dir, profile) = profile();
-    assert!(matches!(Vault::open(&profile, keychain()), Err(Error::NoVault)));
+    assert!(matches!(Vault::open(&profile, keychain()), Err(Error::Cache(CacheError::NoVault))));
 }
 
 #[test]
@@ -48,7 +49,7 @@ fn wrong_password_is_typed_and_counted_and_the_counter_survives_a_restart() {
     drop(vault);
     let mut vault = Vault::open(&profile, keychain.clone()).unwrap();
     match vault.unlock_with_password(&Password::new("wrong")) {
-        Err(Error::WrongPassword { attempts_left }) => assert_eq!(attempts_left, 9),
+        Err(Error::Unlock(UnlockError::WrongPassword { attempts_left })) => assert_eq!(attempts_left, 9),
         other => panic!("{other:?}"),
     }
     drop(vault);
@@ -56,7 +57,7 @@ fn wrong_password_is_typed_and_counted_and_the_counter_survives_a_restart() {
     let mut vault = Vault::open(&profile, keychain).unwrap();
     assert_eq!(vault.failed_attempts().unwrap(), 1);
     match vault.unlock_with_password(&Password::new("still wrong")) {
-        Err(Error::WrongPassword { attempts_left }) => assert_eq!(attempts_left, 8),
+        Err(Error::Unlock(UnlockError::WrongPassword { attempts_left })) => assert_eq!(attempts_left, 8),
         other => panic!("{other:?}"),
     }
     vault.unlock_with_password(&password()).unwrap();
@@ -77,21 +78,24 @@ fn backoff_from_the_third_failure_then_wipe_after_ten() {
             let wait = policy.delay_after(n - 1);
             if wait > Duration::ZERO {
                 match vault.unlock_with_password(&wrong) {
-                    Err(Error::UnlockBackoff { retry_after }) => assert_eq!(retry_after, wait),
+                    Err(Error::Unlock(UnlockError::UnlockBackoff { retry_after })) => assert_eq!(retry_after, wait),
                     other => panic!("attempt {n} before the wait: {other:?}"),
                 }
                 assert_eq!(vault.failed_attempts().unwrap(), n - 1);
                 clock.advance(wait);
             }
         }
-        assert!(matches!(vault.unlock_with_password(&wrong), Err(Error::WrongPassword { .. })), "attempt {n}");
+        assert!(
+            matches!(vault.unlock_with_password(&wrong), Err(Error::Unlock(UnlockError::WrongPassword { .. }))),
+            "attempt {n}"
+        );
     }
     assert_eq!(policy.delay_after(2), Duration::ZERO, "no wait before the third failure");
     clock.advance(policy.delay_after(9));
-    assert!(matches!(vault.unlock_with_password(&wrong), Err(Error::WipedAfterFailedAttempts)));
+    assert!(matches!(vault.unlock_with_password(&wrong), Err(Error::Unlock(UnlockError::WipedAfterFailedAttempts))));
     assert!(!profile.has_vault());
     assert!(files_under(profile.dir()).is_empty(), "{:?}", files_under(profile.dir()));
-    assert!(matches!(Vault::open(&profile, keychain), Err(Error::NoVault)));
+    assert!(matches!(Vault::open(&profile, keychain), Err(Error::Cache(CacheError::NoVault))));
 }
 
 #[test]
@@ -104,7 +108,7 @@ fn setting_the_clock_back_does_not_shorten_the_backoff() {
         let _ = vault.unlock_with_password(&Password::new("nope"));
     }
     clock.rewind(Duration::from_secs(3600));
-    assert!(matches!(vault.unlock_with_password(&password()), Err(Error::UnlockBackoff { .. })));
+    assert!(matches!(vault.unlock_with_password(&password()), Err(Error::Unlock(UnlockError::UnlockBackoff { .. }))));
     clock.advance(UnlockPolicy::default().delay_after(3));
     vault.unlock_with_password(&password()).unwrap();
 }
@@ -120,7 +124,7 @@ fn attempts_cut_short_count_and_the_wait_says_attempts() {
     std::fs::write(profile.dir().join("unlock-attempts"), "3 1800000000\n").unwrap();
     let mut vault = Vault::open(&profile, keychain).unwrap().with_clock(clock);
     let held = vault.unlock_with_password(&password()).unwrap_err();
-    assert!(matches!(held, Error::UnlockBackoff { .. }), "{held:?}");
+    assert!(matches!(held, Error::Unlock(UnlockError::UnlockBackoff { .. })), "{held:?}");
     let said = held.to_string();
     assert!(said.contains("unlock attempts") && !said.contains("wrong password"), "{said}");
 }
@@ -131,12 +135,15 @@ fn change_password_rewraps_only() {
     vault.store().unwrap().put(PATIENT).unwrap();
     let db_before = std::fs::read(profile.dir().join("vault.db")).unwrap();
     let new = Password::new("a new long passphrase");
-    assert!(matches!(vault.change_password(&Password::new("wrong"), &new), Err(Error::WrongPassword { .. })));
+    assert!(matches!(
+        vault.change_password(&Password::new("wrong"), &new),
+        Err(Error::Unlock(UnlockError::WrongPassword { .. }))
+    ));
     vault.change_password(&password(), &new).unwrap();
     assert_eq!(std::fs::read(profile.dir().join("vault.db")).unwrap(), db_before, "the database is not rewritten");
     vault.lock();
     let mut vault = Vault::open(&profile, keychain).unwrap();
-    assert!(matches!(vault.unlock_with_password(&password()), Err(Error::WrongPassword { .. })));
+    assert!(matches!(vault.unlock_with_password(&password()), Err(Error::Unlock(UnlockError::WrongPassword { .. }))));
     vault.unlock_with_password(&new).unwrap();
     vault.lock();
     vault.unlock_with_device_key().unwrap();
@@ -160,7 +167,7 @@ fn rotating_the_database_key_reencrypts_and_keeps_the_data() {
     // The old key file no longer opens the database.
     std::fs::write(profile.dir().join("vault.keys"), &old_keys).unwrap();
     let mut stale = Vault::open(&profile, keychain.clone()).unwrap();
-    assert!(matches!(stale.unlock_with_password(&password()), Err(Error::NotAVault)));
+    assert!(matches!(stale.unlock_with_password(&password()), Err(Error::Cache(CacheError::NotAVault))));
 }
 
 #[test]
@@ -194,7 +201,7 @@ fn missing_device_key_means_password_then_reenrol() {
     entry.delete_credential().unwrap();
 
     let mut vault = Vault::open(&profile, keychain).unwrap();
-    assert!(matches!(vault.unlock_with_device_key(), Err(Error::DeviceKeyMissing)));
+    assert!(matches!(vault.unlock_with_device_key(), Err(Error::Unlock(UnlockError::DeviceKeyMissing))));
     vault.unlock_with_password(&password()).unwrap();
     vault.enroll_device_key().unwrap();
     vault.lock();
@@ -211,7 +218,7 @@ fn wipe_leaves_nothing_readable() {
     assert!(report.keychain_cleared);
     assert!(files_under(profile.dir()).is_empty());
     assert!(!profile.dir().exists());
-    assert!(matches!(vault.unlock_with_device_key(), Err(Error::NoVault)));
+    assert!(matches!(vault.unlock_with_device_key(), Err(Error::Cache(CacheError::NoVault))));
     let entry = keyring::Entry::new(keychain.service(), &format!("{}/device-key", device.as_str())).unwrap();
     assert!(matches!(entry.get_secret(), Err(keyring::Error::NoEntry)));
     // A copy taken before the wipe is ciphertext with no key left anywhere.
@@ -227,7 +234,7 @@ fn keychain_unavailable_is_typed_and_password_unlock_still_works() {
         let service = std::env::var("CAREKEEP_TEST_SERVICE").unwrap();
         let profile = carekeep_core::Profile::new(dir);
         let mut vault = Vault::open(&profile, Keychain::with_service(service.clone())).unwrap();
-        assert!(matches!(vault.unlock_with_device_key(), Err(Error::KeychainUnavailable)));
+        assert!(matches!(vault.unlock_with_device_key(), Err(Error::Unlock(UnlockError::KeychainUnavailable))));
         vault.unlock_with_password(&password()).unwrap();
         assert_eq!(vault.store().unwrap().count().unwrap(), 1);
         vault.lock();
@@ -238,7 +245,7 @@ fn keychain_unavailable_is_typed_and_password_unlock_still_works() {
             Vault::create(&other, Keychain::with_service(service), &user(), &device(), &password()).unwrap();
         assert!(!created.has_device_key().unwrap());
         created.lock();
-        assert!(matches!(created.unlock_with_device_key(), Err(Error::DeviceKeyMissing)));
+        assert!(matches!(created.unlock_with_device_key(), Err(Error::Unlock(UnlockError::DeviceKeyMissing))));
         created.unlock_with_password(&password()).unwrap();
         return;
     }

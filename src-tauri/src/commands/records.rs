@@ -5,6 +5,7 @@
 //! with it (every view is narrative-free), and the UI renders structured fields as
 //! text only, so a `<script>` or an `onerror=` in a narrative has nowhere to run.
 
+use carekeep_core::error::CacheError;
 use carekeep_core::store::{CodeFilter, ResourceQuery};
 use serde::Serialize;
 use serde_json::Value;
@@ -129,8 +130,8 @@ pub async fn export_patient(
     let summary = dir.join(format!("carekeep-summary-{stamp}.html"));
     for (path, bytes) in [(&bundle, export.bundle.as_bytes()), (&summary, export.summary_html.as_bytes())] {
         crate::platform::write_private_file(path, bytes).map_err(|e| match e.kind() {
-            std::io::ErrorKind::StorageFull => carekeep_core::Error::DiskFull,
-            kind => carekeep_core::Error::Io { action: "save the export", kind },
+            std::io::ErrorKind::StorageFull => carekeep_core::Error::Cache(CacheError::DiskFull),
+            kind => carekeep_core::Error::Cache(CacheError::Io { action: "save the export", kind }),
         })?;
     }
     Ok(ExportView {

@@ -2,6 +2,7 @@
 //! protect (said plainly), and the user's devices.
 
 use carekeep_core::account::Account;
+use carekeep_core::error::ServerError;
 use carekeep_protocol::auth::DeviceInfo;
 use serde::Serialize;
 use tauri::State;
@@ -76,12 +77,13 @@ pub async fn begin_authenticator_change(shell: State<'_, Shell>) -> CommandResul
     let mut account = account(&shell).await?;
     let enrollment = shell.until_lock(account.begin_authenticator_change()).await?;
     drop(account);
-    let uri = tauri::Url::parse(enrollment.otpauth_uri.expose()).map_err(|_| carekeep_core::Error::ServerMalformed)?;
+    let uri = tauri::Url::parse(enrollment.otpauth_uri.expose())
+        .map_err(|_| carekeep_core::Error::Server(ServerError::ServerMalformed))?;
     let secret = uri
         .query_pairs()
         .find(|(name, _)| name == "secret")
         .map(|(_, value)| value.into_owned())
-        .ok_or(carekeep_core::Error::ServerMalformed)?;
+        .ok_or(carekeep_core::Error::Server(ServerError::ServerMalformed))?;
     let grouped: Vec<String> = secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
     Ok(AuthenticatorSetup {
         qr_png_base64: enrollment.qr_png_base64,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use carekeep_core::account::{Account, SignIn};
+use carekeep_core::error::CacheError;
 use carekeep_core::{Error, Password, SystemClock};
 use tauri::State;
 use tauri::ipc::Channel;
@@ -22,7 +23,7 @@ pub async fn session(shell: State<'_, Shell>) -> CommandResult<SessionView> {
     let mut slot = shell.account.lock().await;
     match shell.ensure_open(&mut slot) {
         Ok(()) => Ok(SessionView::of(&slot.as_mut().expect("opened").status())),
-        Err(Error::NoVault) => Ok(SessionView::signed_out(shell.server.url.as_str())),
+        Err(Error::Cache(CacheError::NoVault)) => Ok(SessionView::signed_out(shell.server.url.as_str())),
         Err(e) => Err(e.into()),
     }
 }

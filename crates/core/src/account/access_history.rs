@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::Account;
+use crate::error::ServerError;
 use crate::net::Page;
 use crate::{Error, Result};
 
@@ -44,7 +45,7 @@ impl Account {
                 async move { server.fhir_page(&token, &page).await }
             })
             .await?;
-        let bundle: Value = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
+        let bundle: Value = serde_json::from_str(&text).map_err(|_| Error::Server(ServerError::ServerMalformed))?;
         Ok(bundle["entry"].as_array().into_iter().flatten().filter_map(|e| access(&e["resource"])).collect())
     }
 }

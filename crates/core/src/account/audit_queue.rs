@@ -6,6 +6,7 @@ use std::io::Write;
 
 use carekeep_protocol::audit::AuditRecord;
 
+use crate::error::CacheError;
 use crate::{Error, Profile, Result};
 
 /// Appends `records` (in order).
@@ -15,7 +16,7 @@ pub(super) fn append(profile: &Profile, records: &[AuditRecord]) -> Result<()> {
     }
     let mut lines = Vec::new();
     for record in records {
-        serde_json::to_writer(&mut lines, record).map_err(|_| Error::KeyFileInvalid)?;
+        serde_json::to_writer(&mut lines, record).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
         lines.push(b'\n');
     }
     let mut file = crate::platform::open_private_append(&profile.audit_queue()).map_err(|e| Error::io("write", &e))?;
@@ -40,7 +41,7 @@ pub(super) fn replace(profile: &Profile, records: &[AuditRecord]) -> Result<()> 
     let _ = std::fs::remove_file(&aside);
     let mut lines = Vec::new();
     for record in records {
-        serde_json::to_writer(&mut lines, record).map_err(|_| Error::KeyFileInvalid)?;
+        serde_json::to_writer(&mut lines, record).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
         lines.push(b'\n');
     }
     let mut file = crate::platform::open_private_append(&aside).map_err(|e| Error::io("write", &e))?;

@@ -6,11 +6,12 @@ use carekeep_protocol::auth::Enrollment;
 
 use super::Account;
 use crate::Result;
+use crate::error::ServerError;
 
 impl Account {
     /// Starts replacing the authenticator: the new secret as an `otpauth://` URI and a QR
     /// code. The old authenticator keeps working until [`Account::confirm_authenticator`].
-    /// Needs a full sign-in inside the policy's step-up window ([`crate::Error::StepUpRequired`]).
+    /// Needs a full sign-in inside the policy's step-up window ([`ServerError::StepUpRequired`]).
     pub async fn begin_authenticator_change(&mut self) -> Result<Enrollment> {
         self.session.check_step_up()?;
         self.request(|server, token| async move { server.begin_enrollment(&token).await }).await
@@ -22,7 +23,7 @@ impl Account {
         self.session.check_step_up()?;
         let code = code.trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(crate::Error::BadCode);
+            return Err(crate::Error::Server(ServerError::BadCode));
         }
         let code = code.to_owned();
         self.request(|server, token| {

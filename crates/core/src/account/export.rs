@@ -1,7 +1,9 @@
 //! A patient's record to take away: the whole cached record as a FHIR `collection` Bundle,
 //! the documents' bytes inside it (`attachment.data`), and a summary page a person reads
 //! ([`super::summary`]). Export is a high-risk action: only with a full sign-in inside the
-//! policy's step-up window ([`crate::Error::StepUpRequired`] otherwise), and logged.
+//! policy's step-up window
+//! ([`ServerError::StepUpRequired`](crate::error::ServerError::StepUpRequired) otherwise),
+//! and logged.
 
 use base64::Engine as _;
 use carekeep_protocol::sync::EXPORTED_FROM_CACHE;
@@ -9,6 +11,7 @@ use serde_json::Value;
 
 use super::Account;
 use super::reading::bare;
+use crate::error::CacheError;
 use crate::store::patient_reference;
 use crate::{Error, Result};
 
@@ -33,7 +36,7 @@ impl Account {
         let stored = self.store()?.patient_record(&reference)?;
         let mut resources = Vec::with_capacity(stored.len());
         for r in &stored {
-            resources.push(serde_json::from_str::<Value>(&r.json).map_err(|_| Error::CorruptCache)?);
+            resources.push(serde_json::from_str::<Value>(&r.json).map_err(|_| Error::Cache(CacheError::CorruptCache))?);
         }
         let mut documents_missing = 0;
         for resource in resources.iter_mut().filter(|r| r["resourceType"] == "DocumentReference") {

@@ -7,6 +7,7 @@ use carekeep_protocol::pins::PinSet;
 use carekeep_protocol::policy::SignedPolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::error::CacheError;
 use crate::net::{Server, Tokens, VerifiedPolicy};
 use crate::{Error, Profile, Result};
 
@@ -67,14 +68,14 @@ impl Facts {
 
     pub fn read(profile: &Profile) -> Result<Self> {
         match std::fs::read(profile.session_file()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::KeyFileInvalid),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| Error::Cache(CacheError::KeyFileInvalid)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Cache(CacheError::NoVault)),
             Err(e) => Err(Error::io("read", &e)),
         }
     }
 
     pub fn write(&self, profile: &Profile) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|_| Error::KeyFileInvalid)?;
+        let json = serde_json::to_vec_pretty(self).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
         profile.write_atomically(&profile.session_file(), &json)
     }
 

@@ -37,6 +37,7 @@ use carekeep_protocol::Secret;
 use carekeep_protocol::audit::AuditRecord;
 use carekeep_protocol::pins::PinSet;
 
+use crate::error::{CacheError, ConnectionError, ServerError, UnlockError};
 use crate::keychain::Item;
 use crate::net::{Server, ServerUrl, VerifiedPolicy};
 use crate::presence::PresenceVerifier;
@@ -125,14 +126,14 @@ impl Account {
         let server = Server::connect(url, pins)?;
         let cookie = std::fs::read_to_string(profile.device_cookie_file()).ok().map(|c| Secret::new(c.trim()));
         let challenge = match server.login(username, password.expose(), cookie.as_ref()).await {
-            Err(Error::PinMismatch) => {
+            Err(Error::Connection(ConnectionError::PinMismatch)) => {
                 // No account yet, but the refusal is still queued for the organisation.
                 let mut witness = Session::signed_out(clock.clone()).continuing(audit_queue::last(profile)?);
                 witness.pin_mismatch();
                 if profile.dir().exists() {
                     audit_queue::append(profile, &witness.take_audit())?;
                 }
-                return Err(Error::PinMismatch);
+                return Err(Error::Connection(ConnectionError::PinMismatch));
             }
             other => other?,
         };
@@ -142,7 +143,7 @@ impl Account {
         let vault = if profile.has_vault() {
             let mut vault = Vault::open(profile, keychain.clone())?.with_clock(clock.clone());
             if vault.user_id() != &user {
-                return Err(Error::OtherAccount);
+                return Err(Error::Cache(CacheError::OtherAccount));
             }
             vault.unlock_with_password(password)?;
             // A fresh device key at every full sign-in (logout deleted the last one). Without
@@ -179,7 +180,7 @@ impl Account {
         })
     }
 
-    /// The account signed in on this device, locked. [`Error::NoVault`] if no one is.
+    /// The account signed in on this device, locked. [`CacheError::NoVault`] if no one is.
     pub fn open(profile: &Profile, keychain: Keychain, clock: Arc<dyn Clock>) -> Result<Self> {
         let facts = Facts::read(profile)?;
         let policy = facts.policy()?;
@@ -209,10 +210,10 @@ impl Account {
     /// Unlocks with the device key from the keychain, if the session allows it (the last
     /// full sign-in inside the presence window, the key intact, not locked by hand) and
     /// `presence` confirms the person — in that order: presence check, keychain, unwrap,
-    /// open (DESIGN §2). [`Error::PresenceUnavailable`]: ask for the password instead.
+    /// open (DESIGN §2). [`UnlockError::PresenceUnavailable`]: ask for the password instead.
     pub fn unlock_with_device_key(&mut self, presence: &dyn PresenceVerifier) -> Result<()> {
         if self.facts.password_required {
-            return Err(Error::PasswordRequired);
+            return Err(Error::Unlock(UnlockError::PasswordRequired));
         }
         let has_key = self.vault.has_device_key().unwrap_or(false);
         self.session.check_presence_unlock(has_key)?;
@@ -250,7 +251,7 @@ impl Account {
     pub fn store(&mut self) -> Result<Store<'_>> {
         if self.session.tick().is_some() || self.session.state() != State::Unlocked {
             self.vault.lock();
-            return Err(Error::Locked);
+            return Err(Error::Unlock(UnlockError::Locked));
         }
         self.vault.store()
     }
@@ -323,9 +324,9 @@ impl Account {
     /// organisation erases the cache (DESIGN §3: `Wiped`).
     fn after_server<T>(&mut self, result: Result<T>) -> Result<T> {
         match &result {
-            Err(Error::PinMismatch) => self.session.pin_mismatch(),
-            Err(e @ (Error::RemoteWipe | Error::DeviceRevoked)) => {
-                self.session.server_ended(matches!(e, Error::RemoteWipe));
+            Err(Error::Connection(ConnectionError::PinMismatch)) => self.session.pin_mismatch(),
+            Err(Error::Server(e @ (ServerError::RemoteWipe | ServerError::DeviceRevoked))) => {
+                self.session.server_ended(matches!(e, ServerError::RemoteWipe));
                 let _ = self.vault.wipe()?;
             }
             _ => {}
@@ -389,7 +390,7 @@ impl Drop for Account {
 /// `result`, except that an unreachable keychain is no error: the password stays the way in.
 fn unless_no_keychain(result: Result<()>) -> Result<()> {
     match result {
-        Err(Error::KeychainUnavailable) => Ok(()),
+        Err(Error::Unlock(UnlockError::KeychainUnavailable)) => Ok(()),
         other => other,
     }
 }

@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::Account;
 use crate::Result;
+use crate::error::CacheError;
 use crate::store::{CodeFilter, ResourceQuery, StoredResource, TrendPoint, patient_reference};
 
 impl Account {
@@ -77,7 +78,7 @@ impl Account {
 
 /// A stored resource's JSON as a view shows it: without its narrative.
 pub(super) fn shown(json: &str) -> Result<String> {
-    carekeep_fhir::without_narrative(json).ok_or(crate::Error::CorruptCache)
+    carekeep_fhir::without_narrative(json).ok_or(crate::Error::Cache(CacheError::CorruptCache))
 }
 
 pub(super) fn bare(reference: &str) -> &str {

@@ -3,6 +3,7 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use super::Key256;
+use crate::error::CacheError;
 use crate::{Error, Password, Result};
 
 /// Argon2id cost parameters, stored in the key file so they can be raised later.
@@ -36,10 +37,10 @@ impl KdfParams {
     /// Derives the 256-bit password key.
     pub(crate) fn derive(self, password: &Password, salt: &[u8; 16]) -> Result<Key256> {
         if !self.is_acceptable() {
-            return Err(Error::KeyFileInvalid);
+            return Err(Error::Cache(CacheError::KeyFileInvalid));
         }
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|_| Error::KeyFileInvalid)?;
+            .map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
@@ -67,6 +68,6 @@ mod tests {
     fn weak_parameters_are_refused() {
         let weak = KdfParams { memory_kib: 8 * 1024, ..KdfParams::DEFAULT };
         assert!(!weak.is_acceptable());
-        assert!(matches!(weak.derive(&Password::new("x"), &[0; 16]), Err(Error::KeyFileInvalid)));
+        assert!(matches!(weak.derive(&Password::new("x"), &[0; 16]), Err(Error::Cache(CacheError::KeyFileInvalid))));
     }
 }

@@ -21,6 +21,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{KdfParams, Key256, WrappedKey};
+use crate::error::CacheError;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"CKKF";
@@ -110,7 +111,8 @@ impl KeyFile {
     }
 
     /// Opens the password wrap. `Ok(None)` means the password key is wrong; a damaged or
-    /// tampered file that the password key does open is [`Error::KeyFileInvalid`].
+    /// tampered file that the password key does open is
+    /// [`CacheError::KeyFileInvalid`](crate::error::CacheError::KeyFileInvalid).
     pub(crate) fn open_with_password_key(&self, password_key: &Key256) -> Result<Option<Key256>> {
         match self.password_slot.open(password_key, &self.aad(Slot::Password)) {
             Some(k_db) => self.verified(k_db).map(Some),
@@ -130,7 +132,7 @@ impl KeyFile {
     fn verified(&self, k_db: Key256) -> Result<Key256> {
         let mut mac = Self::mac_state(&k_db);
         mac.update(&self.body());
-        mac.verify_slice(&self.mac).map_err(|_| Error::KeyFileInvalid)?;
+        mac.verify_slice(&self.mac).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
         Ok(k_db)
     }
 
@@ -146,33 +148,33 @@ impl KeyFile {
     /// Parses a key file, refusing anything damaged, truncated, extended or unknown.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < 64 || &bytes[..4] != MAGIC {
-            return Err(Error::KeyFileInvalid);
+            return Err(Error::Cache(CacheError::KeyFileInvalid));
         }
         let (content, checksum) = bytes.split_at(bytes.len() - 32);
         if Sha256::digest(content).as_slice() != checksum {
-            return Err(Error::KeyFileInvalid);
+            return Err(Error::Cache(CacheError::KeyFileInvalid));
         }
         let mut r = Reader { bytes: content, at: 4 };
         let version = r.u16()?;
         if version != FORMAT_VERSION {
-            return Err(Error::KeyFileUnsupportedVersion(version));
+            return Err(Error::Cache(CacheError::KeyFileUnsupportedVersion(version)));
         }
         let user_id = r.string()?;
         let device_id = r.string()?;
         let kdf = KdfParams { memory_kib: r.u32()?, iterations: r.u32()?, parallelism: r.u32()? };
         if !kdf.is_acceptable() {
-            return Err(Error::KeyFileInvalid);
+            return Err(Error::Cache(CacheError::KeyFileInvalid));
         }
         let salt = r.array::<16>()?;
         let password_slot = WrappedKey::from_bytes(&r.array::<{ WrappedKey::LEN }>()?);
         let device_slot = match r.array::<1>()?[0] {
             0 => None,
             1 => Some(WrappedKey::from_bytes(&r.array::<{ WrappedKey::LEN }>()?)),
-            _ => return Err(Error::KeyFileInvalid),
+            _ => return Err(Error::Cache(CacheError::KeyFileInvalid)),
         };
         let mac = r.array::<32>()?;
         if r.at != content.len() {
-            return Err(Error::KeyFileInvalid);
+            return Err(Error::Cache(CacheError::KeyFileInvalid));
         }
         Ok(Self { user_id, device_id, kdf, salt, password_slot, device_slot, mac })
     }
@@ -245,8 +247,8 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let end = self.at.checked_add(N).ok_or(Error::KeyFileInvalid)?;
-        let slice = self.bytes.get(self.at..end).ok_or(Error::KeyFileInvalid)?;
+        let end = self.at.checked_add(N).ok_or(Error::Cache(CacheError::KeyFileInvalid))?;
+        let slice = self.bytes.get(self.at..end).ok_or(Error::Cache(CacheError::KeyFileInvalid))?;
         self.at = end;
         let mut out = [0u8; N];
         out.copy_from_slice(slice);
@@ -263,10 +265,10 @@ impl Reader<'_> {
 
     fn string(&mut self) -> Result<String> {
         let len = usize::from(self.u16()?);
-        let end = self.at.checked_add(len).ok_or(Error::KeyFileInvalid)?;
-        let slice = self.bytes.get(self.at..end).ok_or(Error::KeyFileInvalid)?;
+        let end = self.at.checked_add(len).ok_or(Error::Cache(CacheError::KeyFileInvalid))?;
+        let slice = self.bytes.get(self.at..end).ok_or(Error::Cache(CacheError::KeyFileInvalid))?;
         self.at = end;
-        String::from_utf8(slice.to_vec()).map_err(|_| Error::KeyFileInvalid)
+        String::from_utf8(slice.to_vec()).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))
     }
 }
 
@@ -312,7 +314,7 @@ mod tests {
         let n = bytes.len();
         let checksum = Sha256::digest(&bytes[..n - 32]);
         bytes[n - 32..].copy_from_slice(&checksum);
-        assert!(matches!(KeyFile::decode(&bytes), Err(Error::KeyFileUnsupportedVersion(9))));
+        assert!(matches!(KeyFile::decode(&bytes), Err(Error::Cache(CacheError::KeyFileUnsupportedVersion(9)))));
     }
 
     #[test]
@@ -320,7 +322,7 @@ mod tests {
         let (file, ..) = sample(true);
         let bytes = file.encode();
         for len in [0, 10, bytes.len() - 1] {
-            assert!(matches!(KeyFile::decode(&bytes[..len]), Err(Error::KeyFileInvalid)));
+            assert!(matches!(KeyFile::decode(&bytes[..len]), Err(Error::Cache(CacheError::KeyFileInvalid))));
         }
         let mut longer = bytes.clone();
         longer.push(0);

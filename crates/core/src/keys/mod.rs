@@ -4,6 +4,7 @@
 //! AES-256-GCM: once under the device key from the OS keychain, once under a key derived from
 //! the password with Argon2id. Both wraps live in one versioned key file (`keyfile`).
 
+use crate::error::CacheError;
 mod kdf;
 pub(crate) mod keyfile;
 mod secret;
@@ -34,5 +35,5 @@ pub(crate) fn random_token() -> crate::Result<String> {
 
 /// Fills `buf` from the operating system's random number generator.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> crate::Result<()> {
-    getrandom::fill(buf).map_err(|_| crate::Error::Randomness)
+    getrandom::fill(buf).map_err(|_| crate::Error::Cache(CacheError::Randomness))
 }

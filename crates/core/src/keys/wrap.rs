@@ -7,6 +7,7 @@ use zeroize::Zeroize;
 
 use super::Key256;
 use crate::Result;
+use crate::error::CacheError;
 
 /// A wrapped 256-bit key: a random 96-bit nonce, the ciphertext and the GCM tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +30,7 @@ impl WrappedKey {
         sealed[..32].copy_from_slice(key.expose());
         let tag = cipher
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut sealed[..32])
-            .map_err(|_| crate::Error::Randomness)?;
+            .map_err(|_| crate::Error::Cache(CacheError::Randomness))?;
         sealed[32..].copy_from_slice(&tag);
         Ok(Self { nonce, sealed })
     }

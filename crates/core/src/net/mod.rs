@@ -18,6 +18,7 @@ pub use api::{
     Challenge, DOCUMENT_LIMIT, InvalidId, OpaqueId, Page, Pushed, REQUEST_TIMEOUT, Server, Tokens, VerifiedPolicy,
 };
 
+use crate::error::ConnectionError;
 use crate::{Error, Result};
 
 /// A server address that is HTTPS, with a host, and nothing after the path.
@@ -31,7 +32,7 @@ impl ServerUrl {
         let bad = |problem| Error::InvalidArgument { what: "server address", problem };
         let url = reqwest::Url::parse(text.trim()).map_err(|_| bad("expected https://host[:port]"))?;
         if url.scheme() != "https" {
-            return Err(Error::InsecureUrl);
+            return Err(Error::Connection(ConnectionError::InsecureUrl));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("it names no host"));
@@ -85,10 +86,11 @@ impl Roots {
 /// redirect could only lead somewhere the pins were not meant for), short timeouts.
 fn client(pins: PinSet, roots: Roots) -> Result<reqwest::Client> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = pinning::PinnedVerifier::new(pins, roots.load(), provider.clone()).map_err(|_| Error::TlsRefused)?;
+    let verifier = pinning::PinnedVerifier::new(pins, roots.load(), provider.clone())
+        .map_err(|_| Error::Connection(ConnectionError::TlsRefused))?;
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|_| Error::TlsRefused)?
+        .map_err(|_| Error::Connection(ConnectionError::TlsRefused))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
@@ -98,14 +100,14 @@ fn client(pins: PinSet, roots: Roots) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
-        .map_err(|_| Error::TlsRefused)
+        .map_err(|_| Error::Connection(ConnectionError::TlsRefused))
 }
 
 /// What a failed request means for the person: a pin mismatch, a TLS refusal, or a server
 /// that cannot be reached. Walks the error's causes (rustls errors arrive inside I/O errors).
 pub(crate) fn classify(error: &reqwest::Error) -> Error {
     if error.is_timeout() {
-        return Error::ServerTimeout;
+        return Error::Connection(ConnectionError::ServerTimeout);
     }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
@@ -114,13 +116,15 @@ pub(crate) fn classify(error: &reqwest::Error) -> Error {
                 rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
                     if other.0.downcast_ref::<pinning::PinMismatch>().is_some() =>
                 {
-                    Error::PinMismatch
+                    Error::Connection(ConnectionError::PinMismatch)
                 }
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired) => Error::CertificateExpired,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired) => {
+                    Error::Connection(ConnectionError::CertificateExpired)
+                }
                 rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
-                ) => Error::CertificateNameMismatch,
-                _ => Error::TlsRefused,
+                ) => Error::Connection(ConnectionError::CertificateNameMismatch),
+                _ => Error::Connection(ConnectionError::TlsRefused),
             };
         }
         // An I/O error's `source` skips the error it wraps; look inside it instead.
@@ -129,5 +133,5 @@ pub(crate) fn classify(error: &reqwest::Error) -> Error {
             None => current.source(),
         };
     }
-    Error::ServerUnreachable
+    Error::Connection(ConnectionError::ServerUnreachable)
 }

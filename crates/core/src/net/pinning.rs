@@ -15,9 +15,9 @@
 //!   hostname and the validity dates are still checked.
 //!
 //! Anything else fails closed with [`PinMismatch`], which `net::classify` turns into
-//! [`crate::Error::PinMismatch`]. An expired pin set is still enforced — pinning never
-//! fails open — and the app shows it as expired until a fresh set arrives with the signed
-//! policy.
+//! [`ConnectionError::PinMismatch`](crate::error::ConnectionError::PinMismatch). An expired
+//! pin set is still enforced — pinning never fails open — and the app shows it as expired
+//! until a fresh set arrives with the signed policy.
 
 use std::sync::Arc;
 

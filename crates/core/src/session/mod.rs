@@ -24,6 +24,7 @@ use carekeep_protocol::auth::Role;
 use carekeep_protocol::policy::Policy;
 use time::format_description::well_known::Rfc3339;
 
+use crate::error::{ServerError, UnlockError};
 use crate::{Clock, Error, Result};
 
 /// Where the session is.
@@ -320,19 +321,19 @@ impl Session {
 
     /// Whether a biometric / presence unlock may be tried now. If the last full sign-in is
     /// too old (or the device key is gone), the session moves to `ReauthRequired` and the
-    /// answer is [`Error::ReauthRequired`]: ask for the password and code instead.
+    /// answer is [`UnlockError::ReauthRequired`]: ask for the password and code instead.
     pub fn check_presence_unlock(&mut self, device_key_intact: bool) -> Result<()> {
         if self.state != State::Locked {
             return Err(self.not_now());
         }
-        let rules = self.rules.ok_or(Error::ReauthRequired)?;
+        let rules = self.rules.ok_or(Error::Unlock(UnlockError::ReauthRequired))?;
         if !device_key_intact {
             self.go(State::ReauthRequired, Reason::DeviceKeyGone);
-            return Err(Error::ReauthRequired);
+            return Err(Error::Unlock(UnlockError::ReauthRequired));
         }
         if !self.full_auth_within(rules.absolute_reauth) {
             self.go(State::ReauthRequired, Reason::WindowPassed);
-            return Err(Error::ReauthRequired);
+            return Err(Error::Unlock(UnlockError::ReauthRequired));
         }
         Ok(())
     }
@@ -351,10 +352,10 @@ impl Session {
         if !matches!(self.state, State::Locked | State::ReauthRequired) {
             return Err(self.not_now());
         }
-        let rules = self.rules.ok_or(Error::ReauthRequired)?;
+        let rules = self.rules.ok_or(Error::Unlock(UnlockError::ReauthRequired))?;
         if !self.full_auth_within(rules.offline_grace) {
             self.record(Reason::OfflinePassword, self.state, Outcome::Denied);
-            return Err(Error::OfflineGraceOver);
+            return Err(Error::Unlock(UnlockError::OfflineGraceOver));
         }
         self.last_input = self.clock.monotonic();
         self.backgrounded_at = None;
@@ -362,13 +363,13 @@ impl Session {
     }
 
     /// Before a high-risk action (export, share, change MFA or password, break-glass): the
-    /// last full sign-in must be recent, else [`Error::StepUpRequired`].
+    /// last full sign-in must be recent, else [`ServerError::StepUpRequired`].
     pub fn check_step_up(&self) -> Result<()> {
-        let rules = self.rules.ok_or(Error::StepUpRequired)?;
+        let rules = self.rules.ok_or(Error::Server(ServerError::StepUpRequired))?;
         if self.state == State::Unlocked && self.full_auth_within(rules.step_up) {
             Ok(())
         } else {
-            Err(Error::StepUpRequired)
+            Err(Error::Server(ServerError::StepUpRequired))
         }
     }
 
@@ -423,7 +424,9 @@ impl Session {
     fn not_now(&self) -> Error {
         match self.state {
             State::Unlocked => Error::InvalidArgument { what: "unlock", problem: "the session is not locked" },
-            State::SignedOut | State::Wiped | State::ReauthRequired | State::Locked => Error::ReauthRequired,
+            State::SignedOut | State::Wiped | State::ReauthRequired | State::Locked => {
+                Error::Unlock(UnlockError::ReauthRequired)
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use zeroize::Zeroizing;
 
 use super::Store;
+use crate::error::RecordsError;
 use crate::{Error, Result};
 
 /// A document's bytes and type, as downloaded. `Debug` shows the type and size only.
@@ -45,7 +46,7 @@ impl Store<'_> {
             .conn
             .query_row("SELECT pk FROM resources WHERE type = 'DocumentReference' AND id = ?1", [id], |r| r.get(0))
             .optional()?;
-        let resource = resource.ok_or(Error::DocumentUnavailable)?;
+        let resource = resource.ok_or(Error::Records(RecordsError::DocumentUnavailable))?;
         self.conn.execute(
             "INSERT INTO documents (url, resource, content_type, bytes, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (url) DO UPDATE SET resource = excluded.resource, content_type = excluded.content_type,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Profile;
+use crate::error::UnlockError;
 use crate::{Clock, Error, Result};
 
 /// How wrong passwords are answered. Values come from the server's signed policy; these
@@ -91,7 +92,7 @@ impl Attempts {
         let ready_at = self.last_failure.saturating_add(delay);
         if now < ready_at {
             let wait = u64::try_from(ready_at - now).unwrap_or(0);
-            return Err(Error::UnlockBackoff { retry_after: Duration::from_secs(wait) });
+            return Err(Error::Unlock(UnlockError::UnlockBackoff { retry_after: Duration::from_secs(wait) }));
         }
         Ok(())
     }

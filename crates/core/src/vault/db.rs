@@ -4,6 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::error::CacheError;
 use crate::keys::Key256;
 use crate::{Error, Result};
 
@@ -119,23 +120,23 @@ pub(crate) fn create(path: &Path, k_db: &Key256) -> Result<Connection> {
 /// far as the bytes allow.
 pub(crate) fn open(path: &Path, k_db: &Key256) -> Result<Connection> {
     let len = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::CorruptCache,
+        std::io::ErrorKind::NotFound => Error::Cache(CacheError::CorruptCache),
         _ => Error::io("read", &e),
     })?;
     if len.len() < 16 {
-        return Err(Error::CorruptCache);
+        return Err(Error::Cache(CacheError::CorruptCache));
     }
     if has_plain_sqlite_header(path)? {
-        return Err(Error::NotAVault);
+        return Err(Error::Cache(CacheError::NotAVault));
     }
     if len.len() % PAGE_SIZE != 0 {
-        return Err(Error::CorruptCache);
+        return Err(Error::Cache(CacheError::CorruptCache));
     }
     let mut conn = Connection::open_with_flags(path, OPEN_EXISTING)?;
     apply_key_and_pragmas(&conn, k_db)?;
     let app_id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0))?;
     if app_id != APPLICATION_ID {
-        return Err(Error::NotAVault);
+        return Err(Error::Cache(CacheError::NotAVault));
     }
     migrate(&mut conn)?;
     Ok(conn)
@@ -158,10 +159,10 @@ pub(crate) fn verify_integrity(conn: &Connection) -> Result<()> {
     let mut stmt = conn.prepare("PRAGMA cipher_integrity_check")?;
     let damaged_pages = stmt.query_map([], |_| Ok(()))?.count();
     if damaged_pages > 0 {
-        return Err(Error::CorruptCache);
+        return Err(Error::Cache(CacheError::CorruptCache));
     }
     let verdict: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
-    if verdict == "ok" { Ok(()) } else { Err(Error::CorruptCache) }
+    if verdict == "ok" { Ok(()) } else { Err(Error::Cache(CacheError::CorruptCache)) }
 }
 
 fn has_plain_sqlite_header(path: &Path) -> Result<bool> {
@@ -207,7 +208,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
         // A newer app wrote this cache; refusing beats misreading it.
-        return Err(Error::CacheSchemaTooNew(current));
+        return Err(Error::Cache(CacheError::CacheSchemaTooNew(current)));
     }
     for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(current).unwrap_or(0)) {
         let tx = conn.transaction()?;

@@ -22,6 +22,7 @@ pub(crate) use db::{CACHE_SIZE_PRAGMA, create_unencrypted};
 pub use profile::{DeviceId, Profile, UserId};
 pub use wipe::{WipeReport, wipe_profile};
 
+use crate::error::{CacheError, UnlockError};
 use crate::keychain::Item;
 use crate::keys::keyfile::KeyFile;
 use crate::keys::{KdfParams, Key256};
@@ -32,7 +33,7 @@ use attempts::Attempts;
 /// One user's encrypted cache on this device, locked or unlocked.
 ///
 /// Every operation on records goes through [`Vault::store`], which fails with
-/// [`Error::Locked`] while the vault is locked.
+/// [`UnlockError::Locked`] while the vault is locked.
 pub struct Vault {
     profile: Profile,
     keychain: Keychain,
@@ -74,7 +75,7 @@ impl Vault {
         password: &Password,
     ) -> Result<Self> {
         if profile.has_vault() {
-            return Err(Error::VaultExists);
+            return Err(Error::Cache(CacheError::VaultExists));
         }
         profile.create_dir()?;
         // Leftovers of an earlier create that died before its key file was written.
@@ -87,7 +88,7 @@ impl Vault {
         let device_key = Key256::generate()?;
         let device_key = match keychain.store_key(device.as_str(), Item::DeviceKey, &device_key) {
             Ok(()) => Some(device_key),
-            Err(Error::KeychainUnavailable) => None,
+            Err(Error::Unlock(UnlockError::KeychainUnavailable)) => None,
             Err(e) => return Err(e),
         };
         let key_file = KeyFile::seal(
@@ -131,8 +132,8 @@ impl Vault {
             keychain,
             clock: Arc::new(SystemClock),
             policy: UnlockPolicy::default(),
-            user_id: UserId::new(key_file.user_id).map_err(|_| Error::KeyFileInvalid)?,
-            device_id: DeviceId::new(key_file.device_id).map_err(|_| Error::KeyFileInvalid)?,
+            user_id: UserId::new(key_file.user_id).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?,
+            device_id: DeviceId::new(key_file.device_id).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?,
             open: None,
         })
     }
@@ -179,21 +180,21 @@ impl Vault {
     /// Unlocks with the device key from the OS keychain (after the platform's presence check,
     /// which is the caller's). No-op when already unlocked.
     ///
-    /// [`Error::KeychainUnavailable`] and [`Error::DeviceKeyMissing`] both mean: use the
-    /// password instead.
+    /// [`UnlockError::KeychainUnavailable`] and [`UnlockError::DeviceKeyMissing`] both mean:
+    /// use the password instead.
     pub fn unlock_with_device_key(&mut self) -> Result<()> {
         if self.is_unlocked() {
             return Ok(());
         }
         if !self.read_key_file()?.has_device_slot() {
-            return Err(Error::DeviceKeyMissing);
+            return Err(Error::Unlock(UnlockError::DeviceKeyMissing));
         }
         let device_key = self.keychain.load_key(self.device_id.as_str(), Item::DeviceKey)?;
         if self.unlock_with(|file| file.open_with_device_key(&device_key))? {
             Attempts::reset(&self.profile)
         } else {
             // The keychain holds a key that is not this vault's (re-enrolled elsewhere).
-            Err(Error::DeviceKeyMissing)
+            Err(Error::Unlock(UnlockError::DeviceKeyMissing))
         }
     }
 
@@ -226,16 +227,16 @@ impl Vault {
         }
     }
 
-    /// The record store. [`Error::Locked`] while locked.
+    /// The record store. [`UnlockError::Locked`] while locked.
     pub fn store(&mut self) -> Result<Store<'_>> {
-        self.open.as_mut().map(|open| Store::new(&mut open.conn)).ok_or(Error::Locked)
+        self.open.as_mut().map(|open| Store::new(&mut open.conn)).ok_or(Error::Unlock(UnlockError::Locked))
     }
 
     /// Checks every page of the cache: SQLCipher's per-page HMACs, then SQLite's own
-    /// structural check. [`Error::CorruptCache`] on any damage. Reads the whole file, so it
+    /// structural check. [`CacheError::CorruptCache`] on any damage. Reads the whole file, so it
     /// belongs in the background, not on the unlock path.
     pub fn verify_integrity(&mut self) -> Result<()> {
-        let open = self.open.as_mut().ok_or(Error::Locked)?;
+        let open = self.open.as_mut().ok_or(Error::Unlock(UnlockError::Locked))?;
         db::verify_integrity(&open.conn)
     }
 
@@ -275,7 +276,7 @@ impl Vault {
             device_key.as_ref(),
         )?;
         self.profile.write_atomically(&self.profile.next_key_file(), &next.encode())?;
-        let open = self.open.as_mut().ok_or(Error::Locked)?;
+        let open = self.open.as_mut().ok_or(Error::Unlock(UnlockError::Locked))?;
         if let Err(e) = db::rekey(&open.conn, &new_k_db) {
             let _ = std::fs::remove_file(self.profile.next_key_file());
             return Err(e);
@@ -285,9 +286,9 @@ impl Vault {
     }
 
     /// Stores a new device key in the keychain and wraps `K_db` under it: after
-    /// [`Error::DeviceKeyMissing`] and a password unlock, this restores unlock by presence.
+    /// [`UnlockError::DeviceKeyMissing`] and a password unlock, this restores unlock by presence.
     pub fn enroll_device_key(&mut self) -> Result<()> {
-        let open = self.open.as_ref().ok_or(Error::Locked)?;
+        let open = self.open.as_ref().ok_or(Error::Unlock(UnlockError::Locked))?;
         let device_key = Key256::generate()?;
         self.keychain.store_key(self.device_id.as_str(), Item::DeviceKey, &device_key)?;
         let file = self.read_key_file()?.with_device_key(&open.k_db, Some(&device_key))?;
@@ -316,10 +317,10 @@ impl Vault {
                 self.open = Some(OpenVault { conn, k_db });
                 Ok(true)
             }
-            Err(Error::NotAVault) => {
+            Err(Error::Cache(CacheError::NotAVault)) => {
                 let next = self.profile.read_next_key_file();
-                let Ok(next) = next else { return Err(Error::NotAVault) };
-                let Some(next_k_db) = open_slot(&next)? else { return Err(Error::NotAVault) };
+                let Ok(next) = next else { return Err(Error::Cache(CacheError::NotAVault)) };
+                let Some(next_k_db) = open_slot(&next)? else { return Err(Error::Cache(CacheError::NotAVault)) };
                 let conn = db::open(&self.profile.db(), &next_k_db)?;
                 self.open = Some(OpenVault { conn, k_db: next_k_db });
                 self.promote_next_key_file()?;
@@ -341,7 +342,7 @@ impl Vault {
         let mut before = Attempts::load(&self.profile)?;
         if before.failures >= self.policy.wipe_after {
             let _report = self.wipe()?;
-            return Err(Error::WipedAfterFailedAttempts);
+            return Err(Error::Unlock(UnlockError::WipedAfterFailedAttempts));
         }
         before.check_wait(&self.policy, self.clock.as_ref(), &self.profile)?;
         let counted = Attempts { failures: before.failures.saturating_add(1), last_failure: self.clock.now_unix() };
@@ -353,17 +354,17 @@ impl Vault {
     fn fail_password_attempt(&mut self, counted: Attempts) -> Error {
         if counted.failures >= self.policy.wipe_after {
             return match self.wipe() {
-                Ok(_) => Error::WipedAfterFailedAttempts,
+                Ok(_) => Error::Unlock(UnlockError::WipedAfterFailedAttempts),
                 Err(e) => e,
             };
         }
-        Error::WrongPassword { attempts_left: self.policy.wipe_after - counted.failures }
+        Error::Unlock(UnlockError::WrongPassword { attempts_left: self.policy.wipe_after - counted.failures })
     }
 
     /// Checks `password` against the key file while unlocked (for sensitive changes),
     /// counting failures like an unlock. Returns `K_db`.
     fn verify_password(&mut self, password: &Password) -> Result<Key256> {
-        let k_db = self.open.as_ref().ok_or(Error::Locked)?.k_db.clone();
+        let k_db = self.open.as_ref().ok_or(Error::Unlock(UnlockError::Locked))?.k_db.clone();
         let key_file = self.read_key_file()?;
         let (before, counted) = self.begin_password_attempt()?;
         let password_key = key_file.kdf.derive(password, &key_file.salt)?;
@@ -375,7 +376,7 @@ impl Vault {
             Ok(None) => Err(self.fail_password_attempt(counted)),
             Ok(Some(_)) | Err(_) => {
                 before.save(&self.profile)?;
-                Err(Error::KeyFileInvalid)
+                Err(Error::Cache(CacheError::KeyFileInvalid))
             }
         }
     }

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::error::CacheError;
 use crate::keys::keyfile::KeyFile;
 use crate::{Error, Result, platform};
 
@@ -103,7 +104,7 @@ impl Profile {
     fn read_key_file_at(path: &Path) -> Result<KeyFile> {
         match std::fs::read(path) {
             Ok(bytes) => KeyFile::decode(&bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Cache(CacheError::NoVault)),
             Err(e) => Err(Error::io("read", &e)),
         }
     }

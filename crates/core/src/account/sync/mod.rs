@@ -36,6 +36,7 @@ use carekeep_protocol::sync::SyncStatus;
 pub use retry::Retry;
 
 use super::Account;
+use crate::error::ServerError;
 use crate::net::Server;
 use crate::{Error, Result};
 
@@ -228,7 +229,7 @@ impl Account {
                 Err(e) => (Err(e), true),
             };
             match result {
-                Err(Error::AccessExpired) if !refreshed => {
+                Err(Error::Server(ServerError::AccessExpired)) if !refreshed => {
                     self.access_token = None;
                     refreshed = true;
                 }

@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{Phase, Progress, SyncReport};
 use crate::account::Account;
+use crate::error::ServerError;
 use crate::net::Page;
 use crate::store::PageMark;
 use crate::{Error, Result};
@@ -142,7 +143,7 @@ impl Account {
             };
             let Fetched { json, next, server_time } = match fetched {
                 // The unfinished pull's page link expired: start that pull again.
-                Err(Error::ServerRefused { status: 410 }) if resuming => {
+                Err(Error::Server(ServerError::ServerRefused { status: 410 })) if resuming => {
                     self.store()?.restart_pull(patient)?;
                     (as_of, page, resuming) = (None, everything(patient, since.as_deref()), false);
                     continue;
@@ -266,16 +267,16 @@ impl PageGuard {
             #[serde(borrow)]
             entry: Option<&'a serde_json::value::RawValue>,
         }
-        let page: Entries<'_> = serde_json::from_str(json).map_err(|_| Error::ServerMalformed)?;
+        let page: Entries<'_> = serde_json::from_str(json).map_err(|_| Error::Server(ServerError::ServerMalformed))?;
         if let Some(entries) = page.entry.map(serde_json::value::RawValue::get).filter(|e| e.trim() != "[]")
             && !self.contents.insert(Sha256::digest(entries.as_bytes()).into())
         {
-            return Err(Error::PagingLoop);
+            return Err(Error::Server(ServerError::PagingLoop));
         }
         if let Some(next) = next
             && !self.links.insert(page_token(next).to_owned())
         {
-            return Err(Error::PagingLoop);
+            return Err(Error::Server(ServerError::PagingLoop));
         }
         Ok(())
     }

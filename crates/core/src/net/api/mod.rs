@@ -18,6 +18,7 @@ pub use records::{Page, Pushed};
 pub use sign_in::{Challenge, Tokens, VerifiedPolicy};
 
 use super::{Roots, ServerUrl, classify, client};
+use crate::error::{ConnectionError, ServerError};
 use crate::{Error, Result};
 use carekeep_protocol::pins::PinSet;
 
@@ -58,7 +59,7 @@ impl Server {
         Some(self.clock_seen.load(std::sync::atomic::Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
-    /// Sets how long one request may take before it fails with [`Error::ServerTimeout`].
+    /// Sets how long one request may take before it fails with [`ConnectionError::ServerTimeout`].
     pub fn set_request_timeout(&mut self, timeout: std::time::Duration) {
         self.request_timeout = timeout;
     }
@@ -83,13 +84,19 @@ impl Server {
             return Err(refusal(response).await);
         }
         let text = body_text(response).await?;
-        serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)
+        serde_json::from_str(&text).map_err(|_| Error::Server(ServerError::ServerMalformed))
     }
 }
 
 /// A response body as text; a connection dropped mid-body is a timeout or unreachable.
 async fn body_text(response: reqwest::Response) -> Result<String> {
-    response.text().await.map_err(|e| if e.is_timeout() { Error::ServerTimeout } else { Error::ServerUnreachable })
+    response.text().await.map_err(|e| {
+        if e.is_timeout() {
+            Error::Connection(ConnectionError::ServerTimeout)
+        } else {
+            Error::Connection(ConnectionError::ServerUnreachable)
+        }
+    })
 }
 
 /// The server's `{error, message}` answer as the core's error.
@@ -110,23 +117,23 @@ fn bearer_refusal(status: u16, body: &serde_json::Value, retry_after: Option<u64
     use carekeep_protocol::refusal::Refusal;
     let retry_after = retry_after.unwrap_or(60);
     let Ok(refusal) = serde_json::from_value::<Refusal>(body["error"].clone()) else {
-        return Error::ServerRefused { status };
+        return Error::Server(ServerError::ServerRefused { status });
     };
     match refusal {
-        Refusal::BadCredentials => Error::BadCredentials,
-        Refusal::BadCode => Error::BadCode,
-        Refusal::CodeAlreadyUsed => Error::CodeAlreadyUsed,
-        Refusal::ChallengeExpired => Error::ChallengeExpired,
-        Refusal::Throttled => Error::SignInThrottled { retry_after_secs: retry_after },
-        Refusal::RateLimited => Error::RateLimited { retry_after_secs: retry_after },
-        Refusal::AccessExpired => Error::AccessExpired,
-        Refusal::SessionEnded => Error::SessionEnded,
-        Refusal::DeviceWipe => Error::RemoteWipe,
-        Refusal::DeviceRevoked => Error::DeviceRevoked,
-        Refusal::StepUpRequired => Error::StepUpRequired,
-        Refusal::NoEnrollment => Error::NoPendingAuthenticator,
+        Refusal::BadCredentials => Error::Server(ServerError::BadCredentials),
+        Refusal::BadCode => Error::Server(ServerError::BadCode),
+        Refusal::CodeAlreadyUsed => Error::Server(ServerError::CodeAlreadyUsed),
+        Refusal::ChallengeExpired => Error::Server(ServerError::ChallengeExpired),
+        Refusal::Throttled => Error::Server(ServerError::SignInThrottled { retry_after_secs: retry_after }),
+        Refusal::RateLimited => Error::Server(ServerError::RateLimited { retry_after_secs: retry_after }),
+        Refusal::AccessExpired => Error::Server(ServerError::AccessExpired),
+        Refusal::SessionEnded => Error::Server(ServerError::SessionEnded),
+        Refusal::DeviceWipe => Error::Server(ServerError::RemoteWipe),
+        Refusal::DeviceRevoked => Error::Server(ServerError::DeviceRevoked),
+        Refusal::StepUpRequired => Error::Server(ServerError::StepUpRequired),
+        Refusal::NoEnrollment => Error::Server(ServerError::NoPendingAuthenticator),
         Refusal::InvalidRequest | Refusal::Busy | Refusal::Internal | Refusal::Unknown => {
-            Error::ServerRefused { status }
+            Error::Server(ServerError::ServerRefused { status })
         }
     }
 }

@@ -5,6 +5,7 @@ use carekeep_protocol::Secret;
 use carekeep_protocol::sync::{RemovedPage, SyncStatus};
 
 use super::{OpaqueId, Server, bearer_refusal, body_text, refusal};
+use crate::error::ServerError;
 use crate::store::{OutboxEntry, WriteMethod};
 use crate::{Error, Result};
 
@@ -21,9 +22,10 @@ impl Server {
         }
         let text = body_text(response).await?;
         // The links only: the entries are the store's to parse.
-        let bundle: BundleLinks = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
+        let bundle: BundleLinks =
+            serde_json::from_str(&text).map_err(|_| Error::Server(ServerError::ServerMalformed))?;
         if bundle.resource_type != "Bundle" {
-            return Err(Error::ServerMalformed);
+            return Err(Error::Server(ServerError::ServerMalformed));
         }
         let next = bundle.link.iter().find(|l| l.relation == "next").and_then(|l| {
             let url = reqwest::Url::parse(&l.url).ok()?;
@@ -55,13 +57,15 @@ impl Server {
         match status {
             200 | 201 => {
                 let text = body_text(response).await?;
-                serde_json::from_str::<serde_json::Value>(&text).map_err(|_| Error::ServerMalformed)?;
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|_| Error::Server(ServerError::ServerMalformed))?;
                 Ok(Pushed::Stored(text))
             }
             412 => Ok(Pushed::Conflict),
             400 | 403 | 404 | 409 | 410 | 422 | 428 => {
                 let text = body_text(response).await?;
-                let body: serde_json::Value = serde_json::from_str(&text).map_err(|_| Error::ServerMalformed)?;
+                let body: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|_| Error::Server(ServerError::ServerMalformed))?;
                 if body["resourceType"] == "OperationOutcome" {
                     Ok(Pushed::Refused { status, reason: diagnostics(&body) })
                 } else {
@@ -79,7 +83,8 @@ impl Server {
         match response.status().as_u16() {
             200 => {
                 let text = body_text(response).await?;
-                serde_json::from_str::<serde_json::Value>(&text).map_err(|_| Error::ServerMalformed)?;
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|_| Error::Server(ServerError::ServerMalformed))?;
                 Ok(Some(text))
             }
             404 | 410 => Ok(None),

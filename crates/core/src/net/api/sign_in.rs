@@ -10,6 +10,7 @@ use carekeep_protocol::auth::{
 use carekeep_protocol::policy::{Policy, SignedPolicy};
 
 use super::{Server, refusal};
+use crate::error::ServerError;
 use crate::{Error, Result};
 
 /// The half-finished sign-in: the password was right, the authenticator code is owed.
@@ -64,14 +65,14 @@ impl Server {
     /// (which is trusted because it arrives over the pinned connection).
     pub async fn policy(&self, access_token: &Secret) -> Result<VerifiedPolicy> {
         let key: serde_json::Value = self.send(self.http.get(self.url.join("/policy/key"))).await?;
-        let key = key["public_key"].as_str().ok_or(Error::PolicyInvalid)?.to_owned();
+        let key = key["public_key"].as_str().ok_or(Error::Server(ServerError::PolicyInvalid))?.to_owned();
         let signed: SignedPolicy =
             self.send(self.http.get(self.url.join("/policy")).bearer_auth(access_token.expose())).await?;
         VerifiedPolicy::verify(signed, key)
     }
 
     /// Starts replacing the user's authenticator: a new secret, pending until confirmed.
-    /// Needs a recent full sign-in ([`Error::StepUpRequired`] otherwise).
+    /// Needs a recent full sign-in ([`ServerError::StepUpRequired`] otherwise).
     pub async fn begin_enrollment(&self, access_token: &Secret) -> Result<Enrollment> {
         self.send(self.http.post(self.url.join("/auth/mfa/enroll")).bearer_auth(access_token.expose())).await
     }
@@ -105,8 +106,8 @@ impl VerifiedPolicy {
             .ok()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
             .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
-            .ok_or(Error::PolicyInvalid)?;
-        let policy = signed.verify(&verifying).map_err(|_| Error::PolicyInvalid)?;
+            .ok_or(Error::Server(ServerError::PolicyInvalid))?;
+        let policy = signed.verify(&verifying).map_err(|_| Error::Server(ServerError::PolicyInvalid))?;
         Ok(Self { signed, key, policy })
     }
 }

@@ -1,6 +1,5 @@
 //! The audit trail: what every audited request leaves behind, and `audit verify` catching
 //! edits, deletions and rewrites.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

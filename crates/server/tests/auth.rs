@@ -1,6 +1,5 @@
 //! Sign-in: password, TOTP, throttling, token rotation and reuse, idle expiry, logout. The rules
 //! run against the real store with time passed in; the wire runs over real TLS.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 //! create finds what is already there, even when two arrive at once; every entry is decided
 //! by the same table as the single-resource routes, type by type; one audit record per
 //! patient; refusals name the entry and element, never a value.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

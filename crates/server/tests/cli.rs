@@ -1,5 +1,4 @@
 //! The `carekeep-server` binary's administration commands, run as an operator would.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::process::Command;
 

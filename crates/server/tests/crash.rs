@@ -1,7 +1,6 @@
 //! The server killed with SIGKILL while clinicians write: no committed write is left
 //! without its audit record, and none gets two. A write puts its record into store.db's
 //! outbox in its own transaction; the trail takes it from there, after a restart if need be.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

@@ -3,7 +3,6 @@
 //! directory, comes back equal (new ids, every reference still resolving, documents byte for
 //! byte). Only an administrator, freshly signed in, exports; files are fetched through
 //! signed, expiring links bound to that user, and each fetch is audited per patient.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

@@ -3,7 +3,6 @@
 //! again, or an import killed with SIGKILL at random points and run again, ends with the same
 //! records and no duplicate; files that cannot be read stop it before anything is stored;
 //! resources that cannot be stored are named by file, entry or line and rule, never by value.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

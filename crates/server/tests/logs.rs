@@ -1,7 +1,6 @@
 //! The server's own output holds no secrets and no PHI: the real binary runs, real traffic
 //! crosses the wire, then its stdout and stderr are searched for every secret, seeded
 //! patient name, birth date and patient id that went through it.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

@@ -1,5 +1,4 @@
 //! Migrations that change what existing rows mean, run on a store from before them.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use carekeep_server::DataDir;
 

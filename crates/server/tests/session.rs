@@ -1,6 +1,5 @@
 //! What a signed-in device asks for, over real TLS: the signed policy, its devices, and
 //! remote wipe honoured at the next contact.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

@@ -4,7 +4,6 @@
 //! Each address may hold only a few connections (the rest are closed at once, before any
 //! TLS work), every held one is closed by the handshake, header or idle timeout, and a real
 //! client keeps getting answers throughout.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 mod common;
 

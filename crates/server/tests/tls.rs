@@ -1,5 +1,4 @@
 //! The server's data directory and HTTPS listener, over real TLS on 127.0.0.1.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;

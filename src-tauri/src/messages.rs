@@ -1,5 +1,6 @@
 //! The words the shell sends the UI from a fixed set — why the account locked, where the
-//! session is, whose it is, how a write stands — as serde enums, once. The UI's types for
+//! session is, whose it is, how a write stands, which screen a failed command calls for —
+//! as serde enums, once. The UI's types for
 //! them (`ui/src/generated/shell.ts`) are generated from these by a test here, which fails
 //! while the committed file differs, so the two sides cannot drift: a reason the shell
 //! sends is a reason the UI's type checker makes it handle.
@@ -112,6 +113,28 @@ pub enum WriteStatus {
     Conflict,
     /// The server refused it (its reason is shown).
     Rejected,
+}
+
+/// The screen the UI turns to after a failed command (`CommandError.next`): one for each
+/// kind of the core's `NextStep`, which travels beside it (`CommandError.step`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorScreen {
+    /// A full sign-in: password and authenticator code.
+    SignIn,
+    /// The password unlocks.
+    Password,
+    /// A fresh sign-in before this action (step-up).
+    StepUp,
+    /// The lock screen.
+    Locked,
+    /// Try again later; what is on this device still works.
+    Offline,
+    /// This device's copy was erased: sign in to start again.
+    Wiped,
+    /// The message says what to change.
+    Fix,
 }
 
 #[cfg(test)]
@@ -279,6 +302,7 @@ mod tests {
             declaration::<SessionState>(&cfg),
             declaration::<Role>(&cfg),
             declaration::<WriteStatus>(&cfg),
+            declaration::<ErrorScreen>(&cfg),
             declaration::<NextStep>(&cfg),
         ];
         out.push_str(&declarations.join("\n"));

@@ -5,7 +5,7 @@ use carekeep_core::account::Status;
 use carekeep_core::{Error, NextStep};
 use serde::Serialize;
 
-use crate::messages::{Role, SessionState};
+use crate::messages::{ErrorScreen, Role, SessionState};
 
 /// The session as the UI needs it to pick a screen.
 #[derive(Serialize)]
@@ -64,11 +64,8 @@ pub struct SyncProgressView {
 /// A failed command: what happened (no PHI, from the core) and what the UI should offer.
 #[derive(Debug, Serialize)]
 pub struct CommandError {
-    /// `sign-in` (password and code), `password` (the password unlocks), `step-up` (a fresh
-    /// sign-in first), `locked`, `offline` (try again later; the cache still works), `wiped`,
-    /// or `fix` (the message says what to change): the screens the UI has for the core's
-    /// [`NextStep`].
-    pub next: &'static str,
+    /// The screen the UI has for the core's [`NextStep`].
+    pub next: ErrorScreen,
     /// The core's step itself, for a screen that wants more than `next` (how long to wait);
     /// `None` for a failure the shell found itself.
     pub step: Option<NextStep>,
@@ -80,13 +77,13 @@ impl From<Error> for CommandError {
     fn from(error: Error) -> Self {
         let step = error.next_step();
         let next = match step {
-            NextStep::SignIn => "sign-in",
-            NextStep::UnlockWithPassword => "password",
-            NextStep::ConfirmIdentity => "step-up",
-            NextStep::Unlock => "locked",
-            NextStep::SignInAfterWipe => "wiped",
-            NextStep::Reconnect | NextStep::TryAgainLater => "offline",
-            _ => "fix",
+            NextStep::SignIn => ErrorScreen::SignIn,
+            NextStep::UnlockWithPassword => ErrorScreen::Password,
+            NextStep::ConfirmIdentity => ErrorScreen::StepUp,
+            NextStep::Unlock => ErrorScreen::Locked,
+            NextStep::SignInAfterWipe => ErrorScreen::Wiped,
+            NextStep::Reconnect | NextStep::TryAgainLater => ErrorScreen::Offline,
+            _ => ErrorScreen::Fix,
         };
         Self { next, step: Some(step), message: error.to_string() }
     }
@@ -137,7 +134,7 @@ mod tests {
         ];
         for (error, next) in cases {
             let label = format!("{error:?}");
-            assert_eq!(CommandError::from(error).next, next, "{label}");
+            assert_eq!(serde_json::to_value(CommandError::from(error).next).unwrap(), next, "{label}");
         }
     }
 }

@@ -1,10 +1,10 @@
 // The app's commands (src-tauri/src/commands), typed. The UI holds no key, token or
 // password beyond the call that sends it: passwords go straight from the form to here.
 import { Channel, invoke } from "@tauri-apps/api/core";
-import type { LockNotice, NextStep, Role, SessionState, WriteStatus } from "./generated/shell";
+import type { ErrorScreen, LockNotice, NextStep, Role, SessionState, WriteStatus } from "./generated/shell";
 
 // The shell's fixed-word messages, generated from src-tauri/src/messages.rs.
-export type { LockNotice, LockReason, NextStep, Role, SessionState, WriteStatus } from "./generated/shell";
+export type { ErrorScreen, LockNotice, LockReason, NextStep, Role, SessionState, WriteStatus } from "./generated/shell";
 
 export interface SessionView {
   state: SessionState;
@@ -17,7 +17,7 @@ export interface SessionView {
 
 /** A failed command: the core's message, and what the UI should offer next. */
 export interface CommandError {
-  next: "sign-in" | "password" | "step-up" | "locked" | "offline" | "wiped" | "fix";
+  next: ErrorScreen;
   /** The core's step behind `next` (how long to wait, say); null for the shell's own checks. */
   step: NextStep | null;
   message: string;

@@ -16,7 +16,7 @@ use tokio::sync::MutexGuard;
 
 use carekeep_core::account::{Account, LoggedOut};
 
-use crate::messages::{LockNotice, LockReason};
+use crate::messages::{ErrorScreen, LockNotice, LockReason};
 use crate::shell::Shell;
 use crate::views::{CommandError, CommandResult};
 
@@ -96,7 +96,7 @@ impl std::ops::DerefMut for AccountGuard<'_> {
 impl From<&'static str> for CommandError {
     /// A problem with what the person typed, with what to change.
     fn from(problem: &'static str) -> Self {
-        Self { next: "fix", step: None, message: problem.to_owned() }
+        Self { next: ErrorScreen::Fix, step: None, message: problem.to_owned() }
     }
 }
 

@@ -31,6 +31,12 @@ export type Role = "patient" | "clinician" | "nurse" | "billing" | "admin";
 export type WriteStatus = "pending" | "conflict" | "rejected";
 
 /**
+ * The screen the UI turns to after a failed command (`CommandError.next`): one for each
+ * kind of the core's `NextStep`, which travels beside it (`CommandError.step`).
+ */
+export type ErrorScreen = "sign-in" | "password" | "step-up" | "locked" | "offline" | "wiped" | "fix";
+
+/**
  * What the person does next about a failed command (`CommandError.step`): the core's
  * one answer, which `CommandError.next` turns into a screen.
  */

@@ -2,7 +2,6 @@
 //! (run inside `cargo xtask keyring-run`): first sign-in creates the vault, later starts
 //! unlock it by the session's rules, tokens live in the keychain and memory only, a manual
 //! lock needs the password, logout revokes, and a remote wipe erases the device's copy.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::sync::Arc;
 

@@ -16,7 +16,6 @@
 //! flags. Under a window manager, minimising or losing the focus locks, and the lock leaves
 //! another app's later copy on the clipboard. Each main screen is saved under
 //! `target/e2e-screenshots/`.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

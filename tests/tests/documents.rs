@@ -3,7 +3,6 @@
 //! encrypted cache, opened again offline (where one never downloaded asks for the
 //! network), gone with the patient, refused past the size limit, and never fetched from an
 //! address the server did not give.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,6 @@
 //! Ignored by a plain `cargo test`: seeding 93 000 resources through the server's FHIR
 //! schema check takes minutes in a debug build. `cargo xtask test` runs it in release:
 //! `cargo test --release -p carekeep-e2e --test large_cache -- --ignored`.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::sync::Arc;
 

@@ -1,7 +1,6 @@
 //! Sign-in through the core's client against the real server over TLS: password then a
 //! TOTP code computed here, wrong and replayed codes, throttling, refresh rotation and reuse,
 //! logout, and the signed policy verified with the server's key.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use carekeep_core::Error;
 use carekeep_core::error::ServerError;

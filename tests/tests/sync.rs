@@ -3,7 +3,6 @@
 //! keyring-run`): pulls that increment, writes applied exactly once, conflicts and refusals
 //! kept, deletions and lost access honoured, remote wipe before anything moves, offline
 //! reads audited, and typed, retried failures that lose nothing.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The pinned transport against the real server over TLS on 127.0.0.1: pins that match,
 //! pins that do not, the backup pin after a key rotation, a one-pin set, an expired set, a
 //! certificate from a trusted CA that is not pinned, a TLS 1.1 server, and `http://`.
-#![expect(missing_docs, reason = "a test binary: its items are tests and helpers, not API")]
 
 use carekeep_core::Error;
 use carekeep_core::error::{ConnectionError, ServerError};

@@ -93,7 +93,8 @@ fn main() {
     c.final_summary();
     drop(running);
     if real {
-        let (wire, in_process) = (timings.median(WIRE).unwrap_or_default(), timings.median(IN_PROCESS).unwrap_or_default());
+        let (wire, in_process) =
+            (timings.median(WIRE).unwrap_or_default(), timings.median(IN_PROCESS).unwrap_or_default());
         let table = format!(
             "| workload | measured | baseline | ratio |\n|---|---|---|---|\n\
              | sign-in (password, then code) from the core's pinned client over TLS | {wire:.1?} | the server's `Auth` in-process: {in_process:.1?} | {:.2} |\n",

@@ -334,7 +334,11 @@ fn summary() -> String {
         |(items, took): (usize, Duration)| f64::from(u32::try_from(items).unwrap_or(u32::MAX)) / took.as_secs_f64();
     if let (Some(m), Some(b)) = (samples.get(&("import", "measured")), samples.get(&("import", "baseline"))) {
         let (m, b) = (rate(median(m)), rate(median(b)));
-        let note = if m >= 20_000.0 { "within budget (≥ 20 000 resources/s)" } else { "over the budget (≥ 20 000 resources/s): see below" };
+        let note = if m >= 20_000.0 {
+            "within budget (≥ 20 000 resources/s)"
+        } else {
+            "over the budget (≥ 20 000 resources/s): see below"
+        };
         writeln!(
             out,
             "| import ({} resources) | {m:.0} resources/s | vault ingest {b:.0} resources/s | {:.2} | {note} |",

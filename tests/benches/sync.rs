@@ -59,7 +59,9 @@ fn main() {
         });
     });
     group.bench_function("baseline: the same pages fetched, not stored", |b| {
-        b.iter_custom(|iters| timed(iters, &timings, FETCH_ONLY, || runtime.block_on(fetch_only(&mut account, &patients))));
+        b.iter_custom(|iters| {
+            timed(iters, &timings, FETCH_ONLY, || runtime.block_on(fetch_only(&mut account, &patients)))
+        });
     });
     group.measurement_time(Duration::from_secs(if real { 5 } else { 1 }));
     group.bench_function("sync with nothing new", |b| {

@@ -110,8 +110,9 @@ export function lockScreen(session: SessionView): void {
 
 /** After a remote wipe or revocation: the device's copy is gone. */
 export function wipedScreen(session: SessionView): void {
-  announce("This device's copy of the records was erased by your organisation. Sign in to start again.", "error");
+  // The sign-in screen first: showing a screen clears the banner, so the notice comes after.
   signInScreen(session);
+  announce("This device's copy of the records was erased by your organisation. Sign in to start again.", "error");
 }
 
 /**

@@ -1,8 +1,8 @@
 //! The FHIR R4 REST API under `/fhir` (JSON only): read, search with paging, create, update
-//! with `If-Match`, and `Patient/{id}/$everything`. Thin handlers: [`authorize`] checks the
-//! role once and hands back the [`Grant`] the records are reached through, the [`Records`]
-//! service stores and searches, the [`access`] table decides, the audit slot records each
-//! patient touched, and every refusal is an [`ApiError`].
+//! with `If-Match`, and `Patient/{id}/$everything`. Thin handlers: `authorize` (in
+//! `http::grant`) checks the role once and hands back the `Grant` the records are reached
+//! through, the [`Records`] service stores and searches, the [`access`] table decides, the
+//! audit slot records each patient touched, and every refusal is an [`ApiError`].
 //!
 //! Record-level refusals answer "not found", exactly as a missing or other-tenant id does,
 //! so ids cannot be probed. Role-level refusals ("billing reads no clinical data") answer 403

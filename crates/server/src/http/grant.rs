@@ -3,10 +3,11 @@
 //!
 //! The role table ([`access::rule_for`]) says which classes of data a role may read or
 //! write at all ("billing reads no clinical data"), and only administrators export in bulk;
-//! a refusal answers 403 and is audited as denied, before the store is touched. The caller's [`Access`] — which patients, under
-//! which tenant — is loaded only through a [`Grant`], and a `Grant` is made only here, so a
-//! handler that skipped the check has no way to the records. Record-level decisions
-//! (care team, break-glass) stay with [`Access::decide`], record by record.
+//! a refusal answers 403 and is audited as denied, before the store is touched. The
+//! caller's [`Access`] — which patients, under which tenant — is loaded only through a
+//! [`Grant`], and a `Grant` is made only here, so a handler that skipped the check has no
+//! way to the records. Record-level decisions (care team, break-glass) stay with
+//! [`Access::decide`], record by record.
 
 use axum::http::StatusCode;
 use carekeep_protocol::auth::Role;

@@ -11,19 +11,21 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
+use super::error::ApiError;
+use super::grant::{Ask, Grant, authorize};
 use crate::auth::Principal;
 use crate::now;
 use crate::records::access::{Data, Decision, Intent};
 use crate::records::links::{self, LINK_SECS};
 
-fn not_found() -> Response {
-    super::operation_outcome(StatusCode::NOT_FOUND, "not-found", "No such document.")
+fn not_found() -> ApiError {
+    ApiError::outcome(StatusCode::NOT_FOUND, "not-found", "No such document.")
 }
 
 /// Whether the caller may read document `id`; its patient if so.
-async fn allowed(state: &AppState, caller: &Principal, slot: &AuditSlot, id: &str) -> Result<String, Response> {
+async fn allowed(state: &AppState, grant: &Grant, slot: &AuditSlot, id: &str) -> Result<String, ApiError> {
     let (records, tenant, doc, user, role) =
-        (state.records.clone(), caller.tenant.clone(), id.to_owned(), caller.user_id.clone(), caller.role);
+        (state.records.clone(), grant.tenant().to_owned(), id.to_owned(), grant.user().to_owned(), grant.role());
     let found = tokio::task::spawn_blocking(move || {
         let patient = records.document_patient(&tenant, &doc)?;
         let access = records.access(&user, role, now())?;
@@ -31,7 +33,7 @@ async fn allowed(state: &AppState, caller: &Principal, slot: &AuditSlot, id: &st
     })
     .await;
     let Ok(Ok((patient, access))) = found else {
-        return Err(super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."));
+        return Err(ApiError::outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."));
     };
     let Some(patient) = patient else { return Err(not_found()) };
     let touch = |break_glass| Touch {
@@ -55,14 +57,14 @@ pub async fn link(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
     Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = allowed(&state, &caller, &slot, &id).await {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    // A document is decided by its patient, as a clinical record.
+    let grant = authorize(caller, &slot, Ask::PerRecord)?;
+    allowed(&state, &grant, &slot, &id).await?;
     let expires = now() + LINK_SECS;
-    let sig = links::sign(&state.keys.links, &caller.user_id, &caller.tenant, &id, expires);
-    Json(serde_json::json!({"url": format!("/documents/{id}?expires={expires}&sig={sig}"), "expires_at": expires}))
-        .into_response()
+    let sig = links::sign(&state.keys.links, grant.user(), grant.tenant(), &id, expires);
+    Ok(Json(serde_json::json!({"url": format!("/documents/{id}?expires={expires}&sig={sig}"), "expires_at": expires}))
+        .into_response())
 }
 
 /// A signed link's query.
@@ -79,26 +81,23 @@ pub async fn download(
     Extension(slot): Extension<AuditSlot>,
     Path(id): Path<String>,
     Query(signed): Query<Signed>,
-) -> Response {
+) -> Result<Response, ApiError> {
+    let grant = authorize(caller, &slot, Ask::PerRecord)?;
     if let Err(e) =
-        links::verify(&state.keys.links, &caller.user_id, &caller.tenant, &id, signed.expires, &signed.sig, now())
+        links::verify(&state.keys.links, grant.user(), grant.tenant(), &id, signed.expires, &signed.sig, now())
     {
         slot.deny();
-        return super::operation_outcome(StatusCode::FORBIDDEN, "expired", &e.to_string());
+        return Err(ApiError::outcome(StatusCode::FORBIDDEN, "expired", e.to_string()));
     }
-    if let Err(r) = allowed(&state, &caller, &slot, &id).await {
-        return r;
-    }
-    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
+    allowed(&state, &grant, &slot, &id).await?;
+    let (records, tenant) = (state.records.clone(), grant.tenant().to_owned());
     match tokio::task::spawn_blocking(move || records.document(&tenant, &id)).await {
-        Ok(Ok(Some(doc))) => (
+        Ok(Ok(Some(doc))) => Ok((
             [(header::CONTENT_TYPE, doc.content_type.clone()), (header::CONTENT_DISPOSITION, "attachment".to_owned())],
             doc.bytes.to_vec(),
         )
-            .into_response(),
-        Ok(Ok(None)) => not_found(),
-        _ => {
-            super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "The document could not be read.")
-        }
+            .into_response()),
+        Ok(Ok(None)) => Err(not_found()),
+        _ => Err(ApiError::outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "The document could not be read.")),
     }
 }

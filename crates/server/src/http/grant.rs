@@ -29,7 +29,7 @@ pub enum Ask {
     /// Create, change or remove data of one class.
     Write(Data),
     /// Reach records of any class, each one decided by the caller's [`Access`] as it is
-    /// met (`$everything`, Bundles, sync, the audit trail's own filter): no class is
+    /// met (`$everything`, Bundles, sync, documents, the audit trail's own filter): no class is
     /// refused up front.
     PerRecord,
     /// Take the tenant's records out in bulk (`$export`): the clinic's administrators only.

@@ -6,8 +6,8 @@
 //! sends is a reason the UI's type checker makes it handle.
 //!
 //! The core's [`carekeep_core::NextStep`] (what a command error asks of the person) goes to
-//! the UI as it is; its TypeScript comes from a test-only copy here, which a contract test
-//! holds to the core's variants and their JSON.
+//! the UI as it is; its TypeScript is derived in the core itself (its `typescript` feature,
+//! which only this crate's tests turn on), so there is no copy to drift.
 //!
 //! To regenerate after changing a type: `CAREKEEP_UPDATE_GENERATED=1 cargo test -p
 //! carekeep-app messages`.
@@ -145,140 +145,6 @@ mod tests {
 
     use super::*;
 
-    // A copy of the core's `carekeep_core::NextStep`, for its TypeScript only (the core has
-    // no ts-rs): the same serde attributes, and `next_step_mirror_is_the_cores` holds it to
-    // the core's variants and their JSON.
-    /// What the person does next about a failed command (`CommandError.step`): the core's
-    /// one answer, which `CommandError.next` turns into a screen.
-    #[derive(Debug, Clone, Copy, Serialize, TS)]
-    #[serde(tag = "step", rename_all = "kebab-case")]
-    enum NextStep {
-        /// A full sign-in: password and authenticator code.
-        SignIn,
-        /// Type the password or code again: what was typed was not accepted.
-        ReenterCredentials,
-        /// Unlock with the password: the device key or presence check cannot do it now.
-        UnlockWithPassword,
-        /// Unlock first: the records are locked.
-        Unlock,
-        /// Confirm it is you with a fresh full sign-in before this action (step-up).
-        ConfirmIdentity,
-        /// This device's copy was erased (wiped or revoked): sign in again to get it back.
-        SignInAfterWipe,
-        /// This device's cache is unusable or someone else's: erase it, then sign in.
-        EraseAndSignIn,
-        /// Wait, then try again.
-        Wait {
-            /// How long, when known.
-            #[ts(type = "number | null")]
-            retry_after_secs: Option<u64>,
-        },
-        /// Connect to the network; what is on this device stays available meanwhile.
-        Reconnect,
-        /// The server is slow, failing or garbled: try again later; the cache still works.
-        TryAgainLater,
-        /// Try the same thing again.
-        TryAgain,
-        /// Update the app: a newer Carekeep wrote this device's files.
-        UpdateApp,
-        /// Free some disk space.
-        FreeSpace,
-        /// Stop and contact the IT team: the connection or the server's policy is not safe.
-        ContactIt,
-        /// Ask the care team for it another way: this app cannot deliver it.
-        AskCareTeam,
-        /// Correct what was entered (an address, an argument, a record).
-        CorrectInput,
-    }
-
-    impl NextStep {
-        /// Every variant (`Wait` with and without a time, as both are sent).
-        const ALL: [NextStep; 17] = [
-            NextStep::SignIn,
-            NextStep::ReenterCredentials,
-            NextStep::UnlockWithPassword,
-            NextStep::Unlock,
-            NextStep::ConfirmIdentity,
-            NextStep::SignInAfterWipe,
-            NextStep::EraseAndSignIn,
-            NextStep::Wait { retry_after_secs: Some(30) },
-            NextStep::Wait { retry_after_secs: None },
-            NextStep::Reconnect,
-            NextStep::TryAgainLater,
-            NextStep::TryAgain,
-            NextStep::UpdateApp,
-            NextStep::FreeSpace,
-            NextStep::ContactIt,
-            NextStep::AskCareTeam,
-            NextStep::CorrectInput,
-        ];
-
-        /// The core's value this copies (exhaustive: a variant added here needs its match).
-        fn core(self) -> carekeep_core::NextStep {
-            use carekeep_core::NextStep as Core;
-            match self {
-                NextStep::SignIn => Core::SignIn,
-                NextStep::ReenterCredentials => Core::ReenterCredentials,
-                NextStep::UnlockWithPassword => Core::UnlockWithPassword,
-                NextStep::Unlock => Core::Unlock,
-                NextStep::ConfirmIdentity => Core::ConfirmIdentity,
-                NextStep::SignInAfterWipe => Core::SignInAfterWipe,
-                NextStep::EraseAndSignIn => Core::EraseAndSignIn,
-                NextStep::Wait { retry_after_secs } => Core::Wait { retry_after_secs },
-                NextStep::Reconnect => Core::Reconnect,
-                NextStep::TryAgainLater => Core::TryAgainLater,
-                NextStep::TryAgain => Core::TryAgain,
-                NextStep::UpdateApp => Core::UpdateApp,
-                NextStep::FreeSpace => Core::FreeSpace,
-                NextStep::ContactIt => Core::ContactIt,
-                NextStep::AskCareTeam => Core::AskCareTeam,
-                NextStep::CorrectInput => Core::CorrectInput,
-            }
-        }
-    }
-
-    /// The variant names of `pub enum NAME` in a Rust source: the lines inside it indented
-    /// one level and starting with a capital.
-    fn variants_in_source(source: &str, name: &str) -> Vec<String> {
-        let start = source.find(&format!("pub enum {name} {{")).unwrap_or_else(|| panic!("no `pub enum {name}`"));
-        let body = &source[start..];
-        let end = body.find("\n}").expect("the enum's closing brace");
-        body[..end]
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.strip_prefix("    "))
-            .filter(|line| line.starts_with(|c: char| c.is_ascii_uppercase()))
-            .map(|line| line.chars().take_while(char::is_ascii_alphanumeric).collect())
-            .collect()
-    }
-
-    #[test]
-    fn variants_are_read_from_source_with_their_fields_left_out() {
-        let source = "/// Doc.\n#[derive(Debug)]\npub enum Step {\n    /// One.\n    One,\n    Two {\n        secs: Option<u64>,\n    },\n    #[serde(skip)]\n    Three,\n}\n\npub enum Other {\n    Four,\n}\n";
-        assert_eq!(variants_in_source(source, "Step"), ["One", "Two", "Three"]);
-    }
-
-    #[test]
-    fn next_step_mirror_is_the_cores() {
-        // Every core variant has a copy here (the core's enum is `non_exhaustive`, so no
-        // match in this crate can tell; its source can).
-        let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/core/src/error.rs"))
-            .expect("crates/core/src/error.rs, where NextStep is declared");
-        let mut core = variants_in_source(&source, "NextStep");
-        let mut mirrored: Vec<String> = NextStep::ALL
-            .iter()
-            .map(|step| format!("{step:?}").chars().take_while(char::is_ascii_alphanumeric).collect())
-            .collect();
-        core.sort();
-        mirrored.sort();
-        mirrored.dedup();
-        assert_eq!(mirrored, core, "NextStep in src-tauri/src/messages.rs must list the core's variants");
-        // And each copy is sent exactly as the core's value is.
-        for step in NextStep::ALL {
-            assert_eq!(serde_json::to_value(step).unwrap(), serde_json::to_value(step.core()).unwrap());
-        }
-    }
-
     /// The committed TypeScript: what the UI imports.
     fn committed_path() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ui/src/generated/shell.ts")
@@ -303,7 +169,7 @@ mod tests {
             declaration::<Role>(&cfg),
             declaration::<WriteStatus>(&cfg),
             declaration::<ErrorScreen>(&cfg),
-            declaration::<NextStep>(&cfg),
+            declaration::<carekeep_core::NextStep>(&cfg),
         ];
         out.push_str(&declarations.join("\n"));
         out

@@ -352,6 +352,7 @@ pub enum RecordsError {
 /// exit codes and its password fallback all act on, so they cannot drift apart. Each is an
 /// action the error's message already asks for; the message says it in words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(tag = "step", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum NextStep {
@@ -373,6 +374,7 @@ pub enum NextStep {
     /// Wait, then try again.
     Wait {
         /// How long, when known (the message says what to wait for otherwise).
+        #[cfg_attr(feature = "typescript", ts(type = "number | null"))]
         retry_after_secs: Option<u64>,
     },
     /// Connect to the network; what is on this device stays available meanwhile.

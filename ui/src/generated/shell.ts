@@ -37,11 +37,12 @@ export type WriteStatus = "pending" | "conflict" | "rejected";
 export type ErrorScreen = "sign-in" | "password" | "step-up" | "locked" | "offline" | "wiped" | "fix";
 
 /**
- * What the person does next about a failed command (`CommandError.step`): the core's
- * one answer, which `CommandError.next` turns into a screen.
+ * What the person does next about an [`Error`]: the one answer the app's screens, the CLI's
+ * exit codes and its password fallback all act on, so they cannot drift apart. Each is an
+ * action the error's message already asks for; the message says it in words.
  */
 export type NextStep = { "step": "sign-in" } | { "step": "reenter-credentials" } | { "step": "unlock-with-password" } | { "step": "unlock" } | { "step": "confirm-identity" } | { "step": "sign-in-after-wipe" } | { "step": "erase-and-sign-in" } | { "step": "wait", 
 /**
- * How long, when known.
+ * How long, when known (the message says what to wait for otherwise).
  */
 retry_after_secs: number | null, } | { "step": "reconnect" } | { "step": "try-again-later" } | { "step": "try-again" } | { "step": "update-app" } | { "step": "free-space" } | { "step": "contact-it" } | { "step": "ask-care-team" } | { "step": "correct-input" };

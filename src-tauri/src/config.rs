@@ -72,7 +72,9 @@ mod tests {
 
     #[test]
     fn plain_http_one_pin_or_a_bad_pin_is_refused_with_what_to_fix() {
-        let http = ServerConfig::parse(&config("http://127.0.0.1:8443", &[PIN_A, PIN_B])).err().unwrap();
+        let http = ServerConfig::parse(&config("http://127.0.0.1:8443", &[PIN_A, PIN_B]))
+            .err()
+            .unwrap();
         assert!(http.contains("cannot be used"), "{http}");
         let one = ServerConfig::parse(&config("https://h", &[PIN_A])).err().unwrap();
         assert!(one.contains("at least two"), "{one}");

@@ -118,14 +118,20 @@ impl Shell {
     /// Remembers where to send lock notices (the UI calls `watch_lock` once at start, and
     /// again after a reload), and sends it a notice held for it.
     pub fn set_lock_channel(&self, channel: Channel<LockNotice>) {
-        self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watch(channel);
+        self.lock_channel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .watch(channel);
     }
 
     /// Tells the UI the account is locked: it removes every view of records at once (and
     /// a copy of record text leaves the clipboard).
     pub fn notify_locked(&self, notice: LockNotice) {
         self.clipboard.clear();
-        self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(notice);
+        self.lock_channel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(notice);
     }
 
     /// The page is gone and is about to be loaded again: its channel goes with it, and
@@ -133,7 +139,10 @@ impl Shell {
     /// back locked.
     pub fn notify_locked_after_reload(&self, notice: LockNotice) {
         self.clipboard.clear();
-        self.lock_channel.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hold(notice);
+        self.lock_channel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hold(notice);
     }
 
     /// Whether losing focus locks.

@@ -57,7 +57,11 @@ async fn run() {
         code: &world.code(0),
         device_name: "bench",
     };
-    drop(Account::sign_in(&Profile::new(&profile), Keychain::os(), Arc::new(SystemClock), request).await.unwrap());
+    drop(
+        Account::sign_in(&Profile::new(&profile), Keychain::os(), Arc::new(SystemClock), request)
+            .await
+            .unwrap(),
+    );
 
     let (mut to_sign_in, mut to_lock, mut idle) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {

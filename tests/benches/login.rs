@@ -23,7 +23,12 @@ const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCA
 
 fn code(base32: &str, at: u64) -> String {
     let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
-    totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(at).to_string()
+    totp_rs::Builder::new()
+        .with_secret(secret.as_bytes())
+        .build()
+        .unwrap()
+        .generate(at)
+        .to_string()
 }
 
 fn main() {
@@ -49,7 +54,9 @@ fn main() {
     let mut group = c.benchmark_group("login round trip");
     // Tiny times make criterion take the minimum: one iteration per sample.
     group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_millis(1));
+    group
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
     group.bench_function("core client → server over pinned TLS", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

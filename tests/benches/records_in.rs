@@ -37,7 +37,12 @@ type Runs = Vec<(usize, Duration)>;
 static SAMPLES: Mutex<BTreeMap<(&'static str, &'static str), Runs>> = Mutex::new(BTreeMap::new());
 
 fn record(workload: &'static str, variant: &'static str, items: usize, elapsed: Duration) -> Duration {
-    SAMPLES.lock().unwrap().entry((workload, variant)).or_default().push((items, elapsed));
+    SAMPLES
+        .lock()
+        .unwrap()
+        .entry((workload, variant))
+        .or_default()
+        .push((items, elapsed));
     elapsed
 }
 
@@ -53,7 +58,10 @@ fn load_directory(records: &Records, tenant: &str) {
 }
 
 fn entries(bundle: &str) -> usize {
-    serde_json::from_str::<serde_json::Value>(bundle).unwrap()["entry"].as_array().unwrap().len()
+    serde_json::from_str::<serde_json::Value>(bundle).unwrap()["entry"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 fn main() {
@@ -82,7 +90,10 @@ fn main() {
 fn bench_import(c: &mut Criterion, real: bool, files: &std::path::Path, bundles: &[String], resources: usize) {
     let keychain = Keychain::with_service(format!("carekeep-bench-records-{}", std::process::id()));
     let mut group = c.benchmark_group("import");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1));
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_secs(if real { 60 } else { 1 }));
     group.bench_function(format!("carekeep-server import, {resources} resources, fresh data directory"), |b| {
         b.iter_custom(|iters| {
@@ -174,7 +185,9 @@ fn bench_transaction(real: bool) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let running = runtime.block_on(Running::start(&world.data));
     let device = Device::new();
-    let mut account = runtime.block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0)).unwrap();
+    let mut account = runtime
+        .block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0))
+        .unwrap();
     let token = runtime.block_on(account.access_token()).unwrap().expose().to_owned();
     let http = client_for(&world.data);
     let base = format!("https://localhost:{}", running.port_number());
@@ -211,7 +224,13 @@ fn bench_transaction(real: bool) {
             .await
             .unwrap()
     });
-    let patient = first["entry"][0]["response"]["location"].as_str().unwrap().split('/').nth(1).unwrap().to_owned();
+    let patient = first["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let read_url = format!("{base}/fhir/Patient/{patient}");
     for round in 1..=rounds {
         let body = transaction(round);
@@ -274,9 +293,14 @@ fn bench_first_sync(c: &mut Criterion, real: bool, files: &std::path::Path, reso
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let running = runtime.block_on(Running::start(&world.data));
     let device = Device::new();
-    let mut account = runtime.block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0)).unwrap();
+    let mut account = runtime
+        .block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0))
+        .unwrap();
     let mut group = c.benchmark_group("first sync");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1));
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_secs(if real { 60 } else { 1 }));
     group.bench_function(format!("clinician's first sync, {resources} resources"), |b| {
         b.iter_custom(|iters| {

@@ -35,8 +35,9 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let running = runtime.block_on(Running::start(&world.data));
     let device = Device::new();
-    let mut account =
-        runtime.block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0)).expect("sign-in for the bench");
+    let mut account = runtime
+        .block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0))
+        .expect("sign-in for the bench");
     let first = runtime.block_on(account.sync(&mut |_| {})).unwrap();
     let resources = first.resources_pulled;
     eprintln!("the care team: {} patients, {resources} resources", first.patients);
@@ -44,7 +45,10 @@ fn main() {
     let timings = Timings::default();
     let mut c = Criterion::default().configure_from_args();
     let mut group = c.benchmark_group("sync");
-    group.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(1));
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_secs(if real { 30 } else { 1 }));
     group.bench_function(format!("full sync, {resources} resources, into an empty cache"), |b| {
         b.iter_custom(|iters| {

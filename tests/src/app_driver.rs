@@ -210,8 +210,10 @@ pub fn write_config_at(dir: &Path, world: &World, url: &carekeep_core::net::Serv
 
 /// The X clipboard's text now, as another app would paste it ("" when it is empty).
 pub fn clipboard_text() -> String {
-    let out =
-        Command::new("xclip").args(["-o", "-selection", "clipboard"]).output().expect("xclip (cargo xtask setup)");
+    let out = Command::new("xclip")
+        .args(["-o", "-selection", "clipboard"])
+        .output()
+        .expect("xclip (cargo xtask setup)");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -223,7 +225,12 @@ pub fn copy_in_another_app(text: &str) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("xclip (cargo xtask setup)");
-    xclip.stdin.take().expect("piped").write_all(text.as_bytes()).expect("xclip reads its text");
+    xclip
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("xclip reads its text");
     assert!(xclip.wait().expect("xclip runs").success(), "xclip took the clipboard");
 }
 
@@ -263,7 +270,10 @@ impl Drop for WindowManager {
 
 /// Runs xdotool (the person's hand on the window manager) and returns what it printed.
 pub fn xdotool(args: &[&str]) -> String {
-    let out = Command::new("xdotool").args(args).output().expect("xdotool (cargo xtask setup)");
+    let out = Command::new("xdotool")
+        .args(args)
+        .output()
+        .expect("xdotool (cargo xtask setup)");
     assert!(out.status.success(), "xdotool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -310,7 +320,13 @@ pub fn count_renderers() -> usize {
 pub fn kill_renderers() -> usize {
     let renderers = renderers();
     for pid in &renderers {
-        assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill").success());
+        assert!(
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
     }
     renderers.len()
 }

@@ -15,7 +15,12 @@ pub struct Timings {
 impl Timings {
     /// Adds one timed operation of `workload`; returns `elapsed` for criterion's `iter_custom`.
     pub fn record(&self, workload: &'static str, elapsed: Duration) -> Duration {
-        self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(workload).or_default().push(elapsed);
+        self.runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(workload)
+            .or_default()
+            .push(elapsed);
         elapsed
     }
 

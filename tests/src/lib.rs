@@ -113,7 +113,8 @@ impl World {
         let conn = store.read();
         let mut stmt = conn.prepare("SELECT record FROM audit_log ORDER BY seq").unwrap();
         let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
-        rows.map(|r| serde_json::from_str::<serde_json::Value>(&r.unwrap()).unwrap()["event"].clone()).collect()
+        rows.map(|r| serde_json::from_str::<serde_json::Value>(&r.unwrap()).unwrap()["event"].clone())
+            .collect()
     }
 
     /// The server's pin set as `init` printed it: live key, backup key.
@@ -125,7 +126,10 @@ impl World {
     /// The authenticator code for `step` 30-second steps from now (the server accepts one
     /// step either side, each step once: three sign-ins at most in one window).
     pub fn code(&self, step: i64) -> String {
-        let totp = totp_rs::Builder::new().with_secret(self.totp_secret.as_slice()).build().unwrap();
+        let totp = totp_rs::Builder::new()
+            .with_secret(self.totp_secret.as_slice())
+            .build()
+            .unwrap();
         totp.generate(now_unix().saturating_add_signed(30 * step)).to_string()
     }
 
@@ -288,7 +292,12 @@ pub fn synthea_sized_patient(n: usize, visits: usize) -> String {
     let bundle: serde_json::Value = serde_json::from_str(SYNTHEA_PATIENT).unwrap();
     let entries = bundle["entry"].as_array().unwrap();
     let patient = entries.iter().find(|e| e["resource"]["resourceType"] == "Patient").unwrap();
-    let patient_uuid = patient["fullUrl"].as_str().unwrap().strip_prefix("urn:uuid:").unwrap().to_owned();
+    let patient_uuid = patient["fullUrl"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("urn:uuid:")
+        .unwrap()
+        .to_owned();
     let patient_prefix = format!("{n:04x}ffff");
     let relabel = |text: &str, copy: &str| {
         let mut out = String::with_capacity(text.len());
@@ -347,7 +356,11 @@ pub fn seed_document(records: &carekeep_server::records::Records, patient: &str,
         }}]
     });
     let checked = records.check(resource, "DocumentReference").unwrap();
-    records.create(carekeep_server::seed::DEMO_TENANT, checked, &carekeep_server::records::Writer::CLINIC).unwrap().0.id
+    records
+        .create(carekeep_server::seed::DEMO_TENANT, checked, &carekeep_server::records::Writer::CLINIC)
+        .unwrap()
+        .0
+        .id
 }
 
 /// A running server, stopped when dropped.
@@ -356,7 +369,11 @@ pub struct Running(carekeep_server::http::Running);
 impl Running {
     /// Serves `data` until dropped.
     pub async fn start(data: &DataDir) -> Self {
-        Self(carekeep_server::http::Running::start(data, "127.0.0.1:0".parse().unwrap()).await.unwrap())
+        Self(
+            carekeep_server::http::Running::start(data, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        )
     }
 
     /// `https://localhost:PORT`.
@@ -387,7 +404,10 @@ pub fn in_days(days: i64) -> time::Date {
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A TOTP secret's raw bytes from its base32 form.

@@ -178,7 +178,14 @@ async fn a_pin_mismatch_fails_closed_and_is_audited() {
     // The profile remembers the old port's address: point it at the new one.
     let facts_path = device.profile.dir().join("session.json");
     let facts = std::fs::read_to_string(&facts_path).unwrap();
-    let old_url = facts.split("\"server\": \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let old_url = facts
+        .split("\"server\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
     std::fs::write(&facts_path, facts.replace(&old_url, rotated.url().as_str())).unwrap();
 
     let mut later = Account::open(&device.profile, device.keychain.clone(), Arc::new(SystemClock)).unwrap();
@@ -339,7 +346,10 @@ async fn the_patient_sees_a_clinicians_access_in_the_servers_trail() {
     let clinician = patient.colleague(Role::Clinician);
     let running = Running::start(&patient.data).await;
     let (workstation, phone) = (Device::new(), Device::new());
-    let mut at_clinic = workstation.sign_in(&clinician, &running, Arc::new(SystemClock), 0).await.unwrap();
+    let mut at_clinic = workstation
+        .sign_in(&clinician, &running, Arc::new(SystemClock), 0)
+        .await
+        .unwrap();
     at_clinic.sync(&mut |_| {}).await.unwrap();
 
     let mut at_home = phone.sign_in(&patient, &running, Arc::new(SystemClock), 0).await.unwrap();

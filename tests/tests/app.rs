@@ -153,12 +153,23 @@ async fn a_patient_signs_in_sees_charts_locks_unlocks_steps_up_and_signs_out() {
     app.wait_text(".content", "Cannot be blocked").await;
     app.screenshot("08-security").await;
     // Lock-on-blur is the Linux default; the idle lock is what this test waits for.
-    app.client.find(Locator::Css("#lock-on-blur")).await.unwrap().click().await.unwrap();
+    app.client
+        .find(Locator::Css("#lock-on-blur"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     app.click("#nav-record-0").await;
     view_the_whole_record(&app).await;
 
     // No input for the tenant's minute: the core locks and the page holds no PHI.
-    app.client.wait().at_most(Duration::from_secs(120)).for_element(Locator::Css("#lock-title")).await.unwrap();
+    app.client
+        .wait()
+        .at_most(Duration::from_secs(120))
+        .for_element(Locator::Css("#lock-title"))
+        .await
+        .unwrap();
     app.assert_no_phi(&phi, "after the idle lock").await;
     assert!(!app.source().await.contains("Seasonal allergic rhinitis"));
     app.screenshot("09-locked").await;
@@ -220,11 +231,16 @@ fn check_export(saved: &str, me: &Value) {
     let export: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(export["entry"][0]["resource"]["id"], me["id"]);
     // The documents travel inside the record, and a page a person reads lies beside it.
-    let documents =
-        export["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == "DocumentReference");
+    let documents = export["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "DocumentReference");
     assert!(
         documents.clone().count() > 0
-            && documents.clone().all(|e| e["resource"]["content"][0]["attachment"]["data"].is_string())
+            && documents
+                .clone()
+                .all(|e| e["resource"]["content"][0]["attachment"]["data"].is_string())
     );
     let page = std::fs::read_to_string(summary).unwrap();
     assert!(page.contains("<h2>Latest results</h2>") && !page.contains("<script"), "{page}");
@@ -301,7 +317,12 @@ async fn the_screen_lock_during_a_slow_sync_locks_at_once() {
     let already = locks_recorded();
     let locked_at = std::time::Instant::now();
     lock_the_screen();
-    app.client.wait().at_most(Duration::from_secs(3)).for_element(Locator::Css("#lock-title")).await.unwrap();
+    app.client
+        .wait()
+        .at_most(Duration::from_secs(3))
+        .for_element(Locator::Css("#lock-title"))
+        .await
+        .unwrap();
     while locks_recorded() == already {
         assert!(locked_at.elapsed() < Duration::from_secs(3), "the core did not lock while the sync waited");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -356,7 +377,10 @@ async fn minimising_or_switching_to_another_app_locks_under_a_window_manager() {
 
     // Lock-on-blur back on: another app taking the focus locks Carekeep.
     set_lock_on_blur(&app, true).await;
-    let mut other = Command::new("xmessage").args(["-title", "Another app", "another app"]).spawn().unwrap();
+    let mut other = Command::new("xmessage")
+        .args(["-title", "Another app", "another app"])
+        .spawn()
+        .unwrap();
     xdotool(&["windowactivate", "--sync", &window_titled("Another app")]);
     app.wait("#lock-title").await;
     app.assert_no_phi(&phi, "after another app took the focus").await;
@@ -520,7 +544,8 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     let outsider_id = outsider["id"].as_str().unwrap();
     app.click("#nav-patients").await;
     app.type_into("form.warning input[name=patient]", outsider_id).await;
-    app.type_into("form.warning textarea[name=reason]", "Unconscious in the emergency department").await;
+    app.type_into("form.warning textarea[name=reason]", "Unconscious in the emergency department")
+        .await;
     app.click("form.warning button[type=submit]").await;
     app.wait_text("#banner", "Emergency access granted").await;
     app.screenshot("14-break-glass").await;
@@ -529,7 +554,9 @@ async fn a_clinician_searches_the_care_team_and_break_glass_is_flagged_in_the_au
     let trail =
         carekeep_server::audit::query(&store, outsider_id, "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z").unwrap();
     assert!(
-        trail.iter().any(|r| r.event.break_glass && r.event.user.as_deref() == Some(world.user_id.as_str())),
+        trail
+            .iter()
+            .any(|r| r.event.break_glass && r.event.user.as_deref() == Some(world.user_id.as_str())),
         "the break-glass access is flagged in the server's audit trail"
     );
     app.quit().await;

@@ -31,7 +31,13 @@ fn documents(account: &mut Account, patient: &str) -> Vec<(String, String)> {
         .iter()
         .map(|r| {
             let value: serde_json::Value = serde_json::from_str(&r.json).unwrap();
-            (value["content"][0]["attachment"]["title"].as_str().unwrap_or_default().to_owned(), r.id.clone())
+            (
+                value["content"][0]["attachment"]["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r.id.clone(),
+            )
         })
         .collect()
 }
@@ -69,7 +75,11 @@ async fn documents_download_into_the_encrypted_cache_and_open_offline_once_downl
     // Kept inside the SQLCipher vault: not one readable byte of it on disk.
     assert!(!contains(&device.files(), LETTER_LINE.as_bytes()), "the letter is encrypted at rest");
     // The server logged both downloads, by document, for this patient.
-    let downloads = world.audit_events().into_iter().filter(|e| e["resource_type"] == "Binary").count();
+    let downloads = world
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["resource_type"] == "Binary")
+        .count();
     assert!(downloads >= 4, "a link and a download each");
 
     // Offline: the downloaded letter still opens (and that view is logged on the device).
@@ -106,7 +116,14 @@ async fn documents_leave_with_their_patient_and_oversized_ones_are_refused() {
     let SyncedDevice { world, running: _running, device: _device, mut account } =
         SyncedDevice::start(World::demo(Role::Clinician)).await;
     // The demo documents belong to the first demo patient, on this clinician's care team.
-    let kept: Vec<String> = account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect();
+    let kept: Vec<String> = account
+        .store()
+        .unwrap()
+        .sync_patients()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.patient)
+        .collect();
     let (patient, letter) = kept
         .into_iter()
         .find_map(|p| {

@@ -67,7 +67,9 @@ async fn two_thousand_patients_sync_and_stay_searchable() {
                     .as_str()
                     .unwrap()
                     .to_owned();
-            let trend = store.lab_trend(&format!("Patient/{patient}"), &CodeFilter::parse(&code).unwrap()).unwrap();
+            let trend = store
+                .lab_trend(&format!("Patient/{patient}"), &CodeFilter::parse(&code).unwrap())
+                .unwrap();
             assert!(!trend.is_empty() || observations.iter().all(|o| !o.json.contains("valueQuantity")));
         }
     }

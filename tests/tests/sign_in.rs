@@ -67,7 +67,10 @@ async fn wrong_replayed_and_repeated_failures_are_told_apart() {
     let Error::Server(ServerError::SignInThrottled { retry_after_secs }) = held else { panic!("{held:?}") };
     assert!((1..=30).contains(&retry_after_secs), "{retry_after_secs}");
     assert!(held.to_string().contains("wait") && held.to_string().contains("not held back"));
-    server.login(&world.username, PASSWORD, Some(&cookie)).await.expect("the owner's device is not held back");
+    server
+        .login(&world.username, PASSWORD, Some(&cookie))
+        .await
+        .expect("the owner's device is not held back");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,13 +79,22 @@ async fn refresh_rotates_reuse_ends_the_session_and_logout_revokes() {
     let running = Running::start(&world.data).await;
     let server = running.client(world.pins());
     let first = sign_in(&world, &server, 0).await.unwrap();
-    let second = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await.unwrap();
+    let second = server
+        .refresh(&first.refresh_token, &first.device_id, "rotation-1")
+        .await
+        .unwrap();
     assert_ne!(second.refresh_token.expose(), first.refresh_token.expose());
     // The device lost that answer (killed mid-refresh) and retries the same rotation: it
     // gets the same new token, not a session ended.
-    let retried = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await.unwrap();
+    let retried = server
+        .refresh(&first.refresh_token, &first.device_id, "rotation-1")
+        .await
+        .unwrap();
     assert_eq!(retried.refresh_token.expose(), second.refresh_token.expose());
-    let third = server.refresh(&second.refresh_token, &second.device_id, "rotation-2").await.unwrap();
+    let third = server
+        .refresh(&second.refresh_token, &second.device_id, "rotation-2")
+        .await
+        .unwrap();
     // The spent token again, once its successor was used: someone holds a copy, so the
     // whole device session ends…
     let replayed = server.refresh(&first.refresh_token, &first.device_id, "rotation-1").await;
@@ -108,7 +120,13 @@ async fn the_device_keeps_its_cookie_and_signs_in_while_strangers_are_held_back(
     let running = Running::start(&world.data).await;
     let device = carekeep_e2e::Device::new();
     let clock = std::sync::Arc::new(carekeep_core::SystemClock);
-    device.sign_in(&world, &running, clock.clone(), 0).await.unwrap().logout().await.unwrap();
+    device
+        .sign_in(&world, &running, clock.clone(), 0)
+        .await
+        .unwrap()
+        .logout()
+        .await
+        .unwrap();
     let cookie = device.profile.dir().join("device-cookie");
     assert!(cookie.exists(), "the cookie outlives logout: that is its use");
     #[cfg(unix)]
@@ -125,5 +143,8 @@ async fn the_device_keeps_its_cookie_and_signs_in_while_strangers_are_held_back(
         stranger.login(&world.username, PASSWORD, None).await,
         Err(Error::Server(ServerError::SignInThrottled { .. }))
     ));
-    device.sign_in(&world, &running, clock, 1).await.expect("the owner's device is not held back");
+    device
+        .sign_in(&world, &running, clock, 1)
+        .await
+        .expect("the owner's device is not held back");
 }

@@ -24,7 +24,8 @@ const DEMO: &str = carekeep_server::seed::DEMO_TENANT;
 fn server_count(world: &World, resource_type: &str) -> i64 {
     let store = world.data.open_store().unwrap();
     let conn = store.read();
-    conn.query_row("SELECT count(*) FROM resources WHERE type = ?1", [resource_type], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT count(*) FROM resources WHERE type = ?1", [resource_type], |r| r.get(0))
+        .unwrap()
 }
 
 /// An Observation for `patient`, as a clinician would record it at the practice.
@@ -43,7 +44,14 @@ fn now() -> i64 {
 }
 
 fn kept(account: &mut Account) -> Vec<String> {
-    account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect()
+    account
+        .store()
+        .unwrap()
+        .sync_patients()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.patient)
+        .collect()
 }
 
 /// The demo patient, signed in on a fresh device and synced once.
@@ -89,8 +97,11 @@ async fn the_first_sync_pulls_everything_and_later_ones_only_what_changed() {
         phases,
         [Phase::Contact, Phase::Audit, Phase::Upload, Phase::Patients, Phase::Removals, Phase::Records, Phase::Done]
     );
-    let records_progress: Vec<(usize, usize)> =
-        heard.iter().filter(|p| p.phase == Phase::Records).map(|p| (p.done, p.total)).collect();
+    let records_progress: Vec<(usize, usize)> = heard
+        .iter()
+        .filter(|p| p.phase == Phase::Records)
+        .map(|p| (p.done, p.total))
+        .collect();
     assert_eq!(records_progress, [(0, 2), (1, 2), (2, 2)]);
     let count = account.store().unwrap().count().unwrap();
     assert_eq!(count, u64::try_from(first.resources_pulled).unwrap());
@@ -115,12 +126,19 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
     let Synced { world, _running, device: _device, mut account, me } = synced_patient().await;
     let before = (server_count(&world, "Observation"), server_count(&world, "Communication"));
 
-    let reading =
-        account.record_reading(&me, HomeReading::BloodPressure { systolic: 128, diastolic: 82 }, now()).unwrap();
-    account.request_appointment(&me, "Follow-up on blood pressure", now() + 86_400).unwrap();
-    account.message_care_team(&me, "My readings are higher in the morning.", now()).unwrap();
+    let reading = account
+        .record_reading(&me, HomeReading::BloodPressure { systolic: 128, diastolic: 82 }, now())
+        .unwrap();
+    account
+        .request_appointment(&me, "Follow-up on blood pressure", now() + 86_400)
+        .unwrap();
+    account
+        .message_care_team(&me, "My readings are higher in the morning.", now())
+        .unwrap();
     // A write the server will refuse: a reading for a patient that does not exist.
-    account.record_reading("no-such-patient", HomeReading::Glucose { mmol_per_l: 5.4 }, now()).unwrap();
+    account
+        .record_reading("no-such-patient", HomeReading::Glucose { mmol_per_l: 5.4 }, now())
+        .unwrap();
     assert_eq!(account.pending_writes().unwrap().len(), 4, "shown at once as pending");
 
     // The first write reaches the server but its answer is lost (as if the app died then).
@@ -149,7 +167,10 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
         })
         .unwrap();
     // Its own reading (the clinic's history has blood pressures too, which are not its to edit).
-    let mine = stored.into_iter().find(|r| r.json.contains("patient-reported")).expect("the reading came back down");
+    let mine = stored
+        .into_iter()
+        .find(|r| r.json.contains("patient-reported"))
+        .expect("the reading came back down");
     let records = world.records();
     let mut elsewhere: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     elsewhere["status"] = "amended".into();
@@ -161,7 +182,9 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
     let checked = records.check(elsewhere, "Observation").unwrap();
     // The patient's other device: the same author, so the edit below meets a conflict, not a
     // refusal to change someone else's record.
-    records.update(DEMO, &mine.id, checked, 1, &Writer::user(&world.user_id, None)).unwrap();
+    records
+        .update(DEMO, &mine.id, checked, 1, &Writer::user(&world.user_id, None))
+        .unwrap();
     let mut edited: serde_json::Value = serde_json::from_str(&mine.json).unwrap();
     edited["component"][0]["valueQuantity"]["value"] = 131.into();
     edited["text"] = narrative;
@@ -176,7 +199,12 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
     assert!(pending.iter().all(|w| !w.body.contains("NARRATIVE-SENTINEL")), "a pending write shows no narrative");
     let report = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(report.conflicts, 1, "{report:?}");
-    let conflict = account.set_aside_writes().unwrap().into_iter().find(|s| s.kind == SetAsideKind::Conflict).unwrap();
+    let conflict = account
+        .set_aside_writes()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == SetAsideKind::Conflict)
+        .unwrap();
     assert!(conflict.write.body.contains("131"), "this device's version is kept");
     assert!(conflict.server_version.as_deref().unwrap().contains("amended"), "and the server's");
     for shown in [conflict.write.body.as_str(), conflict.server_version.as_deref().unwrap()] {
@@ -199,7 +227,9 @@ async fn writes_are_sent_once_and_refusals_and_conflicts_are_kept_with_their_rea
 #[tokio::test(flavor = "multi_thread")]
 async fn a_remote_wipe_is_honoured_before_any_data_moves() {
     let Synced { world, _running, device, mut account, me } = synced_patient().await;
-    account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 6.1 }, now()).unwrap();
+    account
+        .record_reading(&me, HomeReading::Glucose { mmol_per_l: 6.1 }, now())
+        .unwrap();
     let observations = server_count(&world, "Observation");
     let token = account.access_token().await.unwrap();
     let store = Arc::new(world.data.open_store().unwrap());
@@ -232,9 +262,15 @@ async fn deletions_and_lost_access_remove_records_from_the_cache() {
 
     // At the practice: one result deleted, one patient leaves this clinician's care team.
     let version = observation.version_id.as_deref().unwrap().parse().unwrap();
-    world.records().delete(DEMO, "Observation", &observation.id, version, now(), &Writer::CLINIC).unwrap();
+    world
+        .records()
+        .delete(DEMO, "Observation", &observation.id, version, now(), &Writer::CLINIC)
+        .unwrap();
     let store = world.data.open_store().unwrap();
-    store.lock().execute("DELETE FROM patient_links WHERE patient = ?1 AND relation = 'care-team'", [&leaves]).unwrap();
+    store
+        .lock()
+        .execute("DELETE FROM patient_links WHERE patient = ?1 AND relation = 'care-team'", [&leaves])
+        .unwrap();
 
     let next = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!((next.resources_removed, next.patients_removed, next.patients), (1, 1, 9), "{next:?}");
@@ -263,7 +299,10 @@ async fn break_glass_fetches_a_patient_on_demand_until_the_grant_ends() {
     assert!(!team.contains(&outsider));
     let short = account.break_glass(&outsider, "urgent").await;
     assert!(matches!(short, Err(Error::InvalidArgument { what: "reason", .. })), "{short:?}");
-    let fetched = account.break_glass(&outsider, "Unconscious in the emergency department").await.unwrap();
+    let fetched = account
+        .break_glass(&outsider, "Unconscious in the emergency department")
+        .await
+        .unwrap();
     assert!(fetched > 0);
     assert!(account.store().unwrap().get("Patient", &outsider).unwrap().is_some());
     // While the grant lasts, sync keeps the patient; once it ends, they leave the cache.
@@ -298,17 +337,25 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
         assert!(!files.windows(sentinel.len()).any(|w| w == sentinel.as_bytes()), "{sentinel} in clear");
     }
     account.lock().unwrap();
-    account.unlock_with_password(&carekeep_core::Password::new(world.password.as_str())).unwrap();
+    account
+        .unlock_with_password(&carekeep_core::Password::new(world.password.as_str()))
+        .unwrap();
 
     let report = account.sync(&mut |_| {}).await.unwrap();
     assert!(report.audit_uploaded >= 2, "the read and the session records: {report:?}");
     let trail = world.audit_events();
-    let offline_read: Vec<_> =
-        trail.iter().filter(|e| e["action"] == "device access: read from the device cache").collect();
+    let offline_read: Vec<_> = trail
+        .iter()
+        .filter(|e| e["action"] == "device access: read from the device cache")
+        .collect();
     assert_eq!(offline_read.len(), 1, "{trail:#?}");
     assert_eq!(offline_read[0]["patient"], me.as_str());
     assert!(offline_read[0]["occurred_at"].is_string(), "the device's time is kept beside the upload time");
-    assert!(trail.iter().any(|e| e["action"].as_str().unwrap().starts_with("device session: session locked")));
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["action"].as_str().unwrap().starts_with("device session: session locked"))
+    );
     // A device can add nothing but the shared vocabulary and real ids: free text (which
     // could carry a name) is refused whole.
     let mut forged = trail_record(&world, "device access: read from the device cache");
@@ -324,7 +371,14 @@ async fn records_read_offline_reach_the_servers_audit_trail_once() {
     // The next sync sends nothing again.
     let again = account.sync(&mut |_| {}).await.unwrap();
     assert_eq!(again.audit_uploaded, 0, "{again:?}");
-    assert_eq!(world.audit_events().iter().filter(|e| e["action"] == offline_read[0]["action"]).count(), 1);
+    assert_eq!(
+        world
+            .audit_events()
+            .iter()
+            .filter(|e| e["action"] == offline_read[0]["action"])
+            .count(),
+        1
+    );
 }
 
 /// The first event in the server's trail with `action`, as an event a device could send.
@@ -345,7 +399,9 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     quick_retries(&mut account);
     account.sync(&mut |_| {}).await.unwrap();
     let me = kept(&mut account)[0].clone();
-    account.record_reading(&me, HomeReading::Glucose { mmol_per_l: 7.2 }, now()).unwrap();
+    account
+        .record_reading(&me, HomeReading::Glucose { mmol_per_l: 7.2 }, now())
+        .unwrap();
     let cached = account.store().unwrap().count().unwrap();
 
     expect_failure(&mut account, &proxy, cached, Fault::Status(503), |e| {
@@ -365,7 +421,9 @@ async fn a_failing_network_gives_typed_errors_after_retries_and_loses_nothing() 
     // A server paging forever: the pull (of a patient with news) stops; the write went up
     // before it.
     let records = world.records();
-    records.create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), &Writer::CLINIC).unwrap();
+    records
+        .create(DEMO, records.check(observation(&me, 99.0), "Observation").unwrap(), &Writer::CLINIC)
+        .unwrap();
     expect_failure(&mut account, &proxy, cached, Fault::RepeatPage, |e| {
         matches!(e, Error::Server(ServerError::PagingLoop))
     })

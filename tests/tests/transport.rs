@@ -82,8 +82,10 @@ async fn a_valid_certificate_from_a_trusted_ca_is_refused_unless_its_key_is_pinn
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
     let impostor_key = rcgen::KeyPair::generate().unwrap();
-    let impostor =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&impostor_key, &ca).unwrap();
+    let impostor = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&impostor_key, &ca)
+        .unwrap();
     let cert_path = world.data.cert_path();
     std::fs::write(&cert_path, impostor.pem()).unwrap();
     std::fs::write(cert_path.with_file_name("key.pem"), impostor_key.serialize_pem()).unwrap();
@@ -96,7 +98,9 @@ async fn a_valid_certificate_from_a_trusted_ca_is_refused_unless_its_key_is_pinn
 
     let impostor_pin = carekeep_core::net::pinning::spki_pin(&CertificateDer::from(impostor.der().to_vec())).unwrap();
     let pinned = PinSet::new(vec![impostor_pin, stranger_pin(b"backup")], in_days(90)).unwrap();
-    reaches(&Server::with_roots(running.url(), pinned.clone(), Roots::Only(roots)).unwrap()).await.unwrap();
+    reaches(&Server::with_roots(running.url(), pinned.clone(), Roots::Only(roots)).unwrap())
+        .await
+        .unwrap();
     // Without the CA among the roots the chain leads nowhere, and a pinned key is an anchor
     // only for a self-signed certificate: refused.
     let no_roots = Server::with_roots(running.url(), pinned, Roots::Only(rustls::RootCertStore::empty())).unwrap();

@@ -22,7 +22,9 @@ pub fn update(root: &Path, started: SystemTime) -> Result<Vec<&'static str>, Str
     let mut updated = Vec::new();
     for name in TABLES {
         let table = root.join(format!("target/bench-{name}.md"));
-        let fresh = std::fs::metadata(&table).and_then(|m| m.modified()).is_ok_and(|written| written >= started);
+        let fresh = std::fs::metadata(&table)
+            .and_then(|m| m.modified())
+            .is_ok_and(|written| written >= started);
         if !fresh {
             continue;
         }
@@ -49,8 +51,10 @@ fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
         })
         .unwrap_or_else(|| "an unknown processor".to_owned());
     format!("{cores} cores, {model}")

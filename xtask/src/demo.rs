@@ -153,8 +153,15 @@ fn read_users(path: &Path) -> Result<Vec<DemoUser>> {
 }
 
 fn server_pins(server: &Path, data: &Path) -> Result<Vec<String>> {
-    let out = Command::new(server).args(["pins", "--data"]).arg(data).output().map_err(|e| format!("pins: {e}"))?;
-    let pins: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_owned()).collect();
+    let out = Command::new(server)
+        .args(["pins", "--data"])
+        .arg(data)
+        .output()
+        .map_err(|e| format!("pins: {e}"))?;
+    let pins: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect();
     if !out.status.success() || pins.len() < 2 {
         return Err("carekeep-server pins printed no pin pair".into());
     }
@@ -167,7 +174,9 @@ fn demo_address() -> SocketAddr {
     if TcpListener::bind(preferred).is_ok() {
         return preferred;
     }
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap_or(preferred)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or(preferred)
 }
 
 fn wait_until_listening(address: SocketAddr) -> Result {

@@ -21,7 +21,10 @@ mod tests {
 
     /// Every `](target)` of a Markdown text.
     fn links(text: &str) -> Vec<String> {
-        text.split("](").skip(1).filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_owned())).collect()
+        text.split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_owned()))
+            .collect()
     }
 
     /// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens.

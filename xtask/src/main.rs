@@ -71,18 +71,9 @@ fn test() -> Result {
     step("cargo build -p carekeep-app", cargo(&["build", "-p", "carekeep-app"]))?;
     let mut e2e = Command::new("xvfb-run");
     // `--workspace`, like the step above, so features resolve the same and nothing rebuilds.
-    e2e.args(["-a", "--server-args=-screen 0 1280x900x24"]).arg(cargo_program()).args([
-        "test",
-        "--workspace",
-        "--test",
-        "x11",
-        "--test",
-        "app",
-        "--",
-        "--ignored",
-        "--test-threads",
-        "1",
-    ]);
+    e2e.args(["-a", "--server-args=-screen 0 1280x900x24"])
+        .arg(cargo_program())
+        .args(["test", "--workspace", "--test", "x11", "--test", "app", "--", "--ignored", "--test-threads", "1"]);
     e2e.current_dir(workspace_root());
     step("clipboard and app end-to-end tests (Xvfb, tauri-driver)", session.wrap(&e2e))?;
     // 2 000 patients through the server's schema check: minutes in debug, so in release.
@@ -165,7 +156,10 @@ fn cargo_program() -> std::ffi::OsString {
 }
 
 fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a prepared command, announcing it and turning a failure into a message.

@@ -40,9 +40,18 @@ fn ensure_node() -> Result {
     if setup::which("node").is_none() || setup::which("npm").is_none() {
         setup::ensure_packages(&["nodejs", "npm"])?;
     }
-    let version = Command::new("node").arg("--version").output().map_err(|e| format!("node: {e}"))?;
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("node: {e}"))?;
     let version = String::from_utf8_lossy(&version.stdout);
-    let major: u32 = version.trim().trim_start_matches('v').split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
     if major < NODE_MAJOR_MIN {
         return Err(format!(
             "Node.js {} is too old for the UI's build (Vite needs {NODE_MAJOR_MIN} or later): install a current Node.js (https://nodejs.org), then run again",

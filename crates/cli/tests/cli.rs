@@ -74,7 +74,10 @@ async fn login_sync_show_lock_unlock_logout_and_wipe() {
     assert_eq!(mismatch.status.code(), Some(4), "{}", text(&mismatch));
     assert!(text(&mismatch).contains("may be intercepted"));
     std::fs::create_dir_all(&profile).unwrap();
-    let queued_before = std::fs::read_to_string(profile.join("audit-queue.jsonl")).unwrap_or_default().lines().count();
+    let queued_before = std::fs::read_to_string(profile.join("audit-queue.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     let again = login(&profile, &world, &url, [&stranger, &backup], &code).await;
     assert_eq!(again.status.code(), Some(4));
     let queue = std::fs::read_to_string(profile.join("audit-queue.jsonl")).unwrap();

@@ -30,7 +30,12 @@ fn cli(profile: &std::path::Path, args: &[&str], password: &str) -> std::process
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
     child
 }
 
@@ -102,7 +107,12 @@ impl Workload {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        login.stdin.take().unwrap().write_all(format!("{}\n", world.password).as_bytes()).unwrap();
+        login
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n", world.password).as_bytes())
+            .unwrap();
         assert!(login.wait().unwrap().success());
         let store = Arc::new(world.data.open_store().unwrap());
         let keys = world.data.master_keys().unwrap();
@@ -117,7 +127,14 @@ impl Workload {
         };
         work.sync_to_end();
         let mut account = work.unlocked();
-        work.patients = account.store().unwrap().sync_patients().unwrap().into_iter().map(|p| p.patient).collect();
+        work.patients = account
+            .store()
+            .unwrap()
+            .sync_patients()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.patient)
+            .collect();
         drop(account);
         work
     }
@@ -164,7 +181,9 @@ impl Workload {
                 "effectiveDateTime": "2026-11-01T08:00:00Z",
                 "valueQuantity": {"value": n, "unit": "mg/dL"}
             });
-            self.records.create("demo", self.records.check(value, "Observation").unwrap(), &Writer::CLINIC).unwrap();
+            self.records
+                .create("demo", self.records.check(value, "Observation").unwrap(), &Writer::CLINIC)
+                .unwrap();
         }
     }
 

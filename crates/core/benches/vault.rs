@@ -27,7 +27,12 @@ fn timed<T>(workload: &str, variant: &'static str, f: impl FnOnce() -> T) -> Dur
     let start = Instant::now();
     std::hint::black_box(f());
     let elapsed = start.elapsed();
-    SAMPLES.lock().unwrap().entry((workload.to_owned(), variant)).or_default().push(elapsed);
+    SAMPLES
+        .lock()
+        .unwrap()
+        .entry((workload.to_owned(), variant))
+        .or_default()
+        .push(elapsed);
     elapsed
 }
 
@@ -80,7 +85,11 @@ fn bench_unlock(c: &mut Criterion, keychain: &Keychain) {
     vault.lock();
     let profile = Profile::new(dir.path().join("profile"));
     let plain_path = dir.path().join("plain.db");
-    PlaintextBaseline::create(&plain_path).unwrap().store().ingest_bundle(&observations(2_000, 0)).unwrap();
+    PlaintextBaseline::create(&plain_path)
+        .unwrap()
+        .store()
+        .ingest_bundle(&observations(2_000, 0))
+        .unwrap();
 
     let workload = "unlock → first query";
     let mut group = c.benchmark_group("unlock");
@@ -163,13 +172,17 @@ fn bench_trend(c: &mut Criterion, keychain: &Keychain, points: usize, others: us
     group.bench_function(CIPHER, |b| {
         let store = vault.store().unwrap();
         b.iter_custom(|iters| {
-            (0..iters).map(|_| timed(&workload, CIPHER, || store.lab_trend("Patient/patient-0", &code).unwrap())).sum()
+            (0..iters)
+                .map(|_| timed(&workload, CIPHER, || store.lab_trend("Patient/patient-0", &code).unwrap()))
+                .sum()
         });
     });
     group.bench_function(PLAIN, |b| {
         let store = plain.store();
         b.iter_custom(|iters| {
-            (0..iters).map(|_| timed(&workload, PLAIN, || store.lab_trend("Patient/patient-0", &code).unwrap())).sum()
+            (0..iters)
+                .map(|_| timed(&workload, PLAIN, || store.lab_trend("Patient/patient-0", &code).unwrap()))
+                .sum()
         });
     });
     group.finish();
@@ -198,8 +211,12 @@ fn summary() -> String {
     let mut out = String::from(
         "| workload | SQLCipher median | SQLCipher p95 | plain median | ratio (median) | budget | verdict |\n|---|---|---|---|---|---|---|\n",
     );
-    let workloads: Vec<String> =
-        samples.keys().map(|(w, _)| w.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let workloads: Vec<String> = samples
+        .keys()
+        .map(|(w, _)| w.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     for workload in workloads {
         let Some(mut cipher) = samples.remove(&(workload.clone(), CIPHER)) else { continue };
         let Some(mut plain) = samples.remove(&(workload.clone(), PLAIN)) else { continue };

@@ -68,7 +68,10 @@ impl Keychain {
 
     pub(crate) fn load_key(&self, device_id: &str, item: Item) -> Result<Key256> {
         let secret = Zeroizing::new(self.entry(device_id, item)?.get_secret().map_err(|e| map_error(&e))?);
-        let bytes: [u8; 32] = secret.as_slice().try_into().map_err(|_| Error::Unlock(UnlockError::DeviceKeyMissing))?;
+        let bytes: [u8; 32] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Unlock(UnlockError::DeviceKeyMissing))?;
         Ok(Key256::from_bytes(bytes))
     }
 
@@ -77,7 +80,10 @@ impl Keychain {
     }
 
     pub(crate) fn load_secret(&self, device_id: &str, item: Item) -> Result<Zeroizing<String>> {
-        self.entry(device_id, item)?.get_password().map(Zeroizing::new).map_err(|e| map_error(&e))
+        self.entry(device_id, item)?
+            .get_password()
+            .map(Zeroizing::new)
+            .map_err(|e| map_error(&e))
     }
 
     /// Removes every item of a device. Items already gone are fine.

@@ -41,7 +41,10 @@ fn no_profile_file_holds_the_sentinel_in_clear() {
         let note = format!(
             r#"{{"resourceType":"Communication","status":"preparation","payload":[{{"contentString":"{SENTINEL} asks about dosage"}}]}}"#
         );
-        store.outbox().enqueue(&PendingWrite { method: WriteMethod::Create, body: note, if_match: None }, 0).unwrap();
+        store
+            .outbox()
+            .enqueue(&PendingWrite { method: WriteMethod::Create, body: note, if_match: None }, 0)
+            .unwrap();
     }
     // While open (WAL and shared-memory files present) …
     assert!(profile.dir().join("vault.db-wal").exists());

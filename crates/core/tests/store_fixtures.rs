@@ -73,7 +73,10 @@ fn first_patient(vault: &mut carekeep_core::Vault) -> (String, usize) {
     let entries = bundle["entry"].as_array().unwrap();
     let patient = entries.iter().find(|e| e["resource"]["resourceType"] == "Patient").unwrap();
     let uuid = patient["fullUrl"].as_str().unwrap().strip_prefix("urn:uuid:").unwrap();
-    let observations = entries.iter().filter(|e| e["resource"]["resourceType"] == "Observation").count();
+    let observations = entries
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Observation")
+        .count();
     (format!("Patient/{uuid}"), observations)
 }
 
@@ -141,7 +144,9 @@ fn lab_trend_is_ordered_by_time_across_zones_with_values_and_units() {
     let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": entries}).to_string();
     let mut store = vault.store().unwrap();
     store.ingest_bundle(&bundle).unwrap();
-    let trend = store.lab_trend("Patient/p1", &CodeFilter::parse("http://loinc.org|2345-7").unwrap()).unwrap();
+    let trend = store
+        .lab_trend("Patient/p1", &CodeFilter::parse("http://loinc.org|2345-7").unwrap())
+        .unwrap();
     let values: Vec<f64> = trend.iter().map(|p| p.value).collect();
     assert_eq!(values, [4.8, 5.1, 5.9, 6.2]);
     assert!(trend.iter().all(|p| p.unit.as_deref() == Some("mmol/L")));

@@ -70,7 +70,10 @@ fn backoff_from_the_third_failure_then_wipe_after_ten() {
     vault.lock();
     let clock = Arc::new(ManualClock::new(1_800_000_000));
     let policy = UnlockPolicy::default();
-    let mut vault = Vault::open(&profile, keychain.clone()).unwrap().with_clock(clock.clone()).with_policy(policy);
+    let mut vault = Vault::open(&profile, keychain.clone())
+        .unwrap()
+        .with_clock(clock.clone())
+        .with_policy(policy);
     let wrong = Password::new("nope");
     for n in 1..=9u32 {
         if n > 1 {

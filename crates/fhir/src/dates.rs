@@ -32,14 +32,21 @@ pub fn is_valid_instant(value: &str) -> bool {
 fn valid_partial_date(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
     let number = |s: &str, len: usize| {
-        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<i32>().ok()).flatten()
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<i32>().ok())
+            .flatten()
     };
     let Some(year) = parts.first().and_then(|y| number(y, 4)) else { return false };
     match parts.len() {
         1 => true,
-        2 => number(parts[1], 2).and_then(|m| u8::try_from(m).ok()).and_then(|m| Month::try_from(m).ok()).is_some(),
+        2 => number(parts[1], 2)
+            .and_then(|m| u8::try_from(m).ok())
+            .and_then(|m| Month::try_from(m).ok())
+            .is_some(),
         3 => {
-            let month = number(parts[1], 2).and_then(|m| u8::try_from(m).ok()).and_then(|m| Month::try_from(m).ok());
+            let month = number(parts[1], 2)
+                .and_then(|m| u8::try_from(m).ok())
+                .and_then(|m| Month::try_from(m).ok());
             let day = number(parts[2], 2).and_then(|d| u8::try_from(d).ok());
             matches!((month, day), (Some(m), Some(d)) if Date::from_calendar_date(year, m, d).is_ok())
         }

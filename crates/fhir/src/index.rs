@@ -114,7 +114,9 @@ pub fn index_resource<'a>(
 
 fn meta(obj: &Map<String, Value>, path: &str) -> Result<(Option<String>, Option<String>)> {
     let Some(meta) = obj.get("meta") else { return Ok((None, None)) };
-    let meta = meta.as_object().ok_or_else(|| Invalid::new(format!("{path}.meta"), "expected a JSON object"))?;
+    let meta = meta
+        .as_object()
+        .ok_or_else(|| Invalid::new(format!("{path}.meta"), "expected a JSON object"))?;
     let version_id = match meta.get("versionId") {
         None => None,
         Some(Value::String(v)) if is_valid_id(v) => Some(v.clone()),
@@ -243,7 +245,9 @@ fn codes(resource_type: &str, obj: &Map<String, Value>) -> Vec<CodeEntry> {
 /// The first coded category, whether `category` is one CodeableConcept or a list of them.
 fn category(obj: &Map<String, Value>) -> Option<String> {
     let category = obj.get("category")?;
-    let concepts = category.as_array().map_or_else(|| std::slice::from_ref(category), Vec::as_slice);
+    let concepts = category
+        .as_array()
+        .map_or_else(|| std::slice::from_ref(category), Vec::as_slice);
     concepts
         .iter()
         .filter_map(|c| c.get("coding")?.as_array())
@@ -268,7 +272,11 @@ fn push_codings(out: &mut Vec<CodeEntry>, concept: Option<&Value>, value: Option
 fn quantity(node: Option<&Value>) -> (Option<f64>, Option<String>) {
     let Some(q) = node else { return (None, None) };
     let value = q.get("value").and_then(Value::as_f64);
-    let unit = q.get("unit").or_else(|| q.get("code")).and_then(Value::as_str).map(str::to_owned);
+    let unit = q
+        .get("unit")
+        .or_else(|| q.get("code"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     (value, unit)
 }
 

@@ -74,8 +74,9 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let aside = aside_of(path);
     let _ = std::fs::remove_file(&aside);
-    let result =
-        write_new(&aside, bytes).and_then(|()| std::fs::rename(&aside, path)).and_then(|()| match path.parent() {
+    let result = write_new(&aside, bytes)
+        .and_then(|()| std::fs::rename(&aside, path))
+        .and_then(|()| match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
             _ => sync_dir(Path::new(".")),
         });

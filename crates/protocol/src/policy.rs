@@ -110,7 +110,8 @@ impl SignedPolicy {
     pub fn verify(&self, key: &VerifyingKey) -> Result<Policy, PolicyError> {
         let bytes = STANDARD.decode(&self.signature).map_err(|_| PolicyError::BadSignature)?;
         let signature = Signature::from_slice(&bytes).map_err(|_| PolicyError::BadSignature)?;
-        key.verify(&message(&self.policy), &signature).map_err(|_| PolicyError::BadSignature)?;
+        key.verify(&message(&self.policy), &signature)
+            .map_err(|_| PolicyError::BadSignature)?;
         serde_json::from_str(&self.policy).map_err(|_| PolicyError::Unreadable)
     }
 }

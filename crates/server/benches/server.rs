@@ -60,7 +60,12 @@ fn batches(
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let elapsed = batch();
-        SAMPLES.lock().unwrap().entry((workload, variant)).or_default().push((ops, elapsed));
+        SAMPLES
+            .lock()
+            .unwrap()
+            .entry((workload, variant))
+            .or_default()
+            .push((ops, elapsed));
         total += elapsed;
     }
     total
@@ -124,7 +129,9 @@ fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
     // The server gets the runtime production gets (a worker per core); the load generator
     // gets its own single thread.
     let server_runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = server_runtime.block_on(Running::start(&f.data, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let server = server_runtime
+        .block_on(Running::start(&f.data, "127.0.0.1:0".parse().unwrap()))
+        .unwrap();
     let base = format!("https://localhost:{}", server.port());
     let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let http = common::client_for(&f.data);
@@ -148,7 +155,10 @@ fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
     let batch = if is_real_run() { 2_000 } else { IN_FLIGHT as u64 };
 
     let mut group = c.benchmark_group("fhir read over TLS keep-alive");
-    group.throughput(Throughput::Elements(batch)).sample_size(10).measurement_time(Duration::from_secs(15));
+    group
+        .throughput(Throughput::Elements(batch))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15));
     group.bench_function("authenticated read, audit on", |b| {
         b.iter_custom(|iters| {
             batches(iters, "fhir read", MEASURED, batch, || {
@@ -190,7 +200,10 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
     let store = Arc::new(f.data.open_store().unwrap());
     let key = Arc::new(f.data.signing_key().unwrap());
     let log = Arc::new(carekeep_server::audit::AuditLog::open(store.clone(), key).unwrap());
-    store.lock().execute_batch("CREATE TABLE IF NOT EXISTS bench_rows (n INTEGER) STRICT").unwrap();
+    store
+        .lock()
+        .execute_batch("CREATE TABLE IF NOT EXISTS bench_rows (n INTEGER) STRICT")
+        .unwrap();
     let batch: u64 = if is_real_run() { 2_000 } else { 64 };
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
@@ -227,7 +240,8 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
                 for n in 0..batch {
                     let mut conn = store.lock();
                     let tx = conn.transaction().unwrap();
-                    tx.execute("INSERT INTO bench_rows (n) VALUES (?1)", [i64::try_from(n).unwrap()]).unwrap();
+                    tx.execute("INSERT INTO bench_rows (n) VALUES (?1)", [i64::try_from(n).unwrap()])
+                        .unwrap();
                     tx.commit().unwrap();
                 }
                 start.elapsed()

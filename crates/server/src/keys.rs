@@ -66,7 +66,10 @@ pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Ser
 pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let (nonce, body) = sealed.split_at_checked(12)?;
     let cipher = Aes256Gcm::new(key.into());
-    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad }).ok().map(Zeroizing::new)
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+        .ok()
+        .map(Zeroizing::new)
 }
 
 /// HMAC-SHA-256 of `parts` (each length-prefixed, so parts cannot run into each other).

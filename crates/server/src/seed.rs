@@ -74,11 +74,16 @@ fn import_extras(records: &Records, patient: &str) -> Result<(), ServerError> {
             targets.insert(EXTRAS_VISIT, "Encounter", visit);
             plan.known = targets;
         }
-        match records.apply_bundle(DEMO_TENANT, plan, &Clinic, None).map_err(|e| ServerError::Store(e.to_string()))? {
+        match records
+            .apply_bundle(DEMO_TENANT, plan, &Clinic, None)
+            .map_err(|e| ServerError::Store(e.to_string()))?
+        {
             Outcome::Applied { .. } => {}
             Outcome::Refused(refusals) => {
-                let problems: Vec<String> =
-                    refusals.iter().flat_map(|r| r.problems.iter().map(|p| p.message.clone())).collect();
+                let problems: Vec<String> = refusals
+                    .iter()
+                    .flat_map(|r| r.problems.iter().map(|p| p.message.clone()))
+                    .collect();
                 return Err(invalid(problems.join("; ")));
             }
         }
@@ -123,7 +128,9 @@ pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoU
         let password = crate::auth::secrets::new_token()?;
         let user = admin::add_user(store, DEMO_TENANT, username, role, &password, now)?;
         let link = |patient: &String, relation: &str| {
-            records.link(DEMO_TENANT, &user.id, patient, relation).map_err(|e| ServerError::Store(e.to_string()))
+            records
+                .link(DEMO_TENANT, &user.id, patient, relation)
+                .map_err(|e| ServerError::Store(e.to_string()))
         };
         match role {
             Role::Patient => {
@@ -145,11 +152,17 @@ pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoU
 pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Vec<String>, ServerError> {
     let invalid = |what: &str| ServerError::Invalid(format!("demo bundle: {what}"));
     let bundle: Value = serde_json::from_str(bundle).map_err(|_| invalid("not JSON"))?;
-    let entries = bundle.get("entry").and_then(Value::as_array).ok_or_else(|| invalid("no entries"))?;
+    let entries = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("no entries"))?;
     let mut map = std::collections::HashMap::new();
     for entry in entries {
         let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or_default();
-        let resource_type = entry.pointer("/resource/resourceType").and_then(Value::as_str).unwrap_or_default();
+        let resource_type = entry
+            .pointer("/resource/resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let id = carekeep_fhir::id_from_full_url(full_url).ok_or_else(|| invalid("an entry without a urn:uuid"))?;
         map.insert(full_url.to_owned(), (resource_type.to_owned(), id.to_owned()));
     }
@@ -161,7 +174,10 @@ pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Ve
     for entry in ordered {
         let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or_default();
         let (resource_type, id) = map[full_url].clone();
-        let mut resource = entry.get("resource").cloned().ok_or_else(|| invalid("an entry without a resource"))?;
+        let mut resource = entry
+            .get("resource")
+            .cloned()
+            .ok_or_else(|| invalid("an entry without a resource"))?;
         rewrite_references(&mut resource, &map);
         let checked = records.check(resource, &resource_type).map_err(|e| match e {
             crate::records::RecordError::Invalid(problems) => invalid(&format!(
@@ -172,8 +188,14 @@ pub fn import_bundle(records: &Records, tenant: &str, bundle: &str) -> Result<Ve
         })?;
         checked_all.push((checked, id));
     }
-    let stored = records.import(tenant, checked_all, now).map_err(|e| ServerError::Store(e.to_string()))?;
-    Ok(stored.into_iter().filter(|s| s.resource_type == "Patient").map(|s| s.id).collect())
+    let stored = records
+        .import(tenant, checked_all, now)
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    Ok(stored
+        .into_iter()
+        .filter(|s| s.resource_type == "Patient")
+        .map(|s| s.id)
+        .collect())
 }
 
 fn rewrite_references(value: &mut Value, map: &std::collections::HashMap<String, (String, String)>) {
@@ -293,12 +315,17 @@ fn import_history(records: &Records, patient: &str) -> Result<(), ServerError> {
         .unwrap_or_default();
     let mut checked = Vec::new();
     let resources = history(patient, now).into_iter().map(|(id, r)| (id, r, "Observation"));
-    let documents = documents::documents(patient, &today)?.into_iter().map(|(id, r)| (id, r, "DocumentReference"));
+    let documents = documents::documents(patient, &today)?
+        .into_iter()
+        .map(|(id, r)| (id, r, "DocumentReference"));
     for (id, resource, resource_type) in resources.chain(documents) {
-        let resource =
-            records.check(resource, resource_type).map_err(|e| ServerError::Invalid(format!("demo history: {e}")))?;
+        let resource = records
+            .check(resource, resource_type)
+            .map_err(|e| ServerError::Invalid(format!("demo history: {e}")))?;
         checked.push((resource, id));
     }
-    records.import(DEMO_TENANT, checked, now).map_err(|e| ServerError::Store(e.to_string()))?;
+    records
+        .import(DEMO_TENANT, checked, now)
+        .map_err(|e| ServerError::Store(e.to_string()))?;
     Ok(())
 }

@@ -346,8 +346,12 @@ impl Store {
             )));
         }
         attach_audit(&writer, audit_path, &keys.audit)?;
-        writer.query_row("PRAGMA main.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
-        writer.query_row("PRAGMA audit.journal_mode = WAL", [], |_| Ok(())).map_err(bad)?;
+        writer
+            .query_row("PRAGMA main.journal_mode = WAL", [], |_| Ok(()))
+            .map_err(bad)?;
+        writer
+            .query_row("PRAGMA audit.journal_mode = WAL", [], |_| Ok(()))
+            .map_err(bad)?;
         let found_version = schema_version(&writer).map_err(bad)?;
         migrate(&mut writer).map_err(bad)?;
         // Every write transaction takes the write lock when it begins. A deferred one reads
@@ -426,7 +430,8 @@ fn connect(path: &Path, key: &[u8; 32]) -> Result<Connection, ServerError> {
     .map_err(bad)?;
     conn.execute_batch("PRAGMA cipher_log_level = NONE;").map_err(bad)?;
     conn.pragma_update(None, "key", &*raw_key(key)).map_err(bad)?;
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(unreadable)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        .map_err(unreadable)?;
     conn.execute_batch(
         "PRAGMA main.synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
          PRAGMA busy_timeout = 5000;",
@@ -438,9 +443,13 @@ fn connect(path: &Path, key: &[u8; 32]) -> Result<Connection, ServerError> {
 /// Attaches the audit file (creating it if needed) as schema `audit`.
 fn attach_audit(conn: &Connection, audit_path: &Path, key: &[u8; 32]) -> Result<(), ServerError> {
     let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());
-    let audit_path = audit_path.to_str().ok_or_else(|| ServerError::Store("the audit path is not UTF-8".into()))?;
-    conn.execute("ATTACH DATABASE ?1 AS audit KEY ?2", rusqlite::params![audit_path, &*raw_key(key)]).map_err(bad)?;
-    conn.query_row("SELECT count(*) FROM audit.sqlite_master", [], |_| Ok(())).map_err(unreadable)?;
+    let audit_path = audit_path
+        .to_str()
+        .ok_or_else(|| ServerError::Store("the audit path is not UTF-8".into()))?;
+    conn.execute("ATTACH DATABASE ?1 AS audit KEY ?2", rusqlite::params![audit_path, &*raw_key(key)])
+        .map_err(bad)?;
+    conn.query_row("SELECT count(*) FROM audit.sqlite_master", [], |_| Ok(()))
+        .map_err(unreadable)?;
     conn.execute_batch("PRAGMA audit.synchronous = FULL;").map_err(bad)
 }
 

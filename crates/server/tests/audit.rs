@@ -19,11 +19,18 @@ fn records(data: &DataDir) -> Vec<AuditRecord> {
     let store = data.open_store().unwrap();
     let conn = store.lock();
     let mut stmt = conn.prepare("SELECT record FROM audit_log ORDER BY seq").unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|j| serde_json::from_str(&j.unwrap()).unwrap()).collect()
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|j| serde_json::from_str(&j.unwrap()).unwrap())
+        .collect()
 }
 
 fn verify(data: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_carekeep-server")).args(["audit", "verify", "--data"]).arg(data).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+        .args(["audit", "verify", "--data"])
+        .arg(data)
+        .output()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,17 +42,32 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     let http = common::client_for(&data);
     let base = format!("https://localhost:{}", server.port());
 
-    let wrong = http.post(format!("{base}/auth/login")).json(&json!({"username": AMY, "password": "not her password"}));
+    let wrong = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"username": AMY, "password": "not her password"}));
     assert_eq!(wrong.send().await.unwrap().status(), 401);
     let tokens = common::sign_in(&http, &base, AMY, PASSWORD, &amy.totp_base32, 0).await.tokens;
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(http.get(format!("{base}/policy")).bearer_auth(access).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/policy"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(http.get(format!("{base}/policy")).send().await.unwrap().status(), 401);
     // Public, PHI-free endpoints are not audited.
     http.get(format!("{base}/fhir/metadata")).send().await.unwrap();
     http.get(format!("{base}/policy/key")).send().await.unwrap();
     // An unknown path and a method a route does not take are, without the path itself.
-    let probe = http.get(format!("{base}/fhir/Patient/{AMY}/history/x")).bearer_auth(access).send().await.unwrap();
+    let probe = http
+        .get(format!("{base}/fhir/Patient/{AMY}/history/x"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(probe.status(), 404);
     assert_eq!(http.patch(format!("{base}/policy")).send().await.unwrap().status(), 405);
     // A made-up method is free text a client chooses: the trail names it OTHER, never as sent.
@@ -53,8 +75,10 @@ async fn every_audited_request_leaves_one_chained_phi_free_record() {
     assert_eq!(http.request(made_up, format!("{base}/nope")).send().await.unwrap().status(), 404);
 
     let trail = records(&data);
-    let summary: Vec<(String, Outcome, Option<String>)> =
-        trail.iter().map(|r| (r.event.action.clone(), r.event.outcome, r.event.user.clone())).collect();
+    let summary: Vec<(String, Outcome, Option<String>)> = trail
+        .iter()
+        .map(|r| (r.event.action.clone(), r.event.outcome, r.event.user.clone()))
+        .collect();
     assert_eq!(
         summary,
         [
@@ -235,7 +259,10 @@ fn a_deleted_audit_file_stops_the_server_instead_of_starting_an_empty_trail() {
     let root = dir.path().join("server");
     let (data, _) = DataDir::init(&root, "localhost").unwrap();
     let store = Arc::new(data.open_store().unwrap());
-    AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap())).unwrap().append(event(0)).unwrap();
+    AuditLog::open(store.clone(), Arc::new(data.signing_key().unwrap()))
+        .unwrap()
+        .append(event(0))
+        .unwrap();
     drop(store);
     for file in ["audit.db", "audit.db-wal", "audit.db-shm"] {
         let _ = std::fs::remove_file(root.join(file));

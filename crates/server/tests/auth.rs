@@ -120,7 +120,11 @@ async fn sign_in_from(f: &Fixture, client: IpAddr, cookie: Option<&Secret>, now:
     let request = LoginRequest { device_cookie: cookie.cloned(), ..login(AMY, PASSWORD) };
     let challenge = f.auth.login(request, client, now).await?;
     let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&f.totp_secret, now), device_name: "x".into() };
-    Ok(f.auth.verify_mfa(mfa, client, now).await?.device_cookie.expect("a full sign-in gives a device cookie"))
+    Ok(f.auth
+        .verify_mfa(mfa, client, now)
+        .await?
+        .device_cookie
+        .expect("a full sign-in gives a device cookie"))
 }
 
 /// NIST 800-63B §5.2.2 and OWASP: failures slow the account down for devices it does not
@@ -132,7 +136,11 @@ async fn failures_slow_strangers_down_and_never_lock_the_owner_out() {
     let cookie = sign_in_from(&f, HOME, None, T0).await.unwrap();
     let stranger: IpAddr = "198.51.100.7".parse().unwrap();
     for i in 0..5 {
-        let wrong = f.auth.login(login(AMY, "wrong password!"), stranger, T0 + 40 + i).await.unwrap_err();
+        let wrong = f
+            .auth
+            .login(login(AMY, "wrong password!"), stranger, T0 + 40 + i)
+            .await
+            .unwrap_err();
         assert_eq!(wrong, AuthError::BadCredentials);
     }
     // The next try waits 30 s, the right password included (no KDF is run for it).
@@ -204,13 +212,20 @@ async fn networks_and_the_server_share_one_window_each() {
         let guess = login(&format!("nobody{i}"), "guess");
         assert_eq!(f.auth.login(guess, client, t).await.unwrap_err(), AuthError::BadCredentials);
     }
-    let over = f.auth.login(login("nobody", "guess"), "127.0.0.53".parse().unwrap(), t).await.unwrap_err();
+    let over = f
+        .auth
+        .login(login("nobody", "guess"), "127.0.0.53".parse().unwrap(), t)
+        .await
+        .unwrap_err();
     assert!(matches!(over, AuthError::RateLimited { .. }), "{over:?}");
     for i in 0..30_u16 {
         let client: IpAddr = format!("2001:db8:5:7::{:x}", i * 977).parse().unwrap();
         let _ = f.auth.login(login(&format!("someone{i}"), "guess"), client, t).await;
     }
-    let v6 = f.auth.login(login("someone", "guess"), "2001:db8:5:7:ffff::1".parse().unwrap(), t).await;
+    let v6 = f
+        .auth
+        .login(login("someone", "guess"), "2001:db8:5:7:ffff::1".parse().unwrap(), t)
+        .await;
     assert!(matches!(v6, Err(AuthError::RateLimited { .. })), "{v6:?}");
 
     // 40 failures from 40 networks, on 40 names: the server's share of the minute is spent.
@@ -226,10 +241,17 @@ async fn networks_and_the_server_share_one_window_each() {
     let quiet: IpAddr = "203.0.113.9".parse().unwrap();
     for step in [-30, 0, 30] {
         // Three people, three codes (the previous, current and next step are all accepted).
-        let challenge = f.auth.login(login(AMY, PASSWORD), quiet, t + 31).await.expect("a quiet network");
+        let challenge = f
+            .auth
+            .login(login(AMY, PASSWORD), quiet, t + 31)
+            .await
+            .expect("a quiet network");
         let code = code(&f.totp_secret, t + 31 + step);
         let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "x".into() };
-        f.auth.verify_mfa(mfa, quiet, t + 31).await.expect("a quiet network is not shut out");
+        f.auth
+            .verify_mfa(mfa, quiet, t + 31)
+            .await
+            .expect("a quiet network is not shut out");
     }
     let tight = f.auth.login(login(AMY, PASSWORD), quiet, t + 32).await;
     assert!(matches!(tight, Err(AuthError::RateLimited { .. })), "{tight:?}");
@@ -306,7 +328,11 @@ async fn a_burst_of_guesses_is_checked_one_by_one() {
     let answers: Vec<_> = futures_join(guesses).await;
     let checked = answers.iter().filter(|a| matches!(a, Err(AuthError::BadCode))).count();
     assert!((1..=5).contains(&checked), "{checked} wrong codes checked: {answers:?}");
-    assert!(answers.iter().all(|a| matches!(a, Err(AuthError::BadCode | AuthError::Throttled { .. }))));
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Err(AuthError::BadCode | AuthError::Throttled { .. })))
+    );
 
     let passwords = (0..12).map(|i| {
         let f = f.clone();
@@ -420,7 +446,10 @@ async fn a_tenant_sets_the_idle_limit_per_role() {
     let short = sign_in(&f, T0 + 3600).await;
     f.auth.authenticate(short.access_token.expose(), T0 + 3600 + 119).await.unwrap();
     assert_eq!(
-        f.auth.authenticate(short.access_token.expose(), T0 + 3600 + 240).await.unwrap_err(),
+        f.auth
+            .authenticate(short.access_token.expose(), T0 + 3600 + 240)
+            .await
+            .unwrap_err(),
         AuthError::SessionEnded
     );
     // Another role's limit in this tenant is not this one.
@@ -438,10 +467,16 @@ async fn a_tenant_sets_the_idle_limit_per_role() {
 async fn logout_ends_the_session() {
     let f = fixture();
     let tokens = sign_in(&f, T0).await;
-    f.auth.logout(LogoutRequest { refresh_token: tokens.refresh_token.clone() }).await.unwrap();
+    f.auth
+        .logout(LogoutRequest { refresh_token: tokens.refresh_token.clone() })
+        .await
+        .unwrap();
     assert_eq!(f.auth.refresh(refresh(&tokens), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
     // Unknown tokens are no error (logout is idempotent).
-    f.auth.logout(LogoutRequest { refresh_token: Secret::new("nonsense") }).await.unwrap();
+    f.auth
+        .logout(LogoutRequest { refresh_token: Secret::new("nonsense") })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -477,14 +512,24 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     let http = common::client_for(&f.data);
     let url = |p: &str| format!("https://localhost:{port}{p}");
 
-    let wrong = http.post(url("/auth/login")).json(&login(AMY, "wrong password!")).send().await.unwrap();
+    let wrong = http
+        .post(url("/auth/login"))
+        .json(&login(AMY, "wrong password!"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     let body: serde_json::Value = wrong.json().await.unwrap();
     assert_eq!(body["error"], "bad_credentials");
     // A body that is not the JSON the route takes is refused the same way, naming where.
     for (body, status) in [("{\"username\": 7}", 422), ("not json at all", 400)] {
-        let refused =
-            http.post(url("/auth/login")).header("content-type", "application/json").body(body).send().await.unwrap();
+        let refused = http
+            .post(url("/auth/login"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(refused.status(), status);
         let said: serde_json::Value = refused.json().await.expect("a JSON refusal");
         assert_eq!(said["error"], "invalid_request", "{said}");
@@ -494,10 +539,22 @@ async fn over_https_errors_are_json_and_sign_in_requests_are_rate_limited() {
     let padded = serde_json::json!({"username": "x".repeat(20 * 1024), "password": "y"});
     assert_eq!(http.post(url("/auth/login")).json(&padded).send().await.unwrap().status(), 413);
 
-    let challenge: serde_json::Value =
-        http.post(url("/auth/login")).json(&login(AMY, PASSWORD)).send().await.unwrap().json().await.unwrap();
-    let now =
-        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+    let challenge: serde_json::Value = http
+        .post(url("/auth/login"))
+        .json(&login(AMY, PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
     let mfa = serde_json::json!({"mfa_token": challenge["mfa_token"], "code": code(&f.totp_secret, now).expose(), "device_name": "test"});
     let tokens = http.post(url("/auth/mfa")).json(&mfa).send().await.unwrap();
     assert_eq!(tokens.status(), 200);
@@ -556,11 +613,16 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
 
     let enrollment = f.auth.begin_enrollment(&me, T0 + 10).await.unwrap();
     assert!(
-        enrollment.otpauth_uri.expose().starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")),
+        enrollment
+            .otpauth_uri
+            .expose()
+            .starts_with(&format!("otpauth://totp/Carekeep:{AMY}?")),
         "{}",
         enrollment.otpauth_uri.expose()
     );
-    let png = base64::engine::general_purpose::STANDARD.decode(enrollment.qr_png_base64.expose()).unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(enrollment.qr_png_base64.expose())
+        .unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 200);
     let new_secret = secret_of(enrollment.otpauth_uri.expose());
     assert_ne!(new_secret, f.totp_secret);
@@ -572,7 +634,10 @@ async fn replacing_the_authenticator_needs_a_fresh_sign_in_and_a_code_from_the_n
         MfaRequest { mfa_token: before.mfa_token, code: code(&f.totp_secret, T0 + 30), device_name: "x".into() };
     f.auth.verify_mfa(old_code, HOME, T0 + 30).await.unwrap();
     // … after confirming, only the new one does.
-    f.auth.confirm_enrollment(&me, code(&new_secret, T0 + 60).expose(), T0 + 60).await.unwrap();
+    f.auth
+        .confirm_enrollment(&me, code(&new_secret, T0 + 60).expose(), T0 + 60)
+        .await
+        .unwrap();
     let challenge = f.auth.login(login(AMY, PASSWORD), HOME, T0 + 90).await.unwrap();
     let old = MfaRequest {
         mfa_token: challenge.mfa_token.clone(),

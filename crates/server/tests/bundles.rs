@@ -97,7 +97,8 @@ impl World {
     }
 
     async fn post_bundle(&self, user: &str, bundle: &Value) -> (u16, Value) {
-        self.send(Some(user), reqwest::Method::POST, "/fhir", Some(bundle.to_string())).await
+        self.send(Some(user), reqwest::Method::POST, "/fhir", Some(bundle.to_string()))
+            .await
     }
 
     async fn get(&self, user: &str, path: &str) -> (u16, Value) {
@@ -108,8 +109,13 @@ impl World {
     fn counts(&self, tenant: &str) -> BTreeMap<String, i64> {
         let store = self.data.open_store().unwrap();
         let conn = store.read();
-        let mut stmt = conn.prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type").unwrap();
-        stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        let mut stmt = conn
+            .prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type")
+            .unwrap();
+        stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     /// Loads a whole Synthea patient as the clinic does (every type, no user): the patient's id.
@@ -120,7 +126,13 @@ impl World {
         let Outcome::Applied { answers, .. } = records.apply_bundle("clinic", plan, &Clinic, None).unwrap() else {
             panic!("the clinic's load was refused")
         };
-        answers.iter().filter_map(|a| a.stored.as_ref()).find(|s| s.resource_type == "Patient").unwrap().id.clone()
+        answers
+            .iter()
+            .filter_map(|a| a.stored.as_ref())
+            .find(|s| s.resource_type == "Patient")
+            .unwrap()
+            .id
+            .clone()
     }
 
     fn link(&self, user: &str, patient: &str, relation: &str) {
@@ -170,7 +182,10 @@ fn stored_id(entry: &Value) -> String {
 }
 
 fn patient_id(sent: &Value, answer: &Value) -> String {
-    let index = entries(sent).iter().position(|e| e["resource"]["resourceType"] == "Patient").unwrap();
+    let index = entries(sent)
+        .iter()
+        .position(|e| e["resource"]["resourceType"] == "Patient")
+        .unwrap();
     stored_id(&entries(answer)[index])
 }
 
@@ -198,7 +213,10 @@ async fn a_synthea_patient_comes_in_whole_with_every_reference_resolved() {
     let (status, answer) = w.post_bundle("clinician", &sent).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["type"], "transaction-response");
-    let statuses: Vec<&str> = entries(&answer).iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = entries(&answer)
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
     assert!(statuses.iter().all(|s| *s == "201 Created"), "{statuses:?}");
     assert_eq!(statuses.len(), entries(&sent).len());
     for e in entries(&answer) {
@@ -207,7 +225,9 @@ async fn a_synthea_patient_comes_in_whole_with_every_reference_resolved() {
     // Every type the bundle carries is stored, and each is one the server serves.
     let mut sent_types: BTreeMap<String, i64> = BTreeMap::new();
     for e in entries(&sent) {
-        *sent_types.entry(e["resource"]["resourceType"].as_str().unwrap().to_owned()).or_default() += 1;
+        *sent_types
+            .entry(e["resource"]["resourceType"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     let counts = w.counts("clinic");
     for (t, n) in &sent_types {
@@ -222,15 +242,23 @@ async fn a_synthea_patient_comes_in_whole_with_every_reference_resolved() {
         let (status, page) = w.get("clinician", &path).await;
         assert_eq!(status, 200, "{page}");
         everything.extend(entries(&page).iter().map(|e| e["resource"].clone()));
-        next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| {
-            let url = l["url"].as_str().unwrap();
-            url[url.find("/fhir").unwrap()..].to_owned()
-        });
+        next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| {
+                let url = l["url"].as_str().unwrap();
+                url[url.find("/fhir").unwrap()..].to_owned()
+            });
     }
     // Financial data is not the clinician's: everything but Coverage, Claim and EOB.
     let financial = ["Coverage", "Claim", "ExplanationOfBenefit"];
-    let expected: i64 =
-        sent_types.iter().filter(|(t, _)| !financial.contains(&t.as_str()) && *t != "Medication").map(|(_, n)| n).sum();
+    let expected: i64 = sent_types
+        .iter()
+        .filter(|(t, _)| !financial.contains(&t.as_str()) && *t != "Medication")
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(i64::try_from(everything.len()).unwrap(), expected);
     let mut refs = Vec::new();
     for resource in &everything {
@@ -266,7 +294,10 @@ async fn a_conditional_create_finds_the_record_already_there_even_two_at_once() 
     // Sent again: the patient entry is the existing record (200, same id), not a new one.
     let (status, again) = w.post_bundle("clinician", &sent).await;
     assert_eq!(status, 200, "{again}");
-    let index = entries(&sent).iter().position(|e| e["resource"]["resourceType"] == "Patient").unwrap();
+    let index = entries(&sent)
+        .iter()
+        .position(|e| e["resource"]["resourceType"] == "Patient")
+        .unwrap();
     assert_eq!(entries(&again)[index]["response"]["status"], "200 OK");
     assert_eq!(stored_id(&entries(&again)[index]), patient);
     assert_eq!(w.counts("clinic")["Patient"], 1);
@@ -284,7 +315,10 @@ async fn a_transaction_with_one_bad_entry_stores_nothing_and_says_where() {
         *b.pointer_mut(pointer).unwrap() = to;
         b
     };
-    let observation = entries(&good).iter().position(|e| e["resource"]["resourceType"] == "Observation").unwrap();
+    let observation = entries(&good)
+        .iter()
+        .position(|e| e["resource"]["resourceType"] == "Observation")
+        .unwrap();
     let at = |element: &str| format!("/entry/{observation}/{element}");
     // Another clinic's patient, as the other clinic's clinician registers them.
     let (status, other) = w.post_bundle("other.clinician", &bundle(PATIENT_1)).await;
@@ -316,7 +350,10 @@ async fn a_transaction_with_one_bad_entry_stores_nothing_and_says_where() {
             "a directory entry a clinician may not write",
             {
                 let mut b = good.clone();
-                b["entry"].as_array_mut().unwrap().push(json!({"request": {"method": "POST", "url": "Location"},
+                b["entry"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"request": {"method": "POST", "url": "Location"},
                     "resource": {"resourceType": "Location", "name": "SENTINEL-PLACE"}}));
                 b.to_string()
             },
@@ -375,7 +412,10 @@ async fn batch_entries_stand_alone_and_each_is_decided_as_its_own_route() {
     let (status, answer) = w.post_bundle("clinician", &batch).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["type"], "batch-response");
-    let statuses: Vec<&str> = entries(&answer).iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = entries(&answer)
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
     assert_eq!(
         statuses,
         [
@@ -399,9 +439,11 @@ async fn batch_entries_stand_alone_and_each_is_decided_as_its_own_route() {
         "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}});
     let mut lab = reading(&own);
     lab["category"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]);
-    let claim =
-        entries(&bundle(PATIENT_0)).iter().find(|e| e["resource"]["resourceType"] == "CarePlan").unwrap()["resource"]
-            .clone();
+    let claim = entries(&bundle(PATIENT_0))
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "CarePlan")
+        .unwrap()["resource"]
+        .clone();
     let mut care_plan = claim;
     care_plan["subject"] = json!({"reference": format!("Patient/{own}")});
     care_plan
@@ -411,7 +453,10 @@ async fn batch_entries_stand_alone_and_each_is_decided_as_its_own_route() {
     let mine = json!({"resourceType": "Bundle", "type": "batch", "entry": [post(home), post(lab), post(care_plan)]});
     let (status, answer) = w.post_bundle("patient", &mine).await;
     assert_eq!(status, 200, "{answer}");
-    let statuses: Vec<&str> = entries(&answer).iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = entries(&answer)
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["201 Created", "422 Unprocessable Entity", "403 Forbidden"], "{answer}");
 }
 
@@ -493,8 +538,10 @@ async fn writes_of_new_types(w: &World, sent: &Value, patient: &str) -> Vec<Stri
         ("clinician", "Location", 403),
     ];
     for (user, t, status) in writes {
-        let resource =
-            entries(sent).iter().find(|e| e["resource"]["resourceType"] == *t).map(|e| e["resource"].clone());
+        let resource = entries(sent)
+            .iter()
+            .find(|e| e["resource"]["resourceType"] == *t)
+            .map(|e| e["resource"].clone());
         let mut resource = resource.unwrap_or_else(|| json!({"resourceType": t, "name": "x"}));
         let mut refs = Vec::new();
         references(&resource, &mut refs);
@@ -535,8 +582,9 @@ async fn writes_of_new_types(w: &World, sent: &Value, patient: &str) -> Vec<Stri
                 resource[field] = json!({"reference": format!("Patient/{patient}")});
             }
         }
-        let (got, body) =
-            w.send(Some(user), reqwest::Method::POST, &format!("/fhir/{t}"), Some(resource.to_string())).await;
+        let (got, body) = w
+            .send(Some(user), reqwest::Method::POST, &format!("/fhir/{t}"), Some(resource.to_string()))
+            .await;
         if got != status {
             wrong.push(format!("{user} POST {t}: expected {status}, got {got}: {body}"));
         }
@@ -547,7 +595,9 @@ async fn writes_of_new_types(w: &World, sent: &Value, patient: &str) -> Vec<Stri
 #[tokio::test(flavor = "multi_thread")]
 async fn one_audit_record_per_patient_and_large_bundles_only_from_the_signed_in() {
     let w = World::new().await;
-    let from = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let from = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let sent = bundle(PATIENT_0);
     let (_, answer) = w.post_bundle("clinician", &sent).await;
     let patient = patient_id(&sent, &answer);
@@ -584,7 +634,8 @@ impl World {
     fn user_id(&self, username: &str) -> String {
         let store = self.data.open_store().unwrap();
         let conn = store.read();
-        conn.query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0)).unwrap()
+        conn.query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0))
+            .unwrap()
     }
 }
 
@@ -596,7 +647,12 @@ async fn the_capability_statement_lists_what_comes_in() {
     let response = w.http.get(format!("{}/fhir/metadata", w.base)).send().await.unwrap();
     let statement: Value = response.json().await.unwrap();
     let rest = &statement["rest"][0];
-    let listed: Vec<&str> = rest["resource"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
     for text in [PATIENT_0, PATIENT_1, HOSPITAL, PRACTITIONERS] {
         for e in entries(&whole(text)) {
             let t = e["resource"]["resourceType"].as_str().unwrap();
@@ -607,10 +663,19 @@ async fn the_capability_statement_lists_what_comes_in() {
         assert!(listed.contains(&t), "{t}");
     }
     assert!(!listed.contains(&"AdverseEvent"));
-    let interactions: Vec<&str> =
-        rest["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
+    let interactions: Vec<&str> = rest["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
     assert_eq!(interactions, ["transaction", "batch"]);
-    let claim = rest["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Claim").unwrap();
+    let claim = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Claim")
+        .unwrap();
     assert!(!claim.to_string().contains("\"create\""), "financial data is not written through the API");
 }
 
@@ -701,7 +766,9 @@ async fn a_bundle_keeps_the_single_routes_rules() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_entries_are_audited_under_their_patient() {
     let w = World::new().await;
-    let from = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let from = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let outside = w.load_whole(PATIENT_0);
     let (_, answer) = w.post_bundle("clinician", &bundle(PATIENT_1)).await;
     let own = patient_id(&bundle(PATIENT_1), &answer);
@@ -711,7 +778,10 @@ async fn refused_entries_are_audited_under_their_patient() {
     };
     let mixed = json!({"resourceType": "Bundle", "type": "batch", "entry": [note(&own), note(&outside)]});
     let (_, answer) = w.post_bundle("clinician", &mixed).await;
-    let statuses: Vec<&str> = entries(&answer).iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = entries(&answer)
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["201 Created", "403 Forbidden"]);
     let alone = json!({"resourceType": "Bundle", "type": "transaction", "entry": [note(&outside)]});
     let (status, _) = w.post_bundle("clinician", &alone).await;

@@ -42,7 +42,12 @@ fn init_then_pins_print_the_same_two_pins_live_first() {
     // Rotation: the backup key goes live, a new backup appears; without the backup key on
     // disk (moved offline), rotation says where to put it back.
     let rotate = |data: &std::path::Path| {
-        server().args(["rotate-tls", "--data"]).arg(data).args(["--hostname", "clinic.example"]).output().unwrap()
+        server()
+            .args(["rotate-tls", "--data"])
+            .arg(data)
+            .args(["--hostname", "clinic.example"])
+            .output()
+            .unwrap()
     };
     let rotated = rotate(&data);
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
@@ -104,7 +109,12 @@ fn tenants_and_users_are_added_with_the_password_on_stdin() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     let short = add_user("short");
@@ -123,18 +133,30 @@ fn tenants_and_users_are_added_with_the_password_on_stdin() {
     let again = add_user("a long enough passphrase");
     assert!(!again.status.success(), "usernames are unique");
 
-    let reset =
-        server().args(["user", "reset-mfa", "--data"]).arg(&data).args(["--username", "dr-lee"]).output().unwrap();
+    let reset = server()
+        .args(["user", "reset-mfa", "--data"])
+        .arg(&data)
+        .args(["--username", "dr-lee"])
+        .output()
+        .unwrap();
     assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
     let reset_out = String::from_utf8(reset.stdout).unwrap();
     let new_secret = reset_out.lines().find_map(|l| l.strip_prefix("totp_secret: ")).unwrap();
     assert_ne!(new_secret, secret, "a new authenticator secret");
 
-    let disable =
-        server().args(["user", "disable", "--data"]).arg(&data).args(["--username", "dr-lee"]).output().unwrap();
+    let disable = server()
+        .args(["user", "disable", "--data"])
+        .arg(&data)
+        .args(["--username", "dr-lee"])
+        .output()
+        .unwrap();
     assert!(disable.status.success());
-    let unknown =
-        server().args(["user", "disable", "--data"]).arg(&data).args(["--username", "nobody"]).output().unwrap();
+    let unknown = server()
+        .args(["user", "disable", "--data"])
+        .arg(&data)
+        .args(["--username", "nobody"])
+        .output()
+        .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named nobody"));
 }

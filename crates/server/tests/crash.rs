@@ -39,7 +39,12 @@ fn serve(root: &std::path::Path) -> (Child, String) {
 
 /// A little randomness without a dependency: the clock's nanoseconds.
 fn random_below(n: u64) -> u64 {
-    u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()) % n
+    u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    ) % n
 }
 
 fn reading(patient: &str, value: u32) -> Value {
@@ -106,11 +111,12 @@ async fn a_server_killed_during_writes_leaves_every_write_with_exactly_one_recor
     };
     let http = common::client_for(&data);
     let (mut child, mut base) = serve(&root);
-    let token =
-        common::sign_in(&http, &base, "dr.crash", PASSWORD, &clinician.totp_base32, 0).await.tokens["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let token = common::sign_in(&http, &base, "dr.crash", PASSWORD, &clinician.totp_base32, 0)
+        .await
+        .tokens["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut answered = Vec::new();
     for round in 0..12_u32 {
         if round > 0 {
@@ -118,8 +124,9 @@ async fn a_server_killed_during_writes_leaves_every_write_with_exactly_one_recor
         }
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Eight clinicians' devices write as fast as they can until the server dies.
-        let writers: Vec<_> =
-            (0..8).map(|w| tokio::spawn(write_until_gone(&http, &base, &token, &patient, w, &done))).collect();
+        let writers: Vec<_> = (0..8)
+            .map(|w| tokio::spawn(write_until_gone(&http, &base, &token, &patient, w, &done)))
+            .collect();
         // Once writes flow, at a random moment.
         while done.load(std::sync::atomic::Ordering::Relaxed) < 8 {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -167,8 +167,12 @@ async fn a_tenant_exported_and_imported_elsewhere_comes_back_equal() {
         files.iter().map(|(t, lines)| (t.clone(), lines.len())).collect()
     };
     assert!(exported.contains_key("Claim") && exported.contains_key("Practitioner"), "{:?}", counts(&exported));
-    let stored: i64 =
-        data.open_store().unwrap().read().query_row("SELECT count(*) FROM resources", [], |r| r.get(0)).unwrap();
+    let stored: i64 = data
+        .open_store()
+        .unwrap()
+        .read()
+        .query_row("SELECT count(*) FROM resources", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(
         i64::try_from(counts(&exported).values().sum::<usize>()).unwrap(),
         stored,
@@ -221,8 +225,11 @@ async fn a_tenant_exported_and_imported_elsewhere_comes_back_equal() {
             if t == "DocumentReference" {
                 let sent = old["content"][0]["attachment"]["data"].as_str().unwrap();
                 let url = new["content"][0]["attachment"]["url"].as_str().unwrap();
-                let bytes =
-                    copy_records.document("copy", url.strip_prefix("/documents/").unwrap()).unwrap().unwrap().bytes;
+                let bytes = copy_records
+                    .document("copy", url.strip_prefix("/documents/").unwrap())
+                    .unwrap()
+                    .unwrap()
+                    .bytes;
                 assert_eq!(base64::engine::general_purpose::STANDARD.decode(sent).unwrap(), *bytes);
             }
             compared += 1;
@@ -253,7 +260,13 @@ async fn only_the_admin_who_asked_fetches_the_files_and_each_fetch_is_audited() 
     assert_eq!(client.get(None, "/fhir/$export", true).await.status(), 401);
     assert_eq!(client.get(Some("admin"), "/fhir/$export?_type=AuditEvent", true).await.status(), 400);
     assert_eq!(client.get(Some("admin"), "/fhir/$export?_since=SENTINEL", true).await.status(), 400);
-    assert_eq!(client.get(Some("admin"), "/fhir/Group/no-such-user/$export", true).await.status(), 404);
+    assert_eq!(
+        client
+            .get(Some("admin"), "/fhir/Group/no-such-user/$export", true)
+            .await
+            .status(),
+        404
+    );
 
     // A care team's export holds that team's patients only, and no directory.
     let clinician_id: String = data
@@ -262,14 +275,24 @@ async fn only_the_admin_who_asked_fetches_the_files_and_each_fetch_is_audited() 
         .read()
         .query_row("SELECT id FROM users WHERE username = 'clinician'", [], |r| r.get(0))
         .unwrap();
-    let team = client.export("admin", &format!("/fhir/Group/{clinician_id}/$export?_type=Patient,Observation")).await;
-    let types: Vec<&str> = team["output"].as_array().unwrap().iter().map(|o| o["type"].as_str().unwrap()).collect();
+    let team = client
+        .export("admin", &format!("/fhir/Group/{clinician_id}/$export?_type=Patient,Observation"))
+        .await;
+    let types: Vec<&str> = team["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["Patient", "Observation"]);
 
     let manifest = client.export("admin", "/fhir/Patient/$export").await;
     let outputs = manifest["output"].as_array().unwrap();
     assert!(outputs.iter().all(|o| o["type"] != "Practitioner"), "a patient-level export holds no directory");
-    let patient_file = outputs.iter().find(|o| o["type"] == "Patient").unwrap()["url"].as_str().unwrap().to_owned();
+    let patient_file = outputs.iter().find(|o| o["type"] == "Patient").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The link is the asking admin's: not another admin's, not without the token, not a
     // clinician's, not with its expiry moved, not after the export is deleted.
     assert_eq!(client.get(Some("admin2"), &patient_file, false).await.status(), 403);
@@ -293,12 +316,22 @@ async fn only_the_admin_who_asked_fetches_the_files_and_each_fetch_is_audited() 
     let store = data.open_store().unwrap();
     for patient in &patients {
         let trail = carekeep_server::audit::query(&store, patient, "2000-01-01T00:00:00Z", "9999").unwrap();
-        let downloads: Vec<_> = trail.iter().filter(|r| r.event.action == "GET /exports/{id}/files/{n}").collect();
+        let downloads: Vec<_> = trail
+            .iter()
+            .filter(|r| r.event.action == "GET /exports/{id}/files/{n}")
+            .collect();
         assert_eq!(downloads.len(), 1, "{trail:?}");
         assert_eq!(downloads[0].event.role.as_deref(), Some("admin"));
     }
     drop(store);
-    let export_id = patient_file.split("/exports/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let export_id = patient_file
+        .split("/exports/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let deleted = client
         .http
         .delete(format!("{}/exports/{export_id}", client.base))

@@ -32,11 +32,19 @@ fn assert_schema_valid(resource: &Value) {
                     schema["definitions"].take()
                 });
                 let schema = json!({"$ref": format!("#/definitions/{resource_type}"), "definitions": definitions});
-                Arc::new(jsonschema::options().with_draft(jsonschema::Draft::Draft6).build(&schema).unwrap())
+                Arc::new(
+                    jsonschema::options()
+                        .with_draft(jsonschema::Draft::Draft6)
+                        .build(&schema)
+                        .unwrap(),
+                )
             })
             .clone()
     };
-    let errors: Vec<String> = validator.iter_errors(resource).map(|e| format!("{} {e}", e.instance_path())).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(resource)
+        .map(|e| format!("{} {e}", e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{resource_type} from the server is not valid R4: {errors:?}");
 }
 
@@ -79,7 +87,9 @@ impl World {
         };
         let all_patients: Vec<String> = {
             let conn = store.lock();
-            let mut stmt = conn.prepare("SELECT id FROM resources WHERE tenant = 'demo' AND type = 'Patient'").unwrap();
+            let mut stmt = conn
+                .prepare("SELECT id FROM resources WHERE tenant = 'demo' AND type = 'Patient'")
+                .unwrap();
             stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         };
         let outsider = all_patients.iter().find(|p| !patients.contains(p)).unwrap().clone();
@@ -105,7 +115,13 @@ impl World {
     }
 
     async fn get(&self, user: &str, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.tokens[user]).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.tokens[user])
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -136,7 +152,10 @@ fn glucose(patient: &str) -> Value {
 }
 
 fn entries(bundle: &Value) -> Vec<&Value> {
-    bundle["entry"].as_array().map(|e| e.iter().map(|x| &x["resource"]).collect()).unwrap_or_default()
+    bundle["entry"]
+        .as_array()
+        .map(|e| e.iter().map(|x| &x["resource"]).collect())
+        .unwrap_or_default()
 }
 
 const USERS: [&str; 6] =
@@ -240,10 +259,13 @@ async fn break_glass_opens_with_a_reason_is_flagged_and_listed_for_review() {
     let w = World::new().await;
     let outsider = w.patients.last().unwrap().clone();
     assert_eq!(w.get("demo.clinician", &format!("/fhir/Patient/{outsider}")).await.0, 403);
-    let (status, _) = w.post("demo.clinician", "/break-glass", &json!({"patient": outsider, "reason": "short"})).await;
+    let (status, _) = w
+        .post("demo.clinician", "/break-glass", &json!({"patient": outsider, "reason": "short"}))
+        .await;
     assert_eq!(status, 422);
-    let (status, _) =
-        w.post("demo.nurse", "/break-glass", &json!({"patient": outsider, "reason": "unconscious in A&E"})).await;
+    let (status, _) = w
+        .post("demo.nurse", "/break-glass", &json!({"patient": outsider, "reason": "unconscious in A&E"}))
+        .await;
     assert_eq!(status, 403);
     let (status, _) = w
         .post("demo.clinician", "/break-glass", &json!({"patient": outsider, "reason": "unconscious in A&E, no team"}))
@@ -257,8 +279,10 @@ async fn break_glass_opens_with_a_reason_is_flagged_and_listed_for_review() {
     assert_eq!(review[0]["username"], "demo.clinician");
     assert_eq!(w.get("demo.clinician", "/break-glass").await.0, 403);
     let (_, trail) = w.get("demo.admin", &format!("/fhir/AuditEvent?patient={outsider}")).await;
-    let flagged: Vec<&Value> =
-        entries(&trail).into_iter().filter(|e| e["purposeOfEvent"][0]["coding"][0]["code"] == "BTG").collect();
+    let flagged: Vec<&Value> = entries(&trail)
+        .into_iter()
+        .filter(|e| e["purposeOfEvent"][0]["coding"][0]["code"] == "BTG")
+        .collect();
     assert!(flagged.len() >= 2, "the grant and the read are flagged: {trail}");
     for event in entries(&trail) {
         assert_schema_valid(event);
@@ -311,7 +335,9 @@ async fn invalid_resources_get_an_outcome_naming_the_problem() {
         assert_schema_valid(&outcome);
         let issues = outcome["issue"].as_array().unwrap();
         assert!(
-            issues.iter().any(|i| i["expression"][0].as_str().is_some_and(|e| e.starts_with(path))),
+            issues
+                .iter()
+                .any(|i| i["expression"][0].as_str().is_some_and(|e| e.starts_with(path))),
             "{path} not named: {outcome}"
         );
         assert!(!outcome.to_string().contains("Testperson"), "the outcome quotes the data: {outcome}");
@@ -340,11 +366,19 @@ async fn updates_need_the_current_version_and_pages_link_opaquely() {
     assert_eq!(ok.headers()["etag"], "W/\"2\"");
     assert_eq!(put(Some("W/\"1\""), changed.clone()).await.unwrap().status(), 412);
     // Billing may not change it; nor may the patient, who reads it but did not write it.
-    let as_patient =
-        w.http.put(&url).bearer_auth(&w.tokens["demo.patient"]).header("If-Match", "W/\"2\"").json(&changed);
+    let as_patient = w
+        .http
+        .put(&url)
+        .bearer_auth(&w.tokens["demo.patient"])
+        .header("If-Match", "W/\"2\"")
+        .json(&changed);
     assert_eq!(as_patient.send().await.unwrap().status(), 403);
-    let as_billing =
-        w.http.put(&url).bearer_auth(&w.tokens["demo.billing"]).header("If-Match", "W/\"2\"").json(&changed);
+    let as_billing = w
+        .http
+        .put(&url)
+        .bearer_auth(&w.tokens["demo.billing"])
+        .header("If-Match", "W/\"2\"")
+        .json(&changed);
     assert_eq!(as_billing.send().await.unwrap().status(), 403);
 
     // Paging: pages of two, linked by opaque tokens that carry no patient id.
@@ -363,8 +397,16 @@ async fn walk_pages(w: &World, user: &str, other: &str, path: &str, secret: &str
     let (status, first) = w.get(user, path).await;
     assert_eq!(status, 200, "{first}");
     let total = first["total"].as_u64().unwrap();
-    let mut seen = entries(&first).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
-    let mut next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").cloned();
+    let mut seen = entries(&first)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    let mut next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .cloned();
     while let Some(link) = next {
         let url = link["url"].as_str().unwrap();
         assert!(!url.contains(secret), "a next link carries the patient id");
@@ -374,7 +416,12 @@ async fn walk_pages(w: &World, user: &str, other: &str, path: &str, secret: &str
         assert_schema_valid(&page);
         assert_eq!(w.get(other, path).await.0, 410, "a page token is bound to its user");
         seen.extend(entries(&page).iter().map(|e| e["id"].as_str().unwrap().to_owned()));
-        next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").cloned();
+        next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .cloned();
     }
     let unique: std::collections::HashSet<_> = seen.iter().collect();
     assert_eq!((seen.len() as u64, unique.len() as u64), (total, total));
@@ -425,7 +472,10 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     let w = World::new().await;
     let own = w.patients[0].clone();
     let send = |method: reqwest::Method, path: &str, key: Option<&str>, body: Option<&Value>| {
-        let mut request = w.http.request(method, format!("{}{path}", w.base)).bearer_auth(&w.tokens["demo.nurse"]);
+        let mut request = w
+            .http
+            .request(method, format!("{}{path}", w.base))
+            .bearer_auth(&w.tokens["demo.nurse"]);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
@@ -435,26 +485,40 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
         request.send()
     };
     // The same key twice: one resource, the same answer.
-    let first = send(reqwest::Method::POST, "/fhir/Observation", Some("key-1"), Some(&glucose(&own))).await.unwrap();
+    let first = send(reqwest::Method::POST, "/fhir/Observation", Some("key-1"), Some(&glucose(&own)))
+        .await
+        .unwrap();
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
-    let again = send(reqwest::Method::POST, "/fhir/Observation", Some("key-1"), Some(&glucose(&own))).await.unwrap();
+    let again = send(reqwest::Method::POST, "/fhir/Observation", Some("key-1"), Some(&glucose(&own)))
+        .await
+        .unwrap();
     assert_eq!(again.status(), 201);
     let again: Value = again.json().await.unwrap();
     assert_eq!(first["id"], again["id"]);
     // The key for another kind of request is refused; a malformed key too.
-    let other = send(reqwest::Method::POST, "/fhir/Communication", Some("key-1"), Some(&glucose(&own))).await.unwrap();
+    let other = send(reqwest::Method::POST, "/fhir/Communication", Some("key-1"), Some(&glucose(&own)))
+        .await
+        .unwrap();
     assert!(matches!(other.status().as_u16(), 400 | 422), "{}", other.status());
-    let bad = send(reqwest::Method::POST, "/fhir/Observation", Some("a key"), Some(&glucose(&own))).await.unwrap();
+    let bad = send(reqwest::Method::POST, "/fhir/Observation", Some("a key"), Some(&glucose(&own)))
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
 
     // Deletion: refused to billing, refused for a patient, done by the nurse; the tombstone
     // reaches those who could read it and no one else.
     let id = first["id"].as_str().unwrap();
     let path = format!("/fhir/Observation/{id}");
-    let as_billing = w.http.delete(format!("{}{path}", w.base)).bearer_auth(&w.tokens["demo.billing"]);
+    let as_billing = w
+        .http
+        .delete(format!("{}{path}", w.base))
+        .bearer_auth(&w.tokens["demo.billing"]);
     assert_eq!(as_billing.send().await.unwrap().status(), 403);
-    let patient = w.http.delete(format!("{}/fhir/Patient/{own}", w.base)).bearer_auth(&w.tokens["demo.clinician"]);
+    let patient = w
+        .http
+        .delete(format!("{}/fhir/Patient/{own}", w.base))
+        .bearer_auth(&w.tokens["demo.clinician"]);
     assert_eq!(patient.send().await.unwrap().status(), 422, "a patient's record is not deleted");
     assert_eq!(send(reqwest::Method::DELETE, &path, None, None).await.unwrap().status(), 204);
     assert_eq!(w.get("demo.nurse", &path).await.0, 404);
@@ -468,7 +532,12 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     // the newest deletion they could see.
     let (status, sync) = w.get("demo.clinician", "/sync/status").await;
     assert_eq!(status, 200);
-    let listed: Vec<&str> = sync["patients"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = sync["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed.len(), 10);
     assert!(listed.contains(&own.as_str()));
     assert!(!listed.contains(&w.patients.last().unwrap().as_str()), "not the outsider");
@@ -482,8 +551,9 @@ async fn writes_apply_once_per_key_deletions_leave_tombstones_and_status_lists_t
     let (_, page) = w.get("demo.patient", "/sync/removed?after=0").await;
     assert_eq!((&page["removed"], &page["after"]), (&removed["removed"], &removed["after"]));
     let someone_else = &w.patients[6];
-    let (status, theirs) =
-        w.send(reqwest::Method::POST, "demo.clinician", "/fhir/Observation", Some(&glucose(someone_else)), None).await;
+    let (status, theirs) = w
+        .send(reqwest::Method::POST, "demo.clinician", "/fhir/Observation", Some(&glucose(someone_else)), None)
+        .await;
     assert_eq!(status, 201, "{theirs}");
     let theirs = format!("/fhir/Observation/{}", theirs["id"].as_str().unwrap());
     assert_eq!(w.send(reqwest::Method::DELETE, "demo.clinician", &theirs, None, None).await.0, 204);
@@ -511,7 +581,10 @@ impl World {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.tokens[user]);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.tokens[user]);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -799,11 +872,7 @@ async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str,
         (
             "reading performed by a practitioner",
             "Observation",
-            {
-                let mut r = home_reading(own);
-                r["performer"] = json!([{"reference": "Practitioner/someone"}]);
-                r
-            },
+            with(home_reading(own), "/performer", json!([{"reference": "Practitioner/someone"}])),
             422,
         ),
         (
@@ -878,8 +947,10 @@ async fn patient_creates(w: &World, m: &mut Mismatches) -> HashMap<&'static str,
         ),
     ];
     let mut accepted = HashMap::new();
-    for (what, resource_type, body, status) in
-        cases.into_iter().chain(reading_cases(own)).chain(request_and_message_cases(own, me))
+    for (what, resource_type, body, status) in cases
+        .into_iter()
+        .chain(reading_cases(own))
+        .chain(request_and_message_cases(own, me))
     {
         let path = format!("/fhir/{resource_type}");
         let got = w.send(reqwest::Method::POST, "demo.patient", &path, Some(&body), None).await;
@@ -905,7 +976,9 @@ async fn patients_create_and_change_only_what_they_author() {
     let mine = patient_creates(&w, &mut m).await;
     // Whatever meta a patient sends, what they wrote is marked as theirs for staff to see.
     let claimed = with(home_reading(own), "/meta", json!({"source": "urn:lab:quest", "tag": [{"code": "lab"}]}));
-    let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&claimed), None).await;
+    let (_, stored) = w
+        .send(Method::POST, "demo.patient", "/fhir/Observation", Some(&claimed), None)
+        .await;
     assert_eq!(
         stored["meta"]["tag"],
         json!([{"system": "urn:carekeep:provenance", "code": "patient-authored", "display": "Recorded by the patient"}])
@@ -914,7 +987,9 @@ async fn patients_create_and_change_only_what_they_author() {
     // A weight labelled as something else is stored with the standard label.
     let relabelled = with(home_reading(own), "/code/coding/0/display", json!("Hemoglobin A1c"));
     let relabelled = with(relabelled, "/code/text", json!("HbA1c"));
-    let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None).await;
+    let (_, stored) = w
+        .send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None)
+        .await;
     assert_eq!(stored["code"]["coding"][0]["display"], "Body weight", "{stored}");
     assert_eq!(stored["code"]["text"], "Body weight", "{stored}");
     // Its unit label is the unit's, and its narrative is dropped.
@@ -922,14 +997,18 @@ async fn patients_create_and_change_only_what_they_author() {
     let narrative =
         json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Lab result</div>"});
     let relabelled = with(relabelled, "/text", narrative);
-    let (_, stored) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None).await;
+    let (_, stored) = w
+        .send(Method::POST, "demo.patient", "/fhir/Observation", Some(&relabelled), None)
+        .await;
     assert_eq!(stored["valueQuantity"]["unit"], "kg", "{stored}");
     assert!(stored.get("text").is_none(), "{stored}");
     // Only the server marks what a patient wrote: staff cannot pass a note off as the
     // patient's own, nor can anyone add the mark on an update.
     let (system, code) = ("urn:carekeep:provenance", "patient-authored");
     let posing = with(glucose(own), "/meta", json!({"tag": [{"system": system, "code": code}, {"code": "kept"}]}));
-    let (status, stored) = w.send(Method::POST, "demo.clinician", "/fhir/Observation", Some(&posing), None).await;
+    let (status, stored) = w
+        .send(Method::POST, "demo.clinician", "/fhir/Observation", Some(&posing), None)
+        .await;
     assert_eq!(status, 201, "{stored}");
     assert_eq!(stored["meta"]["tag"], json!([{"code": "kept"}]), "{stored}");
 
@@ -940,12 +1019,15 @@ async fn patients_create_and_change_only_what_they_author() {
         ("Appointment", appointment(own, "booked", Some("Practitioner/x"))),
         ("Communication", message(own, "Practitioner/someone")),
     ] {
-        let (status, stored) =
-            w.send(Method::POST, "demo.clinician", &format!("/fhir/{resource_type}"), Some(&body), None).await;
+        let (status, stored) = w
+            .send(Method::POST, "demo.clinician", &format!("/fhir/{resource_type}"), Some(&body), None)
+            .await;
         assert_eq!(status, 201, "{stored}");
         by_clinician.insert(resource_type, stored);
     }
-    let (_, imported) = w.get("demo.patient", &format!("/fhir/Observation?patient={own}&_count=1")).await;
+    let (_, imported) = w
+        .get("demo.patient", &format!("/fhir/Observation?patient={own}&_count=1"))
+        .await;
     let imported = entries(&imported)[0].clone();
     for (author, resources) in [("the patient", &mine), ("a clinician", &by_clinician)] {
         for (resource_type, resource) in resources {
@@ -975,7 +1057,9 @@ async fn patients_create_and_change_only_what_they_author() {
     assert_eq!(unchanged["valueQuantity"], imported["valueQuantity"], "the clinician still reads the original");
 
     // A reading the patient wrote, then a nurse corrected: the nurse's now, no longer theirs.
-    let (_, reading) = w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(own)), None).await;
+    let (_, reading) = w
+        .send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(own)), None)
+        .await;
     let path = format!("/fhir/Observation/{}", reading["id"].as_str().unwrap());
     let mut turned = reading.clone();
     turned["category"] = glucose(own)["category"].clone();
@@ -983,9 +1067,13 @@ async fn patients_create_and_change_only_what_they_author() {
     m.expect("patient PUT own reading turned into a lab result", got, 422);
     let mut corrected = reading.clone();
     corrected["valueQuantity"]["value"] = json!(71.0);
-    let got = w.send(Method::PUT, "demo.nurse", &path, Some(&corrected), Some("W/\"1\"")).await;
+    let got = w
+        .send(Method::PUT, "demo.nurse", &path, Some(&corrected), Some("W/\"1\""))
+        .await;
     m.expect("nurse PUT the patient's reading", got, 200);
-    let got = w.send(Method::PUT, "demo.patient", &path, Some(&reading), Some("W/\"2\"")).await;
+    let got = w
+        .send(Method::PUT, "demo.patient", &path, Some(&reading), Some("W/\"2\""))
+        .await;
     m.expect("patient PUT a reading the nurse corrected", got, 403);
     let got = w.send(Method::DELETE, "demo.patient", &path, None, None).await;
     m.expect("patient DELETE a reading the nurse corrected", got, 403);
@@ -1008,14 +1096,22 @@ impl World {
 
     /// The status of downloading `path` (a signed link) as the patient.
     async fn download(&self, path: &str) -> u16 {
-        let request = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.tokens["demo.patient"]);
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.tokens["demo.patient"]);
         request.send().await.unwrap().status().as_u16()
     }
 
     /// How many records devices uploaded about `patient` are in their access history.
     async fn device_history(&self, patient: &str) -> usize {
-        let (_, trail) = self.get("demo.admin", &format!("/fhir/AuditEvent?patient={patient}&_count=500")).await;
-        entries(&trail).iter().filter(|e| e["outcomeDesc"].as_str().is_some_and(|a| a.starts_with("device"))).count()
+        let (_, trail) = self
+            .get("demo.admin", &format!("/fhir/AuditEvent?patient={patient}&_count=500"))
+            .await;
+        entries(&trail)
+            .iter()
+            .filter(|e| e["outcomeDesc"].as_str().is_some_and(|a| a.starts_with("device")))
+            .count()
     }
 
     /// `user` leaves `patient`'s care team (there is no API for it yet: the clinic's tools).
@@ -1054,11 +1150,16 @@ async fn next_links_reapply_the_callers_access_on_every_page() {
     let outsider = w.patients.last().unwrap().clone();
     let reason = json!({"patient": outsider, "reason": "unconscious in A&E, no team"});
     assert_eq!(w.post("demo.clinician", "/break-glass", &reason).await.0, 201);
-    let (status, first) = w.get("demo.clinician", &format!("/fhir/Patient/{outsider}/$everything?_count=5")).await;
+    let (status, first) = w
+        .get("demo.clinician", &format!("/fhir/Patient/{outsider}/$everything?_count=5"))
+        .await;
     assert_eq!(status, 200);
     let next = w.next_of(&first).expect("more than one page");
     assert_eq!(w.get("demo.clinician", &next).await.0, 200);
-    w.store().lock().execute("UPDATE break_glass SET expires_at = 0 WHERE patient = ?1", [&outsider]).unwrap();
+    w.store()
+        .lock()
+        .execute("UPDATE break_glass SET expires_at = 0 WHERE patient = ?1", [&outsider])
+        .unwrap();
     let (status, after) = w.get("demo.clinician", &next).await;
     assert_eq!(status, 404, "an expired grant's old link still gave {} resources", entries(&after).len());
     // The pages the grant did open are flagged in the trail; the refused one is a denial.
@@ -1114,7 +1215,12 @@ async fn a_replayed_key_answers_only_its_own_request_and_only_while_readable() {
     let mut noted = first.clone();
     noted["valueQuantity"]["value"] = json!(7.7);
     noted["note"] = json!([{"text": "SENTINEL-CLINICIAN-NOTE"}]);
-    assert_eq!(w.send(Method::PUT, "demo.clinician", &path, Some(&noted), Some("W/\"1\"")).await.0, 200);
+    assert_eq!(
+        w.send(Method::PUT, "demo.clinician", &path, Some(&noted), Some("W/\"1\""))
+            .await
+            .0,
+        200
+    );
     w.leave_care_team("demo.nurse", &own);
     for body in [glucose(&own), glucose(&other)] {
         let replay = post(&body, "nurse-key-1").await.unwrap();
@@ -1142,7 +1248,10 @@ async fn a_deleted_or_replaced_attachment_cannot_be_downloaded_any_more() {
         })
     };
     let documents = || -> i64 {
-        w.store().read().query_row("SELECT count(*) FROM documents WHERE tenant = 'demo'", [], |r| r.get(0)).unwrap()
+        w.store()
+            .read()
+            .query_row("SELECT count(*) FROM documents WHERE tenant = 'demo'", [], |r| r.get(0))
+            .unwrap()
     };
     let before = documents();
 
@@ -1155,12 +1264,16 @@ async fn a_deleted_or_replaced_attachment_cannot_be_downloaded_any_more() {
     assert_eq!(w.download(&link).await, 404, "the bytes of a deleted reference");
     assert_eq!(documents(), before, "nothing left behind");
 
-    let (_, replaced) = w.post("demo.clinician", "/fhir/DocumentReference", &document("version one")).await;
+    let (_, replaced) = w
+        .post("demo.clinician", "/fhir/DocumentReference", &document("version one"))
+        .await;
     let old_link = w.signed_link(&replaced).await;
     let mut second = document("version two");
     second["id"] = replaced["id"].clone();
     let path = format!("/fhir/DocumentReference/{}", replaced["id"].as_str().unwrap());
-    let (status, updated) = w.send(Method::PUT, "demo.clinician", &path, Some(&second), Some("W/\"1\"")).await;
+    let (status, updated) = w
+        .send(Method::PUT, "demo.clinician", &path, Some(&second), Some("W/\"1\""))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(w.download(&old_link).await, 404, "an attachment the new version dropped");
     assert_eq!(w.download(&w.signed_link(&updated).await).await, 200);
@@ -1178,7 +1291,9 @@ async fn device_audit_records_name_only_patients_the_account_could_read_then() {
     use carekeep_protocol::sync::{DeviceAuditUpload, DeviceStream, READ_FROM_CACHE};
     let w = World::new().await;
     let (own, outsider) = (w.patients[0].clone(), w.patients.last().unwrap().clone());
-    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let read = |patient: &str, at: &str, break_glass: bool| AuditEvent {
         recorded_at: at.to_owned(),
         occurred_at: Some(at.to_owned()),
@@ -1262,13 +1377,19 @@ async fn break_glass_needs_a_fresh_sign_in_a_reason_and_stays_under_a_limit() {
     let (status, alerts) = w.get("demo.admin", "/alerts").await;
     assert_eq!(status, 200);
     assert!(
-        alerts.as_array().unwrap().iter().any(|a| a["username"] == "demo.clinician" && a["kind"] == "break-glass-rate")
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["username"] == "demo.clinician" && a["kind"] == "break-glass-rate")
     );
     assert_eq!(w.get("demo.clinician", "/alerts").await.0, 403);
 
     // Five minutes after the last full sign-in, the server asks for one again.
     w.store().lock().execute("UPDATE devices SET full_auth_at = 0", []).unwrap();
-    let (status, refused) = w.post("demo.clinician", "/break-glass", &ask("unconscious in A&E, no team")).await;
+    let (status, refused) = w
+        .post("demo.clinician", "/break-glass", &ask("unconscious in A&E, no team"))
+        .await;
     assert_eq!((status, refused["error"].as_str()), (403, Some("step_up_required")));
 }
 
@@ -1301,8 +1422,9 @@ async fn a_delete_racing_a_clinicians_update_never_deletes_the_update() {
     let w = World::new().await;
     let own = w.patients[0].clone();
     for round in 0..20 {
-        let (status, reading) =
-            w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(&own)), None).await;
+        let (status, reading) = w
+            .send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(&own)), None)
+            .await;
         assert_eq!(status, 201);
         let path = format!("/fhir/Observation/{}", reading["id"].as_str().unwrap());
         let mut corrected = reading.clone();
@@ -1323,8 +1445,9 @@ async fn an_update_racing_a_clinicians_correction_never_overwrites_it() {
     let w = World::new().await;
     let own = w.patients[0].clone();
     for round in 0..8 {
-        let (_, reading) =
-            w.send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(&own)), None).await;
+        let (_, reading) = w
+            .send(Method::POST, "demo.patient", "/fhir/Observation", Some(&home_reading(&own)), None)
+            .await;
         let path = format!("/fhir/Observation/{}", reading["id"].as_str().unwrap());
         let mut corrected = reading.clone();
         corrected["status"] = json!("entered-in-error");
@@ -1356,12 +1479,15 @@ async fn made_up_patient_ids_never_reach_the_audit_trail() {
     let w = World::new().await;
     let typed = "SENTINEL%20SMITH%20DOB%201970-01-01";
     assert_eq!(w.get("demo.patient", &format!("/fhir/Patient/{typed}/$everything")).await.0, 404);
-    let (status, _) = w.post("demo.clinician", "/fhir/Observation", &glucose("SENTINEL-SMITH-DOB-1970")).await;
+    let (status, _) = w
+        .post("demo.clinician", "/fhir/Observation", &glucose("SENTINEL-SMITH-DOB-1970"))
+        .await;
     assert_eq!(status, 422);
     let store = w.store();
     let conn = store.read();
-    let leaked: i64 =
-        conn.query_row("SELECT count(*) FROM audit_log WHERE record LIKE '%SENTINEL%'", [], |r| r.get(0)).unwrap();
+    let leaked: i64 = conn
+        .query_row("SELECT count(*) FROM audit_log WHERE record LIKE '%SENTINEL%'", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(leaked, 0, "typed text reached the audit trail");
     let denied: i64 = conn
         .query_row("SELECT count(*) FROM audit_log WHERE json_extract(record, '$.event.outcome') = 'denied'", [], |r| {

@@ -61,8 +61,13 @@ impl Clinic {
     fn counts(&self, tenant: &str) -> BTreeMap<String, i64> {
         let store = self.data.open_store().unwrap();
         let conn = store.read();
-        let mut stmt = conn.prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type").unwrap();
-        stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        let mut stmt = conn
+            .prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type")
+            .unwrap();
+        stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     /// Every reference in `tenant`'s records that points at no record of `tenant`.
@@ -94,7 +99,9 @@ impl Clinic {
         for event in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
             let event: Value = serde_json::from_str(&event.unwrap()).unwrap();
             if event["action"] == "import" {
-                *by_patient.entry(event["patient"].as_str().unwrap_or("-").to_owned()).or_default() += 1;
+                *by_patient
+                    .entry(event["patient"].as_str().unwrap_or("-").to_owned())
+                    .or_default() += 1;
             }
         }
         by_patient
@@ -114,7 +121,9 @@ fn expected(files: &[PathBuf]) -> BTreeMap<String, i64> {
         let bundle: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         for e in bundle["entry"].as_array().unwrap() {
             if seen.insert(e["fullUrl"].as_str().unwrap().to_owned()) {
-                *counts.entry(e["resource"]["resourceType"].as_str().unwrap().to_owned()).or_default() += 1;
+                *counts
+                    .entry(e["resource"]["resourceType"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
             }
         }
     }
@@ -153,7 +162,13 @@ fn synthea_bundles_and_a_bulk_export_come_in_whole_and_only_once() {
         let report = String::from_utf8_lossy(&output.stdout);
         assert!(report.contains("on no care team"), "the summary says who is reachable by break-glass only: {report}");
     }
-    let want_bulk = expected(&synthea_files()[..2].iter().chain(&synthea_files()[3..]).cloned().collect::<Vec<_>>());
+    let want_bulk = expected(
+        &synthea_files()[..2]
+            .iter()
+            .chain(&synthea_files()[3..])
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(clinic.counts("other"), want_bulk);
     assert!(clinic.dangling("other").is_empty(), "{:?}", clinic.dangling("other"));
 }
@@ -263,7 +278,10 @@ fn an_import_killed_at_random_points_and_run_again_ends_the_same() {
     assert!(want.values().sum::<i64>() > 1000, "{want:?}");
 
     let killed = Clinic::new();
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     for _ in 0..4 {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let delay = std::time::Duration::from_millis(u64::from(200 + seed % 1500));
@@ -360,7 +378,8 @@ fn no_one_can_plant_what_an_import_will_take_for_its_own() {
     let stored_patient = {
         let store = clinic.data.open_store().unwrap();
         let conn = store.read();
-        conn.query_row("SELECT id FROM resources WHERE type = 'Patient'", [], |r| r.get::<_, String>(0)).unwrap()
+        conn.query_row("SELECT id FROM resources WHERE type = 'Patient'", [], |r| r.get::<_, String>(0))
+            .unwrap()
     };
     // A clinician's own Observation, claiming the import's source key for o1.
     {
@@ -396,8 +415,10 @@ fn patients_join_the_care_team_of_their_general_practitioner() {
     let directory = clinic.import("clinic", &[], &synthea_files()[..2]);
     assert!(directory.status.success(), "{}", text(&directory));
     let store = clinic.data.open_store().unwrap();
-    let practitioner: String =
-        store.read().query_row("SELECT id FROM resources WHERE type = 'Practitioner'", [], |r| r.get(0)).unwrap();
+    let practitioner: String = store
+        .read()
+        .query_row("SELECT id FROM resources WHERE type = 'Practitioner'", [], |r| r.get(0))
+        .unwrap();
     let refused = carekeep_server::admin::set_practitioner(&store, "billing", &practitioner).unwrap_err();
     assert!(refused.to_string().contains("no clinician or nurse"), "{refused}");
     carekeep_server::admin::set_practitioner(&store, "dr.import", &practitioner).unwrap();
@@ -427,15 +448,24 @@ fn a_planted_patient_does_not_receive_an_imported_chart() {
     let clinic = Clinic::new();
     let file = fixtures().join("patient-00.json");
     let bundle: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let patient =
-        bundle["entry"].as_array().unwrap().iter().find(|e| e["resource"]["resourceType"] == "Patient").unwrap();
+    let patient = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Patient")
+        .unwrap();
     let identifier = patient["resource"]["identifier"].clone();
     let planted = {
         let store = std::sync::Arc::new(clinic.data.open_store().unwrap());
         let records = Records::new(store, zeroize::Zeroizing::new(*clinic.data.master_keys().unwrap().documents));
-        let checked =
-            records.check(serde_json::json!({"resourceType": "Patient", "identifier": identifier}), "Patient").unwrap();
-        records.create("clinic", checked, &Writer::user("dr.import", None)).unwrap().0.id
+        let checked = records
+            .check(serde_json::json!({"resourceType": "Patient", "identifier": identifier}), "Patient")
+            .unwrap();
+        records
+            .create("clinic", checked, &Writer::user("dr.import", None))
+            .unwrap()
+            .0
+            .id
     };
     let output = clinic.import("clinic", &[], &[synthea_files()[0].clone(), synthea_files()[1].clone(), file]);
     assert!(output.status.success(), "{}", text(&output));
@@ -548,8 +578,13 @@ async fn the_server_keeps_writing_while_an_import_runs_beside_it() {
             "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
             "subject": {"reference": format!("Patient/{own}")}, "effectiveDateTime": "2026-11-01T08:00:00Z",
             "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}});
-        let response =
-            http.post(format!("{base}/fhir/Observation")).bearer_auth(&token).json(&reading).send().await.unwrap();
+        let response = http
+            .post(format!("{base}/fhir/Observation"))
+            .bearer_auth(&token)
+            .json(&reading)
+            .send()
+            .await
+            .unwrap();
         writes += 1;
         if response.status() != 201 {
             failed.push(response.status().as_u16());

@@ -52,7 +52,15 @@ impl Served {
             output.push_str(&line);
             output.push('\n');
             if let Some(addr) = line.split("addr=").nth(1) {
-                break addr.split_whitespace().next().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+                break addr
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse::<u16>()
+                    .unwrap();
             }
         };
         Self { child, port, lines, output }
@@ -130,20 +138,31 @@ fn phi_of(bundle: &serde_json::Value) -> Vec<String> {
 async fn seeded_patient_names_never_reach_the_servers_logs() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("server");
-    let run =
-        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_carekeep-server")).args(args).arg(&root).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+            .args(args)
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
     assert!(run(&["init", "--data"]).status.success());
     let seeded = run(&["seed-demo", "--data"]);
     assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
     let users = String::from_utf8(seeded.stdout).unwrap();
-    let clinician: Vec<&str> =
-        users.lines().find(|l| l.split(' ').nth(1) == Some("clinician")).unwrap().split(' ').collect();
+    let clinician: Vec<&str> = users
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some("clinician"))
+        .unwrap()
+        .split(' ')
+        .collect();
     let data = carekeep_server::DataDir::open(&root).unwrap();
     let served = Served::start(&root, Some("trace"));
 
     let http = common::client_for(&data);
     let base = format!("https://localhost:{}", served.port);
-    let token = common::sign_in(&http, &base, clinician[0], clinician[2], clinician[3], 0).await.tokens["access_token"]
+    let token = common::sign_in(&http, &base, clinician[0], clinician[2], clinician[3], 0)
+        .await
+        .tokens["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -179,9 +198,22 @@ async fn seeded_patient_names_never_reach_the_servers_logs() {
     let note = json!({"resourceType": "Observation", "status": "final",
         "code": {"text": SENTINEL_NOTE}, "subject": {"reference": format!("Patient/{id}")},
         "valueString": SENTINEL_NOTE});
-    let created = http.post(format!("{base}/fhir/Observation")).bearer_auth(&token).json(&note).send().await.unwrap();
+    let created = http
+        .post(format!("{base}/fhir/Observation"))
+        .bearer_auth(&token)
+        .json(&note)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
-    assert!(get(format!("/fhir/Patient/{id}")).await.text().await.unwrap().contains(SENTINEL_FAMILY));
+    assert!(
+        get(format!("/fhir/Patient/{id}"))
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(SENTINEL_FAMILY)
+    );
     assert_eq!(get("/fhir/Patient/no-such-patient".into()).await.status(), 404);
 
     let output = served.stop();

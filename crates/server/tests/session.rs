@@ -59,7 +59,14 @@ async fn the_policy_is_signed_for_the_callers_tenant_and_role_with_the_servers_p
     assert_eq!(forged.status(), 401);
 
     let signed: SignedPolicy = get_json(&http, format!("{base}/policy"), tokens.access_token.expose()).await;
-    let key: serde_json::Value = http.get(format!("{base}/policy/key")).send().await.unwrap().json().await.unwrap();
+    let key: serde_json::Value = http
+        .get(format!("{base}/policy/key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(key["key_id"], signed.key_id.as_str());
     let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
         .decode(key["public_key"].as_str().unwrap())
@@ -122,7 +129,12 @@ async fn devices_are_listed_and_a_remote_wipe_is_honoured_at_the_next_contact() 
         .await
         .unwrap();
     assert_eq!(wiped.status(), 204);
-    let call = http.get(format!("{base}/policy")).bearer_auth(phone.access_token.expose()).send().await.unwrap();
+    let call = http
+        .get(format!("{base}/policy"))
+        .bearer_auth(phone.access_token.expose())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(call.status(), 401);
     assert_eq!(call.json::<serde_json::Value>().await.unwrap()["error"], "device_wipe");
     let renew = http
@@ -133,7 +145,12 @@ async fn devices_are_listed_and_a_remote_wipe_is_honoured_at_the_next_contact() 
         .unwrap();
     assert_eq!(renew.json::<serde_json::Value>().await.unwrap()["error"], "device_wipe");
     // The laptop is unaffected.
-    let ok = http.get(format!("{base}/policy")).bearer_auth(laptop.access_token.expose()).send().await.unwrap();
+    let ok = http
+        .get(format!("{base}/policy"))
+        .bearer_auth(laptop.access_token.expose())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 }
 
@@ -163,7 +180,12 @@ async fn another_tenants_admin_sees_and_touches_nothing() {
         .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(
-        http.get(format!("{base}/policy")).bearer_auth(amy.access_token.expose()).send().await.unwrap().status(),
+        http.get(format!("{base}/policy"))
+            .bearer_auth(amy.access_token.expose())
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
 }

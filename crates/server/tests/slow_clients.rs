@@ -33,8 +33,15 @@ fn limits() -> Limits {
 /// This process's open-file limit (the test holds both ends of every connection).
 fn descriptor_limit() -> usize {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("Max open files 1024");
-    line["Max open files".len()..].split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(1024)
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("Max open files 1024");
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1024)
 }
 
 /// A TCP connection to `server` from the loopback address 127.0.0.`host`.
@@ -137,7 +144,9 @@ async fn slow_client(
 async fn a_thousand_slow_clients_neither_starve_a_real_one_nor_stay() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = common::data_with_user(dir.path(), "someone", "a long enough password");
-    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits()).await.unwrap();
+    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits())
+        .await
+        .unwrap();
     let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
     let http = common::client_for(&data);
     let base = format!("https://localhost:{}", running.port());
@@ -145,7 +154,9 @@ async fn a_thousand_slow_clients_neither_starve_a_real_one_nor_stay() {
         use rustls::pki_types::pem::PemObject as _;
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(data.cert_path()).unwrap();
-        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+            .unwrap();
         Arc::new(
             rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -229,7 +240,9 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
     let (data, user) = common::data_with_user(dir.path(), "someone", "a long enough password");
     let long = Duration::from_secs(30);
     let limits = Limits { body_read: long, idle: long, header_read: long, per_address: 300, total: 600, ..limits() };
-    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits).await.unwrap();
+    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits)
+        .await
+        .unwrap();
     let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
     let base = format!("https://localhost:{}", running.port());
     let http = common::client_for(&data);
@@ -237,7 +250,9 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
         use rustls::pki_types::pem::PemObject as _;
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(data.cert_path()).unwrap();
-        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+            .unwrap();
         Arc::new(
             rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -251,7 +266,10 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
                      Content-Length: 1048576\r\n\r\n";
     let mut big = send_head(9, server, tls.clone(), announced).await.unwrap();
     let mut answer = [0_u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), big.read(&mut answer)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), big.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(answer[..n].starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer[..n]));
 
     // A hundred sign-ins that never finish their body (more than the whole budget, when
@@ -260,7 +278,11 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
                            Transfer-Encoding: chunked\r\n\r\n";
     let mut waiting = Vec::new();
     for _ in 0..100 {
-        waiting.push(send_head(9, server, tls.clone(), unsized_sign_in).await.expect("the listener took it"));
+        waiting.push(
+            send_head(9, server, tls.clone(), unsized_sign_in)
+                .await
+                .expect("the listener took it"),
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -269,7 +291,13 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
     let signed_in = common::sign_in(&http, &base, "someone", "a long enough password", &user.totp_base32, 0).await;
     let token = signed_in.tokens["access_token"].as_str().unwrap().to_owned();
     let reading = serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
-    let wrote = http.post(format!("{base}/fhir/Observation")).bearer_auth(&token).json(&reading).send().await.unwrap();
+    let wrote = http
+        .post(format!("{base}/fhir/Observation"))
+        .bearer_auth(&token)
+        .json(&reading)
+        .send()
+        .await
+        .unwrap();
     assert_ne!(wrote.status(), 503, "a signed-in write was held back");
     assert!(asked.elapsed() < Duration::from_secs(4), "answered only after {:?}", asked.elapsed());
     drop(waiting);
@@ -296,7 +324,9 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
     .unwrap();
     let long = Duration::from_secs(30);
     let limits = Limits { body_read: long, idle: long, header_read: long, per_address: 300, total: 600, ..limits() };
-    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits).await.unwrap();
+    let running = Running::start_with(&data, "127.0.0.1:0".parse().unwrap(), limits)
+        .await
+        .unwrap();
     let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
     let base = format!("https://localhost:{}", running.port());
     let http = common::client_for(&data);
@@ -307,7 +337,9 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
         use rustls::pki_types::pem::PemObject as _;
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(data.cert_path()).unwrap();
-        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()).unwrap();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
+            .unwrap();
         Arc::new(
             rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -336,8 +368,15 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
     };
     let status_of = |mut stream: tokio_rustls::client::TlsStream<TcpStream>| async move {
         let mut answer = [0_u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap();
-        String::from_utf8_lossy(&answer[..n]).split(' ').nth(1).unwrap_or_default().to_owned()
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&answer[..n])
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
     };
     // A patient may not send a Bundle larger than a resource's worth; a session that has
     // ended is told so (as the route would tell it), not given the size limit.
@@ -353,8 +392,13 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
     let asked = Instant::now();
     let again = common::sign_in(&http, &base, "someone", "a long enough password", &user.totp_base32, 1).await;
     let reading = serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
-    let wrote =
-        http.post(format!("{base}/fhir/Observation")).bearer_auth(token(&again)).json(&reading).send().await.unwrap();
+    let wrote = http
+        .post(format!("{base}/fhir/Observation"))
+        .bearer_auth(token(&again))
+        .json(&reading)
+        .send()
+        .await
+        .unwrap();
     assert_ne!(wrote.status(), 503, "a write was held back by the stalled Bundles");
     assert!(asked.elapsed() < Duration::from_secs(4), "answered only after {:?}", asked.elapsed());
     // A large body must keep its pace, window by window: the stalled ones are cut off within
@@ -362,7 +406,10 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
     let started = Instant::now();
     for mut stream in stalled {
         let mut answer = [0_u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut answer)).await.unwrap().unwrap_or(0);
+        let n = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap_or(0);
         let text = String::from_utf8_lossy(&answer[..n]).to_string();
         assert!(n == 0 || text.starts_with("HTTP/1.1 4"), "{text}");
     }

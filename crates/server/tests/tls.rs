@@ -67,8 +67,15 @@ fn the_live_pin_is_the_served_certificates_key_and_the_backup_is_not_in_it() {
     let spki_pin = Pin::from_spki_der(cert.tbs_certificate.subject_pki.raw);
     assert_eq!(spki_pin, pins.live);
     assert_ne!(spki_pin, pins.backup);
-    let names: Vec<String> =
-        cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| format!("{n}")).collect();
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| format!("{n}"))
+        .collect();
     for expected in ["DNSName(clinic.example)", "DNSName(localhost)", "IPAddress(7f:00:00:01)"] {
         assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
     }
@@ -79,9 +86,19 @@ async fn https_with_tls_1_3_and_1_2_serves_metadata_with_security_headers() {
     let server = start().await;
     let pins = server.data.pins().unwrap();
     for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
-        let response = client(&server, versions).get(url(&server, "/fhir/metadata")).send().await.unwrap();
+        let response = client(&server, versions)
+            .get(url(&server, "/fhir/metadata"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
-        let peer = response.extensions().get::<reqwest::tls::TlsInfo>().unwrap().peer_certificate().unwrap().to_vec();
+        let peer = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .unwrap()
+            .peer_certificate()
+            .unwrap()
+            .to_vec();
         let (_, cert) = x509_parser::parse_x509_certificate(&peer).unwrap();
         assert_eq!(Pin::from_spki_der(cert.tbs_certificate.subject_pki.raw), pins.live);
         let headers = response.headers().clone();

@@ -109,8 +109,12 @@ mod tests {
     #[test]
     fn the_capability_grants_exactly_the_apps_commands() {
         let capability: serde_json::Value = serde_json::from_str(include_str!("../../capabilities/main.json")).unwrap();
-        let granted: Vec<&str> =
-            capability["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        let granted: Vec<&str> = capability["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
         let expected: Vec<String> = ALL.iter().map(|c| format!("allow-{}", c.replace('_', "-"))).collect();
         assert_eq!(granted, expected);
         assert_eq!(capability["windows"], serde_json::json!(["main"]));

@@ -53,7 +53,10 @@ pub struct TrendPointView {
 pub async fn lab_trend(shell: State<'_, Shell>, patient: String, code: String) -> CommandResult<Vec<TrendPointView>> {
     let code = CodeFilter::parse(&code)?;
     let points = account(&shell).await?.lab_trend(&patient, &code)?;
-    Ok(points.into_iter().map(|p| TrendPointView { effective: p.effective, value: p.value, unit: p.unit }).collect())
+    Ok(points
+        .into_iter()
+        .map(|p| TrendPointView { effective: p.effective, value: p.value, unit: p.unit })
+        .collect())
 }
 
 /// One record of the device's access log.

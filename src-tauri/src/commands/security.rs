@@ -84,7 +84,11 @@ pub async fn begin_authenticator_change(shell: State<'_, Shell>) -> CommandResul
         .find(|(name, _)| name == "secret")
         .map(|(_, value)| value.into_owned())
         .ok_or(carekeep_core::Error::Server(ServerError::ServerMalformed))?;
-    let grouped: Vec<String> = secret.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let grouped: Vec<String> = secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     Ok(AuthenticatorSetup {
         qr_png_base64: enrollment.qr_png_base64,
         setup_key: carekeep_protocol::Secret::new(grouped.join(" ")),

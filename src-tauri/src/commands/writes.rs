@@ -37,7 +37,10 @@ pub async fn record_reading(shell: State<'_, Shell>, patient: String, reading: R
         ReadingForm::BloodPressure { systolic, diastolic } => HomeReading::BloodPressure { systolic, diastolic },
         ReadingForm::Glucose { mmol_per_l } => HomeReading::Glucose { mmol_per_l },
     };
-    Ok(account(&shell).await?.record_reading(&patient, reading, SystemClock.now_unix())?.seq)
+    Ok(account(&shell)
+        .await?
+        .record_reading(&patient, reading, SystemClock.now_unix())?
+        .seq)
 }
 
 /// Queues an appointment request for a preferred start (Unix seconds).
@@ -48,13 +51,19 @@ pub async fn request_appointment(
     reason: String,
     preferred_start_unix: i64,
 ) -> CommandResult<i64> {
-    Ok(account(&shell).await?.request_appointment(&patient, &reason, preferred_start_unix)?.seq)
+    Ok(account(&shell)
+        .await?
+        .request_appointment(&patient, &reason, preferred_start_unix)?
+        .seq)
 }
 
 /// Queues a message to the care team.
 #[tauri::command]
 pub async fn message_care_team(shell: State<'_, Shell>, patient: String, text: String) -> CommandResult<i64> {
-    Ok(account(&shell).await?.message_care_team(&patient, &text, SystemClock.now_unix())?.seq)
+    Ok(account(&shell)
+        .await?
+        .message_care_team(&patient, &text, SystemClock.now_unix())?
+        .seq)
 }
 
 /// One write not yet on the server, or set aside by it.

@@ -44,8 +44,10 @@ pub(crate) fn place(text: &str) -> Result<Marker, crate::Unavailable> {
     if !gtk::is_initialized_main_thread() {
         return Err(crate::Unavailable);
     }
-    let mut targets: Vec<TargetEntry> =
-        TEXT_TARGETS.iter().map(|target| TargetEntry::new(target, TargetFlags::empty(), 0)).collect();
+    let mut targets: Vec<TargetEntry> = TEXT_TARGETS
+        .iter()
+        .map(|target| TargetEntry::new(target, TargetFlags::empty(), 0))
+        .collect();
     targets.push(TargetEntry::new(HINT_TARGET, TargetFlags::empty(), HINT_INFO));
     let gone = Arc::new(AtomicBool::new(false));
     let offer = Offer { text: Zeroizing::new(text.to_owned()), gone: Arc::clone(&gone) };

@@ -46,7 +46,12 @@ impl Account {
             })
             .await?;
         let bundle: Value = serde_json::from_str(&text).map_err(|_| Error::Server(ServerError::ServerMalformed))?;
-        Ok(bundle["entry"].as_array().into_iter().flatten().filter_map(|e| access(&e["resource"])).collect())
+        Ok(bundle["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| access(&e["resource"]))
+            .collect())
     }
 }
 
@@ -56,7 +61,9 @@ fn access(event: &Value) -> Option<ServerAccess> {
         return None;
     }
     let agent = &event["agent"][0];
-    let who = agent["who"]["display"].as_str().or_else(|| agent["who"]["identifier"]["value"].as_str());
+    let who = agent["who"]["display"]
+        .as_str()
+        .or_else(|| agent["who"]["identifier"]["value"].as_str());
     let patient = event["entity"]
         .as_array()
         .into_iter()

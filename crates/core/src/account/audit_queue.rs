@@ -20,7 +20,9 @@ pub(super) fn append(profile: &Profile, records: &[AuditRecord]) -> Result<()> {
         lines.push(b'\n');
     }
     let mut file = crate::platform::open_private_append(&profile.audit_queue()).map_err(|e| Error::io("write", &e))?;
-    file.write_all(&lines).and_then(|()| file.sync_all()).map_err(|e| Error::io("write", &e))
+    file.write_all(&lines)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", &e))
 }
 
 /// Every queued record, oldest first. Unreadable lines (a torn last write) are skipped; the
@@ -45,7 +47,9 @@ pub(super) fn replace(profile: &Profile, records: &[AuditRecord]) -> Result<()> 
         lines.push(b'\n');
     }
     let mut file = crate::platform::open_private_append(&aside).map_err(|e| Error::io("write", &e))?;
-    file.write_all(&lines).and_then(|()| file.sync_all()).map_err(|e| Error::io("write", &e))?;
+    file.write_all(&lines)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", &e))?;
     std::fs::rename(&aside, &path).map_err(|e| Error::io("write", &e))
 }
 

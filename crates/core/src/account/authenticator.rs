@@ -14,7 +14,8 @@ impl Account {
     /// Needs a full sign-in inside the policy's step-up window ([`ServerError::StepUpRequired`]).
     pub async fn begin_authenticator_change(&mut self) -> Result<Enrollment> {
         self.session.check_step_up()?;
-        self.request(|server, token| async move { server.begin_enrollment(&token).await }).await
+        self.request(|server, token| async move { server.begin_enrollment(&token).await })
+            .await
     }
 
     /// Makes the new authenticator the only one, given a `code` from it; a wrong code

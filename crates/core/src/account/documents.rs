@@ -18,8 +18,10 @@ impl Account {
     /// server logs a download itself). Offline and never downloaded:
     /// [`RecordsError::DocumentNotDownloaded`].
     pub async fn open_document(&mut self, id: &str, index: usize) -> Result<CachedDocument> {
-        let resource =
-            self.store()?.get("DocumentReference", id)?.ok_or(Error::Records(RecordsError::DocumentUnavailable))?;
+        let resource = self
+            .store()?
+            .get("DocumentReference", id)?
+            .ok_or(Error::Records(RecordsError::DocumentUnavailable))?;
         let value: Value = serde_json::from_str(&resource.json).map_err(|_| Error::Cache(CacheError::CorruptCache))?;
         let url = value["content"][index]["attachment"]["url"]
             .as_str()

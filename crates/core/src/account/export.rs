@@ -60,8 +60,10 @@ impl Account {
             .map(|t| t.date().to_string())
             .unwrap_or_default();
         let summary_html = super::summary::summary_html(&resources, &generated);
-        let entries: Vec<Value> =
-            resources.into_iter().map(|resource| serde_json::json!({"resource": resource})).collect();
+        let entries: Vec<Value> = resources
+            .into_iter()
+            .map(|resource| serde_json::json!({"resource": resource}))
+            .collect();
         let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": entries}).to_string();
         Ok(PatientExport { bundle, summary_html, documents_missing })
     }

@@ -124,7 +124,9 @@ impl Account {
     ) -> Result<Self> {
         let SignIn { url, pins, username, password, code, device_name } = request;
         let server = Server::connect(url, pins)?;
-        let cookie = std::fs::read_to_string(profile.device_cookie_file()).ok().map(|c| Secret::new(c.trim()));
+        let cookie = std::fs::read_to_string(profile.device_cookie_file())
+            .ok()
+            .map(|c| Secret::new(c.trim()));
         let challenge = match server.login(username, password.expose(), cookie.as_ref()).await {
             Err(Error::Connection(ConnectionError::PinMismatch)) => {
                 // No account yet, but the refusal is still queued for the organisation.
@@ -263,8 +265,9 @@ impl Account {
         } else {
             None
         };
-        let today =
-            time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix()).map(time::OffsetDateTime::date).ok();
+        let today = time::OffsetDateTime::from_unix_timestamp(self.clock.now_unix())
+            .map(time::OffsetDateTime::date)
+            .ok();
         Status {
             state: self.session.state(),
             server: self.facts.server.clone(),
@@ -303,8 +306,10 @@ impl Account {
             self.facts.write(&self.profile)?;
             id
         };
-        let refreshed =
-            self.server.refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id, &rotation).await;
+        let refreshed = self
+            .server
+            .refresh(&Secret::new(refresh.as_str()), &self.facts.server_device_id, &rotation)
+            .await;
         if refreshed.as_ref().is_err_and(|e| !e.is_transient()) {
             // Settled, one way or the other: the next refresh is a new rotation.
             self.facts.pending_rotation = None;

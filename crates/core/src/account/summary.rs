@@ -44,12 +44,19 @@ fn concept(value: &Value) -> Option<String> {
 
 /// The date part of a FHIR date or dateTime.
 fn day(value: Option<&Value>) -> String {
-    value.and_then(Value::as_str).map(|d| d.get(..10).unwrap_or(d).to_owned()).unwrap_or_default()
+    value
+        .and_then(Value::as_str)
+        .map(|d| d.get(..10).unwrap_or(d).to_owned())
+        .unwrap_or_default()
 }
 
 fn quantity(value: &Value) -> Option<String> {
     let number = value.get("value")?.as_f64()?;
-    let unit = value.get("unit").or_else(|| value.get("code")).and_then(Value::as_str).unwrap_or("");
+    let unit = value
+        .get("unit")
+        .or_else(|| value.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     Some(format!("{number} {unit}").trim().to_owned())
 }
 
@@ -114,7 +121,9 @@ impl<'a> Record<'a> {
     }
 
     fn of(&self, resource_type: &'static str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.resources.iter().filter(move |r| r.get("resourceType").and_then(Value::as_str) == Some(resource_type))
+        self.resources
+            .iter()
+            .filter(move |r| r.get("resourceType").and_then(Value::as_str) == Some(resource_type))
     }
 
     fn name(&self) -> String {
@@ -122,8 +131,13 @@ impl<'a> Record<'a> {
         if let Some(text) = n.get("text").and_then(Value::as_str) {
             return text.to_owned();
         }
-        let given: Vec<&str> =
-            n.get("given").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let given: Vec<&str> = n
+            .get("given")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         let family = n.get("family").and_then(Value::as_str).unwrap_or("");
         format!("{} {family}", given.join(" ")).trim().to_owned()
     }
@@ -145,8 +159,10 @@ impl<'a> Record<'a> {
                 .flatten()
                 .filter_map(|r| r.get("manifestation").and_then(concept))
                 .collect();
-            let severity =
-                a.pointer("/reaction/0/severity").and_then(Value::as_str).or_else(|| a.get("criticality")?.as_str());
+            let severity = a
+                .pointer("/reaction/0/severity")
+                .and_then(Value::as_str)
+                .or_else(|| a.get("criticality")?.as_str());
             section.rows.push(vec![
                 a.get("code").and_then(concept).unwrap_or_default(),
                 reactions.join(", "),
@@ -162,7 +178,9 @@ impl<'a> Record<'a> {
         for m in self.of("MedicationRequest").chain(self.of("MedicationStatement")) {
             section.rows.push(vec![
                 self.medication_name(m).unwrap_or_default(),
-                text_at(m, "/dosageInstruction/0/text").or_else(|| text_at(m, "/dosage/0/text")).unwrap_or_default(),
+                text_at(m, "/dosageInstruction/0/text")
+                    .or_else(|| text_at(m, "/dosage/0/text"))
+                    .unwrap_or_default(),
                 m.get("status").and_then(Value::as_str).unwrap_or("").to_owned(),
                 day(m
                     .get("authoredOn")
@@ -214,7 +232,10 @@ impl<'a> Record<'a> {
             }
         }
         let mut section = Section::new("Latest results", &["Test", "Result", "Date"]);
-        section.rows = latest.into_iter().map(|(name, (when, value))| vec![name, value, when]).collect();
+        section.rows = latest
+            .into_iter()
+            .map(|(name, (when, value))| vec![name, value, when])
+            .collect();
         section
     }
 
@@ -223,7 +244,9 @@ impl<'a> Record<'a> {
         for e in self.of("Encounter") {
             let kind =
                 text_at(e, "/type").or_else(|| e.pointer("/class/display").and_then(Value::as_str).map(str::to_owned));
-            visits.rows.push(vec![kind.unwrap_or_default(), day(e.pointer("/period/start"))]);
+            visits
+                .rows
+                .push(vec![kind.unwrap_or_default(), day(e.pointer("/period/start"))]);
         }
         let mut procedures = Section::new("Procedures", &["Procedure", "Date"]);
         for p in self.of("Procedure") {

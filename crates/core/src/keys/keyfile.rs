@@ -68,7 +68,9 @@ impl KeyFile {
             device_slot: None,
             mac: [0; 32],
         };
-        empty.with_password(k_db, kdf, salt, password_key)?.with_device_key(k_db, device_key)
+        empty
+            .with_password(k_db, kdf, salt, password_key)?
+            .with_device_key(k_db, device_key)
     }
 
     /// The same file with the password wrap replaced (new password, salt or KDF cost).
@@ -89,7 +91,9 @@ impl KeyFile {
     /// The same file with the device wrap replaced, or removed with `None`.
     pub(crate) fn with_device_key(&self, k_db: &Key256, device_key: Option<&Key256>) -> Result<Self> {
         let mut file = self.clone();
-        file.device_slot = device_key.map(|dk| WrappedKey::seal(dk, k_db, &file.aad(Slot::Device))).transpose()?;
+        file.device_slot = device_key
+            .map(|dk| WrappedKey::seal(dk, k_db, &file.aad(Slot::Device)))
+            .transpose()?;
         file.mac = file.compute_mac(k_db);
         Ok(file)
     }
@@ -132,7 +136,8 @@ impl KeyFile {
     fn verified(&self, k_db: Key256) -> Result<Key256> {
         let mut mac = Self::mac_state(&k_db);
         mac.update(&self.body());
-        mac.verify_slice(&self.mac).map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
+        mac.verify_slice(&self.mac)
+            .map_err(|_| Error::Cache(CacheError::KeyFileInvalid))?;
         Ok(k_db)
     }
 

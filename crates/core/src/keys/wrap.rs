@@ -41,7 +41,10 @@ impl WrappedKey {
         let mut plain = [0u8; 32];
         plain.copy_from_slice(&self.sealed[..32]);
         let tag = Tag::from_slice(&self.sealed[32..]);
-        if cipher.decrypt_in_place_detached(Nonce::from_slice(&self.nonce), aad, &mut plain, tag).is_err() {
+        if cipher
+            .decrypt_in_place_detached(Nonce::from_slice(&self.nonce), aad, &mut plain, tag)
+            .is_err()
+        {
             plain.zeroize();
             return None;
         }

@@ -417,7 +417,9 @@ impl Session {
             return false;
         }
         let Ok(wall_age) = u64::try_from(self.latest_known_time() - auth.wall) else { return false };
-        let monotonic_age = auth.monotonic.map_or(Duration::ZERO, |at| self.clock.monotonic().saturating_sub(at));
+        let monotonic_age = auth
+            .monotonic
+            .map_or(Duration::ZERO, |at| self.clock.monotonic().saturating_sub(at));
         Duration::from_secs(wall_age).max(monotonic_age) < window
     }
 

@@ -25,7 +25,9 @@ impl Store<'_> {
 
     /// Up to `limit` access records waiting for upload, oldest first, each with its row.
     pub fn access_log(&self, limit: usize) -> Result<Vec<(i64, AuditRecord)>> {
-        let mut stmt = self.conn.prepare_cached("SELECT seq, record FROM access_log ORDER BY seq LIMIT ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, record FROM access_log ORDER BY seq LIMIT ?1")?;
         let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;

@@ -102,7 +102,9 @@ impl<'v> Store<'v> {
         let mut refs = References::default();
         let mut raws = Vec::with_capacity(bundle.entry.len());
         for (i, entry) in bundle.entry.iter().enumerate() {
-            let raw = entry.resource.ok_or_else(|| Error::invalid(format!("entry[{i}].resource"), "missing"))?;
+            let raw = entry
+                .resource
+                .ok_or_else(|| Error::invalid(format!("entry[{i}].resource"), "missing"))?;
             let fallback = entry.full_url.and_then(id_from_full_url);
             if let Some(url) = entry.full_url
                 && let Ok(identity) = serde_json::from_str::<Identity<'_>>(raw.get())
@@ -150,7 +152,9 @@ impl<'v> Store<'v> {
 
     /// Removes a resource (deleted on the server, or access lost). `true` if it was there.
     pub fn delete(&mut self, resource_type: &str, id: &str) -> Result<bool> {
-        let n = self.conn.execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![resource_type, id])?;
+        let n = self
+            .conn
+            .execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![resource_type, id])?;
         Ok(n > 0)
     }
 
@@ -162,7 +166,9 @@ impl<'v> Store<'v> {
 
     /// Every resource, in insertion order (export, tests).
     pub fn all(&self) -> Result<Vec<StoredResource>> {
-        let mut stmt = self.conn.prepare("SELECT type, id, version_id, json FROM resources ORDER BY pk")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT type, id, version_id, json FROM resources ORDER BY pk")?;
         let rows = stmt.query_map([], stored_row)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(Error::from)
     }

@@ -123,13 +123,14 @@ impl Store<'_> {
             found.ok_or(Error::InvalidArgument { what: "set-aside write", problem: "there is no such write" })?;
         let tx = self.conn.transaction()?;
         if resolution == Resolution::KeepMine {
-            let current =
-                set_aside.server_version.as_deref().filter(|_| set_aside.kind == SetAsideKind::Conflict).ok_or(
-                    Error::InvalidArgument {
-                        what: "set-aside write",
-                        problem: "a refused write cannot be sent again unchanged; discard it",
-                    },
-                )?;
+            let current = set_aside
+                .server_version
+                .as_deref()
+                .filter(|_| set_aside.kind == SetAsideKind::Conflict)
+                .ok_or(Error::InvalidArgument {
+                    what: "set-aside write",
+                    problem: "a refused write cannot be sent again unchanged; discard it",
+                })?;
             let version: Option<String> = serde_json::from_str::<serde_json::Value>(current)
                 .ok()
                 .and_then(|v| v["meta"]["versionId"].as_str().map(str::to_owned));
@@ -147,8 +148,9 @@ impl Store<'_> {
                 ],
             )?;
         }
-        let gone: Option<i64> =
-            tx.query_row("DELETE FROM set_aside WHERE seq = ?1 RETURNING seq", [seq], |r| r.get(0)).optional()?;
+        let gone: Option<i64> = tx
+            .query_row("DELETE FROM set_aside WHERE seq = ?1 RETURNING seq", [seq], |r| r.get(0))
+            .optional()?;
         debug_assert!(gone.is_some());
         tx.commit()?;
         Ok(())

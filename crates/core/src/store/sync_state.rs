@@ -38,7 +38,9 @@ const REMOVED_AFTER: &str = "sync.removed_after";
 impl Store<'_> {
     /// The patients this device keeps, with their pull state.
     pub fn sync_patients(&self) -> Result<Vec<SyncPatient>> {
-        let mut stmt = self.conn.prepare_cached("SELECT patient, since, cursor FROM sync_patients ORDER BY patient")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT patient, since, cursor FROM sync_patients ORDER BY patient")?;
         let rows =
             stmt.query_map([], |r| Ok(SyncPatient { patient: r.get(0)?, since: r.get(1)?, cursor: r.get(2)? }))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -88,7 +90,8 @@ impl Store<'_> {
     /// Forgets an unfinished pull's next page (the server no longer honours it): the pull
     /// starts again from the patient's `since`.
     pub fn restart_pull(&mut self, patient: &str) -> Result<()> {
-        self.conn.execute("UPDATE sync_patients SET cursor = NULL WHERE patient = ?1", [patient])?;
+        self.conn
+            .execute("UPDATE sync_patients SET cursor = NULL WHERE patient = ?1", [patient])?;
         Ok(())
     }
 
@@ -106,8 +109,10 @@ impl Store<'_> {
 
     /// The last server deletion this cache has applied.
     pub fn removed_after(&self) -> Result<i64> {
-        let value: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [REMOVED_AFTER], |r| r.get(0)).optional()?;
+        let value: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [REMOVED_AFTER], |r| r.get(0))
+            .optional()?;
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 

@@ -229,7 +229,10 @@ impl Vault {
 
     /// The record store. [`UnlockError::Locked`] while locked.
     pub fn store(&mut self) -> Result<Store<'_>> {
-        self.open.as_mut().map(|open| Store::new(&mut open.conn)).ok_or(Error::Unlock(UnlockError::Locked))
+        self.open
+            .as_mut()
+            .map(|open| Store::new(&mut open.conn))
+            .ok_or(Error::Unlock(UnlockError::Locked))
     }
 
     /// Checks every page of the cache: SQLCipher's per-page HMACs, then SQLite's own

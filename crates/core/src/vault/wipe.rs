@@ -22,7 +22,9 @@ pub struct WipeReport {
 
 /// Wipes the vault in `profile`, even one whose key file is damaged.
 pub fn wipe_profile(profile: &Profile, keychain: &Keychain) -> Result<WipeReport> {
-    let device_id = std::fs::read(profile.key_file()).ok().and_then(|bytes| KeyFile::peek_device_id(&bytes));
+    let device_id = std::fs::read(profile.key_file())
+        .ok()
+        .and_then(|bytes| KeyFile::peek_device_id(&bytes));
     for key_file in [profile.key_file(), profile.next_key_file()] {
         overwrite(&key_file)?;
     }
@@ -57,6 +59,11 @@ fn overwrite(path: &std::path::Path) -> Result<()> {
     };
     let mut noise = vec![0u8; len];
     crate::keys::random_bytes(&mut noise)?;
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("erase", &e))?;
-    file.write_all(&noise).and_then(|()| file.sync_all()).map_err(|e| Error::io("erase", &e))
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("erase", &e))?;
+    file.write_all(&noise)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("erase", &e))
 }

@@ -183,7 +183,11 @@ fn check_fields(event: &AuditEvent) -> Result<(), String> {
     if !carekeep_protocol::sync::is_device_action(&event.action) {
         return Err("action: not an action devices record".into());
     }
-    if event.resource_type.as_deref().is_some_and(|t| !crate::records::access::SERVED_TYPES.contains(&t)) {
+    if event
+        .resource_type
+        .as_deref()
+        .is_some_and(|t| !crate::records::access::SERVED_TYPES.contains(&t))
+    {
         return Err("resource_type: not a type this server serves".into());
     }
     let opaque = |id: &Option<String>| id.as_deref().is_none_or(carekeep_fhir::is_valid_id);

@@ -145,7 +145,11 @@ impl AuditLog {
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
         let stopped = || ServerError::Store("the audit writer stopped".into());
         let (done, committed) = tokio::sync::oneshot::channel();
-        self.queue.as_ref().ok_or_else(stopped)?.send(Pending { events, done }).map_err(|_| stopped())?;
+        self.queue
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(Pending { events, done })
+            .map_err(|_| stopped())?;
         committed.await.map_err(|_| stopped())?.map_err(ServerError::Store)
     }
 
@@ -177,8 +181,9 @@ impl Drop for AuditLog {
 /// its first head, signed over its newest record. Called once, as the store is upgraded.
 pub fn adopt(store: &Store, signing_key: &SigningKey) -> Result<(), ServerError> {
     let conn = store.lock();
-    let last: Option<String> =
-        conn.query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    let last: Option<String> = conn
+        .query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .optional()?;
     let Some(last) = last else { return Ok(()) };
     let last: AuditRecord = serde_json::from_str(&last)
         .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))?;
@@ -213,7 +218,9 @@ impl Chain {
                 }
             }
             let (events, waiting): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.events, p.done)).unzip();
-            let result = self.append_group(events.into_iter().flatten().collect()).map_err(|e| e.to_string());
+            let result = self
+                .append_group(events.into_iter().flatten().collect())
+                .map_err(|e| e.to_string());
             for done in waiting {
                 let _ = done.send(result.clone());
             }
@@ -229,7 +236,10 @@ impl Chain {
         let mut conn = self.store.lock();
         let outbox: Vec<(i64, String)> = conn
             .prepare_cached("SELECT id, event FROM main.audit_outbox WHERE id > ?1 ORDER BY id")
-            .and_then(|mut stmt| stmt.query_map([state.outbox_through], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .and_then(|mut stmt| {
+                stmt.query_map([state.outbox_through], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
             .map_err(ServerError::from)?;
         let mut all = Vec::with_capacity(outbox.len() + events.len());
         for (_, json) in &outbox {
@@ -319,7 +329,8 @@ fn remembered_head(conn: &Connection) -> Result<Option<Checkpoint>, VerifyError>
         .query_row("SELECT checkpoint FROM main.audit_head WHERE id = 1", [], |r| r.get(0))
         .optional()
         .map_err(|e| VerifyError::Store(e.into()))?;
-    text.map(|t| serde_json::from_str(&t).map_err(|_| VerifyError::HeadForged)).transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|_| VerifyError::HeadForged))
+        .transpose()
 }
 
 /// The record at `seq`, if the trail has it.
@@ -329,7 +340,8 @@ fn record_at(conn: &Connection, seq: u64) -> Result<Option<AuditRecord>, VerifyE
         .query_row("SELECT record FROM audit_log WHERE seq = ?1", [seq], |r| r.get(0))
         .optional()
         .map_err(|e| VerifyError::Store(e.into()))?;
-    json.map(|j| serde_json::from_str(&j).map_err(|_| VerifyError::Unreadable(seq))).transpose()
+    json.map(|j| serde_json::from_str(&j).map_err(|_| VerifyError::Unreadable(seq)))
+        .transpose()
 }
 
 /// Checks that the trail still reaches the head store.db remembers: signed by this server,
@@ -427,8 +439,12 @@ pub fn verify(store: &Store, key: &VerifyingKey) -> Result<Verified, VerifyError
     }
     let mut checkpoints = Vec::new();
     {
-        let mut stmt = conn.prepare("SELECT seq, checkpoint FROM audit_checkpoints ORDER BY seq").map_err(failed)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(failed)?;
+        let mut stmt = conn
+            .prepare("SELECT seq, checkpoint FROM audit_checkpoints ORDER BY seq")
+            .map_err(failed)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(failed)?;
         for row in rows {
             let (seq, json) = row.map_err(failed)?;
             checkpoints.push(serde_json::from_str::<Checkpoint>(&json).map_err(|_| VerifyError::Unreadable(seq))?);

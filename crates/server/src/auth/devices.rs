@@ -91,7 +91,8 @@ impl Auth {
             return Ok(false);
         }
         let (store, device) = (self.store.clone(), device_id.to_owned());
-        self.blocking(move || store::revoke_by_person(&store.lock(), &device, wipe)).await?;
+        self.blocking(move || store::revoke_by_person(&store.lock(), &device, wipe))
+            .await?;
         Ok(true)
     }
 

@@ -34,8 +34,10 @@ impl Auth {
     pub async fn confirm_enrollment(&self, caller: &Principal, code: &str, now: i64) -> Result<(), AuthError> {
         self.require_step_up(caller, now).await?;
         let (store, user) = (self.store.clone(), caller.user_id.clone());
-        let pending =
-            self.blocking(move || store::pending_totp(&store.lock(), &user)).await?.ok_or(AuthError::NoEnrollment)?;
+        let pending = self
+            .blocking(move || store::pending_totp(&store.lock(), &user))
+            .await?
+            .ok_or(AuthError::NoEnrollment)?;
         // A session holder who started the change holds the new secret: a wrong code here
         // is no guess at anyone's account (the route is limited per network all the same).
         let Some(step) = totp::matching_step(&pending, code, u64::try_from(now).unwrap_or(0)) else {

@@ -210,7 +210,8 @@ impl Auth {
     /// Counts a failed password or code against `budget`.
     async fn fail(&self, budget: &throttle::Budget, now: i64) -> Result<(), AuthError> {
         let (store, throttle, budget) = (self.store.clone(), self.throttle.clone(), budget.clone());
-        self.blocking(move || throttle.failed(&store.lock(), &budget, now).map(|_| ())).await
+        self.blocking(move || throttle.failed(&store.lock(), &budget, now).map(|_| ()))
+            .await
     }
 
     async fn blocking<T: Send + 'static>(

@@ -33,7 +33,9 @@ pub fn png(text: &str) -> Result<Vec<u8>, ServerError> {
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().map_err(|e| ServerError::Invalid(format!("PNG: {e}")))?;
-    writer.write_image_data(&pixels).map_err(|e| ServerError::Invalid(format!("PNG: {e}")))?;
+    writer
+        .write_image_data(&pixels)
+        .map_err(|e| ServerError::Invalid(format!("PNG: {e}")))?;
     writer.finish().map_err(|e| ServerError::Invalid(format!("PNG: {e}")))?;
     Ok(out)
 }

@@ -50,8 +50,9 @@ impl Auth {
                 let rotation_id = rotation_id.as_deref().unwrap_or_default();
                 let successor = self.successor(&spent_hash, rotation_id);
                 let (store, successor_hash, dev) = (self.store.clone(), token_hash(&successor), device_id.clone());
-                let successor_used =
-                    self.blocking(move || store::refresh_used(&store.lock(), &successor_hash, &dev)).await?;
+                let successor_used = self
+                    .blocking(move || store::refresh_used(&store.lock(), &successor_hash, &dev))
+                    .await?;
                 if rules::retry(successor_used, &row.session, idle_secs, now) {
                     return self.issue_tokens(device_id, now, RefreshToken::Reissue(successor)).await;
                 }

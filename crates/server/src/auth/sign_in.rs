@@ -16,7 +16,9 @@ impl Auth {
     /// Known and unknown usernames take the same path: the same budget checks, the same
     /// KDF, the same failure counted.
     pub async fn login(&self, request: LoginRequest, client: IpAddr, now: i64) -> Result<LoginResponse, AuthError> {
-        let budget = self.throttle.budget(&request.username, request.device_cookie.as_ref().map(Secret::expose));
+        let budget = self
+            .throttle
+            .budget(&request.username, request.device_cookie.as_ref().map(Secret::expose));
         self.throttle.admit(client, &budget, now)?;
         let _checking = throttle::Throttle::one_at_a_time(&self.throttle, &budget)?;
         let (store, throttle) = (self.store.clone(), self.throttle.clone());
@@ -114,8 +116,9 @@ impl Auth {
             })
             .await?;
         outcome?;
-        let mut tokens =
-            self.issue_tokens(device_id, now, RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?)).await?;
+        let mut tokens = self
+            .issue_tokens(device_id, now, RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?))
+            .await?;
         tokens.device_cookie =
             Some(Secret::new(self.throttle.new_cookie(&challenge.username).map_err(|_| AuthError::Internal)?));
         Ok(tokens)

@@ -180,7 +180,8 @@ pub(super) fn spend_refresh(conn: &Connection, hash: &[u8]) -> rusqlite::Result<
 
 /// The device a refresh token belongs to.
 pub(super) fn refresh_device(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT device_id FROM refresh_tokens WHERE token_hash = ?1", [hash], |r| r.get(0)).optional()
+    conn.query_row("SELECT device_id FROM refresh_tokens WHERE token_hash = ?1", [hash], |r| r.get(0))
+        .optional()
 }
 
 pub(super) fn access_token(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<AccessRow>> {
@@ -205,7 +206,8 @@ pub(super) fn access_token(conn: &Connection, hash: &[u8]) -> rusqlite::Result<O
 
 /// Records a device's activity.
 pub(super) fn touch_device(conn: &Connection, device_id: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device_id, now]).map(|_| ())
+    conn.execute("UPDATE devices SET last_seen = ?2 WHERE id = ?1", params![device_id, now])
+        .map(|_| ())
 }
 
 /// Records a new access token (and a new refresh token, unless one is handed out again) and
@@ -249,7 +251,8 @@ pub(super) fn username(conn: &Connection, user_id: &str) -> rusqlite::Result<Str
 
 /// Keeps a new TOTP secret beside the current one until it is confirmed.
 pub(super) fn set_pending_totp(conn: &Connection, user_id: &str, secret: &[u8]) -> rusqlite::Result<()> {
-    conn.execute("UPDATE users SET totp_pending = ?2 WHERE id = ?1", params![user_id, secret]).map(|_| ())
+    conn.execute("UPDATE users SET totp_pending = ?2 WHERE id = ?1", params![user_id, secret])
+        .map(|_| ())
 }
 
 pub(super) fn pending_totp(conn: &Connection, user_id: &str) -> rusqlite::Result<Option<Vec<u8>>> {
@@ -319,5 +322,6 @@ pub(super) fn revoke_by_person(conn: &Connection, device_id: &str, wipe: bool) -
 
 /// The server ends a device's session (idle, a reused token, logout).
 pub(super) fn end_device(conn: &Connection, device_id: &str) -> rusqlite::Result<()> {
-    conn.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id]).map(|_| ())
+    conn.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id])
+        .map(|_| ())
 }

@@ -144,7 +144,11 @@ pub struct Checking {
 
 impl Drop for Checking {
     fn drop(&mut self) {
-        self.throttle.checking.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+        self.throttle
+            .checking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
     }
 }
 
@@ -224,7 +228,12 @@ impl Throttle {
     /// failure it may count — or refuses with a one-second wait while another attempt holds
     /// it, so a burst at one instant is checked (and counted) one by one.
     pub fn one_at_a_time(throttle: &Arc<Throttle>, budget: &Budget) -> Result<Checking, Held> {
-        if throttle.checking.lock().unwrap_or_else(PoisonError::into_inner).insert(budget.key) {
+        if throttle
+            .checking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(budget.key)
+        {
             Ok(Checking { throttle: throttle.clone(), key: budget.key })
         } else {
             Err(Held::Throttled(1))
@@ -265,7 +274,8 @@ impl Throttle {
 
     /// A full sign-in succeeded: `budget` starts afresh.
     pub fn succeeded(conn: &Connection, budget: &Budget) -> rusqlite::Result<()> {
-        conn.prepare_cached("DELETE FROM sign_in_budgets WHERE bucket = ?1")?.execute([&budget.key[..]])?;
+        conn.prepare_cached("DELETE FROM sign_in_budgets WHERE bucket = ?1")?
+            .execute([&budget.key[..]])?;
         Ok(())
     }
 }
@@ -310,7 +320,8 @@ mod tests {
         let known = t.budget("amy", Some(&t.new_cookie("amy").unwrap()));
         let now = 1_800_000_020;
         for host in 0..30 {
-            t.admit(format!("127.0.0.{}", 50 + host % 4).parse().unwrap(), &stranger, now).unwrap();
+            t.admit(format!("127.0.0.{}", 50 + host % 4).parse().unwrap(), &stranger, now)
+                .unwrap();
         }
         assert_eq!(t.admit("127.0.0.99".parse().unwrap(), &stranger, now), Err(Held::RateLimited(40)));
         t.admit("127.0.1.1".parse().unwrap(), &stranger, now).unwrap();

@@ -121,7 +121,10 @@ pub async fn audit(
     request: Request,
     next: Next,
 ) -> Response {
-    let public = request.extensions().get::<MatchedPath>().is_some_and(|p| PUBLIC_ROUTES.contains(&p.as_str()));
+    let public = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| PUBLIC_ROUTES.contains(&p.as_str()));
     if public && matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD) {
         return next.run(request).await;
     }
@@ -201,7 +204,11 @@ async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Reque
     let slot = AuditSlot::default();
     // The route template, never the concrete path: ids (and whatever else a path holds)
     // stay out of the action.
-    let route = request.extensions().get::<MatchedPath>().map_or("(no such route)", |p| p.as_str()).to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no such route)", |p| p.as_str())
+        .to_owned();
     slot.start(addr.ip().to_string(), format!("{} {route}", method_name(request.method())));
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
@@ -220,7 +227,10 @@ async fn handle_and_record(state: AppState, addr: SocketAddr, mut request: Reque
             let tenant = learned.principal.as_ref().map(|p| p.tenant.clone());
             only_real_patients(&state, tenant, touches).await
         };
-        touches.into_iter().map(|touch| event(&learned, &recorded_at, touch, outcome)).collect()
+        touches
+            .into_iter()
+            .map(|touch| event(&learned, &recorded_at, touch, outcome))
+            .collect()
     };
     if state.audit.record(events).await.is_ok() {
         return response;

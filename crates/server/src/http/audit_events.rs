@@ -33,7 +33,9 @@ pub async fn search(
         match name.as_str() {
             "patient" | "entity" => search.patient = Some(value.strip_prefix("Patient/").unwrap_or(value).to_owned()),
             "agent" => search.agent = Some(value.clone()),
-            "date" => search.date.push(search::date_condition(name, value).map_err(|e| bad("value", e.0))?),
+            "date" => search
+                .date
+                .push(search::date_condition(name, value).map_err(|e| bad("value", e.0))?),
             "_count" => match value.parse::<u32>() {
                 Ok(c) if (1..=search::MAX_COUNT).contains(&c) => search.count = c,
                 _ => return Err(bad("value", "_count: expected a number from 1 to 500".into())),

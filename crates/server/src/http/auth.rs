@@ -66,7 +66,12 @@ pub async fn login(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Json(request): Json<LoginRequest>,
 ) -> Response {
-    state.auth.login(request, addr.ip(), now()).await.map(axum::Json).into_response()
+    state
+        .auth
+        .login(request, addr.ip(), now())
+        .await
+        .map(axum::Json)
+        .into_response()
 }
 
 /// `POST /auth/mfa`.
@@ -104,12 +109,22 @@ async fn signed_in(state: &AppState, slot: &AuditSlot, tokens: Result<TokenRespo
 
 /// `POST /auth/logout`.
 pub async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest>) -> Response {
-    state.auth.logout(request).await.map(|()| StatusCode::NO_CONTENT).into_response()
+    state
+        .auth
+        .logout(request)
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .into_response()
 }
 
 /// `POST /auth/mfa/enroll`: a new authenticator secret (URI and QR PNG), pending.
 pub async fn enroll(State(state): State<AppState>, caller: crate::auth::Principal) -> Response {
-    state.auth.begin_enrollment(&caller, now()).await.map(axum::Json).into_response()
+    state
+        .auth
+        .begin_enrollment(&caller, now())
+        .await
+        .map(axum::Json)
+        .into_response()
 }
 
 /// `POST /auth/mfa/confirm`: activates the pending authenticator.

@@ -30,8 +30,15 @@ pub const GRANTS_PER_HOUR: i64 = 5;
 /// Whether `reason` says something: at least two words of letters, not one character over
 /// and over ("xxxxxxxxxx").
 fn says_something(reason: &str) -> bool {
-    let words = reason.split_whitespace().filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2).count();
-    let mut letters: Vec<char> = reason.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+    let words = reason
+        .split_whitespace()
+        .filter(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .count();
+    let mut letters: Vec<char> = reason
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
     letters.sort_unstable();
     letters.dedup();
     words >= 2 && letters.len() >= 4
@@ -135,7 +142,9 @@ pub async fn open(
                      allowed; your administrators have been told. Ask a colleague on the patient's care team."
                 ),
             );
-            refused.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("3600"));
+            refused
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("3600"));
             refused
         }
         Ok(Ok(Opened::Until(expires_at))) => {

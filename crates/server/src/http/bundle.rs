@@ -105,7 +105,10 @@ fn entry(answer: &Answer) -> Value {
 }
 
 fn status_line(status: u16) -> String {
-    let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     format!("{status} {reason}").trim_end().to_owned()
 }
 

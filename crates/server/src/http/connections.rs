@@ -183,7 +183,10 @@ impl<S> Guarded<S> {
 
     /// Once the deadline passed, the error that ends the connection.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        self.deadline.as_mut().poll(cx).map(|()| io::Error::new(io::ErrorKind::TimedOut, "idle connection closed"))
+        self.deadline
+            .as_mut()
+            .poll(cx)
+            .map(|()| io::Error::new(io::ErrorKind::TimedOut, "idle connection closed"))
     }
 }
 
@@ -382,7 +385,10 @@ impl BodyRoute {
         if path != "/fhir" || request.method() != axum::http::Method::POST {
             return BodyRoute::Other;
         }
-        let token = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         BodyRoute::Bundle(token.and_then(|t| t.strip_prefix("Bearer ")).map(str::to_owned))
     }
 }
@@ -455,8 +461,9 @@ pub async fn body_deadline(
         Some(Room::Large(permit, _)) => permit.num_permits() * 1024,
         _ => 0,
     };
-    let deadline =
-        rules.deadline.max(Duration::from_secs(u64::try_from(declared / LARGE_BODY_BYTES_PER_SEC).unwrap_or(u64::MAX)));
+    let deadline = rules
+        .deadline
+        .max(Duration::from_secs(u64::try_from(declared / LARGE_BODY_BYTES_PER_SEC).unwrap_or(u64::MAX)));
     let paced = declared > 0;
     let request = request.map(|body| axum::body::Body::new(DeadlineBody::new(body, deadline, paced)));
     let response = next.run(request).await;
@@ -657,7 +664,9 @@ mod tests {
                 .header("content-length", declared.to_string())
                 .body(axum::body::Body::new(HalfSent(1)))
                 .unwrap();
-            request.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((from, 443))));
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(std::net::SocketAddr::from((from, 443))));
             request
         };
         // 8 KiB is the share: 4 + 4 from two hosts of one /24 fill it.
@@ -669,7 +678,11 @@ mod tests {
         let other = tokio::spawn(app.clone().oneshot(upload([198, 51, 100, 1], "/fhir", 4 * 1024)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!other.is_finished(), "another network got room and is reading its body");
-        let big = app.clone().oneshot(upload([198, 51, 100, 2], "/auth/login", 17 * 1024)).await.unwrap();
+        let big = app
+            .clone()
+            .oneshot(upload([198, 51, 100, 2], "/auth/login", 17 * 1024))
+            .await
+            .unwrap();
         assert_eq!(big.status(), 413);
         for held in [a, b, other] {
             assert_ne!(held.await.unwrap().unwrap().status(), 200, "ended by the body deadline");

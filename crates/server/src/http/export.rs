@@ -50,11 +50,13 @@ impl FromRequestParts<AppState> for ExportRequest {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = Principal::from_request_parts(parts, state).await?;
-        let Extension(slot) =
-            Extension::<AuditSlot>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let Extension(slot) = Extension::<AuditSlot>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         let headers = parts.headers.clone();
-        let Query(query) =
-            Query::<KickOff>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<KickOff>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         let grant = authorize(caller, &slot, Ask::BulkExport).map_err(IntoResponse::into_response)?;
         Ok(Self { grant, slot, headers, query })
     }
@@ -126,8 +128,9 @@ impl ExportRequest {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
-        if let Some(unknown) =
-            types.iter().find(|t| !SERVED_TYPES.contains(&t.as_str()) || Data::of(t) == Some(Data::AuditTrail))
+        if let Some(unknown) = types
+            .iter()
+            .find(|t| !SERVED_TYPES.contains(&t.as_str()) || Data::of(t) == Some(Data::AuditTrail))
         {
             let named = if carekeep_fhir::is_r4_resource_type(unknown) { unknown.as_str() } else { "a type" };
             return Err(bad("not-supported", format!("_type: {named} is not exported by this server.")));
@@ -138,7 +141,11 @@ impl ExportRequest {
             Some(_) => return Err(bad("value", "_since: expected a FHIR instant, e.g. 2026-01-01T00:00:00Z.".into())),
         };
         // Taking a tenant's records out needs a fresh sign-in.
-        state.auth.require_step_up(grant.caller(), now()).await.inspect_err(|_| slot.deny())?;
+        state
+            .auth
+            .require_step_up(grant.caller(), now())
+            .await
+            .inspect_err(|_| slot.deny())?;
         let request = route.to_owned();
         let records = state.records.clone();
         let (tenant, user) = (grant.tenant().to_owned(), grant.user().to_owned());
@@ -188,7 +195,9 @@ pub async fn status(
         Status::Running => {
             let mut response =
                 (StatusCode::ACCEPTED, [("x-progress", "in progress"), ("retry-after", "2")]).into_response();
-            response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
             response
         }
         Status::Failed => {

@@ -39,9 +39,13 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 fn served(resource_type: &str) -> Result<Data, ApiError> {
-    access::SERVED_TYPES.contains(&resource_type).then(|| Data::of(resource_type)).flatten().ok_or_else(|| {
-        ApiError::outcome(StatusCode::NOT_FOUND, "not-supported", "This server does not serve that resource type.")
-    })
+    access::SERVED_TYPES
+        .contains(&resource_type)
+        .then(|| Data::of(resource_type))
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::outcome(StatusCode::NOT_FOUND, "not-supported", "This server does not serve that resource type.")
+        })
 }
 
 fn resource_response(status: StatusCode, stored: &Stored) -> Response {
@@ -261,8 +265,9 @@ async fn run_search(
         patients_touched.insert(stored.patient.clone());
     }
     for patient in patients_touched {
-        let break_glass =
-            patient.as_ref().is_some_and(|p| access.break_glass.contains(p) && !access.care_team.contains(p));
+        let break_glass = patient
+            .as_ref()
+            .is_some_and(|p| access.break_glass.contains(p) && !access.care_team.contains(p));
         slot.touch(Touch {
             resource_type: (search.types.len() == 1).then(|| search.types[0].clone()),
             resource_id: None,
@@ -487,7 +492,9 @@ async fn current_for_write(
     let access = grant.access(state).await?;
     let records = state.records.clone();
     let (tenant, rt, rid) = (grant.tenant().to_owned(), resource_type.to_owned(), id.to_owned());
-    let current = blocking(move || records.read(&tenant, &rt, &rid)).await?.ok_or(ApiError::NotFound)?;
+    let current = blocking(move || records.read(&tenant, &rt, &rid))
+        .await?
+        .ok_or(ApiError::NotFound)?;
     match access.decide(data, current.patient.as_deref(), Intent::Write) {
         Decision::Allow { break_glass } if access.may_change(current.written_by.as_deref()) => {
             Ok((current, break_glass))
@@ -519,13 +526,18 @@ async fn current_for_write(
 /// key unchanged, so a write whose answer was lost is not made twice.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
-    value.to_str().ok().filter(|k| Once::new("", k).is_some()).map(|k| Some(k.to_owned())).ok_or_else(|| {
-        ApiError::outcome(
-            StatusCode::BAD_REQUEST,
-            "value",
-            "Idempotency-Key: expected up to 128 printable characters without spaces.",
-        )
-    })
+    value
+        .to_str()
+        .ok()
+        .filter(|k| Once::new("", k).is_some())
+        .map(|k| Some(k.to_owned()))
+        .ok_or_else(|| {
+            ApiError::outcome(
+                StatusCode::BAD_REQUEST,
+                "value",
+                "Idempotency-Key: expected up to 128 printable characters without spaces.",
+            )
+        })
 }
 
 /// `DELETE /fhir/{type}/{id}`: removes a resource (not a patient) and leaves a tombstone,

@@ -123,7 +123,12 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/devices", get(session::devices))
         .route("/devices/{id}/revoke", post(session::revoke))
         .route("/devices/{id}/wipe", post(session::wipe))
-        .route("/fhir", get(fhir::page).post(bundle::bundle).layer(DefaultBodyLimit::max(limits.bundle_bytes)))
+        .route(
+            "/fhir",
+            get(fhir::page)
+                .post(bundle::bundle)
+                .layer(DefaultBodyLimit::max(limits.bundle_bytes)),
+        )
         .route("/fhir/{type}", get(fhir::search).post(fhir::create))
         .route("/fhir/{type}/{id}", get(fhir::read).put(fhir::update).delete(fhir::delete))
         .route("/fhir/Patient/{id}/$everything", get(fhir::everything))
@@ -189,8 +194,10 @@ pub async fn serve(
         shutdown.await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
-    let mut server =
-        axum_server::bind(listen).acceptor(acceptor).handle(handle).first_request_timeout(limits.header_read);
+    let mut server = axum_server::bind(listen)
+        .acceptor(acceptor)
+        .handle(handle)
+        .first_request_timeout(limits.header_read);
     server.http_builder().http1().header_read_timeout(limits.header_read);
     server.http_builder().http2().max_concurrent_streams(STREAMS_PER_CONNECTION);
     server

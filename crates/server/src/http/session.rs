@@ -30,7 +30,11 @@ impl FromRequestParts<AppState> for Principal {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| AuthError::SessionEnded.into_response())?;
-        let principal = state.auth.authenticate(token, now()).await.map_err(IntoResponse::into_response)?;
+        let principal = state
+            .auth
+            .authenticate(token, now())
+            .await
+            .map_err(IntoResponse::into_response)?;
         if let Some(slot) = parts.extensions.get::<super::audit::AuditSlot>() {
             slot.set(principal.clone());
         }

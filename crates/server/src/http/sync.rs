@@ -50,7 +50,10 @@ pub async fn status(
         tracing::error!("records store failed");
         return Err(ApiError::Internal);
     };
-    let patients = patients.into_iter().map(|(id, changed_at)| PatientChanges { id, changed_at }).collect();
+    let patients = patients
+        .into_iter()
+        .map(|(id, changed_at)| PatientChanges { id, changed_at })
+        .collect();
     Ok(Json(SyncStatus { patients, removed_through }).into_response())
 }
 

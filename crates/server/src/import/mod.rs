@@ -161,7 +161,10 @@ fn link_general_practitioners(records: &Records, tenant: &str, patients: &BTreeS
                 .collect::<Result<_, _>>()
                 .map_err(store)?;
             for practitioner in named {
-                for user in users.query_map([tenant, &practitioner], |r| r.get::<_, String>(0)).map_err(store)? {
+                for user in users
+                    .query_map([tenant, &practitioner], |r| r.get::<_, String>(0))
+                    .map_err(store)?
+                {
                     links.push((user.map_err(store)?, patient.clone()));
                 }
             }
@@ -185,7 +188,10 @@ fn without_care_team(
         .map_err(|e| ServerError::Store(e.to_string()))?;
     let mut alone = BTreeSet::new();
     for patient in patients {
-        if !linked.exists([tenant, patient.as_str()]).map_err(|e| ServerError::Store(e.to_string()))? {
+        if !linked
+            .exists([tenant, patient.as_str()])
+            .map_err(|e| ServerError::Store(e.to_string()))?
+        {
             alone.insert(patient.clone());
         }
     }
@@ -231,7 +237,9 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<P
                     .map_err(|e| ServerError::Store(e.to_string()))?;
                 let gone = condition.system == SOURCE_SYSTEM
                     && !found.is_empty()
-                    && found.iter().all(|id| matches!(records.read(tenant, &item.resource_type, id), Ok(None)));
+                    && found
+                        .iter()
+                        .all(|id| matches!(records.read(tenant, &item.resource_type, id), Ok(None)));
                 if gone {
                     // Others of these files may still name it, as they named it the first time.
                     if let Some(name) = &item.name {
@@ -282,7 +290,10 @@ fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<P
     }
     first.sort_by_key(|(item, _, _)| rank(&item.resource_type));
     rest.sort_by_cached_key(|(item, _, _)| patient_of(item, &targets));
-    let mut units: Vec<Unit> = first.chunks(UNIT).map(|c| Unit { kind: Kind::Batch, items: c.to_vec() }).collect();
+    let mut units: Vec<Unit> = first
+        .chunks(UNIT)
+        .map(|c| Unit { kind: Kind::Batch, items: c.to_vec() })
+        .collect();
     units.extend(transactions);
     units.extend(rest.chunks(UNIT).map(|c| Unit { kind: Kind::Batch, items: c.to_vec() }));
     Ok((units, targets, deleted_since))
@@ -293,7 +304,9 @@ fn patient_of(item: &Item, targets: &Targets) -> String {
     let reference = carekeep_fhir::patient_fields(&item.resource_type)
         .iter()
         .find_map(|field| item.resource.get(*field)?.get("reference")?.as_str());
-    reference.map(|r| targets.resolve(r).cloned().unwrap_or_else(|| r.to_owned())).unwrap_or_default()
+    reference
+        .map(|r| targets.resolve(r).cloned().unwrap_or_else(|| r.to_owned()))
+        .unwrap_or_default()
 }
 
 fn apply_unit(
@@ -327,7 +340,10 @@ fn apply_unit(
         let problems = problems.into_iter().map(|p| within(index, &resource_type, p)).collect();
         summary.refused.push(Refused { origin, resource_type, problems });
     };
-    match records.apply_bundle(tenant, plan, &Clinic, Some(template)).map_err(store_error)? {
+    match records
+        .apply_bundle(tenant, plan, &Clinic, Some(template))
+        .map_err(store_error)?
+    {
         Outcome::Applied { answers, touched } => {
             for answer in answers {
                 match (answer.stored, answer.refusal) {
@@ -380,7 +396,10 @@ fn within(index: usize, resource_type: &str, problem: Problem) -> Problem {
     let prefix = format!("Bundle.entry[{index}].resource");
     let Some(rest) = problem.path.strip_prefix(&prefix) else { return problem };
     let path = format!("{resource_type}{rest}");
-    let rule = problem.message.split_once(": ").map_or(problem.message.as_str(), |(_, rule)| rule);
+    let rule = problem
+        .message
+        .split_once(": ")
+        .map_or(problem.message.as_str(), |(_, rule)| rule);
     Problem { message: format!("{path}: {rule}"), path, code: problem.code }
 }
 

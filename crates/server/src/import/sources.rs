@@ -74,8 +74,10 @@ pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ServerError> {
 fn walk(path: &Path, found: &mut Vec<PathBuf>) -> Result<(), ServerError> {
     let io = |e| ServerError::Io { action: "read", path: path.to_owned(), source: e };
     if path.is_dir() {
-        let mut children: Vec<PathBuf> =
-            std::fs::read_dir(path).map_err(io)?.filter_map(|e| Some(e.ok()?.path())).collect();
+        let mut children: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .collect();
         children.sort();
         for child in children {
             if child.is_dir() || is_import_file(&child) {
@@ -160,7 +162,11 @@ fn ndjson(file: &Path, text: &str) -> Result<Source, ServerError> {
         let origin = Origin { file: file.to_owned(), position: format!("line {}", n + 1) };
         let at = |rule: &str| unreadable(file, &format!("line {}: {rule}", n + 1));
         let resource: Value = serde_json::from_str(line).map_err(|_| at("not one JSON resource"))?;
-        let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let name = resource
             .get("id")
             .and_then(Value::as_str)

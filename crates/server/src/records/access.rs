@@ -231,12 +231,17 @@ pub const RULES: [(Role, [Rule; 7]); 5] = [
 /// The rule for `role` and `data`.
 pub fn rule_for(role: Role, data: Data) -> Rule {
     let index = Data::ALL.iter().position(|d| *d == data).unwrap_or(0);
-    RULES.iter().find(|(r, _)| *r == role).map_or(rule(Nobody, Nobody), |(_, rules)| rules[index])
+    RULES
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map_or(rule(Nobody, Nobody), |(_, rules)| rules[index])
 }
 
 /// Whether `role` may ever open a record through break-glass.
 pub fn may_break_glass(role: Role) -> bool {
-    RULES.iter().any(|(r, rules)| *r == role && rules.iter().any(|x| x.read == CareTeamBg))
+    RULES
+        .iter()
+        .any(|(r, rules)| *r == role && rules.iter().any(|x| x.read == CareTeamBg))
 }
 
 /// Read or write.

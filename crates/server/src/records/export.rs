@@ -170,7 +170,10 @@ impl Records {
         let mut value: Value = serde_json::from_str(json).map_err(|_| broken())?;
         for content in value.get_mut("content").and_then(Value::as_array_mut).into_iter().flatten() {
             let Some(attachment) = content.get_mut("attachment").and_then(Value::as_object_mut) else { continue };
-            let Some(id) = attachment.get("url").and_then(Value::as_str).and_then(|u| u.strip_prefix("/documents/"))
+            let Some(id) = attachment
+                .get("url")
+                .and_then(Value::as_str)
+                .and_then(|u| u.strip_prefix("/documents/"))
             else {
                 continue;
             };

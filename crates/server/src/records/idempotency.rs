@@ -73,7 +73,9 @@ pub(super) fn replayed(
             "Idempotency-Key: this key was used for a different request; send each write with a new key",
         ));
     }
-    super::current(conn, tenant, resource_type, &id)?.map(Some).ok_or(RecordError::NotFound)
+    super::current(conn, tenant, resource_type, &id)?
+        .map(Some)
+        .ok_or(RecordError::NotFound)
 }
 
 /// Remembers that `once`, with `request`, made `stored`, and forgets keys older than
@@ -87,7 +89,8 @@ pub(super) fn remember(
     stored: &Stored,
     now_unix: i64,
 ) -> Result<(), RecordError> {
-    conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?.execute([now_unix - KEEP_SECS])?;
+    conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
+        .execute([now_unix - KEEP_SECS])?;
     conn.prepare_cached(
         "INSERT INTO idempotency (tenant, user_id, key, method, type, id, created_at, request_hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -195,7 +195,11 @@ impl Records {
         let indexed =
             carekeep_fhir::index_resource(&value, &raw, resource_type, None, &carekeep_fhir::References::default())
                 .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
-        let patient = indexed.patient.as_deref().and_then(|p| p.strip_prefix("Patient/")).map(str::to_owned);
+        let patient = indexed
+            .patient
+            .as_deref()
+            .and_then(|p| p.strip_prefix("Patient/"))
+            .map(str::to_owned);
         let patient = if resource_type == "Patient" { None } else { patient };
         if patient.is_none() && !matches!(data, Data::Demographics | Data::Directory) {
             let field = patient_element(resource_type);
@@ -513,11 +517,8 @@ fn write(
         json,
         author
     ])?;
-    tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?.execute(params![
-        tenant,
-        resource_type,
-        id
-    ])?;
+    tx.prepare_cached("DELETE FROM resource_codes WHERE tenant = ?1 AND type = ?2 AND id = ?3")?
+        .execute(params![tenant, resource_type, id])?;
     let mut insert =
         tx.prepare_cached("INSERT INTO resource_codes (tenant, type, id, system, code) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for code in &indexed.codes {

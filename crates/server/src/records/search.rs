@@ -268,8 +268,9 @@ impl Records {
         push_date_conditions(&mut sql, &mut args, "r.effective", &search.date);
         push_date_conditions(&mut sql, &mut args, "r.last_updated", &search.last_updated);
         let conn = self.store.read();
-        let total: i64 =
-            conn.prepare(&format!("SELECT count(*){sql}"))?.query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+        let total: i64 = conn
+            .prepare(&format!("SELECT count(*){sql}"))?
+            .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
         if let Some(After(updated, resource_type, id)) = after {
             sql.push_str(" AND (r.last_updated, r.type, r.id) > (?, ?, ?)");
             args.extend([updated.clone(), resource_type.clone(), id.clone()]);

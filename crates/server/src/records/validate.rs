@@ -77,7 +77,10 @@ impl Validator {
             "$ref": format!("#/definitions/{resource_type}"),
             "definitions": definitions,
         });
-        let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft6).build(&schema).ok()?;
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft6)
+            .build(&schema)
+            .ok()?;
         let validator = Arc::new(validator);
         compiled.insert(resource_type.to_owned(), validator.clone());
         Some(validator)
@@ -109,7 +112,10 @@ fn element_path(resource_type: &str, error: &jsonschema::ValidationError<'_>) ->
 /// must not smuggle data into an error.
 fn safe_name(name: &str) -> String {
     let plausible = (1..=64).contains(&name.len())
-        && name.bytes().enumerate().all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()));
+        && name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()));
     if plausible { name.to_owned() } else { "(unnamed element)".to_owned() }
 }
 
@@ -293,7 +299,11 @@ mod tests {
     #[test]
     fn a_minimal_patient_is_valid_and_bad_values_are_named_without_quoting_them() {
         let validator = Validator::default();
-        assert!(validator.check(&json!({"resourceType": "Patient", "gender": "female"})).is_empty());
+        assert!(
+            validator
+                .check(&json!({"resourceType": "Patient", "gender": "female"}))
+                .is_empty()
+        );
         let problems = validator.check(&json!({"resourceType": "Patient", "gender": "SENTINEL"}));
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, "Patient.gender");

@@ -149,7 +149,15 @@ mod tests {
     #[test]
     fn the_demo_pdf_has_a_cross_reference_table_that_points_at_its_objects() {
         let pdf = String::from_utf8(super::text_pdf(&["A (bracketed) line", "two"])).unwrap();
-        let startxref: usize = pdf.split("startxref\n").nth(1).unwrap().lines().next().unwrap().parse().unwrap();
+        let startxref: usize = pdf
+            .split("startxref\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(pdf[startxref..].starts_with("xref\n0 6\n"));
         let table = &pdf[startxref..];
         for (n, line) in (1..=5).zip(table.lines().skip(3)) {

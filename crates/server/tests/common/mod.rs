@@ -26,7 +26,11 @@ pub fn client(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVer
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder().tls_backend_preconfigured(config).tls_info(true).build().unwrap()
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .tls_info(true)
+        .build()
+        .unwrap()
 }
 
 /// A client that trusts `data`'s certificate, TLS 1.3 and 1.2.
@@ -65,9 +69,16 @@ pub async fn sign_in(
         .unwrap();
     let mfa_token = challenge["mfa_token"].as_str().expect("the password step succeeds").to_owned();
     let secret = totp_rs::Secret::try_from_base32(totp_base32).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let code =
-        totp_rs::Builder::new().with_secret(secret.as_bytes()).build().unwrap().generate(now + 30 * step).to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = totp_rs::Builder::new()
+        .with_secret(secret.as_bytes())
+        .build()
+        .unwrap()
+        .generate(now + 30 * step)
+        .to_string();
     let response = http
         .post(format!("{base}/auth/mfa"))
         .json(&serde_json::json!({"mfa_token": mfa_token, "code": code, "device_name": format!("{username}-{step}")}))

@@ -19,8 +19,11 @@ impl Account {
         // This run's session records first join the queue.
         self.write_audit()?;
         let queued = audit_queue::read(&self.profile)?;
-        let mut mine: Vec<AuditRecord> =
-            queued.iter().filter(|r| r.event.user.as_ref().is_none_or(|u| *u == self.facts.user_id)).cloned().collect();
+        let mut mine: Vec<AuditRecord> = queued
+            .iter()
+            .filter(|r| r.event.user.as_ref().is_none_or(|u| *u == self.facts.user_id))
+            .cloned()
+            .collect();
         // Those up to the newest the server confirmed are there already.
         if let Some(through) = self.facts.audit_uploaded_through
             && let Some(i) = mine.iter().position(|r| r.hash == through)

@@ -184,10 +184,14 @@ impl Account {
     /// A policy older than [`POLICY_REFRESH_SECS`] is fetched again (timeouts, pins after a
     /// key rotation) and kept for the next start.
     async fn contact(&mut self, report: &mut SyncReport) -> Result<SyncStatus> {
-        let status = self.call(report, |server, token| async move { server.status(&token).await }).await?;
+        let status = self
+            .call(report, |server, token| async move { server.status(&token).await })
+            .await?;
         let now = self.session.latest_known_time().max(self.clock.now_unix());
         if now - self.facts.policy_fetched_unix >= POLICY_REFRESH_SECS {
-            let verified = self.call(report, |server, token| async move { server.policy(&token).await }).await?;
+            let verified = self
+                .call(report, |server, token| async move { server.policy(&token).await })
+                .await?;
             if verified.policy.tenant == self.facts.tenant && verified.policy.role == self.facts.role {
                 self.facts.pins = verified.policy.pins.clone();
                 self.facts.signed_policy = verified.signed;

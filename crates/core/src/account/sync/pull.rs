@@ -77,7 +77,9 @@ impl Account {
         progress(Progress { phase: Phase::Removals, done: 0, total: 1 });
         let mut after = self.store()?.removed_after()?;
         while after < removed_through {
-            let page = self.call(report, |server, token| async move { server.removed(&token, after).await }).await?;
+            let page = self
+                .call(report, |server, token| async move { server.removed(&token, after).await })
+                .await?;
             let gone = page.removed.iter().map(|r| (r.resource_type.as_str(), r.id.as_str()));
             report.resources_removed += self.store()?.apply_removed(gone, page.after)?;
             if !page.more || page.after <= after {

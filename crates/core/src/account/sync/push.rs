@@ -36,7 +36,8 @@ impl Account {
                     let current = self.server_version(&entry, report).await?;
                     let reason = "Someone changed this record on the server after your device's copy. Both \
                                   versions are kept: keep yours or the server's.";
-                    self.store()?.set_aside(&entry, SetAsideKind::Conflict, current.as_deref(), reason)?;
+                    self.store()?
+                        .set_aside(&entry, SetAsideKind::Conflict, current.as_deref(), reason)?;
                     report.conflicts += 1;
                 }
                 Pushed::Refused { reason, .. } => {

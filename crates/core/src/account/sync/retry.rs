@@ -26,7 +26,10 @@ impl Retry {
     /// The pause before retry number `retry` (0-based): the doubled base, capped, then a
     /// random point in its upper half ("equal jitter": never zero, never in step).
     pub fn pause(&self, retry: u32) -> Duration {
-        let full = self.base.saturating_mul(1_u32.checked_shl(retry).unwrap_or(u32::MAX)).min(self.cap);
+        let full = self
+            .base
+            .saturating_mul(1_u32.checked_shl(retry).unwrap_or(u32::MAX))
+            .min(self.cap);
         let mut random = [0u8; 4];
         // Without randomness the pause is still bounded; only the jitter is lost.
         let _ = getrandom::fill(&mut random);

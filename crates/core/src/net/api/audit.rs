@@ -9,6 +9,12 @@ use crate::Result;
 impl Server {
     /// Uploads a batch of this device's audit records.
     pub async fn upload_audit(&self, access_token: &Secret, upload: &DeviceAuditUpload) -> Result<DeviceAuditReceipt> {
-        self.send(self.http.post(self.url.join("/audit/device")).bearer_auth(access_token.expose()).json(upload)).await
+        self.send(
+            self.http
+                .post(self.url.join("/audit/device"))
+                .bearer_auth(access_token.expose())
+                .json(upload),
+        )
+        .await
     }
 }

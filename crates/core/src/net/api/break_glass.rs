@@ -10,7 +10,11 @@ impl Server {
     /// with the clinician's reason, kept for review.
     pub async fn break_glass(&self, access_token: &Secret, patient: &str, reason: &str) -> Result<()> {
         let body = serde_json::json!({"patient": patient, "reason": reason});
-        let request = self.http.post(self.url.join("/break-glass")).bearer_auth(access_token.expose()).json(&body);
+        let request = self
+            .http
+            .post(self.url.join("/break-glass"))
+            .bearer_auth(access_token.expose())
+            .json(&body);
         let response = self.exchange(request).await?;
         match response.status().as_u16() {
             200..=299 => Ok(()),

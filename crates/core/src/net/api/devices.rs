@@ -9,15 +9,18 @@ use crate::{Error, Result};
 impl Server {
     /// The caller's devices (signed in, or signed out by the server), this one marked.
     pub async fn devices(&self, access_token: &Secret) -> Result<Vec<DeviceInfo>> {
-        self.send(self.http.get(self.url.join("/devices")).bearer_auth(access_token.expose())).await
+        self.send(self.http.get(self.url.join("/devices")).bearer_auth(access_token.expose()))
+            .await
     }
 
     /// Signs one of the caller's devices out (it erases its cache at its next contact).
     pub async fn revoke_device(&self, access_token: &Secret, device_id: &str) -> Result<()> {
         let device_id = OpaqueId::parse(device_id)
             .map_err(|_| Error::InvalidArgument { what: "device", problem: "not a device id" })?;
-        let request =
-            self.http.post(self.url.join(&format!("/devices/{device_id}/revoke"))).bearer_auth(access_token.expose());
+        let request = self
+            .http
+            .post(self.url.join(&format!("/devices/{device_id}/revoke")))
+            .bearer_auth(access_token.expose());
         let response = self.exchange(request).await?;
         match response.status().as_u16() {
             200..=299 => Ok(()),

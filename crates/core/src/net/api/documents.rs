@@ -19,7 +19,10 @@ impl Server {
             .and_then(|id| OpaqueId::parse(id).ok())
             .ok_or(Error::Records(RecordsError::DocumentUnavailable))?;
         let path = format!("/documents/{id}");
-        let request = self.http.get(self.url.join(&format!("{path}/link"))).bearer_auth(access_token.expose());
+        let request = self
+            .http
+            .get(self.url.join(&format!("{path}/link")))
+            .bearer_auth(access_token.expose());
         let response = self.exchange(request).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(Error::Records(RecordsError::DocumentUnavailable));
@@ -36,7 +39,8 @@ impl Server {
             .filter(|l| l.path() == path)
             .ok_or(Error::Server(ServerError::ServerMalformed))?;
         let mut url = self.url.join(&path);
-        url.query_pairs_mut().extend_pairs(signed.query_pairs().filter(|(k, _)| k == "expires" || k == "sig"));
+        url.query_pairs_mut()
+            .extend_pairs(signed.query_pairs().filter(|(k, _)| k == "expires" || k == "sig"));
         let response = self.exchange(self.http.get(url).bearer_auth(access_token.expose())).await?;
         match response.status().as_u16() {
             200 => {}

@@ -67,7 +67,11 @@ impl Server {
     /// Sends `request`, noting the server's clock from the answer.
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let response = request.timeout(self.request_timeout).send().await.map_err(|e| classify(&e))?;
-        if let Some(time) = response.headers().get(reqwest::header::DATE).and_then(|d| http_date(d.to_str().ok()?)) {
+        if let Some(time) = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| http_date(d.to_str().ok()?))
+        {
             self.clock_seen.fetch_max(time, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(response)
@@ -143,7 +147,9 @@ fn http_date(text: &str) -> Option<i64> {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::PrimitiveDateTime::parse(text, format).ok().map(|t| t.assume_utc().unix_timestamp())
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 #[cfg(test)]

@@ -29,7 +29,9 @@ impl OpaqueId {
         if text.is_empty() || text.len() > Self::MAX_LEN {
             return Err(InvalidId::Length);
         }
-        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             || text.bytes().all(|b| b == b'.')
         {
             return Err(InvalidId::Character);

@@ -78,7 +78,9 @@ impl Server {
 
     /// The server's current version of one resource (`None`: gone, or no longer visible).
     pub async fn read(&self, access_token: &Secret, resource_type: &str, id: &str) -> Result<Option<String>> {
-        let url = self.url.join(&format!("/fhir/{}/{}", record_id(resource_type)?, record_id(id)?));
+        let url = self
+            .url
+            .join(&format!("/fhir/{}/{}", record_id(resource_type)?, record_id(id)?));
         let response = self.exchange(self.http.get(url).bearer_auth(access_token.expose())).await?;
         match response.status().as_u16() {
             200 => {
@@ -95,7 +97,8 @@ impl Server {
     /// Whether anything changed: the patients the caller may keep, each with its latest
     /// change, and the newest deletion.
     pub async fn status(&self, access_token: &Secret) -> Result<SyncStatus> {
-        self.send(self.http.get(self.url.join("/sync/status")).bearer_auth(access_token.expose())).await
+        self.send(self.http.get(self.url.join("/sync/status")).bearer_auth(access_token.expose()))
+            .await
     }
 
     /// Deletions on the server after `after` that the caller could see.
@@ -145,8 +148,12 @@ pub enum Pushed {
 
 /// An OperationOutcome's diagnostics, joined: what the server said was wrong.
 fn diagnostics(outcome: &serde_json::Value) -> String {
-    let said: Vec<&str> =
-        outcome["issue"].as_array().into_iter().flatten().filter_map(|issue| issue["diagnostics"].as_str()).collect();
+    let said: Vec<&str> = outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|issue| issue["diagnostics"].as_str())
+        .collect();
     if said.is_empty() { "The server refused this change without giving a reason.".to_owned() } else { said.join(" ") }
 }
 

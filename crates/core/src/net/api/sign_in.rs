@@ -65,22 +65,35 @@ impl Server {
     /// (which is trusted because it arrives over the pinned connection).
     pub async fn policy(&self, access_token: &Secret) -> Result<VerifiedPolicy> {
         let key: serde_json::Value = self.send(self.http.get(self.url.join("/policy/key"))).await?;
-        let key = key["public_key"].as_str().ok_or(Error::Server(ServerError::PolicyInvalid))?.to_owned();
-        let signed: SignedPolicy =
-            self.send(self.http.get(self.url.join("/policy")).bearer_auth(access_token.expose())).await?;
+        let key = key["public_key"]
+            .as_str()
+            .ok_or(Error::Server(ServerError::PolicyInvalid))?
+            .to_owned();
+        let signed: SignedPolicy = self
+            .send(self.http.get(self.url.join("/policy")).bearer_auth(access_token.expose()))
+            .await?;
         VerifiedPolicy::verify(signed, key)
     }
 
     /// Starts replacing the user's authenticator: a new secret, pending until confirmed.
     /// Needs a recent full sign-in ([`ServerError::StepUpRequired`] otherwise).
     pub async fn begin_enrollment(&self, access_token: &Secret) -> Result<Enrollment> {
-        self.send(self.http.post(self.url.join("/auth/mfa/enroll")).bearer_auth(access_token.expose())).await
+        self.send(
+            self.http
+                .post(self.url.join("/auth/mfa/enroll"))
+                .bearer_auth(access_token.expose()),
+        )
+        .await
     }
 
     /// Makes the pending authenticator the only one, given a code from it.
     pub async fn confirm_enrollment(&self, access_token: &Secret, code: &str) -> Result<()> {
         let body = ConfirmEnrollmentRequest { code: Secret::new(code) };
-        let request = self.http.post(self.url.join("/auth/mfa/confirm")).bearer_auth(access_token.expose()).json(&body);
+        let request = self
+            .http
+            .post(self.url.join("/auth/mfa/confirm"))
+            .bearer_auth(access_token.expose())
+            .json(&body);
         let response = self.exchange(request).await?;
         if response.status().is_success() { Ok(()) } else { Err(refusal(response).await) }
     }
@@ -107,7 +120,9 @@ impl VerifiedPolicy {
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
             .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
             .ok_or(Error::Server(ServerError::PolicyInvalid))?;
-        let policy = signed.verify(&verifying).map_err(|_| Error::Server(ServerError::PolicyInvalid))?;
+        let policy = signed
+            .verify(&verifying)
+            .map_err(|_| Error::Server(ServerError::PolicyInvalid))?;
         Ok(Self { signed, key, policy })
     }
 }

@@ -168,14 +168,20 @@ fn check_reading(v: &Value, own: &str) -> Result<(), RecordError> {
     if !v.get("subject").is_some_and(|s| only_reference_to(s, own)) {
         return Err(refused("Observation", "subject", "names your record by reference alone"));
     }
-    let concepts = v.get("category").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let concepts = v
+        .get("category")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let coded_only = concepts
         .iter()
         .all(|c| has_only(c, &["coding"]) && codings_of(c).iter().all(|coding| has_only(coding, &["system", "code"])));
     let categories = codings(v.get("category"));
     if categories.is_empty()
         || !coded_only
-        || !categories.iter().all(|(system, code)| PATIENT_CATEGORIES.contains(&(*system, *code)))
+        || !categories
+            .iter()
+            .all(|(system, code)| PATIENT_CATEGORIES.contains(&(*system, *code)))
     {
         return Err(refused(
             "Observation",
@@ -195,7 +201,11 @@ fn check_reading(v: &Value, own: &str) -> Result<(), RecordError> {
     if !v.get("valueQuantity").is_none_or(|q| readings::measures(reading, q)) {
         return Err(refused("Observation", "valueQuantity", "is a number in a unit this reading is measured in"));
     }
-    let components = v.get("component").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let components = v
+        .get("component")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let plain = |c: &Value| {
         has_only(c, &COMPONENT_ELEMENTS)
             && readings::coded_as(c.get("code"))
@@ -215,7 +225,11 @@ fn check_reading(v: &Value, own: &str) -> Result<(), RecordError> {
     if !notes.iter().all(|n| has_only(n, &NOTE_ELEMENTS)) {
         return Err(refused("Observation", "note", "a note you add is your words and a time; it names no author"));
     }
-    let performers = v.get("performer").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let performers = v
+        .get("performer")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if !performers.iter().all(|p| only_reference_to(p, own)) {
         return Err(refused("Observation", "performer", "a reading you record names only you as performer"));
     }
@@ -233,7 +247,11 @@ fn check_request(v: &Value, own: &str) -> Result<(), RecordError> {
             "you may request an appointment (proposed) or withdraw your request (cancelled); the practice books it",
         ));
     }
-    let participants = v.get("participant").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let participants = v
+        .get("participant")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let only_you =
         |p: &Value| has_only(p, &PARTICIPANT_ELEMENTS) && p.get("actor").is_some_and(|a| only_reference_to(a, own));
     if !participants.iter().all(only_you) {
@@ -243,7 +261,11 @@ fn check_request(v: &Value, own: &str) -> Result<(), RecordError> {
             "a request you make names only you; the practice adds who will see you",
         ));
     }
-    let periods = v.get("requestedPeriod").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let periods = v
+        .get("requestedPeriod")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if !periods.iter().all(|p| has_only(p, &PERIOD_ELEMENTS)) {
         return Err(refused("Appointment", "requestedPeriod", "is a start and an end, nothing else"));
     }
@@ -260,11 +282,16 @@ fn check_message(v: &Value, own: &str) -> Result<(), RecordError> {
     if !v.get("sender").is_some_and(|s| only_reference_to(s, own)) {
         return Err(refused("Communication", "sender", "a message you send is sent as you"));
     }
-    let recipients = v.get("recipient").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if !recipients
-        .iter()
-        .all(|r| only_reference(r).and_then(local_reference).is_some_and(|(t, _)| RECIPIENT_TYPES.contains(&t)))
-    {
+    let recipients = v
+        .get("recipient")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !recipients.iter().all(|r| {
+        only_reference(r)
+            .and_then(local_reference)
+            .is_some_and(|(t, _)| RECIPIENT_TYPES.contains(&t))
+    }) {
         return Err(refused(
             "Communication",
             "recipient",
@@ -272,12 +299,27 @@ fn check_message(v: &Value, own: &str) -> Result<(), RecordError> {
              by reference alone",
         ));
     }
-    let payload = v.get("payload").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if !payload.iter().all(|p| has_only(p, &["contentString"]) && p.get("contentString").is_some()) {
+    let payload = v
+        .get("payload")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !payload
+        .iter()
+        .all(|p| has_only(p, &["contentString"]) && p.get("contentString").is_some())
+    {
         return Err(refused("Communication", "payload", "a message you send is text; attach documents separately"));
     }
-    let replies = v.get("inResponseTo").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if !replies.iter().all(|r| only_reference(r).and_then(local_reference).is_some_and(|(t, _)| t == "Communication")) {
+    let replies = v
+        .get("inResponseTo")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !replies.iter().all(|r| {
+        only_reference(r)
+            .and_then(local_reference)
+            .is_some_and(|(t, _)| t == "Communication")
+    }) {
         return Err(refused("Communication", "inResponseTo", "answers another message, by reference alone"));
     }
     Ok(())
@@ -307,7 +349,11 @@ fn only_reference_to(reference: &Value, own: &str) -> bool {
 
 /// The target of a Reference that carries nothing but its `reference`.
 fn only_reference(reference: &Value) -> Option<&str> {
-    reference.as_object().filter(|o| o.len() == 1).and_then(|o| o.get("reference")).and_then(Value::as_str)
+    reference
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("reference"))
+        .and_then(Value::as_str)
 }
 
 /// A reference's type and id when it is exactly `Type/id` on this server (a FHIR id: 1–64
@@ -324,7 +370,11 @@ fn local_reference(reference: &str) -> Option<(&str, &str)> {
 }
 
 fn codings_of(concept: &Value) -> Vec<&Value> {
-    concept.get("coding").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default()
+    concept
+        .get("coding")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default()
 }
 
 fn refused(resource_type: &str, element: &str, rule: &str) -> RecordError {

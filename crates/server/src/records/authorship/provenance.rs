@@ -46,7 +46,10 @@ fn looks_like_the_mark(coding: &Value) -> bool {
 /// Lower case, letters, digits and `:` only: `URN:Carekeep:Provenance\u{200b}` and
 /// `urn:carekeep:provenance` fold alike.
 fn folded(text: &str) -> String {
-    text.chars().filter(|c| c.is_alphanumeric() || *c == ':').flat_map(char::to_lowercase).collect()
+    text.chars()
+        .filter(|c| c.is_alphanumeric() || *c == ':')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]

@@ -105,7 +105,10 @@ pub fn measures(reading: &HomeReading, quantity: &Value) -> bool {
     fields.keys().all(|k| QUANTITY_ELEMENTS.contains(&k.as_str()))
         && fields.get("value").is_some_and(Value::is_number)
         && fields.get("system").and_then(Value::as_str) == Some(UCUM)
-        && fields.get("code").and_then(Value::as_str).is_some_and(|unit| reading.units.contains(&unit))
+        && fields
+            .get("code")
+            .and_then(Value::as_str)
+            .is_some_and(|unit| reading.units.contains(&unit))
 }
 
 /// Gives a reading's code its standard display and text, and its value its standard unit

@@ -278,7 +278,10 @@ impl Records {
                 match gate.create(p.index, checked, &new_patients, exists) {
                     Ok(flag) => *break_glass = flag,
                     Err(refusal) => {
-                        let real = checked.patient.clone().filter(|patient| exists && !new_patients.contains(patient));
+                        let real = checked
+                            .patient
+                            .clone()
+                            .filter(|patient| exists && !new_patients.contains(patient));
                         p.step = Err(refusal.about(real));
                     }
                 }
@@ -453,7 +456,10 @@ fn conditional(
     let ids = identifiers::find(conn, tenant, resource_type, wanted).map_err(|_| UNAVAILABLE)?;
     let mut seen = Vec::new();
     for id in ids {
-        if current(conn, tenant, resource_type, &id).map_err(|_| UNAVAILABLE)?.is_some_and(|s| gate.sees(&s)) {
+        if current(conn, tenant, resource_type, &id)
+            .map_err(|_| UNAVAILABLE)?
+            .is_some_and(|s| gate.sees(&s))
+        {
             seen.push(id);
         }
     }

@@ -395,8 +395,9 @@ mod tests {
     fn only_transactions_and_batches_of_bounded_size_are_taken() {
         assert_eq!(paths(json!({"resourceType": "Bundle", "type": "collection"})), ["Bundle.type"]);
         assert_eq!(paths(json!({"resourceType": "Patient"})), ["Bundle.resourceType"]);
-        let many: Vec<Value> =
-            (0..=MAX_ENTRIES).map(|_| json!({"request": {"method": "GET", "url": "Patient/p"}})).collect();
+        let many: Vec<Value> = (0..=MAX_ENTRIES)
+            .map(|_| json!({"request": {"method": "GET", "url": "Patient/p"}}))
+            .collect();
         assert_eq!(paths(json!({"resourceType": "Bundle", "type": "batch", "entry": many})), ["Bundle.entry"]);
         let empty = Plan::read(json!({"resourceType": "Bundle", "type": "batch"})).unwrap();
         assert!(empty.entries.is_empty() && empty.kind == Kind::Batch);

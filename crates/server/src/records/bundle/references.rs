@@ -166,7 +166,10 @@ fn resolve(
 
 fn plausible_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().enumerate().all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()))
+        && name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphabetic() || b == b'_' || (i > 0 && b.is_ascii_digit()))
 }
 
 #[cfg(test)]

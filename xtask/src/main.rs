@@ -107,7 +107,7 @@ fn check_other_platforms() -> Result {
 }
 
 fn bench(filter: &[String]) -> Result {
-    let started = std::time::SystemTime::now();
+    bench_report::clear(&workspace_root())?;
     setup::ensure_system_packages()?;
     setup::ensure_tauri_driver()?;
     ui::build(false)?;
@@ -131,7 +131,7 @@ fn bench(filter: &[String]) -> Result {
         .args(["bench", "-p", "carekeep-e2e", "--bench", "app"])
         .current_dir(workspace_root());
     step("cargo bench app (Xvfb, tauri-driver)", session.wrap(&app))?;
-    let updated = bench_report::update(&workspace_root(), started)?;
+    let updated = bench_report::update(&workspace_root())?;
     println!("docs/benchmarks.md: new figures for {}", updated.join(", "));
     Ok(())
 }

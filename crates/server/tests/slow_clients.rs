@@ -150,21 +150,7 @@ async fn a_thousand_slow_clients_neither_starve_a_real_one_nor_stay() {
     let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
     let http = common::client_for(&data);
     let base = format!("https://localhost:{}", running.port());
-    let tls = {
-        use rustls::pki_types::pem::PemObject as _;
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(data.cert_path()).unwrap();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-            .unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    };
+    let tls = common::tls_config_for(&data);
     // Both ends of every connection live in this process.
     let clients = 1000.min(descriptor_limit().saturating_sub(400) / 2);
     assert!(clients >= 400, "raise the open-file limit to run this test (ulimit -n)");
@@ -246,21 +232,7 @@ async fn half_sent_sign_in_bodies_hold_no_room_for_anyone_else() {
     let server = SocketAddr::from(([127, 0, 0, 1], running.port()));
     let base = format!("https://localhost:{}", running.port());
     let http = common::client_for(&data);
-    let tls = {
-        use rustls::pki_types::pem::PemObject as _;
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(data.cert_path()).unwrap();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-            .unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    };
+    let tls = common::tls_config_for(&data);
     // A sign-in announcing a megabyte is refused before anything is read.
     let announced = "POST /auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
                      Content-Length: 1048576\r\n\r\n";
@@ -333,21 +305,7 @@ async fn half_sent_large_bundles_hold_no_room_for_sign_ins_or_writes() {
     let patient = common::sign_in(&http, &base, "someone", "a long enough password", &user.totp_base32, 0).await;
     let doctor = common::sign_in(&http, &base, "dr.someone", "another long password", &clinician.totp_base32, 0).await;
     let token = |signed: &common::SignIn| signed.tokens["access_token"].as_str().unwrap().to_owned();
-    let tls = {
-        use rustls::pki_types::pem::PemObject as _;
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(data.cert_path()).unwrap();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap())
-            .unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    };
+    let tls = common::tls_config_for(&data);
     let head = |bearer: &str, mib: usize| {
         format!(
             "POST /fhir HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/fhir+json\r\n\

@@ -15,17 +15,28 @@ pub async fn start(data: &DataDir) -> Running {
     Running::start(data, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
-/// A client whose only root is `cert_pem`, speaking only `versions`.
-pub fn client(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> reqwest::Client {
+/// A rustls client configuration whose only root is `cert_pem`, speaking only `versions`:
+/// for tests that drive TLS connections by hand, and under [`client`].
+pub fn tls_config(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(cert_pem) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+/// [`tls_config`] for `data`'s certificate, TLS 1.3 and 1.2.
+pub fn tls_config_for(data: &DataDir) -> Arc<rustls::ClientConfig> {
+    Arc::new(tls_config(&std::fs::read(data.cert_path()).unwrap(), &[&rustls::version::TLS13, &rustls::version::TLS12]))
+}
+
+/// A client whose only root is `cert_pem`, speaking only `versions`.
+pub fn client(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> reqwest::Client {
+    let config = tls_config(cert_pem, versions);
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .tls_info(true)

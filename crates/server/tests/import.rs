@@ -48,13 +48,28 @@ impl Clinic {
     }
 
     fn import(&self, tenant: &str, extra: &[&str], paths: &[PathBuf]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+        self.import_command(tenant, extra, paths).output().unwrap()
+    }
+
+    /// The `import` command, not yet run: for tests that run it beside something else or
+    /// kill it half-way.
+    fn import_command(&self, tenant: &str, extra: &[&str], paths: &[PathBuf]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_carekeep-server"));
+        command
             .args(["import", "--data"])
             .arg(&self.path)
             .args(["--tenant", tenant])
             .args(extra)
-            .args(paths)
-            .output()
+            .args(paths);
+        command
+    }
+
+    /// [`Clinic::import_command`] started with its output discarded.
+    fn spawn_import(&self, paths: &[PathBuf]) -> std::process::Child {
+        self.import_command("clinic", &[], paths)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
             .unwrap()
     }
 
@@ -285,15 +300,7 @@ fn an_import_killed_at_random_points_and_run_again_ends_the_same() {
     for _ in 0..4 {
         seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let delay = std::time::Duration::from_millis(u64::from(200 + seed % 1500));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
-            .args(["import", "--data"])
-            .arg(&killed.path)
-            .args(["--tenant", "clinic"])
-            .arg(&bulk)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = killed.spawn_import(std::slice::from_ref(&bulk));
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -561,15 +568,7 @@ async fn the_server_keeps_writing_while_an_import_runs_beside_it() {
     let http = common::client_for(&clinic.data);
     let signed = common::sign_in(&http, &base, "someone", "a long password here", &patient.totp_base32, 0).await;
     let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
-    let mut import = Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
-        .args(["import", "--data"])
-        .arg(&clinic.path)
-        .args(["--tenant", "clinic"])
-        .arg(&bulk)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut import = clinic.spawn_import(std::slice::from_ref(&bulk));
     let mut failed = Vec::new();
     let mut writes = 0;
     while import.try_wait().unwrap().is_none() {

@@ -23,12 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use carekeep_core::{DeviceId, Keychain, Password, Profile, SystemClock, UserId, Vault};
+use carekeep_e2e::bench_table::long_runs;
 use carekeep_e2e::{Device, Running, SYNTHEA_DIRECTORY, World, synthea_sized_patient};
 use carekeep_protocol::auth::Role;
 use carekeep_server::DataDir;
 use carekeep_server::records::Records;
 use carekeep_server::records::bundle::{Clinic, Plan};
-use criterion::{Criterion, SamplingMode};
+use criterion::Criterion;
 
 /// (items, elapsed) of every timed run of one (workload, variant).
 type Runs = Vec<(usize, Duration)>;
@@ -89,12 +90,7 @@ fn main() {
 
 fn bench_import(c: &mut Criterion, real: bool, files: &std::path::Path, bundles: &[String], resources: usize) {
     let keychain = Keychain::with_service(format!("carekeep-bench-records-{}", std::process::id()));
-    let mut group = c.benchmark_group("import");
-    group
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_secs(if real { 60 } else { 1 }));
+    let mut group = long_runs(c, "import", real, 60);
     group.bench_function(format!("carekeep-server import, {resources} resources, fresh data directory"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
@@ -296,12 +292,7 @@ fn bench_first_sync(c: &mut Criterion, real: bool, files: &std::path::Path, reso
     let mut account = runtime
         .block_on(device.sign_in(&world, &running, Arc::new(SystemClock), 0))
         .unwrap();
-    let mut group = c.benchmark_group("first sync");
-    group
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_secs(if real { 60 } else { 1 }));
+    let mut group = long_runs(c, "first sync", real, 60);
     group.bench_function(format!("clinician's first sync, {resources} resources"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use carekeep_core::SystemClock;
 use carekeep_core::account::Account;
 use carekeep_core::net::Page;
-use carekeep_e2e::bench_table::{Timings, publish};
+use carekeep_e2e::bench_table::{Timings, long_runs, publish};
 use carekeep_e2e::{Device, Running, World, seed_care_team};
 use carekeep_protocol::auth::Role;
-use criterion::{Criterion, SamplingMode};
+use criterion::Criterion;
 
 /// 215 synthetic patients: about 10 000 resources.
 const PATIENTS: usize = 215;
@@ -44,12 +44,7 @@ fn main() {
 
     let timings = Timings::default();
     let mut c = Criterion::default().configure_from_args();
-    let mut group = c.benchmark_group("sync");
-    group
-        .sample_size(10)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_secs(if real { 30 } else { 1 }));
+    let mut group = long_runs(&mut c, "sync", real, 30);
     group.bench_function(format!("full sync, {resources} resources, into an empty cache"), |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

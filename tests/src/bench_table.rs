@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode};
+
 /// Per-operation timings of each workload, in the order they were first recorded.
 #[derive(Default)]
 pub struct Timings {
@@ -31,6 +34,18 @@ impl Timings {
         times.sort_unstable();
         times.get(times.len() / 2).copied()
     }
+}
+
+/// A criterion group for workloads that take a second or more each: ten flat samples, no
+/// warm-up to speak of, measured for `seconds` in a real run and one second under `cargo test`.
+pub fn long_runs<'a>(c: &'a mut Criterion, name: &str, real: bool, seconds: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_secs(if real { seconds } else { 1 }));
+    group
 }
 
 /// Prints `table` under `title` and writes it to `target/bench-<name>.md`, where `cargo xtask

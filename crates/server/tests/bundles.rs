@@ -107,15 +107,7 @@ impl World {
 
     /// Every resource of `tenant`, by type.
     fn counts(&self, tenant: &str) -> BTreeMap<String, i64> {
-        let store = self.data.open_store().unwrap();
-        let conn = store.read();
-        let mut stmt = conn
-            .prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type")
-            .unwrap();
-        stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        common::resource_counts(&self.data, tenant)
     }
 
     /// Loads a whole Synthea patient as the clinic does (every type, no user): the patient's id.

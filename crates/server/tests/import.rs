@@ -74,15 +74,7 @@ impl Clinic {
     }
 
     fn counts(&self, tenant: &str) -> BTreeMap<String, i64> {
-        let store = self.data.open_store().unwrap();
-        let conn = store.read();
-        let mut stmt = conn
-            .prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type")
-            .unwrap();
-        stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
+        common::resource_counts(&self.data, tenant)
     }
 
     /// Every reference in `tenant`'s records that points at no record of `tenant`.

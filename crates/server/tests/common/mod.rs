@@ -15,6 +15,19 @@ pub async fn start(data: &DataDir) -> Running {
     Running::start(data, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
+/// Every resource `tenant` holds in `data`'s store, counted by type.
+pub fn resource_counts(data: &DataDir, tenant: &str) -> std::collections::BTreeMap<String, i64> {
+    let store = data.open_store().unwrap();
+    let conn = store.read();
+    let mut stmt = conn
+        .prepare("SELECT type, count(*) FROM resources WHERE tenant = ?1 GROUP BY type")
+        .unwrap();
+    stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// A rustls client configuration whose only root is `cert_pem`, speaking only `versions`:
 /// for tests that drive TLS connections by hand, and under [`client`].
 pub fn tls_config(cert_pem: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> rustls::ClientConfig {

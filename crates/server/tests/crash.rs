@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,27 +15,6 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "a clinician's long password";
 
-/// The server binary serving `root` on a free port of 127.0.0.1; returns it and its address.
-fn serve(root: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(root)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("the server stopped before it listened").unwrap();
-        if let Some(at) = line.find("addr=") {
-            break line[at + 5..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("https://localhost:{}", addr.rsplit(':').next().unwrap()))
-}
-
 /// A little randomness without a dependency: the clock's nanoseconds.
 fn random_below(n: u64) -> u64 {
     u64::from(
@@ -45,17 +23,6 @@ fn random_below(n: u64) -> u64 {
             .unwrap()
             .subsec_nanos(),
     ) % n
-}
-
-fn reading(patient: &str, value: u32) -> Value {
-    json!({
-        "resourceType": "Observation", "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
-        "subject": {"reference": format!("Patient/{patient}")},
-        "effectiveDateTime": "2026-11-01T08:00:00Z",
-        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
-    })
 }
 
 /// Creates readings as fast as the server answers, until it is gone; returns the ids of
@@ -76,7 +43,7 @@ fn write_until_gone(
             let sent = http
                 .post(format!("{base}/fhir/Observation"))
                 .bearer_auth(&token)
-                .json(&reading(&patient, writer * 1000 + i))
+                .json(&common::reading(&patient, writer * 1000 + i))
                 .send()
                 .await;
             match sent {
@@ -110,7 +77,7 @@ async fn a_server_killed_during_writes_leaves_every_write_with_exactly_one_recor
         (patient, clinician)
     };
     let http = common::client_for(&data);
-    let (mut child, mut base) = serve(&root);
+    let (mut child, mut base) = common::serve_binary(&root);
     let token = common::sign_in(&http, &base, "dr.crash", PASSWORD, &clinician.totp_base32, 0)
         .await
         .tokens["access_token"]
@@ -120,7 +87,7 @@ async fn a_server_killed_during_writes_leaves_every_write_with_exactly_one_recor
     let mut answered = Vec::new();
     for round in 0..12_u32 {
         if round > 0 {
-            (child, base) = serve(&root);
+            (child, base) = common::serve_binary(&root);
         }
         let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Eight clinicians' devices write as fast as they can until the server dies.
@@ -139,7 +106,7 @@ async fn a_server_killed_during_writes_leaves_every_write_with_exactly_one_recor
         }
     }
     // One more start moves what the last kill left in the outbox into the trail.
-    let (mut last, _) = serve(&root);
+    let (mut last, _) = common::serve_binary(&root);
     last.kill().unwrap();
     last.wait().unwrap();
 

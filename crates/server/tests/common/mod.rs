@@ -133,3 +133,36 @@ pub fn data_with_user(
     .unwrap();
     (data, user)
 }
+
+/// The server binary serving `root` on a free port of 127.0.0.1; returns it and its address.
+pub fn serve_binary(root: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(root)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let addr = loop {
+        let line = lines.next().expect("the server stopped before it listened").unwrap();
+        if let Some(at) = line.find("addr=") {
+            break line[at + 5..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("https://localhost:{}", addr.rsplit(':').next().unwrap()))
+}
+
+/// A heart-rate Observation of `patient` with `value`: a small, valid write.
+pub fn reading(patient: &str, value: u32) -> serde_json::Value {
+    serde_json::json!({
+        "resourceType": "Observation", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "effectiveDateTime": "2026-11-01T08:00:00Z",
+        "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
+    })
+}

@@ -334,10 +334,7 @@ impl Store {
     /// records that already had one: a deleted audit file is tampering, not a fresh start.
     pub fn open(path: &Path, audit_path: &Path, master_key: &[u8]) -> Result<Self, ServerError> {
         let bad = |e: rusqlite::Error| ServerError::Store(e.to_string());
-        let keys = Keys {
-            main: derive(b"carekeep.server.store.v1\0", master_key),
-            audit: derive(b"carekeep.server.audit.v1\0", master_key),
-        };
+        let keys = Keys::derive(master_key);
         let mut writer = connect(path, &keys.main)?;
         if !audit_path.exists() && schema_version(&writer).map_err(bad)? >= AUDIT_FILE_SINCE {
             return Err(ServerError::Store(format!(
@@ -395,10 +392,75 @@ impl Store {
     }
 }
 
+/// Copies the store and its audit trail, as both stood at one instant, to `main_out` and
+/// `audit_out` (new files, keyed as the originals), while a running server keeps writing.
+///
+/// Commits to the two files are paused only for the instant it takes to open one read
+/// snapshot of each (a write lock on both, held across two reads): the copies then come from
+/// those snapshots with SQLite's online backup API while writers go on. A write and its
+/// audit record therefore land both in the copy or neither. `facts` reads the same snapshot
+/// (counts, the trail's last record) before the copies are made.
+pub fn snapshot<T>(
+    path: &Path,
+    audit_path: &Path,
+    master_key: &[u8],
+    (main_out, audit_out): (&Path, &Path),
+    facts: impl FnOnce(&Connection) -> Result<T, ServerError>,
+) -> Result<T, ServerError> {
+    for file in [path, audit_path] {
+        if !file.exists() {
+            return Err(ServerError::Store(format!("{} is missing: there is nothing to back up", file.display())));
+        }
+    }
+    let keys = Keys::derive(master_key);
+    let open = || -> Result<Connection, ServerError> {
+        let conn = connect(path, &keys.main)?;
+        attach_audit(&conn, audit_path, &keys.audit)?;
+        Ok(conn)
+    };
+    let (freeze, reader) = (open()?, open()?);
+    reader.execute_batch("PRAGMA query_only = ON;")?;
+    freeze.execute_batch("BEGIN IMMEDIATE;")?;
+    let begun = reader.execute_batch("BEGIN;").and_then(|()| {
+        reader.query_row("SELECT count(*) FROM main.sqlite_master", [], |_| Ok(()))?;
+        reader.query_row("SELECT count(*) FROM audit.sqlite_master", [], |_| Ok(()))
+    });
+    freeze.execute_batch("ROLLBACK;")?;
+    drop(freeze);
+    begun?;
+    let facts = facts(&reader)?;
+    copy_schema(&reader, "main", main_out, &keys.main)?;
+    copy_schema(&reader, "audit", audit_out, &keys.audit)?;
+    reader.execute_batch("COMMIT;")?;
+    Ok(facts)
+}
+
+/// Copies schema `name` of `from` (inside its open read transaction) to a new file at `to`.
+fn copy_schema(from: &Connection, name: &str, to: &Path, key: &[u8; 32]) -> Result<(), ServerError> {
+    if to.exists() {
+        return Err(ServerError::Store(format!("{} already exists", to.display())));
+    }
+    let mut copy = connect(to, key)?;
+    let backup = rusqlite::backup::Backup::new_with_names(from, name, &mut copy, rusqlite::MAIN_DB)?;
+    match backup.step(-1)? {
+        rusqlite::backup::StepResult::Done => Ok(()),
+        other => Err(ServerError::Store(format!("copying {name} stopped early ({other:?})"))),
+    }
+}
+
 /// The two files' raw SQLCipher keys.
 struct Keys {
     main: Zeroizing<[u8; 32]>,
     audit: Zeroizing<[u8; 32]>,
+}
+
+impl Keys {
+    fn derive(master_key: &[u8]) -> Self {
+        Self {
+            main: derive(b"carekeep.server.store.v1\0", master_key),
+            audit: derive(b"carekeep.server.audit.v1\0", master_key),
+        }
+    }
 }
 
 fn derive(context: &[u8], master_key: &[u8]) -> Zeroizing<[u8; 32]> {

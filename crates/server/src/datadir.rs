@@ -14,6 +14,8 @@
 //!   tls/backup-key.pem     0600  the backup key: not in any certificate; its pin ships with
 //!                                every pin set so a rotation never strands clients.
 //!                                Move it offline after `init`.
+//!   backup-recipient             the public half of the key backups are sealed to (its
+//!                                private half is offline; `backup key` makes both)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -121,15 +123,14 @@ impl DataDir {
     /// Opens the encrypted store with the master key. A store from before the audit trail's
     /// head was kept gets its head now, from the trail as it stands.
     pub fn open_store(&self) -> Result<crate::store::Store, ServerError> {
-        let store =
-            crate::store::Store::open(&self.root.join("store.db"), &self.root.join("audit.db"), &self.master_key()?)?;
+        let store = crate::store::Store::open(&self.store_path(), &self.audit_path(), &self.master_key()?)?;
         if store.upgraded_across(crate::store::AUDIT_HEAD_SINCE) {
             crate::audit::adopt(&store, &self.signing_key()?)?;
         }
         Ok(store)
     }
 
-    fn master_key(&self) -> Result<Zeroizing<Vec<u8>>, ServerError> {
+    pub(crate) fn master_key(&self) -> Result<Zeroizing<Vec<u8>>, ServerError> {
         let path = self.master_key_path();
         let master = Zeroizing::new(read(&path)?);
         if master.len() != 32 {
@@ -156,20 +157,35 @@ impl DataDir {
         std::env::var_os(MASTER_KEY_ENV).map_or_else(|| self.root.join("master.key"), PathBuf::from)
     }
 
+    /// The records file.
+    pub(crate) fn store_path(&self) -> PathBuf {
+        self.root.join("store.db")
+    }
+
+    /// The audit trail's file.
+    pub(crate) fn audit_path(&self) -> PathBuf {
+        self.root.join("audit.db")
+    }
+
+    /// The public half of the backup key, which backups are sealed to.
+    pub(crate) fn backup_recipient_path(&self) -> PathBuf {
+        self.root.join("backup-recipient")
+    }
+
     /// The live certificate (PEM).
     pub fn cert_path(&self) -> PathBuf {
         self.root.join("tls").join("cert.pem")
     }
 
-    fn key_path(&self) -> PathBuf {
+    pub(crate) fn key_path(&self) -> PathBuf {
         self.root.join("tls").join("key.pem")
     }
 
-    fn backup_key_path(&self) -> PathBuf {
+    pub(crate) fn backup_key_path(&self) -> PathBuf {
         self.root.join("tls").join("backup-key.pem")
     }
 
-    fn signing_key_path(&self) -> PathBuf {
+    pub(crate) fn signing_key_path(&self) -> PathBuf {
         self.root.join("signing.key")
     }
 }

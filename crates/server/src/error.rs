@@ -36,6 +36,9 @@ pub enum ServerError {
     /// `audit verify` found the trail altered.
     #[error("the audit trail is not intact: {0}")]
     AuditBroken(String),
+    /// A backup could not be made, checked or restored.
+    #[error("backup: {0}")]
+    Backup(#[from] crate::backup::BackupError),
     /// The TLS configuration was refused.
     #[error("TLS set-up failed: {0}")]
     Tls(String),

@@ -12,6 +12,7 @@
 //!   documents, idempotency, transaction Bundles, export), [`import`] (a clinic's records
 //!   in), [`seed`] (the demo tenant).
 //! - What happened: [`audit`] (the hash-chained trail and the devices' uploads).
+//! - Surviving a dead disk: [`backup`] (encrypted, signed backups and proven restores).
 //! - The wire: [`http`] (the listener, its connection limits, one module per group of
 //!   routes, and the errors they answer with), [`error`] (the server's own failures).
 
@@ -19,6 +20,7 @@ pub mod address;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod datadir;
 pub mod error;
 pub mod http;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use carekeep_protocol::auth::Role;
-use carekeep_server::{DataDir, ServerError, admin, now};
+use carekeep_server::{DataDir, ServerError, admin, backup, now};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Carekeep reference server: HTTPS only.
@@ -87,6 +87,33 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Write an encrypted backup of the data directory, while the server may be serving:
+    /// a consistent snapshot of the store and its audit trail, with the keys a new machine
+    /// needs, sealed to the backup key (`backup key`). `backup verify` checks one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Backup {
+        /// The data directory.
+        #[arg(long, required = true)]
+        data: Option<PathBuf>,
+        /// The backup file to write (never replaces one).
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
+    },
+    /// Restore a backup into a new data directory, then prove it: the store opens, holds what
+    /// the backup counted, and its audit trail verifies up to the backup's signed head.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The backup key file (`backup key` wrote it).
+        #[arg(long)]
+        key: PathBuf,
+        /// The new data directory (must not exist, or be empty).
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Serve the API over HTTPS (there is no plaintext listener).
     Serve {
         /// The data directory.
@@ -137,6 +164,30 @@ enum TenantCommand {
         /// Minutes, 1 to 720.
         #[arg(long)]
         minutes: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Make the backup key: its private half, with the server it belongs to, goes to
+    /// KEYFILE (keep it offline; it alone opens the backups); the data directory keeps the
+    /// public half. Later backups are sealed to the new key; keep old keys for old backups.
+    Key {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the private half (a new file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a backup as a restore would (in a temporary directory it removes): refuses one
+    /// that was altered, cut short, or is of another server.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// The backup key file.
+        #[arg(long)]
+        key: PathBuf,
     },
 }
 
@@ -347,6 +398,41 @@ fn run_user(command: UserCommand) -> Result<(), ServerError> {
     }
 }
 
+fn run_backup(data: Option<PathBuf>, out: Option<PathBuf>, command: Option<BackupCommand>) -> Result<(), ServerError> {
+    match (command, data, out) {
+        (Some(BackupCommand::Key { data, out }), ..) => {
+            backup::create_key(&DataDir::open(&data)?, &out)?;
+            eprintln!(
+                "Wrote the backup key to {}. Move it offline now: only it opens this server's backups.",
+                out.display()
+            );
+        }
+        (Some(BackupCommand::Verify { file, key }), ..) => {
+            let manifest = backup::verify(&file, &backup::BackupKey::read(&key)?)?;
+            eprintln!("{} is intact and restores.", file.display());
+            print_manifest(&manifest);
+        }
+        (None, Some(data), Some(out)) => {
+            let manifest = backup::create(&DataDir::open(&data)?, &out)?;
+            eprintln!("Wrote {}.", out.display());
+            print_manifest(&manifest);
+        }
+        (None, ..) => return Err(ServerError::Invalid("backup needs --data DIR and --out FILE".into())),
+    }
+    Ok(())
+}
+
+/// What a backup holds, one `name: value` a line (no PHI: counts and hashes).
+fn print_manifest(manifest: &backup::Manifest) {
+    let c = &manifest.counts;
+    println!("created_at: {}", manifest.created_at);
+    println!("tenants: {}\nusers: {}\ndevices: {}", c.tenants, c.users, c.devices);
+    println!("resources: {}\ndocuments: {}\naudit_records: {}", c.resources, c.documents, c.audit_records);
+    if let Some(head) = &manifest.audit_head {
+        println!("audit_head: {} {}", head.seq, head.hash);
+    }
+}
+
 fn run(command: Command) -> Result<(), ServerError> {
     match command {
         Command::Init { data, hostname } => {
@@ -383,6 +469,14 @@ fn run(command: Command) -> Result<(), ServerError> {
             for user in users {
                 println!("{} {} {} {}", user.username, user.role.as_str(), user.password, user.totp_base32);
             }
+            Ok(())
+        }
+        Command::Backup { data, out, command } => run_backup(data, out, command),
+        Command::Restore { from, key, data } => {
+            let manifest = backup::restore(&from, &backup::BackupKey::read(&key)?, &data)?;
+            eprintln!("Restored {} into {} and verified it.", from.display(), data.display());
+            print_manifest(&manifest);
+            eprintln!("master.key is in {}: move it to your secret store if you keep it apart.", data.display());
             Ok(())
         }
         Command::Import { data, tenant, care_team, paths } => run_import(&data, &tenant, care_team.as_deref(), &paths),

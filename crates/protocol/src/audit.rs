@@ -286,16 +286,33 @@ impl ChainError {
 /// Verifies a whole chain from its first record, and every checkpoint against it and `key`.
 /// Returns the earliest problem.
 pub fn verify_chain(records: &[AuditRecord], checkpoints: &[Checkpoint], key: &VerifyingKey) -> Result<(), ChainError> {
-    let mut found = verify_links(records).err();
+    verify_chain_from(0, ChainHash::GENESIS, records, checkpoints, key)
+}
+
+/// [`verify_chain`] for a run of a chain that starts at record `first`, whose predecessor had
+/// hash `prev` (a sealed archive, or the live part of a trail after its archives).
+/// `checkpoints` are those of the run's records.
+pub fn verify_chain_from(
+    first: u64,
+    prev: ChainHash,
+    records: &[AuditRecord],
+    checkpoints: &[Checkpoint],
+    key: &VerifyingKey,
+) -> Result<(), ChainError> {
+    let mut found = verify_links(first, prev, records).err();
     let mut checkpoints: Vec<&Checkpoint> = checkpoints.iter().collect();
     checkpoints.sort_by_key(|c| c.seq);
     let mut vouched_up_to: Option<u64> = None;
     for checkpoint in checkpoints {
         let problem = if checkpoint.verifies(key) {
-            match usize::try_from(checkpoint.seq).ok().and_then(|i| records.get(i)) {
-                None => Some(ChainError::Truncated { len: records.len() as u64, checkpoint: checkpoint.seq }),
+            let at = checkpoint.seq.checked_sub(first).and_then(|i| usize::try_from(i).ok());
+            match at.and_then(|i| records.get(i)) {
+                None => Some(ChainError::Truncated { len: first + records.len() as u64, checkpoint: checkpoint.seq }),
                 Some(record) if record.hash != checkpoint.hash || record.seq != checkpoint.seq => {
-                    Some(ChainError::Rewritten { from: vouched_up_to.map_or(0, |v| v + 1), checkpoint: checkpoint.seq })
+                    Some(ChainError::Rewritten {
+                        from: vouched_up_to.map_or(first, |v| v + 1),
+                        checkpoint: checkpoint.seq,
+                    })
                 }
                 Some(_) => None,
             }
@@ -319,16 +336,26 @@ pub fn verify_chain(records: &[AuditRecord], checkpoints: &[Checkpoint], key: &V
 /// `every - 1`, `2 × every - 1`, …): a keeper that signs on that rule leaves none out, so a
 /// missing one means the checkpoints were deleted with a rewrite. Returns the first gap.
 pub fn require_checkpoints(len: u64, checkpoints: &[Checkpoint], every: u64) -> Result<(), ChainError> {
+    require_checkpoints_in(0..len, checkpoints, every)
+}
+
+/// [`require_checkpoints`] for the records `seqs` of a chain (a run of it).
+pub fn require_checkpoints_in(
+    seqs: std::ops::Range<u64>,
+    checkpoints: &[Checkpoint],
+    every: u64,
+) -> Result<(), ChainError> {
     let every = every.max(1);
     let signed: std::collections::HashSet<u64> = checkpoints.iter().map(|c| c.seq).collect();
-    let missing = (1..=len / every).map(|k| k * every - 1).find(|seq| !signed.contains(seq));
+    let missing = seqs
+        .filter(|seq| (seq + 1).is_multiple_of(every))
+        .find(|seq| !signed.contains(seq));
     missing.map_or(Ok(()), |seq| Err(ChainError::MissingCheckpoint(seq)))
 }
 
 /// The links alone: sequence, previous hash, content hash.
-fn verify_links(records: &[AuditRecord]) -> Result<(), ChainError> {
-    let mut prev = ChainHash::GENESIS;
-    for (position, record) in (0u64..).zip(records) {
+fn verify_links(first: u64, mut prev: ChainHash, records: &[AuditRecord]) -> Result<(), ChainError> {
+    for (position, record) in (first..).zip(records) {
         if record.seq != position {
             return Err(ChainError::Sequence { position, found: record.seq });
         }
@@ -378,6 +405,29 @@ mod tests {
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[42; 32])
+    }
+
+    #[test]
+    fn a_chain_verifies_in_runs_each_from_its_predecessor() {
+        let records = chain(250);
+        let checkpoints: Vec<Checkpoint> = records
+            .iter()
+            .filter(|r| (r.seq + 1) % 100 == 0)
+            .map(|r| Checkpoint::sign(r, &key()))
+            .collect();
+        let (early, late) = records.split_at(100);
+        let (early_cp, late_cp) = checkpoints.split_at(1);
+        let vk = key().verifying_key();
+        verify_chain_from(0, ChainHash::GENESIS, early, early_cp, &vk).unwrap();
+        verify_chain_from(100, early[99].hash, late, late_cp, &vk).unwrap();
+        require_checkpoints_in(100..250, late_cp, 100).unwrap();
+        // The late run after another predecessor, or its first record dropped.
+        assert_eq!(verify_chain_from(100, early[98].hash, late, late_cp, &vk), Err(ChainError::BrokenLink(100)));
+        assert_eq!(
+            verify_chain_from(100, early[99].hash, &late[1..], late_cp, &vk),
+            Err(ChainError::Sequence { position: 100, found: 101 })
+        );
+        assert_eq!(require_checkpoints_in(100..250, &[], 100), Err(ChainError::MissingCheckpoint(199)));
     }
 
     /// Recomputes every link from `from` on, as an attacker with write access would.

@@ -14,6 +14,7 @@
 //!   tls/backup-key.pem     0600  the backup key: not in any certificate; its pin ships with
 //!                                every pin set so a rotation never strands clients.
 //!                                Move it offline after `init`.
+//!   audit-archive/         0700  sealed, signed months of the audit trail (`audit archive`)
 //!   backup-recipient             the public half of the key backups are sealed to (its
 //!                                private half is offline; `backup key` makes both)
 //! ```
@@ -165,6 +166,11 @@ impl DataDir {
     /// The audit trail's file.
     pub(crate) fn audit_path(&self) -> PathBuf {
         self.root.join("audit.db")
+    }
+
+    /// The sealed monthly archives of the audit trail.
+    pub fn archive_path(&self) -> PathBuf {
+        self.root.join("audit-archive")
     }
 
     /// The public half of the backup key, which backups are sealed to.

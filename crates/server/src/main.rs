@@ -193,12 +193,36 @@ enum BackupCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the whole chain and its signed checkpoints; exits non-zero naming the first
-    /// record that cannot be trusted.
+    /// Verify the whole chain — sealed archives, then the live trail — and its signed
+    /// checkpoints; exits non-zero naming the first record that cannot be trusted.
     Verify {
         /// The data directory.
         #[arg(long)]
         data: PathBuf,
+        /// A record hash kept outside the server (`audit checkpoint` printed it): the trail
+        /// must still hold it. May be given more than once.
+        #[arg(long)]
+        anchor: Vec<String>,
+    },
+    /// Print the trail's newest record as a signed checkpoint (one JSON line), to keep
+    /// outside the server — printed, or sent to a second party. `audit verify --anchor HASH`
+    /// later proves the trail still holds it.
+    Checkpoint {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Seal every month that ended more than --keep-months months ago into a signed archive
+    /// (DIR/audit-archive/), checked first, and remove its records from the live trail. Keep
+    /// the archives six years; `audit verify` checks them with the live trail.
+    Archive {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Whole months kept live besides the current one (what patients see of who opened
+        /// their record, and the admins' audit search, covers the live trail).
+        #[arg(long, default_value_t = 12)]
+        keep_months: u32,
     },
     /// Who accessed a patient's record between two times (RFC 3339), one JSON record a line.
     Query {
@@ -398,6 +422,70 @@ fn run_user(command: UserCommand) -> Result<(), ServerError> {
     }
 }
 
+fn run_audit(command: AuditCommand) -> Result<(), ServerError> {
+    match command {
+        AuditCommand::Verify { data, anchor } => {
+            let dir = DataDir::open(&data)?;
+            let key = dir.signing_key()?.verifying_key();
+            let anchors = anchor
+                .iter()
+                .map(|hash| {
+                    serde_json::from_value(serde_json::Value::String(hash.trim().to_owned())).map_err(|_| {
+                        ServerError::Invalid(format!(
+                            "--anchor {hash}: expected the 64 hex digits `audit checkpoint` printed"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let verified = carekeep_server::audit::verify(&dir.open_store()?, &key, &dir.archive_path(), &anchors)
+                .map_err(|e| ServerError::AuditBroken(e.to_string()))?;
+            println!(
+                "audit trail intact: {} records, {} signed checkpoints, {} sealed archives",
+                verified.records, verified.checkpoints, verified.archives
+            );
+            if !anchors.is_empty() {
+                println!("anchored hashes found: {}", anchors.len());
+            }
+        }
+        AuditCommand::Checkpoint { data } => {
+            let dir = DataDir::open(&data)?;
+            let checkpoint = carekeep_server::audit::checkpoint(&dir.open_store()?, &dir.signing_key()?)?;
+            println!("{}", serde_json::to_string(&checkpoint).unwrap_or_default());
+            eprintln!(
+                "Keep this line outside the server. `audit verify --anchor {}` proves the trail still holds it.",
+                checkpoint.hash
+            );
+        }
+        AuditCommand::Archive { data, keep_months } => {
+            let dir = DataDir::open(&data)?;
+            let seals = carekeep_server::audit::archive::archive(
+                &dir.open_store()?,
+                &dir.signing_key()?,
+                &dir.archive_path(),
+                keep_months,
+                time::OffsetDateTime::now_utc(),
+            )?;
+            for seal in &seals {
+                println!("sealed {}: records #{} to #{}", seal.month, seal.first_seq, seal.last_seq);
+            }
+            eprintln!("{} months sealed into {}.", seals.len(), dir.archive_path().display());
+        }
+        AuditCommand::Query { data, patient, from, to } => {
+            let dir = DataDir::open(&data)?;
+            let store = dir.open_store()?;
+            let archived =
+                carekeep_server::audit::archive::query(&store.read(), &dir.archive_path(), &patient, &from, &to)?;
+            for record in archived
+                .into_iter()
+                .chain(carekeep_server::audit::query(&store, &patient, &from, &to)?)
+            {
+                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_backup(data: Option<PathBuf>, out: Option<PathBuf>, command: Option<BackupCommand>) -> Result<(), ServerError> {
     match (command, data, out) {
         (Some(BackupCommand::Key { data, out }), ..) => {
@@ -480,21 +568,7 @@ fn run(command: Command) -> Result<(), ServerError> {
             Ok(())
         }
         Command::Import { data, tenant, care_team, paths } => run_import(&data, &tenant, care_team.as_deref(), &paths),
-        Command::Audit { command: AuditCommand::Verify { data } } => {
-            let dir = DataDir::open(&data)?;
-            let key = dir.signing_key()?.verifying_key();
-            let verified = carekeep_server::audit::verify(&dir.open_store()?, &key)
-                .map_err(|e| ServerError::AuditBroken(e.to_string()))?;
-            println!("audit trail intact: {} records, {} signed checkpoints", verified.records, verified.checkpoints);
-            Ok(())
-        }
-        Command::Audit { command: AuditCommand::Query { data, patient, from, to } } => {
-            let store = DataDir::open(&data)?.open_store()?;
-            for record in carekeep_server::audit::query(&store, &patient, &from, &to)? {
-                println!("{}", serde_json::to_string(&record).unwrap_or_default());
-            }
-            Ok(())
-        }
+        Command::Audit { command } => run_audit(command),
         Command::Serve { data, listen, connections_per_address, max_bundle_mib } => {
             let dir = DataDir::open(&data)?;
             let mut limits = carekeep_server::http::Limits::default();

@@ -308,6 +308,15 @@ const MIGRATIONS: &[&str] = &[
     // 16: a clinician's or nurse's own Practitioner record, so an import can put a patient
     // on the care team of the practitioner `Patient.generalPractitioner` names.
     "ALTER TABLE users ADD COLUMN practitioner TEXT;",
+    // 17: sealed monthly archives of the audit trail (audit-archive/ in the data directory):
+    // which run of the chain each holds, where it ends, and the SHA-256 of its file.
+    "CREATE TABLE audit.audit_archives (
+        first_seq  INTEGER PRIMARY KEY,
+        last_seq   INTEGER NOT NULL,
+        file       TEXT NOT NULL UNIQUE,
+        last_hash  TEXT NOT NULL,
+        sha256     TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The migration from which the audit trail lives in its own file.
@@ -365,6 +374,11 @@ impl Store {
             })
             .collect::<Result<_, ServerError>>()?;
         Ok(Self { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0), found_version })
+    }
+
+    /// The schema version the files had before this open migrated them (0: a new store).
+    pub fn found_version(&self) -> i64 {
+        self.found_version
     }
 
     /// Whether this open migrated an existing store across `version` (a new store was

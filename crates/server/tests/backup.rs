@@ -349,3 +349,60 @@ fn backups_altered_cut_short_forged_or_of_another_server_are_refused() {
     let out = server(&["backup", "--data", s(&bare), "--out", s(&dir.path().join("bare.ckb"))]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("backup key --data"));
 }
+
+/// The secret half of a key file, as only its holder could read it.
+fn identity_in(key_file: &Path) -> backup::Identity {
+    let text = std::fs::read_to_string(key_file).unwrap();
+    let secret = text.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(secret).unwrap();
+    backup::Identity::from_bytes(bytes.try_into().unwrap())
+}
+
+#[test]
+fn restores_refuse_a_linked_target_and_an_old_backup_sealed_again_to_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = clinic(dir.path(), "a");
+    let file = dir.path().join("a.ckb");
+    run_ok(&["backup", "--data", s(&a.root), "--out", s(&file)]);
+
+    // A target that is a link to another directory: refused before anything is written,
+    // and a refused restore never leaves keys behind, there or beside it.
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = server(&["restore", "--from", s(&file), "--key", s(&a.key), "--data", s(&link)]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
+    let cut = dir.path().join("cut.ckb");
+    std::fs::write(&cut, &std::fs::read(&file).unwrap()[..100_000]).unwrap();
+    assert_refused(dir.path(), &cut, &a.key, "cut short");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".restoring-"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+
+    // The key is replaced; whoever still holds the old one opens an old backup and seals it
+    // again to the new key, to pass an old state off as new. The manifest names the key it
+    // was made for.
+    let old_key = dir.path().join("old-key.txt");
+    std::fs::rename(&a.key, &old_key).unwrap();
+    run_ok(&["backup", "key", "--data", s(&a.root), "--out", s(&a.key)]);
+    let mut plain = Vec::new();
+    let mut reader =
+        backup::envelope::OpenReader::new(&identity_in(&old_key), std::fs::File::open(&file).unwrap()).unwrap();
+    std::io::Read::read_to_end(&mut reader, &mut plain).unwrap();
+    let resealed = dir.path().join("resealed.ckb");
+    let mut writer =
+        backup::envelope::SealWriter::new(identity_in(&a.key).recipient(), std::fs::File::create(&resealed).unwrap())
+            .unwrap();
+    std::io::Write::write_all(&mut writer, &plain).unwrap();
+    writer.finish().unwrap();
+    assert_refused(dir.path(), &resealed, &a.key, "sealed again");
+    // Backups made after the new key open with it.
+    let fresh = dir.path().join("fresh.ckb");
+    run_ok(&["backup", "--data", s(&a.root), "--out", s(&fresh)]);
+    run_ok(&["backup", "verify", s(&fresh), "--key", s(&a.key)]);
+}

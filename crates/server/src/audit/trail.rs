@@ -20,7 +20,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainError, Checkpoint, require_checkpoints, verify_chain};
+use carekeep_protocol::audit::{
+    AuditEvent, AuditRecord, ChainError, ChainHash, Checkpoint, require_checkpoints_in, verify_chain_from,
+};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -367,10 +369,12 @@ fn check_head(
 /// What `audit verify` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Records checked.
+    /// Records checked, archived and live.
     pub records: u64,
     /// Checkpoints whose signatures held.
     pub checkpoints: u64,
+    /// Sealed archives checked.
+    pub archives: u64,
 }
 
 /// Why the trail cannot be trusted.
@@ -402,17 +406,39 @@ pub enum VerifyError {
     /// The trail has records, but store.db no longer holds its head.
     #[error("store.db no longer holds the audit trail's head: it was edited or replaced; restore it")]
     HeadMissing,
+    /// A sealed archive is missing, altered, or out of place.
+    #[error("audit archive {0}")]
+    Archive(String),
+    /// A hash anchored outside the server is no longer in the trail.
+    #[error("no record of the trail has the anchored hash {0}: the trail was rewritten since it was anchored")]
+    AnchorMissing(ChainHash),
     /// The store failed.
     #[error("{0}")]
     Store(ServerError),
 }
 
-/// Checks the whole trail against `key`: links, content, order, every checkpoint (each
-/// signed, none missing), the search columns against the records, and that the trail
-/// reaches the head store.db remembers.
-pub fn verify(store: &Store, key: &VerifyingKey) -> Result<Verified, VerifyError> {
+/// Checks the whole trail against `key`: the sealed archives in `archive_dir`, then the live
+/// trail continuing them — links, content, order, every checkpoint (each signed, none
+/// missing), the search columns against the records, that the trail reaches the head
+/// store.db remembers, and that it still holds every hash in `anchors` (checkpoint hashes
+/// kept outside the server).
+pub fn verify(
+    store: &Store,
+    key: &VerifyingKey,
+    archive_dir: &std::path::Path,
+    anchors: &[ChainHash],
+) -> Result<Verified, VerifyError> {
     let conn = store.lock();
     let failed = |e: rusqlite::Error| VerifyError::Store(e.into());
+    let mut unseen: std::collections::HashSet<ChainHash> = anchors.iter().copied().collect();
+    let mut archived = 0_u64;
+    let (first, prev, archived_checkpoints) = super::archive::verify_archives(&conn, archive_dir, key, |record| {
+        unseen.remove(&record.hash);
+        archived += 1;
+    })?;
+    let archive_count: u64 = conn
+        .query_row("SELECT count(*) FROM audit.audit_archives", [], |r| r.get(0))
+        .map_err(failed)?;
     let mut records = Vec::new();
     {
         let mut stmt = conn
@@ -450,17 +476,47 @@ pub fn verify(store: &Store, key: &VerifyingKey) -> Result<Verified, VerifyError
             checkpoints.push(serde_json::from_str::<Checkpoint>(&json).map_err(|_| VerifyError::Unreadable(seq))?);
         }
     }
-    verify_chain(&records, &checkpoints, key).map_err(VerifyError::Broken)?;
-    require_checkpoints(records.len() as u64, &checkpoints, CHECKPOINT_EVERY).map_err(VerifyError::Broken)?;
+    verify_chain_from(first, prev, &records, &checkpoints, key).map_err(VerifyError::Broken)?;
+    require_checkpoints_in(first..first + records.len() as u64, &checkpoints, CHECKPOINT_EVERY)
+        .map_err(VerifyError::Broken)?;
     match remembered_head(&conn)? {
         Some(head) => {
-            let at = |seq: u64| Ok(usize::try_from(seq).ok().and_then(|i| records.get(i)).cloned());
+            let at = |seq: u64| {
+                Ok(seq
+                    .checked_sub(first)
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| records.get(i))
+                    .cloned())
+            };
             check_head(&head, key, at, records.last())?;
         }
-        None if !records.is_empty() => return Err(VerifyError::HeadMissing),
+        None if first + records.len() as u64 > 0 => return Err(VerifyError::HeadMissing),
         None => {}
     }
-    Ok(Verified { records: records.len() as u64, checkpoints: checkpoints.len() as u64 })
+    for record in &records {
+        unseen.remove(&record.hash);
+    }
+    if let Some(missing) = unseen.into_iter().next() {
+        return Err(VerifyError::AnchorMissing(missing));
+    }
+    Ok(Verified {
+        records: archived + records.len() as u64,
+        checkpoints: archived_checkpoints + checkpoints.len() as u64,
+        archives: archive_count,
+    })
+}
+
+/// The trail's newest record as a signed checkpoint, to anchor outside the server; `None`
+/// while the trail is empty.
+pub fn checkpoint(store: &Store, key: &SigningKey) -> Result<Checkpoint, ServerError> {
+    let conn = store.read();
+    let last = conn
+        .query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
+        .optional()?
+        .ok_or_else(|| ServerError::Invalid("the audit trail is empty: there is nothing to anchor yet".into()))?;
+    let last: AuditRecord =
+        serde_json::from_str(&last).map_err(|_| ServerError::AuditBroken("the newest record is unreadable".into()))?;
+    Ok(Checkpoint::sign(&last, key))
 }
 
 /// "Who accessed this patient's record": records naming `patient`, between `from` and `to`

@@ -182,7 +182,11 @@ impl<W: Write> SealWriter<W> {
     pub fn new(recipient: Recipient, mut out: W) -> io::Result<Self> {
         let ephemeral = Identity::generate()?;
         let ephemeral_public = ephemeral.recipient().to_bytes();
-        let shared = Zeroizing::new(ephemeral.0.diffie_hellman(&recipient.0).to_bytes());
+        let shared = ephemeral.0.diffie_hellman(&recipient.0);
+        if !shared.was_contributory() {
+            return Err(io::Error::other("the backup key's public half is not a usable key"));
+        }
+        let shared = Zeroizing::new(shared.to_bytes());
         let mut file_key = Zeroizing::new([0u8; 32]);
         getrandom::fill(file_key.as_mut_slice()).map_err(|e| io::Error::other(e.to_string()))?;
         let wrap = wrapping_key(&shared, &ephemeral_public, &recipient.to_bytes());
@@ -273,7 +277,12 @@ impl<R: Read> OpenReader<R> {
             return Err(EnvelopeError::OtherKey);
         }
         let ephemeral: [u8; 32] = ephemeral.try_into().expect("32 bytes");
-        let shared = Zeroizing::new(identity.0.diffie_hellman(&PublicKey::from(ephemeral)).to_bytes());
+        // A low-order ephemeral key makes the shared secret all zeros, known to anyone.
+        let shared = identity.0.diffie_hellman(&PublicKey::from(ephemeral));
+        if !shared.was_contributory() {
+            return Err(EnvelopeError::Altered);
+        }
+        let shared = Zeroizing::new(shared.to_bytes());
         let wrap = wrapping_key(&shared, &ephemeral, &recipient.to_bytes());
         let file_key = Aes256Gcm::new(wrap.as_slice().into())
             .decrypt(&Nonce::default(), sealed_key)
@@ -433,6 +442,15 @@ mod tests {
         }
         let extended = [&sealed[..], b"more"].concat();
         assert!(matches!(open(&identity, &extended), Err(EnvelopeError::Truncated)));
+    }
+
+    #[test]
+    fn a_low_order_ephemeral_key_is_refused() {
+        let identity = Identity::generate().unwrap();
+        let mut sealed = seal(&identity, b"records");
+        // The identity point: every shared secret with it is zero.
+        sealed[MAGIC.len() + 32..MAGIC.len() + 64].copy_from_slice(&[0; 32]);
+        assert!(matches!(open(&identity, &sealed), Err(EnvelopeError::Altered)));
     }
 
     #[test]

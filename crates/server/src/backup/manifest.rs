@@ -31,6 +31,9 @@ pub struct Manifest {
     pub format: u32,
     /// The server's audit signing key (base64): the server the backup is of.
     pub server: String,
+    /// The backup key's public half it was sealed to (base64): a backup re-sealed to
+    /// another key by whoever opened it is refused.
+    pub recipient: String,
     /// When the snapshot was taken (RFC 3339).
     pub created_at: String,
     /// The store's schema version at the snapshot.
@@ -127,6 +130,7 @@ mod tests {
         Manifest {
             format: FORMAT,
             server: BASE64.encode(key.verifying_key().as_bytes()),
+            recipient: BASE64.encode([5; 32]),
             created_at: "2026-11-30T00:00:00Z".into(),
             schema_version: 1,
             counts: Counts { tenants: 1, users: 2, devices: 0, resources: 3, documents: 0, audit_records: 4 },

@@ -83,6 +83,15 @@ pub enum BackupError {
     /// The manifest's signature does not hold.
     #[error("this backup's manifest is not signed by the server it names: it was forged; use another copy")]
     Forged,
+    /// The backup was made for another backup key and sealed again to this one.
+    #[error(
+        "this backup was made for another backup key and sealed again to this one: it may be an old state passed \
+         off as new; use a backup made for this key"
+    )]
+    Resealed,
+    /// The restore target is a symbolic link.
+    #[error("{} is a symbolic link: restore into a real, new or empty directory", .0.display())]
+    TargetIsLink(PathBuf),
     /// The (authentic) contents cannot be used.
     #[error("this backup cannot be read: {0}")]
     Unreadable(&'static str),
@@ -161,7 +170,7 @@ pub fn create(dir: &DataDir, out: &Path) -> Result<Manifest, ServerError> {
     if out.exists() {
         return Err(BackupError::OutExists(out.to_path_buf()).into());
     }
-    let staging = Staging::beside(out)?;
+    let staging = Staging::beside(out, "partial")?;
     let signing = dir.signing_key()?;
     let snapshot = (staging.path.join("store.db"), staging.path.join("audit.db"));
     let facts = crate::store::snapshot(
@@ -182,16 +191,31 @@ pub fn create(dir: &DataDir, out: &Path) -> Result<Manifest, ServerError> {
     }
     sources.push(("backup-recipient", dir.backup_recipient_path()));
     sources.extend([("store.db", snapshot.0), ("audit.db", snapshot.1)]);
+    let mut sources: Vec<(String, PathBuf)> = sources.into_iter().map(|(name, path)| (name.to_owned(), path)).collect();
+    // Listed after the snapshot: an archive audit.db notes was on disk before it was noted.
+    sources.extend(archive_files(&dir.archive_path())?);
+    // Each file is copied once, then hashed and sealed from the copy: a key rotated while
+    // the backup runs cannot make the hash and the sealed bytes differ.
+    for (n, (_, path)) in sources
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, (name, _))| !matches!(name.as_str(), "store.db" | "audit.db"))
+    {
+        let copy = staging.path.join(format!("file-{n}"));
+        std::fs::copy(&*path, &copy).map_err(ServerError::io("read", path))?;
+        *path = copy;
+    }
     let files = sources
         .iter()
         .map(|(name, path)| {
             let (bytes, sha256) = digest(path)?;
-            Ok(FileEntry { name: (*name).to_owned(), bytes, sha256 })
+            Ok(FileEntry { name: name.clone(), bytes, sha256 })
         })
         .collect::<Result<Vec<_>, ServerError>>()?;
     let manifest = Manifest {
         format: manifest::FORMAT,
         server: BASE64.encode(signing.verifying_key().as_bytes()),
+        recipient: BASE64.encode(recipient.to_bytes()),
         created_at: time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
         schema_version: facts.schema_version,
         counts: facts.counts,
@@ -229,35 +253,61 @@ pub fn create(dir: &DataDir, out: &Path) -> Result<Manifest, ServerError> {
 /// nothing is left in `target` unless the store opens, holds what the manifest counted, and
 /// its audit trail verifies up to the manifest's signed head.
 pub fn restore(from: &Path, key: &BackupKey, target: &Path) -> Result<Manifest, ServerError> {
-    let existed = target.exists();
-    if existed
-        && std::fs::read_dir(target)
-            .map_err(ServerError::io("read", target))?
-            .next()
-            .is_some()
-    {
-        return Err(BackupError::TargetNotEmpty(target.to_path_buf()).into());
-    }
-    let result = unpack(from, key, target).and_then(|manifest| prove(target, key, &manifest).map(|()| manifest));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(target);
-        if existed {
-            let _ = carekeep_private_files::create_dir(target);
+    match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(BackupError::TargetIsLink(target.to_path_buf()).into()),
+        Ok(meta)
+            if !meta.is_dir()
+                || std::fs::read_dir(target)
+                    .map_err(ServerError::io("read", target))?
+                    .next()
+                    .is_some() =>
+        {
+            return Err(BackupError::TargetNotEmpty(target.to_path_buf()).into());
         }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ServerError::io("read", target)(e)),
     }
-    result
+    // Unpacked and proven beside the target, then renamed into place: a refused or
+    // interrupted restore leaves nothing that looks like a data directory.
+    let staging = Staging::beside(target, "restoring")?;
+    let manifest = unpack(from, key, &staging.path)?;
+    prove(&staging.path, key, &manifest)?;
+    std::fs::rename(&staging.path, target).map_err(ServerError::io("create", target))?;
+    carekeep_private_files::sync_dir(&parent_of(target)).map_err(ServerError::io("sync", target))?;
+    Ok(manifest)
 }
 
-/// Checks the backup `from` as [`restore`] would, in a temporary directory it removes.
+/// Checks the backup `from` as [`restore`] would, in a temporary directory it removes
+/// (and removes what a killed check left there more than an hour ago).
 pub fn verify(from: &Path, key: &BackupKey) -> Result<Manifest, ServerError> {
-    let mut name = String::from("carekeep-backup-verify-");
+    const SCRATCH: &str = "carekeep-backup-verify-";
+    let temp = std::env::temp_dir();
+    sweep(&temp, SCRATCH);
+    let mut name = String::from(SCRATCH);
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
     crate::ids::push_hex(&mut name, &random);
-    let scratch = std::env::temp_dir().join(name);
+    let scratch = temp.join(name);
     let result = restore(from, key, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// Removes directories in `dir` named `prefix…` that were last changed over an hour ago.
+fn sweep(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|changed| changed.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if stale && entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Reads the envelope into `target`, each file checked against the manifest.
@@ -265,8 +315,13 @@ fn unpack(from: &Path, key: &BackupKey, target: &Path) -> Result<Manifest, Serve
     let input = BufReader::new(File::open(from).map_err(ServerError::io("read", from))?);
     let mut reader = envelope::OpenReader::new(&key.identity, input).map_err(BackupError::Envelope)?;
     let manifest = Manifest::read_signed(&mut reader, &key.server)?;
+    if manifest.recipient != BASE64.encode(key.identity.recipient().to_bytes()) {
+        return Err(BackupError::Resealed.into());
+    }
     check_names(&manifest.files)?;
-    carekeep_private_files::create_dir(&target.join("tls")).map_err(ServerError::io("create", target))?;
+    for sub in ["tls", ARCHIVES] {
+        carekeep_private_files::create_dir(&target.join(sub)).map_err(ServerError::io("create", target))?;
+    }
     for entry in &manifest.files {
         let path = target.join(&entry.name);
         let file = carekeep_private_files::create_new(&path).map_err(ServerError::io("write", &path))?;
@@ -282,7 +337,7 @@ fn unpack(from: &Path, key: &BackupKey, target: &Path) -> Result<Manifest, Serve
         file.sync_all().map_err(ServerError::io("write", &path))?;
     }
     reader.finish().map_err(BackupError::Envelope)?;
-    for dir in [target.join("tls"), target.to_path_buf()] {
+    for dir in [target.join("tls"), target.join(ARCHIVES), target.to_path_buf()] {
         carekeep_private_files::sync_dir(&dir).map_err(ServerError::io("sync", &dir))?;
     }
     Ok(manifest)
@@ -301,7 +356,9 @@ fn prove(target: &Path, key: &BackupKey, manifest: &Manifest) -> Result<(), Serv
     let master = Zeroizing::new(std::fs::read(target.join("master.key")).map_err(ServerError::io("read", target))?);
     let store = crate::store::Store::open(&target.join("store.db"), &target.join("audit.db"), &master)?;
     let facts = read_facts(&store.read())?;
-    if facts.counts != manifest.counts || facts.schema_version != manifest.schema_version {
+    // Compared with the version the files had before this binary migrated them: a backup
+    // made by an older release restores into a newer one.
+    if facts.counts != manifest.counts || store.found_version() != manifest.schema_version {
         return Err(mismatch(format!("it holds {:?}, the manifest counted {:?}", facts.counts, manifest.counts)));
     }
     match (&manifest.audit_head, &facts.last) {
@@ -310,15 +367,54 @@ fn prove(target: &Path, key: &BackupKey, manifest: &Manifest) -> Result<(), Serv
             if head.seq == last.seq && head.hash == last.hash && head.verifies_as_head(&key.server) => {}
         _ => return Err(mismatch("its audit trail does not end at the signed head".into())),
     }
-    crate::audit::verify(&store, &key.server).map_err(|e| ServerError::AuditBroken(e.to_string()))?;
+    crate::audit::verify(&store, &key.server, &target.join(ARCHIVES), &[])
+        .map_err(|e| ServerError::AuditBroken(e.to_string()))?;
     Ok(())
+}
+
+/// The sealed audit archives in `dir`, as (name in a backup, path), sorted.
+fn archive_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, ServerError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ServerError::io("read", dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let name = entry
+            .map_err(ServerError::io("read", dir))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let in_backup = format!("{ARCHIVES}/{name}");
+        if is_archive_name(&in_backup) {
+            files.push((in_backup, dir.join(name)));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The folder of sealed audit archives, as a backup names it.
+const ARCHIVES: &str = "audit-archive";
+
+/// `audit-archive/` and a plain file name (`2026-10.0.jsonl`): nothing that could climb out.
+fn is_archive_name(name: &str) -> bool {
+    name.strip_prefix(ARCHIVES)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|file| {
+            Path::new(file).extension().is_some_and(|ext| ext == "jsonl")
+                && !file.starts_with('.')
+                && file.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        })
 }
 
 /// Every name is one a data directory has, none twice, and the required ones are there.
 fn check_names(files: &[FileEntry]) -> Result<(), BackupError> {
     let mut seen = std::collections::HashSet::new();
     for entry in files {
-        if !FILES.contains(&entry.name.as_str()) || !seen.insert(entry.name.as_str()) {
+        let known = FILES.contains(&entry.name.as_str()) || is_archive_name(&entry.name);
+        if !known || !seen.insert(entry.name.as_str()) {
             return Err(BackupError::Unreadable("it lists a file a data directory does not have"));
         }
     }
@@ -443,20 +539,24 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// A private working directory beside a backup being written, removed when dropped: the
-/// snapshot files and the envelope before it gets its name.
+/// A private working directory beside a backup being written (the snapshot, copies of the
+/// other files, the envelope before it gets its name) or a restore (the data directory
+/// before it is proven), removed when dropped.
 struct Staging {
     path: PathBuf,
 }
 
 impl Staging {
-    fn beside(out: &Path) -> Result<Self, ServerError> {
+    /// `NAME.WHAT-RANDOM` beside `path`.
+    fn beside(path: &Path, what: &str) -> Result<Self, ServerError> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
-        let mut name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        name.push_str(".partial-");
+        let mut name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        name.push('.');
+        name.push_str(what);
+        name.push('-');
         crate::ids::push_hex(&mut name, &random);
-        let path = parent_of(out).join(name);
+        let path = parent_of(path).join(name);
         carekeep_private_files::create_dir(&path).map_err(ServerError::io("create", &path))?;
         Ok(Self { path })
     }

@@ -3,6 +3,7 @@
 //! - [`trail`]: the server's own tamper-evident trail — one hash-chained record per
 //!   audited request or write, signed checkpoints, and `audit verify`;
 //! - [`archive`]: completed months sealed into signed files, checked with the live trail;
+//! - [`search`]: a tenant's records as the `AuditEvent` route pages through them;
 //! - [`device`]: the records a device kept while it worked from its cache, uploaded at its
 //!   next sync and appended to that trail after the server has checked them.
 //!
@@ -11,6 +12,7 @@
 
 pub mod archive;
 pub mod device;
+pub mod search;
 pub mod trail;
 
 pub use trail::{

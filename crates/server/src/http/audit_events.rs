@@ -2,13 +2,10 @@
 //! trail (by `patient`, `agent`, `date`); a patient sees who accessed their own record (and
 //! the records they are proxy for), without staff IP addresses or devices.
 
-use std::fmt::Write as _;
-
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use carekeep_protocol::audit::{AuditRecord, Outcome};
 use carekeep_protocol::auth::Role;
-use rusqlite::params_from_iter;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -16,6 +13,7 @@ use super::audit::{AuditSlot, Touch};
 use super::error::ApiError;
 use super::fhir::FHIR_JSON;
 use super::grant::Grant;
+use crate::audit::search::read_trail;
 use crate::records::access::{self, Data, PatientFilter};
 use crate::records::search::{self, After, Search};
 
@@ -120,63 +118,6 @@ pub async fn run(
     let body =
         json!({"resourceType": "Bundle", "type": "searchset", "total": trail.total, "link": links, "entry": entries});
     Ok(([(header::CONTENT_TYPE, FHIR_JSON)], body.to_string()).into_response())
-}
-
-/// One page of the trail, with usernames, how many match in all, and where the next starts.
-struct Trail {
-    records: Vec<(AuditRecord, Option<String>)>,
-    total: u64,
-    next_below: Option<i64>,
-}
-
-/// The trail's records for `tenant`, newest first, filtered as `search` asks, below `below`.
-fn read_trail(
-    store: &crate::store::Store,
-    tenant: &str,
-    patients: Option<&[String]>,
-    search: &Search,
-    below: Option<i64>,
-) -> rusqlite::Result<Trail> {
-    let mut sql = String::from(" FROM audit_log a WHERE a.tenant = ?");
-    let mut args = vec![tenant.to_owned()];
-    if let Some(patients) = patients {
-        if patients.is_empty() {
-            return Ok(Trail { records: Vec::new(), total: 0, next_below: None });
-        }
-        sql.push_str(" AND a.patient IN (");
-        sql.push_str(&vec!["?"; patients.len()].join(", "));
-        sql.push(')');
-        args.extend(patients.iter().cloned());
-    }
-    if let Some(agent) = &search.agent {
-        sql.push_str(" AND a.user_id = ?");
-        args.push(agent.clone());
-    }
-    search::push_date_conditions(&mut sql, &mut args, "a.recorded_at", &search.date);
-    let conn = store.read();
-    let total: u64 = conn.query_row(&format!("SELECT count(*){sql}"), params_from_iter(args.iter()), |r| r.get(0))?;
-    if let Some(below) = below {
-        let _ = write!(sql, " AND a.seq < {below}");
-    }
-    let _ = write!(sql, " ORDER BY a.seq DESC LIMIT {}", search.count + 1);
-    let mut stmt =
-        conn.prepare(&format!("SELECT a.seq, a.record, (SELECT u.username FROM users u WHERE u.id = a.user_id){sql}"))?;
-    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
-    })?;
-    let mut records = Vec::new();
-    let mut next_below = None;
-    for row in rows {
-        let (seq, json, username) = row?;
-        if records.len() == search.count as usize {
-            next_below = Some(seq + 1);
-            break;
-        }
-        if let Ok(record) = serde_json::from_str::<AuditRecord>(&json) {
-            records.push((record, username));
-        }
-    }
-    Ok(Trail { records, total, next_below })
 }
 
 /// One record as a FHIR R4 AuditEvent. `staff_view` adds the network address and device.

@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 
 use super::AppState;
@@ -19,13 +18,7 @@ use super::audit::{AuditSlot, Touch};
 use crate::auth::Principal;
 use crate::now;
 use crate::records::access;
-
-/// How long a break-glass grant lasts.
-pub const GRANT_SECS: i64 = 60 * 60;
-
-/// Grants one clinician may open in any hour: an emergency rarely needs more than a few
-/// records; opening twenty in a second is a search, not an emergency.
-pub const GRANTS_PER_HOUR: i64 = 5;
+use crate::records::break_glass::{self, GRANTS_PER_HOUR, Opened};
 
 /// Whether `reason` says something: at least two words of letters, not one character over
 /// and over ("xxxxxxxxxx").
@@ -42,16 +35,6 @@ fn says_something(reason: &str) -> bool {
     letters.sort_unstable();
     letters.dedup();
     words >= 2 && letters.len() >= 4
-}
-
-/// How a request for a grant ended.
-enum Opened {
-    /// Granted until this time.
-    Until(i64),
-    /// No such patient in the caller's tenant.
-    NoPatient,
-    /// The clinician is over the hourly limit; an alert was raised.
-    OverLimit,
 }
 
 /// `POST /break-glass` body.
@@ -88,45 +71,11 @@ pub async fn open(
     }
     let store = state.records.store().clone();
     let (tenant, user, patient) = (caller.tenant.clone(), caller.user_id.clone(), request.patient.clone());
-    let opened = tokio::task::spawn_blocking(move || -> Result<Opened, crate::ServerError> {
-        let mut conn = store.lock();
-        let tx = conn.transaction()?;
-        let exists: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM resources WHERE tenant = ?1 AND type = 'Patient' AND id = ?2",
-                params![tenant, patient],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if exists.is_none() {
-            return Ok(Opened::NoPatient);
-        }
-        let now = now();
-        let recent: i64 = tx.query_row(
-            "SELECT count(*) FROM break_glass WHERE user_id = ?1 AND opened_at > ?2",
-            params![user, now - 3600],
-            |r| r.get(0),
-        )?;
-        if recent >= GRANTS_PER_HOUR {
-            tx.execute(
-                "INSERT INTO admin_alerts (id, tenant, kind, user_id, raised_at) VALUES (?1, ?2, 'break-glass-rate', ?3, ?4)",
-                params![crate::ids::new_id("alert")?, tenant, user, now],
-            )?;
-            tx.commit()?;
-            tracing::warn!(user = %user, "break-glass limit exceeded; the tenant's admins are alerted");
-            return Ok(Opened::OverLimit);
-        }
-        tx.execute(
-            "INSERT INTO break_glass (id, tenant, user_id, patient, reason, opened_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![crate::ids::new_id("bg")?, tenant, user, patient, reason, now, now + GRANT_SECS],
-        )?;
-        tx.commit()?;
-        Ok(Opened::Until(now + GRANT_SECS))
-    })
-    .await;
+    let opened =
+        tokio::task::spawn_blocking(move || break_glass::open(&store, &tenant, &user, &patient, &reason, now())).await;
     match opened {
         Ok(Ok(Opened::OverLimit)) => {
+            tracing::warn!(user = %caller.user_id, "break-glass limit exceeded; the tenant's admins are alerted");
             slot.touch(Touch {
                 resource_type: Some("Patient".into()),
                 resource_id: Some(request.patient.clone()),
@@ -168,14 +117,8 @@ pub async fn review(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
 ) -> Response {
-    let sql = "SELECT b.id, b.user_id, u.username, b.patient, b.reason, b.opened_at, b.expires_at
-               FROM break_glass b JOIN users u ON u.id = b.user_id WHERE b.tenant = ?1 ORDER BY b.opened_at DESC";
-    for_admins(&state, &caller, &slot, "Only admins review break-glass access.", sql, |r| {
-        Ok(serde_json::json!({
-            "id": r.get::<_, String>(0)?, "user": r.get::<_, String>(1)?, "username": r.get::<_, String>(2)?,
-            "patient": r.get::<_, String>(3)?, "reason": r.get::<_, String>(4)?,
-            "opened_at": r.get::<_, i64>(5)?, "expires_at": r.get::<_, i64>(6)?,
-        }))
+    for_admins(&state, &caller, &slot, "Only admins review break-glass access.", |store, tenant| {
+        Ok(serde_json::to_value(break_glass::grants(store, tenant)?).unwrap_or_default())
     })
     .await
 }
@@ -187,39 +130,28 @@ pub async fn alerts(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
 ) -> Response {
-    let sql = "SELECT a.id, a.kind, a.user_id, u.username, a.raised_at
-               FROM admin_alerts a JOIN users u ON u.id = a.user_id WHERE a.tenant = ?1 ORDER BY a.raised_at DESC";
-    for_admins(&state, &caller, &slot, "Only admins see the tenant's alerts.", sql, |r| {
-        Ok(serde_json::json!({
-            "id": r.get::<_, String>(0)?, "kind": r.get::<_, String>(1)?, "user": r.get::<_, String>(2)?,
-            "username": r.get::<_, String>(3)?, "raised_at": r.get::<_, i64>(4)?,
-        }))
+    for_admins(&state, &caller, &slot, "Only admins see the tenant's alerts.", |store, tenant| {
+        Ok(serde_json::to_value(break_glass::alerts(store, tenant)?).unwrap_or_default())
     })
     .await
 }
 
 /// A list for the tenant's admins: refused (`403`, audited as denied) to anyone whose role
-/// does not read the tenant's audit trail; otherwise `sql` (its one parameter: the tenant)
-/// with each row as `row` makes it.
+/// does not read the tenant's audit trail; otherwise what `list` finds for the tenant.
 async fn for_admins(
     state: &AppState,
     caller: &Principal,
     slot: &AuditSlot,
     refusal: &str,
-    sql: &'static str,
-    row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<serde_json::Value>,
+    list: fn(&crate::store::Store, &str) -> Result<serde_json::Value, crate::ServerError>,
 ) -> Response {
     if access::rule_for(caller.role, access::Data::AuditTrail).read != access::Reach::Tenant {
         slot.deny();
         return super::operation_outcome(StatusCode::FORBIDDEN, "forbidden", refusal);
     }
     let (store, tenant) = (state.records.store().clone(), caller.tenant.clone());
-    let listed = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<serde_json::Value>> {
-        store.read().prepare(sql)?.query_map([tenant], row)?.collect()
-    })
-    .await;
-    match listed {
-        Ok(Ok(list)) => Json(list).into_response(),
+    match tokio::task::spawn_blocking(move || list(&store, &tenant)).await {
+        Ok(Ok(listed)) => Json(listed).into_response(),
         _ => super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."),
     }
 }

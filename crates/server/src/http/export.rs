@@ -78,19 +78,10 @@ pub async fn group(
     request: ExportRequest,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (store, tenant, user) = (state.records.store().clone(), request.grant.tenant().to_owned(), id.clone());
-    let member = tokio::task::spawn_blocking(move || {
-        store
-            .read()
-            .query_row(
-                "SELECT 1 FROM users WHERE tenant = ?1 AND id = ?2 AND role IN ('clinician', 'nurse')",
-                [tenant, user],
-                |_| Ok(()),
-            )
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false);
+    let (records, tenant, user) = (state.records.clone(), request.grant.tenant().to_owned(), id.clone());
+    let member = tokio::task::spawn_blocking(move || records.is_group(&tenant, &user))
+        .await
+        .unwrap_or(false);
     if !member {
         return Err(ApiError::outcome(
             StatusCode::NOT_FOUND,

@@ -187,6 +187,19 @@ impl Records {
         Ok(value.to_string())
     }
 
+    /// Whether `user_id` names a Group of `tenant` for `$export`: a clinician's or nurse's
+    /// care team.
+    pub fn is_group(&self, tenant: &str, user_id: &str) -> bool {
+        self.store()
+            .read()
+            .query_row(
+                "SELECT 1 FROM users WHERE tenant = ?1 AND id = ?2 AND role IN ('clinician', 'nurse')",
+                [tenant, user_id],
+                |_| Ok(()),
+            )
+            .is_ok()
+    }
+
     /// Starts an export for `user_id`: its id. Exports older than a day are removed now.
     pub fn begin_export(&self, tenant: &str, user_id: &str, request: &str, now: i64) -> Result<String, RecordError> {
         let id = crate::ids::new_id("export")?;

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod authorship;
+pub mod break_glass;
 pub mod bundle;
 pub mod documents;
 pub mod export;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The tables, by the name their benchmark writes under `target/bench-NAME.md`.
-pub const TABLES: [&str; 6] = ["vault", "server", "login", "sync", "records-in", "app"];
+pub const TABLES: [&str; 7] = ["vault", "server", "login", "sync", "records-in", "backup", "app"];
 
 /// Where the document lives, from the workspace root.
 const DOCUMENT: &str = "docs/benchmarks.md";

@@ -13,6 +13,8 @@
 //!   release build under Xvfb (each against the budgets of DESIGN.md §8).
 //! - `cargo xtask demo`: the app on a seeded demo server (see `demo.rs`); `cargo xtask totp
 //!   USER` prints a demo user's current authenticator code.
+//! - `cargo xtask bench-report`: after one benchmark run by hand (`cargo bench -p … --bench
+//!   NAME`), puts the tables in `target/` into docs/benchmarks.md.
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
 
@@ -30,12 +32,16 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("bench-report") => bench_report::update(&workspace_root())
+            .map(|updated| println!("docs/benchmarks.md: new figures for {}", updated.join(", "))),
         Some("demo") => demo::run(),
         Some("totp") => demo::totp(args.get(1)),
         Some("setup") => setup::ensure_system_packages(),
         Some("keyring-run") => keyring_run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test | demo | totp USER | bench [FILTER] | setup | keyring-run -- CMD...>");
+            eprintln!(
+                "usage: cargo xtask <test | demo | totp USER | bench [FILTER] | bench-report | setup | keyring-run -- CMD...>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -115,6 +121,7 @@ fn bench(filter: &[String]) -> Result {
     for (package, bench) in [
         ("carekeep-core", "vault"),
         ("carekeep-server", "server"),
+        ("carekeep-server", "backup"),
         ("carekeep-e2e", "login"),
         ("carekeep-e2e", "sync"),
         ("carekeep-e2e", "records_in"),

@@ -406,3 +406,31 @@ fn restores_refuse_a_linked_target_and_an_old_backup_sealed_again_to_a_new_key()
     run_ok(&["backup", "--data", s(&a.root), "--out", s(&fresh)]);
     run_ok(&["backup", "verify", s(&fresh), "--key", s(&a.key)]);
 }
+
+#[test]
+fn a_backup_made_before_a_migration_restores_into_the_newer_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = clinic(dir.path(), "a");
+    // The data directory as the release before the newest migration left it.
+    {
+        let store = a.data.open_store().unwrap();
+        let conn = store.lock();
+        let newest: i64 = conn
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(newest, 17, "update this test to undo the newest migration");
+        conn.execute_batch("DROP TABLE audit.audit_archives; DELETE FROM schema_version WHERE version = 17;")
+            .unwrap();
+    }
+    let file = dir.path().join("old.ckb");
+    run_ok(&["backup", "--data", s(&a.root), "--out", s(&file)]);
+    let restored = dir.path().join("restored");
+    run_ok(&["restore", "--from", s(&file), "--key", s(&a.key), "--data", s(&restored)]);
+    let store = DataDir::open(&restored).unwrap().open_store().unwrap();
+    let version: i64 = store
+        .read()
+        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 17, "the restored copy is migrated once proven");
+    run_ok(&["audit", "verify", "--data", s(&restored)]);
+}

@@ -17,11 +17,14 @@
 //!   NAME`), puts the tables in `target/` into docs/benchmarks.md.
 //! - `cargo xtask setup`: only the system packages.
 //! - `cargo xtask keyring-run -- CMD…`: any command inside the private keyring session.
+//! - `cargo xtask postgres-run -- CMD…`: any command with a private PostgreSQL running and
+//!   named in `CAREKEEP_TEST_POSTGRES` (e.g. `cargo test -p carekeep-server --test postgres`).
 
 mod bench_report;
 mod demo;
 mod doc_links;
 mod keyring_session;
+mod postgres;
 mod setup;
 mod ui;
 
@@ -38,9 +41,10 @@ fn main() -> ExitCode {
         Some("totp") => demo::totp(args.get(1)),
         Some("setup") => setup::ensure_system_packages(),
         Some("keyring-run") => keyring_run(&args[1..]),
+        Some("postgres-run") => postgres_run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test | demo | totp USER | bench [FILTER] | bench-report | setup | keyring-run -- CMD...>"
+                "usage: cargo xtask <test | demo | totp USER | bench [FILTER] | bench-report | setup | keyring-run -- CMD... | postgres-run -- CMD...>"
             );
             return ExitCode::from(2);
         }
@@ -70,7 +74,12 @@ fn test() -> Result {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     step("cargo doc (warnings are errors)", doc)?;
     let session = keyring_session::KeyringSession::new()?;
-    step("cargo test (in a private keyring session)", session.wrap(&cargo(&["test", "--workspace", "--all-targets"])))?;
+    // The PostgreSQL tests run against a private server started here and stopped after.
+    let postgres = postgres::PgCluster::start()?;
+    let mut tests = session.wrap(&cargo(&["test", "--workspace", "--all-targets"]));
+    tests.env(postgres::URL_ENV, postgres.url());
+    step("cargo test (in a private keyring session, with a private PostgreSQL)", tests)?;
+    drop(postgres);
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
     // The real app binary under a virtual display (tests of other packages do not build it),
     // with the clipboard's own test against the same X server.
@@ -150,6 +159,15 @@ fn keyring_run(args: &[String]) -> Result {
     let mut command = Command::new(program);
     command.args(rest);
     step(program, session.wrap(&command))
+}
+
+fn postgres_run(args: &[String]) -> Result {
+    let args = args.strip_prefix(&["--".to_owned()]).unwrap_or(args);
+    let (program, rest) = args.split_first().ok_or("postgres-run needs a command after --")?;
+    let postgres = postgres::PgCluster::start()?;
+    let mut command = Command::new(program);
+    command.args(rest).env(postgres::URL_ENV, postgres.url());
+    step(program, command)
 }
 
 fn cargo(args: &[&str]) -> Command {

@@ -33,6 +33,8 @@ const PACKAGES: &[&str] = &[
     "x11-utils",
     // A second, independent TOTP implementation the server's codes are checked against.
     "oathtool",
+    // The server's PostgreSQL tests run against a private PostgreSQL server.
+    "postgresql",
 ];
 
 /// Installs whatever of [`PACKAGES`] is missing, with apt, as root or through `sudo -n`.

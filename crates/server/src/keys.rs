@@ -25,6 +25,10 @@ pub struct MasterKeys {
     pub rotations: Key,
     /// Keys sign-in budgets and signs device cookies (HMAC-SHA-256).
     pub sign_in: Key,
+    /// Wraps each tenant's data key for PostgreSQL (AES-256-GCM).
+    pub tenant_keys: Key,
+    /// Keys the blind index of names in PostgreSQL (HMAC-SHA-256, per tenant).
+    pub names: Key,
 }
 
 impl MasterKeys {
@@ -42,6 +46,8 @@ impl MasterKeys {
             pages: derive(b"pages"),
             rotations: derive(b"refresh-rotations"),
             sign_in: derive(b"sign-in"),
+            tenant_keys: derive(b"tenant-keys"),
+            names: derive(b"names"),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod http;
 pub mod ids;
 pub mod import;
 pub mod keys;
+pub mod pg;
 pub mod records;
 pub mod seed;
 pub mod store;

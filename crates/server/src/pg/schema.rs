@@ -1,0 +1,99 @@
+//! The PostgreSQL schema, versioned: each migration runs once, in its own transaction, under
+//! an advisory lock so two servers starting at once do not both apply it.
+//!
+//! Every table holding a tenant's data has row-level security, forced (it binds the table's
+//! owner too): a row is visible and writable only while the transaction's
+//! `carekeep.tenant` setting names its tenant, and with no tenant set nothing is. The
+//! servers connect as a member of [`APP_ROLE`], which may read and write rows but owns
+//! nothing, so it can neither turn the policies off nor change the tables.
+
+use tokio_postgres::Client;
+
+use crate::ServerError;
+
+/// The role the servers act as: row access only. A deployment's login role for `serve` is
+/// a member of it, and neither the tables' owner nor a superuser (both bypass the policies).
+pub const APP_ROLE: &str = "carekeep_app";
+
+/// The advisory lock migrations take (an arbitrary constant, "carekeep" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6361_7265_6b65_6570;
+
+/// The migrations, in order; the position is the version.
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants with their wrapped data keys; resources whose bodies the server encrypted,
+    // beside the index columns searches filter on (codes, dates, opaque ids: never a name);
+    // the keyed blind index of patients' names.
+    "DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'carekeep_app') THEN
+            CREATE ROLE carekeep_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+        END IF;
+    END $$;
+    CREATE TABLE tenants (
+        id           text PRIMARY KEY,
+        wrapped_key  bytea NOT NULL
+    );
+    CREATE TABLE resources (
+        tenant        text NOT NULL REFERENCES tenants (id),
+        type          text NOT NULL,
+        id            text NOT NULL,
+        version       bigint NOT NULL,
+        last_updated  text NOT NULL,
+        patient       text,
+        category      text,
+        effective     text,
+        body          bytea NOT NULL,
+        PRIMARY KEY (tenant, type, id)
+    );
+    CREATE INDEX resources_by_patient ON resources (tenant, patient, last_updated, type, id);
+    CREATE TABLE resource_names (
+        tenant  text NOT NULL,
+        type    text NOT NULL,
+        id      text NOT NULL,
+        token   bytea NOT NULL,
+        FOREIGN KEY (tenant, type, id) REFERENCES resources (tenant, type, id) ON DELETE CASCADE
+    );
+    CREATE INDEX names_by_token ON resource_names (tenant, token);
+    ALTER TABLE tenants ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE tenants FORCE ROW LEVEL SECURITY;
+    CREATE POLICY one_tenant ON tenants
+        USING (id = current_setting('carekeep.tenant', true))
+        WITH CHECK (id = current_setting('carekeep.tenant', true));
+    ALTER TABLE resources ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE resources FORCE ROW LEVEL SECURITY;
+    CREATE POLICY one_tenant ON resources
+        USING (tenant = current_setting('carekeep.tenant', true))
+        WITH CHECK (tenant = current_setting('carekeep.tenant', true));
+    ALTER TABLE resource_names ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE resource_names FORCE ROW LEVEL SECURITY;
+    CREATE POLICY one_tenant ON resource_names
+        USING (tenant = current_setting('carekeep.tenant', true))
+        WITH CHECK (tenant = current_setting('carekeep.tenant', true));
+    GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, resources, resource_names TO carekeep_app;",
+];
+
+/// Brings the database's schema up to date; returns the version it had before. Run as the
+/// role that owns the tables (it needs CREATEROLE once, to make [`APP_ROLE`]).
+pub async fn migrate(client: &mut Client) -> Result<i64, ServerError> {
+    let failed = |e: tokio_postgres::Error| ServerError::Store(format!("PostgreSQL migration: {e}"));
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(failed)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)")
+        .await
+        .map_err(failed)?;
+    let found: i64 = tx
+        .query_one("SELECT coalesce(max(version), 0)::bigint FROM schema_version", &[])
+        .await
+        .map_err(failed)?
+        .get(0);
+    for (version, sql) in (1_i64..).zip(MIGRATIONS).filter(|(version, _)| *version > found) {
+        tx.batch_execute(sql).await.map_err(failed)?;
+        let version = i32::try_from(version).unwrap_or(i32::MAX);
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])
+            .await
+            .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)?;
+    Ok(found)
+}

@@ -1,0 +1,242 @@
+//! The PostgreSQL records store against a real PostgreSQL (`cargo xtask test` starts a
+//! private one and names it in `CAREKEEP_TEST_POSTGRES`), as an attacker meets it: a query
+//! that forgets the tenant sees no other tenant's row, the application role cannot switch
+//! the policies off, a dump holds no name or note, a body moved to another row or tenant
+//! does not open, and two servers migrating at once apply each migration once.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use carekeep_server::keys::MasterKeys;
+use carekeep_server::pg::{self, records::PgRecords, schema};
+use serde_json::json;
+
+const SENTINEL_NAME: &str = "Pgsentinelfamily";
+const SENTINEL_NOTE: &str = "pg-sentinel-note-do-not-store";
+const BIRTH_DATE: &str = "1937-04-29";
+
+/// The superuser's connection string; the tests need a server.
+fn superuser_url() -> String {
+    std::env::var("CAREKEEP_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!("CAREKEEP_TEST_POSTGRES is not set: run these tests through `cargo xtask test`, which starts a private PostgreSQL")
+    })
+}
+
+/// `url` with `key` set to `value` (libpq's key=value form).
+fn with(url: &str, key: &str, value: &str) -> String {
+    let mut parts: Vec<String> = url
+        .split_whitespace()
+        .filter(|p| !p.starts_with(&format!("{key}=")))
+        .map(str::to_owned)
+        .collect();
+    parts.push(format!("{key}={value}"));
+    parts.join(" ")
+}
+
+/// Serialises the set-up of databases and roles (roles are the whole cluster's).
+static SETUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh database migrated by its owner, and the connection string of a login role that is
+/// only a member of the application role.
+struct Database {
+    owner_url: String,
+    app_url: String,
+    name: String,
+}
+
+async fn database() -> Database {
+    let _setup = SETUP.lock().await;
+    let name = format!("carekeep_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let admin = pg::connect(&superuser_url()).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let owner_url = with(&superuser_url(), "dbname", &name);
+    let mut owner = pg::connect(&owner_url).await.unwrap();
+    schema::migrate(&mut owner).await.unwrap();
+    let node = format!("{name}_node");
+    admin
+        .batch_execute(&format!("CREATE ROLE {node} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE {}", schema::APP_ROLE))
+        .await
+        .unwrap();
+    let app_url = with(&with(&superuser_url(), "dbname", &name), "user", &node);
+    Database { owner_url, app_url, name }
+}
+
+async fn records(db: &Database, master: &[u8; 32]) -> PgRecords {
+    PgRecords::new(pg::connect(&db.app_url).await.unwrap(), &MasterKeys::derive(master))
+}
+
+fn patient(id: &str) -> serde_json::Value {
+    json!({"resourceType": "Patient", "id": id, "name": [{"family": SENTINEL_NAME, "given": ["Ada"]}],
+           "birthDate": BIRTH_DATE, "text": {"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{SENTINEL_NOTE}</div>")}})
+}
+
+fn observation(id: &str, patient: &str) -> serde_json::Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+           "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": "2026-11-01T08:00:00Z",
+           "note": [{"text": SENTINEL_NOTE}], "valueQuantity": {"value": 61, "unit": "/min"}})
+}
+
+/// Two tenants holding the same patient id, and an Observation in the first.
+async fn two_tenants(db: &Database) -> PgRecords {
+    let mut store = records(db, &[7; 32]).await;
+    for tenant in ["clinic-a", "clinic-b"] {
+        store.add_tenant(tenant).await.unwrap();
+        store.put(tenant, &patient("p1")).await.unwrap();
+    }
+    store.put("clinic-a", &observation("o1", "p1")).await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn a_query_without_the_tenant_filter_sees_only_its_tenant_and_the_app_cannot_lift_that() {
+    let db = database().await;
+    two_tenants(&db).await;
+    let mut app = pg::connect(&db.app_url).await.unwrap();
+
+    // No tenant set: nothing at all.
+    for table in ["tenants", "resources", "resource_names"] {
+        let n: i64 = app
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} shows rows with no tenant set");
+    }
+    // Tenant A set, and a query that forgets the filter, or asks for B by name.
+    let tx = app.transaction().await.unwrap();
+    tx.execute("SELECT set_config('carekeep.tenant', 'clinic-a', true)", &[])
+        .await
+        .unwrap();
+    let rows = tx
+        .query("SELECT tenant, type, id FROM resources ORDER BY type", &[])
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        seen,
+        [("clinic-a".to_owned(), "Observation".to_owned()), ("clinic-a".to_owned(), "Patient".to_owned())]
+    );
+    let of_b: i64 = tx
+        .query_one("SELECT count(*) FROM resources WHERE tenant = 'clinic-b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(of_b, 0);
+    let keys: i64 = tx.query_one("SELECT count(*) FROM tenants", &[]).await.unwrap().get(0);
+    assert_eq!(keys, 1, "only its own tenant's wrapped key");
+    tx.rollback().await.unwrap();
+
+    // Writing into B, or moving a row of A to B, while A is set: refused by the policy.
+    for statement in [
+        "INSERT INTO resources (tenant, type, id, version, last_updated, body) VALUES ('clinic-b', 'Patient', 'x', 1, 'now', '\\x00')",
+        "UPDATE resources SET tenant = 'clinic-b' WHERE id = 'o1'",
+    ] {
+        let tx = app.transaction().await.unwrap();
+        tx.execute("SELECT set_config('carekeep.tenant', 'clinic-a', true)", &[])
+            .await
+            .unwrap();
+        let refused = message(&tx.batch_execute(statement).await.unwrap_err());
+        assert!(refused.contains("row-level security"), "{statement}: {refused}");
+    }
+    // The application role owns nothing: it cannot turn the policies off or around.
+    for statement in [
+        "ALTER TABLE resources DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE resources NO FORCE ROW LEVEL SECURITY",
+        "DROP POLICY one_tenant ON resources",
+        "CREATE POLICY everything ON resources USING (true)",
+        "ALTER TABLE resources OWNER TO CURRENT_USER",
+    ] {
+        let refused = message(&app.batch_execute(statement).await.unwrap_err());
+        assert!(refused.contains("must be owner"), "{statement}: {refused}");
+    }
+    let refused = message(
+        &app.batch_execute("SET row_security = off; SELECT * FROM resources")
+            .await
+            .unwrap_err(),
+    );
+    assert!(refused.contains("row-level security"), "{refused}");
+    let _ = db.owner_url;
+}
+
+#[tokio::test]
+async fn a_dump_holds_no_name_birth_date_or_note_and_moved_bodies_do_not_open() {
+    let db = database().await;
+    let mut store = two_tenants(&db).await;
+    // Read back whole through the server's keys, and found by name through the blind index.
+    let read = store.get("clinic-a", "Patient", "p1").await.unwrap().unwrap();
+    assert_eq!(read["name"][0]["family"], SENTINEL_NAME);
+    assert_eq!(store.patients_named("clinic-a", &SENTINEL_NAME.to_uppercase()).await.unwrap(), ["p1"]);
+    assert_eq!(store.patients_named("clinic-a", "ada pgsentinelfamily").await.unwrap(), ["p1"]);
+    assert!(store.patients_named("clinic-a", "Ada Lovelace").await.unwrap().is_empty());
+
+    // pg_dump, as the database's owner would take it for a backup.
+    let dump = std::process::Command::new(pg_bin("pg_dump"))
+        .arg("--dbname")
+        .arg(&db.owner_url)
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains("clinic-a") && text.contains("CREATE POLICY"), "the dump is of the test database");
+    for secret in [SENTINEL_NAME, &SENTINEL_NAME.to_lowercase(), SENTINEL_NOTE, BIRTH_DATE] {
+        assert!(!text.contains(secret), "the dump holds {secret}");
+    }
+
+    // The owner (or a thief with write access) moves A's body onto B's row of the same id,
+    // and onto A's Observation: neither opens.
+    let owner = pg::connect(&db.owner_url).await.unwrap();
+    owner
+        .batch_execute(
+            "UPDATE resources SET body = (SELECT body FROM resources WHERE tenant = 'clinic-a' AND id = 'p1')
+             WHERE tenant = 'clinic-b' AND id = 'p1';
+             UPDATE resources SET body = (SELECT body FROM resources WHERE tenant = 'clinic-a' AND id = 'p1')
+             WHERE tenant = 'clinic-a' AND id = 'o1';",
+        )
+        .await
+        .unwrap();
+    for (tenant, resource_type, id) in [("clinic-b", "Patient", "p1"), ("clinic-a", "Observation", "o1")] {
+        let refused = store.get(tenant, resource_type, id).await.unwrap_err().to_string();
+        assert!(refused.contains("altered or moved"), "{refused}");
+        assert!(!refused.contains(SENTINEL_NAME));
+    }
+    // Another server's master key opens no tenant's data key.
+    let mut stranger = records(&db, &[8; 32]).await;
+    let refused = stranger.get("clinic-a", "Patient", "p1").await.unwrap_err().to_string();
+    assert!(refused.contains("data key does not open"), "{refused}");
+    let _ = db.name;
+}
+
+#[tokio::test]
+async fn two_servers_migrating_at_once_apply_each_migration_once() {
+    let db = database().await;
+    let admin = pg::connect(&superuser_url()).await.unwrap();
+    let fresh = format!("{}_fresh", db.name);
+    admin.batch_execute(&format!("CREATE DATABASE {fresh}")).await.unwrap();
+    let url = with(&superuser_url(), "dbname", &fresh);
+    let _setup = SETUP.lock().await;
+    let (mut one, mut two) = (pg::connect(&url).await.unwrap(), pg::connect(&url).await.unwrap());
+    let (a, b) = tokio::join!(schema::migrate(&mut one), schema::migrate(&mut two));
+    let mut found = [a.unwrap(), b.unwrap()];
+    found.sort_unstable();
+    assert_eq!(found, [0, 1], "one applied the schema, the other found it applied");
+    let versions: i64 = one.query_one("SELECT count(*) FROM schema_version", &[]).await.unwrap().get(0);
+    assert_eq!(versions, 1);
+}
+
+/// What the server said.
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned())
+}
+
+/// A PostgreSQL program (Debian keeps them outside PATH).
+fn pg_bin(program: &str) -> std::path::PathBuf {
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin").join(program))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap()
+}

@@ -1334,6 +1334,13 @@ async fn device_audit_records_name_only_patients_the_account_could_read_then() {
     assert_eq!(w.device_history(&outsider).await, before, "nothing entered the other patient's history");
     assert_eq!(w.device_history(&own).await, 1, "the patient's own read did");
 
+    // Times are the only free-form fields a device sends: text in one refuses the upload.
+    let mut smuggled = read(&own, &now, false);
+    smuggled.occurred_at = Some("Jane Sentineldoe 1980-01-01".into());
+    let (status, refusal) = w.post("demo.patient", "/audit/device", &upload(vec![smuggled])).await;
+    assert_eq!(status, 422, "{refusal}");
+    assert!(!refusal.to_string().contains("Sentineldoe"), "{refusal}");
+
     // A clinician under a real break-glass grant: the server flags the read itself; a flag
     // the server never granted is refused.
     let reason = json!({"patient": outsider, "reason": "unconscious in A&E, no team"});

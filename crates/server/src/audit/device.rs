@@ -190,6 +190,12 @@ fn check_fields(event: &AuditEvent) -> Result<(), String> {
     {
         return Err("resource_type: not a type this server serves".into());
     }
+    // Times are the only free-form fields a device sends: each must be one, so no text
+    // (a name, a note) can ride into the six-year trail inside them.
+    let is_time = |t: &str| time::OffsetDateTime::parse(t, &Rfc3339).is_ok();
+    if !is_time(&event.recorded_at) || event.occurred_at.as_deref().is_some_and(|t| !is_time(t)) {
+        return Err("recorded_at or occurred_at: not an RFC 3339 time".into());
+    }
     let opaque = |id: &Option<String>| id.as_deref().is_none_or(carekeep_fhir::is_valid_id);
     if !opaque(&event.resource_id) || !opaque(&event.device) || !opaque(&event.patient) {
         return Err("resource_id, device or patient: not an opaque id".into());

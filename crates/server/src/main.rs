@@ -1,5 +1,6 @@
 //! `carekeep-server`: set up and run the Carekeep reference backend.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -471,15 +472,26 @@ fn run_audit(command: AuditCommand) -> Result<(), ServerError> {
             eprintln!("{} months sealed into {}.", seals.len(), dir.archive_path().display());
         }
         AuditCommand::Query { data, patient, from, to } => {
+            let time = |text: &str, flag: &str| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                    ServerError::Invalid(format!("{flag} {text}: expected an RFC 3339 time, e.g. 2026-01-01T00:00:00Z"))
+                })
+            };
+            let (from, to) = (time(&from, "--from")?, time(&to, "--to")?);
             let dir = DataDir::open(&data)?;
-            let store = dir.open_store()?;
-            let archived =
-                carekeep_server::audit::archive::query(&store.read(), &dir.archive_path(), &patient, &from, &to)?;
-            for record in archived
-                .into_iter()
-                .chain(carekeep_server::audit::query(&store, &patient, &from, &to)?)
-            {
-                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+            let found = carekeep_server::audit::archive::who_accessed(
+                &dir.open_store()?,
+                &dir.archive_path(),
+                &patient,
+                from,
+                to,
+            )?;
+            let mut out = std::io::stdout().lock();
+            for record in found {
+                // A reader that closed the pipe (`| head`) has what it wanted.
+                if writeln!(out, "{}", serde_json::to_string(&record).unwrap_or_default()).is_err() {
+                    break;
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use carekeep_protocol::audit::{AuditEvent, Outcome};
+use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
 use carekeep_server::DataDir;
 use carekeep_server::audit::AuditLog;
 
@@ -80,11 +80,10 @@ fn note_archive_hash(data: &DataDir, first_seq: i64, contents: &str) {
         .unwrap();
 }
 
+/// The archive files in `root`, sorted (none while the folder does not exist).
 fn archive_files(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(root.join("audit-archive"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let Ok(entries) = std::fs::read_dir(root.join("audit-archive")) else { return Vec::new() };
+    let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
     files.sort();
     files
 }
@@ -187,6 +186,134 @@ fn a_live_record_altered_before_archiving_is_never_sealed() {
     }
     refused(&["audit", "archive", "--data", s(&root), "--keep-months", "1"], "nothing was archived");
     assert!(archive_files(&root).is_empty());
+}
+
+#[test]
+fn a_month_whose_tail_was_rewritten_and_relinked_to_its_end_is_never_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let data = trail(&root);
+    // An insider with the master key (not the signing key) rewrites January's last five
+    // records, after its last checkpoint (#99), relinking each to the next up to #129: the
+    // run of January is a valid chain on its own; only #130, in February, breaks.
+    {
+        let store = data.open_store().unwrap();
+        let conn = store.lock();
+        let mut prev: AuditRecord = serde_json::from_str(
+            &conn
+                .query_row("SELECT record FROM audit_log WHERE seq = 124", [], |r| r.get::<_, String>(0))
+                .unwrap(),
+        )
+        .unwrap();
+        for seq in 125..130 {
+            let mut record: AuditRecord = serde_json::from_str(
+                &conn
+                    .query_row("SELECT record FROM audit_log WHERE seq = ?1", [seq], |r| r.get::<_, String>(0))
+                    .unwrap(),
+            )
+            .unwrap();
+            record.event.ip = Some("203.0.113.66".into());
+            record.prev_hash = prev.hash;
+            record.hash = AuditRecord::compute_hash(record.seq, &record.prev_hash, &record.event);
+            conn.execute(
+                "UPDATE audit_log SET record = ?1 WHERE seq = ?2",
+                rusqlite::params![serde_json::to_string(&record).unwrap(), seq],
+            )
+            .unwrap();
+            prev = record;
+        }
+    }
+    refused(&["audit", "archive", "--data", s(&root), "--keep-months", "1"], "nothing was archived");
+    assert!(archive_files(&root).is_empty());
+}
+
+#[test]
+fn notes_that_point_outside_or_misname_the_last_record_are_refused_and_times_are_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let data = trail(&root);
+    ok(&["audit", "archive", "--data", s(&root), "--keep-months", "1"]);
+    // `audit query` reads times as times: 02:00 at +02:00 is midnight UTC.
+    let found = ok(&[
+        "audit",
+        "query",
+        "--data",
+        s(&root),
+        "--patient",
+        "pat-a",
+        "--from",
+        "2025-03-01T02:00:00+02:00",
+        "--to",
+        "2025-04-01T01:59:59+02:00",
+    ]);
+    assert_eq!(found.lines().count(), 130);
+    refused(
+        &[
+            "audit",
+            "query",
+            "--data",
+            s(&root),
+            "--patient",
+            "pat-a",
+            "--from",
+            "March",
+            "--to",
+            "2025-04-01T00:00:00Z",
+        ],
+        "RFC 3339",
+    );
+    let edit = |sql: &str| data.open_store().unwrap().lock().execute_batch(sql).unwrap();
+    // The note of March's archive moved to a file elsewhere (copied there first).
+    let files = archive_files(&root);
+    std::fs::copy(&files[2], dir.path().join("2025-03.260.jsonl")).unwrap();
+    edit("UPDATE audit.audit_archives SET file = '../2025-03.260.jsonl' WHERE first_seq = 260");
+    refused(&["audit", "verify", "--data", s(&root)], "names no file of the archive folder");
+    refused(
+        &[
+            "audit",
+            "query",
+            "--data",
+            s(&root),
+            "--patient",
+            "pat-a",
+            "--from",
+            "2025-01-01T00:00:00Z",
+            "--to",
+            "2025-12-31T00:00:00Z",
+        ],
+        "names no file",
+    );
+    edit("UPDATE audit.audit_archives SET file = '2025-03.260.jsonl' WHERE first_seq = 260");
+    ok(&["audit", "verify", "--data", s(&root)]);
+    // The note's last hash changed: the next archive would have continued from it.
+    edit(
+        "UPDATE audit.audit_archives SET last_hash = (SELECT last_hash FROM audit.audit_archives WHERE first_seq = 520) WHERE first_seq = 650",
+    );
+    refused(&["audit", "verify", "--data", s(&root)], "does not name its last record");
+    // An archive edited: `audit query` will not read it.
+    edit(
+        "UPDATE audit.audit_archives SET last_hash = (SELECT json_extract(record, '$.prev_hash') FROM audit.audit_log ORDER BY seq LIMIT 1) WHERE first_seq = 650",
+    );
+    ok(&["audit", "verify", "--data", s(&root)]);
+    let text = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .replacen("\"obs-3\"", "\"obs-4\"", 1);
+    std::fs::write(&files[0], text).unwrap();
+    refused(
+        &[
+            "audit",
+            "query",
+            "--data",
+            s(&root),
+            "--patient",
+            "pat-a",
+            "--from",
+            "2025-01-01T00:00:00Z",
+            "--to",
+            "2025-12-31T00:00:00Z",
+        ],
+        "not the file that was sealed",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

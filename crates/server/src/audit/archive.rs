@@ -25,6 +25,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
 
 use super::trail::{CHECKPOINT_EVERY, VerifyError};
 use crate::ServerError;
@@ -69,7 +70,47 @@ type Run = (Vec<AuditRecord>, Vec<Checkpoint>, ChainHash);
 struct Noted {
     first_seq: u64,
     file: String,
+    last_hash: String,
     sha256: String,
+}
+
+/// Whether `name` is an archive's file name (`2026-10.0.jsonl`): a month, the run's first
+/// record, nothing that could name a path elsewhere.
+pub fn is_file_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let (Some(month), Some(first), Some("jsonl"), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let month = month.as_bytes();
+    month.len() == 7
+        && month[4] == b'-'
+        && month.iter().enumerate().all(|(i, b)| i == 4 || b.is_ascii_digit())
+        && !first.is_empty()
+        && first.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Notes read from audit.db, each checked to name a file in the archive folder.
+fn noted(conn: &rusqlite::Connection) -> Result<Vec<Noted>, VerifyError> {
+    let failed = |e: rusqlite::Error| VerifyError::Store(e.into());
+    let noted: Vec<Noted> = conn
+        .prepare("SELECT first_seq, file, last_hash, sha256 FROM audit.audit_archives ORDER BY first_seq")
+        .map_err(failed)?
+        .query_map([], |r| {
+            Ok(Noted {
+                first_seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(u64::MAX),
+                file: r.get(1)?,
+                last_hash: r.get(2)?,
+                sha256: r.get(3)?,
+            })
+        })
+        .map_err(failed)?
+        .collect::<Result<_, _>>()
+        .map_err(failed)?;
+    if let Some(bad) = noted.iter().find(|n| !is_file_name(&n.file)) {
+        return Err(VerifyError::Archive(format!("{}: the note names no file of the archive folder", bad.first_seq)));
+    }
+    Ok(noted)
 }
 
 /// Seals every month that ended more than `keep_months` months before `now` into `dir`
@@ -82,7 +123,13 @@ pub fn archive(
     keep_months: u32,
     now: time::OffsetDateTime,
 ) -> Result<Vec<Seal>, ServerError> {
+    // The whole trail first, archives and live through the signed head: a run is sealed
+    // only if the chain holds on both sides of it (a forged tail of a month, relinked up
+    // to its end, breaks only where the next month begins).
+    super::trail::verify(store, &key.verifying_key(), dir, &[])
+        .map_err(|e| ServerError::AuditBroken(format!("{e}; nothing was archived")))?;
     carekeep_private_files::create_dir(dir).map_err(ServerError::io("create", dir))?;
+    owner_only(dir)?;
     let cutoff = month_of(now, keep_months);
     let mut written = Vec::new();
     loop {
@@ -213,20 +260,7 @@ pub(super) fn verify_archives(
     key: &VerifyingKey,
     mut each: impl FnMut(&AuditRecord),
 ) -> Result<(u64, ChainHash, u64), VerifyError> {
-    let failed = |e: rusqlite::Error| VerifyError::Store(e.into());
-    let noted: Vec<Noted> = conn
-        .prepare("SELECT first_seq, file, sha256 FROM audit.audit_archives ORDER BY first_seq")
-        .map_err(failed)?
-        .query_map([], |r| {
-            Ok(Noted {
-                first_seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(u64::MAX),
-                file: r.get(1)?,
-                sha256: r.get(2)?,
-            })
-        })
-        .map_err(failed)?
-        .collect::<Result<_, _>>()
-        .map_err(failed)?;
+    let noted = noted(conn)?;
     let (mut next, mut prev, mut checkpoints_seen) = (0_u64, ChainHash::GENESIS, 0_u64);
     for archive in noted {
         let bad = |why: &str| VerifyError::Archive(format!("{}: {why}", archive.file));
@@ -246,8 +280,8 @@ pub(super) fn verify_archives(
         let end = next + records.len() as u64;
         require_checkpoints_in(next..end, &checkpoints, CHECKPOINT_EVERY).map_err(VerifyError::Broken)?;
         let last = records.last().ok_or_else(|| bad("it is empty"))?;
-        if last.seq != seal.last_seq || last.hash != seal.last_hash {
-            return Err(bad("its seal does not name its last record"));
+        if last.seq != seal.last_seq || last.hash != seal.last_hash || last.hash.to_string() != archive.last_hash {
+            return Err(bad("its seal, or audit.db's note of it, does not name its last record"));
         }
         records.iter().for_each(&mut each);
         (next, prev) = (end, last.hash);
@@ -285,34 +319,58 @@ fn read_archive(bytes: &[u8], key: &VerifyingKey) -> Option<(Vec<AuditRecord>, V
     None
 }
 
-/// Records in the archives that name `patient` between `from` and `to` (RFC 3339,
-/// inclusive), for `audit query` across the retention period. The files are read as they
-/// are; `audit verify` is what vouches for them.
-pub fn query(
-    conn: &rusqlite::Connection,
+/// "Who accessed this patient's record" across the retention period: the records naming
+/// `patient` from `from` to `to` (inclusive), archived and live, oldest first. An archive
+/// is read only if it is the file audit.db noted (its SHA-256); `audit verify` vouches for
+/// the rest.
+pub fn who_accessed(
+    store: &Store,
     dir: &Path,
     patient: &str,
-    from: &str,
-    to: &str,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
 ) -> Result<Vec<AuditRecord>, ServerError> {
-    let files: Vec<String> = conn
-        .prepare("SELECT file FROM audit.audit_archives ORDER BY first_seq")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let within = |record: &AuditRecord| {
+        record.event.patient.as_deref() == Some(patient)
+            && time::OffsetDateTime::parse(&record.event.recorded_at, &Rfc3339).is_ok_and(|at| from <= at && at <= to)
+    };
+    let noted = noted(&store.read()).map_err(|e| ServerError::AuditBroken(e.to_string()))?;
     let mut out = Vec::new();
-    for file in files {
-        let path: PathBuf = dir.join(&file);
+    for archive in noted {
+        let path: PathBuf = dir.join(&archive.file);
         let bytes = std::fs::read(&path).map_err(ServerError::io("read", &path))?;
+        if hex(&Sha256::digest(&bytes)) != archive.sha256 {
+            return Err(ServerError::AuditBroken(format!(
+                "the archive {} is not the file that was sealed; run `audit verify`",
+                archive.file
+            )));
+        }
         for line in bytes.split(|b| *b == b'\n') {
-            if let Ok(Line::Record(record)) = serde_json::from_slice::<Line>(line) {
-                let at = record.event.recorded_at.as_str();
-                if record.event.patient.as_deref() == Some(patient) && at >= from && at <= to {
-                    out.push(record);
-                }
+            if let Ok(Line::Record(record)) = serde_json::from_slice::<Line>(line)
+                && within(&record)
+            {
+                out.push(record);
             }
         }
     }
+    // The live trail's text columns, narrowed to whole seconds either side, then exactly.
+    let bound = |t: time::OffsetDateTime| t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default();
+    let (low, high) = (bound(from), bound(to));
+    let low = low.get(..19).unwrap_or(&low).to_owned();
+    let high = format!("{}~", high.get(..19).unwrap_or(&high));
+    out.extend(super::trail::query(store, patient, &low, &high)?.into_iter().filter(within));
     Ok(out)
+}
+
+/// Makes `dir` owner-only, whatever mode it was created with.
+fn owner_only(dir: &Path) -> Result<(), ServerError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(ServerError::io("protect", dir))?;
+    }
+    Ok(())
 }
 
 /// `YYYY-MM` of the month `back` months before `now`'s.
@@ -338,6 +396,24 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_names_cannot_point_elsewhere() {
+        assert!(is_file_name("2026-10.0.jsonl"));
+        assert!(is_file_name("2025-01.130.jsonl"));
+        for bad in [
+            "../2026-10.0.jsonl",
+            "/etc/2026-10.0.jsonl",
+            "2026-10.0.jsonl.bak",
+            "2026-1.0.jsonl",
+            "x026-10.0.jsonl",
+            "2026-10..jsonl",
+            "2026-10.0.json",
+            "2026/10.0.jsonl",
+        ] {
+            assert!(!is_file_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn months_count_back_across_years() {

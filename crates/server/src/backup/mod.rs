@@ -398,15 +398,11 @@ fn archive_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, ServerError> {
 /// The folder of sealed audit archives, as a backup names it.
 const ARCHIVES: &str = "audit-archive";
 
-/// `audit-archive/` and a plain file name (`2026-10.0.jsonl`): nothing that could climb out.
+/// `audit-archive/` and an archive's file name: nothing that could climb out.
 fn is_archive_name(name: &str) -> bool {
     name.strip_prefix(ARCHIVES)
         .and_then(|rest| rest.strip_prefix('/'))
-        .is_some_and(|file| {
-            Path::new(file).extension().is_some_and(|ext| ext == "jsonl")
-                && !file.starts_with('.')
-                && file.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        })
+        .is_some_and(crate::audit::archive::is_file_name)
 }
 
 /// Every name is one a data directory has, none twice, and the required ones are there.

@@ -2,9 +2,15 @@
 //! private one and names it in `CAREKEEP_TEST_POSTGRES`), as an attacker meets it: a query
 //! that forgets the tenant sees no other tenant's row, the application role cannot switch
 //! the policies off, a dump holds no name or note, a body moved to another row or tenant
-//! does not open, and two servers migrating at once apply each migration once.
+//! does not open, two servers migrating at once apply each migration once, and servers
+//! appending audit records at once keep one unbroken chain per tenant that the application
+//! role can only append to.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use carekeep_protocol::audit::{AuditEvent, Outcome};
+use ed25519_dalek::SigningKey;
 
 use carekeep_server::keys::MasterKeys;
 use carekeep_server::pg::{self, records::PgRecords, schema};
@@ -219,9 +225,98 @@ async fn two_servers_migrating_at_once_apply_each_migration_once() {
     let (a, b) = tokio::join!(schema::migrate(&mut one), schema::migrate(&mut two));
     let mut found = [a.unwrap(), b.unwrap()];
     found.sort_unstable();
-    assert_eq!(found, [0, 1], "one applied the schema, the other found it applied");
+    let version = i64::try_from(schema::VERSION).unwrap();
+    assert_eq!(found, [0, version], "one applied the schema, the other found it applied");
     let versions: i64 = one.query_one("SELECT count(*) FROM schema_version", &[]).await.unwrap().get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(versions, version);
+}
+
+/// A read by a clinician of `tenant`, tagged with `tag` (which group it belongs to).
+fn event(tenant: &str, tag: &str) -> AuditEvent {
+    AuditEvent {
+        recorded_at: "2026-11-30T10:00:00Z".into(),
+        occurred_at: None,
+        tenant: tenant.into(),
+        user: Some("usr-1".into()),
+        role: Some("clinician".into()),
+        device: Some("dev-1".into()),
+        ip: Some("127.0.0.1".into()),
+        action: "GET /fhir/Observation/{id}".into(),
+        resource_type: Some("Observation".into()),
+        resource_id: Some(tag.into()),
+        patient: Some("p1".into()),
+        outcome: Outcome::Success,
+        break_glass: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_appending_at_once_keep_one_chain_per_tenant_that_the_app_cannot_change() {
+    let db = database().await;
+    two_tenants(&db).await;
+    let key = Arc::new(SigningKey::from_bytes(&[5; 32]));
+    // Two servers, four writers each (each its own connection), appending groups of two
+    // records to both tenants' chains at once.
+    let mut writers = Vec::new();
+    for node in 0..2 {
+        for writer in 0..4 {
+            let (url, key) = (db.app_url.clone(), key.clone());
+            writers.push(tokio::spawn(async move {
+                let mut client = pg::connect(&url).await.unwrap();
+                for i in 0..25 {
+                    let tenant = if i % 5 == 0 { "clinic-b" } else { "clinic-a" };
+                    let tag = format!("n{node}-w{writer}-{i}");
+                    let group = vec![event(tenant, &tag), event(tenant, &tag)];
+                    pg::audit::append(&mut client, &key, tenant, group).await.unwrap();
+                }
+            }));
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut app = pg::connect(&db.app_url).await.unwrap();
+    let a = pg::audit::verify(&mut app, &key.verifying_key(), "clinic-a").await.unwrap();
+    let b = pg::audit::verify(&mut app, &key.verifying_key(), "clinic-b").await.unwrap();
+    assert_eq!((a.len(), b.len()), (320, 80), "every record, each tenant its own sequence from 0");
+    for pair in a.chunks(2).chain(b.chunks(2)) {
+        assert_eq!(pair[0].event.resource_id, pair[1].event.resource_id, "a group's records are adjacent");
+    }
+    // Another tenant's event never joins a chain.
+    let refused = pg::audit::append(&mut app, &key, "clinic-a", vec![event("clinic-b", "x")])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("another tenant"));
+
+    // The application can append, never change or remove.
+    for statement in [
+        "UPDATE audit_log SET record = '{}'",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_checkpoints",
+        "UPDATE audit_checkpoints SET checkpoint = '{}'",
+    ] {
+        let tx = app.transaction().await.unwrap();
+        tx.execute("SELECT set_config('carekeep.tenant', 'clinic-a', true)", &[])
+            .await
+            .unwrap();
+        let refused = message(&tx.batch_execute(statement).await.unwrap_err());
+        assert!(refused.contains("permission denied"), "{statement}: {refused}");
+    }
+    // The owner (or a thief with the database) edits one record: verify names it.
+    let owner = pg::connect(&db.owner_url).await.unwrap();
+    owner
+        .batch_execute(
+            r#"UPDATE audit_log SET record = replace(record, '"outcome":"success"', '"outcome":"denied"')
+               WHERE tenant = 'clinic-a' AND seq = 150"#,
+        )
+        .await
+        .unwrap();
+    let broken = pg::audit::verify(&mut app, &key.verifying_key(), "clinic-a")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(broken.contains("#150"), "{broken}");
+    pg::audit::verify(&mut app, &key.verifying_key(), "clinic-b").await.unwrap();
 }
 
 /// What the server said.

@@ -1,10 +1,11 @@
 //! PostgreSQL, for deployments that outgrow one machine (issue 18; DESIGN §6, §9). Built so
 //! far: the versioned [`schema`] with row-level security per tenant and an application role
-//! that owns nothing, and the FHIR [`records`] with server-side encryption and a blind name
-//! index, tested against a real PostgreSQL. Not yet: the rest of the store (accounts,
-//! sessions, audit, documents, idempotency) and `serve --database`, so the server itself
-//! still runs on SQLCipher only.
+//! that owns nothing, the FHIR [`records`] with server-side encryption and a blind name
+//! index, and the [`audit`] trail as one chain per tenant across servers, tested against a
+//! real PostgreSQL. Not yet: the rest of the store (accounts, sessions, documents,
+//! idempotency) and `serve --database`, so the server itself still runs on SQLCipher only.
 
+pub mod audit;
 pub mod records;
 pub mod schema;
 

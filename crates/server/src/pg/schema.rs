@@ -15,6 +15,9 @@ use crate::ServerError;
 /// a member of it, and neither the tables' owner nor a superuser (both bypass the policies).
 pub const APP_ROLE: &str = "carekeep_app";
 
+/// The schema version this server migrates to.
+pub const VERSION: usize = MIGRATIONS.len();
+
 /// The advisory lock migrations take (an arbitrary constant, "carekeep" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6361_7265_6b65_6570;
 
@@ -69,6 +72,31 @@ const MIGRATIONS: &[&str] = &[
         USING (tenant = current_setting('carekeep.tenant', true))
         WITH CHECK (tenant = current_setting('carekeep.tenant', true));
     GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, resources, resource_names TO carekeep_app;",
+    // 2: the audit trail, one hash chain per tenant. The application may read and append,
+    // never change or remove: the trail is append-only by privilege, not only by code.
+    "CREATE TABLE audit_log (
+        tenant  text NOT NULL REFERENCES tenants (id),
+        seq     bigint NOT NULL,
+        record  text NOT NULL,
+        PRIMARY KEY (tenant, seq)
+    );
+    CREATE TABLE audit_checkpoints (
+        tenant      text NOT NULL REFERENCES tenants (id),
+        seq         bigint NOT NULL,
+        checkpoint  text NOT NULL,
+        PRIMARY KEY (tenant, seq)
+    );
+    ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE audit_log FORCE ROW LEVEL SECURITY;
+    CREATE POLICY one_tenant ON audit_log
+        USING (tenant = current_setting('carekeep.tenant', true))
+        WITH CHECK (tenant = current_setting('carekeep.tenant', true));
+    ALTER TABLE audit_checkpoints ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE audit_checkpoints FORCE ROW LEVEL SECURITY;
+    CREATE POLICY one_tenant ON audit_checkpoints
+        USING (tenant = current_setting('carekeep.tenant', true))
+        WITH CHECK (tenant = current_setting('carekeep.tenant', true));
+    GRANT SELECT, INSERT ON audit_log, audit_checkpoints TO carekeep_app;",
 ];
 
 /// Brings the database's schema up to date; returns the version it had before. Run as the

@@ -127,6 +127,8 @@ fn bench(filter: &[String]) -> Result {
     setup::ensure_tauri_driver()?;
     ui::build(false)?;
     let session = keyring_session::KeyringSession::new()?;
+    // The server bench measures the audit on PostgreSQL too, on a private server.
+    let postgres = postgres::PgCluster::start()?;
     for (package, bench) in [
         ("carekeep-core", "vault"),
         ("carekeep-server", "server"),
@@ -137,8 +139,11 @@ fn bench(filter: &[String]) -> Result {
     ] {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(filter.iter().map(String::as_str));
-        step(&format!("cargo bench {bench} (in a private keyring session)"), session.wrap(&cargo(&args)))?;
+        let mut command = session.wrap(&cargo(&args));
+        command.env(postgres::URL_ENV, postgres.url());
+        step(&format!("cargo bench {bench} (in a private keyring session)"), command)?;
     }
+    drop(postgres);
     // The app's size, start and memory: the shipped (`dist`) binary, under a virtual display.
     step("cargo build --profile dist -p carekeep-app", cargo(&["build", "--profile", "dist", "-p", "carekeep-app"]))?;
     let mut app = Command::new("xvfb-run");

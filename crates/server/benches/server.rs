@@ -8,6 +8,9 @@
 //! - **Audit append**: records/s from many concurrent writers, through the group commit the
 //!   server uses. Baseline: one fsynced one-row transaction on the same store, one after
 //!   another (what each request would cost without group commit).
+//! - **Audit append on PostgreSQL**: the same, through `pg::audit` (each request its own
+//!   transaction under the tenant's advisory lock), when `CAREKEEP_TEST_POSTGRES` names a
+//!   server. Baseline: one one-row transaction after another there.
 //! - **Login**: password then TOTP through [`Auth`], to tokens. Baseline: the Argon2id
 //!   verification alone, which is deliberately most of it.
 //!
@@ -251,6 +254,117 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
     group.finish();
 }
 
+/// The same appends on PostgreSQL (issue 18), when `CAREKEEP_TEST_POSTGRES` names a server
+/// (`cargo xtask bench` starts a private one): each request its own transaction under the
+/// tenant's advisory lock, through a login role bound by the row-level policies. Baseline:
+/// one one-row transaction after another on the same server.
+fn bench_audit_append_postgres(c: &mut Criterion) {
+    let Ok(superuser) = std::env::var("CAREKEEP_TEST_POSTGRES") else {
+        eprintln!("audit append on PostgreSQL: not measured (CAREKEEP_TEST_POSTGRES is not set)");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app_url = runtime.block_on(postgres_database(&superuser));
+    let key = Arc::new(ed25519_dalek::SigningKey::from_bytes(&[5; 32]));
+    let clients: Vec<_> = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            clients.push(Arc::new(tokio::sync::Mutex::new(carekeep_server::pg::connect(&app_url).await.unwrap())));
+        }
+        clients
+    });
+    let batch: u64 = if is_real_run() { 2_000 } else { 64 };
+    let mut group = c.benchmark_group("audit append (PostgreSQL)");
+    group.throughput(Throughput::Elements(batch)).sample_size(10);
+    group.bench_function("chained records, concurrent writers (tenant lock)", |b| {
+        b.iter_custom(|iters| {
+            batches(iters, "audit append (PostgreSQL)", MEASURED, batch, || {
+                runtime.block_on(async {
+                    let start = Instant::now();
+                    let writers: Vec<_> = (0..IN_FLIGHT as u64)
+                        .map(|w| {
+                            let (client, key) = (clients[usize::try_from(w).unwrap()].clone(), key.clone());
+                            tokio::spawn(async move {
+                                let mut client = client.lock().await;
+                                for i in 0..batch / IN_FLIGHT as u64 {
+                                    carekeep_server::pg::audit::append(
+                                        &mut client,
+                                        &key,
+                                        "demo",
+                                        vec![event(w * batch + i)],
+                                    )
+                                    .await
+                                    .unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for writer in writers {
+                        writer.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    });
+    group.bench_function("baseline: one row per transaction", |b| {
+        b.iter_custom(|iters| {
+            batches(iters, "audit append (PostgreSQL)", BASELINE, batch, || {
+                runtime.block_on(async {
+                    let client = clients[0].lock().await;
+                    let start = Instant::now();
+                    for n in 0..batch {
+                        client
+                            .execute("INSERT INTO bench_rows (n) VALUES ($1)", &[&i64::try_from(n).unwrap()])
+                            .await
+                            .unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    });
+    group.finish();
+}
+
+/// A fresh database migrated on the server `superuser` names, with tenant `demo`, and the
+/// connection string of a login role that is only a member of the application role.
+async fn postgres_database(superuser: &str) -> String {
+    use carekeep_server::pg::{self, schema};
+    let with = |url: &str, key: &str, value: &str| {
+        let mut parts: Vec<String> = url
+            .split_whitespace()
+            .filter(|p| !p.starts_with(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect();
+        parts.push(format!("{key}={value}"));
+        parts.join(" ")
+    };
+    let name = format!("carekeep_bench_{}", std::process::id());
+    let admin = pg::connect(superuser).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let owner_url = with(superuser, "dbname", &name);
+    let mut owner = pg::connect(&owner_url).await.unwrap();
+    schema::migrate(&mut owner).await.unwrap();
+    owner.batch_execute("CREATE TABLE bench_rows (n bigint)").await.unwrap();
+    let node = format!("{name}_node");
+    admin
+        .batch_execute(&format!("CREATE ROLE {node} LOGIN IN ROLE {}", schema::APP_ROLE))
+        .await
+        .unwrap();
+    owner
+        .batch_execute(&format!("GRANT INSERT ON bench_rows TO {node}"))
+        .await
+        .unwrap();
+    let app_url = with(&owner_url, "user", &node);
+    let mut records = pg::records::PgRecords::new(
+        pg::connect(&app_url).await.unwrap(),
+        &carekeep_server::keys::MasterKeys::derive(&[7; 32]),
+    );
+    records.add_tenant("demo").await.unwrap();
+    app_url
+}
+
 fn bench_login(c: &mut Criterion, f: &Fixture) {
     let store = Arc::new(f.data.open_store().unwrap());
     let auth = Auth::new(store, AuthPolicy::default(), 2);
@@ -306,7 +420,9 @@ fn median_rate(samples: &[(u32, Duration)]) -> (Duration, f64) {
 fn summary() -> String {
     let samples = SAMPLES.lock().unwrap();
     let mut out = String::from("| workload | measured | baseline | budget | verdict |\n|---|---|---|---|---|\n");
-    for (workload, budget) in [("fhir read", "≥ 5 000 req/s"), ("audit append", "—"), ("login", "—")] {
+    for (workload, budget) in
+        [("fhir read", "≥ 5 000 req/s"), ("audit append", "—"), ("audit append (PostgreSQL)", "—"), ("login", "—")]
+    {
         let (Some(measured), Some(baseline)) = (samples.get(&(workload, MEASURED)), samples.get(&(workload, BASELINE)))
         else {
             continue;
@@ -318,7 +434,9 @@ fn summary() -> String {
                 format!("{b_rate:.0} req/s"),
                 if m_rate >= 5_000.0 { "within budget" } else { "OVER BUDGET" },
             ),
-            "audit append" => (format!("{m_rate:.0} records/s"), format!("{b_rate:.0} transactions/s"), "reported"),
+            "audit append" | "audit append (PostgreSQL)" => {
+                (format!("{m_rate:.0} records/s"), format!("{b_rate:.0} transactions/s"), "reported")
+            }
             _ => (format!("{m_time:.1?}"), format!("{b_time:.1?}"), "reported"),
         };
         writeln!(out, "| {workload} | {measured} | {baseline} | {budget} | {verdict} |").unwrap();
@@ -331,6 +449,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_fhir_read(&mut c, &f);
     bench_audit_append(&mut c, &f);
+    bench_audit_append_postgres(&mut c);
     bench_login(&mut c, &f);
     c.final_summary();
     if is_real_run() {

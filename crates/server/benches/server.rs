@@ -259,12 +259,12 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
 /// tenant's advisory lock, through a login role bound by the row-level policies. Baseline:
 /// one one-row transaction after another on the same server.
 fn bench_audit_append_postgres(c: &mut Criterion) {
-    let Ok(superuser) = std::env::var("CAREKEEP_TEST_POSTGRES") else {
+    if std::env::var_os("CAREKEEP_TEST_POSTGRES").is_none() {
         eprintln!("audit append on PostgreSQL: not measured (CAREKEEP_TEST_POSTGRES is not set)");
         return;
-    };
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let app_url = runtime.block_on(postgres_database(&superuser));
+    let app_url = runtime.block_on(postgres_database());
     let key = Arc::new(ed25519_dalek::SigningKey::from_bytes(&[5; 32]));
     let clients: Vec<_> = runtime.block_on(async {
         let mut clients = Vec::new();
@@ -327,42 +327,27 @@ fn bench_audit_append_postgres(c: &mut Criterion) {
     group.finish();
 }
 
-/// A fresh database migrated on the server `superuser` names, with tenant `demo`, and the
-/// connection string of a login role that is only a member of the application role.
-async fn postgres_database(superuser: &str) -> String {
-    use carekeep_server::pg::{self, schema};
-    let with = |url: &str, key: &str, value: &str| {
-        let mut parts: Vec<String> = url
-            .split_whitespace()
-            .filter(|p| !p.starts_with(&format!("{key}=")))
-            .map(str::to_owned)
-            .collect();
-        parts.push(format!("{key}={value}"));
-        parts.join(" ")
-    };
-    let name = format!("carekeep_bench_{}", std::process::id());
-    let admin = pg::connect(superuser).await.unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let owner_url = with(superuser, "dbname", &name);
-    let mut owner = pg::connect(&owner_url).await.unwrap();
-    schema::migrate(&mut owner).await.unwrap();
-    owner.batch_execute("CREATE TABLE bench_rows (n bigint)").await.unwrap();
-    let node = format!("{name}_node");
-    admin
-        .batch_execute(&format!("CREATE ROLE {node} LOGIN IN ROLE {}", schema::APP_ROLE))
-        .await
-        .unwrap();
+/// A fresh database (see [`common::pg_database`]) with tenant `demo` and a table for the
+/// baseline's rows; the application's connection string.
+async fn postgres_database() -> String {
+    let db = common::pg_database("bench").await;
+    let owner = carekeep_server::pg::connect(&db.owner_url).await.unwrap();
+    let node = db
+        .app_url
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("user="))
+        .unwrap()
+        .to_owned();
     owner
-        .batch_execute(&format!("GRANT INSERT ON bench_rows TO {node}"))
+        .batch_execute(&format!("CREATE TABLE bench_rows (n bigint); GRANT INSERT ON bench_rows TO {node}"))
         .await
         .unwrap();
-    let app_url = with(&owner_url, "user", &node);
-    let mut records = pg::records::PgRecords::new(
-        pg::connect(&app_url).await.unwrap(),
+    let mut records = carekeep_server::pg::records::PgRecords::new(
+        carekeep_server::pg::connect(&db.app_url).await.unwrap(),
         &carekeep_server::keys::MasterKeys::derive(&[7; 32]),
     );
     records.add_tenant("demo").await.unwrap();
-    app_url
+    db.app_url
 }
 
 fn bench_login(c: &mut Criterion, f: &Fixture) {

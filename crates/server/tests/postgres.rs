@@ -7,7 +7,8 @@
 //! role can only append to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+
+mod common;
 
 use carekeep_protocol::audit::{AuditEvent, Outcome};
 use ed25519_dalek::SigningKey;
@@ -20,51 +21,10 @@ const SENTINEL_NAME: &str = "Pgsentinelfamily";
 const SENTINEL_NOTE: &str = "pg-sentinel-note-do-not-store";
 const BIRTH_DATE: &str = "1937-04-29";
 
-/// The superuser's connection string; the tests need a server.
-fn superuser_url() -> String {
-    std::env::var("CAREKEEP_TEST_POSTGRES").unwrap_or_else(|_| {
-        panic!("CAREKEEP_TEST_POSTGRES is not set: run these tests through `cargo xtask test`, which starts a private PostgreSQL")
-    })
-}
-
-/// `url` with `key` set to `value` (libpq's key=value form).
-fn with(url: &str, key: &str, value: &str) -> String {
-    let mut parts: Vec<String> = url
-        .split_whitespace()
-        .filter(|p| !p.starts_with(&format!("{key}=")))
-        .map(str::to_owned)
-        .collect();
-    parts.push(format!("{key}={value}"));
-    parts.join(" ")
-}
-
-/// Serialises the set-up of databases and roles (roles are the whole cluster's).
-static SETUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh database migrated by its owner, and the connection string of a login role that is
-/// only a member of the application role.
-struct Database {
-    owner_url: String,
-    app_url: String,
-    name: String,
-}
+use common::{PgDatabase as Database, pg_superuser_url as superuser_url, pg_url_with as with};
 
 async fn database() -> Database {
-    let _setup = SETUP.lock().await;
-    let name = format!("carekeep_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let admin = pg::connect(&superuser_url()).await.unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let owner_url = with(&superuser_url(), "dbname", &name);
-    let mut owner = pg::connect(&owner_url).await.unwrap();
-    schema::migrate(&mut owner).await.unwrap();
-    let node = format!("{name}_node");
-    admin
-        .batch_execute(&format!("CREATE ROLE {node} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE {}", schema::APP_ROLE))
-        .await
-        .unwrap();
-    let app_url = with(&with(&superuser_url(), "dbname", &name), "user", &node);
-    Database { owner_url, app_url, name }
+    common::pg_database("test").await
 }
 
 async fn records(db: &Database, master: &[u8; 32]) -> PgRecords {
@@ -220,7 +180,6 @@ async fn two_servers_migrating_at_once_apply_each_migration_once() {
     let fresh = format!("{}_fresh", db.name);
     admin.batch_execute(&format!("CREATE DATABASE {fresh}")).await.unwrap();
     let url = with(&superuser_url(), "dbname", &fresh);
-    let _setup = SETUP.lock().await;
     let (mut one, mut two) = (pg::connect(&url).await.unwrap(), pg::connect(&url).await.unwrap());
     let (a, b) = tokio::join!(schema::migrate(&mut one), schema::migrate(&mut two));
     let mut found = [a.unwrap(), b.unwrap()];

@@ -263,26 +263,16 @@ fn notes_that_point_outside_or_misname_the_last_record_are_refused_and_times_are
         "RFC 3339",
     );
     let edit = |sql: &str| data.open_store().unwrap().lock().execute_batch(sql).unwrap();
+    let query_2025 = ["audit", "query", "--data", s(&root), "--patient", "pat-a"]
+        .into_iter()
+        .chain(["--from", "2025-01-01T00:00:00Z", "--to", "2025-12-31T00:00:00Z"])
+        .collect::<Vec<_>>();
     // The note of March's archive moved to a file elsewhere (copied there first).
     let files = archive_files(&root);
     std::fs::copy(&files[2], dir.path().join("2025-03.260.jsonl")).unwrap();
     edit("UPDATE audit.audit_archives SET file = '../2025-03.260.jsonl' WHERE first_seq = 260");
     refused(&["audit", "verify", "--data", s(&root)], "names no file of the archive folder");
-    refused(
-        &[
-            "audit",
-            "query",
-            "--data",
-            s(&root),
-            "--patient",
-            "pat-a",
-            "--from",
-            "2025-01-01T00:00:00Z",
-            "--to",
-            "2025-12-31T00:00:00Z",
-        ],
-        "names no file",
-    );
+    refused(&query_2025, "names no file");
     edit("UPDATE audit.audit_archives SET file = '2025-03.260.jsonl' WHERE first_seq = 260");
     ok(&["audit", "verify", "--data", s(&root)]);
     // The note's last hash changed: the next archive would have continued from it.
@@ -299,21 +289,7 @@ fn notes_that_point_outside_or_misname_the_last_record_are_refused_and_times_are
         .unwrap()
         .replacen("\"obs-3\"", "\"obs-4\"", 1);
     std::fs::write(&files[0], text).unwrap();
-    refused(
-        &[
-            "audit",
-            "query",
-            "--data",
-            s(&root),
-            "--patient",
-            "pat-a",
-            "--from",
-            "2025-01-01T00:00:00Z",
-            "--to",
-            "2025-12-31T00:00:00Z",
-        ],
-        "not the file that was sealed",
-    );
+    refused(&query_2025, "not the file that was sealed");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,3 +166,60 @@ pub fn reading(patient: &str, value: u32) -> serde_json::Value {
         "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
     })
 }
+
+/// A fresh PostgreSQL database on the server `CAREKEEP_TEST_POSTGRES` names (`cargo xtask
+/// test` and `bench` start a private one), migrated by its owner, and a login role that is
+/// only a member of the application role.
+pub struct PgDatabase {
+    /// Its name.
+    pub name: String,
+    /// The owner's (the superuser's) connection string.
+    pub owner_url: String,
+    /// The application's: a role bound by the row-level policies.
+    pub app_url: String,
+}
+
+/// The superuser's connection string; the PostgreSQL tests need a server.
+pub fn pg_superuser_url() -> String {
+    std::env::var("CAREKEEP_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "CAREKEEP_TEST_POSTGRES is not set: run this through `cargo xtask test`, which starts a private PostgreSQL"
+        )
+    })
+}
+
+/// `url` with `key` set to `value` (libpq's key=value form).
+pub fn pg_url_with(url: &str, key: &str, value: &str) -> String {
+    let mut parts: Vec<String> = url
+        .split_whitespace()
+        .filter(|p| !p.starts_with(&format!("{key}=")))
+        .map(str::to_owned)
+        .collect();
+    parts.push(format!("{key}={value}"));
+    parts.join(" ")
+}
+
+/// Serialises the set-up of databases and roles (roles are the whole cluster's).
+static PG_SETUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static PG_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Creates a [`PgDatabase`] named after `purpose`.
+pub async fn pg_database(purpose: &str) -> PgDatabase {
+    use carekeep_server::pg::{self, schema};
+    let _setup = PG_SETUP.lock().await;
+    let n = PG_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("carekeep_{purpose}_{}_{n}", std::process::id());
+    let superuser = pg_superuser_url();
+    let admin = pg::connect(&superuser).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let owner_url = pg_url_with(&superuser, "dbname", &name);
+    let mut owner = pg::connect(&owner_url).await.unwrap();
+    schema::migrate(&mut owner).await.unwrap();
+    let node = format!("{name}_node");
+    admin
+        .batch_execute(&format!("CREATE ROLE {node} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE {}", schema::APP_ROLE))
+        .await
+        .unwrap();
+    let app_url = pg_url_with(&owner_url, "user", &node);
+    PgDatabase { name, owner_url, app_url }
+}

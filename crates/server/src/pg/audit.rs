@@ -10,18 +10,12 @@ use carekeep_protocol::audit::{AuditEvent, AuditRecord, Checkpoint, require_chec
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use tokio_postgres::Client;
 
+use super::failed;
 use crate::ServerError;
 use crate::audit::CHECKPOINT_EVERY;
 
 /// The first key of the audit's advisory locks (the second is the tenant's hash).
 const AUDIT_LOCK: i32 = 0x6175_6474; // "audt"
-
-fn failed(e: &tokio_postgres::Error) -> ServerError {
-    ServerError::Store(format!(
-        "PostgreSQL: {}",
-        e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned())
-    ))
-}
 
 /// Appends `events` (all of `tenant`) to the tenant's chain, in one transaction: all or
 /// none, adjacent, after whatever any server appended before. Returns the last record.
@@ -34,17 +28,17 @@ pub async fn append(
     if events.iter().any(|e| e.tenant != tenant) {
         return Err(ServerError::Invalid("an audit event of another tenant was appended to this one's chain".into()));
     }
-    let tx = client.transaction().await.map_err(|e| failed(&e))?;
+    let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant])
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&AUDIT_LOCK, &tenant])
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     let mut last: Option<AuditRecord> = tx
         .query_opt("SELECT record FROM audit_log WHERE tenant = $1 ORDER BY seq DESC LIMIT 1", &[&tenant])
         .await
-        .map_err(|e| failed(&e))?
+        .map_err(failed)?
         .map(|row| serde_json::from_str(row.get::<_, &str>(0)))
         .transpose()
         .map_err(|_| ServerError::AuditBroken("the newest audit record is unreadable; run `audit verify`".into()))?;
@@ -54,7 +48,7 @@ pub async fn append(
         let json = serde_json::to_string(&record).map_err(|e| ServerError::Store(e.to_string()))?;
         tx.execute("INSERT INTO audit_log (tenant, seq, record) VALUES ($1, $2, $3)", &[&tenant, &seq, &json])
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(failed)?;
         if (record.seq + 1).is_multiple_of(CHECKPOINT_EVERY) {
             let checkpoint = serde_json::to_string(&Checkpoint::sign(&record, key)).unwrap_or_default();
             tx.execute(
@@ -62,27 +56,27 @@ pub async fn append(
                 &[&tenant, &seq, &checkpoint],
             )
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(failed)?;
         }
         last = Some(record);
     }
-    tx.commit().await.map_err(|e| failed(&e))?;
+    tx.commit().await.map_err(failed)?;
     Ok(last)
 }
 
 /// Checks `tenant`'s whole chain against `key`: links, content, order, every checkpoint
 /// signed and none missing. Returns the records checked.
 pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Result<Vec<AuditRecord>, ServerError> {
-    let tx = client.transaction().await.map_err(|e| failed(&e))?;
+    let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant])
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(failed)?;
     let unreadable = |seq: i64| ServerError::AuditBroken(format!("record #{seq} is unreadable: it was edited"));
     let mut records = Vec::new();
     for row in tx
         .query("SELECT seq, record FROM audit_log WHERE tenant = $1 ORDER BY seq", &[&tenant])
         .await
-        .map_err(|e| failed(&e))?
+        .map_err(failed)?
     {
         let seq: i64 = row.get(0);
         let record: AuditRecord = serde_json::from_str(row.get::<_, &str>(1)).map_err(|_| unreadable(seq))?;
@@ -95,12 +89,12 @@ pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Re
     for row in tx
         .query("SELECT seq, checkpoint FROM audit_checkpoints WHERE tenant = $1 ORDER BY seq", &[&tenant])
         .await
-        .map_err(|e| failed(&e))?
+        .map_err(failed)?
     {
         let seq: i64 = row.get(0);
         checkpoints.push(serde_json::from_str::<Checkpoint>(row.get::<_, &str>(1)).map_err(|_| unreadable(seq))?);
     }
-    tx.commit().await.map_err(|e| failed(&e))?;
+    tx.commit().await.map_err(failed)?;
     let broken = |e| ServerError::AuditBroken(format!("{e}"));
     verify_chain(&records, &checkpoints, key).map_err(broken)?;
     require_checkpoints(records.len() as u64, &checkpoints, CHECKPOINT_EVERY).map_err(broken)?;

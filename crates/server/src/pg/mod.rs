@@ -11,6 +11,16 @@ pub mod schema;
 
 use crate::ServerError;
 
+/// A PostgreSQL error as the server reports it: the database's message only, never its
+/// detail, which may quote a row's values.
+#[expect(clippy::needless_pass_by_value, reason = "map_err hands the error over by value")]
+pub(crate) fn failed(e: tokio_postgres::Error) -> ServerError {
+    ServerError::Store(format!(
+        "PostgreSQL: {}",
+        e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned())
+    ))
+}
+
 /// Connects to `url` (a libpq connection string or URI) and drives the connection on the
 /// current tokio runtime. Unix sockets only for now: TLS to the database comes with `serve
 /// --database`.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_postgres::{Client, Transaction};
 use zeroize::Zeroizing;
 
+use super::failed;
 use crate::ServerError;
 use crate::keys::{self, Key, MasterKeys};
 
@@ -20,15 +21,6 @@ pub struct PgRecords {
     client: Client,
     tenant_keys: Key,
     names: Key,
-}
-
-#[expect(clippy::needless_pass_by_value, reason = "map_err hands the error over by value")]
-fn failed(e: tokio_postgres::Error) -> ServerError {
-    // The message only: a detail may quote a row's values.
-    ServerError::Store(format!(
-        "PostgreSQL: {}",
-        e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned())
-    ))
 }
 
 /// Opens a transaction in which only `tenant`'s rows exist.

@@ -9,6 +9,7 @@
 
 use tokio_postgres::Client;
 
+use super::failed;
 use crate::ServerError;
 
 /// The role the servers act as: row access only. A deployment's login role for `serve` is
@@ -102,7 +103,6 @@ const MIGRATIONS: &[&str] = &[
 /// Brings the database's schema up to date; returns the version it had before. Run as the
 /// role that owns the tables (it needs CREATEROLE once, to make [`APP_ROLE`]).
 pub async fn migrate(client: &mut Client) -> Result<i64, ServerError> {
-    let failed = |e: tokio_postgres::Error| ServerError::Store(format!("PostgreSQL migration: {e}"));
     let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await

@@ -20,6 +20,13 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// `bytes` as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -532,7 +532,8 @@ fn attach_audit(conn: &Connection, audit_path: &Path, key: &[u8; 32]) -> Result<
     conn.execute_batch("PRAGMA audit.synchronous = FULL;").map_err(bad)
 }
 
-fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+/// The schema version the store's files record (0: none yet).
+pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     let exists: bool =
         conn.query_row("SELECT count(*) > 0 FROM main.sqlite_master WHERE name = 'schema_version'", [], |r| r.get(0))?;
     if !exists {

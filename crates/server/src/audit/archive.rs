@@ -29,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::trail::{CHECKPOINT_EVERY, VerifyError};
 use crate::ServerError;
+use crate::ids::hex;
 use crate::store::Store;
 
 /// What an archive's seal signature is over, before the seal's JSON.
@@ -385,12 +386,6 @@ fn to_sql(seq: u64) -> i64 {
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, ServerError> {
     serde_json::from_str(json).map_err(|_| ServerError::AuditBroken("a live audit record is unreadable".into()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    crate::ids::push_hex(&mut out, bytes);
-    out
 }
 
 #[cfg(test)]

@@ -98,13 +98,7 @@ impl AuditLog {
     pub fn open(store: Arc<Store>, signing_key: Arc<SigningKey>) -> Result<Self, ServerError> {
         let (last, outbox_through, head) = {
             let conn = store.lock();
-            let last = conn
-                .query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
-                .optional()
-                .map_err(ServerError::from)?
-                .map(|json| serde_json::from_str::<AuditRecord>(&json))
-                .transpose()
-                .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))?;
+            let last = last_record(&conn)?;
             let through: i64 = conn
                 .query_row("SELECT outbox_through FROM audit_state WHERE id = 1", [], |r| r.get(0))
                 .map_err(ServerError::from)?;
@@ -183,12 +177,7 @@ impl Drop for AuditLog {
 /// its first head, signed over its newest record. Called once, as the store is upgraded.
 pub fn adopt(store: &Store, signing_key: &SigningKey) -> Result<(), ServerError> {
     let conn = store.lock();
-    let last: Option<String> = conn
-        .query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
-        .optional()?;
-    let Some(last) = last else { return Ok(()) };
-    let last: AuditRecord = serde_json::from_str(&last)
-        .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))?;
+    let Some(last) = last_record(&conn)? else { return Ok(()) };
     let head = serde_json::to_string(&Checkpoint::sign_head(&last, signing_key)).unwrap_or_default();
     conn.execute("INSERT OR IGNORE INTO main.audit_head (id, checkpoint) VALUES (1, ?1)", [head])?;
     Ok(())
@@ -506,16 +495,20 @@ pub fn verify(
     })
 }
 
+/// The trail's newest record, if it has one.
+pub(crate) fn last_record(conn: &Connection) -> Result<Option<AuditRecord>, ServerError> {
+    conn.query_row("SELECT record FROM audit.audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|_| ServerError::Store("the last audit record is unreadable; run `audit verify`".into()))
+}
+
 /// The trail's newest record as a signed checkpoint, to anchor outside the server; `None`
 /// while the trail is empty.
 pub fn checkpoint(store: &Store, key: &SigningKey) -> Result<Checkpoint, ServerError> {
-    let conn = store.read();
-    let last = conn
-        .query_row("SELECT record FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
-        .optional()?
+    let last = last_record(&store.read())?
         .ok_or_else(|| ServerError::Invalid("the audit trail is empty: there is nothing to anchor yet".into()))?;
-    let last: AuditRecord =
-        serde_json::from_str(&last).map_err(|_| ServerError::AuditBroken("the newest record is unreadable".into()))?;
     Ok(Checkpoint::sign(&last, key))
 }
 

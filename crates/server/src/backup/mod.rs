@@ -30,7 +30,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use carekeep_protocol::audit::{AuditRecord, Checkpoint};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
@@ -38,6 +38,7 @@ use zeroize::Zeroizing;
 pub use envelope::{EnvelopeError, Identity, Recipient};
 pub use manifest::{Counts, FileEntry, Manifest};
 
+use crate::ids::hex;
 use crate::{DataDir, ServerError};
 
 /// The files of a data directory a backup carries, as the manifest names them. The
@@ -178,7 +179,7 @@ pub fn create(dir: &DataDir, out: &Path) -> Result<Manifest, ServerError> {
         &dir.audit_path(),
         &dir.master_key()?,
         (&snapshot.0, &snapshot.1),
-        |conn| read_facts(conn).map_err(ServerError::from),
+        read_facts,
     )?;
     let mut sources = vec![
         ("master.key", dir.master_key_path()),
@@ -281,17 +282,10 @@ pub fn restore(from: &Path, key: &BackupKey, target: &Path) -> Result<Manifest, 
 /// Checks the backup `from` as [`restore`] would, in a temporary directory it removes
 /// (and removes what a killed check left there more than an hour ago).
 pub fn verify(from: &Path, key: &BackupKey) -> Result<Manifest, ServerError> {
-    const SCRATCH: &str = "carekeep-backup-verify-";
     let temp = std::env::temp_dir();
-    sweep(&temp, SCRATCH);
-    let mut name = String::from(SCRATCH);
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
-    crate::ids::push_hex(&mut name, &random);
-    let scratch = temp.join(name);
-    let result = restore(from, key, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    sweep(&temp, "carekeep-backup.verify-");
+    let scratch = Staging::beside(&temp.join("carekeep-backup"), "verify")?;
+    restore(from, key, &scratch.path)
 }
 
 /// Removes directories in `dir` named `prefix…` that were last changed over an hour ago.
@@ -431,7 +425,7 @@ struct Facts {
     schema_version: i64,
 }
 
-fn read_facts(conn: &Connection) -> rusqlite::Result<Facts> {
+fn read_facts(conn: &Connection) -> Result<Facts, ServerError> {
     let counts = conn.query_row(
         "SELECT (SELECT count(*) FROM main.tenants), (SELECT count(*) FROM main.users),
                 (SELECT count(*) FROM main.devices), (SELECT count(*) FROM main.resources),
@@ -448,14 +442,8 @@ fn read_facts(conn: &Connection) -> rusqlite::Result<Facts> {
             })
         },
     )?;
-    let last = conn
-        .query_row("SELECT record FROM audit.audit_log ORDER BY seq DESC LIMIT 1", [], |r| r.get::<_, String>(0))
-        .optional()?
-        .map(|json| serde_json::from_str(&json))
-        .transpose()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
-    let schema_version =
-        conn.query_row("SELECT coalesce(max(version), 0) FROM main.schema_version", [], |r| r.get(0))?;
+    let last = crate::audit::trail::last_record(conn)?;
+    let schema_version = crate::store::schema_version(conn)?;
     Ok(Facts { counts, last, schema_version })
 }
 
@@ -502,12 +490,6 @@ fn digest(path: &Path) -> Result<(u64, String), ServerError> {
     let bytes = io::copy(&mut File::open(path).map_err(ServerError::io("read", path))?, &mut hashing)
         .map_err(ServerError::io("read", path))?;
     Ok((bytes, hex(&hashing.hash.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    crate::ids::push_hex(&mut out, bytes);
-    out
 }
 
 fn parent_of(path: &Path) -> PathBuf {

@@ -38,23 +38,43 @@ pub fn add_user(
     password: &str,
     now: i64,
 ) -> Result<NewUser, ServerError> {
-    if password.chars().count() < 12 {
-        return Err(ServerError::Invalid("a password needs at least 12 characters".into()));
-    }
-    let id = crate::ids::new_id("usr")?;
-    let hash = password::hash(password)?;
-    let secret = totp::new_secret()?;
-    let generator = totp::totp(&secret, username)?;
+    let new = new_account(username, password)?;
     store
         .lock()
         .execute(
             "INSERT INTO users (id, tenant, username, role, password_hash, totp_secret, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, tenant, username, role.as_str(), hash, secret, now],
+            params![new.user.id, tenant, username, role.as_str(), new.password_hash, new.totp_secret, now],
         )
         .map_err(|e| ServerError::Invalid(format!("cannot add user {username}: {e}")))?;
+    Ok(new.user)
+}
+
+/// What a new account is made of, whichever store keeps it.
+pub(crate) struct NewAccount {
+    /// What the administrator hands the person.
+    pub user: NewUser,
+    /// The password's Argon2id hash (PHC string).
+    pub password_hash: String,
+    /// The raw TOTP secret.
+    pub totp_secret: Vec<u8>,
+}
+
+/// A new account's id, password hash and TOTP secret, after checking the password's length.
+pub(crate) fn new_account(username: &str, password: &str) -> Result<NewAccount, ServerError> {
+    if password.chars().count() < 12 {
+        return Err(ServerError::Invalid("a password needs at least 12 characters".into()));
+    }
+    let id = crate::ids::new_id("usr")?;
+    let password_hash = password::hash(password)?;
+    let totp_secret = totp::new_secret()?;
+    let generator = totp::totp(&totp_secret, username)?;
     let otpauth_uri = generator.to_url().map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
-    Ok(NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri })
+    Ok(NewAccount {
+        user: NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri },
+        password_hash,
+        totp_secret,
+    })
 }
 
 /// Disables a user and signs out all their devices.

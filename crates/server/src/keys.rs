@@ -29,6 +29,9 @@ pub struct MasterKeys {
     pub tenant_keys: Key,
     /// Keys the blind index of names in PostgreSQL (HMAC-SHA-256, per tenant).
     pub names: Key,
+    /// Seals what PostgreSQL keeps of accounts — TOTP secrets, usernames, device names — and
+    /// keys the username index there (AES-256-GCM, HMAC-SHA-256).
+    pub accounts: Key,
 }
 
 impl MasterKeys {
@@ -48,6 +51,7 @@ impl MasterKeys {
             sign_in: derive(b"sign-in"),
             tenant_keys: derive(b"tenant-keys"),
             names: derive(b"names"),
+            accounts: derive(b"accounts"),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! the policies off, a dump holds no name or note, a body moved to another row or tenant
 //! does not open, two servers migrating at once apply each migration once, and servers
 //! appending audit records at once keep one unbroken chain per tenant that the application
-//! role can only append to.
+//! role can only append to; and two nodes sharing sign-in state through it: a revocation, a
+//! replayed refresh token, a network's limit and a burst of guesses hold across both.
 
 use std::sync::Arc;
 
@@ -13,6 +14,11 @@ mod common;
 use carekeep_protocol::audit::{AuditEvent, Outcome};
 use ed25519_dalek::SigningKey;
 
+use std::net::IpAddr;
+
+use carekeep_protocol::Secret;
+use carekeep_protocol::auth::{LoginRequest, MfaRequest, RefreshRequest, Role, TokenResponse};
+use carekeep_server::auth::{Auth, AuthError, AuthPolicy, PgAccounts};
 use carekeep_server::keys::MasterKeys;
 use carekeep_server::pg::{self, records::PgRecords, schema};
 use serde_json::json;
@@ -276,6 +282,270 @@ async fn servers_appending_at_once_keep_one_chain_per_tenant_that_the_app_cannot
         .to_string();
     assert!(broken.contains("#150"), "{broken}");
     pg::audit::verify(&mut app, &key.verifying_key(), "clinic-b").await.unwrap();
+}
+
+// Accounts and sessions shared by stateless nodes: two `Auth` services, each with its own
+// pool, on one database, as two `serve` processes would be.
+
+const T0: i64 = 1_800_000_000;
+const PASSWORD: &str = "correct horse battery staple";
+/// A username and a device name that must never show in a dump.
+const AMY: &str = "amy.pg-sentinel-51e0";
+const DEVICE: &str = "Amy-sentinel-phone";
+
+/// Two nodes of one deployment on `db`, sharing the master key, and Amy's TOTP secret.
+async fn two_nodes(db: &Database) -> (Arc<Auth>, Arc<Auth>, Vec<u8>) {
+    let master = [7; 32];
+    let keys = MasterKeys::derive(&master);
+    records(db, &master).await.add_tenant("clinic-a").await.unwrap();
+    let node = || async { PgAccounts::new(pg::app_pool(&db.app_url, 4).await.unwrap(), &keys) };
+    let (a, b) = (node().await, node().await);
+    let amy = a.add_user("clinic-a", AMY, Role::Patient, PASSWORD, T0 - 3600).await.unwrap();
+    let secret = totp_rs::Secret::try_from_base32(&amy.totp_base32).unwrap().as_bytes().to_vec();
+    // No `with_keys`: PostgreSQL accounts bring the keys every node must share.
+    let auth = |accounts| Arc::new(Auth::new(accounts, AuthPolicy::default(), 2));
+    (auth(a), auth(b), secret)
+}
+
+fn code(secret: &[u8], time: i64) -> Secret {
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    Secret::new(totp.generate(u64::try_from(time).unwrap()).to_string())
+}
+
+fn login(user: &str, password: &str) -> LoginRequest {
+    LoginRequest { username: user.into(), password: Secret::new(password), device_cookie: None }
+}
+
+const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+
+/// Password through `first`, code through `second`: a sign-in whose steps land on two nodes.
+async fn sign_in(first: &Auth, second: &Auth, secret: &[u8], now: i64) -> TokenResponse {
+    let challenge = first.login(login(AMY, PASSWORD), HOME, now).await.unwrap();
+    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(secret, now), device_name: DEVICE.into() };
+    second.verify_mfa(mfa, HOME, now).await.unwrap()
+}
+
+fn refresh(tokens: &TokenResponse) -> RefreshRequest {
+    RefreshRequest {
+        refresh_token: tokens.refresh_token.clone(),
+        device_id: tokens.device_id.clone(),
+        rotation_id: None,
+    }
+}
+
+#[tokio::test]
+async fn a_device_revoked_through_one_node_is_refused_at_the_other_and_a_replayed_token_ends_it() {
+    let db = database().await;
+    let (a, b, secret) = two_nodes(&db).await;
+    let phone = sign_in(&a, &b, &secret, T0).await;
+    let laptop = sign_in(&b, &a, &secret, T0 + 30).await;
+    let at_b = b.authenticate(phone.access_token.expose(), T0 + 40).await.unwrap();
+    assert_eq!((at_b.tenant.as_str(), at_b.role), ("clinic-a", Role::Patient));
+
+    // A refresh token rotated at A and replayed at B: someone holds a copy, the device ends.
+    let rotated = a.refresh(refresh(&phone), T0 + 60).await.unwrap();
+    assert_eq!(b.refresh(refresh(&phone), T0 + 61).await.unwrap_err(), AuthError::SessionEnded);
+    assert_eq!(a.refresh(refresh(&rotated), T0 + 62).await.unwrap_err(), AuthError::SessionEnded);
+
+    // The laptop's owner revokes it (with a wipe) through A; B refuses it at once.
+    let caller = a.authenticate(laptop.access_token.expose(), T0 + 70).await.unwrap();
+    assert!(a.revoke(&caller, &laptop.device_id, true).await.unwrap());
+    assert_eq!(b.authenticate(laptop.access_token.expose(), T0 + 71).await.unwrap_err(), AuthError::DeviceWipe);
+    assert_eq!(b.refresh(refresh(&laptop), T0 + 72).await.unwrap_err(), AuthError::DeviceWipe);
+    let listed = b.devices(&caller).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|d| d.name == DEVICE && d.revoked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_sign_ins_spread_over_both_nodes_trip_the_one_network_limit() {
+    let db = database().await;
+    let (a, b, _) = two_nodes(&db).await;
+    let limit = AuthPolicy::default().throttle.per_network_per_minute;
+    assert_eq!(limit, 30);
+    // Forty wrong passwords from one network at once, half through each node, each for
+    // another name (so no account budget makes any wait): thirty are checked, ten refused.
+    let attempts = (0..40).map(|i| {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let from: IpAddr = format!("198.51.100.{}", i + 1).parse().unwrap();
+        tokio::spawn(async move { node.login(login(&format!("guess-{i}"), "wrong password!"), from, T0 + 1).await })
+    });
+    let answers = futures_join(attempts).await;
+    let checked = answers.iter().filter(|a| matches!(a, Err(AuthError::BadCredentials))).count();
+    let refused = answers
+        .iter()
+        .filter(|a| matches!(a, Err(AuthError::RateLimited { .. })))
+        .count();
+    assert_eq!((checked, refused), (30, 10), "{answers:?}");
+    // Another attempt, at either node, is over the network's one limit.
+    for node in [&a, &b] {
+        let refused = node
+            .login(login(AMY, PASSWORD), "198.51.100.200".parse().unwrap(), T0 + 2)
+            .await;
+        assert_eq!(refused.unwrap_err(), AuthError::RateLimited { retry_after_secs: 58 });
+    }
+    // Another network is not held back, and the next minute starts afresh.
+    a.login(login(AMY, PASSWORD), "203.0.113.9".parse().unwrap(), T0 + 3)
+        .await
+        .unwrap();
+    b.login(login(AMY, PASSWORD), "198.51.100.200".parse().unwrap(), T0 + 61)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_over_both_nodes_is_checked_one_by_one_and_one_code_signs_in_once() {
+    let db = database().await;
+    let (a, b, secret) = two_nodes(&db).await;
+    let stranger: IpAddr = "198.51.100.77".parse().unwrap();
+    let challenge = a.login(login(AMY, PASSWORD), stranger, T0).await.unwrap();
+    let token = challenge.mfa_token.expose().to_owned();
+    let guesses = (0..20).map(|i| {
+        let (node, token) = (if i % 2 == 0 { a.clone() } else { b.clone() }, token.clone());
+        tokio::spawn(async move {
+            let guess = MfaRequest {
+                mfa_token: Secret::new(token),
+                code: Secret::new(format!("{:06}", 100_000 + i)),
+                device_name: "x".into(),
+            };
+            node.verify_mfa(guess, stranger, T0 + 1).await
+        })
+    });
+    let answers = futures_join(guesses).await;
+    let checked = answers.iter().filter(|a| matches!(a, Err(AuthError::BadCode))).count();
+    assert!((1..=5).contains(&checked), "{checked} wrong codes checked: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Err(AuthError::BadCode | AuthError::Throttled { .. })))
+    );
+
+    // One code sent to both nodes at the same instant, on two challenges with budgets of
+    // their own (one from a device Amy signed in from before): one device.
+    let cookie = sign_in(&a, &b, &secret, T0 + 90).await.device_cookie.unwrap();
+    let now = T0 + 120;
+    let known = LoginRequest { device_cookie: Some(cookie), ..login(AMY, PASSWORD) };
+    let (first, second) =
+        (a.login(login(AMY, PASSWORD), HOME, now).await.unwrap(), b.login(known, HOME, now).await.unwrap());
+    let send = |node: Arc<Auth>, challenge: carekeep_protocol::auth::LoginResponse| {
+        let code = code(&secret, now);
+        tokio::spawn(async move {
+            let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "x".into() };
+            node.verify_mfa(mfa, HOME, now).await
+        })
+    };
+    let (one, two) = tokio::join!(send(a.clone(), first), send(b.clone(), second));
+    let results = [one.unwrap(), two.unwrap()];
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().any(|r| matches!(r, Err(AuthError::CodeAlreadyUsed))));
+}
+
+#[tokio::test]
+async fn accounts_are_opaque_in_a_dump_and_invisible_without_their_tenant() {
+    let db = database().await;
+    let (a, b, secret) = two_nodes(&db).await;
+    let tokens = sign_in(&a, &b, &secret, T0).await;
+    let dump = std::process::Command::new(pg_bin("pg_dump"))
+        .arg("--dbname")
+        .arg(&db.owner_url)
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains(&tokens.device_id) && text.contains(&tokens.user_id), "the dump holds the accounts");
+    for secret in [AMY, DEVICE, "$argon2id$", tokens.access_token.expose(), tokens.refresh_token.expose()] {
+        assert!(!text.contains(secret), "the dump holds {secret}");
+    }
+    let base32 = totp_rs::Secret::from(secret.clone()).to_base32();
+    let hex: String = secret.iter().fold(String::new(), |hex, b| hex + &format!("{b:02x}"));
+    assert!(!text.contains(&base32) && !text.contains(&hex), "the dump holds the TOTP secret");
+
+    let app = pg::connect(&db.app_url).await.unwrap();
+    for table in ["users", "devices", "access_tokens", "refresh_tokens", "mfa_challenges", "idle_limits"] {
+        let n: i64 = app
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} shows rows with no tenant set");
+    }
+    // The lookup functions name a tenant for one exact key and nothing else.
+    let none: Option<String> = app
+        .query_one("SELECT tenant_of_access_token($1)", &[&b"not a token hash".as_slice()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(none, None);
+    // A node refuses to run as a role the policies do not bind.
+    let refused = pg::app_pool(&db.owner_url, 1).await.unwrap_err().to_string();
+    assert!(refused.contains("must not be a superuser"), "{refused}");
+
+    // A sealed field moved into another column does not open: the node refuses without
+    // saying whose or what.
+    let owner = pg::connect(&db.owner_url).await.unwrap();
+    owner
+        .batch_execute("UPDATE users SET username_sealed = totp_secret")
+        .await
+        .unwrap();
+    let challenge = a.login(login(AMY, PASSWORD), HOME, T0 + 60).await.unwrap();
+    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code: code(&secret, T0 + 60), device_name: "x".into() };
+    assert_eq!(b.verify_mfa(mfa, HOME, T0 + 60).await.unwrap_err(), AuthError::Internal);
+}
+
+#[tokio::test]
+async fn a_tenant_idle_limit_and_a_disabled_account_hold_on_every_node() {
+    let db = database().await;
+    let (a, b, secret) = two_nodes(&db).await;
+    let tokens = sign_in(&a, &b, &secret, T0).await;
+    let admin = PgAccounts::new(pg::app_pool(&db.app_url, 1).await.unwrap(), &MasterKeys::derive(&[7; 32]));
+    admin.set_idle_limit("clinic-a", Role::Patient, 5).await.unwrap();
+    // Five minutes and a second unused: signed out at either node.
+    let late = T0 + 5 * 60 + 1;
+    assert_eq!(b.authenticate(tokens.access_token.expose(), late).await.unwrap_err(), AuthError::SessionEnded);
+    assert_eq!(a.refresh(refresh(&tokens), late).await.unwrap_err(), AuthError::SessionEnded);
+
+    let again = sign_in(&b, &a, &secret, T0 + 600).await;
+    admin.disable_user("clinic-a", AMY).await.unwrap();
+    assert_eq!(a.authenticate(again.access_token.expose(), T0 + 601).await.unwrap_err(), AuthError::DeviceRevoked);
+    assert_eq!(b.login(login(AMY, PASSWORD), HOME, T0 + 602).await.unwrap_err(), AuthError::BadCredentials);
+    let refused = admin.disable_user("clinic-b", AMY).await.unwrap_err().to_string();
+    assert!(refused.contains("no user named"), "another tenant's admin finds no such user: {refused}");
+}
+
+#[tokio::test]
+async fn a_node_without_its_database_says_so_and_a_lost_database_is_a_retry_not_an_error() {
+    let db = database().await;
+    let (a, _, secret) = two_nodes(&db).await;
+    let tokens = sign_in(&a, &a, &secret, T0).await;
+    // Nothing listens on this socket directory: the pool says so at once.
+    let nowhere = with(&db.app_url, "host", "/nonexistent-carekeep-socket-dir");
+    let refused = pg::app_pool(&nowhere, 2).await.unwrap_err().to_string();
+    assert!(refused.contains("cannot reach PostgreSQL"), "{refused}");
+    // The database goes away under a running node: its requests are told to retry.
+    let admin = pg::connect(&superuser_url()).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {0} WITH ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}' AND pid <> pg_backend_pid();",
+            db.name
+        ))
+        .await
+        .unwrap();
+    assert_eq!(a.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::Unavailable);
+    admin
+        .batch_execute(&format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", db.name))
+        .await
+        .unwrap();
+    a.authenticate(tokens.access_token.expose(), T0 + 2).await.unwrap();
+}
+
+/// Awaits every spawned task, in order.
+async fn futures_join<T: std::fmt::Debug>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut answers = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        answers.push(task.await.unwrap());
+    }
+    answers
 }
 
 /// What the server said.

@@ -5,7 +5,7 @@
 
 use carekeep_protocol::auth::{DeviceInfo, Role};
 
-use super::store::{self, DeviceFlags};
+use super::store::DeviceFlags;
 use super::{Auth, AuthError, Principal};
 
 /// What a device may still do.
@@ -51,55 +51,50 @@ impl Standing {
 impl Auth {
     /// The caller's own devices, or — for an admin — every device in their tenant.
     pub async fn devices(&self, caller: &Principal) -> Result<Vec<DeviceInfo>, AuthError> {
-        let (store, caller) = (self.store.clone(), caller.clone());
-        self.blocking(move || {
-            let rows = store::devices(&store.lock(), &caller.tenant, caller.role == Role::Admin, &caller.user_id)?;
-            Ok(rows
-                .into_iter()
-                .map(|d| DeviceInfo {
-                    current: d.id == caller.device_id,
-                    id: d.id,
-                    user_id: d.user_id,
-                    name: d.name,
-                    created_at: d.created_at,
-                    last_seen: d.last_seen,
-                    revoked: d.revoked,
-                    wipe: d.wipe,
-                })
-                .collect())
-        })
-        .await
+        let rows = self
+            .accounts
+            .devices(caller.tenant.clone(), caller.role == Role::Admin, caller.user_id.clone())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|d| DeviceInfo {
+                current: d.id == caller.device_id,
+                id: d.id,
+                user_id: d.user_id,
+                name: d.name,
+                created_at: d.created_at,
+                last_seen: d.last_seen,
+                revoked: d.revoked,
+                wipe: d.wipe,
+            })
+            .collect())
     }
 
     /// Revokes a device (and with `wipe`, flags it to erase its cache at its next contact).
     /// Users manage their own devices; admins any device in their tenant. A device of another
     /// tenant or user is reported as not found, exactly like one that does not exist.
     pub async fn revoke(&self, caller: &Principal, device_id: &str, wipe: bool) -> Result<bool, AuthError> {
-        let (store, caller, device) = (self.store.clone(), caller.clone(), device_id.to_owned());
         let allowed = self
-            .blocking(move || {
-                store::device_in_reach(
-                    &store.lock(),
-                    &device,
-                    &caller.tenant,
-                    caller.role == Role::Admin,
-                    &caller.user_id,
-                )
-            })
+            .accounts
+            .device_in_reach(
+                caller.tenant.clone(),
+                device_id.to_owned(),
+                caller.role == Role::Admin,
+                caller.user_id.clone(),
+            )
             .await?;
         if !allowed {
             return Ok(false);
         }
-        let (store, device) = (self.store.clone(), device_id.to_owned());
-        self.blocking(move || store::revoke_by_person(&store.lock(), &device, wipe))
+        self.accounts
+            .revoke_by_person(caller.tenant.clone(), device_id.to_owned(), wipe)
             .await?;
         Ok(true)
     }
 
     /// Ends a device's session on the server's own account (idle, reuse, logout).
-    pub(super) async fn end_device(&self, device_id: String) -> Result<(), AuthError> {
-        let store = self.store.clone();
-        self.blocking(move || store::end_device(&store.lock(), &device_id)).await
+    pub(super) async fn end_device(&self, tenant: String, device_id: String) -> Result<(), AuthError> {
+        self.accounts.end_device(tenant, device_id).await
     }
 }
 

@@ -4,7 +4,7 @@
 
 use carekeep_protocol::Secret;
 
-use super::{Auth, AuthError, Enrollment, Principal, qr, rules, store, totp};
+use super::{Auth, AuthError, Enrollment, Principal, qr, rules, totp};
 
 impl Auth {
     /// Starts replacing the caller's authenticator: a new secret, pending until confirmed with
@@ -13,13 +13,9 @@ impl Auth {
         use base64::Engine as _;
         self.require_step_up(caller, now).await?;
         let secret = totp::new_secret().map_err(|_| AuthError::Internal)?;
-        let (store, user, pending) = (self.store.clone(), caller.user_id.clone(), secret.clone());
         let username = self
-            .blocking(move || {
-                let conn = store.lock();
-                store::set_pending_totp(&conn, &user, &pending)?;
-                store::username(&conn, &user)
-            })
+            .accounts
+            .begin_totp(caller.tenant.clone(), caller.user_id.clone(), secret.clone())
             .await?;
         let generator = totp::totp(&secret, &username).map_err(|_| AuthError::Internal)?;
         let uri = generator.to_url().map_err(|_| AuthError::Internal)?;
@@ -33,9 +29,9 @@ impl Auth {
     /// Confirms the pending authenticator with a code from it; from then on only it works.
     pub async fn confirm_enrollment(&self, caller: &Principal, code: &str, now: i64) -> Result<(), AuthError> {
         self.require_step_up(caller, now).await?;
-        let (store, user) = (self.store.clone(), caller.user_id.clone());
         let pending = self
-            .blocking(move || store::pending_totp(&store.lock(), &user))
+            .accounts
+            .pending_totp(caller.tenant.clone(), caller.user_id.clone())
             .await?
             .ok_or(AuthError::NoEnrollment)?;
         // A session holder who started the change holds the new secret: a wrong code here
@@ -43,16 +39,19 @@ impl Auth {
         let Some(step) = totp::matching_step(&pending, code, u64::try_from(now).unwrap_or(0)) else {
             return Err(AuthError::BadCode);
         };
-        let (store, user) = (self.store.clone(), caller.user_id.clone());
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        self.blocking(move || store::confirm_totp(&store.lock(), &user, step)).await
+        self.accounts
+            .confirm_totp(caller.tenant.clone(), caller.user_id.clone(), step)
+            .await
     }
 
     /// Refuses unless the caller's device made a full sign-in (password and code) within
     /// [`super::AuthPolicy::step_up_secs`]: what high-risk actions need (DESIGN.md §3).
     pub async fn require_step_up(&self, caller: &Principal, now: i64) -> Result<(), AuthError> {
-        let (store, device) = (self.store.clone(), caller.device_id.clone());
-        let full_auth_at = self.blocking(move || store::full_auth_at(&store.lock(), &device)).await?;
+        let full_auth_at = self
+            .accounts
+            .full_auth_at(caller.tenant.clone(), caller.device_id.clone())
+            .await?;
         rules::step_up(full_auth_at, self.policy.step_up_secs, now)
     }
 }

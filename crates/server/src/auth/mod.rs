@@ -18,7 +18,8 @@
 //!
 //! One job a module: `sign_in` (the two steps), `session` (tokens after them), `devices`
 //! (standing, listing, revoking), `enrollment` (a new authenticator); what rows mean is
-//! decided in `rules`, and the SQL lives in `store`.
+//! decided in `rules`, and the SQL lives in `store`, once per engine (the embedded store, or
+//! PostgreSQL shared by several nodes: [`Accounts`]).
 
 mod devices;
 mod enrollment;
@@ -28,7 +29,7 @@ mod rules;
 pub mod secrets;
 mod session;
 mod sign_in;
-mod store;
+pub mod store;
 pub mod throttle;
 pub mod totp;
 
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use carekeep_protocol::auth::Role;
 use tokio::sync::Semaphore;
 
-use crate::store::Store;
+pub use store::{Accounts, PgAccounts};
 
 /// Activity is written to the device row at most this often (seconds): idle limits are
 /// minutes long, and a write per request would serialise reads behind the writer.
@@ -121,6 +122,9 @@ pub enum AuthError {
     /// Confirming an authenticator that was never started.
     #[error("Start the authenticator set-up first.")]
     NoEnrollment,
+    /// The server cannot reach its database right now.
+    #[error("The server cannot reach its database. Try again in a minute.")]
+    Unavailable,
     /// Something failed on the server's side.
     #[error("The server could not complete the sign-in. Try again later.")]
     Internal,
@@ -130,7 +134,7 @@ pub use carekeep_protocol::auth::{DeviceInfo, Enrollment};
 
 /// The sign-in service.
 pub struct Auth {
-    store: Arc<Store>,
+    accounts: Accounts,
     policy: AuthPolicy,
     kdf_permits: Semaphore,
     rotation_key: zeroize::Zeroizing<[u8; 32]>,
@@ -163,22 +167,30 @@ impl From<throttle::Held> for AuthError {
 }
 
 impl Auth {
-    /// A service over `store`. At most `kdf_concurrency` password hashes run at once.
-    /// Without [`Auth::with_keys`], rotations are retryable and device cookies valid only
-    /// until a restart.
-    pub fn new(store: Arc<Store>, policy: AuthPolicy, kdf_concurrency: usize) -> Self {
+    /// A service over `accounts` (an `Arc<Store>` or a [`PgAccounts`]). At most
+    /// `kdf_concurrency` password hashes run at once. On the embedded store without
+    /// [`Auth::with_keys`], rotations are retryable and device cookies valid only until a
+    /// restart; PostgreSQL accounts bring the deployment's keys.
+    pub fn new(accounts: impl Into<Accounts>, policy: AuthPolicy, kdf_concurrency: usize) -> Self {
         let random = || {
             let mut key = zeroize::Zeroizing::new([0u8; 32]);
             // Without randomness the key is zeros: retries still work; tokens stay random.
             let _ = getrandom::fill(key.as_mut_slice());
             key
         };
+        let accounts = accounts.into();
+        // Nodes sharing a database must share these keys, or each would keep its own budgets
+        // and refuse the others' rotations: PostgreSQL accounts carry the deployment's.
+        let (rotation_key, throttle_key) = match &accounts {
+            Accounts::Postgres(pg) => (pg.rotations.clone(), pg.sign_in.clone()),
+            Accounts::Sqlcipher(_) => (random(), random()),
+        };
         Self {
-            store,
+            accounts,
             policy,
             kdf_permits: Semaphore::new(kdf_concurrency.max(1)),
-            rotation_key: random(),
-            throttle: Arc::new(throttle::Throttle::new(policy.throttle, random())),
+            rotation_key,
+            throttle: Arc::new(throttle::Throttle::new(policy.throttle, throttle_key)),
         }
     }
 
@@ -198,33 +210,17 @@ impl Auth {
     }
 }
 
-/// A store error during sign-in, logged without detail that could hold a name.
-impl From<rusqlite::Error> for AuthError {
-    fn from(e: rusqlite::Error) -> Self {
-        tracing::error!(code = ?e.sqlite_error_code(), "store error during sign-in");
-        AuthError::Internal
-    }
-}
-
 impl Auth {
     /// Counts a failed password or code against `budget`.
     async fn fail(&self, budget: &throttle::Budget, now: i64) -> Result<(), AuthError> {
-        let (store, throttle, budget) = (self.store.clone(), self.throttle.clone(), budget.clone());
-        self.blocking(move || throttle.failed(&store.lock(), &budget, now).map(|_| ()))
-            .await
+        self.accounts.failed(&self.throttle, budget, now).await.map(|_| ())
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, AuthError> {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                tracing::error!(code = ?e.sqlite_error_code(), "store error during sign-in");
-                Err(AuthError::Internal)
-            }
-            Err(_) => Err(AuthError::Internal),
-        }
+    /// Counts an attempt at a route that checks a code outside sign-in (the authenticator
+    /// change) against `client`'s network window, as an attempt from an unknown device.
+    pub async fn admit(&self, client: std::net::IpAddr, now: i64) -> Result<(), AuthError> {
+        self.accounts
+            .admit(&self.throttle, client, &self.throttle.budget("", None), now)
+            .await
     }
 }

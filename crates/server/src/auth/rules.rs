@@ -103,6 +103,7 @@ mod tests {
     fn session(last_seen: i64) -> SessionRow {
         SessionRow {
             device_id: "dev-1".into(),
+            tenant: "clinic-1".into(),
             flags: DeviceFlags::default(),
             user_disabled: false,
             last_seen,
@@ -111,13 +112,7 @@ mod tests {
     }
 
     fn access_row(expires_at: i64, last_seen: i64) -> AccessRow {
-        AccessRow {
-            expires_at,
-            session: session(last_seen),
-            user_id: "usr-1".into(),
-            tenant: "clinic-1".into(),
-            role: "patient".into(),
-        }
+        AccessRow { expires_at, session: session(last_seen), user_id: "usr-1".into(), role: "patient".into() }
     }
 
     fn refresh_row(used: bool, last_seen: i64) -> RefreshRow {

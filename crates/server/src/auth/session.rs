@@ -6,7 +6,8 @@ use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{LogoutRequest, RefreshRequest, Role, TokenResponse};
 
 use super::secrets::{new_token, token_hash};
-use super::{Auth, AuthError, Principal, rules, store};
+use super::store::IssuedTokens;
+use super::{Auth, AuthError, Principal, rules};
 
 /// The refresh token an issue hands out.
 pub(super) enum RefreshToken {
@@ -32,14 +33,12 @@ impl Auth {
 
     /// Rotates a refresh token. Presenting one that was already used revokes the device.
     pub async fn refresh(&self, request: RefreshRequest, now: i64) -> Result<TokenResponse, AuthError> {
-        let store = self.store.clone();
         let spent_hash = token_hash(request.refresh_token.expose());
-        let hash = spent_hash.clone();
-        let found = self.blocking(move || store::refresh_token(&store.lock(), &hash)).await?;
+        let found = self.accounts.refresh_token(spent_hash.clone()).await?;
         let Some(row) = found else { return Err(AuthError::SessionEnded) };
         let idle_secs = rules::idle_secs(row.session.idle_limit, self.policy.idle_secs);
         let rotation_id = request.rotation_id.filter(|r| !r.is_empty() && r.len() <= 128);
-        let device_id = row.session.device_id.clone();
+        let (tenant, device_id) = (row.session.tenant.clone(), row.session.device_id.clone());
         match rules::refresh(&row, &request.device_id, rotation_id.is_some(), idle_secs, now) {
             rules::Refresh::Refuse(refused) => Err(refused),
             rules::Refresh::CheckRetry => {
@@ -49,32 +48,36 @@ impl Auth {
                 // someone holds a copy: the device session ends.
                 let rotation_id = rotation_id.as_deref().unwrap_or_default();
                 let successor = self.successor(&spent_hash, rotation_id);
-                let (store, successor_hash, dev) = (self.store.clone(), token_hash(&successor), device_id.clone());
                 let successor_used = self
-                    .blocking(move || store::refresh_used(&store.lock(), &successor_hash, &dev))
+                    .accounts
+                    .refresh_used(tenant.clone(), token_hash(&successor), device_id.clone())
                     .await?;
                 if rules::retry(successor_used, &row.session, idle_secs, now) {
-                    return self.issue_tokens(device_id, now, RefreshToken::Reissue(successor)).await;
+                    let (mut tokens, issued) =
+                        self.new_tokens(tenant, device_id, now, RefreshToken::Reissue(successor))?;
+                    tokens.user_id = self.accounts.record_tokens(issued).await?;
+                    return Ok(tokens);
                 }
-                self.end_device(device_id).await?;
+                self.end_device(tenant, device_id).await?;
                 Err(AuthError::SessionEnded)
             }
             rules::Refresh::EndSession => {
-                self.end_device(device_id).await?;
+                self.end_device(tenant, device_id).await?;
                 Err(AuthError::SessionEnded)
             }
             rules::Refresh::Rotate => {
-                let (store, hash) = (self.store.clone(), spent_hash.clone());
-                if !self.blocking(move || store::spend_refresh(&store.lock(), &hash)).await? {
-                    // Another request rotated this same token a moment ago: two holders again.
-                    self.end_device(device_id).await?;
-                    return Err(AuthError::SessionEnded);
-                }
                 let next = match &rotation_id {
                     Some(id) => RefreshToken::New(self.successor(&spent_hash, id)),
                     None => RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?),
                 };
-                self.issue_tokens(device_id, now, next).await
+                let (mut tokens, issued) = self.new_tokens(tenant.clone(), device_id.clone(), now, next)?;
+                let Some(user_id) = self.accounts.rotate(spent_hash, issued).await? else {
+                    // Another request rotated this same token a moment ago: two holders again.
+                    self.end_device(tenant, device_id).await?;
+                    return Err(AuthError::SessionEnded);
+                };
+                tokens.user_id = user_id;
+                Ok(tokens)
             }
         }
     }
@@ -82,66 +85,63 @@ impl Auth {
     /// Who is calling, from an access token: checks expiry, revocation, remote wipe and idle
     /// time, and records the activity.
     pub async fn authenticate(&self, access_token: &str, now: i64) -> Result<Principal, AuthError> {
-        let store = self.store.clone();
-        let hash = token_hash(access_token);
-        let found = self.blocking(move || store::access_token(&store.read(), &hash)).await?;
+        let found = self.accounts.access_token(token_hash(access_token)).await?;
         let Some(row) = found else { return Err(AuthError::SessionEnded) };
         let idle_secs = rules::idle_secs(row.session.idle_limit, self.policy.idle_secs);
         let touch = match rules::access(&row, idle_secs, now) {
             rules::Access::Refuse(refused) => return Err(refused),
             rules::Access::EndSession => {
-                self.end_device(row.session.device_id).await?;
+                self.end_device(row.session.tenant, row.session.device_id).await?;
                 return Err(AuthError::SessionEnded);
             }
             rules::Access::Admit { touch } => touch,
         };
         let role = Role::parse(&row.role).ok_or(AuthError::Internal)?;
-        let device_id = row.session.device_id;
+        let (tenant, device_id) = (row.session.tenant, row.session.device_id);
         if touch {
-            let (store, device) = (self.store.clone(), device_id.clone());
-            self.blocking(move || store::touch_device(&store.lock(), &device, now)).await?;
+            self.accounts.touch_device(tenant.clone(), device_id.clone(), now).await?;
         }
-        Ok(Principal { user_id: row.user_id, tenant: row.tenant, role, device_id, idle_secs })
+        Ok(Principal { user_id: row.user_id, tenant, role, device_id, idle_secs })
     }
 
     /// Ends the device session the refresh token belongs to. Unknown tokens are ignored.
     pub async fn logout(&self, request: LogoutRequest) -> Result<(), AuthError> {
-        let store = self.store.clone();
-        let hash = token_hash(request.refresh_token.expose());
-        match self.blocking(move || store::refresh_device(&store.lock(), &hash)).await? {
-            Some(device) => self.end_device(device).await,
+        match self.accounts.refresh_device(token_hash(request.refresh_token.expose())).await? {
+            Some((tenant, device)) => self.end_device(tenant, device).await,
             None => Ok(()),
         }
     }
 
-    /// Hands `device_id` a new access token and `refresh`, and records its activity.
-    pub(super) async fn issue_tokens(
+    /// A new access token and `refresh` for `device_id`: what the device is handed (its
+    /// `user_id` filled in once recorded) and what the store records.
+    pub(super) fn new_tokens(
         &self,
+        tenant: String,
         device_id: String,
         now: i64,
         refresh: RefreshToken,
-    ) -> Result<TokenResponse, AuthError> {
+    ) -> Result<(TokenResponse, IssuedTokens), AuthError> {
         let access = new_token().map_err(|_| AuthError::Internal)?;
         let (refresh, is_new) = match refresh {
             RefreshToken::New(token) => (token, true),
             RefreshToken::Reissue(token) => (token, false),
         };
-        let (store, access_hash, refresh_hash, dev) =
-            (self.store.clone(), token_hash(&access), token_hash(&refresh), device_id.clone());
-        let expires = now + self.policy.access_ttl_secs;
-        let user_id = self
-            .blocking(move || {
-                let new_refresh = is_new.then_some(refresh_hash.as_slice());
-                store::record_tokens(&mut store.lock(), &dev, &access_hash, expires, new_refresh, now)
-            })
-            .await?;
-        Ok(TokenResponse {
+        let issued = IssuedTokens {
+            tenant,
+            device_id: device_id.clone(),
+            access_hash: token_hash(&access),
+            expires_at: now + self.policy.access_ttl_secs,
+            new_refresh_hash: is_new.then(|| token_hash(&refresh)),
+            now,
+        };
+        let tokens = TokenResponse {
             access_token: Secret::new(access),
             refresh_token: Secret::new(refresh),
             expires_in: u32::try_from(self.policy.access_ttl_secs).unwrap_or(u32::MAX),
             device_id,
-            user_id,
+            user_id: String::new(),
             device_cookie: None,
-        })
+        };
+        Ok((tokens, issued))
     }
 }

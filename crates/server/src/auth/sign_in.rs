@@ -8,7 +8,9 @@ use carekeep_protocol::auth::{LoginRequest, LoginResponse, MfaRequest, TokenResp
 
 use super::secrets::{new_token, token_hash};
 use super::session::RefreshToken;
-use super::{Auth, AuthError, password, rules, store, throttle, totp};
+use super::store::{ChallengeRow, PassedSignIn};
+use super::throttle::Budget;
+use super::{Auth, AuthError, password, rules, totp};
 use crate::ids::new_id;
 
 impl Auth {
@@ -19,35 +21,40 @@ impl Auth {
         let budget = self
             .throttle
             .budget(&request.username, request.device_cookie.as_ref().map(Secret::expose));
-        self.throttle.admit(client, &budget, now)?;
-        let _checking = throttle::Throttle::one_at_a_time(&self.throttle, &budget)?;
-        let (store, throttle) = (self.store.clone(), self.throttle.clone());
-        let (username, held) = (request.username.clone(), budget.clone());
-        let (user, waiting) = self
-            .blocking(move || {
-                let conn = store.lock();
-                let user = store::user_by_name(&conn, &username)?;
-                Ok((user, throttle.waiting(&conn, &held, now)?))
-            })
-            .await?;
-        if let Some(retry_after_secs) = waiting {
+        self.accounts.admit(&self.throttle, client, &budget, now).await?;
+        // The hashing permit first: an attempt queued behind a login flood must not sit on
+        // its budget's claim (which, shared between nodes, is a lease that runs out).
+        let permit = self.kdf_permits.acquire().await.map_err(|_| AuthError::Internal)?;
+        let checking = self.accounts.check_one(&self.throttle, &budget, now).await?;
+        let answer = self.check_password(request, &budget, now).await;
+        checking.release().await;
+        drop(permit);
+        answer
+    }
+
+    /// The password step, with its budget and a hashing permit held.
+    async fn check_password(
+        &self,
+        request: LoginRequest,
+        budget: &Budget,
+        now: i64,
+    ) -> Result<LoginResponse, AuthError> {
+        let user = self.accounts.user_by_name(request.username.clone()).await?;
+        if let Some(retry_after_secs) = self.accounts.waiting(budget, now).await? {
             return Err(AuthError::Throttled { retry_after_secs });
         }
-        let permit = self.kdf_permits.acquire().await.map_err(|_| AuthError::Internal)?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let password = request.password;
         let ok = tokio::task::spawn_blocking(move || password::verify(password.expose(), phc.as_deref()))
             .await
             .map_err(|_| AuthError::Internal)?;
-        drop(permit);
         let Some(user) = user.filter(|u| ok && !u.disabled) else {
-            self.fail(&budget, now).await?;
+            self.fail(budget, now).await?;
             return Err(AuthError::BadCredentials);
         };
         let token = new_token().map_err(|_| AuthError::Internal)?;
-        let (store, hash, expires) = (self.store.clone(), token_hash(&token), now + self.policy.mfa_ttl_secs);
-        let (bucket, known_device) = budget.to_stored();
-        self.blocking(move || store::insert_challenge(&store.lock(), &hash, &user.id, expires, &bucket, known_device))
+        self.accounts
+            .insert_challenge(token_hash(&token), user.tenant, user.id, now + self.policy.mfa_ttl_secs, budget)
             .await?;
         Ok(LoginResponse { mfa_token: Secret::new(token) })
     }
@@ -57,24 +64,37 @@ impl Auth {
     /// in one conditional update together with the challenge: of two requests with the
     /// same code at the same instant, one wins.
     pub async fn verify_mfa(&self, request: MfaRequest, client: IpAddr, now: i64) -> Result<TokenResponse, AuthError> {
-        let store = self.store.clone();
-        let hash = token_hash(request.mfa_token.expose());
-        let found = self.blocking(move || store::challenge(&store.lock(), &hash)).await?;
+        let found = self.accounts.challenge(token_hash(request.mfa_token.expose())).await?;
         let Some(challenge) = found else {
             // A made-up challenge still costs its network an attempt.
-            self.throttle.admit(client, &self.throttle.budget("", None), now)?;
+            self.accounts
+                .admit(&self.throttle, client, &self.throttle.budget("", None), now)
+                .await?;
             return Err(AuthError::ChallengeExpired);
         };
         let budget = challenge
             .bucket
-            .and_then(|b| throttle::Budget::from_stored(&b, challenge.known_device))
+            .as_deref()
+            .and_then(|b| Budget::from_stored(b, challenge.known_device))
             .unwrap_or_else(|| self.throttle.budget(&challenge.username, None));
         // A real challenge was paid for at the password step, on this network's window; its
         // code is throttled by the budget it carries. Counting it again would halve what a
         // clinic behind one address gets while the server is under attack.
-        let _checking = throttle::Throttle::one_at_a_time(&self.throttle, &budget)?;
-        let (store, throttle, held) = (self.store.clone(), self.throttle.clone(), budget.clone());
-        if let Some(retry_after_secs) = self.blocking(move || throttle.waiting(&store.lock(), &held, now)).await? {
+        let checking = self.accounts.check_one(&self.throttle, &budget, now).await?;
+        let answer = self.check_code(request, challenge, &budget, now).await;
+        checking.release().await;
+        answer
+    }
+
+    /// The code step, with its budget held.
+    async fn check_code(
+        &self,
+        request: MfaRequest,
+        challenge: ChallengeRow,
+        budget: &Budget,
+        now: i64,
+    ) -> Result<TokenResponse, AuthError> {
+        if let Some(retry_after_secs) = self.accounts.waiting(budget, now).await? {
             return Err(AuthError::Throttled { retry_after_secs });
         }
         if !rules::challenge_open(challenge.expires_at, challenge.user_disabled, now) {
@@ -83,42 +103,28 @@ impl Auth {
         let Some(step) =
             totp::matching_step(&challenge.totp_secret, request.code.expose(), u64::try_from(now).unwrap_or(0))
         else {
-            self.fail(&budget, now).await?;
+            self.fail(budget, now).await?;
             return Err(AuthError::BadCode);
         };
-        let step = i64::try_from(step).unwrap_or(i64::MAX);
         let device_id = new_id("dev").map_err(|_| AuthError::Internal)?;
-        let (store, hash, name, dev, claimed, user_id) = (
-            self.store.clone(),
-            token_hash(request.mfa_token.expose()),
-            request.device_name,
-            device_id.clone(),
-            budget.clone(),
-            challenge.user_id,
-        );
-        let outcome = self
-            .blocking(move || {
-                let mut conn = store.lock();
-                let tx = conn.transaction()?;
-                if !store::take_challenge(&tx, &hash)? {
-                    return Ok(Err(AuthError::ChallengeExpired));
-                }
-                // The step is taken only if no request took it (or a later one) first. A code
-                // used already is no guess: it does not count as a failure (after the
-                // server's clock went back, every fresh code looks used).
-                if !store::claim_step(&tx, &user_id, step)? {
-                    return Ok(Err(AuthError::CodeAlreadyUsed));
-                }
-                throttle::Throttle::succeeded(&tx, &claimed)?;
-                store::insert_device(&tx, &dev, &user_id, &name, now)?;
-                tx.commit()?;
-                Ok(Ok(()))
-            })
+        let refresh = RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?);
+        let (mut tokens, issued) = self.new_tokens(challenge.tenant.clone(), device_id.clone(), now, refresh)?;
+        self.accounts
+            .pass_sign_in(
+                PassedSignIn {
+                    challenge_hash: token_hash(request.mfa_token.expose()),
+                    tenant: challenge.tenant,
+                    user_id: challenge.user_id.clone(),
+                    step: i64::try_from(step).unwrap_or(i64::MAX),
+                    budget: budget.clone(),
+                    device_id,
+                    device_name: request.device_name,
+                    now,
+                },
+                issued,
+            )
             .await?;
-        outcome?;
-        let mut tokens = self
-            .issue_tokens(device_id, now, RefreshToken::New(new_token().map_err(|_| AuthError::Internal)?))
-            .await?;
+        tokens.user_id = challenge.user_id;
         tokens.device_cookie =
             Some(Secret::new(self.throttle.new_cookie(&challenge.username).map_err(|_| AuthError::Internal)?));
         Ok(tokens)

@@ -23,8 +23,10 @@
 //!   account keeps that account's unknown-device budget waiting (at most 15 minutes between
 //!   attempts); the owner signs in from a device they used before.
 //!
-//! Budgets live in the store under a keyed hash (no username in clear); the per-network and
-//! per-server windows live in memory and start afresh each minute.
+//! Budgets live in the store under a keyed hash (no username in clear). The per-network and
+//! per-server windows start afresh each minute; on the embedded store they live in this
+//! process's memory, on PostgreSQL in the database, shared by every node (under a keyed hash
+//! of the network, no address in clear): see [`super::store::Accounts`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -32,7 +34,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::address::AddressKey;
 use crate::keys;
@@ -84,7 +85,7 @@ impl ThrottlePolicy {
 }
 
 /// Failures older than this no longer count: a budget forgets a day-old mistake.
-const FORGET_AFTER_SECS: i64 = 24 * 3600;
+pub(crate) const FORGET_AFTER_SECS: i64 = 24 * 3600;
 
 /// Which budget an attempt draws on: an account's (by keyed hash of its name) for unknown
 /// devices, or one known device's for that account.
@@ -108,6 +109,11 @@ impl Budget {
     /// Whether a known device's cookie selected it.
     pub fn known_device(&self) -> bool {
         self.known_device
+    }
+
+    /// The keyed hash the store keeps the budget under.
+    pub(crate) fn stored_key(&self) -> Vec<u8> {
+        self.key.to_vec()
     }
 }
 
@@ -202,17 +208,38 @@ impl Throttle {
             return Ok(());
         }
         let mut windows = self.windows(now);
-        let limit = if windows.server_failures >= self.policy.server_failures_per_minute {
-            self.policy.per_network_under_attack
-        } else {
-            self.policy.per_network_per_minute
-        };
+        let limit = self.network_limit(windows.server_failures);
         let count = windows.per_network.entry(AddressKey::network(client)).or_insert(0);
         *count += 1;
         if *count > limit {
             return Err(Held::RateLimited(60 - now.rem_euclid(60)));
         }
         Ok(())
+    }
+
+    /// A network's attempts a minute while the server has taken `server_failures` failures
+    /// from unknown devices this minute.
+    pub(crate) fn network_limit(&self, server_failures: u32) -> u32 {
+        if server_failures >= self.policy.server_failures_per_minute {
+            self.policy.per_network_under_attack
+        } else {
+            self.policy.per_network_per_minute
+        }
+    }
+
+    /// The keyed hash a shared window is kept under: the network of `client` (see
+    /// [`AddressKey::network`]), never the address itself.
+    pub(crate) fn network_key(&self, client: IpAddr) -> [u8; 32] {
+        let network = match AddressKey::network(client) {
+            AddressKey::V4(octets) => octets.to_vec(),
+            AddressKey::V6Prefix(prefix) => prefix.to_vec(),
+        };
+        keys::mac(&self.key, &[b"network", &network])
+    }
+
+    /// Counts a failure from an unknown device in this process's minute.
+    pub(crate) fn count_server_failure(&self, now: i64) {
+        self.windows(now).server_failures += 1;
     }
 
     fn windows(&self, now: i64) -> std::sync::MutexGuard<'_, Windows> {
@@ -238,45 +265,6 @@ impl Throttle {
         } else {
             Err(Held::Throttled(1))
         }
-    }
-
-    /// How long `budget` must still wait, if at all.
-    pub fn waiting(&self, conn: &Connection, budget: &Budget, now: i64) -> rusqlite::Result<Option<i64>> {
-        let blocked: Option<i64> = conn
-            .prepare_cached("SELECT blocked_until FROM sign_in_budgets WHERE bucket = ?1")?
-            .query_row([&budget.key[..]], |r| r.get(0))
-            .optional()?;
-        Ok(blocked.filter(|until| *until > now).map(|until| until - now))
-    }
-
-    /// Counts a failure against `budget` (and, from an unknown device, the server's
-    /// minute); returns the wait it now imposes.
-    pub fn failed(&self, conn: &Connection, budget: &Budget, now: i64) -> rusqlite::Result<i64> {
-        if !budget.known_device {
-            self.windows(now).server_failures += 1;
-        }
-        conn.prepare_cached("DELETE FROM sign_in_budgets WHERE last_failure < ?1 AND blocked_until < ?2")?
-            .execute(params![now - FORGET_AFTER_SECS, now])?;
-        let failures: i64 = conn
-            .prepare_cached(
-                "INSERT INTO sign_in_budgets (bucket, failures, blocked_until, last_failure) VALUES (?1, 1, 0, ?2)
-                 ON CONFLICT (bucket) DO UPDATE SET failures = failures + 1, last_failure = excluded.last_failure
-                 RETURNING failures",
-            )?
-            .query_row(params![&budget.key[..], now], |r| r.get(0))?;
-        let delay = self.policy.delay_after(failures);
-        if delay > 0 {
-            conn.prepare_cached("UPDATE sign_in_budgets SET blocked_until = ?2 WHERE bucket = ?1")?
-                .execute(params![&budget.key[..], now + delay])?;
-        }
-        Ok(delay)
-    }
-
-    /// A full sign-in succeeded: `budget` starts afresh.
-    pub fn succeeded(conn: &Connection, budget: &Budget) -> rusqlite::Result<()> {
-        conn.prepare_cached("DELETE FROM sign_in_budgets WHERE bucket = ?1")?
-            .execute([&budget.key[..]])?;
-        Ok(())
     }
 }
 

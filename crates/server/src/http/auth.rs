@@ -26,10 +26,9 @@ pub async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let throttle = state.auth.throttle();
-    match throttle.admit(addr.ip(), &throttle.budget("", None), now()) {
+    match state.auth.admit(addr.ip(), now()).await {
         Ok(()) => next.run(request).await,
-        Err(held) => AuthError::from(held).into_response(),
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -48,6 +47,7 @@ impl IntoResponse for AuthError {
             AuthError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, Refusal::RateLimited),
             AuthError::StepUpRequired => (StatusCode::FORBIDDEN, Refusal::StepUpRequired),
             AuthError::NoEnrollment => (StatusCode::CONFLICT, Refusal::NoEnrollment),
+            AuthError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, Refusal::Busy),
             AuthError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, Refusal::Internal),
         };
         let mut response = refusal(status, code, &self.to_string());

@@ -98,6 +98,129 @@ const MIGRATIONS: &[&str] = &[
         USING (tenant = current_setting('carekeep.tenant', true))
         WITH CHECK (tenant = current_setting('carekeep.tenant', true));
     GRANT SELECT, INSERT ON audit_log, audit_checkpoints TO carekeep_app;",
+    // 3: accounts, devices and tokens (token hashes only), each row in its tenant under the
+    // same forced policy; usernames, password hashes, device names and TOTP secrets sealed
+    // or keyed by the server. A sign-in or a token arrives before its tenant is known: four
+    // narrow functions name the tenant of one username key or token hash and nothing else.
+    // They run as `carekeep_lookup`, a role that cannot log in and may read only those two
+    // columns of those tables, through a policy of its own. The throttle's budgets and
+    // windows belong to no tenant and hold keyed hashes and counters only.
+    "CREATE TABLE users (
+        id               text PRIMARY KEY,
+        tenant           text NOT NULL REFERENCES tenants (id),
+        username_key     bytea NOT NULL UNIQUE,
+        username_sealed  bytea NOT NULL,
+        role             text NOT NULL,
+        password_sealed  bytea NOT NULL,
+        totp_secret      bytea NOT NULL,
+        totp_pending     bytea,
+        totp_last_step   bigint NOT NULL DEFAULT -1,
+        disabled         boolean NOT NULL DEFAULT false,
+        created_at       bigint NOT NULL
+    );
+    CREATE TABLE idle_limits (
+        tenant     text NOT NULL REFERENCES tenants (id),
+        role       text NOT NULL,
+        idle_secs  bigint NOT NULL,
+        PRIMARY KEY (tenant, role)
+    );
+    CREATE TABLE mfa_challenges (
+        token_hash    bytea PRIMARY KEY,
+        tenant        text NOT NULL REFERENCES tenants (id),
+        user_id       text NOT NULL REFERENCES users (id),
+        expires_at    bigint NOT NULL,
+        bucket        bytea,
+        known_device  boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE devices (
+        id                 text PRIMARY KEY,
+        tenant             text NOT NULL REFERENCES tenants (id),
+        user_id            text NOT NULL REFERENCES users (id),
+        name_sealed        bytea NOT NULL,
+        created_at         bigint NOT NULL,
+        last_seen          bigint NOT NULL,
+        full_auth_at       bigint NOT NULL,
+        revoked            boolean NOT NULL DEFAULT false,
+        revoked_by_person  boolean NOT NULL DEFAULT false,
+        wipe               boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE refresh_tokens (
+        token_hash  bytea PRIMARY KEY,
+        tenant      text NOT NULL REFERENCES tenants (id),
+        device_id   text NOT NULL REFERENCES devices (id),
+        issued_at   bigint NOT NULL,
+        used        boolean NOT NULL DEFAULT false
+    );
+    CREATE TABLE access_tokens (
+        token_hash  bytea PRIMARY KEY,
+        tenant      text NOT NULL REFERENCES tenants (id),
+        device_id   text NOT NULL REFERENCES devices (id),
+        expires_at  bigint NOT NULL,
+        last_used   bigint NOT NULL
+    );
+    CREATE TABLE sign_in_budgets (
+        bucket          bytea PRIMARY KEY,
+        failures        bigint NOT NULL,
+        blocked_until   bigint NOT NULL,
+        last_failure    bigint NOT NULL,
+        lease           bytea,
+        leased_until    double precision NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sign_in_budgets_by_age ON sign_in_budgets (last_failure);
+    CREATE TABLE sign_in_windows (
+        minute    bigint NOT NULL,
+        network   bytea NOT NULL,
+        attempts  integer NOT NULL,
+        PRIMARY KEY (minute, network)
+    );
+    CREATE TABLE sign_in_failures (
+        minute    bigint PRIMARY KEY,
+        failures  integer NOT NULL
+    );
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'carekeep_lookup') THEN
+            CREATE ROLE carekeep_lookup NOLOGIN NOSUPERUSER NOBYPASSRLS;
+        END IF;
+    END $$;
+    DO $$ DECLARE t text; BEGIN
+        FOREACH t IN ARRAY ARRAY['users', 'idle_limits', 'mfa_challenges', 'devices', 'refresh_tokens', 'access_tokens']
+        LOOP
+            EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+            EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+            EXECUTE format('CREATE POLICY one_tenant ON %I
+                USING (tenant = current_setting(''carekeep.tenant'', true))
+                WITH CHECK (tenant = current_setting(''carekeep.tenant'', true))', t);
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO carekeep_app', t);
+        END LOOP;
+    END $$;
+    CREATE POLICY lookup ON users FOR SELECT TO carekeep_lookup USING (true);
+    CREATE POLICY lookup ON mfa_challenges FOR SELECT TO carekeep_lookup USING (true);
+    CREATE POLICY lookup ON refresh_tokens FOR SELECT TO carekeep_lookup USING (true);
+    CREATE POLICY lookup ON access_tokens FOR SELECT TO carekeep_lookup USING (true);
+    GRANT SELECT (tenant, username_key) ON users TO carekeep_lookup;
+    GRANT SELECT (tenant, token_hash) ON mfa_challenges, refresh_tokens, access_tokens TO carekeep_lookup;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON sign_in_budgets, sign_in_windows, sign_in_failures TO carekeep_app;
+    CREATE FUNCTION tenant_of_username(bytea) RETURNS text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT tenant FROM public.users WHERE username_key = $1';
+    CREATE FUNCTION tenant_of_challenge(bytea) RETURNS text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT tenant FROM public.mfa_challenges WHERE token_hash = $1';
+    CREATE FUNCTION tenant_of_refresh_token(bytea) RETURNS text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT tenant FROM public.refresh_tokens WHERE token_hash = $1';
+    CREATE FUNCTION tenant_of_access_token(bytea) RETURNS text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT tenant FROM public.access_tokens WHERE token_hash = $1';
+    GRANT carekeep_lookup TO CURRENT_USER;
+    DO $$ DECLARE f text; BEGIN
+        FOREACH f IN ARRAY ARRAY['tenant_of_username', 'tenant_of_challenge', 'tenant_of_refresh_token', 'tenant_of_access_token']
+        LOOP
+            EXECUTE format('ALTER FUNCTION %I(bytea) OWNER TO carekeep_lookup', f);
+            EXECUTE format('REVOKE ALL ON FUNCTION %I(bytea) FROM PUBLIC', f);
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %I(bytea) TO carekeep_app', f);
+        END LOOP;
+    END $$;",
 ];
 
 /// Brings the database's schema up to date; returns the version it had before. Run as the

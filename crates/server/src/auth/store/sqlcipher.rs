@@ -1,78 +1,16 @@
-//! The sign-in tables' SQL, all of it here (the throttle keeps its own budgets table). Each
-//! read returns a row struct with named fields; what a row means is decided in Rust
-//! ([`super::devices::Standing`], [`super::rules`]), not in the queries.
+//! The sign-in tables' SQL on the embedded SQLCipher store, all of it here, the throttle's
+//! budgets included. Each read returns a row struct of [`super`] with named fields; what a
+//! row means is decided in Rust ([`crate::auth::rules`]), not in the queries.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-/// A user, as the password step needs them.
-pub(super) struct UserRow {
-    pub id: String,
-    pub password_hash: String,
-    pub disabled: bool,
-}
-
-/// A pending second step and what checking its code needs.
-pub(super) struct ChallengeRow {
-    pub user_id: String,
-    pub expires_at: i64,
-    pub totp_secret: Vec<u8>,
-    pub user_disabled: bool,
-    /// The throttle budget the password step drew on (see `throttle::Budget::to_stored`).
-    pub bucket: Option<Vec<u8>>,
-    pub known_device: bool,
-    pub username: String,
-}
-
-/// A device's own flags; its standing is decided from them and its user's `disabled`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct DeviceFlags {
-    pub revoked: bool,
-    /// Revoked by a person (an admin, the user, disabling the account), not by the server.
-    pub revoked_by_person: bool,
-    pub wipe: bool,
-}
-
-/// A device session as a token finds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SessionRow {
-    pub device_id: String,
-    pub flags: DeviceFlags,
-    pub user_disabled: bool,
-    pub last_seen: i64,
-    /// The tenant's idle limit for the user's role, if it set one.
-    pub idle_limit: Option<i64>,
-}
-
-/// A refresh token and its device session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct RefreshRow {
-    pub used: bool,
-    pub session: SessionRow,
-}
-
-/// An access token, its device session and whose it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct AccessRow {
-    pub expires_at: i64,
-    pub session: SessionRow,
-    pub user_id: String,
-    pub tenant: String,
-    pub role: String,
-}
-
-/// A device as listed to its owner or an admin.
-pub(super) struct DeviceRow {
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    pub created_at: i64,
-    pub last_seen: i64,
-    pub revoked: bool,
-    pub wipe: bool,
-}
+use super::{
+    AccessRow, ChallengeRow, DeviceFlags, DeviceRow, IssuedTokens, PassedSignIn, RefreshRow, SessionRow, UserRow,
+};
+use crate::auth::AuthError;
 
 /// A [`SessionRow`] from the columns `d.id, d.revoked, d.revoked_by_person, d.wipe,
-/// u.disabled, d.last_seen, l.idle_secs`, the first at `first`.
+/// u.disabled, d.last_seen, l.idle_secs, u.tenant`, the first at `first`.
 fn session(r: &Row<'_>, first: usize) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
         device_id: r.get(first)?,
@@ -84,12 +22,15 @@ fn session(r: &Row<'_>, first: usize) -> rusqlite::Result<SessionRow> {
         user_disabled: r.get(first + 4)?,
         last_seen: r.get(first + 5)?,
         idle_limit: r.get(first + 6)?,
+        tenant: r.get(first + 7)?,
     })
 }
 
 pub(super) fn user_by_name(conn: &Connection, username: &str) -> rusqlite::Result<Option<UserRow>> {
-    conn.prepare_cached("SELECT id, password_hash, disabled FROM users WHERE username = ?1")?
-        .query_row([username], |r| Ok(UserRow { id: r.get(0)?, password_hash: r.get(1)?, disabled: r.get(2)? }))
+    conn.prepare_cached("SELECT id, tenant, password_hash, disabled FROM users WHERE username = ?1")?
+        .query_row([username], |r| {
+            Ok(UserRow { id: r.get(0)?, tenant: r.get(1)?, password_hash: r.get(2)?, disabled: r.get(3)? })
+        })
         .optional()
 }
 
@@ -111,7 +52,7 @@ pub(super) fn insert_challenge(
 
 pub(super) fn challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<ChallengeRow>> {
     conn.query_row(
-        "SELECT c.user_id, c.expires_at, u.totp_secret, u.disabled, c.bucket, c.known_device, u.username
+        "SELECT c.user_id, c.expires_at, u.totp_secret, u.disabled, c.bucket, c.known_device, u.username, u.tenant
          FROM mfa_challenges c JOIN users u ON u.id = c.user_id WHERE c.token_hash = ?1",
         [hash],
         |r| {
@@ -123,6 +64,7 @@ pub(super) fn challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Opti
                 bucket: r.get(4)?,
                 known_device: r.get(5)?,
                 username: r.get(6)?,
+                tenant: r.get(7)?,
             })
         },
     )
@@ -130,12 +72,12 @@ pub(super) fn challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Opti
 }
 
 /// Deletes a challenge; false if another request took it first.
-pub(super) fn take_challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<bool> {
+fn take_challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<bool> {
     Ok(conn.execute("DELETE FROM mfa_challenges WHERE token_hash = ?1", [hash])? > 0)
 }
 
 /// Claims a TOTP step for a user; false if that step (or a later one) was claimed already.
-pub(super) fn claim_step(conn: &Connection, user_id: &str, step: i64) -> rusqlite::Result<bool> {
+fn claim_step(conn: &Connection, user_id: &str, step: i64) -> rusqlite::Result<bool> {
     Ok(conn.execute(
         "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND totp_last_step < ?2",
         params![user_id, step],
@@ -143,7 +85,7 @@ pub(super) fn claim_step(conn: &Connection, user_id: &str, step: i64) -> rusqlit
 }
 
 /// Registers a device that just made a full sign-in.
-pub(super) fn insert_device(conn: &Connection, id: &str, user_id: &str, name: &str, now: i64) -> rusqlite::Result<()> {
+fn insert_device(conn: &Connection, id: &str, user_id: &str, name: &str, now: i64) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO devices (id, user_id, name, created_at, last_seen, full_auth_at) VALUES (?1, ?2, ?3, ?4, ?4, ?4)",
         params![id, user_id, name, now],
@@ -153,7 +95,7 @@ pub(super) fn insert_device(conn: &Connection, id: &str, user_id: &str, name: &s
 
 pub(super) fn refresh_token(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<RefreshRow>> {
     conn.query_row(
-        "SELECT t.used, d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs
+        "SELECT t.used, d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs, u.tenant
          FROM refresh_tokens t JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
          LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
          WHERE t.token_hash = ?1",
@@ -173,33 +115,27 @@ pub(super) fn refresh_used(conn: &Connection, hash: &[u8], device_id: &str) -> r
     .optional()
 }
 
-/// Marks a refresh token used; false if it was used already (by a concurrent rotation).
-pub(super) fn spend_refresh(conn: &Connection, hash: &[u8]) -> rusqlite::Result<bool> {
-    Ok(conn.execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1 AND used = 0", [hash])? > 0)
-}
-
-/// The device a refresh token belongs to.
-pub(super) fn refresh_device(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT device_id FROM refresh_tokens WHERE token_hash = ?1", [hash], |r| r.get(0))
-        .optional()
+/// The tenant and device a refresh token belongs to.
+pub(super) fn refresh_device(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<(String, String)>> {
+    conn.query_row(
+        "SELECT u.tenant, t.device_id FROM refresh_tokens t JOIN devices d ON d.id = t.device_id
+         JOIN users u ON u.id = d.user_id WHERE t.token_hash = ?1",
+        [hash],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
 }
 
 pub(super) fn access_token(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Option<AccessRow>> {
     conn.prepare_cached(
-        "SELECT a.expires_at, u.id, u.tenant, u.role,
-                d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs
+        "SELECT a.expires_at, u.id, u.role,
+                d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs, u.tenant
          FROM access_tokens a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
          LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role
          WHERE a.token_hash = ?1",
     )?
     .query_row([hash], |r| {
-        Ok(AccessRow {
-            expires_at: r.get(0)?,
-            user_id: r.get(1)?,
-            tenant: r.get(2)?,
-            role: r.get(3)?,
-            session: session(r, 4)?,
-        })
+        Ok(AccessRow { expires_at: r.get(0)?, user_id: r.get(1)?, role: r.get(2)?, session: session(r, 3)? })
     })
     .optional()
 }
@@ -212,32 +148,69 @@ pub(super) fn touch_device(conn: &Connection, device_id: &str, now: i64) -> rusq
 
 /// Records a new access token (and a new refresh token, unless one is handed out again) and
 /// the device's activity, together. Returns the device's user.
-pub(super) fn record_tokens(
-    conn: &mut Connection,
-    device_id: &str,
-    access_hash: &[u8],
-    expires_at: i64,
-    new_refresh_hash: Option<&[u8]>,
-    now: i64,
-) -> rusqlite::Result<String> {
+pub(super) fn record_tokens(conn: &mut Connection, issued: &IssuedTokens) -> rusqlite::Result<String> {
     let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
-        params![access_hash, device_id, expires_at, now],
-    )?;
-    if let Some(refresh_hash) = new_refresh_hash {
-        tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
-            params![refresh_hash, device_id, now],
-        )?;
-    }
-    let user_id: String = tx.query_row(
-        "UPDATE devices SET last_seen = ?2 WHERE id = ?1 RETURNING user_id",
-        params![device_id, now],
-        |r| r.get(0),
-    )?;
+    let user_id = write_tokens(&tx, issued)?;
     tx.commit()?;
     Ok(user_id)
+}
+
+/// Marks `spent_hash` used and records what replaces it, together; `None` (and nothing
+/// written) if it was used already.
+pub(super) fn rotate(
+    conn: &mut Connection,
+    spent_hash: &[u8],
+    issued: &IssuedTokens,
+) -> rusqlite::Result<Option<String>> {
+    let tx = conn.transaction()?;
+    if tx.execute("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1 AND used = 0", [spent_hash])? == 0 {
+        return Ok(None);
+    }
+    let user_id = write_tokens(&tx, issued)?;
+    tx.commit()?;
+    Ok(Some(user_id))
+}
+
+fn write_tokens(conn: &Connection, issued: &IssuedTokens) -> rusqlite::Result<String> {
+    conn.execute(
+        "INSERT INTO access_tokens (token_hash, device_id, expires_at, last_used) VALUES (?1, ?2, ?3, ?4)",
+        params![issued.access_hash, issued.device_id, issued.expires_at, issued.now],
+    )?;
+    if let Some(refresh_hash) = &issued.new_refresh_hash {
+        conn.execute(
+            "INSERT INTO refresh_tokens (token_hash, device_id, issued_at) VALUES (?1, ?2, ?3)",
+            params![refresh_hash, issued.device_id, issued.now],
+        )?;
+    }
+    conn.query_row(
+        "UPDATE devices SET last_seen = ?2 WHERE id = ?1 RETURNING user_id",
+        params![issued.device_id, issued.now],
+        |r| r.get(0),
+    )
+}
+
+/// Writes a passed second step and the device's first tokens, all or nothing (see
+/// [`super::Accounts::pass_sign_in`]).
+pub(super) fn pass_sign_in(
+    conn: &mut Connection,
+    passed: &PassedSignIn,
+    issued: &IssuedTokens,
+) -> rusqlite::Result<Result<(), AuthError>> {
+    let tx = conn.transaction()?;
+    if !take_challenge(&tx, &passed.challenge_hash)? {
+        return Ok(Err(AuthError::ChallengeExpired));
+    }
+    // The step is taken only if no request took it (or a later one) first. A code used
+    // already is no guess: it does not count as a failure (after the server's clock went
+    // back, every fresh code looks used).
+    if !claim_step(&tx, &passed.user_id, passed.step)? {
+        return Ok(Err(AuthError::CodeAlreadyUsed));
+    }
+    clear_budget(&tx, &passed.budget.stored_key())?;
+    insert_device(&tx, &passed.device_id, &passed.user_id, &passed.device_name, passed.now)?;
+    write_tokens(&tx, issued)?;
+    tx.commit()?;
+    Ok(Ok(()))
 }
 
 /// When the device last made a full sign-in (password and code).
@@ -323,5 +296,39 @@ pub(super) fn revoke_by_person(conn: &Connection, device_id: &str, wipe: bool) -
 /// The server ends a device's session (idle, a reused token, logout).
 pub(super) fn end_device(conn: &Connection, device_id: &str) -> rusqlite::Result<()> {
     conn.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [device_id])
+        .map(|_| ())
+}
+
+/// How long a budget must still wait, if at all (`budget` is its keyed hash).
+pub(super) fn blocked_until(conn: &Connection, budget: &[u8]) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT blocked_until FROM sign_in_budgets WHERE bucket = ?1")?
+        .query_row([budget], |r| r.get(0))
+        .optional()
+}
+
+/// Counts a failure against a budget, forgetting budgets whose last failure is older than
+/// `forget_before` and that no longer wait; returns the budget's failures so far.
+pub(super) fn count_failure(conn: &Connection, budget: &[u8], now: i64, forget_before: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("DELETE FROM sign_in_budgets WHERE last_failure < ?1 AND blocked_until < ?2")?
+        .execute(params![forget_before, now])?;
+    conn.prepare_cached(
+        "INSERT INTO sign_in_budgets (bucket, failures, blocked_until, last_failure) VALUES (?1, 1, 0, ?2)
+         ON CONFLICT (bucket) DO UPDATE SET failures = failures + 1, last_failure = excluded.last_failure
+         RETURNING failures",
+    )?
+    .query_row(params![budget, now], |r| r.get(0))
+}
+
+/// Makes a budget wait until `until`.
+pub(super) fn block_until(conn: &Connection, budget: &[u8], until: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE sign_in_budgets SET blocked_until = ?2 WHERE bucket = ?1")?
+        .execute(params![budget, until])
+        .map(|_| ())
+}
+
+/// A full sign-in succeeded: the budget starts afresh.
+fn clear_budget(conn: &Connection, budget: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sign_in_budgets WHERE bucket = ?1")?
+        .execute([budget])
         .map(|_| ())
 }

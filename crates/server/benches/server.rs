@@ -346,7 +346,7 @@ async fn postgres_database() -> String {
         carekeep_server::pg::connect(&db.app_url).await.unwrap(),
         &carekeep_server::keys::MasterKeys::derive(&[7; 32]),
     );
-    records.add_tenant("demo").await.unwrap();
+    records.add_tenant("demo", "Demo").await.unwrap();
     db.app_url
 }
 

@@ -17,11 +17,17 @@ pub struct NewUser {
     pub otpauth_uri: String,
 }
 
-/// Adds a tenant (a clinic).
-pub fn add_tenant(store: &Store, id: &str, name: &str, now: i64) -> Result<(), ServerError> {
+/// Refuses a tenant id that is not letters, digits and '-'.
+pub(crate) fn check_tenant_id(id: &str) -> Result<(), ServerError> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(ServerError::Invalid("a tenant id is letters, digits and '-'".into()));
     }
+    Ok(())
+}
+
+/// Adds a tenant (a clinic).
+pub fn add_tenant(store: &Store, id: &str, name: &str, now: i64) -> Result<(), ServerError> {
+    check_tenant_id(id)?;
     store
         .lock()
         .execute("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)", params![id, name, now])
@@ -162,16 +168,18 @@ pub fn set_practitioner(store: &Store, username: &str, practitioner: &str) -> Re
 /// minute nobody could work; over a shift, an unattended device stays signed in.
 pub const IDLE_MINUTES: std::ops::RangeInclusive<u32> = 1..=12 * 60;
 
+/// Refuses an idle limit outside [`IDLE_MINUTES`].
+pub(crate) fn check_idle_minutes(minutes: u32) -> Result<(), ServerError> {
+    if IDLE_MINUTES.contains(&minutes) {
+        return Ok(());
+    }
+    Err(ServerError::Invalid(format!("an idle limit is {} to {} minutes", IDLE_MINUTES.start(), IDLE_MINUTES.end())))
+}
+
 /// Sets how long a device of `role` in `tenant` may stay unused before its user must sign
 /// in again (the server default is [`crate::auth::AuthPolicy::idle_secs`]).
 pub fn set_idle_limit(store: &Store, tenant: &str, role: Role, minutes: u32) -> Result<(), ServerError> {
-    if !IDLE_MINUTES.contains(&minutes) {
-        return Err(ServerError::Invalid(format!(
-            "an idle limit is {} to {} minutes",
-            IDLE_MINUTES.start(),
-            IDLE_MINUTES.end()
-        )));
-    }
+    check_idle_minutes(minutes)?;
     store
         .lock()
         .execute(

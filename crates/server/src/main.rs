@@ -28,6 +28,10 @@ enum Command {
         /// The name clients reach the server by (also valid: localhost, 127.0.0.1).
         #[arg(long, default_value = "localhost")]
         hostname: String,
+        /// Also create or upgrade the schema in this PostgreSQL database, connecting as the
+        /// role that will own the tables (see docs/server-api.md).
+        #[command(flatten)]
+        database: Database,
     },
     /// Print the SPKI SHA-256 pins (base64, RFC 7469): live key first, backup key second.
     Pins {
@@ -149,6 +153,8 @@ enum TenantCommand {
         /// Display name.
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        database: Database,
     },
     /// Set how long a device of one role may stay unused before its user signs in again
     /// (default 15 minutes).
@@ -165,6 +171,8 @@ enum TenantCommand {
         /// Minutes, 1 to 720.
         #[arg(long)]
         minutes: u32,
+        #[command(flatten)]
+        database: Database,
     },
 }
 
@@ -259,6 +267,8 @@ enum UserCommand {
         /// The role.
         #[arg(long, value_enum)]
         role: RoleArg,
+        #[command(flatten)]
+        database: Database,
     },
     /// Disable a user and sign out all their devices.
     Disable {
@@ -268,6 +278,8 @@ enum UserCommand {
         /// The user.
         #[arg(long)]
         username: String,
+        #[command(flatten)]
+        database: Database,
     },
     /// Link a user to a patient: `self` (the patient's own account), `proxy` (a parent or
     /// carer), or `care-team` (a clinician or nurse treating them).
@@ -306,7 +318,35 @@ enum UserCommand {
         /// The user.
         #[arg(long)]
         username: String,
+        #[command(flatten)]
+        database: Database,
     },
+}
+
+/// Where a command's accounts and tenants live: the data directory's own store, or a
+/// PostgreSQL database shared by several servers.
+#[derive(clap::Args)]
+struct Database {
+    /// Use this PostgreSQL database (a libpq connection string or URI) instead of the data
+    /// directory's store; the data directory still holds the keys. Read from
+    /// CAREKEEP_DATABASE when not given, so a password need not appear on a command line.
+    #[arg(long = "database", env = "CAREKEEP_DATABASE", hide_env_values = true)]
+    url: Option<String>,
+}
+
+/// Runs `work` on a runtime of its own: the PostgreSQL commands are async.
+fn on_postgres<T>(work: impl std::future::Future<Output = Result<T, ServerError>>) -> Result<T, ServerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Store(format!("cannot start a runtime: {e}")))?
+        .block_on(work)
+}
+
+/// The sign-in state of a PostgreSQL deployment, with the data directory's keys.
+async fn pg_accounts(data: &std::path::Path, url: &str) -> Result<carekeep_server::auth::PgAccounts, ServerError> {
+    let keys = DataDir::open(data)?.master_keys()?;
+    Ok(carekeep_server::auth::PgAccounts::new(carekeep_server::pg::app_pool(url, 1).await?, &keys))
 }
 
 /// Roles as the command line spells them.
@@ -349,12 +389,29 @@ fn main() -> ExitCode {
 
 fn run_tenant(command: TenantCommand) -> Result<(), ServerError> {
     match command {
-        TenantCommand::Add { data, id, name } => {
-            admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?;
+        TenantCommand::Add { data, id, name, database } => {
+            match database.url {
+                None => admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?,
+                Some(url) => on_postgres(async {
+                    let keys = DataDir::open(&data)?.master_keys()?;
+                    let client = carekeep_server::pg::connect(&url).await?;
+                    carekeep_server::pg::records::PgRecords::new(client, &keys)
+                        .add_tenant(&id, &name)
+                        .await
+                })?,
+            }
             eprintln!("Added tenant {id}.");
         }
-        TenantCommand::Idle { data, tenant, role, minutes } => {
-            admin::set_idle_limit(&DataDir::open(&data)?.open_store()?, &tenant, role.into(), minutes)?;
+        TenantCommand::Idle { data, tenant, role, minutes, database } => {
+            match database.url {
+                None => admin::set_idle_limit(&DataDir::open(&data)?.open_store()?, &tenant, role.into(), minutes)?,
+                Some(url) => on_postgres(async {
+                    pg_accounts(&data, &url)
+                        .await?
+                        .set_idle_limit(&tenant, role.into(), minutes)
+                        .await
+                })?,
+            }
             eprintln!(
                 "Devices of {tenant}'s {} users now sign out after {minutes} idle minutes.",
                 Role::from(role).as_str()
@@ -389,14 +446,28 @@ fn run_import(
 
 fn run_user(command: UserCommand) -> Result<(), ServerError> {
     match command {
-        UserCommand::Add { data, tenant, username, role } => {
+        UserCommand::Add { data, tenant, username, role, database } => {
             let mut password = String::new();
             std::io::stdin()
                 .read_line(&mut password)
                 .map_err(|e| ServerError::Invalid(format!("cannot read the password from standard input: {e}")))?;
             let password = zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
-            let store = DataDir::open(&data)?.open_store()?;
-            let user = admin::add_user(&store, &tenant, &username, role.into(), &password, now())?;
+            let user = match database.url {
+                None => admin::add_user(
+                    &DataDir::open(&data)?.open_store()?,
+                    &tenant,
+                    &username,
+                    role.into(),
+                    &password,
+                    now(),
+                )?,
+                Some(url) => on_postgres(async {
+                    pg_accounts(&data, &url)
+                        .await?
+                        .add_user(&tenant, &username, role.into(), &password, now())
+                        .await
+                })?,
+            };
             println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
             Ok(())
         }
@@ -405,8 +476,11 @@ fn run_user(command: UserCommand) -> Result<(), ServerError> {
             eprintln!("Linked {username} to the patient as {relation}.");
             Ok(())
         }
-        UserCommand::Disable { data, username } => {
-            admin::disable_user(&DataDir::open(&data)?.open_store()?, &username)?;
+        UserCommand::Disable { data, username, database } => {
+            match database.url {
+                None => admin::disable_user(&DataDir::open(&data)?.open_store()?, &username)?,
+                Some(url) => on_postgres(async { pg_accounts(&data, &url).await?.disable_user(&username).await })?,
+            }
             eprintln!("Disabled {username} and signed out their devices.");
             Ok(())
         }
@@ -415,8 +489,11 @@ fn run_user(command: UserCommand) -> Result<(), ServerError> {
             eprintln!("{username}'s own Practitioner record is set; imports link their patients to them.");
             Ok(())
         }
-        UserCommand::ResetMfa { data, username } => {
-            let user = admin::reset_mfa(&DataDir::open(&data)?.open_store()?, &username)?;
+        UserCommand::ResetMfa { data, username, database } => {
+            let user = match database.url {
+                None => admin::reset_mfa(&DataDir::open(&data)?.open_store()?, &username)?,
+                Some(url) => on_postgres(async { pg_accounts(&data, &url).await?.reset_mfa(&username).await })?,
+            };
             println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
             Ok(())
         }
@@ -535,7 +612,18 @@ fn print_manifest(manifest: &backup::Manifest) {
 
 fn run(command: Command) -> Result<(), ServerError> {
     match command {
-        Command::Init { data, hostname } => {
+        Command::Init { data, hostname, database } => {
+            // The schema first: it may be run again, a data directory may not.
+            if let Some(url) = database.url {
+                let found = on_postgres(async {
+                    carekeep_server::pg::schema::migrate(&mut carekeep_server::pg::connect(&url).await?).await
+                })?;
+                eprintln!(
+                    "PostgreSQL schema at version {} (found {found}). The servers connect as a member of {}.",
+                    carekeep_server::pg::schema::VERSION,
+                    carekeep_server::pg::schema::APP_ROLE
+                );
+            }
             let (_, pins) = DataDir::init(&data, &hostname)?;
             eprintln!("Initialised {}. Clients pin these keys (live, then backup):", data.display());
             println!("{}\n{}", pins.live, pins.backup);

@@ -18,6 +18,7 @@ use std::net::IpAddr;
 
 use carekeep_protocol::Secret;
 use carekeep_protocol::auth::{LoginRequest, MfaRequest, RefreshRequest, Role, TokenResponse};
+use carekeep_server::DataDir;
 use carekeep_server::auth::{Auth, AuthError, AuthPolicy, PgAccounts};
 use carekeep_server::keys::MasterKeys;
 use carekeep_server::pg::{self, records::PgRecords, schema};
@@ -53,7 +54,7 @@ fn observation(id: &str, patient: &str) -> serde_json::Value {
 async fn two_tenants(db: &Database) -> PgRecords {
     let mut store = records(db, &[7; 32]).await;
     for tenant in ["clinic-a", "clinic-b"] {
-        store.add_tenant(tenant).await.unwrap();
+        store.add_tenant(tenant, "A clinic").await.unwrap();
         store.put(tenant, &patient("p1")).await.unwrap();
     }
     store.put("clinic-a", &observation("o1", "p1")).await.unwrap();
@@ -297,7 +298,7 @@ const DEVICE: &str = "Amy-sentinel-phone";
 async fn two_nodes(db: &Database) -> (Arc<Auth>, Arc<Auth>, Vec<u8>) {
     let master = [7; 32];
     let keys = MasterKeys::derive(&master);
-    records(db, &master).await.add_tenant("clinic-a").await.unwrap();
+    records(db, &master).await.add_tenant("clinic-a", "Clinic A").await.unwrap();
     let node = || async { PgAccounts::new(pg::app_pool(&db.app_url, 4).await.unwrap(), &keys) };
     let (a, b) = (node().await, node().await);
     let amy = a.add_user("clinic-a", AMY, Role::Patient, PASSWORD, T0 - 3600).await.unwrap();
@@ -505,11 +506,11 @@ async fn a_tenant_idle_limit_and_a_disabled_account_hold_on_every_node() {
     assert_eq!(a.refresh(refresh(&tokens), late).await.unwrap_err(), AuthError::SessionEnded);
 
     let again = sign_in(&b, &a, &secret, T0 + 600).await;
-    admin.disable_user("clinic-a", AMY).await.unwrap();
+    admin.disable_user(AMY).await.unwrap();
     assert_eq!(a.authenticate(again.access_token.expose(), T0 + 601).await.unwrap_err(), AuthError::DeviceRevoked);
     assert_eq!(b.login(login(AMY, PASSWORD), HOME, T0 + 602).await.unwrap_err(), AuthError::BadCredentials);
-    let refused = admin.disable_user("clinic-b", AMY).await.unwrap_err().to_string();
-    assert!(refused.contains("no user named"), "another tenant's admin finds no such user: {refused}");
+    let refused = admin.disable_user("nobody").await.unwrap_err().to_string();
+    assert!(refused.contains("no user named nobody"), "{refused}");
 }
 
 #[tokio::test]
@@ -537,6 +538,85 @@ async fn a_node_without_its_database_says_so_and_a_lost_database_is_a_retry_not_
         .await
         .unwrap();
     a.authenticate(tokens.access_token.expose(), T0 + 2).await.unwrap();
+}
+
+/// Runs the server's command line with `stdin`; returns (succeeded, stdout, stderr).
+fn cli(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
+        .args(args)
+        .env_remove("CAREKEEP_DATABASE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The TOTP secret a command printed.
+fn printed_secret(stdout: &str) -> Vec<u8> {
+    let base32 = stdout.lines().find_map(|l| l.strip_prefix("totp_secret: ")).unwrap();
+    totp_rs::Secret::try_from_base32(base32).unwrap().as_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_commands_take_a_database_and_a_node_signs_in_whom_they_made() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let data = data.to_str().unwrap();
+
+    // Pointed at nothing, init says so, fails, and leaves no data directory behind.
+    let nowhere = with(&db.owner_url, "host", "/nonexistent-carekeep-socket-dir");
+    let (ok, _, err) = cli(&["init", "--data", data, "--database", &nowhere], &[], "");
+    assert!(!ok && err.contains("cannot reach PostgreSQL"), "{err}");
+    assert!(!std::path::Path::new(data).exists());
+    // The schema (already there: found at its version), then the keys.
+    let (ok, _, err) = cli(&["init", "--data", data, "--database", &db.owner_url], &[], "");
+    assert!(ok && err.contains(&format!("found {}", schema::VERSION)), "{err}");
+
+    // The rest as the servers' role, the connection string from the environment.
+    let app = [("CAREKEEP_DATABASE", db.app_url.as_str())];
+    let (ok, _, err) = cli(&["tenant", "add", "--data", data, "--id", "clinic-x", "--name", "Clinic X"], &app, "");
+    assert!(ok, "{err}");
+    let add = ["user", "add", "--data", data, "--tenant", "clinic-x", "--username", AMY, "--role", "patient"];
+    let (ok, out, err) = cli(&add, &app, &format!("{PASSWORD}\n"));
+    assert!(ok, "{err}");
+    let first = printed_secret(&out);
+    let (ok, _, err) = cli(
+        &["tenant", "idle", "--data", data, "--tenant", "clinic-x", "--role", "patient", "--minutes", "0"],
+        &app,
+        "",
+    );
+    assert!(!ok && err.contains("an idle limit is 1 to 720 minutes"), "{err}");
+    assert!(!err.contains(&db.app_url), "the connection string is not echoed: {err}");
+
+    // A node with the same data directory's keys signs Amy in.
+    let keys = DataDir::open(std::path::Path::new(data)).unwrap().master_keys().unwrap();
+    let node = Auth::new(PgAccounts::new(pg::app_pool(&db.app_url, 2).await.unwrap(), &keys), AuthPolicy::default(), 2);
+    let tokens = sign_in(&node, &node, &first, T0).await;
+
+    // A lost authenticator: a new secret, the old one's codes refused, the device signed out.
+    let (ok, out, err) = cli(&["user", "reset-mfa", "--data", data, "--username", AMY], &app, "");
+    assert!(ok, "{err}");
+    let second = printed_secret(&out);
+    assert_ne!(first, second);
+    assert_eq!(node.authenticate(tokens.access_token.expose(), T0 + 1).await.unwrap_err(), AuthError::SessionEnded);
+    let challenge = node.login(login(AMY, PASSWORD), HOME, T0 + 60).await.unwrap();
+    let old = MfaRequest { mfa_token: challenge.mfa_token, code: code(&first, T0 + 60), device_name: "x".into() };
+    assert_eq!(node.verify_mfa(old, HOME, T0 + 60).await.unwrap_err(), AuthError::BadCode);
+    let again = sign_in(&node, &node, &second, T0 + 120).await;
+
+    let (ok, _, err) = cli(&["user", "disable", "--data", data, "--username", AMY], &app, "");
+    assert!(ok, "{err}");
+    assert_eq!(node.authenticate(again.access_token.expose(), T0 + 121).await.unwrap_err(), AuthError::DeviceRevoked);
+    let (ok, _, err) = cli(&["user", "disable", "--data", data, "--username", "nobody"], &app, "");
+    assert!(!ok && err.contains("no user named nobody"), "{err}");
 }
 
 /// Awaits every spawned task, in order.

@@ -39,13 +39,15 @@ impl PgRecords {
         Self { client, tenant_keys: master.tenant_keys.clone(), names: master.names.clone() }
     }
 
-    /// Adds `tenant` with a new random data key, stored wrapped by the master key.
-    pub async fn add_tenant(&mut self, tenant: &str) -> Result<(), ServerError> {
+    /// Adds `tenant` (its display `name`) with a new random data key, stored wrapped by the
+    /// master key.
+    pub async fn add_tenant(&mut self, tenant: &str, name: &str) -> Result<(), ServerError> {
+        crate::admin::check_tenant_id(tenant)?;
         let mut key = Zeroizing::new([0u8; 32]);
         getrandom::fill(key.as_mut_slice()).map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
         let wrapped = keys::seal(&self.tenant_keys, &wrap_aad(tenant), key.as_slice())?;
         let tx = for_tenant(&mut self.client, tenant).await?;
-        tx.execute("INSERT INTO tenants (id, wrapped_key) VALUES ($1, $2)", &[&tenant, &wrapped])
+        tx.execute("INSERT INTO tenants (id, name, wrapped_key) VALUES ($1, $2, $3)", &[&tenant, &name, &wrapped])
             .await
             .map_err(failed)?;
         tx.commit().await.map_err(failed)

@@ -104,8 +104,10 @@ const MIGRATIONS: &[&str] = &[
     // narrow functions name the tenant of one username key or token hash and nothing else.
     // They run as `carekeep_lookup`, a role that cannot log in and may read only those two
     // columns of those tables, through a policy of its own. The throttle's budgets and
-    // windows belong to no tenant and hold keyed hashes and counters only.
-    "CREATE TABLE users (
+    // windows belong to no tenant and hold keyed hashes and counters only. Tenants get the
+    // display name the command line gives them.
+    "ALTER TABLE tenants ADD COLUMN name text NOT NULL DEFAULT '';
+    CREATE TABLE users (
         id               text PRIMARY KEY,
         tenant           text NOT NULL REFERENCES tenants (id),
         username_key     bytea NOT NULL UNIQUE,

@@ -127,21 +127,31 @@ impl PgAccounts {
         Ok(new.user)
     }
 
-    /// Disables `username` in `tenant` and signs out all their devices, on every node.
-    pub async fn disable_user(&self, tenant: &str, username: &str) -> Result<(), ServerError> {
+    /// The tenant `username` belongs to, if there is such a user.
+    async fn tenant_of_user(&self, username: &str) -> Result<Option<String>, ServerError> {
+        let client = crate::pg::pooled(&self.pool).await?;
+        let row = client
+            .query_one("SELECT tenant_of_username($1)", &[&self.username_key(username).as_slice()])
+            .await
+            .map_err(crate::pg::failed)?;
+        Ok(row.get(0))
+    }
+
+    /// Disables `username` and signs out all their devices, on every node.
+    pub async fn disable_user(&self, username: &str) -> Result<(), ServerError> {
         let store = crate::pg::failed;
+        let no_user = || ServerError::Invalid(format!("no user named {username}"));
+        let tenant = self.tenant_of_user(username).await?.ok_or_else(no_user)?;
         let mut client = crate::pg::pooled(&self.pool).await?;
-        let tx = tenant_tx(&mut client, tenant).await.map_err(store)?;
-        let Some(user) = tx
+        let tx = tenant_tx(&mut client, &tenant).await.map_err(store)?;
+        let user = tx
             .query_opt(
                 "UPDATE users SET disabled = true WHERE username_key = $1 AND tenant = $2 RETURNING id",
                 &[&self.username_key(username).as_slice(), &tenant],
             )
             .await
             .map_err(store)?
-        else {
-            return Err(ServerError::Invalid(format!("no user named {username} in {tenant}")));
-        };
+            .ok_or_else(no_user)?;
         let id: String = user.get(0);
         tx.execute(
             "UPDATE devices SET revoked = true, revoked_by_person = true WHERE user_id = $1 AND tenant = $2",
@@ -152,8 +162,43 @@ impl PgAccounts {
         tx.commit().await.map_err(store)
     }
 
+    /// Gives `username` a new TOTP secret (a lost authenticator) and signs out all their
+    /// devices, on every node; returns the secret for their new authenticator, once.
+    pub async fn reset_mfa(&self, username: &str) -> Result<NewUser, ServerError> {
+        let store = crate::pg::failed;
+        let no_user = || ServerError::Invalid(format!("no user named {username}"));
+        let tenant = self.tenant_of_user(username).await?.ok_or_else(no_user)?;
+        let secret = crate::auth::totp::new_secret()?;
+        let generator = crate::auth::totp::totp(&secret, username)?;
+        let mut client = crate::pg::pooled(&self.pool).await?;
+        let tx = tenant_tx(&mut client, &tenant).await.map_err(store)?;
+        let id: String = tx
+            .query_opt(
+                "SELECT id FROM users WHERE username_key = $1 AND tenant = $2",
+                &[&self.username_key(username).as_slice(), &tenant],
+            )
+            .await
+            .map_err(store)?
+            .ok_or_else(no_user)?
+            .get(0);
+        let sealed = keys::seal(&self.seal_key, &aad(b"totp", &id), &secret)?;
+        tx.execute(
+            "UPDATE users SET totp_secret = $2, totp_pending = NULL, totp_last_step = -1 WHERE id = $1 AND tenant = $3",
+            &[&id, &sealed, &tenant],
+        )
+        .await
+        .map_err(store)?;
+        tx.execute("UPDATE devices SET revoked = true WHERE user_id = $1 AND tenant = $2", &[&id, &tenant])
+            .await
+            .map_err(store)?;
+        tx.commit().await.map_err(store)?;
+        let otpauth_uri = generator.to_url().map_err(|e| ServerError::KeyGeneration(e.to_string()))?;
+        Ok(NewUser { id, totp_base32: generator.secret().to_base32(), otpauth_uri })
+    }
+
     /// Sets how long `role`'s devices in `tenant` may stay unused, on every node.
     pub async fn set_idle_limit(&self, tenant: &str, role: Role, minutes: u32) -> Result<(), ServerError> {
+        crate::admin::check_idle_minutes(minutes)?;
         let store = crate::pg::failed;
         let mut client = crate::pg::pooled(&self.pool).await?;
         let tx = tenant_tx(&mut client, tenant).await.map_err(store)?;
@@ -163,7 +208,7 @@ impl PgAccounts {
             &[&tenant, &role.as_str(), &(i64::from(minutes) * 60)],
         )
         .await
-        .map_err(store)?;
+        .map_err(|_| ServerError::Invalid(format!("no tenant {tenant}")))?;
         tx.commit().await.map_err(store)
     }
 

@@ -77,7 +77,7 @@ fn test() -> Result {
     // The PostgreSQL tests run against a private server started here and stopped after.
     let postgres = postgres::PgCluster::start()?;
     let mut tests = session.wrap(&cargo(&["test", "--workspace", "--all-targets"]));
-    tests.env(postgres::URL_ENV, postgres.url());
+    tests.envs(postgres.env());
     step("cargo test (in a private keyring session, with a private PostgreSQL)", tests)?;
     drop(postgres);
     step("doc tests", session.wrap(&cargo(&["test", "--workspace", "--doc"])))?;
@@ -140,7 +140,7 @@ fn bench(filter: &[String]) -> Result {
         let mut args = vec!["bench", "-p", package, "--bench", bench, "--"];
         args.extend(filter.iter().map(String::as_str));
         let mut command = session.wrap(&cargo(&args));
-        command.env(postgres::URL_ENV, postgres.url());
+        command.envs(postgres.env());
         step(&format!("cargo bench {bench} (in a private keyring session)"), command)?;
     }
     drop(postgres);
@@ -171,7 +171,7 @@ fn postgres_run(args: &[String]) -> Result {
     let (program, rest) = args.split_first().ok_or("postgres-run needs a command after --")?;
     let postgres = postgres::PgCluster::start()?;
     let mut command = Command::new(program);
-    command.args(rest).env(postgres::URL_ENV, postgres.url());
+    command.args(rest).envs(postgres.env());
     step(program, command)
 }
 

@@ -619,6 +619,52 @@ async fn the_admin_commands_take_a_database_and_a_node_signs_in_whom_they_made()
     assert!(!ok && err.contains("no user named nobody"), "{err}");
 }
 
+/// `url` without `key` (libpq's key=value form).
+fn without(url: &str, key: &str) -> String {
+    url.split_whitespace()
+        .filter(|p| !p.starts_with(&format!("{key}=")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn over_a_network_the_database_is_reached_over_tls_with_its_certificate_checked() {
+    let url = std::env::var("CAREKEEP_TEST_POSTGRES_TLS")
+        .expect("CAREKEEP_TEST_POSTGRES_TLS is not set: run this through `cargo xtask test`");
+    // Checked against the run's own CA: it connects, and the session is encrypted.
+    let client = pg::connect(&url).await.unwrap();
+    let encrypted: bool = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted);
+    pg::pool(&url, 1).await.unwrap();
+    // The same server checked against the system's roots, which do not hold that CA.
+    let refused = pg::connect(&without(&url, "sslrootcert")).await.unwrap_err().to_string();
+    assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("UnknownIssuer"), "{refused}");
+    // The right CA, but a name the certificate does not hold: refused.
+    let elsewhere = format!("{} host=db.carekeep.invalid hostaddr=127.0.0.1", without(&url, "host"));
+    let refused = pg::connect(&elsewhere).await.unwrap_err().to_string();
+    assert!(refused.contains("not valid for name"), "{refused}");
+    // Plain TCP to it: the client allows it on loopback only when asked, the server refuses.
+    let plain = with(&without(&url, "sslrootcert"), "sslmode", "disable");
+    let refused = pg::connect(&plain).await.unwrap_err().to_string();
+    assert!(refused.contains("no encryption") || refused.contains("pg_hba.conf"), "{refused}");
+    assert!(!refused.contains("password="), "the connection string is not echoed: {refused}");
+    // Over a real network, unencrypted or unverified is refused before anything is sent.
+    for url in ["host=db.example.org user=carekeep", "postgres://carekeep@db.example.org/carekeep?sslmode=prefer"] {
+        let refused = pg::Connection::parse(url).err().unwrap().to_string();
+        assert!(refused.contains("must be encrypted"), "{refused}");
+    }
+    assert!(pg::Connection::parse("postgres://carekeep@db.example.org/carekeep?sslmode=verify-full").is_ok());
+    let refused = pg::Connection::parse("host=db.example.org sslmode=verify-full sslrootcert=/etc/hostname")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("holds no certificate"), "{refused}");
+}
+
 /// Awaits every spawned task, in order.
 async fn futures_join<T: std::fmt::Debug>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut answers = Vec::new();

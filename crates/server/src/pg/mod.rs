@@ -23,19 +23,146 @@ pub(crate) fn failed(e: tokio_postgres::Error) -> ServerError {
     ))
 }
 
-/// Connects to `url` (a libpq connection string or URI) and drives the connection on the
-/// current tokio runtime. Unix sockets only for now: TLS to the database comes with `serve
-/// --database`.
+/// Connects to `url` (a libpq connection string or URI, see [`Connection`]) and drives the
+/// connection on the current tokio runtime.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, ServerError> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| ServerError::Store(format!("cannot reach PostgreSQL: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::error!(error = %e, "the PostgreSQL connection failed");
+    let unreachable = |e: tokio_postgres::Error| ServerError::Store(format!("cannot reach PostgreSQL: {}", reason(&e)));
+    let drive = |e: Result<(), tokio_postgres::Error>| {
+        if let Err(e) = e {
+            tracing::error!(why = %reason(&e), "the PostgreSQL connection failed");
         }
-    });
+    };
+    let Connection { config, tls } = Connection::parse(url)?;
+    if let Some(tls) = tls {
+        let (client, connection) = config.connect(tls).await.map_err(unreachable)?;
+        tokio::spawn(async move { drive(connection.await) });
+        return Ok(client);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(unreachable)?;
+    tokio::spawn(async move { drive(connection.await) });
     Ok(client)
+}
+
+/// Why a connection failed, without the database's detail (which may quote a row) and
+/// without the connection string (which may hold a password).
+fn reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        why = format!("{why}: {inner}");
+        source = inner.source();
+    }
+    why
+}
+
+/// A connection string as the server uses it. PostgreSQL over a network is reached over
+/// TLS with the server's certificate checked (chain and name, always: `verify-full`)
+/// against the CA file `sslrootcert` names, or the system's roots; a TCP connection without
+/// `sslmode=require`, `verify-ca` or `verify-full` is refused unless it stays on this
+/// machine (loopback) and says `sslmode=disable`. A Unix socket needs no TLS.
+pub struct Connection {
+    /// What tokio-postgres connects with (`sslrootcert` taken out, the mode mapped to its
+    /// own names).
+    pub config: tokio_postgres::Config,
+    /// The TLS connector, with its roots; `None` where TLS is off (a Unix socket, or
+    /// loopback with `sslmode=disable`).
+    pub tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Connection {
+    /// Parses `url` (libpq key=value pairs or a `postgres://` URI).
+    pub fn parse(url: &str) -> Result<Self, ServerError> {
+        use tokio_postgres::config::{Host, SslMode};
+        let bad = |why: String| ServerError::Store(format!("the PostgreSQL connection string: {why}"));
+        let (url, root_cert, mode) = libpq_tls_options(url);
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+        let hosts = config.get_hosts();
+        let over_network = hosts.iter().any(|h| matches!(h, Host::Tcp(_)));
+        let loopback_only = hosts.iter().all(|h| match h {
+            Host::Tcp(name) => name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+            Host::Unix(_) => true,
+        });
+        match mode.as_deref() {
+            Some("require" | "verify-ca" | "verify-full") => {
+                config.ssl_mode(SslMode::Require);
+            }
+            Some("disable") if loopback_only => {
+                config.ssl_mode(SslMode::Disable);
+            }
+            _ if over_network => {
+                return Err(bad("a connection over the network must be encrypted: add sslmode=verify-full (and \
+                     sslrootcert=FILE when the database's certificate is not from a CA this system trusts)"
+                    .into()));
+            }
+            _ => {
+                config.ssl_mode(SslMode::Disable);
+            }
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(path) = root_cert {
+            use rustls::pki_types::pem::PemObject as _;
+            let pem = std::fs::read(&path).map_err(|e| bad(format!("cannot read sslrootcert {path}: {e}")))?;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| bad(format!("sslrootcert {path} is not PEM: {e}")))?;
+                roots.add(cert).map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(format!("sslrootcert {path} holds no certificate")));
+            }
+        } else {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| bad(format!("TLS: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let tls =
+            (config.get_ssl_mode() == SslMode::Require).then(|| tokio_postgres_rustls::MakeRustlsConnect::new(tls));
+        Ok(Self { config, tls })
+    }
+}
+
+/// Takes libpq's `sslrootcert` and `sslmode` out of a connection string (tokio-postgres
+/// knows neither `sslrootcert` nor the `verify-*` modes); returns the rest and both values.
+fn libpq_tls_options(url: &str) -> (String, Option<String>, Option<String>) {
+    let is_tls_option = |key: &str| key == "sslrootcert" || key == "sslmode";
+    let (mut root_cert, mut mode) = (None, None);
+    let mut take = |key: &str, value: String| {
+        if key == "sslrootcert" {
+            root_cert = Some(value);
+        } else {
+            mode = Some(value);
+        }
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), None, None) };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some((key, value)) if is_tls_option(key) => {
+                    take(key, form_urlencoded::parse(value.as_bytes()).map(|(k, _)| k).collect());
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+        return (rest, root_cert, mode);
+    }
+    let mut kept = Vec::new();
+    for part in url.split_whitespace() {
+        match part.split_once('=') {
+            Some((key, value)) if is_tls_option(key) => take(key, value.trim_matches('\'').to_owned()),
+            _ => kept.push(part),
+        }
+    }
+    (kept.join(" "), root_cert, mode)
 }
 
 /// A bounded pool of connections (one that closed is dropped, not handed out): what a node
@@ -80,20 +207,18 @@ pub async fn app_pool(url: &str, size: usize) -> Result<Pool, ServerError> {
 /// A pool of at most `size` connections to `url`, as given (the owner's, for migrations and
 /// administration). See [`app_pool`] for the nodes'.
 pub async fn pool(url: &str, size: usize) -> Result<Pool, ServerError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| ServerError::Store(format!("not a PostgreSQL connection string: {e}")))?;
+    let Connection { mut config, tls } = Connection::parse(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(WAIT);
     }
     if config.get_options().is_none() {
         config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
     }
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
-    );
+    let recycling = deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast };
+    let manager = match tls {
+        Some(tls) => deadpool_postgres::Manager::from_config(config, tls, recycling),
+        None => deadpool_postgres::Manager::from_config(config, tokio_postgres::NoTls, recycling),
+    };
     let pool = Pool::builder(manager)
         .max_size(size.max(1))
         .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -113,9 +238,7 @@ pub(crate) async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object, Ser
     pool.get().await.map_err(|e| {
         let why = match &e {
             PoolError::Timeout(_) => "timed out".to_owned(),
-            PoolError::Backend(e) => e
-                .as_db_error()
-                .map_or_else(|| "no connection".to_owned(), |db| db.message().to_owned()),
+            PoolError::Backend(e) => reason(e),
             _ => "the pool is closed".to_owned(),
         };
         tracing::error!(why = %why, "no PostgreSQL connection");

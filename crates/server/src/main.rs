@@ -31,7 +31,13 @@ enum Command {
         /// Also create or upgrade the schema in this PostgreSQL database, connecting as the
         /// role that will own the tables (see docs/server-api.md).
         #[command(flatten)]
-        database: Database,
+        database: OwnerDatabase,
+    },
+    /// Create or upgrade the schema of a PostgreSQL database (before starting servers of a
+    /// newer release), connecting as the role that owns the tables.
+    Migrate {
+        #[command(flatten)]
+        database: OwnerDatabase,
     },
     /// Print the SPKI SHA-256 pins (base64, RFC 7469): live key first, backup key second.
     Pins {
@@ -334,6 +340,30 @@ struct Database {
     url: Option<String>,
 }
 
+/// The database whose schema `init` or `migrate` makes, as the role that owns the tables:
+/// not the servers' (`CAREKEEP_DATABASE`), so a node's environment never migrates.
+#[derive(clap::Args)]
+struct OwnerDatabase {
+    /// The PostgreSQL database (a libpq connection string or URI), connecting as the role
+    /// that owns (or will own) the tables. Read from CAREKEEP_OWNER_DATABASE when not given,
+    /// so a password need not appear on a command line.
+    #[arg(long = "database", env = "CAREKEEP_OWNER_DATABASE", hide_env_values = true)]
+    url: Option<String>,
+}
+
+/// Migrates the schema at `url`; returns the version found.
+fn migrate(url: &str) -> Result<i64, ServerError> {
+    let found = on_postgres(async {
+        carekeep_server::pg::schema::migrate(&mut carekeep_server::pg::connect(url).await?).await
+    })?;
+    eprintln!(
+        "PostgreSQL schema at version {} (found {found}). The servers connect as a member of {}.",
+        carekeep_server::pg::schema::VERSION,
+        carekeep_server::pg::schema::APP_ROLE
+    );
+    Ok(found)
+}
+
 /// Runs `work` on a runtime of its own: the PostgreSQL commands are async.
 fn on_postgres<T>(work: impl std::future::Future<Output = Result<T, ServerError>>) -> Result<T, ServerError> {
     tokio::runtime::Builder::new_current_thread()
@@ -346,7 +376,7 @@ fn on_postgres<T>(work: impl std::future::Future<Output = Result<T, ServerError>
 /// The sign-in state of a PostgreSQL deployment, with the data directory's keys.
 async fn pg_accounts(data: &std::path::Path, url: &str) -> Result<carekeep_server::auth::PgAccounts, ServerError> {
     let keys = DataDir::open(data)?.master_keys()?;
-    Ok(carekeep_server::auth::PgAccounts::new(carekeep_server::pg::app_pool(url, 1).await?, &keys))
+    carekeep_server::auth::PgAccounts::connect(url, 1, &keys).await
 }
 
 /// Roles as the command line spells them.
@@ -393,6 +423,8 @@ fn run_tenant(command: TenantCommand) -> Result<(), ServerError> {
             match database.url {
                 None => admin::add_tenant(&DataDir::open(&data)?.open_store()?, &id, &name, now())?,
                 Some(url) => on_postgres(async {
+                    // The role and the data directory's keys checked first, as for every command.
+                    drop(pg_accounts(&data, &url).await?);
                     let keys = DataDir::open(&data)?.master_keys()?;
                     let client = carekeep_server::pg::connect(&url).await?;
                     carekeep_server::pg::records::PgRecords::new(client, &keys)
@@ -615,14 +647,7 @@ fn run(command: Command) -> Result<(), ServerError> {
         Command::Init { data, hostname, database } => {
             // The schema first: it may be run again, a data directory may not.
             if let Some(url) = database.url {
-                let found = on_postgres(async {
-                    carekeep_server::pg::schema::migrate(&mut carekeep_server::pg::connect(&url).await?).await
-                })?;
-                eprintln!(
-                    "PostgreSQL schema at version {} (found {found}). The servers connect as a member of {}.",
-                    carekeep_server::pg::schema::VERSION,
-                    carekeep_server::pg::schema::APP_ROLE
-                );
+                migrate(&url)?;
             }
             let (_, pins) = DataDir::init(&data, &hostname)?;
             eprintln!("Initialised {}. Clients pin these keys (live, then backup):", data.display());
@@ -640,6 +665,12 @@ fn run(command: Command) -> Result<(), ServerError> {
             eprintln!("The backup key is now live. Restart serve, and move the new tls/backup-key.pem offline.");
             println!("{}\n{}", pins.live, pins.backup);
             Ok(())
+        }
+        Command::Migrate { database } => {
+            let url = database.url.ok_or_else(|| {
+                ServerError::Invalid("give the owner's connection string: --database or CAREKEEP_OWNER_DATABASE".into())
+            })?;
+            migrate(&url).map(|_| ())
         }
         Command::Tenant { command } => run_tenant(command),
         Command::User { command } => run_user(command),

@@ -143,10 +143,10 @@ async fn a_dump_holds_no_name_birth_date_or_note_and_moved_bodies_do_not_open() 
     assert_eq!(store.patients_named("clinic-a", "ada pgsentinelfamily").await.unwrap(), ["p1"]);
     assert!(store.patients_named("clinic-a", "Ada Lovelace").await.unwrap().is_empty());
 
-    // pg_dump, as the database's owner would take it for a backup.
+    // pg_dump, as an administrator takes it for a backup (the owner is bound by the policies).
     let dump = std::process::Command::new(pg_bin("pg_dump"))
         .arg("--dbname")
-        .arg(&db.owner_url)
+        .arg(&db.superuser_url)
         .output()
         .unwrap();
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
@@ -158,7 +158,7 @@ async fn a_dump_holds_no_name_birth_date_or_note_and_moved_bodies_do_not_open() 
 
     // The owner (or a thief with write access) moves A's body onto B's row of the same id,
     // and onto A's Observation: neither opens.
-    let owner = pg::connect(&db.owner_url).await.unwrap();
+    let owner = pg::connect(&db.superuser_url).await.unwrap();
     owner
         .batch_execute(
             "UPDATE resources SET body = (SELECT body FROM resources WHERE tenant = 'clinic-a' AND id = 'p1')
@@ -269,7 +269,7 @@ async fn servers_appending_at_once_keep_one_chain_per_tenant_that_the_app_cannot
         assert!(refused.contains("permission denied"), "{statement}: {refused}");
     }
     // The owner (or a thief with the database) edits one record: verify names it.
-    let owner = pg::connect(&db.owner_url).await.unwrap();
+    let owner = pg::connect(&db.superuser_url).await.unwrap();
     owner
         .batch_execute(
             r#"UPDATE audit_log SET record = replace(record, '"outcome":"success"', '"outcome":"denied"')
@@ -299,7 +299,7 @@ async fn two_nodes(db: &Database) -> (Arc<Auth>, Arc<Auth>, Vec<u8>) {
     let master = [7; 32];
     let keys = MasterKeys::derive(&master);
     records(db, &master).await.add_tenant("clinic-a", "Clinic A").await.unwrap();
-    let node = || async { PgAccounts::new(pg::app_pool(&db.app_url, 4).await.unwrap(), &keys) };
+    let node = || async { PgAccounts::connect(&db.app_url, 4, &keys).await.unwrap() };
     let (a, b) = (node().await, node().await);
     let amy = a.add_user("clinic-a", AMY, Role::Patient, PASSWORD, T0 - 3600).await.unwrap();
     let secret = totp_rs::Secret::try_from_base32(&amy.totp_base32).unwrap().as_bytes().to_vec();
@@ -343,6 +343,36 @@ async fn a_device_revoked_through_one_node_is_refused_at_the_other_and_a_replaye
     let at_b = b.authenticate(phone.access_token.expose(), T0 + 40).await.unwrap();
     assert_eq!((at_b.tenant.as_str(), at_b.role), ("clinic-a", Role::Patient));
 
+    // Another tenant's account beside Amy's: with clinic-a set, the nodes' role sees only its own.
+    let keys = MasterKeys::derive(&[7; 32]);
+    records(&db, &[7; 32]).await.add_tenant("clinic-b", "Clinic B").await.unwrap();
+    let other = PgAccounts::connect(&db.app_url, 1, &keys).await.unwrap();
+    other
+        .add_user("clinic-b", "bob.other-tenant", Role::Clinician, PASSWORD, T0)
+        .await
+        .unwrap();
+    let mut app = pg::connect(&db.app_url).await.unwrap();
+    let tx = app.transaction().await.unwrap();
+    tx.execute("SELECT set_config('carekeep.tenant', 'clinic-a', true)", &[])
+        .await
+        .unwrap();
+    let tenants: Vec<String> = tx
+        .query("SELECT DISTINCT tenant FROM users", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tenants, ["clinic-a"]);
+    drop(tx);
+
+    // One refresh token sent to both nodes at the same instant: one rotation, and since two
+    // holders showed, the device ends.
+    let twice = sign_in(&a, &b, &secret, T0 + 95).await;
+    let (one, two) = tokio::join!(a.refresh(refresh(&twice), T0 + 96), b.refresh(refresh(&twice), T0 + 96));
+    assert_eq!([one.is_ok(), two.is_ok()].iter().filter(|ok| **ok).count(), 1, "{one:?} {two:?}");
+    assert!([&one, &two].iter().any(|r| matches!(r, Err(AuthError::SessionEnded))));
+
     // A refresh token rotated at A and replayed at B: someone holds a copy, the device ends.
     let rotated = a.refresh(refresh(&phone), T0 + 60).await.unwrap();
     assert_eq!(b.refresh(refresh(&phone), T0 + 61).await.unwrap_err(), AuthError::SessionEnded);
@@ -354,7 +384,7 @@ async fn a_device_revoked_through_one_node_is_refused_at_the_other_and_a_replaye
     assert_eq!(b.authenticate(laptop.access_token.expose(), T0 + 71).await.unwrap_err(), AuthError::DeviceWipe);
     assert_eq!(b.refresh(refresh(&laptop), T0 + 72).await.unwrap_err(), AuthError::DeviceWipe);
     let listed = b.devices(&caller).await.unwrap();
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3, "the phone, the one whose token was sent twice, the laptop");
     assert!(listed.iter().all(|d| d.name == DEVICE && d.revoked));
 }
 
@@ -448,7 +478,7 @@ async fn accounts_are_opaque_in_a_dump_and_invisible_without_their_tenant() {
     let tokens = sign_in(&a, &b, &secret, T0).await;
     let dump = std::process::Command::new(pg_bin("pg_dump"))
         .arg("--dbname")
-        .arg(&db.owner_url)
+        .arg(&db.superuser_url)
         .output()
         .unwrap();
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
@@ -477,13 +507,62 @@ async fn accounts_are_opaque_in_a_dump_and_invisible_without_their_tenant() {
         .unwrap()
         .get(0);
     assert_eq!(none, None);
-    // A node refuses to run as a role the policies do not bind.
+    // The owner (not a superuser) is bound too, and did not stay in the lookup role.
+    let owner = pg::connect(&db.owner_url).await.unwrap();
+    let seen: i64 = owner.query_one("SELECT count(*) FROM users", &[]).await.unwrap().get(0);
+    assert_eq!(seen, 0, "the owner reads accounts without a tenant set");
+    let member: bool = owner
+        .query_one("SELECT pg_has_role(current_user, 'carekeep_lookup', 'MEMBER')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!member, "the owner kept the lookup role's policies");
+    // A node refuses to run as a role the policies do not bind: the owner, a member of the
+    // owner's role, or a role outside carekeep_app.
     let refused = pg::app_pool(&db.owner_url, 1).await.unwrap_err().to_string();
     assert!(refused.contains("must not be a superuser"), "{refused}");
+    let admin = pg::connect(&superuser_url()).await.unwrap();
+    let owner_role = db.owner_url.split_whitespace().find_map(|p| p.strip_prefix("user=")).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {0}_deputy LOGIN IN ROLE {owner_role}, carekeep_app; CREATE ROLE {0}_stranger LOGIN",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let refused = pg::app_pool(&with(&db.app_url, "user", &format!("{}_deputy", db.name)), 1)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("or belong to a role that does"), "{refused}");
+    let refused = pg::app_pool(&with(&db.app_url, "user", &format!("{}_stranger", db.name)), 1)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("not a member of carekeep_app"), "{refused}");
+    // Another data directory's master key: its rows would open on no other node.
+    let refused = PgAccounts::connect(&db.app_url, 1, &MasterKeys::derive(&[9; 32]))
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("master key is not the one"), "{refused}");
+    // A schema newer than this server's: refused until the server is upgraded.
+    let superuser = pg::connect(&db.superuser_url).await.unwrap();
+    superuser.batch_execute("INSERT INTO schema_version VALUES (99)").await.unwrap();
+    let refused = PgAccounts::connect(&db.app_url, 1, &MasterKeys::derive(&[7; 32]))
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("newer than this server's"), "{refused}");
+    superuser
+        .batch_execute("DELETE FROM schema_version WHERE version = 99")
+        .await
+        .unwrap();
+    PgAccounts::connect(&db.app_url, 1, &MasterKeys::derive(&[7; 32]))
+        .await
+        .unwrap();
 
     // A sealed field moved into another column does not open: the node refuses without
     // saying whose or what.
-    let owner = pg::connect(&db.owner_url).await.unwrap();
+    let owner = pg::connect(&db.superuser_url).await.unwrap();
     owner
         .batch_execute("UPDATE users SET username_sealed = totp_secret")
         .await
@@ -498,7 +577,9 @@ async fn a_tenant_idle_limit_and_a_disabled_account_hold_on_every_node() {
     let db = database().await;
     let (a, b, secret) = two_nodes(&db).await;
     let tokens = sign_in(&a, &b, &secret, T0).await;
-    let admin = PgAccounts::new(pg::app_pool(&db.app_url, 1).await.unwrap(), &MasterKeys::derive(&[7; 32]));
+    let admin = PgAccounts::connect(&db.app_url, 1, &MasterKeys::derive(&[7; 32]))
+        .await
+        .unwrap();
     admin.set_idle_limit("clinic-a", Role::Patient, 5).await.unwrap();
     // Five minutes and a second unused: signed out at either node.
     let late = T0 + 5 * 60 + 1;
@@ -571,11 +652,16 @@ async fn the_admin_commands_take_a_database_and_a_node_signs_in_whom_they_made()
     let data = dir.path().join("server");
     let data = data.to_str().unwrap();
 
-    // Pointed at nothing, init says so, fails, and leaves no data directory behind.
-    let nowhere = with(&db.owner_url, "host", "/nonexistent-carekeep-socket-dir");
-    let (ok, _, err) = cli(&["init", "--data", data, "--database", &nowhere], &[], "");
-    assert!(!ok && err.contains("cannot reach PostgreSQL"), "{err}");
+    // Pointed at nothing, init says so, fails, and leaves no data directory behind; the
+    // connection string's password is never echoed.
+    let nowhere = with(&with(&db.owner_url, "host", "/nonexistent-carekeep-socket-dir"), "password", "pw-SENTINEL-3f1");
+    let (ok, _, err) = cli(&["init", "--data", data], &[("CAREKEEP_OWNER_DATABASE", nowhere.as_str())], "");
+    assert!(!ok && err.contains("cannot reach PostgreSQL") && !err.contains("SENTINEL"), "{err}");
     assert!(!std::path::Path::new(data).exists());
+    let (ok, _, err) = cli(&["migrate", "--database", &db.owner_url], &[], "");
+    assert!(ok && err.contains(&format!("found {}", schema::VERSION)), "{err}");
+    let (ok, _, err) = cli(&["migrate"], &[], "");
+    assert!(!ok && err.contains("CAREKEEP_OWNER_DATABASE"), "{err}");
     // The schema (already there: found at its version), then the keys.
     let (ok, _, err) = cli(&["init", "--data", data, "--database", &db.owner_url], &[], "");
     assert!(ok && err.contains(&format!("found {}", schema::VERSION)), "{err}");
@@ -594,11 +680,13 @@ async fn the_admin_commands_take_a_database_and_a_node_signs_in_whom_they_made()
         "",
     );
     assert!(!ok && err.contains("an idle limit is 1 to 720 minutes"), "{err}");
-    assert!(!err.contains(&db.app_url), "the connection string is not echoed: {err}");
+    let unreachable = [("CAREKEEP_DATABASE", nowhere.as_str())];
+    let (ok, _, err) = cli(&["tenant", "add", "--data", data, "--id", "c-2", "--name", "Two"], &unreachable, "");
+    assert!(!ok && err.contains("cannot reach PostgreSQL") && !err.contains("SENTINEL"), "{err}");
 
     // A node with the same data directory's keys signs Amy in.
     let keys = DataDir::open(std::path::Path::new(data)).unwrap().master_keys().unwrap();
-    let node = Auth::new(PgAccounts::new(pg::app_pool(&db.app_url, 2).await.unwrap(), &keys), AuthPolicy::default(), 2);
+    let node = Auth::new(PgAccounts::connect(&db.app_url, 2, &keys).await.unwrap(), AuthPolicy::default(), 2);
     let tokens = sign_in(&node, &node, &first, T0).await;
 
     // A lost authenticator: a new secret, the old one's codes refused, the device signed out.
@@ -658,6 +746,11 @@ async fn over_a_network_the_database_is_reached_over_tls_with_its_certificate_ch
         assert!(refused.contains("must be encrypted"), "{refused}");
     }
     assert!(pg::Connection::parse("postgres://carekeep@db.example.org/carekeep?sslmode=verify-full").is_ok());
+    // A name that says loopback while the address goes elsewhere is over the network.
+    let refused = pg::Connection::parse("host=localhost hostaddr=192.0.2.7 sslmode=disable")
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("must be encrypted"), "{refused}");
     let refused = pg::Connection::parse("host=db.example.org sslmode=verify-full sslrootcert=/etc/hostname")
         .err()
         .unwrap()

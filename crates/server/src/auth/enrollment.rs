@@ -29,7 +29,7 @@ impl Auth {
     /// Confirms the pending authenticator with a code from it; from then on only it works.
     pub async fn confirm_enrollment(&self, caller: &Principal, code: &str, now: i64) -> Result<(), AuthError> {
         self.require_step_up(caller, now).await?;
-        let pending = self
+        let (pending, stored) = self
             .accounts
             .pending_totp(caller.tenant.clone(), caller.user_id.clone())
             .await?
@@ -41,7 +41,7 @@ impl Auth {
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         self.accounts
-            .confirm_totp(caller.tenant.clone(), caller.user_id.clone(), step)
+            .confirm_totp(caller.tenant.clone(), caller.user_id.clone(), stored, step)
             .await
     }
 

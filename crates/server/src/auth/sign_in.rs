@@ -116,6 +116,7 @@ impl Auth {
                     tenant: challenge.tenant,
                     user_id: challenge.user_id.clone(),
                     step: i64::try_from(step).unwrap_or(i64::MAX),
+                    totp_stored: challenge.totp_stored,
                     budget: budget.clone(),
                     device_id,
                     device_name: request.device_name,

@@ -79,12 +79,19 @@ impl Connection {
         let bad = |why: String| ServerError::Store(format!("the PostgreSQL connection string: {why}"));
         let (url, root_cert, mode) = libpq_tls_options(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(WAIT);
+        }
+        if config.get_options().is_none() {
+            config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        }
         let hosts = config.get_hosts();
         let over_network = hosts.iter().any(|h| matches!(h, Host::Tcp(_)));
+        // A name may say loopback while `hostaddr` points elsewhere: both must stay here.
         let loopback_only = hosts.iter().all(|h| match h {
             Host::Tcp(name) => name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
             Host::Unix(_) => true,
-        });
+        }) && config.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback);
         match mode.as_deref() {
             Some("require" | "verify-ca" | "verify-full") => {
                 config.ssl_mode(SslMode::Require);
@@ -184,36 +191,52 @@ const STATEMENT_TIMEOUT_MS: u32 = 15_000;
 pub async fn app_pool(url: &str, size: usize) -> Result<Pool, ServerError> {
     let pool = pool(url, size).await?;
     let client = pooled(&pool).await?;
+    check_app_role(&client).await?;
+    drop(client);
+    Ok(pool)
+}
+
+/// Refuses a connection whose role the tenant policies would not bind: a superuser, a role
+/// that bypasses row-level security, owns (or is a member of a role that owns) a table or
+/// function of the schema, or inherits the lookup role's policies; and one that is not a
+/// member of [`schema::APP_ROLE`] (it could not work).
+pub async fn check_app_role(client: &tokio_postgres::Client) -> Result<(), ServerError> {
     let row = client
         .query_one(
-            "SELECT r.rolsuper OR r.rolbypassrls,
-                    EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = 'public' AND t.tableowner = current_user)
+            "SELECT r.rolsuper OR r.rolbypassrls
+                    OR EXISTS (SELECT 1 FROM pg_tables t
+                               WHERE t.schemaname = 'public' AND pg_has_role(current_user, t.tableowner, 'MEMBER'))
+                    OR EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                               WHERE n.nspname = 'public' AND pg_has_role(current_user, p.proowner, 'MEMBER'))
+                    OR (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'carekeep_lookup')
+                        AND pg_has_role(current_user, 'carekeep_lookup', 'MEMBER')),
+                    EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AND pg_has_role(current_user, $1, 'USAGE')
              FROM pg_roles r WHERE r.rolname = current_user",
-            &[],
+            &[&schema::APP_ROLE],
         )
         .await
         .map_err(failed)?;
-    let (bypasses, owns): (bool, bool) = (row.get(0), row.get(1));
-    if bypasses || owns {
-        return Err(ServerError::Store(
-            "the server's PostgreSQL role must not be a superuser, bypass row-level security or own the tables: \
-             connect as a member of carekeep_app (see docs/server-api.md)"
-                .into(),
-        ));
+    let (unbound, member): (bool, bool) = (row.get(0), row.get(1));
+    if unbound {
+        return Err(ServerError::Store(format!(
+            "the server's PostgreSQL role must not be a superuser, bypass row-level security, own the schema's tables \
+             or functions (or belong to a role that does): connect as a role that is only a member of {}",
+            schema::APP_ROLE
+        )));
     }
-    Ok(pool)
+    if !member {
+        return Err(ServerError::Store(format!(
+            "the server's PostgreSQL role is not a member of {}: `GRANT {0} TO` it, or run `init --database` first",
+            schema::APP_ROLE
+        )));
+    }
+    Ok(())
 }
 
 /// A pool of at most `size` connections to `url`, as given (the owner's, for migrations and
 /// administration). See [`app_pool`] for the nodes'.
 pub async fn pool(url: &str, size: usize) -> Result<Pool, ServerError> {
-    let Connection { mut config, tls } = Connection::parse(url)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(WAIT);
-    }
-    if config.get_options().is_none() {
-        config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
-    }
+    let Connection { config, tls } = Connection::parse(url)?;
     let recycling = deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast };
     let manager = match tls {
         Some(tls) => deadpool_postgres::Manager::from_config(config, tls, recycling),

@@ -104,8 +104,11 @@ const MIGRATIONS: &[&str] = &[
     // narrow functions name the tenant of one username key or token hash and nothing else.
     // They run as `carekeep_lookup`, a role that cannot log in and may read only those two
     // columns of those tables, through a policy of its own. The throttle's budgets and
-    // windows belong to no tenant and hold keyed hashes and counters only. Tenants get the
-    // display name the command line gives them.
+    // windows belong to no tenant and hold keyed hashes and counters only. The owner
+    // becomes a member of the lookup role only to hand it the functions, and leaves it (a
+    // member would inherit its policies). Tenants get the display name the command line gives
+    // them; `deployment` holds a check of the master key the first node or command brought,
+    // so a data directory with other keys is refused instead of writing rows no node opens.
     "ALTER TABLE tenants ADD COLUMN name text NOT NULL DEFAULT '';
     CREATE TABLE users (
         id               text PRIMARY KEY,
@@ -214,16 +217,49 @@ const MIGRATIONS: &[&str] = &[
     CREATE FUNCTION tenant_of_access_token(bytea) RETURNS text
         LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
         AS 'SELECT tenant FROM public.access_tokens WHERE token_hash = $1';
+    REVOKE ALL ON FUNCTION tenant_of_username(bytea), tenant_of_challenge(bytea),
+        tenant_of_refresh_token(bytea), tenant_of_access_token(bytea) FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION tenant_of_username(bytea), tenant_of_challenge(bytea),
+        tenant_of_refresh_token(bytea), tenant_of_access_token(bytea) TO carekeep_app;
     GRANT carekeep_lookup TO CURRENT_USER;
-    DO $$ DECLARE f text; BEGIN
-        FOREACH f IN ARRAY ARRAY['tenant_of_username', 'tenant_of_challenge', 'tenant_of_refresh_token', 'tenant_of_access_token']
-        LOOP
-            EXECUTE format('ALTER FUNCTION %I(bytea) OWNER TO carekeep_lookup', f);
-            EXECUTE format('REVOKE ALL ON FUNCTION %I(bytea) FROM PUBLIC', f);
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %I(bytea) TO carekeep_app', f);
-        END LOOP;
-    END $$;",
+    GRANT CREATE ON SCHEMA public TO carekeep_lookup;
+    ALTER FUNCTION tenant_of_username(bytea) OWNER TO carekeep_lookup;
+    ALTER FUNCTION tenant_of_challenge(bytea) OWNER TO carekeep_lookup;
+    ALTER FUNCTION tenant_of_refresh_token(bytea) OWNER TO carekeep_lookup;
+    ALTER FUNCTION tenant_of_access_token(bytea) OWNER TO carekeep_lookup;
+    REVOKE CREATE ON SCHEMA public FROM carekeep_lookup;
+    REVOKE carekeep_lookup FROM CURRENT_USER;
+    CREATE TABLE deployment (
+        key_check  bytea NOT NULL,
+        one        boolean PRIMARY KEY DEFAULT true CHECK (one)
+    );
+    GRANT SELECT, INSERT ON deployment TO carekeep_app;
+    GRANT SELECT ON schema_version TO carekeep_app;",
 ];
+
+/// Refuses a database whose schema is not this release's: older (run `migrate` as the
+/// owner first) or newer (this server is older than the deployment).
+pub async fn check_version(client: &Client) -> Result<(), ServerError> {
+    let found: i64 = client
+        .query_one("SELECT coalesce(max(version), 0)::bigint FROM schema_version", &[])
+        .await
+        .map_err(|_| {
+            ServerError::Store(
+                "the database has no Carekeep schema: run `init --database` or `migrate` as its owner".into(),
+            )
+        })?
+        .get(0);
+    let version = i64::try_from(VERSION).unwrap_or(i64::MAX);
+    match found.cmp(&version) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(ServerError::Store(format!(
+            "the database's schema is at version {found}, this server needs {version}: run `carekeep-server migrate` as its owner"
+        ))),
+        std::cmp::Ordering::Greater => Err(ServerError::Store(format!(
+            "the database's schema is at version {found}, newer than this server's {version}: upgrade the server"
+        ))),
+    }
+}
 
 /// Brings the database's schema up to date; returns the version it had before. Run as the
 /// role that owns the tables (it needs CREATEROLE once, to make [`APP_ROLE`]).

@@ -173,8 +173,12 @@ pub fn reading(patient: &str, value: u32) -> serde_json::Value {
 pub struct PgDatabase {
     /// Its name.
     pub name: String,
-    /// The owner's (the superuser's) connection string.
+    /// The owner's connection string: a role with CREATEROLE that owns the database and
+    /// migrated it, not a superuser (as a deployment's owner should be).
     pub owner_url: String,
+    /// The superuser's, in this database: what a thief with the whole database (or a
+    /// `pg_dump` by an administrator) has.
+    pub superuser_url: String,
     /// The application's: a role bound by the row-level policies.
     pub app_url: String,
 }
@@ -211,8 +215,17 @@ pub async fn pg_database(purpose: &str) -> PgDatabase {
     let name = format!("carekeep_{purpose}_{}_{n}", std::process::id());
     let superuser = pg_superuser_url();
     let admin = pg::connect(&superuser).await.unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let owner_url = pg_url_with(&superuser, "dbname", &name);
+    let owner_role = format!("{name}_owner");
+    admin
+        .batch_execute(&format!("CREATE ROLE {owner_role} LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner_role}"))
+        .await
+        .unwrap();
+    let superuser_url = pg_url_with(&superuser, "dbname", &name);
+    let owner_url = pg_url_with(&superuser_url, "user", &owner_role);
     let mut owner = pg::connect(&owner_url).await.unwrap();
     schema::migrate(&mut owner).await.unwrap();
     let node = format!("{name}_node");
@@ -221,5 +234,5 @@ pub async fn pg_database(purpose: &str) -> PgDatabase {
         .await
         .unwrap();
     let app_url = pg_url_with(&owner_url, "user", &node);
-    PgDatabase { name, owner_url, app_url }
+    PgDatabase { name, owner_url, superuser_url, app_url }
 }

@@ -2,15 +2,15 @@
 //! throttle's budgets and windows — behind one interface with two engines:
 //!
 //! - [`Accounts::Sqlcipher`], the embedded default: the tables in the server's SQLCipher
-//!   file ([`sqlcipher`]); the throttle's per-minute windows and its "one attempt at a
+//!   file (`sqlcipher`); the throttle's per-minute windows and its "one attempt at a
 //!   time" claims stay in this one process's memory.
-//! - [`Accounts::Postgres`], for several stateless nodes on one database ([`postgres`]):
+//! - [`Accounts::Postgres`], for several stateless nodes on one database (`postgres`):
 //!   everything, windows and claims included, lives in the database, so a request may land
 //!   on any node and the limits are the deployment's, not each node's.
 //!
 //! A closed enum rather than a trait object: there are exactly two engines, the dispatch
 //! stays static, and each arm's SQL sits in its own module. Each read returns a row struct
-//! with named fields; what a row means is decided in [`super::rules`], never in a query.
+//! with named fields; what a row means is decided in `auth::rules`, never in a query.
 
 pub(crate) mod postgres;
 pub(crate) mod sqlcipher;
@@ -58,6 +58,9 @@ pub(crate) struct ChallengeRow {
     pub tenant: String,
     pub expires_at: i64,
     pub totp_secret: Vec<u8>,
+    /// The secret as stored (sealed, on PostgreSQL): the second step is written only if it
+    /// is still the one the code was checked against (no authenticator reset in between).
+    pub totp_stored: Vec<u8>,
     pub user_disabled: bool,
     /// The throttle budget the password step drew on (see `throttle::Budget::to_stored`).
     pub bucket: Option<Vec<u8>>,
@@ -122,6 +125,8 @@ pub(crate) struct PassedSignIn {
     pub user_id: String,
     /// The TOTP step the code matched, claimed so it cannot be used twice.
     pub step: i64,
+    /// The stored secret the code was checked against ([`ChallengeRow::totp_stored`]).
+    pub totp_stored: Vec<u8>,
     /// The budget the attempt drew on, which starts afresh.
     pub budget: Budget,
     /// The device registered by this sign-in.
@@ -338,20 +343,39 @@ impl Accounts {
         }
     }
 
-    /// The TOTP secret waiting for its confirming code, if any.
-    pub(crate) async fn pending_totp(&self, tenant: String, user_id: String) -> Result<Option<Vec<u8>>, AuthError> {
+    /// The TOTP secret waiting for its confirming code, if any: the secret, and the secret
+    /// as stored (what [`Accounts::confirm_totp`] confirms).
+    pub(crate) async fn pending_totp(
+        &self,
+        tenant: String,
+        user_id: String,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, AuthError> {
         match self {
-            Accounts::Sqlcipher(store) => on_store(store, move |c| sqlcipher::pending_totp(c, &user_id)).await,
+            Accounts::Sqlcipher(store) => {
+                let pending = on_store(store, move |c| sqlcipher::pending_totp(c, &user_id)).await?;
+                Ok(pending.map(|secret| (secret.clone(), secret)))
+            }
             Accounts::Postgres(pg) => pg.pending_totp(&tenant, &user_id).await,
         }
     }
 
-    /// Makes the pending secret the user's, with `step` (the confirming code's) used.
-    pub(crate) async fn confirm_totp(&self, tenant: String, user_id: String, step: i64) -> Result<(), AuthError> {
-        match self {
-            Accounts::Sqlcipher(store) => on_store(store, move |c| sqlcipher::confirm_totp(c, &user_id, step)).await,
-            Accounts::Postgres(pg) => pg.confirm_totp(&tenant, &user_id, step).await,
-        }
+    /// Makes the pending secret the user's, with `step` (the confirming code's) used — if
+    /// it is still `stored`, the one the code was checked against; otherwise another set-up
+    /// replaced it meanwhile and the person must start again.
+    pub(crate) async fn confirm_totp(
+        &self,
+        tenant: String,
+        user_id: String,
+        stored: Vec<u8>,
+        step: i64,
+    ) -> Result<(), AuthError> {
+        let confirmed = match self {
+            Accounts::Sqlcipher(store) => {
+                on_store(store, move |c| sqlcipher::confirm_totp(c, &user_id, &stored, step)).await?
+            }
+            Accounts::Postgres(pg) => pg.confirm_totp(&tenant, &user_id, &stored, step).await?,
+        };
+        if confirmed { Ok(()) } else { Err(AuthError::NoEnrollment) }
     }
 
     /// A tenant's devices, oldest first: every one with `all_users`, else only `user_id`'s.

@@ -85,9 +85,39 @@ const SESSION_JOINS: &str = "JOIN devices d ON d.id = t.device_id JOIN users u O
      LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role";
 
 impl PgAccounts {
-    /// Uses `pool` (connected as a member of [`crate::pg::schema::APP_ROLE`]) with the
-    /// accounts key of the server's master key: every node of a deployment must share both.
-    pub fn new(pool: Pool, master: &MasterKeys) -> Self {
+    /// Connects a node (or a command) to the database at `url` through at most `size`
+    /// connections, as a role the tenant policies bind ([`crate::pg::app_pool`]), with the
+    /// server's master key — which must be the deployment's: the first to connect records a
+    /// check of it, and a data directory with other keys is refused (its rows would open on
+    /// no other node).
+    pub async fn connect(url: &str, size: usize, master: &MasterKeys) -> Result<Self, ServerError> {
+        let accounts = Self::new(crate::pg::app_pool(url, size).await?, master);
+        let check = keys::mac(&accounts.index_key, &[b"deployment key check"]);
+        let client = crate::pg::pooled(&accounts.pool).await?;
+        crate::pg::schema::check_version(&client).await?;
+        client
+            .execute("INSERT INTO deployment (key_check) VALUES ($1) ON CONFLICT DO NOTHING", &[&check.as_slice()])
+            .await
+            .map_err(crate::pg::failed)?;
+        let found: Vec<u8> = client
+            .query_one("SELECT key_check FROM deployment", &[])
+            .await
+            .map_err(crate::pg::failed)?
+            .get(0);
+        if found != check {
+            return Err(ServerError::Store(
+                "this data directory's master key is not the one this database's deployment uses: \
+                 run with a copy of the data directory the other servers use"
+                    .into(),
+            ));
+        }
+        drop(client);
+        Ok(accounts)
+    }
+
+    /// Uses `pool` with the accounts keys of the server's master key, unchecked (see
+    /// [`PgAccounts::connect`]).
+    fn new(pool: Pool, master: &MasterKeys) -> Self {
         let subkey = |label: &[u8]| Key::new(keys::mac(&master.accounts, &[label]));
         Self {
             pool,
@@ -208,7 +238,13 @@ impl PgAccounts {
             &[&tenant, &role.as_str(), &(i64::from(minutes) * 60)],
         )
         .await
-        .map_err(|_| ServerError::Invalid(format!("no tenant {tenant}")))?;
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+                ServerError::Invalid(format!("no tenant {tenant}"))
+            } else {
+                store(e)
+            }
+        })?;
         tx.commit().await.map_err(store)
     }
 
@@ -314,11 +350,13 @@ impl PgAccounts {
             return Ok(None);
         };
         let user_id: String = r.get(0);
-        let totp_secret = self.open(b"totp", &user_id, r.get(2))?.to_vec();
+        let totp_stored: Vec<u8> = r.get(2);
+        let totp_secret = self.open(b"totp", &user_id, &totp_stored)?.to_vec();
         let username = self.open_text(b"username", &user_id, r.get(6))?;
         Ok(Some(ChallengeRow {
             expires_at: r.get(1),
             totp_secret,
+            totp_stored,
             user_disabled: r.get(3),
             bucket: r.get(4),
             known_device: r.get(5),
@@ -342,9 +380,22 @@ impl PgAccounts {
         {
             return Err(AuthError::ChallengeExpired);
         }
+        // Disabled, or given a new authenticator, since the challenge was read: as expired.
+        // The row stays locked to the end, so neither can happen before this commits.
+        let still_open: Option<bool> = tx
+            .query_opt(
+                "SELECT NOT disabled AND totp_secret = $2 FROM users WHERE id = $1 AND tenant = $3 FOR UPDATE",
+                &[&passed.user_id, &passed.totp_stored, &passed.tenant],
+            )
+            .await
+            .map_err(failed)?
+            .map(|r| r.get(0));
+        if still_open != Some(true) {
+            return Err(AuthError::ChallengeExpired);
+        }
         if tx
             .execute(
-                "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND tenant = $3 AND totp_last_step < $2 AND NOT disabled",
+                "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND tenant = $3 AND totp_last_step < $2",
                 &[&passed.user_id, &passed.step, &passed.tenant],
             )
             .await
@@ -471,25 +522,36 @@ impl PgAccounts {
         self.open_text(b"username", user_id, &sealed)
     }
 
-    pub(super) async fn pending_totp(&self, tenant: &str, user_id: &str) -> Result<Option<Vec<u8>>, AuthError> {
+    pub(super) async fn pending_totp(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, AuthError> {
         let rows = self
             .query(tenant, "SELECT totp_pending FROM users WHERE id = $1", &[&user_id])
             .await?;
         match rows.first().and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) {
-            Some(sealed) => Ok(Some(self.open(b"totp", user_id, &sealed)?.to_vec())),
+            Some(sealed) => Ok(Some((self.open(b"totp", user_id, &sealed)?.to_vec(), sealed))),
             None => Ok(None),
         }
     }
 
-    pub(super) async fn confirm_totp(&self, tenant: &str, user_id: &str, step: i64) -> Result<(), AuthError> {
-        self.execute(
-            tenant,
-            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $2
-             WHERE id = $1 AND totp_pending IS NOT NULL",
-            &[&user_id, &step],
-        )
-        .await
-        .map(|_| ())
+    pub(super) async fn confirm_totp(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        stored: &[u8],
+        step: i64,
+    ) -> Result<bool, AuthError> {
+        let changed = self
+            .execute(
+                tenant,
+                "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $2
+                 WHERE id = $1 AND totp_pending = $3",
+                &[&user_id, &step, &stored],
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     pub(super) async fn devices(
@@ -565,7 +627,7 @@ impl PgAccounts {
             .client()
             .await?
             .query_one(
-                "WITH gone AS (DELETE FROM sign_in_windows WHERE minute < $1)
+                "WITH gone AS (DELETE FROM sign_in_windows WHERE minute < $1::bigint - 5)
                  INSERT INTO sign_in_windows (minute, network, attempts) VALUES ($1, $2, 1)
                  ON CONFLICT (minute, network) DO UPDATE SET attempts = sign_in_windows.attempts + 1
                  RETURNING attempts, coalesce((SELECT failures FROM sign_in_failures WHERE minute = $1), 0)",
@@ -659,7 +721,7 @@ impl PgAccounts {
         }
         if unknown_device {
             tx.execute(
-                "WITH gone AS (DELETE FROM sign_in_failures WHERE minute < $1)
+                "WITH gone AS (DELETE FROM sign_in_failures WHERE minute < $1::bigint - 5)
                  INSERT INTO sign_in_failures (minute, failures) VALUES ($1, 1)
                  ON CONFLICT (minute) DO UPDATE SET failures = sign_in_failures.failures + 1",
                 &[&now.div_euclid(60)],
@@ -723,8 +785,9 @@ pub(crate) struct Lease {
 impl Lease {
     /// Frees the budget now.
     pub(super) async fn release(mut self) {
+        release(self.pool.clone(), self.bucket.clone(), self.mark).await;
+        // Only now: a request dropped during the release still frees it from `drop`.
         self.released = true;
-        release(self.pool.clone(), std::mem::take(&mut self.bucket), self.mark).await;
     }
 }
 

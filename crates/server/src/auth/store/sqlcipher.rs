@@ -60,6 +60,7 @@ pub(super) fn challenge(conn: &Connection, hash: &[u8]) -> rusqlite::Result<Opti
                 user_id: r.get(0)?,
                 expires_at: r.get(1)?,
                 totp_secret: r.get(2)?,
+                totp_stored: r.get(2)?,
                 user_disabled: r.get(3)?,
                 bucket: r.get(4)?,
                 known_device: r.get(5)?,
@@ -203,6 +204,15 @@ pub(super) fn pass_sign_in(
     // The step is taken only if no request took it (or a later one) first. A code used
     // already is no guess: it does not count as a failure (after the server's clock went
     // back, every fresh code looks used).
+    // Disabled, or given a new authenticator, since the challenge was read: as expired.
+    let still_open: bool = tx.query_row(
+        "SELECT NOT disabled AND totp_secret = ?2 FROM users WHERE id = ?1",
+        params![passed.user_id, passed.totp_stored],
+        |r| r.get(0),
+    )?;
+    if !still_open {
+        return Ok(Err(AuthError::ChallengeExpired));
+    }
     if !claim_step(&tx, &passed.user_id, passed.step)? {
         return Ok(Err(AuthError::CodeAlreadyUsed));
     }
@@ -233,12 +243,12 @@ pub(super) fn pending_totp(conn: &Connection, user_id: &str) -> rusqlite::Result
 }
 
 /// Makes the pending secret the user's, with `step` (the confirming code's) already used.
-pub(super) fn confirm_totp(conn: &Connection, user_id: &str, step: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ?2 WHERE id = ?1",
-        params![user_id, step],
-    )
-    .map(|_| ())
+pub(super) fn confirm_totp(conn: &Connection, user_id: &str, pending: &[u8], step: i64) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = ?2
+         WHERE id = ?1 AND totp_pending = ?3",
+        params![user_id, step, pending],
+    )? > 0)
 }
 
 /// A tenant's devices, oldest first: every one with `all_users`, else only `user_id`'s.

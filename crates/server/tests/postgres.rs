@@ -572,6 +572,85 @@ async fn accounts_are_opaque_in_a_dump_and_invisible_without_their_tenant() {
     assert_eq!(b.verify_mfa(mfa, HOME, T0 + 60).await.unwrap_err(), AuthError::Internal);
 }
 
+/// What someone holding the nodes' database credential (but not the master key) can do
+/// by editing account rows in a session of their own: nothing that grants anything.
+#[tokio::test]
+async fn the_nodes_database_credential_grants_nothing_by_editing_account_rows() {
+    let db = database().await;
+    let (a, b, secret) = two_nodes(&db).await;
+    let accounts = PgAccounts::connect(&db.app_url, 1, &MasterKeys::derive(&[7; 32]))
+        .await
+        .unwrap();
+    accounts
+        .add_user("clinic-a", "dr.victim", Role::Clinician, PASSWORD, T0)
+        .await
+        .unwrap();
+    let amy = sign_in(&a, &b, &secret, T0).await;
+    let token = amy.access_token.expose();
+    let insider = pg::connect(&db.app_url).await.unwrap();
+    let edit = |sql: &str| format!("BEGIN; SELECT set_config('carekeep.tenant', 'clinic-a', true); {sql}; COMMIT;");
+    let run = |sql: String| {
+        let insider = &insider;
+        async move {
+            let refused = insider.batch_execute(&sql).await.err().map(|e| message(&e));
+            if refused.is_some() {
+                insider.batch_execute("ROLLBACK").await.unwrap();
+            }
+            refused.map_or(Ok(()), Err)
+        }
+    };
+
+    // Amy's role raised to admin: her session stops, until the row is put back.
+    run(edit("UPDATE users SET role = 'admin' WHERE role = 'patient'"))
+        .await
+        .unwrap();
+    assert_eq!(a.authenticate(token, T0 + 1).await.unwrap_err(), AuthError::Internal);
+    run(edit("UPDATE users SET role = 'patient' WHERE role = 'admin'"))
+        .await
+        .unwrap();
+    assert_eq!(a.authenticate(token, T0 + 2).await.unwrap().role, Role::Patient);
+    // Her device handed to the clinician: refused.
+    run(edit("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'clinician')"))
+        .await
+        .unwrap();
+    assert_eq!(b.authenticate(token, T0 + 3).await.unwrap_err(), AuthError::Internal);
+    run(edit("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'patient')"))
+        .await
+        .unwrap();
+    // Her token's expiry pushed a day out: refused.
+    run(edit("UPDATE access_tokens SET expires_at = expires_at + 86400"))
+        .await
+        .unwrap();
+    assert_eq!(a.authenticate(token, T0 + 4).await.unwrap_err(), AuthError::Internal);
+    run(edit("UPDATE access_tokens SET expires_at = expires_at - 86400"))
+        .await
+        .unwrap();
+    a.authenticate(token, T0 + 5).await.unwrap();
+    // A token row of the insider's own making, for her device: it matches no token.
+    let forged = carekeep_server::auth::secrets::token_hash("insider-made-token");
+    let hex: String = forged.iter().fold(String::new(), |hex, b| hex + &format!("{b:02x}"));
+    run(edit(&format!(
+        "INSERT INTO access_tokens (token_hash, tenant, device_id, expires_at, last_used, mac)
+         VALUES ('\\x{hex}', 'clinic-a', '{}', {}, 0, '\\x00')",
+        amy.device_id,
+        T0 + 86_400
+    )))
+    .await
+    .unwrap();
+    assert_eq!(a.authenticate("insider-made-token", T0 + 6).await.unwrap_err(), AuthError::SessionEnded);
+    // What only goes one way stays: a spent refresh token, a revoked device.
+    a.refresh(refresh(&amy), T0 + 7).await.unwrap();
+    let refused = run(edit("UPDATE refresh_tokens SET used = false")).await.unwrap_err();
+    assert!(refused.contains("cannot be undone"), "{refused}");
+    let caller = a.authenticate(token, T0 + 8).await.unwrap();
+    assert!(a.revoke(&caller, &amy.device_id, false).await.unwrap());
+    let refused = run(edit("UPDATE devices SET revoked = false, revoked_by_person = false"))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("cannot be undone"), "{refused}");
+    assert_eq!(b.authenticate(token, T0 + 9).await.unwrap_err(), AuthError::DeviceRevoked);
+}
+
 #[tokio::test]
 async fn a_tenant_idle_limit_and_a_disabled_account_hold_on_every_node() {
     let db = database().await;

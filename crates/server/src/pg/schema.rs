@@ -121,7 +121,8 @@ const MIGRATIONS: &[&str] = &[
         totp_pending     bytea,
         totp_last_step   bigint NOT NULL DEFAULT -1,
         disabled         boolean NOT NULL DEFAULT false,
-        created_at       bigint NOT NULL
+        created_at       bigint NOT NULL,
+        mac              bytea NOT NULL
     );
     CREATE TABLE idle_limits (
         tenant     text NOT NULL REFERENCES tenants (id),
@@ -135,7 +136,8 @@ const MIGRATIONS: &[&str] = &[
         user_id       text NOT NULL REFERENCES users (id),
         expires_at    bigint NOT NULL,
         bucket        bytea,
-        known_device  boolean NOT NULL DEFAULT false
+        known_device  boolean NOT NULL DEFAULT false,
+        mac           bytea NOT NULL
     );
     CREATE TABLE devices (
         id                 text PRIMARY KEY,
@@ -147,21 +149,24 @@ const MIGRATIONS: &[&str] = &[
         full_auth_at       bigint NOT NULL,
         revoked            boolean NOT NULL DEFAULT false,
         revoked_by_person  boolean NOT NULL DEFAULT false,
-        wipe               boolean NOT NULL DEFAULT false
+        wipe               boolean NOT NULL DEFAULT false,
+        mac                bytea NOT NULL
     );
     CREATE TABLE refresh_tokens (
         token_hash  bytea PRIMARY KEY,
         tenant      text NOT NULL REFERENCES tenants (id),
         device_id   text NOT NULL REFERENCES devices (id),
         issued_at   bigint NOT NULL,
-        used        boolean NOT NULL DEFAULT false
+        used        boolean NOT NULL DEFAULT false,
+        mac         bytea NOT NULL
     );
     CREATE TABLE access_tokens (
         token_hash  bytea PRIMARY KEY,
         tenant      text NOT NULL REFERENCES tenants (id),
         device_id   text NOT NULL REFERENCES devices (id),
         expires_at  bigint NOT NULL,
-        last_used   bigint NOT NULL
+        last_used   bigint NOT NULL,
+        mac         bytea NOT NULL
     );
     CREATE TABLE sign_in_budgets (
         bucket          bytea PRIMARY KEY,
@@ -234,7 +239,19 @@ const MIGRATIONS: &[&str] = &[
         one        boolean PRIMARY KEY DEFAULT true CHECK (one)
     );
     GRANT SELECT, INSERT ON deployment TO carekeep_app;
-    GRANT SELECT ON schema_version TO carekeep_app;",
+    GRANT SELECT ON schema_version TO carekeep_app;
+    CREATE FUNCTION refuse_undoing() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+        AS $$ BEGIN RAISE EXCEPTION 'carekeep: % cannot be undone', TG_ARGV[0]; END $$;
+    CREATE TRIGGER revoked_stays BEFORE UPDATE ON devices FOR EACH ROW
+        WHEN ((OLD.revoked AND NOT NEW.revoked) OR (OLD.revoked_by_person AND NOT NEW.revoked_by_person)
+              OR (OLD.wipe AND NOT NEW.wipe))
+        EXECUTE FUNCTION refuse_undoing('revoking or wiping a device');
+    CREATE TRIGGER spent_stays BEFORE UPDATE ON refresh_tokens FOR EACH ROW
+        WHEN (OLD.used AND NOT NEW.used) EXECUTE FUNCTION refuse_undoing('spending a refresh token');
+    CREATE TRIGGER disabled_stays BEFORE UPDATE ON users FOR EACH ROW
+        WHEN ((OLD.disabled AND NOT NEW.disabled)
+              OR (NEW.totp_last_step < OLD.totp_last_step AND NEW.totp_secret = OLD.totp_secret))
+        EXECUTE FUNCTION refuse_undoing('disabling an account, or using a code,');",
 ];
 
 /// Refuses a database whose schema is not this release's: older (run `migrate` as the

@@ -9,6 +9,14 @@
 //! first. What a dump of these tables would show is opaque: usernames are found by a keyed
 //! hash and kept sealed, TOTP secrets and device names are sealed (AES-256-GCM under the
 //! accounts key, bound to the row's id), tokens and budgets are hashes.
+//!
+//! What a row grants is authenticated, so a holder of the nodes' database credential (who
+//! can set any tenant in their own session) cannot grant themselves anything: token hashes
+//! are keyed by the master key (a row inserted under a hash of one's choosing matches no
+//! token), and each user, device, challenge and token row carries a MAC under it over what
+//! it binds — a user to its tenant and role, a device to its user, a token to its device
+//! and expiry — checked at every use. Flags that only go one way (revoked, wiped, spent,
+//! disabled) are held there by the schema's triggers, which the nodes' role cannot drop.
 
 use std::net::IpAddr;
 
@@ -39,6 +47,10 @@ pub struct PgAccounts {
     seal_key: Key,
     /// Keys the username index.
     index_key: Key,
+    /// Authenticates what account rows bind (see the module's doc).
+    row_key: Key,
+    /// Keys token hashes before they are stored or looked up.
+    token_key: Key,
     /// The keys every node must share for the rules to hold across them: rotated refresh
     /// tokens (a retry on another node gets the same token) and the throttle's budgets,
     /// windows and device cookies (one budget, not one per node).
@@ -81,6 +93,9 @@ fn session(r: &Row, first: usize) -> SessionRow {
 
 const SESSION_COLUMNS: &str =
     "d.id, d.revoked, d.revoked_by_person, d.wipe, u.disabled, d.last_seen, l.idle_secs, u.tenant";
+/// What a token's session rests on, each with its MAC: the token, its device, its user.
+const CHAIN_COLUMNS: &str = "t.token_hash, t.tenant, t.device_id, t.mac, d.id, d.tenant, d.user_id, d.mac,
+     u.id, u.tenant, u.role, u.username_key, u.mac";
 const SESSION_JOINS: &str = "JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id
      LEFT JOIN idle_limits l ON l.tenant = u.tenant AND l.role = u.role";
 
@@ -123,6 +138,8 @@ impl PgAccounts {
             pool,
             seal_key: subkey(b"seal"),
             index_key: subkey(b"username-index"),
+            row_key: subkey(b"row-mac"),
+            token_key: subkey(b"token-hash"),
             rotations: master.rotations.clone(),
             sign_in: master.sign_in.clone(),
         }
@@ -146,10 +163,12 @@ impl PgAccounts {
         let store = crate::pg::failed;
         let mut client = crate::pg::pooled(&self.pool).await?;
         let tx = tenant_tx(&mut client, tenant).await.map_err(store)?;
+        let username_key = self.username_key(username);
+        let mac = self.row_mac(&[b"user", id.as_bytes(), tenant.as_bytes(), role.as_str().as_bytes(), &username_key]);
         tx.execute(
-            "INSERT INTO users (id, tenant, username_key, username_sealed, role, password_sealed, totp_secret, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[id, &tenant, &self.username_key(username).as_slice(), &username_sealed, &role.as_str(), &password_sealed, &totp_sealed, &now],
+            "INSERT INTO users (id, tenant, username_key, username_sealed, role, password_sealed, totp_secret, created_at, mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[id, &tenant, &username_key.as_slice(), &username_sealed, &role.as_str(), &password_sealed, &totp_sealed, &now, &mac],
         )
         .await
         .map_err(|e| ServerError::Invalid(format!("cannot add user {username}: {}", store(e))))?;
@@ -248,6 +267,69 @@ impl PgAccounts {
         tx.commit().await.map_err(store)
     }
 
+    /// A token's hash as PostgreSQL keeps it: keyed, so a row cannot be made for a token.
+    fn token(&self, hash: &[u8]) -> Vec<u8> {
+        keys::mac(&self.token_key, &[hash]).to_vec()
+    }
+
+    /// The MAC of what a row binds.
+    fn row_mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        keys::mac(&self.row_key, parts).to_vec()
+    }
+
+    /// Checks a row's MAC; a row altered by someone without the master key is refused.
+    fn check_row(&self, parts: &[&[u8]], mac: &[u8]) -> Result<(), AuthError> {
+        if keys::verify_mac(&self.row_key, parts, mac) {
+            return Ok(());
+        }
+        tracing::error!("an account row does not match its MAC: altered in the database");
+        Err(AuthError::Internal)
+    }
+
+    /// Checks the user row of columns `u.id, u.tenant, u.role, u.username_key, u.mac`
+    /// starting at `first`.
+    fn check_user(&self, r: &Row, first: usize) -> Result<(), AuthError> {
+        let (id, tenant, role): (&str, &str, &str) = (r.get(first), r.get(first + 1), r.get(first + 2));
+        let username_key: &[u8] = r.get(first + 3);
+        let parts: [&[u8]; 5] = [b"user", id.as_bytes(), tenant.as_bytes(), role.as_bytes(), username_key];
+        self.check_row(&parts, r.get(first + 4))
+    }
+
+    /// Checks the [`CHAIN_COLUMNS`] at `first`: a token of `kind` with `extra` bound, its
+    /// device and its user, each as the server wrote it.
+    fn check_chain(&self, r: &Row, first: usize, kind: &[u8], extra: &[u8]) -> Result<(), AuthError> {
+        self.check_token(r, first, kind, extra)?;
+        self.check_device(r, first + 4)?;
+        self.check_user(r, first + 8)
+    }
+
+    /// Checks the device row of columns `d.id, d.tenant, d.user_id, d.mac` at `first`.
+    fn check_device(&self, r: &Row, first: usize) -> Result<(), AuthError> {
+        let (id, tenant, user): (&str, &str, &str) = (r.get(first), r.get(first + 1), r.get(first + 2));
+        self.check_row(&[b"device", id.as_bytes(), tenant.as_bytes(), user.as_bytes()], r.get(first + 3))
+    }
+
+    /// Checks the token row of columns `t.token_hash, t.tenant, t.device_id, t.mac` at
+    /// `first`, for a token of `kind` with `extra` bound.
+    fn check_token(&self, r: &Row, first: usize, kind: &[u8], extra: &[u8]) -> Result<(), AuthError> {
+        let (hash, tenant, device): (&[u8], &str, &str) = (r.get(first), r.get(first + 1), r.get(first + 2));
+        self.check_row(&[kind, hash, tenant.as_bytes(), device.as_bytes(), extra], r.get(first + 3))
+    }
+
+    /// The MAC of a pending second step: whose it is, until when, and the budget it carries.
+    fn challenge_mac(
+        &self,
+        hash: &[u8],
+        tenant: &str,
+        user_id: &str,
+        expires_at: i64,
+        bucket: &[u8],
+        known: bool,
+    ) -> Vec<u8> {
+        let expires = expires_at.to_be_bytes();
+        self.row_mac(&[b"challenge", hash, tenant.as_bytes(), user_id.as_bytes(), &expires, bucket, &[u8::from(known)]])
+    }
+
     fn username_key(&self, username: &str) -> [u8; 32] {
         keys::mac(&self.index_key, &[username.as_bytes()])
     }
@@ -308,13 +390,14 @@ impl PgAccounts {
             .lookup(
                 "tenant_of_username",
                 &key,
-                "SELECT id, tenant, password_sealed, disabled FROM users WHERE username_key = $1",
+                "SELECT password_sealed, disabled, id, tenant, role, username_key, mac FROM users WHERE username_key = $1",
             )
             .await?;
         let Some(r) = row else { return Ok(None) };
-        let id: String = r.get(0);
-        let password_hash = self.open_text(b"password", &id, r.get(2))?;
-        Ok(Some(UserRow { tenant: r.get(1), password_hash, disabled: r.get(3), id }))
+        self.check_user(&r, 2)?;
+        let id: String = r.get(2);
+        let password_hash = self.open_text(b"password", &id, r.get(0))?;
+        Ok(Some(UserRow { tenant: r.get(3), password_hash, disabled: r.get(1), id }))
     }
 
     pub(super) async fn insert_challenge(
@@ -326,29 +409,41 @@ impl PgAccounts {
         bucket: &[u8],
         known_device: bool,
     ) -> Result<(), AuthError> {
+        let hash = self.token(hash);
+        let mac = self.challenge_mac(&hash, tenant, user_id, expires_at, bucket, known_device);
         self.execute(
             tenant,
-            "INSERT INTO mfa_challenges (token_hash, tenant, user_id, expires_at, bucket, known_device)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&hash, &tenant, &user_id, &expires_at, &bucket, &known_device],
+            "INSERT INTO mfa_challenges (token_hash, tenant, user_id, expires_at, bucket, known_device, mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&hash, &tenant, &user_id, &expires_at, &bucket, &known_device, &mac],
         )
         .await
         .map(|_| ())
     }
 
     pub(super) async fn challenge(&self, hash: &[u8]) -> Result<Option<ChallengeRow>, AuthError> {
+        let hash = self.token(hash);
         let Some(r) = self
             .lookup(
                 "tenant_of_challenge",
-                hash,
+                &hash,
                 "SELECT c.user_id, c.expires_at, u.totp_secret, u.disabled, c.bucket, c.known_device,
-                        u.username_sealed, u.tenant
+                        u.username_sealed, u.tenant, c.tenant, c.mac,
+                        u.id, u.tenant, u.role, u.username_key, u.mac
                  FROM mfa_challenges c JOIN users u ON u.id = c.user_id WHERE c.token_hash = $1",
             )
             .await?
         else {
             return Ok(None);
         };
+        let (user_id, tenant): (&str, &str) = (r.get(0), r.get(8));
+        let bucket: Option<&[u8]> = r.get(4);
+        let mac = self.challenge_mac(&hash, tenant, user_id, r.get(1), bucket.unwrap_or_default(), r.get(5));
+        if mac.as_slice() != r.get::<_, &[u8]>(9) {
+            tracing::error!("a pending sign-in does not match its MAC: altered in the database");
+            return Err(AuthError::Internal);
+        }
+        self.check_user(&r, 10)?;
         let user_id: String = r.get(0);
         let totp_stored: Vec<u8> = r.get(2);
         let totp_secret = self.open(b"totp", &user_id, &totp_stored)?.to_vec();
@@ -373,7 +468,7 @@ impl PgAccounts {
         // Of two nodes taking one challenge, or claiming one step, the second waits for the
         // first's row lock and then finds nothing left to take.
         if tx
-            .execute("DELETE FROM mfa_challenges WHERE token_hash = $1", &[&passed.challenge_hash])
+            .execute("DELETE FROM mfa_challenges WHERE token_hash = $1", &[&self.token(&passed.challenge_hash)])
             .await
             .map_err(failed)?
             == 0
@@ -411,22 +506,30 @@ impl PgAccounts {
         )
         .await
         .map_err(failed)?;
+        let mac = self.row_mac(&[
+            b"device",
+            passed.device_id.as_bytes(),
+            passed.tenant.as_bytes(),
+            passed.user_id.as_bytes(),
+        ]);
         tx.execute(
-            "INSERT INTO devices (id, tenant, user_id, name_sealed, created_at, last_seen, full_auth_at)
-             VALUES ($1, $2, $3, $4, $5, $5, $5)",
-            &[&passed.device_id, &passed.tenant, &passed.user_id, &name, &passed.now],
+            "INSERT INTO devices (id, tenant, user_id, name_sealed, created_at, last_seen, full_auth_at, mac)
+             VALUES ($1, $2, $3, $4, $5, $5, $5, $6)",
+            &[&passed.device_id, &passed.tenant, &passed.user_id, &name, &passed.now, &mac],
         )
         .await
         .map_err(failed)?;
-        write_tokens(&tx, issued).await?;
+        self.write_tokens(&tx, issued).await?;
         tx.commit().await.map_err(failed)
     }
 
     pub(super) async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshRow>, AuthError> {
-        let sql =
-            format!("SELECT t.used, {SESSION_COLUMNS} FROM refresh_tokens t {SESSION_JOINS} WHERE t.token_hash = $1");
-        let row = self.lookup("tenant_of_refresh_token", hash, &sql).await?;
-        Ok(row.map(|r| RefreshRow { used: r.get(0), session: session(&r, 1) }))
+        let sql = format!(
+            "SELECT t.used, {SESSION_COLUMNS}, {CHAIN_COLUMNS} FROM refresh_tokens t {SESSION_JOINS} WHERE t.token_hash = $1"
+        );
+        let Some(r) = self.lookup("tenant_of_refresh_token", &self.token(hash), &sql).await? else { return Ok(None) };
+        self.check_chain(&r, 9, b"refresh", &[])?;
+        Ok(Some(RefreshRow { used: r.get(0), session: session(&r, 1) }))
     }
 
     pub(super) async fn refresh_used(
@@ -439,7 +542,7 @@ impl PgAccounts {
             .query(
                 tenant,
                 "SELECT used FROM refresh_tokens WHERE token_hash = $1 AND device_id = $2",
-                &[&hash, &device_id],
+                &[&self.token(hash), &device_id],
             )
             .await?;
         Ok(rows.first().map(|r| r.get(0)))
@@ -453,14 +556,14 @@ impl PgAccounts {
         let spent = tx
             .execute(
                 "UPDATE refresh_tokens SET used = true WHERE token_hash = $1 AND tenant = $2 AND NOT used",
-                &[&spent_hash, &issued.tenant],
+                &[&self.token(spent_hash), &issued.tenant],
             )
             .await
             .map_err(failed)?;
         if spent == 0 {
             return Ok(None);
         }
-        let user_id = write_tokens(&tx, issued).await?;
+        let user_id = self.write_tokens(&tx, issued).await?;
         tx.commit().await.map_err(failed)?;
         Ok(Some(user_id))
     }
@@ -469,19 +572,24 @@ impl PgAccounts {
         let row = self
             .lookup(
                 "tenant_of_refresh_token",
-                hash,
-                "SELECT tenant, device_id FROM refresh_tokens WHERE token_hash = $1",
+                &self.token(hash),
+                "SELECT token_hash, tenant, device_id, mac FROM refresh_tokens WHERE token_hash = $1",
             )
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        let Some(r) = row else { return Ok(None) };
+        self.check_token(&r, 0, b"refresh", &[])?;
+        Ok(Some((r.get(1), r.get(2))))
     }
 
     pub(super) async fn access_token(&self, hash: &[u8]) -> Result<Option<AccessRow>, AuthError> {
         let sql = format!(
-            "SELECT t.expires_at, u.id, u.role, {SESSION_COLUMNS} FROM access_tokens t {SESSION_JOINS} WHERE t.token_hash = $1"
+            "SELECT t.expires_at, u.id, u.role, {SESSION_COLUMNS}, {CHAIN_COLUMNS}
+             FROM access_tokens t {SESSION_JOINS} WHERE t.token_hash = $1"
         );
-        let row = self.lookup("tenant_of_access_token", hash, &sql).await?;
-        Ok(row.map(|r| AccessRow { expires_at: r.get(0), user_id: r.get(1), role: r.get(2), session: session(&r, 3) }))
+        let Some(r) = self.lookup("tenant_of_access_token", &self.token(hash), &sql).await? else { return Ok(None) };
+        let expires_at: i64 = r.get(0);
+        self.check_chain(&r, 11, b"access", &expires_at.to_be_bytes())?;
+        Ok(Some(AccessRow { expires_at, user_id: r.get(1), role: r.get(2), session: session(&r, 3) }))
     }
 
     pub(super) async fn touch_device(&self, tenant: &str, device_id: &str, now: i64) -> Result<(), AuthError> {
@@ -497,7 +605,7 @@ impl PgAccounts {
     pub(super) async fn record_tokens(&self, issued: &IssuedTokens) -> Result<String, AuthError> {
         let mut client = self.client().await?;
         let tx = tenant_tx(&mut client, &issued.tenant).await.map_err(failed)?;
-        let user_id = write_tokens(&tx, issued).await?;
+        let user_id = self.write_tokens(&tx, issued).await?;
         tx.commit().await.map_err(failed)?;
         Ok(user_id)
     }
@@ -734,34 +842,46 @@ impl PgAccounts {
     }
 }
 
-/// Records the tokens of one issue and the device's activity inside `tx`; returns the
-/// device's user.
-async fn write_tokens(tx: &deadpool_postgres::Transaction<'_>, issued: &IssuedTokens) -> Result<String, AuthError> {
-    tx.execute(
-        "INSERT INTO access_tokens (token_hash, tenant, device_id, expires_at, last_used) VALUES ($1, $2, $3, $4, $5)",
-        &[&issued.access_hash, &issued.tenant, &issued.device_id, &issued.expires_at, &issued.now],
-    )
-    .await
-    .map_err(failed)?;
-    if let Some(refresh_hash) = &issued.new_refresh_hash {
+impl PgAccounts {
+    /// Records the tokens of one issue (their hashes keyed, each row with its MAC) and the
+    /// device's activity inside `tx`; returns the device's user.
+    async fn write_tokens(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        issued: &IssuedTokens,
+    ) -> Result<String, AuthError> {
+        let (tenant, device) = (issued.tenant.as_bytes(), issued.device_id.as_bytes());
+        let access = self.token(&issued.access_hash);
+        let access_mac = self.row_mac(&[b"access", &access, tenant, device, &issued.expires_at.to_be_bytes()]);
         tx.execute(
-            "INSERT INTO refresh_tokens (token_hash, tenant, device_id, issued_at) VALUES ($1, $2, $3, $4)",
-            &[refresh_hash, &issued.tenant, &issued.device_id, &issued.now],
+            "INSERT INTO access_tokens (token_hash, tenant, device_id, expires_at, last_used, mac)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&access, &issued.tenant, &issued.device_id, &issued.expires_at, &issued.now, &access_mac],
         )
         .await
         .map_err(failed)?;
+        if let Some(refresh_hash) = &issued.new_refresh_hash {
+            let refresh = self.token(refresh_hash);
+            let refresh_mac = self.row_mac(&[b"refresh", &refresh, tenant, device, &[]]);
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, tenant, device_id, issued_at, mac) VALUES ($1, $2, $3, $4, $5)",
+                &[&refresh, &issued.tenant, &issued.device_id, &issued.now, &refresh_mac],
+            )
+            .await
+            .map_err(failed)?;
+        }
+        let row = tx
+            .query_opt(
+                "UPDATE devices SET last_seen = $2 WHERE id = $1 AND tenant = $3 RETURNING user_id",
+                &[&issued.device_id, &issued.now, &issued.tenant],
+            )
+            .await
+            .map_err(failed)?;
+        row.map(|r| r.get(0)).ok_or_else(|| {
+            tracing::error!("tokens issued for a device its tenant does not hold");
+            AuthError::Internal
+        })
     }
-    let row = tx
-        .query_opt(
-            "UPDATE devices SET last_seen = $2 WHERE id = $1 AND tenant = $3 RETURNING user_id",
-            &[&issued.device_id, &issued.now, &issued.tenant],
-        )
-        .await
-        .map_err(failed)?;
-    row.map(|r| r.get(0)).ok_or_else(|| {
-        tracing::error!("tokens issued for a device its tenant does not hold");
-        AuthError::Internal
-    })
 }
 
 /// The additional data a sealed account field is bound to: what it is and whose.

@@ -564,7 +564,7 @@ async fn accounts_are_opaque_in_a_dump_and_invisible_without_their_tenant() {
     // saying whose or what.
     let owner = pg::connect(&db.superuser_url).await.unwrap();
     owner
-        .batch_execute("UPDATE users SET username_sealed = totp_secret")
+        .batch_execute("SET session_replication_role = replica; UPDATE users SET username_sealed = totp_secret")
         .await
         .unwrap();
     let challenge = a.login(login(AMY, PASSWORD), HOME, T0 + 60).await.unwrap();
@@ -600,29 +600,48 @@ async fn the_nodes_database_credential_grants_nothing_by_editing_account_rows() 
         }
     };
 
+    // The insider's role may not rebind a row: a role, a device's user, a token's expiry.
+    for (sql, why) in [
+        ("UPDATE users SET role = 'admin' WHERE role = 'patient'", "cannot change"),
+        ("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'clinician')", "cannot change"),
+        ("UPDATE access_tokens SET expires_at = expires_at + 86400", "permission denied"),
+    ] {
+        let refused = run(edit(sql)).await.unwrap_err();
+        assert!(refused.contains(why), "{sql}: {refused}");
+    }
+    // A thief with the whole database (a superuser, triggers off) but not the master key
+    // makes the same edits: each is refused where it is used, by the rows' MACs.
+    let thief = pg::connect(&db.superuser_url).await.unwrap();
+    thief.batch_execute("SET session_replication_role = replica").await.unwrap();
     // Amy's role raised to admin: her session stops, until the row is put back.
-    run(edit("UPDATE users SET role = 'admin' WHERE role = 'patient'"))
+    thief
+        .batch_execute("UPDATE users SET role = 'admin' WHERE role = 'patient'")
         .await
         .unwrap();
     assert_eq!(a.authenticate(token, T0 + 1).await.unwrap_err(), AuthError::Internal);
-    run(edit("UPDATE users SET role = 'patient' WHERE role = 'admin'"))
+    thief
+        .batch_execute("UPDATE users SET role = 'patient' WHERE role = 'admin'")
         .await
         .unwrap();
     assert_eq!(a.authenticate(token, T0 + 2).await.unwrap().role, Role::Patient);
     // Her device handed to the clinician: refused.
-    run(edit("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'clinician')"))
+    thief
+        .batch_execute("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'clinician')")
         .await
         .unwrap();
     assert_eq!(b.authenticate(token, T0 + 3).await.unwrap_err(), AuthError::Internal);
-    run(edit("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'patient')"))
+    thief
+        .batch_execute("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'patient')")
         .await
         .unwrap();
     // Her token's expiry pushed a day out: refused.
-    run(edit("UPDATE access_tokens SET expires_at = expires_at + 86400"))
+    thief
+        .batch_execute("UPDATE access_tokens SET expires_at = expires_at + 86400")
         .await
         .unwrap();
     assert_eq!(a.authenticate(token, T0 + 4).await.unwrap_err(), AuthError::Internal);
-    run(edit("UPDATE access_tokens SET expires_at = expires_at - 86400"))
+    thief
+        .batch_execute("UPDATE access_tokens SET expires_at = expires_at - 86400")
         .await
         .unwrap();
     a.authenticate(token, T0 + 5).await.unwrap();
@@ -638,6 +657,21 @@ async fn the_nodes_database_credential_grants_nothing_by_editing_account_rows() 
     .await
     .unwrap();
     assert_eq!(a.authenticate("insider-made-token", T0 + 6).await.unwrap_err(), AuthError::SessionEnded);
+    // Step-up claimed by moving the last full sign-in forward, a used code's step taken
+    // back, a device's id moved away to free it, a row deleted to be put back unrevoked:
+    // refused by the schema itself.
+    for (sql, why) in [
+        ("UPDATE devices SET full_auth_at = full_auth_at + 3600", "cannot change"),
+        ("UPDATE users SET totp_last_step = -1", "cannot be undone"),
+        ("UPDATE devices SET id = id || '-moved'", "cannot change"),
+        ("DELETE FROM devices", "permission denied"),
+        ("DELETE FROM users", "permission denied"),
+        ("DELETE FROM refresh_tokens", "permission denied"),
+        ("UPDATE access_tokens SET last_used = 0", "permission denied"),
+    ] {
+        let refused = run(edit(sql)).await.unwrap_err();
+        assert!(refused.contains(why), "{sql}: {refused}");
+    }
     // What only goes one way stays: a spent refresh token, a revoked device.
     a.refresh(refresh(&amy), T0 + 7).await.unwrap();
     let refused = run(edit("UPDATE refresh_tokens SET used = false")).await.unwrap_err();

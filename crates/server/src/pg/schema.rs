@@ -200,9 +200,14 @@ const MIGRATIONS: &[&str] = &[
             EXECUTE format('CREATE POLICY one_tenant ON %I
                 USING (tenant = current_setting(''carekeep.tenant'', true))
                 WITH CHECK (tenant = current_setting(''carekeep.tenant'', true))', t);
-            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO carekeep_app', t);
         END LOOP;
     END $$;
+    -- Nothing the server keeps of accounts is ever deleted by it (a pending sign-in is taken
+    -- by deleting it; an access token never changes): without DELETE, a row cannot be put
+    -- back as it was before a flag went forward.
+    GRANT SELECT, INSERT, UPDATE ON users, idle_limits, devices, refresh_tokens TO carekeep_app;
+    GRANT SELECT, INSERT ON access_tokens TO carekeep_app;
+    GRANT SELECT, INSERT, DELETE ON mfa_challenges TO carekeep_app;
     CREATE POLICY lookup ON users FOR SELECT TO carekeep_lookup USING (true);
     CREATE POLICY lookup ON mfa_challenges FOR SELECT TO carekeep_lookup USING (true);
     CREATE POLICY lookup ON refresh_tokens FOR SELECT TO carekeep_lookup USING (true);
@@ -249,9 +254,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER spent_stays BEFORE UPDATE ON refresh_tokens FOR EACH ROW
         WHEN (OLD.used AND NOT NEW.used) EXECUTE FUNCTION refuse_undoing('spending a refresh token');
     CREATE TRIGGER disabled_stays BEFORE UPDATE ON users FOR EACH ROW
-        WHEN ((OLD.disabled AND NOT NEW.disabled)
-              OR (NEW.totp_last_step < OLD.totp_last_step AND NEW.totp_secret = OLD.totp_secret))
-        EXECUTE FUNCTION refuse_undoing('disabling an account, or using a code,');",
+        WHEN ((OLD.disabled AND NOT NEW.disabled) OR NEW.totp_last_step < OLD.totp_last_step)
+        EXECUTE FUNCTION refuse_undoing('disabling an account, or using a code,');
+    -- What binds a row (its keys, its MAC, and what it was issued with) never changes.
+    CREATE FUNCTION refuse_rebinding() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+        AS $$ BEGIN RAISE EXCEPTION 'carekeep: what % binds cannot change', TG_TABLE_NAME; END $$;
+    CREATE TRIGGER bound_users BEFORE UPDATE ON users FOR EACH ROW
+        WHEN ((OLD.id, OLD.tenant, OLD.username_key, OLD.username_sealed, OLD.role, OLD.password_sealed,
+               OLD.created_at, OLD.mac)
+              IS DISTINCT FROM (NEW.id, NEW.tenant, NEW.username_key, NEW.username_sealed, NEW.role,
+               NEW.password_sealed, NEW.created_at, NEW.mac))
+        EXECUTE FUNCTION refuse_rebinding();
+    CREATE TRIGGER bound_devices BEFORE UPDATE ON devices FOR EACH ROW
+        WHEN ((OLD.id, OLD.tenant, OLD.user_id, OLD.name_sealed, OLD.created_at, OLD.full_auth_at, OLD.mac)
+              IS DISTINCT FROM (NEW.id, NEW.tenant, NEW.user_id, NEW.name_sealed, NEW.created_at,
+               NEW.full_auth_at, NEW.mac))
+        EXECUTE FUNCTION refuse_rebinding();
+    CREATE TRIGGER bound_refresh_tokens BEFORE UPDATE ON refresh_tokens FOR EACH ROW
+        WHEN ((OLD.token_hash, OLD.tenant, OLD.device_id, OLD.issued_at, OLD.mac)
+              IS DISTINCT FROM (NEW.token_hash, NEW.tenant, NEW.device_id, NEW.issued_at, NEW.mac))
+        EXECUTE FUNCTION refuse_rebinding();
+    CREATE TRIGGER bound_idle_limits BEFORE UPDATE ON idle_limits FOR EACH ROW
+        WHEN ((OLD.tenant, OLD.role) IS DISTINCT FROM (NEW.tenant, NEW.role))
+        EXECUTE FUNCTION refuse_rebinding();",
 ];
 
 /// Refuses a database whose schema is not this release's: older (run `migrate` as the

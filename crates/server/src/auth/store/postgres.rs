@@ -15,8 +15,9 @@
 //! are keyed by the master key (a row inserted under a hash of one's choosing matches no
 //! token), and each user, device, challenge and token row carries a MAC under it over what
 //! it binds — a user to its tenant and role, a device to its user, a token to its device
-//! and expiry — checked at every use. Flags that only go one way (revoked, wiped, spent,
-//! disabled) are held there by the schema's triggers, which the nodes' role cannot drop.
+//! and expiry — checked at every use. The nodes' role may not delete account rows, and the
+//! schema's triggers (which it cannot drop) refuse a change to what a row binds and a step
+//! back of a one-way flag (revoked, wiped, spent, disabled, a used TOTP step).
 
 use std::net::IpAddr;
 
@@ -232,7 +233,7 @@ impl PgAccounts {
             .get(0);
         let sealed = keys::seal(&self.seal_key, &aad(b"totp", &id), &secret)?;
         tx.execute(
-            "UPDATE users SET totp_secret = $2, totp_pending = NULL, totp_last_step = -1 WHERE id = $1 AND tenant = $3",
+            "UPDATE users SET totp_secret = $2, totp_pending = NULL WHERE id = $1 AND tenant = $3",
             &[&id, &sealed, &tenant],
         )
         .await
@@ -326,8 +327,8 @@ impl PgAccounts {
         bucket: &[u8],
         known: bool,
     ) -> Vec<u8> {
-        let expires = expires_at.to_be_bytes();
-        self.row_mac(&[b"challenge", hash, tenant.as_bytes(), user_id.as_bytes(), &expires, bucket, &[u8::from(known)]])
+        let (expires, known) = (expires_at.to_be_bytes(), [u8::from(known)]);
+        self.row_mac(&challenge_binding(hash, tenant, user_id, &expires, bucket, &known))
     }
 
     fn username_key(&self, username: &str) -> [u8; 32] {
@@ -438,11 +439,9 @@ impl PgAccounts {
         };
         let (user_id, tenant): (&str, &str) = (r.get(0), r.get(8));
         let bucket: Option<&[u8]> = r.get(4);
-        let mac = self.challenge_mac(&hash, tenant, user_id, r.get(1), bucket.unwrap_or_default(), r.get(5));
-        if mac.as_slice() != r.get::<_, &[u8]>(9) {
-            tracing::error!("a pending sign-in does not match its MAC: altered in the database");
-            return Err(AuthError::Internal);
-        }
+        let (expires, known) = (r.get::<_, i64>(1).to_be_bytes(), [u8::from(r.get::<_, bool>(5))]);
+        let parts = challenge_binding(&hash, tenant, user_id, &expires, bucket.unwrap_or_default(), &known);
+        self.check_row(&parts, r.get(9))?;
         self.check_user(&r, 10)?;
         let user_id: String = r.get(0);
         let totp_stored: Vec<u8> = r.get(2);
@@ -882,6 +881,18 @@ impl PgAccounts {
             AuthError::Internal
         })
     }
+}
+
+/// What a pending second step's MAC binds.
+fn challenge_binding<'a>(
+    hash: &'a [u8],
+    tenant: &'a str,
+    user_id: &'a str,
+    expires: &'a [u8; 8],
+    bucket: &'a [u8],
+    known: &'a [u8; 1],
+) -> [&'a [u8]; 7] {
+    [b"challenge", hash, tenant.as_bytes(), user_id.as_bytes(), expires, bucket, known]
 }
 
 /// The additional data a sealed account field is bound to: what it is and whose.

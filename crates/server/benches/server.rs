@@ -11,6 +11,9 @@
 //! - **Audit append on PostgreSQL**: the same, through `pg::audit` (each request its own
 //!   transaction under the tenant's advisory lock), when `CAREKEEP_TEST_POSTGRES` names a
 //!   server. Baseline: one one-row transaction after another there.
+//! - **Token check**: the check every authenticated request makes of its access token, with
+//!   the sign-in state shared by nodes on PostgreSQL (`auth::PgAccounts`). Baseline: the same
+//!   check on the embedded SQLCipher store. The ratio is what sharing the state costs.
 //! - **Login**: password then TOTP through [`Auth`], to tokens. Baseline: the Argon2id
 //!   verification alone, which is deliberately most of it.
 //!
@@ -350,6 +353,81 @@ async fn postgres_database() -> String {
     db.app_url
 }
 
+/// Signs `username` in through `auth` at `now`; its access token.
+async fn access_token(auth: &Auth, username: &str, password: &str, totp_base32: &str, now: i64) -> String {
+    let login = LoginRequest { username: username.into(), password: Secret::new(password), device_cookie: None };
+    let challenge = auth.login(login, LOOPBACK, now).await.unwrap();
+    let code = Secret::new(totp_code(totp_base32, now));
+    let mfa = MfaRequest { mfa_token: challenge.mfa_token, code, device_name: "bench".into() };
+    auth.verify_mfa(mfa, LOOPBACK, now)
+        .await
+        .unwrap()
+        .access_token
+        .expose()
+        .to_owned()
+}
+
+/// The check every authenticated request makes of its access token — its device's standing,
+/// its user, its tenant's idle limit — with the sign-in state shared by nodes on PostgreSQL
+/// (a lookup of the token's tenant, then the row and its MACs, in one transaction), beside
+/// the same check on the embedded store. The ratio is what sharing the state costs a
+/// request. `IN_FLIGHT` checks at a time, on one node (a pool of 8 connections).
+fn bench_token_check(c: &mut Criterion, f: &Fixture) {
+    if std::env::var_os("CAREKEEP_TEST_POSTGRES").is_none() {
+        eprintln!("token check on PostgreSQL: not measured (CAREKEEP_TEST_POSTGRES is not set)");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A TOTP step after the read bench's sign-in and before the login bench's (each code
+    // is accepted once, in order).
+    let now = carekeep_server::now() + 1800;
+    let keys = carekeep_server::keys::MasterKeys::derive(&[7; 32]);
+    let (on_postgres, pg_token) = runtime.block_on(async {
+        let url = postgres_database().await;
+        let accounts = carekeep_server::auth::PgAccounts::connect(&url, 8, &keys).await.unwrap();
+        let user = accounts
+            .add_user("demo", "bench.user", Role::Clinician, "bench password 1234", now)
+            .await
+            .unwrap();
+        let auth = Arc::new(Auth::new(accounts, AuthPolicy::default(), 2));
+        let token = access_token(&auth, "bench.user", "bench password 1234", &user.totp_base32, now).await;
+        (auth, token)
+    });
+    let embedded = Arc::new(Auth::new(Arc::new(f.data.open_store().unwrap()), AuthPolicy::default(), 2));
+    let user = &f.clinician;
+    let embedded_token =
+        runtime.block_on(access_token(&embedded, &user.username, &user.password, &user.totp_base32, now));
+    let batch: u64 = if is_real_run() { 4_000 } else { 64 };
+    let checks = |auth: &Arc<Auth>, token: &str| {
+        runtime.block_on(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..IN_FLIGHT)
+                .map(|_| {
+                    let (auth, token) = (auth.clone(), token.to_owned());
+                    tokio::spawn(async move {
+                        for _ in 0..batch / IN_FLIGHT as u64 {
+                            auth.authenticate(&token, now).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            start.elapsed()
+        })
+    };
+    let mut group = c.benchmark_group("token check");
+    group.throughput(Throughput::Elements(batch)).sample_size(10);
+    group.bench_function("shared by nodes (PostgreSQL)", |b| {
+        b.iter_custom(|iters| batches(iters, "token check", MEASURED, batch, || checks(&on_postgres, &pg_token)));
+    });
+    group.bench_function("baseline: embedded store (SQLCipher)", |b| {
+        b.iter_custom(|iters| batches(iters, "token check", BASELINE, batch, || checks(&embedded, &embedded_token)));
+    });
+    group.finish();
+}
+
 fn bench_login(c: &mut Criterion, f: &Fixture) {
     let store = Arc::new(f.data.open_store().unwrap());
     let auth = Auth::new(store, AuthPolicy::default(), 2);
@@ -405,9 +483,13 @@ fn median_rate(samples: &[(u32, Duration)]) -> (Duration, f64) {
 fn summary() -> String {
     let samples = SAMPLES.lock().unwrap();
     let mut out = String::from("| workload | measured | baseline | budget | verdict |\n|---|---|---|---|---|\n");
-    for (workload, budget) in
-        [("fhir read", "≥ 5 000 req/s"), ("audit append", "—"), ("audit append (PostgreSQL)", "—"), ("login", "—")]
-    {
+    for (workload, budget) in [
+        ("fhir read", "≥ 5 000 req/s"),
+        ("audit append", "—"),
+        ("audit append (PostgreSQL)", "—"),
+        ("token check", "—"),
+        ("login", "—"),
+    ] {
         let (Some(measured), Some(baseline)) = (samples.get(&(workload, MEASURED)), samples.get(&(workload, BASELINE)))
         else {
             continue;
@@ -422,6 +504,9 @@ fn summary() -> String {
             "audit append" | "audit append (PostgreSQL)" => {
                 (format!("{m_rate:.0} records/s"), format!("{b_rate:.0} transactions/s"), "reported")
             }
+            "token check" => {
+                (format!("{m_rate:.0} checks/s (PostgreSQL)"), format!("{b_rate:.0} checks/s (SQLCipher)"), "reported")
+            }
             _ => (format!("{m_time:.1?}"), format!("{b_time:.1?}"), "reported"),
         };
         writeln!(out, "| {workload} | {measured} | {baseline} | {budget} | {verdict} |").unwrap();
@@ -435,6 +520,7 @@ fn main() {
     bench_fhir_read(&mut c, &f);
     bench_audit_append(&mut c, &f);
     bench_audit_append_postgres(&mut c);
+    bench_token_check(&mut c, &f);
     bench_login(&mut c, &f);
     c.final_summary();
     if is_real_run() {

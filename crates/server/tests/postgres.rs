@@ -415,6 +415,20 @@ async fn failed_sign_ins_spread_over_both_nodes_trip_the_one_network_limit() {
             .await;
         assert_eq!(refused.unwrap_err(), AuthError::RateLimited { retry_after_secs: 58 });
     }
+    // Someone with the nodes' database credential wipes the shared windows: each node's own
+    // window still holds. Node A saw 21 of the minute's attempts; 9 more pass it, no more.
+    let insider = pg::connect(&db.app_url).await.unwrap();
+    insider
+        .batch_execute("DELETE FROM sign_in_windows; DELETE FROM sign_in_failures")
+        .await
+        .unwrap();
+    let mut at_a = Vec::new();
+    for i in 0..15 {
+        let from: IpAddr = format!("198.51.100.{}", 100 + i).parse().unwrap();
+        at_a.push(a.login(login(&format!("again-{i}"), "wrong password!"), from, T0 + 2).await);
+    }
+    let checked = at_a.iter().filter(|a| matches!(a, Err(AuthError::BadCredentials))).count();
+    assert_eq!(checked, 9, "{at_a:?}");
     // Another network is not held back, and the next minute starts afresh.
     a.login(login(AMY, PASSWORD), "203.0.113.9".parse().unwrap(), T0 + 3)
         .await

@@ -6,7 +6,9 @@
 //!   time" claims stay in this one process's memory.
 //! - [`Accounts::Postgres`], for several stateless nodes on one database (`postgres`):
 //!   everything, windows and claims included, lives in the database, so a request may land
-//!   on any node and the limits are the deployment's, not each node's.
+//!   on any node and the limits are the deployment's, not each node's. Each node keeps its
+//!   own windows and claims in memory as well, as a floor: someone who can reset the
+//!   database's counters still meets every node's own limit.
 //!
 //! A closed enum rather than a trait object: there are exactly two engines, the dispatch
 //! stays static, and each arm's SQL sits in its own module. Each read returns a row struct
@@ -151,8 +153,9 @@ pub(crate) struct IssuedTokens {
 pub(crate) enum Checking {
     /// This process's claim.
     Here(throttle::Checking),
-    /// A lease in the shared database, which also expires on its own should its node die.
-    Shared(postgres::Lease),
+    /// A lease in the shared database, which also expires on its own should its node die,
+    /// beside this process's own claim (a floor no edit of the database lifts).
+    Shared(throttle::Checking, postgres::Lease),
 }
 
 impl Checking {
@@ -160,7 +163,10 @@ impl Checking {
     pub(crate) async fn release(self) {
         match self {
             Checking::Here(claim) => drop(claim),
-            Checking::Shared(lease) => lease.release().await,
+            Checking::Shared(claim, lease) => {
+                lease.release().await;
+                drop(claim);
+            }
         }
     }
 }
@@ -444,8 +450,11 @@ impl Accounts {
         if budget.known_device() {
             return Ok(());
         }
+        // This process's window first: on the embedded store it is the limit; shared between
+        // nodes it is a floor that no edit of the database's counters lifts.
+        throttle.admit(client, budget, now).map_err(AuthError::from)?;
         match self {
-            Accounts::Sqlcipher(_) => throttle.admit(client, budget, now).map_err(AuthError::from),
+            Accounts::Sqlcipher(_) => Ok(()),
             Accounts::Postgres(pg) => pg.admit(throttle, client, now).await,
         }
     }
@@ -458,9 +467,10 @@ impl Accounts {
         budget: &Budget,
         now: i64,
     ) -> Result<Checking, AuthError> {
+        let here = Throttle::one_at_a_time(throttle, budget)?;
         match self {
-            Accounts::Sqlcipher(_) => Ok(Checking::Here(Throttle::one_at_a_time(throttle, budget)?)),
-            Accounts::Postgres(pg) => Ok(Checking::Shared(pg.lease(budget, now).await?)),
+            Accounts::Sqlcipher(_) => Ok(Checking::Here(here)),
+            Accounts::Postgres(pg) => Ok(Checking::Shared(here, pg.lease(budget, now).await?)),
         }
     }
 
@@ -480,11 +490,13 @@ impl Accounts {
         let key = budget.stored_key();
         let forget_before = now - throttle::FORGET_AFTER_SECS;
         let delay_after = |failures| throttle.policy().delay_after(failures);
+        // This process's minute counts every failure it saw from an unknown device (the
+        // floor of the per-network limit, as in `admit`).
+        if !budget.known_device() {
+            throttle.count_server_failure(now);
+        }
         match self {
             Accounts::Sqlcipher(store) => {
-                if !budget.known_device() {
-                    throttle.count_server_failure(now);
-                }
                 let policy = *throttle.policy();
                 on_store(store, move |c| {
                     let failures = sqlcipher::count_failure(c, &key, now, forget_before)?;

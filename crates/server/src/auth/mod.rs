@@ -202,12 +202,6 @@ impl Auth {
         self.throttle = Arc::new(throttle::Throttle::new(self.policy.throttle, zeroize::Zeroizing::new(*keys.sign_in)));
         self
     }
-
-    /// The sign-in throttle (the routes that check codes outside sign-in share its
-    /// per-network window).
-    pub fn throttle(&self) -> &throttle::Throttle {
-        &self.throttle
-    }
 }
 
 impl Auth {

@@ -177,14 +177,7 @@ async fn on_store<T: Send + 'static>(
     work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, AuthError> {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || work(&mut store.lock())).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => {
-            tracing::error!(code = ?e.sqlite_error_code(), "store error during sign-in");
-            Err(AuthError::Internal)
-        }
-        Err(_) => Err(AuthError::Internal),
-    }
+    off_thread(move || work(&mut store.lock())).await
 }
 
 /// Runs a read on one of the SQLCipher store's readers.
@@ -193,7 +186,15 @@ async fn on_reader<T: Send + 'static>(
     work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, AuthError> {
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || work(&store.read())).await {
+    off_thread(move || work(&store.read())).await
+}
+
+/// Runs blocking store work on tokio's blocking threads; a store error is logged by its
+/// code only (never a detail that could hold a name).
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, AuthError> {
+    match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             tracing::error!(code = ?e.sqlite_error_code(), "store error during sign-in");

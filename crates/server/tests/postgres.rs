@@ -627,38 +627,28 @@ async fn the_nodes_database_credential_grants_nothing_by_editing_account_rows() 
     // makes the same edits: each is refused where it is used, by the rows' MACs.
     let thief = pg::connect(&db.superuser_url).await.unwrap();
     thief.batch_execute("SET session_replication_role = replica").await.unwrap();
-    // Amy's role raised to admin: her session stops, until the row is put back.
-    thief
-        .batch_execute("UPDATE users SET role = 'admin' WHERE role = 'patient'")
-        .await
-        .unwrap();
-    assert_eq!(a.authenticate(token, T0 + 1).await.unwrap_err(), AuthError::Internal);
-    thief
-        .batch_execute("UPDATE users SET role = 'patient' WHERE role = 'admin'")
-        .await
-        .unwrap();
-    assert_eq!(a.authenticate(token, T0 + 2).await.unwrap().role, Role::Patient);
-    // Her device handed to the clinician: refused.
-    thief
-        .batch_execute("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'clinician')")
-        .await
-        .unwrap();
-    assert_eq!(b.authenticate(token, T0 + 3).await.unwrap_err(), AuthError::Internal);
-    thief
-        .batch_execute("UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'patient')")
-        .await
-        .unwrap();
-    // Her token's expiry pushed a day out: refused.
-    thief
-        .batch_execute("UPDATE access_tokens SET expires_at = expires_at + 86400")
-        .await
-        .unwrap();
-    assert_eq!(a.authenticate(token, T0 + 4).await.unwrap_err(), AuthError::Internal);
-    thief
-        .batch_execute("UPDATE access_tokens SET expires_at = expires_at - 86400")
-        .await
-        .unwrap();
-    a.authenticate(token, T0 + 5).await.unwrap();
+    // Amy's role raised to admin, her device handed to the clinician, her token's expiry
+    // pushed a day out: each refused at either node, and her session back once undone.
+    for (n, (tamper, undo)) in (0_i64..).zip([
+        (
+            "UPDATE users SET role = 'admin' WHERE role = 'patient'",
+            "UPDATE users SET role = 'patient' WHERE role = 'admin'",
+        ),
+        (
+            "UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'clinician')",
+            "UPDATE devices SET user_id = (SELECT id FROM users WHERE role = 'patient')",
+        ),
+        (
+            "UPDATE access_tokens SET expires_at = expires_at + 86400",
+            "UPDATE access_tokens SET expires_at = expires_at - 86400",
+        ),
+    ]) {
+        let node = if n % 2 == 0 { &a } else { &b };
+        thief.batch_execute(tamper).await.unwrap();
+        assert_eq!(node.authenticate(token, T0 + 1 + 2 * n).await.unwrap_err(), AuthError::Internal, "{tamper}");
+        thief.batch_execute(undo).await.unwrap();
+        assert_eq!(node.authenticate(token, T0 + 2 + 2 * n).await.unwrap().role, Role::Patient, "{undo}");
+    }
     // A token row of the insider's own making, for her device: it matches no token.
     let forged = carekeep_server::auth::secrets::token_hash("insider-made-token");
     let hex: String = forged.iter().fold(String::new(), |hex, b| hex + &format!("{b:02x}"));

@@ -1,15 +1,18 @@
 //! PostgreSQL, for deployments that outgrow one machine (issue 18; DESIGN §6, §9). Built so
 //! far: the versioned [`schema`] with row-level security per tenant and an application role
-//! that owns nothing, the FHIR [`records`] with server-side encryption and a blind name
-//! index, and the [`audit`] trail as one chain per tenant across servers, tested against a
-//! real PostgreSQL; the accounts, sessions and sign-in throttle live beside them
-//! ([`crate::auth::store::PgAccounts`]), shared by every node through a [`Pool`]. Not yet:
-//! documents, idempotency, exports and `serve --database`, so the HTTP server itself still
-//! runs on SQLCipher only.
+//! that owns nothing; the [`records`] service (server-side encryption, blind indexes,
+//! idempotency, documents, the access table, writes ordered and audited per tenant); the
+//! [`audit`] trail as one chain per tenant across servers; the accounts, sessions and
+//! sign-in throttle beside them ([`crate::auth::store::PgAccounts`]) — all shared by every
+//! node through a [`Pool`] and tested against a real PostgreSQL. Not yet: exports, bundles,
+//! break-glass opening and `serve --database`, so the HTTP server itself still runs on
+//! SQLCipher only.
 
 pub mod audit;
 pub mod records;
 pub mod schema;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::ServerError;
 
@@ -254,11 +257,18 @@ pub async fn pool(url: &str, size: usize) -> Result<Pool, ServerError> {
     Ok(pool)
 }
 
+/// Set when a statement failed in a way that can leave dead connections in a pool (the
+/// database restarted, an operator ended a session): until a connection checks out
+/// healthy, each one handed out is first tried with an empty query and a dead one is
+/// discarded — so one lost database costs one failed request, not one per pooled
+/// connection (a pool only notices a dead one once its driver task has ended).
+static SUSPECT: AtomicBool = AtomicBool::new(false);
+
 /// A connection from `pool`, or why there is none — without the database's detail, which
 /// may quote a row.
 pub(crate) async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object, ServerError> {
     use deadpool_postgres::PoolError;
-    pool.get().await.map_err(|e| {
+    let unreachable = |e: PoolError| {
         let why = match &e {
             PoolError::Timeout(_) => "timed out".to_owned(),
             PoolError::Backend(e) => reason(e),
@@ -266,15 +276,29 @@ pub(crate) async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object, Ser
         };
         tracing::error!(why = %why, "no PostgreSQL connection");
         ServerError::Store(format!("cannot reach PostgreSQL: {why}"))
-    })
+    };
+    // Every pooled connection may be tried before a new one is made.
+    for _ in 0..=pool.status().max_size {
+        let client = pool.get().await.map_err(unreachable)?;
+        if !SUSPECT.load(Ordering::Relaxed) {
+            return Ok(client);
+        }
+        if client.simple_query("").await.is_ok() {
+            SUSPECT.store(false, Ordering::Relaxed);
+            return Ok(client);
+        }
+        drop(deadpool_postgres::Object::take(client));
+    }
+    Err(ServerError::Store("cannot reach PostgreSQL: no connection answers".into()))
 }
 
 /// Whether `e` is a failure a retry may get past: the connection lost or refused, the
 /// server shutting down or an operator ending the session (class 57), out of connections
 /// or disk (53), a deadlock or serialisation conflict (40), a standby that cannot write
-/// (25006).
+/// (25006). Such a failure also makes [`pooled`] check connections before handing them out
+/// (see `SUSPECT`).
 pub(crate) fn passing(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
+    let passing = match e.as_db_error() {
         None => {
             e.is_closed() || std::error::Error::source(e).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
         }
@@ -282,7 +306,11 @@ pub(crate) fn passing(e: &tokio_postgres::Error) -> bool {
             let code = db.code().code();
             ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "25006"
         }
+    };
+    if passing {
+        SUSPECT.store(true, Ordering::Relaxed);
     }
+    passing
 }
 
 /// Opens a transaction on a pooled connection in which only `tenant`'s rows exist.

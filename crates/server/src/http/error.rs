@@ -98,6 +98,11 @@ impl From<RecordError> for ApiError {
                 "The resource changed since you read it. Read it again, reapply your change, and send it with the \
                  new ETag.",
             ),
+            RecordError::Unavailable => ApiError::outcome(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "The records store cannot be reached for a moment. Nothing was changed; try again shortly.",
+            ),
             RecordError::Store(e) => {
                 tracing::error!(error = %e, "records store failed");
                 ApiError::Internal

@@ -14,8 +14,8 @@ use crate::keys;
 /// Attachment bytes taken out of a resource, waiting to be stored with it.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    id: String,
-    content_type: String,
+    pub(crate) id: String,
+    pub(crate) content_type: String,
     bytes: Zeroizing<Vec<u8>>,
 }
 
@@ -85,11 +85,7 @@ pub(super) fn store(
     pending: &[Pending],
 ) -> Result<(), RecordError> {
     for doc in pending {
-        let mut key = Zeroizing::new([0u8; 32]);
-        getrandom::fill(key.as_mut_slice()).map_err(|e| crate::ServerError::KeyGeneration(e.to_string()))?;
-        let aad = aad(tenant, &doc.id);
-        let ciphertext = keys::seal(&key, &aad, &doc.bytes)?;
-        let wrapped = keys::seal(kek, &aad, key.as_slice())?;
+        let (wrapped, ciphertext) = seal(kek, tenant, doc)?;
         tx.execute(
             "INSERT INTO documents (tenant, id, patient, content_type, wrapped_key, ciphertext, resource_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -97,6 +93,46 @@ pub(super) fn store(
         )?;
     }
     Ok(())
+}
+
+/// `doc`'s bytes under a fresh key of their own, and that key wrapped by `kek`, both bound
+/// to the tenant and the document's id: (wrapped key, ciphertext).
+pub(crate) fn seal(kek: &[u8; 32], tenant: &str, doc: &Pending) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::fill(key.as_mut_slice()).map_err(|e| crate::ServerError::KeyGeneration(e.to_string()))?;
+    let aad = aad(tenant, &doc.id);
+    let ciphertext = keys::seal(&key, &aad, &doc.bytes)?;
+    let wrapped = keys::seal(kek, &aad, key.as_slice())?;
+    Ok((wrapped, ciphertext))
+}
+
+/// Opens what [`seal`] made for document `id` of `tenant`; an altered or moved one is an
+/// error, never bytes.
+pub(crate) fn open(
+    kek: &[u8; 32],
+    tenant: &str,
+    id: &str,
+    wrapped: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, RecordError> {
+    let aad = aad(tenant, id);
+    let broken =
+        || RecordError::Store(crate::ServerError::Store("a stored document failed its integrity check".into()));
+    let key = keys::open(kek, &aad, wrapped).ok_or_else(broken)?;
+    let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
+    keys::open(&Zeroizing::new(key), &aad, ciphertext).ok_or_else(broken)
+}
+
+/// The document ids a DocumentReference's `json` links to (`/documents/<id>` urls).
+pub(crate) fn linked_ids(json: &Value) -> Vec<String> {
+    json.get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/attachment/url").and_then(Value::as_str))
+        .filter_map(|url| url.strip_prefix("/documents/"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Deletes the bytes of DocumentReference `resource_id` that its version `json` no longer
@@ -147,12 +183,6 @@ pub(super) fn read_document(
         )
         .optional()?;
     let Some((patient, content_type, wrapped, ciphertext)) = row else { return Ok(None) };
-    let aad = aad(tenant, id);
-    let broken =
-        || RecordError::Store(crate::ServerError::Store("a stored document failed its integrity check".into()));
-    let key = keys::open(kek, &aad, &wrapped).ok_or_else(broken)?;
-    let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
-    let key = Zeroizing::new(key);
-    let bytes = keys::open(&key, &aad, &ciphertext).ok_or_else(broken)?;
+    let bytes = open(kek, tenant, id, &wrapped, &ciphertext)?;
     Ok(Some(Document { patient, content_type, bytes }))
 }

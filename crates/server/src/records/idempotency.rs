@@ -37,7 +37,7 @@ impl<'a> Once<'a> {
 
 /// What a key is remembered with: SHA-256 over the kind of request, its target (the id an
 /// update names, its `If-Match` version) and the resource sent, as checked.
-pub(super) fn request_hash(method: &str, target: &str, version: i64, body: &serde_json::Value) -> [u8; 32] {
+pub(crate) fn request_hash(method: &str, target: &str, version: i64, body: &serde_json::Value) -> [u8; 32] {
     let mut hash = Sha256::new();
     for part in [method.as_bytes(), target.as_bytes(), &version.to_be_bytes(), body.to_string().as_bytes()] {
         hash.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
@@ -67,15 +67,20 @@ pub(super) fn replayed(
     // Keys remembered before requests were hashed (NULL) match on kind and type alone.
     let same_request = earlier_request.is_none_or(|h| h.as_slice() == request.as_slice());
     if earlier_method != method || earlier_type != resource_type || !same_request {
-        return Err(invalid(
-            "Idempotency-Key",
-            "conflict",
-            "Idempotency-Key: this key was used for a different request; send each write with a new key",
-        ));
+        return Err(reused());
     }
     super::current(conn, tenant, resource_type, &id)?
         .map(Some)
         .ok_or(RecordError::NotFound)
+}
+
+/// The refusal of a key sent again with another request (kind, type, target or body).
+pub(crate) fn reused() -> RecordError {
+    invalid(
+        "Idempotency-Key",
+        "conflict",
+        "Idempotency-Key: this key was used for a different request; send each write with a new key",
+    )
 }
 
 /// Remembers that `once`, with `request`, made `stored`, and forgets keys older than

@@ -20,24 +20,32 @@ pub(super) fn index(
     // are indexed afresh.
     tx.prepare_cached("DELETE FROM resource_identifiers WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND system != ?4")?
         .execute(params![tenant, resource_type, id, SOURCE_SYSTEM])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO resource_identifiers (tenant, type, id, system, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (system, text) in of(value) {
+        insert.execute(params![tenant, resource_type, id, system, text])?;
+    }
+    Ok(())
+}
+
+/// `value`'s own identifiers (one `Identifier` or a list of them) as (system, value): the
+/// system empty when it names none, the server's own [`SOURCE_SYSTEM`] left out (a
+/// resource cannot claim to be what an import stored).
+pub(crate) fn of(value: &Value) -> Vec<(&str, &str)> {
     let identifiers = match value.get("identifier") {
         Some(Value::Array(list)) => list.iter().collect(),
         Some(one @ Value::Object(_)) => vec![one],
         _ => Vec::new(),
     };
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO resource_identifiers (tenant, type, id, system, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for identifier in identifiers {
-        let Some(text) = identifier.get("value").and_then(Value::as_str) else { continue };
-        let system = identifier.get("system").and_then(Value::as_str).unwrap_or_default();
-        if system == SOURCE_SYSTEM {
-            // The server's own system: a resource cannot claim to be what an import stored.
-            continue;
-        }
-        insert.execute(params![tenant, resource_type, id, system, text])?;
-    }
-    Ok(())
+    identifiers
+        .into_iter()
+        .filter_map(|identifier| {
+            let text = identifier.get("value").and_then(Value::as_str)?;
+            let system = identifier.get("system").and_then(Value::as_str).unwrap_or_default();
+            (system != SOURCE_SYSTEM).then_some((system, text))
+        })
+        .collect()
 }
 
 /// The ids of `resource_type` in `tenant` carrying `identifier` (any system, when it names

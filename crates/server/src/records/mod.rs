@@ -77,18 +77,24 @@ impl<'a> Writer<'a> {
         Self { audit: Some(record), ..self }
     }
 
-    /// Puts the audit record of a write of `stored` into the outbox, on the write's `tx`.
-    fn record(&self, tx: &Transaction<'_>, stored: &Stored) -> Result<(), RecordError> {
-        let Some(template) = self.audit else { return Ok(()) };
-        let mut event = template.clone();
+    /// The audit record of a write of `stored`: the request's, naming what was written.
+    pub(crate) fn event_for(&self, stored: &Stored) -> Option<AuditEvent> {
+        let mut event = self.audit?.clone();
         event.resource_type = Some(stored.resource_type.clone());
         event.resource_id = Some(stored.id.clone());
         event.patient.clone_from(&stored.patient);
-        crate::audit::push_to_outbox(tx, &event)?;
+        Some(event)
+    }
+
+    /// Puts the audit record of a write of `stored` into the outbox, on the write's `tx`.
+    fn record(&self, tx: &Transaction<'_>, stored: &Stored) -> Result<(), RecordError> {
+        if let Some(event) = self.event_for(stored) {
+            crate::audit::push_to_outbox(tx, &event)?;
+        }
         Ok(())
     }
 
-    fn once(&self) -> Option<Once<'a>> {
+    pub(crate) fn once(&self) -> Option<Once<'a>> {
         self.user_id.zip(self.key).and_then(|(user, key)| Once::new(user, key))
     }
 }
@@ -96,8 +102,8 @@ impl<'a> Writer<'a> {
 /// A resource that passed every check and is ready to store.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    value: Value,
-    attachments: Vec<documents::Pending>,
+    pub(crate) value: Value,
+    pub(crate) attachments: Vec<documents::Pending>,
     /// FHIR type.
     pub resource_type: String,
     /// The patient it belongs to (bare id), if any.
@@ -119,6 +125,10 @@ pub enum RecordError {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] ServerError),
+    /// The database is out of reach for now (a shared database lost or restarting):
+    /// nothing was written, and the same request may be sent again.
+    #[error("the records store cannot be reached for now")]
+    Unavailable,
 }
 
 impl From<rusqlite::Error> for RecordError {
@@ -127,7 +137,7 @@ impl From<rusqlite::Error> for RecordError {
     }
 }
 
-fn invalid(path: &str, code: &'static str, message: &str) -> RecordError {
+pub(crate) fn invalid(path: &str, code: &'static str, message: &str) -> RecordError {
     RecordError::Invalid(vec![Problem { path: path.to_owned(), code, message: message.to_owned() }])
 }
 
@@ -152,65 +162,8 @@ impl Records {
     /// Checks a resource a client sent for `resource_type`: the FHIR R4 schema and calendar
     /// rules, the type it was sent to, and — for a patient's data — that it names its patient.
     /// The patient-authored mark is removed whoever sent it ([`authorship::provenance`]).
-    pub fn check(&self, mut value: Value, resource_type: &str) -> Result<Checked, RecordError> {
-        if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
-            return Err(invalid(
-                "resourceType",
-                "invalid",
-                &format!("resourceType: the body must be a {resource_type}, the type in the URL"),
-            ));
-        }
-        let data = Data::of(resource_type)
-            .filter(|d| *d != Data::AuditTrail)
-            .ok_or_else(|| invalid(resource_type, "not-supported", "this server does not accept this resource type"))?;
-        let problems = self.validator.check(&value);
-        if !problems.is_empty() {
-            return Err(RecordError::Invalid(problems));
-        }
-        let attachments = if resource_type == "DocumentReference" {
-            documents::take_attachments(&mut value).map_err(RecordError::Invalid)?
-        } else {
-            Vec::new()
-        };
-        // Ids, versions and the patient-authored mark are the server's to assign: a
-        // placeholder id keeps the indexer happy.
-        authorship::provenance::strip(&mut value);
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("id".into(), Value::String("pending".into()));
-            if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
-                meta.remove("versionId");
-                meta.remove("lastUpdated");
-            }
-        }
-        if let Some(path) = indirect_patient_reference(&value) {
-            return Err(invalid(
-                &format!("{resource_type}.{path}"),
-                "value",
-                &format!(
-                    "{resource_type}.{path}: refer to the patient as Patient/<id>; any other form (another server's \
-                     URL) is not accepted"
-                ),
-            ));
-        }
-        let raw = value.to_string();
-        let indexed =
-            carekeep_fhir::index_resource(&value, &raw, resource_type, None, &carekeep_fhir::References::default())
-                .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
-        let patient = indexed
-            .patient
-            .as_deref()
-            .and_then(|p| p.strip_prefix("Patient/"))
-            .map(str::to_owned);
-        let patient = if resource_type == "Patient" { None } else { patient };
-        if patient.is_none() && !matches!(data, Data::Demographics | Data::Directory) {
-            let field = patient_element(resource_type);
-            return Err(invalid(
-                &format!("{resource_type}.{field}"),
-                "required",
-                &format!("{resource_type}.{field}: must reference the patient it belongs to (Patient/<id>)"),
-            ));
-        }
-        Ok(Checked { value, attachments, resource_type: resource_type.to_owned(), patient })
+    pub fn check(&self, value: Value, resource_type: &str) -> Result<Checked, RecordError> {
+        check(&self.validator, value, resource_type)
     }
 
     /// The current version of `resource_type/id` in `tenant`.
@@ -370,6 +323,73 @@ impl Records {
     }
 }
 
+/// [`Records::check`], for either engine: the resource as a client sent it, checked against
+/// `validator` and made ready to store.
+pub(crate) fn check(
+    validator: &validate::Validator,
+    mut value: Value,
+    resource_type: &str,
+) -> Result<Checked, RecordError> {
+    if value.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
+        return Err(invalid(
+            "resourceType",
+            "invalid",
+            &format!("resourceType: the body must be a {resource_type}, the type in the URL"),
+        ));
+    }
+    let data = Data::of(resource_type)
+        .filter(|d| *d != Data::AuditTrail)
+        .ok_or_else(|| invalid(resource_type, "not-supported", "this server does not accept this resource type"))?;
+    let problems = validator.check(&value);
+    if !problems.is_empty() {
+        return Err(RecordError::Invalid(problems));
+    }
+    let attachments = if resource_type == "DocumentReference" {
+        documents::take_attachments(&mut value).map_err(RecordError::Invalid)?
+    } else {
+        Vec::new()
+    };
+    // Ids, versions and the patient-authored mark are the server's to assign: a
+    // placeholder id keeps the indexer happy.
+    authorship::provenance::strip(&mut value);
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("id".into(), Value::String("pending".into()));
+        if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+        }
+    }
+    if let Some(path) = indirect_patient_reference(&value) {
+        return Err(invalid(
+            &format!("{resource_type}.{path}"),
+            "value",
+            &format!(
+                "{resource_type}.{path}: refer to the patient as Patient/<id>; any other form (another server's \
+                 URL) is not accepted"
+            ),
+        ));
+    }
+    let raw = value.to_string();
+    let indexed =
+        carekeep_fhir::index_resource(&value, &raw, resource_type, None, &carekeep_fhir::References::default())
+            .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
+    let patient = indexed
+        .patient
+        .as_deref()
+        .and_then(|p| p.strip_prefix("Patient/"))
+        .map(str::to_owned);
+    let patient = if resource_type == "Patient" { None } else { patient };
+    if patient.is_none() && !matches!(data, Data::Demographics | Data::Directory) {
+        let field = patient_element(resource_type);
+        return Err(invalid(
+            &format!("{resource_type}.{field}"),
+            "required",
+            &format!("{resource_type}.{field}: must reference the patient it belongs to (Patient/<id>)"),
+        ));
+    }
+    Ok(Checked { value, attachments, resource_type: resource_type.to_owned(), patient })
+}
+
 /// Where a resource points at its patient other than as `Patient/<id>` (optionally
 /// `/_history/<n>`): an absolute URL (`https://elsewhere/fhir/Patient/1`), a scheme-relative
 /// one, or any other path ending in `Patient/1` names a patient of another server or of
@@ -454,7 +474,7 @@ fn commit_time() -> OffsetDateTime {
 }
 
 /// The instant as FHIR shows it (`2026-11-23T10:00:00.123456Z`) and its sortable form.
-fn instant(now: OffsetDateTime) -> (String, String) {
+pub(crate) fn instant(now: OffsetDateTime) -> (String, String) {
     let shown = now.to_offset(time::UtcOffset::UTC).format(&Rfc3339).unwrap_or_default();
     let sortable = carekeep_fhir::sortable_date_time(&shown).unwrap_or_else(|| shown.clone());
     (shown, sortable)

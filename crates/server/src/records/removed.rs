@@ -152,6 +152,11 @@ impl DeletionScope {
         Self(kinds)
     }
 
+    /// Each kind of data the caller reads: its resource types, and whose compartments.
+    pub(crate) fn kinds(&self) -> &[(Vec<&'static str>, PatientFilter)] {
+        &self.0
+    }
+
     /// The SQL condition (parameters from `?2`) and its values.
     fn sql(&self) -> (String, Vec<SqlValue>) {
         let mut clauses = Vec::new();

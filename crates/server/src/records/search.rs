@@ -141,18 +141,27 @@ pub fn date_condition(name: &str, value: &str) -> Result<(Cmp, String), BadSearc
 /// Appends `AND` clauses for date `conditions` on `column` (sortable text). A value matches
 /// everything that starts with it: `2024-01` covers the whole month.
 pub fn push_date_conditions(sql: &mut String, args: &mut Vec<String>, column: &str, conditions: &[(Cmp, String)]) {
+    sql.push_str(&date_clauses(column, conditions, |value| {
+        args.push(value);
+        "?".to_owned()
+    }));
+}
+
+/// The `AND` clauses of [`push_date_conditions`], for any SQL dialect: `bind` takes each
+/// value and returns its placeholder.
+pub fn date_clauses(column: &str, conditions: &[(Cmp, String)], mut bind: impl FnMut(String) -> String) -> String {
+    let mut sql = String::new();
     for (cmp, value) in conditions {
         let end = format!("{value}~");
-        let (clause, bound): (&str, &[&String]) = match cmp {
-            Cmp::Eq => (" AND {c} >= ? AND {c} < ?", &[value, &end]),
-            Cmp::Lt => (" AND {c} < ?", &[value]),
-            Cmp::Le => (" AND {c} < ?", &[&end]),
-            Cmp::Gt => (" AND {c} >= ?", &[&end]),
-            Cmp::Ge => (" AND {c} >= ?", &[value]),
+        let _ = match cmp {
+            Cmp::Eq => write!(sql, " AND {column} >= {} AND {column} < {}", bind(value.clone()), bind(end)),
+            Cmp::Lt => write!(sql, " AND {column} < {}", bind(value.clone())),
+            Cmp::Le => write!(sql, " AND {column} < {}", bind(end)),
+            Cmp::Gt => write!(sql, " AND {column} >= {}", bind(end)),
+            Cmp::Ge => write!(sql, " AND {column} >= {}", bind(value.clone())),
         };
-        sql.push_str(&clause.replace("{c}", column));
-        args.extend(bound.iter().map(|s| (*s).clone()));
     }
+    sql
 }
 
 /// Where a page starts: after this (last updated, type, id).

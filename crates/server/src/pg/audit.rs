@@ -8,7 +8,7 @@
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, Checkpoint, require_checkpoints, verify_chain};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::failed;
 use crate::ServerError;
@@ -25,16 +25,35 @@ pub async fn append(
     tenant: &str,
     events: Vec<AuditEvent>,
 ) -> Result<Option<AuditRecord>, ServerError> {
-    if events.iter().any(|e| e.tenant != tenant) {
-        return Err(ServerError::Invalid("an audit event of another tenant was appended to this one's chain".into()));
-    }
     let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant])
         .await
         .map_err(failed)?;
+    let last = append_in(&tx, key, tenant, events).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(last)
+}
+
+/// Takes `tenant`'s chain (and write) lock for the rest of `tx`: the lock every append and
+/// every write of records of the tenant holds until it commits.
+pub(crate) async fn lock_tenant(tx: &Transaction<'_>, tenant: &str) -> Result<(), tokio_postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&AUDIT_LOCK, &tenant])
         .await
-        .map_err(failed)?;
+        .map(drop)
+}
+
+/// As [`append`], inside `tx` (already in `tenant`): the records commit with the write
+/// they describe, or not at all.
+pub(crate) async fn append_in(
+    tx: &Transaction<'_>,
+    key: &SigningKey,
+    tenant: &str,
+    events: Vec<AuditEvent>,
+) -> Result<Option<AuditRecord>, ServerError> {
+    if events.iter().any(|e| e.tenant != tenant) {
+        return Err(ServerError::Invalid("an audit event of another tenant was appended to this one's chain".into()));
+    }
+    lock_tenant(tx, tenant).await.map_err(failed)?;
     let mut last: Option<AuditRecord> = tx
         .query_opt("SELECT record FROM audit_log WHERE tenant = $1 ORDER BY seq DESC LIMIT 1", &[&tenant])
         .await
@@ -60,7 +79,6 @@ pub async fn append(
         }
         last = Some(record);
     }
-    tx.commit().await.map_err(failed)?;
     Ok(last)
 }
 

@@ -345,9 +345,10 @@ async fn postgres_database() -> String {
         .batch_execute(&format!("CREATE TABLE bench_rows (n bigint); GRANT INSERT ON bench_rows TO {node}"))
         .await
         .unwrap();
-    let mut records = carekeep_server::pg::records::PgRecords::new(
-        carekeep_server::pg::connect(&db.app_url).await.unwrap(),
+    let records = carekeep_server::pg::records::PgRecords::new(
+        carekeep_server::pg::app_pool(&db.app_url, 1).await.unwrap(),
         &carekeep_server::keys::MasterKeys::derive(&[7; 32]),
+        ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
     );
     records.add_tenant("demo", "Demo").await.unwrap();
     db.app_url

@@ -425,9 +425,9 @@ fn run_tenant(command: TenantCommand) -> Result<(), ServerError> {
                 Some(url) => on_postgres(async {
                     // The role and the data directory's keys checked first, as for every command.
                     drop(pg_accounts(&data, &url).await?);
-                    let keys = DataDir::open(&data)?.master_keys()?;
-                    let client = carekeep_server::pg::connect(&url).await?;
-                    carekeep_server::pg::records::PgRecords::new(client, &keys)
+                    let dir = DataDir::open(&data)?;
+                    let pool = carekeep_server::pg::app_pool(&url, 1).await?;
+                    carekeep_server::pg::records::PgRecords::new(pool, &dir.master_keys()?, dir.signing_key()?)
                         .add_tenant(&id, &name)
                         .await
                 })?,

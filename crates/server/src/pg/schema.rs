@@ -277,6 +277,106 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER bound_idle_limits BEFORE UPDATE ON idle_limits FOR EACH ROW
         WHEN ((OLD.tenant, OLD.role) IS DISTINCT FROM (NEW.tenant, NEW.role))
         EXECUTE FUNCTION refuse_rebinding();",
+    // 4: the rest of the records concern. Resources know who last wrote them; their codes
+    // are indexed for search; business identifiers (an MRN) only as a keyed hash of the
+    // value, beside the system's URI; who is linked to which patient; break-glass grants
+    // (the reason sealed), each link and grant with a MAC under the master key, so a row the
+    // server did not write grants nothing; idempotency keys (hashed) with their requests;
+    // deletions' tombstones, numbered in commit order per tenant; document bytes, each
+    // under its own key. Every tenant's writes take its advisory lock (the audit chain's)
+    // and stamp `last_updated` from `tenants.written_at`, the database clock kept strictly
+    // increasing per tenant: stamps and tombstone numbers then follow commit order on any
+    // number of nodes, so a device syncing `_since` what it was told misses nothing.
+    // Tombstones and grants are insert-only for the nodes' role.
+    "ALTER TABLE tenants ADD COLUMN written_at bigint NOT NULL DEFAULT 0;
+    ALTER TABLE resources ADD COLUMN written_by text;
+    CREATE INDEX resources_by_type ON resources (tenant, type, last_updated, id);
+    CREATE TABLE resource_codes (
+        tenant  text NOT NULL,
+        type    text NOT NULL,
+        id      text NOT NULL,
+        system  text,
+        code    text NOT NULL,
+        FOREIGN KEY (tenant, type, id) REFERENCES resources (tenant, type, id) ON DELETE CASCADE
+    );
+    CREATE INDEX codes_by_code ON resource_codes (tenant, code, type, id);
+    CREATE INDEX codes_by_resource ON resource_codes (tenant, type, id);
+    CREATE TABLE resource_identifiers (
+        tenant     text NOT NULL REFERENCES tenants (id),
+        type       text NOT NULL,
+        id         text NOT NULL,
+        system     text NOT NULL,
+        value_key  bytea NOT NULL
+    );
+    CREATE INDEX identifiers_by_value ON resource_identifiers (tenant, type, value_key, system);
+    CREATE INDEX identifiers_by_resource ON resource_identifiers (tenant, type, id);
+    CREATE TABLE patient_links (
+        tenant    text NOT NULL REFERENCES tenants (id),
+        user_id   text NOT NULL REFERENCES users (id),
+        patient   text NOT NULL,
+        relation  text NOT NULL CHECK (relation IN ('self', 'proxy', 'care-team')),
+        mac       bytea NOT NULL,
+        PRIMARY KEY (tenant, user_id, patient)
+    );
+    CREATE TABLE break_glass (
+        id             text PRIMARY KEY,
+        tenant         text NOT NULL REFERENCES tenants (id),
+        user_id        text NOT NULL REFERENCES users (id),
+        patient        text NOT NULL,
+        reason_sealed  bytea NOT NULL,
+        opened_at      bigint NOT NULL,
+        expires_at     bigint NOT NULL,
+        mac            bytea NOT NULL
+    );
+    CREATE INDEX break_glass_by_user ON break_glass (tenant, user_id, expires_at);
+    CREATE TABLE idempotency (
+        tenant        text NOT NULL REFERENCES tenants (id),
+        user_id       text NOT NULL,
+        key_hash      bytea NOT NULL,
+        method        text NOT NULL,
+        type          text NOT NULL,
+        id            text NOT NULL,
+        request_hash  bytea NOT NULL,
+        created_at    bigint NOT NULL,
+        PRIMARY KEY (tenant, user_id, key_hash)
+    );
+    CREATE INDEX idempotency_by_age ON idempotency (tenant, created_at);
+    CREATE TABLE removed (
+        seq         bigserial PRIMARY KEY,
+        tenant      text NOT NULL REFERENCES tenants (id),
+        type        text NOT NULL,
+        id          text NOT NULL,
+        patient     text,
+        removed_at  bigint NOT NULL
+    );
+    CREATE INDEX removed_by_tenant ON removed (tenant, seq);
+    CREATE TABLE documents (
+        tenant        text NOT NULL REFERENCES tenants (id),
+        id            text NOT NULL,
+        patient       text NOT NULL,
+        content_type  text NOT NULL,
+        wrapped_key   bytea NOT NULL,
+        ciphertext    bytea NOT NULL,
+        resource_id   text NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE INDEX documents_by_resource ON documents (tenant, resource_id);
+    DO $$ DECLARE t text; BEGIN
+        FOREACH t IN ARRAY ARRAY['resource_codes', 'resource_identifiers', 'patient_links', 'break_glass',
+                                 'idempotency', 'removed', 'documents'] LOOP
+            EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+            EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+            EXECUTE format('CREATE POLICY one_tenant ON %I USING (tenant = current_setting(''carekeep.tenant'', true))
+                            WITH CHECK (tenant = current_setting(''carekeep.tenant'', true))', t);
+        END LOOP;
+    END $$;
+    GRANT SELECT, INSERT, DELETE ON resource_codes, resource_identifiers, documents, idempotency TO carekeep_app;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON patient_links TO carekeep_app;
+    GRANT SELECT, INSERT ON break_glass, removed TO carekeep_app;
+    GRANT USAGE ON SEQUENCE removed_seq_seq TO carekeep_app;
+    CREATE TRIGGER bound_tenants BEFORE UPDATE ON tenants FOR EACH ROW
+        WHEN ((OLD.id, OLD.wrapped_key) IS DISTINCT FROM (NEW.id, NEW.wrapped_key) OR NEW.written_at < OLD.written_at)
+        EXECUTE FUNCTION refuse_rebinding();",
 ];
 
 /// Refuses a database whose schema is not this release's: older (run `migrate` as the

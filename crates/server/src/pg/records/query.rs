@@ -1,0 +1,439 @@
+//! Reads on PostgreSQL: one resource, searches with paging, the caller's access (links and
+//! break-glass grants), deletions for sync, documents, and the blind name index — each in
+//! a transaction of the one tenant, each body opened with the tenant's key and its row's
+//! binding (an altered or moved body is an error, never data).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use carekeep_protocol::auth::Role;
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::{Binding, GrantRow, PgRecords, altered, blind_token, db, link_parts, tokens_of};
+use crate::keys::Key;
+use crate::pg::tenant_tx;
+use crate::records::access::{Access, PatientFilter};
+use crate::records::documents::{self, Document};
+use crate::records::removed::{DeletionScope, Removed};
+use crate::records::search::{After, MAX_COUNT, Page, Search, date_clauses};
+use crate::records::{RecordError, Stored};
+
+/// A statement's parameters, owned, in placeholder order.
+#[derive(Default)]
+struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Params {
+    /// Adds `value`; its placeholder (`$n`).
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.0.push(Box::new(value));
+        format!("${}", self.0.len())
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+impl PgRecords {
+    /// The current version of `resource_type/id` in `tenant`.
+    pub async fn read(&self, tenant: &str, resource_type: &str, id: &str) -> Result<Option<Stored>, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let stored = self.read_in(&tx, None, tenant, resource_type, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
+    }
+
+    /// The current version of `resource_type/id`, read on `tx` (already in `tenant`) and
+    /// opened with `key` (or the tenant's, looked up when there is a row to open).
+    pub(super) async fn read_in(
+        &self,
+        tx: &Transaction<'_>,
+        key: Option<&Key>,
+        tenant: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Stored>, RecordError> {
+        let Some(row) = tx
+            .query_opt(
+                "SELECT version, patient, body, written_by FROM resources WHERE tenant = $1 AND type = $2 AND id = $3",
+                &[&tenant, &resource_type, &id],
+            )
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let key = match key {
+            Some(key) => key.clone(),
+            None => self.data_key(tx, tenant, None).await?,
+        };
+        let (version, patient, written_by): (i64, Option<String>, Option<String>) =
+            (row.get(0), row.get(1), row.get(3));
+        let binding = Binding {
+            tenant,
+            resource_type,
+            id,
+            version,
+            patient: patient.as_deref(),
+            written_by: written_by.as_deref(),
+        };
+        let json = binding.open(&key, row.get(2))?;
+        Ok(Some(Stored {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version,
+            patient,
+            json,
+            written_by,
+        }))
+    }
+
+    /// Runs `search` in `tenant`, limited to the patients `filter` allows, from `after`; as
+    /// [`crate::records::Records::search`], with the same order and pages.
+    pub async fn search(
+        &self,
+        tenant: &str,
+        search: &Search,
+        filter: &PatientFilter,
+        after: Option<&After>,
+    ) -> Result<Page, RecordError> {
+        let empty = || Page { resources: Vec::new(), total: 0, next: None };
+        if *filter == PatientFilter::Nothing || search.types.is_empty() {
+            return Ok(empty());
+        }
+        let mut params = Params::default();
+        let mut sql = format!(
+            " FROM resources r WHERE r.tenant = {} AND r.type = ANY({}::text[])",
+            params.bind(tenant.to_owned()),
+            params.bind(search.types.clone())
+        );
+        if let PatientFilter::Only(patients) = filter {
+            if patients.is_empty() {
+                return Ok(empty());
+            }
+            let _ = write!(sql, " AND r.patient = ANY({}::text[])", params.bind(patients.clone()));
+        }
+        if let Some(patient) = &search.patient {
+            let _ = write!(sql, " AND r.patient = {}", params.bind(patient.clone()));
+        }
+        if let Some(id) = &search.id {
+            let _ = write!(sql, " AND r.id = {}", params.bind(id.clone()));
+        }
+        if let Some(category) = &search.category {
+            let _ = write!(sql, " AND r.category = {}", params.bind(category.clone()));
+        }
+        if let Some((system, code)) = &search.code {
+            let _ = write!(
+                sql,
+                " AND EXISTS (SELECT 1 FROM resource_codes c WHERE c.tenant = r.tenant AND c.type = r.type \
+                 AND c.id = r.id AND c.code = {}",
+                params.bind(code.clone())
+            );
+            if let Some(system) = system {
+                let _ = write!(sql, " AND c.system = {}", params.bind(system.clone()));
+            }
+            sql.push(')');
+        }
+        sql += &date_clauses("r.effective", &search.date, |v| params.bind(v));
+        sql += &date_clauses("r.last_updated", &search.last_updated, |v| params.bind(v));
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let total: i64 = tx
+            .query_one(&format!("SELECT count(*){sql}"), &params.refs())
+            .await
+            .map_err(db)?
+            .get(0);
+        if let Some(After(updated, resource_type, id)) = after {
+            let _ = write!(
+                sql,
+                " AND (r.last_updated, r.type, r.id) > ({}, {}, {})",
+                params.bind(updated.clone()),
+                params.bind(resource_type.clone()),
+                params.bind(id.clone())
+            );
+        }
+        let limit = search.count.clamp(1, MAX_COUNT);
+        // Byte order, as SQLite's: the ids and stamps compared are ASCII.
+        let _ = write!(
+            sql,
+            " ORDER BY r.last_updated COLLATE \"C\", r.type COLLATE \"C\", r.id COLLATE \"C\" LIMIT {}",
+            limit + 1
+        );
+        let rows = tx
+            .query(
+                &format!("SELECT r.type, r.id, r.version, r.patient, r.body, r.last_updated, r.written_by{sql}"),
+                &params.refs(),
+            )
+            .await
+            .map_err(db)?;
+        let key = if rows.is_empty() { None } else { Some(self.data_key(&tx, tenant, None).await?) };
+        tx.commit().await.map_err(db)?;
+        let mut resources = Vec::with_capacity(rows.len());
+        let mut last_updated = Vec::with_capacity(rows.len());
+        for (row, key) in rows.iter().zip(std::iter::repeat(key.as_ref())) {
+            let key = key.ok_or_else(altered)?;
+            let (resource_type, id, version): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let (patient, written_by): (Option<String>, Option<String>) = (row.get(3), row.get(6));
+            let binding = Binding {
+                tenant,
+                resource_type: &resource_type,
+                id: &id,
+                version,
+                patient: patient.as_deref(),
+                written_by: written_by.as_deref(),
+            };
+            let json = binding.open(key, row.get(4))?;
+            resources.push(Stored { resource_type, id, version, patient, json, written_by });
+            last_updated.push(row.get::<_, String>(5));
+        }
+        // One row past the page was fetched: its presence says there is a next page.
+        let next = (resources.len() > limit as usize).then(|| {
+            resources.truncate(limit as usize);
+            let last = &resources[resources.len() - 1];
+            After(last_updated[resources.len() - 1].clone(), last.resource_type.clone(), last.id.clone())
+        });
+        Ok(Page { resources, total: u64::try_from(total).unwrap_or(0), next })
+    }
+
+    /// The caller's links to patients (to `patient` only, if given) and open break-glass
+    /// grants in `tenant`; as [`crate::records::Records::access`] and `access_to`.
+    pub async fn access(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        role: Role,
+        patient: Option<&str>,
+        now: i64,
+    ) -> Result<Access, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let links = tx
+            .query(
+                "SELECT patient, relation, mac FROM patient_links
+                 WHERE tenant = $1 AND user_id = $2 AND ($3::text IS NULL OR patient = $3)",
+                &[&tenant, &user_id, &patient],
+            )
+            .await
+            .map_err(db)?;
+        let grants = tx
+            .query(
+                "SELECT id, patient, opened_at, expires_at, mac FROM break_glass
+                 WHERE tenant = $1 AND user_id = $2 AND expires_at > $3 AND ($4::text IS NULL OR patient = $4)",
+                &[&tenant, &user_id, &now, &patient],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut access = Access {
+            user_id: user_id.to_owned(),
+            role,
+            linked: HashSet::new(),
+            care_team: HashSet::new(),
+            break_glass: HashSet::new(),
+        };
+        // A link or grant the server did not write (its MAC does not match) is tampering:
+        // refused whole, never half-honoured.
+        for row in &grants {
+            let grant = GrantRow {
+                id: row.get(0),
+                tenant,
+                user_id,
+                patient: row.get(1),
+                opened_at: row.get(2),
+                expires_at: row.get(3),
+            };
+            if !grant.verify(&self.keys.grants, row.get(4)) {
+                return Err(forged());
+            }
+            access.break_glass.insert(grant.patient.to_owned());
+        }
+        for row in links {
+            let (patient, relation): (String, &str) = (row.get(0), row.get(1));
+            if !crate::keys::verify_mac(&self.keys.grants, &link_parts(tenant, user_id, &patient, relation), row.get(2))
+            {
+                return Err(forged());
+            }
+            if relation == "care-team" {
+                access.care_team.insert(patient);
+            } else {
+                access.linked.insert(patient);
+            }
+        }
+        Ok(access)
+    }
+
+    /// Links `user_id` to `patient` as `relation` (`self`, `proxy` or `care-team`).
+    pub async fn link(&self, tenant: &str, user_id: &str, patient: &str, relation: &str) -> Result<(), RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO patient_links (tenant, user_id, patient, relation, mac) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, user_id, patient) DO UPDATE SET relation = excluded.relation, mac = excluded.mac",
+            &[
+                &tenant,
+                &user_id,
+                &patient,
+                &relation,
+                &crate::keys::mac(&self.keys.grants, &link_parts(tenant, user_id, patient, relation)).as_slice(),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Each patient `filter` reaches with the latest change in their compartment, and the
+    /// newest deletion within `scope`; as [`crate::records::Records::sync_status`].
+    pub async fn sync_status(
+        &self,
+        tenant: &str,
+        filter: &PatientFilter,
+        scope: &DeletionScope,
+    ) -> Result<(Vec<(String, String)>, i64), RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let rows = match filter {
+            PatientFilter::Nothing => Vec::new(),
+            // The Patient resource itself is in its own compartment: no row, no patient.
+            PatientFilter::Only(ids) => tx
+                .query(
+                    "SELECT patient, max(last_updated) FROM resources WHERE tenant = $1 AND patient = ANY($2)
+                     GROUP BY patient ORDER BY patient COLLATE \"C\"",
+                    &[&tenant, ids],
+                )
+                .await
+                .map_err(db)?,
+            PatientFilter::Any => tx
+                .query(
+                    "SELECT patient, max(last_updated) FROM resources WHERE tenant = $1 AND patient IS NOT NULL
+                     GROUP BY patient HAVING bool_or(type = 'Patient') ORDER BY patient COLLATE \"C\"",
+                    &[&tenant],
+                )
+                .await
+                .map_err(db)?,
+        };
+        let mut params = Params::default();
+        let clause = scope_clause(scope, tenant, &mut params);
+        let newest = tx
+            .query_opt(&format!("SELECT seq FROM removed WHERE {clause} ORDER BY seq DESC LIMIT 1"), &params.refs())
+            .await
+            .map_err(db)?
+            .map_or(0, |row| row.get(0));
+        tx.commit().await.map_err(db)?;
+        let mut patients: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        if let PatientFilter::Only(ids) = filter {
+            // In the order asked, as the embedded store answers.
+            patients.sort_by_key(|(p, _)| ids.iter().position(|id| id == p));
+        }
+        Ok((patients, newest))
+    }
+
+    /// Up to `limit` deletions in `tenant` after `after`, oldest first, within `scope`.
+    pub async fn removed_after(
+        &self,
+        tenant: &str,
+        scope: &DeletionScope,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Removed>, RecordError> {
+        let mut params = Params::default();
+        let clause = scope_clause(scope, tenant, &mut params);
+        let sql = format!(
+            "SELECT seq, type, id, patient FROM removed WHERE {clause} AND seq > {} ORDER BY seq LIMIT {}",
+            params.bind(after),
+            params.bind(i64::from(limit))
+        );
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let rows = tx.query(&sql, &params.refs()).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| Removed { seq: r.get(0), resource_type: r.get(1), id: r.get(2), patient: r.get(3) })
+            .collect())
+    }
+
+    /// The document `id` of `tenant`, decrypted; `None` if there is none.
+    pub async fn document(&self, tenant: &str, id: &str) -> Result<Option<Document>, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let row = tx
+            .query_opt(
+                "SELECT patient, content_type, wrapped_key, ciphertext FROM documents WHERE tenant = $1 AND id = $2",
+                &[&tenant, &id],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let bytes = documents::open(&self.keys.documents, tenant, id, row.get(2), row.get(3))?;
+        Ok(Some(Document { patient: row.get(0), content_type: row.get(1), bytes }))
+    }
+
+    /// The patient a document belongs to (without decrypting it).
+    pub async fn document_patient(&self, tenant: &str, id: &str) -> Result<Option<String>, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let row = tx
+            .query_opt("SELECT patient FROM documents WHERE tenant = $1 AND id = $2", &[&tenant, &id])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The ids of `tenant`'s patients one of whose names holds every token of `name`
+    /// (case and accents aside), through the blind index.
+    pub async fn patients_named(&self, tenant: &str, name: &str) -> Result<Vec<String>, RecordError> {
+        let tokens: Vec<Vec<u8>> = tokens_of(name)
+            .iter()
+            .map(|t| blind_token(&self.keys.names, tenant, t).to_vec())
+            .collect();
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(tokens.len()).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let rows = tx
+            .query(
+                "SELECT id FROM resource_names WHERE tenant = $1 AND type = 'Patient' AND token = ANY($2)
+                 GROUP BY id HAVING count(DISTINCT token) = $3 ORDER BY id COLLATE \"C\"",
+                &[&tenant, &tokens, &count],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// A link or grant row whose MAC does not match: written by someone without the master key.
+fn forged() -> RecordError {
+    tracing::error!("a patient link or break-glass grant failed its integrity check");
+    RecordError::Store(crate::ServerError::Store(
+        "an access grant failed its integrity check: it was not written by this deployment; restore it".into(),
+    ))
+}
+
+/// The condition on `removed` rows of `tenant` within `scope` (see [`DeletionScope`]).
+fn scope_clause(scope: &DeletionScope, tenant: &str, params: &mut Params) -> String {
+    let mut clauses = Vec::new();
+    for (types, filter) in scope.kinds() {
+        let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+        let of_type = format!("type = ANY({}::text[])", params.bind(types));
+        match filter {
+            PatientFilter::Any => clauses.push(of_type),
+            PatientFilter::Only(ids) => {
+                clauses.push(format!("({of_type} AND patient = ANY({}::text[]))", params.bind(ids.clone())));
+            }
+            PatientFilter::Nothing => {}
+        }
+    }
+    if clauses.is_empty() {
+        clauses.push("false".into());
+    }
+    format!("tenant = {} AND ({})", params.bind(tenant.to_owned()), clauses.join(" OR "))
+}

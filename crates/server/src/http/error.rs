@@ -103,6 +103,17 @@ impl From<RecordError> for ApiError {
                 "transient",
                 "The records store cannot be reached for a moment. Nothing was changed; try again shortly.",
             ),
+            RecordError::OutcomeUnknown => ApiError::outcome(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                "The change may or may not have been saved: the records store was lost as it was saved. Send it \
+                 again with the same Idempotency-Key (it is then kept once), or read the record first.",
+            ),
+            RecordError::EmbeddedOnly(what) => ApiError::outcome(
+                StatusCode::NOT_IMPLEMENTED,
+                "not-supported",
+                format!("{what} is not available on this deployment yet (it keeps its records in PostgreSQL)."),
+            ),
             RecordError::Store(e) => {
                 tracing::error!(error = %e, "records store failed");
                 ApiError::Internal

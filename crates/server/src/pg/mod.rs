@@ -283,7 +283,10 @@ pub(crate) async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object, Ser
         if !SUSPECT.load(Ordering::Relaxed) {
             return Ok(client);
         }
-        if client.simple_query("").await.is_ok() {
+        if tokio::time::timeout(WAIT, client.simple_query(""))
+            .await
+            .is_ok_and(|answered| answered.is_ok())
+        {
             SUSPECT.store(false, Ordering::Relaxed);
             return Ok(client);
         }
@@ -307,7 +310,12 @@ pub(crate) fn passing(e: &tokio_postgres::Error) -> bool {
             ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) || code == "25006"
         }
     };
-    if passing {
+    // Only a lost connection can leave dead ones in a pool; a conflict or a timeout cannot.
+    let connection_lost = e.as_db_error().map_or(passing, |db| {
+        let code = db.code().code();
+        code.starts_with("08") || code.starts_with("57P")
+    });
+    if connection_lost {
         SUSPECT.store(true, Ordering::Relaxed);
     }
     passing
@@ -318,7 +326,13 @@ pub(crate) async fn tenant_tx<'a>(
     client: &'a mut deadpool_postgres::Object,
     tenant: &str,
 ) -> Result<deadpool_postgres::Transaction<'a>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
+    // READ COMMITTED whatever the role's default says: each statement after a lock sees
+    // what committed before it (a role may set its own default isolation).
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant]).await?;
     Ok(tx)
 }

@@ -288,15 +288,28 @@ const MIGRATIONS: &[&str] = &[
     // increasing per tenant: stamps and tombstone numbers then follow commit order on any
     // number of nodes, so a device syncing `_since` what it was told misses nothing.
     // Tombstones and grants are insert-only for the nodes' role.
-    "ALTER TABLE tenants ADD COLUMN written_at bigint NOT NULL DEFAULT 0;
+    // Records no known caller made (a failed sign-in, an unknown token) are kept in a chain
+    // of their own, tenant `-` (which no tenant id can be): the trail's tables no longer
+    // require a tenant row.
+    // The columns searches and pages compare hold ASCII stamps, dates, codes and ids, and
+    // compare in byte order ("C"), whatever the database's collation: under a linguistic
+    // one (en_US, ICU) `2026-01-05T08…` does not sort below `2026-01-05~` and `B1` not
+    // below `a1`, so day-precision searches and paging would go wrong.
+    "ALTER TABLE resources ALTER COLUMN type TYPE text COLLATE \"C\", ALTER COLUMN id TYPE text COLLATE \"C\",
+        ALTER COLUMN last_updated TYPE text COLLATE \"C\", ALTER COLUMN patient TYPE text COLLATE \"C\",
+        ALTER COLUMN category TYPE text COLLATE \"C\", ALTER COLUMN effective TYPE text COLLATE \"C\";
+    ALTER TABLE resource_names ALTER COLUMN type TYPE text COLLATE \"C\", ALTER COLUMN id TYPE text COLLATE \"C\";
+    ALTER TABLE audit_log DROP CONSTRAINT audit_log_tenant_fkey;
+    ALTER TABLE audit_checkpoints DROP CONSTRAINT audit_checkpoints_tenant_fkey;
+    ALTER TABLE tenants ADD COLUMN written_at bigint NOT NULL DEFAULT 0;
     ALTER TABLE resources ADD COLUMN written_by text;
     CREATE INDEX resources_by_type ON resources (tenant, type, last_updated, id);
     CREATE TABLE resource_codes (
         tenant  text NOT NULL,
-        type    text NOT NULL,
-        id      text NOT NULL,
-        system  text,
-        code    text NOT NULL,
+        type    text COLLATE \"C\" NOT NULL,
+        id      text COLLATE \"C\" NOT NULL,
+        system  text COLLATE \"C\",
+        code    text COLLATE \"C\" NOT NULL,
         FOREIGN KEY (tenant, type, id) REFERENCES resources (tenant, type, id) ON DELETE CASCADE
     );
     CREATE INDEX codes_by_code ON resource_codes (tenant, code, type, id);
@@ -344,9 +357,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE removed (
         seq         bigserial PRIMARY KEY,
         tenant      text NOT NULL REFERENCES tenants (id),
-        type        text NOT NULL,
-        id          text NOT NULL,
-        patient     text,
+        type        text COLLATE \"C\" NOT NULL,
+        id          text COLLATE \"C\" NOT NULL,
+        patient     text COLLATE \"C\",
         removed_at  bigint NOT NULL
     );
     CREATE INDEX removed_by_tenant ON removed (tenant, seq);

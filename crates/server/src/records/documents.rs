@@ -98,12 +98,29 @@ pub(super) fn store(
 /// `doc`'s bytes under a fresh key of their own, and that key wrapped by `kek`, both bound
 /// to the tenant and the document's id: (wrapped key, ciphertext).
 pub(crate) fn seal(kek: &[u8; 32], tenant: &str, doc: &Pending) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
+    seal_bound(kek, &aad(tenant, &doc.id), doc)
+}
+
+/// [`seal`], bound to `aad` (see [`bound_aad`]).
+pub(crate) fn seal_bound(kek: &[u8; 32], aad: &[u8], doc: &Pending) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
     let mut key = Zeroizing::new([0u8; 32]);
     getrandom::fill(key.as_mut_slice()).map_err(|e| crate::ServerError::KeyGeneration(e.to_string()))?;
-    let aad = aad(tenant, &doc.id);
-    let ciphertext = keys::seal(&key, &aad, &doc.bytes)?;
-    let wrapped = keys::seal(kek, &aad, key.as_slice())?;
+    let ciphertext = keys::seal(&key, aad, &doc.bytes)?;
+    let wrapped = keys::seal(kek, aad, key.as_slice())?;
     Ok((wrapped, ciphertext))
+}
+
+/// What a document kept in a shared database is bound to: its tenant and id, and the
+/// patient and DocumentReference it belongs to — so a row refiled under another patient
+/// (to hand it to someone who may read that one), or kept for another reference, does not
+/// open. Each part length-prefixed.
+pub(crate) fn bound_aad(tenant: &str, id: &str, patient: &str, resource_id: &str) -> Vec<u8> {
+    let mut aad = b"carekeep.document.v2\0".to_vec();
+    for part in [tenant, id, patient, resource_id] {
+        aad.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
 }
 
 /// Opens what [`seal`] made for document `id` of `tenant`; an altered or moved one is an
@@ -115,12 +132,21 @@ pub(crate) fn open(
     wrapped: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, RecordError> {
-    let aad = aad(tenant, id);
+    open_bound(kek, &aad(tenant, id), wrapped, ciphertext)
+}
+
+/// [`open`], for what [`seal_bound`] sealed under `aad`.
+pub(crate) fn open_bound(
+    kek: &[u8; 32],
+    aad: &[u8],
+    wrapped: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, RecordError> {
     let broken =
         || RecordError::Store(crate::ServerError::Store("a stored document failed its integrity check".into()));
-    let key = keys::open(kek, &aad, wrapped).ok_or_else(broken)?;
+    let key = keys::open(kek, aad, wrapped).ok_or_else(broken)?;
     let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
-    keys::open(&Zeroizing::new(key), &aad, ciphertext).ok_or_else(broken)
+    keys::open(&Zeroizing::new(key), aad, ciphertext).ok_or_else(broken)
 }
 
 /// The document ids a DocumentReference's `json` links to (`/documents/<id>` urls).

@@ -129,6 +129,14 @@ pub enum RecordError {
     /// nothing was written, and the same request may be sent again.
     #[error("the records store cannot be reached for now")]
     Unavailable,
+    /// What was asked is not yet built on a PostgreSQL deployment (issue 18): refused
+    /// whole, before anything is read or written.
+    #[error("{0} is not available on a PostgreSQL deployment yet")]
+    EmbeddedOnly(&'static str),
+    /// The database was lost while a write committed: it may or may not have been kept.
+    /// Sent again with its idempotency key, it is answered once either way.
+    #[error("the records store was lost while the write committed; it may or may not have been kept")]
+    OutcomeUnknown,
 }
 
 impl From<rusqlite::Error> for RecordError {
@@ -344,6 +352,10 @@ pub(crate) fn check(
     if !problems.is_empty() {
         return Err(RecordError::Invalid(problems));
     }
+    if let Some(path) = nul_in(&value, resource_type) {
+        // Allowed by the schema's patterns, kept by no database's text type.
+        return Err(invalid(&path, "value", &format!("{path}: holds a NUL character; remove it")));
+    }
     let attachments = if resource_type == "DocumentReference" {
         documents::take_attachments(&mut value).map_err(RecordError::Invalid)?
     } else {
@@ -388,6 +400,18 @@ pub(crate) fn check(
         ));
     }
     Ok(Checked { value, attachments, resource_type: resource_type.to_owned(), patient })
+}
+
+/// The path of the first string (or key) in `value` holding a NUL character, if any.
+fn nul_in(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_in(v, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            if k.contains('\0') { Some(path.to_owned()) } else { nul_in(v, &format!("{path}.{k}")) }
+        }),
+        _ => None,
+    }
 }
 
 /// Where a resource points at its patient other than as `Patient/<id>` (optionally

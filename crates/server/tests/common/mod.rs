@@ -221,7 +221,12 @@ pub async fn pg_database(purpose: &str) -> PgDatabase {
         .await
         .unwrap();
     admin
-        .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner_role}"))
+        // A linguistic collation, as most deployments have (en_US): comparisons the server
+        // relies on must not depend on it.
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} OWNER {owner_role} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+             LOCALE 'C.UTF-8'"
+        ))
         .await
         .unwrap();
     let superuser_url = pg_url_with(&superuser, "dbname", &name);

@@ -78,17 +78,21 @@ impl Engine {
         }
     }
 
-    async fn import(&self, value: Value) {
-        let id = value["id"].as_str().unwrap().to_owned();
-        let checked = self.check(value).unwrap();
+    /// Imports `values` in one batch (one stamp for all: ties that only the id orders).
+    async fn import(&self, values: Vec<Value>) {
+        let batch: Vec<(Checked, String)> = values
+            .into_iter()
+            .map(|value| {
+                let id = value["id"].as_str().unwrap().to_owned();
+                (self.check(value).unwrap(), id)
+            })
+            .collect();
         match self {
             Engine::Embedded(records, _) => {
-                records
-                    .import("clinic-a", vec![(checked, id)], time::OffsetDateTime::now_utc())
-                    .unwrap();
+                records.import("clinic-a", batch, time::OffsetDateTime::now_utc()).unwrap();
             }
             Engine::Shared(store) => {
-                store.import("clinic-a", vec![(checked, id)]).await.unwrap();
+                store.import("clinic-a", batch).await.unwrap();
             }
         }
     }
@@ -205,8 +209,12 @@ async fn script(engine: &Engine, db: Option<&Database>) -> Answers {
     let patient_user = engine.add_user(db, "pat.two", Role::Patient).await;
     let labels =
         BTreeMap::from([(clinician.clone(), "clinician".into()), (patient_user.clone(), "patient-user".into())]);
-    engine.import(patient("p1", "Lovelace")).await;
-    engine.import(patient("p2", "Byron")).await;
+    engine.import(vec![patient("p1", "Lovelace")]).await;
+    engine.import(vec![patient("p2", "Byron")]).await;
+    // Ids whose byte order and linguistic order differ, stamped alike.
+    engine
+        .import(vec![patient("a1", "Ames"), patient("B1", "Bell"), patient("Z9", "Zorn"), patient("b2", "Bax")])
+        .await;
     engine.link(&clinician, "p1", "care-team").await;
     engine.link(&patient_user, "p2", "self").await;
     let mut run = Run { engine, answers: Vec::new(), labels, ids: BTreeMap::new(), clinician, patient_user };
@@ -297,6 +305,9 @@ impl Run<'_> {
             .await;
         self.answers
             .push(("nobody's".into(), format!("{:?}", nobody.map(|(s, _)| s.version))));
+        let nul = self.engine.check(json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "a\u{0}b"}, "subject": {"reference": "Patient/p1"}}));
+        self.answers.push(("NUL".into(), format!("{:?}", nul.map(|_| ()))));
     }
 
     /// Reads: each resource whole, but for the engine's id and clock.
@@ -332,6 +343,9 @@ impl Run<'_> {
             ("Observation", pairs(&[("date", "ge2026-02-05"), ("date", "lt2026-03")])),
             ("Observation", pairs(&[("date", "gt2026-02"), ("patient", "p2")])),
             ("Observation", pairs(&[("date", "le2026-01")])),
+            ("Observation", pairs(&[("date", "2026-01-05")])),
+            ("Observation", pairs(&[("date", "le2026-02-05")])),
+            ("Observation", pairs(&[("date", "gt2026-02-05T08:00:00Z")])),
             ("Observation", pairs(&[("_id", &self.ids["r4"])])),
             ("Observation", pairs(&[("_lastUpdated", "ge2000-01-01")])),
             ("Patient", pairs(&[])),
@@ -436,6 +450,12 @@ async fn the_same_writes_read_search_page_and_delete_alike_on_both_engines() {
             .0
             .iter()
             .any(|(what, answer)| what == "key reused" && answer.contains("conflict"))
+    );
+    assert!(
+        embedded
+            .0
+            .iter()
+            .any(|(what, answer)| what == "NUL" && answer.contains("NUL character"))
     );
 }
 
@@ -671,6 +691,22 @@ async fn every_table_with_a_tenant_is_closed_without_one_and_tombstones_stay() {
 
     // Every table holding a tenant's rows forces its policy, and shows nothing without one.
     let app = pg::connect(&db.app_url).await.unwrap();
+    // Each policy the nodes' role meets is the one tenant filter, reading and writing.
+    let policies = app
+        .query(
+            "SELECT tablename::text, coalesce(qual, ''), coalesce(with_check, '') FROM pg_policies
+             WHERE schemaname = 'public' AND (roles @> '{public}' OR roles @> '{carekeep_app}')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(policies.len() >= 17, "{} policies", policies.len());
+    for row in &policies {
+        let (table, qual, check): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let column = if table == "tenants" { "id" } else { "tenant" };
+        let filter = format!("({column} = current_setting('carekeep.tenant'::text, true))");
+        assert_eq!((qual.as_str(), check.as_str()), (filter.as_str(), filter.as_str()), "{table}");
+    }
     let tables: Vec<(String, bool)> = app
         .query(
             "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity FROM pg_class c
@@ -834,6 +870,35 @@ async fn rows_the_server_did_not_write_grant_nothing() {
     .await;
     let refused = a.access("clinic-a", &thief, Role::Patient, Some("p1"), T0).await.unwrap_err();
     assert!(refused.to_string().contains("integrity check"), "{refused}");
+
+    // p1's document refiled under p2, or under another reference: it no longer opens, and
+    // its patient is not taken from the row.
+    let document = json!({"resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": "Patient/p1"},
+        "content": [{"attachment": {"contentType": "text/plain",
+            "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, DOCUMENT_TEXT)}}]});
+    let (reference, _) = a
+        .create("clinic-a", a.check(document, "DocumentReference").unwrap(), &Writer::CLINIC)
+        .await
+        .unwrap();
+    let url = serde_json::from_str::<Value>(&reference.json).unwrap()["content"][0]["attachment"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let doc_id = url.strip_prefix("/documents/").unwrap().to_owned();
+    assert_eq!(a.document_patient("clinic-a", &doc_id).await.unwrap().as_deref(), Some("p1"));
+    // (The nodes' role may not update document rows; it may delete and insert them.)
+    for (patient, reference) in [("'p2'", "resource_id"), ("'p1'", "'elsewhere'")] {
+        as_node(format!(
+            "WITH d AS (DELETE FROM documents WHERE id = '{doc_id}' RETURNING *)
+             INSERT INTO documents SELECT tenant, id, {patient}, content_type, wrapped_key, ciphertext, {reference} FROM d"
+        ))
+        .await;
+        let edit = format!("{patient} {reference}");
+        let refused = a.document("clinic-a", &doc_id).await.err().unwrap();
+        assert!(refused.to_string().contains("integrity check"), "{edit}: {refused}");
+        assert!(a.document_patient("clinic-a", &doc_id).await.is_err(), "{edit}");
+    }
 
     // p1's reading filed under p2 (whom the thief may read), or as written by the thief (so
     // a patient could change it): the body no longer opens, by read or by search.

@@ -155,12 +155,8 @@ impl PgRecords {
             );
         }
         let limit = search.count.clamp(1, MAX_COUNT);
-        // Byte order, as SQLite's: the ids and stamps compared are ASCII.
-        let _ = write!(
-            sql,
-            " ORDER BY r.last_updated COLLATE \"C\", r.type COLLATE \"C\", r.id COLLATE \"C\" LIMIT {}",
-            limit + 1
-        );
+        // Byte order, as SQLite's: the columns are collated "C" (see the schema).
+        let _ = write!(sql, " ORDER BY r.last_updated, r.type, r.id LIMIT {}", limit + 1);
         let rows = tx
             .query(
                 &format!("SELECT r.type, r.id, r.version, r.patient, r.body, r.last_updated, r.written_by{sql}"),
@@ -361,36 +357,36 @@ impl PgRecords {
         let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
         let row = tx
             .query_opt(
-                "SELECT patient, content_type, wrapped_key, ciphertext FROM documents WHERE tenant = $1 AND id = $2",
+                "SELECT patient, content_type, wrapped_key, ciphertext, resource_id FROM documents
+                 WHERE tenant = $1 AND id = $2",
                 &[&tenant, &id],
             )
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         let Some(row) = row else { return Ok(None) };
-        let bytes = documents::open(&self.keys.documents, tenant, id, row.get(2), row.get(3))?;
-        Ok(Some(Document { patient: row.get(0), content_type: row.get(1), bytes }))
+        let patient: String = row.get(0);
+        let aad = documents::bound_aad(tenant, id, &patient, row.get(4));
+        let bytes = documents::open_bound(&self.keys.documents, &aad, row.get(2), row.get(3))?;
+        Ok(Some(Document { patient, content_type: row.get(1), bytes }))
     }
 
-    /// The patient a document belongs to (without decrypting it).
+    /// The patient a document belongs to — checked: the document is opened, so a row
+    /// refiled under another patient is an error, never an answer.
     pub async fn document_patient(&self, tenant: &str, id: &str) -> Result<Option<String>, RecordError> {
-        let mut client = self.client().await?;
-        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
-        let row = tx
-            .query_opt("SELECT patient FROM documents WHERE tenant = $1 AND id = $2", &[&tenant, &id])
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(self.document(tenant, id).await?.map(|document| document.patient))
     }
 
     /// The ids of `tenant`'s patients one of whose names holds every token of `name`
     /// (case and accents aside), through the blind index.
     pub async fn patients_named(&self, tenant: &str, name: &str) -> Result<Vec<String>, RecordError> {
-        let tokens: Vec<Vec<u8>> = tokens_of(name)
+        let mut tokens: Vec<Vec<u8>> = tokens_of(name)
             .iter()
             .map(|t| blind_token(&self.keys.names, tenant, t).to_vec())
             .collect();
+        // "ana ana" asks for one token, not two.
+        tokens.sort();
+        tokens.dedup();
         if tokens.is_empty() {
             return Ok(Vec::new());
         }

@@ -157,7 +157,7 @@ impl PgRecords {
         for (checked, id) in resources {
             stored.push(self.write_row(&tx, &key, tenant, checked, &id, 1, stamp, None).await?);
         }
-        tx.commit().await.map_err(db)?;
+        commit(tx).await?;
         Ok(stored)
     }
 
@@ -220,9 +220,7 @@ impl PgRecords {
         if let Some(event) = writer.event_for(stored) {
             append_in(&tx, &self.keys.audit, tenant, vec![event]).await?;
         }
-        // Lost at the commit itself, the write may or may not have landed: the caller is told
-        // to try again, and the same request with its idempotency key is answered once.
-        tx.commit().await.map_err(db)
+        commit(tx).await
     }
 
     /// The write an earlier request with this key made, as it stands now; `None` for a new
@@ -334,7 +332,8 @@ impl PgRecords {
             .await?;
         if let Some(patient) = &patient {
             for doc in &attachments {
-                let (wrapped, ciphertext) = documents::seal(&self.keys.documents, tenant, doc)?;
+                let aad = documents::bound_aad(tenant, &doc.id, patient, id);
+                let (wrapped, ciphertext) = documents::seal_bound(&self.keys.documents, &aad, doc)?;
                 tx.execute(
                     "INSERT INTO documents (tenant, id, patient, content_type, wrapped_key, ciphertext, resource_id)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -401,6 +400,15 @@ impl PgRecords {
         }
         Ok(())
     }
+}
+
+/// Commits a write. Lost at the commit itself, the write may or may not have landed: the
+/// caller is told so, and the same request with its idempotency key is answered once.
+async fn commit(tx: Transaction<'_>) -> Result<(), RecordError> {
+    tx.commit().await.map_err(|e| match db(e) {
+        RecordError::Unavailable => RecordError::OutcomeUnknown,
+        other => other,
+    })
 }
 
 /// What an idempotency key is stored as: its SHA-256 (a client's key is opaque, but need

@@ -67,7 +67,10 @@ impl Refusal {
                 "conflict",
                 "the resource changed since it was read; read it again and send the new version",
             )),
-            other @ (RecordError::Store(_) | RecordError::Unavailable) => Err(other),
+            other @ (RecordError::Store(_)
+            | RecordError::Unavailable
+            | RecordError::OutcomeUnknown
+            | RecordError::EmbeddedOnly(_)) => Err(other),
         }
     }
 }

@@ -143,6 +143,10 @@ enum Command {
         /// go through `import`.
         #[arg(long)]
         max_bundle_mib: Option<usize>,
+        /// Keep everything in PostgreSQL instead, shared with the other nodes (the data
+        /// directory, a copy of the one every node has, gives the keys and the certificate).
+        #[command(flatten)]
+        database: Database,
     },
 }
 
@@ -372,6 +376,10 @@ fn on_postgres<T>(work: impl std::future::Future<Output = Result<T, ServerError>
         .map_err(|e| ServerError::Store(format!("cannot start a runtime: {e}")))?
         .block_on(work)
 }
+
+/// Connections a node keeps to PostgreSQL: enough for both cores and the requests waiting
+/// on the network, few enough that a dozen nodes stay within the database's default 100.
+const NODE_CONNECTIONS: usize = 8;
 
 /// The sign-in state of a PostgreSQL deployment, with the data directory's keys.
 async fn pg_accounts(data: &std::path::Path, url: &str) -> Result<carekeep_server::auth::PgAccounts, ServerError> {
@@ -700,7 +708,7 @@ fn run(command: Command) -> Result<(), ServerError> {
         }
         Command::Import { data, tenant, care_team, paths } => run_import(&data, &tenant, care_team.as_deref(), &paths),
         Command::Audit { command } => run_audit(command),
-        Command::Serve { data, listen, connections_per_address, max_bundle_mib } => {
+        Command::Serve { data, listen, connections_per_address, max_bundle_mib, database } => {
             let dir = DataDir::open(&data)?;
             let mut limits = carekeep_server::http::Limits::default();
             if let Some(n) = connections_per_address {
@@ -710,15 +718,23 @@ fn run(command: Command) -> Result<(), ServerError> {
                 limits.bundle_bytes = mib.saturating_mul(1024 * 1024);
             }
             let runtime = tokio::runtime::Runtime::new().map_err(|e| ServerError::Tls(e.to_string()))?;
-            runtime.block_on(carekeep_server::http::serve(
-                &dir,
-                listen,
-                limits,
-                |addr| tracing::info!(%addr, "listening (HTTPS only)"),
-                async {
-                    let _ = tokio::signal::ctrl_c().await;
-                },
-            ))
+            runtime.block_on(async {
+                let state = match &database.url {
+                    None => carekeep_server::http::AppState::new(&dir)?,
+                    Some(url) => carekeep_server::http::AppState::postgres(&dir, url, NODE_CONNECTIONS).await?,
+                };
+                carekeep_server::http::serve_state(
+                    &dir,
+                    state,
+                    listen,
+                    limits,
+                    |addr| tracing::info!(%addr, "listening (HTTPS only)"),
+                    async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    },
+                )
+                .await
+            })
         }
     }
 }

@@ -57,7 +57,8 @@ fn import_extras(records: &Records, patient: &str) -> Result<(), ServerError> {
     use crate::records::bundle::{Clinic, Outcome, Plan, Targets};
     let invalid = |what: String| ServerError::Invalid(format!("demo extras: {what}"));
     let visit: String = records
-        .store()
+        .store("the demo's extras")
+        .map_err(|e| invalid(e.to_string()))?
         .read()
         .query_row(
             "SELECT id FROM resources WHERE tenant = ?1 AND type = 'Encounter' AND patient = ?2 ORDER BY effective LIMIT 1",

@@ -48,11 +48,22 @@ const GROUP_MAX: usize = 512;
 /// whatever has queued up, and whatever writes left in the outbox, in one transaction — one
 /// fsync for many requests (group commit) — and only then lets each request answer.
 /// Durability is unchanged: no response leaves before its record is on disk in the trail.
-pub struct AuditLog {
-    chain: Arc<Chain>,
-    /// `None` once dropped: the writer then finishes and leaves the head current.
-    queue: Option<mpsc::Sender<Pending>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+///
+/// On a PostgreSQL deployment the trail is the database's, one chain per tenant
+/// ([`AuditLog::postgres`]), appended the same way by a task of each node.
+pub struct AuditLog(Keeper);
+
+/// Who keeps the trail.
+enum Keeper {
+    /// This process, in the embedded store's audit file.
+    Embedded {
+        chain: Arc<Chain>,
+        /// `None` once dropped: the writer then finishes and leaves the head current.
+        queue: Option<mpsc::Sender<Pending>>,
+        writer: Option<std::thread::JoinHandle<()>>,
+    },
+    /// PostgreSQL, shared by every node.
+    Shared(crate::pg::audit::Appender),
 }
 
 /// The chain's end and where it is written.
@@ -132,16 +143,37 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run(&pending))
             .map_err(|e| ServerError::Store(format!("cannot start the audit writer: {e}")))?;
-        Ok(Self { chain, queue: Some(queue), writer: Some(writer) })
+        Ok(Self(Keeper::Embedded { chain, queue: Some(queue), writer: Some(writer) }))
+    }
+
+    /// The trail of a PostgreSQL deployment, appended through `pool` (a node's), its
+    /// checkpoints signed by `signing_key`. A write's record commits with the write there
+    /// ([`crate::pg::records`]), so a request that wrote adds none here.
+    pub fn postgres(pool: deadpool_postgres::Pool, signing_key: Arc<SigningKey>) -> Self {
+        Self(Keeper::Shared(crate::pg::audit::Appender::start(pool, signing_key)))
+    }
+
+    /// The embedded chain, for the blocking appends tools and tests make.
+    fn chain(&self) -> Result<&Arc<Chain>, ServerError> {
+        match &self.0 {
+            Keeper::Embedded { chain, .. } => Ok(chain),
+            Keeper::Shared(_) => {
+                Err(ServerError::Invalid("the trail is in PostgreSQL: append through `record`".into()))
+            }
+        }
     }
 
     /// Appends `events` in order, all or none, and returns once they — and any write
     /// records waiting in the outbox — are durable in the trail. Records of concurrent
     /// requests share one commit.
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
+        let queue = match &self.0 {
+            Keeper::Embedded { queue, .. } => queue,
+            Keeper::Shared(appender) => return appender.record(events).await,
+        };
         let stopped = || ServerError::Store("the audit writer stopped".into());
         let (done, committed) = tokio::sync::oneshot::channel();
-        self.queue
+        queue
             .as_ref()
             .ok_or_else(stopped)?
             .send(Pending { events, done })
@@ -153,12 +185,12 @@ impl AuditLog {
     /// Blocking: call from `spawn_blocking`.
     pub fn append(&self, event: AuditEvent) -> Result<AuditRecord, ServerError> {
         self.append_all(vec![event])?;
-        Ok(self.chain.lock_state().last.clone().expect("just appended"))
+        Ok(self.chain()?.lock_state().last.clone().expect("just appended"))
     }
 
     /// Appends `events` in order, in one transaction: all or none. Blocking.
     pub fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
-        self.chain.append_group(events)
+        self.chain()?.append_group(events)
     }
 }
 
@@ -166,9 +198,11 @@ impl Drop for AuditLog {
     /// Stops the writer once it has committed what was queued, leaving store.db's head
     /// current.
     fn drop(&mut self) {
-        self.queue = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        if let Keeper::Embedded { queue, writer, .. } = &mut self.0 {
+            *queue = None;
+            if let Some(writer) = writer.take() {
+                let _ = writer.join();
+            }
         }
     }
 }

@@ -84,7 +84,7 @@ pub async fn run(
         },
     };
     let staff_view = access::rule_for(grant.role(), Data::AuditTrail).read == access::Reach::Tenant;
-    let store = state.records.store().clone();
+    let store = state.records.store("searching the audit trail")?.clone();
     let (tenant, s) = (grant.tenant().to_owned(), search.clone());
     let found = tokio::task::spawn_blocking(move || read_trail(&store, &tenant, patients.as_deref(), &s, below)).await;
     let Ok(Ok(trail)) = found else {

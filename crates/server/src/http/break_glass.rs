@@ -69,7 +69,10 @@ pub async fn open(
         slot.deny();
         return e.into_response();
     }
-    let store = state.records.store().clone();
+    let store = match state.records.store("break-glass") {
+        Ok(store) => store.clone(),
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
     let (tenant, user, patient) = (caller.tenant.clone(), caller.user_id.clone(), request.patient.clone());
     let opened =
         tokio::task::spawn_blocking(move || break_glass::open(&store, &tenant, &user, &patient, &reason, now())).await;
@@ -149,7 +152,11 @@ async fn for_admins(
         slot.deny();
         return super::operation_outcome(StatusCode::FORBIDDEN, "forbidden", refusal);
     }
-    let (store, tenant) = (state.records.store().clone(), caller.tenant.clone());
+    let store = match state.records.store("break-glass review") {
+        Ok(store) => store.clone(),
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
+    let tenant = caller.tenant.clone();
     match tokio::task::spawn_blocking(move || list(&store, &tenant)).await {
         Ok(Ok(listed)) => Json(listed).into_response(),
         _ => super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."),

@@ -28,7 +28,7 @@ async fn allowed(state: &AppState, grant: &Grant, slot: &AuditSlot, id: &str) ->
         (state.records.clone(), grant.tenant().to_owned(), id.to_owned(), grant.user().to_owned(), grant.role());
     let found = tokio::task::spawn_blocking(move || {
         let patient = records.document_patient(&tenant, &doc)?;
-        let access = records.access(&user, role, now())?;
+        let access = records.access(&tenant, &user, role, now())?;
         Ok::<_, crate::records::RecordError>((patient, access))
     })
     .await;

@@ -92,9 +92,10 @@ pub async fn read(
     let records = state.records.clone();
     let (tenant, user, role) = (grant.tenant().to_owned(), grant.user().to_owned(), grant.role());
     // The access and the resource in one trip to the store.
-    let (access, found) =
-        blocking(move || Ok((records.access(&user, role, now())?, records.read(&tenant, &resource_type, &id)?)))
-            .await?;
+    let (access, found) = blocking(move || {
+        Ok((records.access(&tenant, &user, role, now())?, records.read(&tenant, &resource_type, &id)?))
+    })
+    .await?;
     let stored = found.ok_or(ApiError::NotFound)?;
     match access.decide(data, stored.patient.as_deref(), Intent::Read) {
         Decision::Allow { break_glass } => {

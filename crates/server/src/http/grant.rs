@@ -101,16 +101,22 @@ impl Grant {
 
     /// The caller's access to every patient they are linked to, now.
     pub async fn access(&self, state: &AppState) -> Result<Access, ApiError> {
-        let (records, user, role) = (state.records.clone(), self.caller.user_id.clone(), self.caller.role);
-        blocking(move || records.access(&user, role, now())).await
+        let (records, tenant, user, role) =
+            (state.records.clone(), self.caller.tenant.clone(), self.caller.user_id.clone(), self.caller.role);
+        blocking(move || records.access(&tenant, &user, role, now())).await
     }
 
     /// The caller's access for a request about `patient` (only those links), or about
     /// anyone.
     pub async fn access_about(&self, state: &AppState, patient: Option<&str>) -> Result<Access, ApiError> {
         let Some(patient) = patient else { return self.access(state).await };
-        let (records, user, role, patient) =
-            (state.records.clone(), self.caller.user_id.clone(), self.caller.role, patient.to_owned());
-        blocking(move || records.access_to(&user, role, &patient, now())).await
+        let (records, tenant, user, role, patient) = (
+            state.records.clone(),
+            self.caller.tenant.clone(),
+            self.caller.user_id.clone(),
+            self.caller.role,
+            patient.to_owned(),
+        );
+        blocking(move || records.access_to(&tenant, &user, role, &patient, now())).await
     }
 }

@@ -73,6 +73,33 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The state of a node of a PostgreSQL deployment: the keys from `dir` (every node has
+    /// a copy of one data directory), everything else in the database at `url`, reached
+    /// through one pool of `connections`. Refuses a role the tenant policies would not bind,
+    /// a schema of another version and another deployment's master key
+    /// ([`crate::auth::PgAccounts::connect`]).
+    pub async fn postgres(dir: &DataDir, url: &str, connections: usize) -> Result<Self, ServerError> {
+        let keys = dir.master_keys()?;
+        let signing_key = Arc::new(dir.signing_key()?);
+        let key_id = key_id(&signing_key.verifying_key());
+        let accounts = crate::auth::PgAccounts::connect(url, connections, &keys).await?;
+        let pool = accounts.pool().clone();
+        let records = crate::pg::records::PgRecords::new(pool.clone(), &keys, (*signing_key).clone());
+        let audit = crate::audit::AuditLog::postgres(pool, signing_key.clone());
+        let auth = Auth::new(accounts, AuthPolicy::default(), 2).with_keys(&keys);
+        Ok(Self {
+            records: Arc::new(Records::postgres(records, tokio::runtime::Handle::current())),
+            keys: Arc::new(keys),
+            auth: Arc::new(auth),
+            audit: Arc::new(audit),
+            signing_key,
+            key_id,
+            pins: dir.pins()?,
+        })
+    }
+}
+
 /// A short, stable name for a signing key: the first 8 bytes of its SHA-256, hex.
 fn key_id(key: &ed25519_dalek::VerifyingKey) -> String {
     use sha2::Digest as _;
@@ -176,12 +203,24 @@ pub async fn serve(
     on_bound: impl FnOnce(SocketAddr) + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_state(dir, AppState::new(dir)?, listen, limits, on_bound, shutdown).await
+}
+
+/// [`serve`] with `state` made already (a PostgreSQL node's: [`AppState::postgres`]); `dir`
+/// gives the TLS certificate and key.
+pub async fn serve_state(
+    dir: &DataDir,
+    state: AppState,
+    listen: SocketAddr,
+    limits: Limits,
+    on_bound: impl FnOnce(SocketAddr) + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let config = axum_server::tls_rustls::RustlsConfig::from_config(dir.tls_config()?);
     // Admission (per address, in all) and the idle limit come first, before any TLS work.
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
         .handshake_timeout(limits.handshake)
         .acceptor(connections::Admission::new(limits));
-    let state = AppState::new(dir)?;
     let handle = axum_server::Handle::new();
     let watcher = handle.clone();
     tokio::spawn(async move {

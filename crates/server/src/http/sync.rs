@@ -100,7 +100,10 @@ pub async fn upload_device_audit(
     super::json::Json(upload): super::json::Json<DeviceAuditUpload>,
 ) -> Response {
     let now = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-    let store = state.records.store().clone();
+    let store = match state.records.store("uploading a device's audit records") {
+        Ok(store) => store.clone(),
+        Err(e) => return super::error::ApiError::from(e).into_response(),
+    };
     let ip = addr.ip().to_string();
     let accepted = tokio::task::spawn_blocking({
         let store = store.clone();

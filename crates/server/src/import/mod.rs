@@ -118,7 +118,7 @@ fn store_error(e: RecordError) -> ServerError {
 
 /// The id of `username`, who must be a clinician or nurse of `tenant`.
 fn care_team_user(records: &Records, tenant: &str, username: &str) -> Result<String, ServerError> {
-    let conn = records.store().read();
+    let conn = records.store("import").map_err(store_error)?.read();
     let found: Option<(String, String)> = conn
         .query_row(
             "SELECT id, role FROM users WHERE tenant = ?1 AND username = ?2 AND disabled = 0",
@@ -139,7 +139,7 @@ fn link_general_practitioners(records: &Records, tenant: &str, patients: &BTreeS
     let store = |e: rusqlite::Error| ServerError::Store(e.to_string());
     let mut links = Vec::new();
     {
-        let conn = records.store().read();
+        let conn = records.store("import").map_err(store_error)?.read();
         let mut practitioners = conn
             .prepare_cached(
                 "SELECT substr(json_extract(g.value, '$.reference'), 14) FROM resources r,
@@ -182,7 +182,7 @@ fn without_care_team(
     tenant: &str,
     patients: &BTreeSet<String>,
 ) -> Result<BTreeSet<String>, ServerError> {
-    let conn = records.store().read();
+    let conn = records.store("import").map_err(store_error)?.read();
     let mut linked = conn
         .prepare_cached("SELECT 1 FROM patient_links WHERE tenant = ?1 AND patient = ?2 AND relation = 'care-team'")
         .map_err(|e| ServerError::Store(e.to_string()))?;
@@ -216,7 +216,7 @@ type Planned = (Vec<Unit>, Targets, BTreeMap<String, u64>);
 /// deleted since is left out.
 fn plan_units(records: &Records, tenant: &str, sources: Vec<Source>) -> Result<Planned, ServerError> {
     let mut deleted_since: BTreeMap<String, u64> = BTreeMap::new();
-    let conn = records.store().read();
+    let conn = records.store("import").map_err(store_error)?.read();
     let mut targets = Targets::default();
     // Two files may hold the same resource (Synthea's patients share their medications):
     // one id for one source.

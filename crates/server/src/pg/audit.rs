@@ -118,3 +118,80 @@ pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Re
     require_checkpoints(records.len() as u64, &checkpoints, CHECKPOINT_EVERY).map_err(broken)?;
     Ok(records)
 }
+
+/// Most requests' records one group commit takes.
+const GROUP_MAX: usize = 512;
+
+/// The append side of a node's audit on PostgreSQL: requests hand their records to one
+/// task, which appends whatever has queued up — per tenant, one transaction under the
+/// tenant's lock for many requests (group commit) — and only then lets each request
+/// answer. A request's records are all of its caller's tenant, so each is kept whole or
+/// not at all. Records no known caller made (a failed sign-in) go to the chain of tenant
+/// `-`, which no tenant id can be.
+pub struct Appender {
+    queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+}
+
+/// One request's records, waiting for the task.
+struct Pending {
+    events: Vec<AuditEvent>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl Appender {
+    /// Starts the appending task on the current runtime, writing through `pool` (a node's)
+    /// with checkpoints signed by `key`.
+    pub fn start(pool: deadpool_postgres::Pool, key: std::sync::Arc<SigningKey>) -> Self {
+        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<Pending>();
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut group = vec![first];
+                while group.len() < GROUP_MAX {
+                    match pending.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let mut by_tenant: std::collections::BTreeMap<String, Vec<AuditEvent>> =
+                    std::collections::BTreeMap::new();
+                for request in &group {
+                    for event in &request.events {
+                        by_tenant.entry(event.tenant.clone()).or_default().push(event.clone());
+                    }
+                }
+                let mut failed: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+                match super::pooled(&pool).await {
+                    Ok(mut client) => {
+                        for (tenant, events) in by_tenant {
+                            if let Err(e) = append(&mut client, &key, &tenant, events).await {
+                                tracing::error!(error = %e, "audit append to PostgreSQL failed");
+                                failed.insert(tenant, e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for tenant in by_tenant.into_keys() {
+                            failed.insert(tenant, e.to_string());
+                        }
+                    }
+                }
+                for request in group {
+                    let error = request.events.iter().find_map(|e| failed.get(&e.tenant)).cloned();
+                    let _ = request.done.send(error.map_or(Ok(()), Err));
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Appends `events` (all of one tenant, or none) and returns once they are committed.
+    pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let stopped = || ServerError::Store("the audit writer stopped".into());
+        let (done, committed) = tokio::sync::oneshot::channel();
+        self.queue.send(Pending { events, done }).map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?.map_err(ServerError::Store)
+    }
+}

@@ -181,13 +181,19 @@ pub(super) fn forget_unlinked(
 impl Records {
     /// The document `id` of `tenant`, decrypted; `None` if there is none.
     pub fn document(&self, tenant: &str, id: &str) -> Result<Option<Document>, RecordError> {
-        read_document(&self.store.read(), &self.documents_key, tenant, id)
+        match &self.engine {
+            super::Engine::Sqlcipher(store) => read_document(&store.read(), &self.documents_key, tenant, id),
+            super::Engine::Postgres(pg, runtime) => runtime.block_on(pg.document(tenant, id)),
+        }
     }
 
     /// The patient a document belongs to (without decrypting it).
     pub fn document_patient(&self, tenant: &str, id: &str) -> Result<Option<String>, RecordError> {
-        Ok(self
-            .store
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return runtime.block_on(pg.document_patient(tenant, id)),
+        };
+        Ok(store
             .read()
             .query_row("SELECT patient FROM documents WHERE tenant = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
             .optional()?)

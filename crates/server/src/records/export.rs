@@ -99,7 +99,7 @@ impl Records {
         types: &[String],
         since: Option<&str>,
     ) -> Result<Vec<File>, RecordError> {
-        let conn = self.store.read();
+        let conn = self.store("Bulk Data export")?.read();
         // One read transaction: every file from the same moment.
         conn.execute_batch("BEGIN")?;
         let files = self.read_files(&conn, tenant, scope, types, since);
@@ -190,7 +190,8 @@ impl Records {
     /// Whether `user_id` names a Group of `tenant` for `$export`: a clinician's or nurse's
     /// care team.
     pub fn is_group(&self, tenant: &str, user_id: &str) -> bool {
-        self.store()
+        let Ok(store) = self.store("Bulk Data export") else { return false };
+        store
             .read()
             .query_row(
                 "SELECT 1 FROM users WHERE tenant = ?1 AND id = ?2 AND role IN ('clinician', 'nurse')",
@@ -203,7 +204,7 @@ impl Records {
     /// Starts an export for `user_id`: its id. Exports older than a day are removed now.
     pub fn begin_export(&self, tenant: &str, user_id: &str, request: &str, now: i64) -> Result<String, RecordError> {
         let id = crate::ids::new_id("export")?;
-        let conn = self.store.lock();
+        let conn = self.store("Bulk Data export")?.lock();
         conn.execute("DELETE FROM exports WHERE created_at < ?1", [now - KEEP_SECS])?;
         conn.execute(
             "INSERT INTO exports (id, tenant, user_id, request, status, created_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
@@ -220,7 +221,7 @@ impl Records {
         files: Option<Vec<File>>,
         transaction_time: &str,
     ) -> Result<(), RecordError> {
-        let mut conn = self.store.lock();
+        let mut conn = self.store("Bulk Data export")?.lock();
         let tx = conn.transaction()?;
         let status = if files.is_some() { "complete" } else { "failed" };
         for (n, file) in files.into_iter().flatten().enumerate() {
@@ -255,7 +256,7 @@ impl Records {
 
     /// Export `id` of `tenant`, if it exists.
     pub fn export(&self, tenant: &str, id: &str) -> Result<Option<Export>, RecordError> {
-        let conn = self.store.read();
+        let conn = self.store("Bulk Data export")?.read();
         let row: Option<(String, String, String, Option<String>)> = conn
             .query_row(
                 "SELECT user_id, request, status, finished_at FROM exports WHERE tenant = ?1 AND id = ?2",
@@ -282,7 +283,7 @@ impl Records {
     /// File `n` of export `id`, decrypted, with the patients it holds.
     pub fn export_file(&self, tenant: &str, id: &str, n: i64) -> Result<Option<Fetched>, RecordError> {
         let row: Option<(String, Vec<u8>, Vec<u8>)> = self
-            .store
+            .store("Bulk Data export")?
             .read()
             .query_row(
                 "SELECT f.patients, f.wrapped_key, f.ciphertext FROM export_files f JOIN exports e ON e.id = f.export_id
@@ -302,7 +303,7 @@ impl Records {
 
     /// Deletes export `id` and its files.
     pub fn delete_export(&self, tenant: &str, id: &str) -> Result<bool, RecordError> {
-        let conn = self.store.lock();
+        let conn = self.store("Bulk Data export")?.lock();
         conn.execute(
             "DELETE FROM export_files WHERE export_id = (SELECT id FROM exports WHERE tenant = ?1 AND id = ?2)",
             params![tenant, id],

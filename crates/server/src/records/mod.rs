@@ -149,22 +149,52 @@ pub(crate) fn invalid(path: &str, code: &'static str, message: &str) -> RecordEr
     RecordError::Invalid(vec![Problem { path: path.to_owned(), code, message: message.to_owned() }])
 }
 
-/// The records service.
+/// The records service, on either engine: the embedded SQLCipher store, or PostgreSQL
+/// shared by several nodes ([`crate::pg::records::PgRecords`], which answers alike).
+/// Synchronous, as the embedded engine is: call it from `spawn_blocking`.
 pub struct Records {
-    store: Arc<Store>,
+    engine: Engine,
     validator: validate::Validator,
     documents_key: crate::keys::Key,
+}
+
+/// Where the records are kept.
+enum Engine {
+    Sqlcipher(Arc<Store>),
+    /// PostgreSQL, and the runtime its driver runs on: each operation is run to completion
+    /// there from the blocking thread that called it, so handlers keep one path for both.
+    Postgres(crate::pg::records::PgRecords, tokio::runtime::Handle),
 }
 
 impl Records {
     /// Records kept in `store`; document bytes are wrapped with `documents_key`.
     pub fn new(store: Arc<Store>, documents_key: crate::keys::Key) -> Self {
-        Self { store, validator: validate::Validator::default(), documents_key }
+        Self { engine: Engine::Sqlcipher(store), validator: validate::Validator::default(), documents_key }
     }
 
-    /// The store (for the audit and document helpers that share it).
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// Records kept in PostgreSQL through `pg`, whose driver runs on `runtime`. Calls must
+    /// come from outside the runtime's async tasks (`spawn_blocking`, or a plain thread).
+    pub fn postgres(pg: crate::pg::records::PgRecords, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            engine: Engine::Postgres(pg, runtime),
+            validator: validate::Validator::default(),
+            // Documents are sealed by `pg` itself, under the same purpose key.
+            documents_key: zeroize::Zeroizing::new([0; 32]),
+        }
+    }
+
+    /// The embedded store (for the audit and document helpers that share it); on a
+    /// PostgreSQL deployment, the refusal naming `what` is not there yet.
+    pub fn store(&self, what: &'static str) -> Result<&Arc<Store>, RecordError> {
+        match &self.engine {
+            Engine::Sqlcipher(store) => Ok(store),
+            Engine::Postgres(..) => Err(RecordError::EmbeddedOnly(what)),
+        }
+    }
+
+    /// Whether the records are in PostgreSQL (shared by several nodes).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(..))
     }
 
     /// Checks a resource a client sent for `resource_type`: the FHIR R4 schema and calendar
@@ -176,7 +206,10 @@ impl Records {
 
     /// The current version of `resource_type/id` in `tenant`.
     pub fn read(&self, tenant: &str, resource_type: &str, id: &str) -> Result<Option<Stored>, RecordError> {
-        Ok(current(&self.store.read(), tenant, resource_type, id)?)
+        match &self.engine {
+            Engine::Sqlcipher(store) => Ok(current(&store.read(), tenant, resource_type, id)?),
+            Engine::Postgres(pg, runtime) => runtime.block_on(pg.read(tenant, resource_type, id)),
+        }
     }
 
     /// Stores `checked` as a new resource with a fresh opaque id, version 1, stamped with
@@ -184,9 +217,13 @@ impl Records {
     /// With the writer's key, a key already used returns the resource that request created
     /// (`true`: replayed) instead of creating another.
     pub fn create(&self, tenant: &str, checked: Checked, writer: &Writer<'_>) -> Result<(Stored, bool), RecordError> {
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.create(tenant, checked, writer)),
+        };
         let once = writer.once();
         let request = idempotency::request_hash("create", "", 0, &checked.value);
-        let mut conn = self.store.lock();
+        let mut conn = store.lock();
         let now = commit_time();
         let tx = conn.transaction()?;
         if let Some(once) = once
@@ -216,9 +253,15 @@ impl Records {
         expected_version: i64,
         writer: &Writer<'_>,
     ) -> Result<(Stored, bool), RecordError> {
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => {
+                return runtime.block_on(pg.update(tenant, id, checked, expected_version, writer));
+            }
+        };
         let once = writer.once();
         let request = idempotency::request_hash("update", id, expected_version, &checked.value);
-        let mut conn = self.store.lock();
+        let mut conn = store.lock();
         let now = commit_time();
         let tx = conn.transaction()?;
         if let Some(once) = once
@@ -255,7 +298,12 @@ impl Records {
         resources: Vec<(Checked, String)>,
         now: OffsetDateTime,
     ) -> Result<Vec<Stored>, RecordError> {
-        let mut conn = self.store.lock();
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            // Stamped by the database's clock, in commit order (see `pg::records`).
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.import(tenant, resources)),
+        };
+        let mut conn = store.lock();
         let tx = conn.transaction()?;
         let mut stored = Vec::with_capacity(resources.len());
         for (checked, id) in resources {
@@ -265,9 +313,16 @@ impl Records {
         Ok(stored)
     }
 
-    /// The caller's links to patients and open break-glass grants, for [`Access`].
-    pub fn access(&self, user_id: &str, role: carekeep_protocol::auth::Role, now: i64) -> Result<Access, RecordError> {
-        self.load_access(user_id, role, None, now)
+    /// The caller's links to patients of `tenant` and open break-glass grants, for
+    /// [`Access`].
+    pub fn access(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        role: carekeep_protocol::auth::Role,
+        now: i64,
+    ) -> Result<Access, RecordError> {
+        self.load_access(tenant, user_id, role, None, now)
     }
 
     /// As [`Records::access`], for requests about one patient: only the caller's links to
@@ -275,22 +330,29 @@ impl Records {
     /// that patient are the same.
     pub fn access_to(
         &self,
+        tenant: &str,
         user_id: &str,
         role: carekeep_protocol::auth::Role,
         patient: &str,
         now: i64,
     ) -> Result<Access, RecordError> {
-        self.load_access(user_id, role, Some(patient), now)
+        self.load_access(tenant, user_id, role, Some(patient), now)
     }
 
     fn load_access(
         &self,
+        tenant: &str,
         user_id: &str,
         role: carekeep_protocol::auth::Role,
         patient: Option<&str>,
         now: i64,
     ) -> Result<Access, RecordError> {
-        let conn = self.store.read();
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.access(tenant, user_id, role, patient, now)),
+        };
+        // A user belongs to one tenant: their links are that tenant's.
+        let conn = store.read();
         let mut access = Access {
             user_id: user_id.to_owned(),
             role,
@@ -322,7 +384,11 @@ impl Records {
 
     /// Links `user_id` to `patient` as `relation` (`self`, `proxy` or `care-team`).
     pub fn link(&self, tenant: &str, user_id: &str, patient: &str, relation: &str) -> Result<(), RecordError> {
-        self.store.lock().execute(
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.link(tenant, user_id, patient, relation)),
+        };
+        store.lock().execute(
             "INSERT INTO patient_links (tenant, user_id, patient, relation) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user_id, patient) DO UPDATE SET relation = excluded.relation",
             params![tenant, user_id, patient, relation],

@@ -6,7 +6,7 @@ use rusqlite::params;
 use rusqlite::types::Value as SqlValue;
 
 use super::access::{Access, Data, PatientFilter, SERVED_TYPES};
-use super::{RecordError, Records, Stored, Writer};
+use super::{Engine, RecordError, Records, Stored, Writer};
 
 /// A resource deleted on the server, in deletion order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,13 @@ impl Records {
                 "Patient: a patient's record is not deleted; remove them from the care team instead",
             ));
         }
-        let mut conn = self.store.lock();
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => {
+                return runtime.block_on(pg.delete(tenant, resource_type, id, expected_version, now_unix, writer));
+            }
+        };
+        let mut conn = store.lock();
         let tx = conn.transaction()?;
         let stored = super::current(&tx, tenant, resource_type, id)?.ok_or(RecordError::NotFound)?;
         if stored.version != expected_version {
@@ -65,7 +71,11 @@ impl Records {
         filter: &PatientFilter,
         scope: &DeletionScope,
     ) -> Result<(Vec<(String, String)>, i64), RecordError> {
-        let conn = self.store.read();
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.sync_status(tenant, filter, scope)),
+        };
+        let conn = store.read();
         let mut patients = Vec::new();
         match filter {
             PatientFilter::Nothing => {}
@@ -111,7 +121,11 @@ impl Records {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Removed>, RecordError> {
-        let conn = self.store.read();
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.removed_after(tenant, scope, after, limit)),
+        };
+        let conn = store.read();
         let (clause, values) = scope.sql();
         let n = values.len();
         let mut stmt = conn.prepare(&format!(

@@ -231,6 +231,10 @@ impl Records {
         filter: &PatientFilter,
         after: Option<&After>,
     ) -> Result<Page, RecordError> {
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return runtime.block_on(pg.search(tenant, search, filter, after)),
+        };
         if *filter == PatientFilter::Nothing || search.types.is_empty() {
             return Ok(Page { resources: Vec::new(), total: 0, next: None });
         }
@@ -276,7 +280,7 @@ impl Records {
         }
         push_date_conditions(&mut sql, &mut args, "r.effective", &search.date);
         push_date_conditions(&mut sql, &mut args, "r.last_updated", &search.last_updated);
-        let conn = self.store.read();
+        let conn = store.read();
         let total: i64 = conn
             .prepare(&format!("SELECT count(*){sql}"))?
             .query_row(params_from_iter(args.iter()), |r| r.get(0))?;

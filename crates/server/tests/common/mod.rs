@@ -136,10 +136,16 @@ pub fn data_with_user(
 
 /// The server binary serving `root` on a free port of 127.0.0.1; returns it and its address.
 pub fn serve_binary(root: &std::path::Path) -> (std::process::Child, String) {
+    serve_binary_with(root, &[])
+}
+
+/// [`serve_binary`] with `env` set (`CAREKEEP_DATABASE`, for a PostgreSQL node).
+pub fn serve_binary_with(root: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carekeep-server"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(root)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 #[path = "../common/mod.rs"]
 mod common;
 mod records;
+mod serve;
 
 use carekeep_protocol::audit::{AuditEvent, Outcome};
 use ed25519_dalek::SigningKey;

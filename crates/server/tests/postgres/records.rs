@@ -53,7 +53,7 @@ impl Engine {
     async fn add_user(&self, db: Option<&Database>, username: &str, role: Role) -> String {
         match self {
             Engine::Embedded(records, _) => {
-                admin::add_user(records.store(), "clinic-a", username, role, "a long password here", T0)
+                admin::add_user(records.store("users").unwrap(), "clinic-a", username, role, "a long password here", T0)
                     .unwrap()
                     .id
             }
@@ -150,7 +150,7 @@ impl Engine {
 
     async fn access(&self, user: &str, role: Role) -> Access {
         match self {
-            Engine::Embedded(records, _) => records.access(user, role, T0).unwrap(),
+            Engine::Embedded(records, _) => records.access("clinic-a", user, role, T0).unwrap(),
             Engine::Shared(store) => store.access("clinic-a", user, role, None, T0).await.unwrap(),
         }
     }

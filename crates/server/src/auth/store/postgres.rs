@@ -131,6 +131,11 @@ impl PgAccounts {
         Ok(accounts)
     }
 
+    /// The node's pool, which the records and the audit share.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Uses `pool` with the accounts keys of the server's master key, unchecked (see
     /// [`PgAccounts::connect`]).
     fn new(pool: Pool, master: &MasterKeys) -> Self {

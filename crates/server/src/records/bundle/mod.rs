@@ -91,7 +91,7 @@ impl Records {
                 return Ok(Outcome::Refused(refused));
             }
         }
-        let mut conn = self.store.lock();
+        let mut conn = self.store("transaction and batch Bundles")?.lock();
         let now = super::commit_time();
         let tx = conn.transaction()?;
         let mut order: Vec<usize> = (0..prepared.len()).collect();
@@ -181,7 +181,7 @@ impl Records {
 
     /// Ids, references and checks: everything that needs no writer lock.
     fn prepare(&self, tenant: &str, plan: Plan, gate: &dyn Gate) -> Result<Vec<Prepared>, RecordError> {
-        let conn = self.store.read();
+        let conn = self.store("transaction and batch Bundles")?.read();
         let Plan { entries, known: mut targets, .. } = plan;
         let mut firsts = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -266,7 +266,7 @@ impl Records {
             }
             prepared.push(Prepared { index, resource_type, step });
         }
-        let conn = self.store.read();
+        let conn = self.store("transaction and batch Bundles")?.read();
         for p in &mut prepared {
             if let Ok(Step::Create { checked, break_glass, .. }) = &mut p.step {
                 let exists = match &checked.patient {

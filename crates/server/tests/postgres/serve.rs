@@ -1,0 +1,192 @@
+//! Two `carekeep-server serve --database` processes on one PostgreSQL, reached over HTTPS
+//! as a load balancer would spread a device's requests: a sign-in and a write through one
+//! are good at the other, a device revoked through one is refused at the other, writes
+//! through both at once leave one audit chain that verifies, and failed sign-ins spread over
+//! both trip the one network limit.
+
+use std::process::Child;
+
+use carekeep_protocol::auth::Role;
+use carekeep_server::DataDir;
+use carekeep_server::auth::PgAccounts;
+use carekeep_server::pg::{self, records::PgRecords};
+use serde_json::{Value, json};
+
+use super::{Database, database};
+
+const PASSWORD: &str = "two nodes, one database";
+
+/// A node's process, stopped when dropped.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A deployment: a data directory (every node's copy), tenant `clinic-1` with patient `p1`,
+/// a patient user linked to them, and two nodes serving it; their addresses.
+struct Deployment {
+    data: DataDir,
+    _dir: tempfile::TempDir,
+    patient_totp: String,
+    nodes: Vec<(Node, String)>,
+}
+
+async fn deployment(db: &Database) -> Deployment {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let (data, _) = DataDir::init(&root, "localhost").unwrap();
+    let keys = data.master_keys().unwrap();
+    let records = PgRecords::new(pg::app_pool(&db.app_url, 2).await.unwrap(), &keys, data.signing_key().unwrap());
+    records.add_tenant("clinic-1", "Clinic One").await.unwrap();
+    let patient = json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Twonode"}]});
+    records
+        .import("clinic-1", vec![(records.check(patient, "Patient").unwrap(), "p1".into())])
+        .await
+        .unwrap();
+    let accounts = PgAccounts::connect(&db.app_url, 1, &keys).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let user = accounts
+        .add_user("clinic-1", "pat.one", Role::Patient, PASSWORD, now)
+        .await
+        .unwrap();
+    records.link("clinic-1", &user.id, "p1", "self").await.unwrap();
+    let nodes = (0..2)
+        .map(|_| {
+            let (child, base) = super::common::serve_binary_with(&root, &[("CAREKEEP_DATABASE", &db.app_url)]);
+            (Node(child), base)
+        })
+        .collect();
+    Deployment { data, _dir: dir, patient_totp: user.totp_base32, nodes }
+}
+
+fn reading(value: u32) -> Value {
+    super::common::reading("p1", value)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_serve_processes_on_one_database_answer_as_one() {
+    let db = database().await;
+    let deployment = deployment(&db).await;
+    let (a, b) = (&deployment.nodes[0].1, &deployment.nodes[1].1);
+    let http = super::common::client_for(&deployment.data);
+
+    // Signed in through A; the token is good at B, and a write through A reads back at B.
+    let signed = super::common::sign_in(&http, a, "pat.one", PASSWORD, &deployment.patient_totp, 0).await;
+    let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
+    let created = http
+        .post(format!("{a}/fhir/Observation"))
+        .bearer_auth(&token)
+        .json(&reading(61))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let written: Value = created.json().await.unwrap();
+    let id = written["id"].as_str().unwrap();
+    let read = http
+        .get(format!("{b}/fhir/Observation/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.json::<Value>().await.unwrap(), written);
+
+    // Twenty writes at once, alternating nodes: each stored once, all found through either.
+    let mut writes = Vec::new();
+    for n in 0..20u32 {
+        let (http, base, token) = (http.clone(), deployment.nodes[(n % 2) as usize].1.clone(), token.clone());
+        writes.push(tokio::spawn(async move {
+            let response = http
+                .post(format!("{base}/fhir/Observation"))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", format!("write-{n}"))
+                .json(&reading(70 + n))
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }));
+    }
+    for write in writes {
+        assert_eq!(write.await.unwrap(), 201);
+    }
+    for base in [a, b] {
+        let found: Value = http
+            .get(format!("{base}/fhir/Observation?patient=p1&_count=100"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found["total"], 21, "{base}");
+    }
+
+    // The device revoked through A: refused at B on its next request.
+    let device = signed.tokens["device_id"].as_str().unwrap();
+    let revoked = http
+        .post(format!("{a}/devices/{device}/revoke"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let refused = http
+        .get(format!("{b}/fhir/Observation/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // One chain for the tenant, every request through either node in it, verified.
+    let key = deployment.data.signing_key().unwrap().verifying_key();
+    let mut client = pg::connect(&db.app_url).await.unwrap();
+    let chain = pg::audit::verify(&mut client, &key, "clinic-1").await.unwrap();
+    let writes = chain.iter().filter(|r| r.event.action == "POST /fhir/{type}").count();
+    assert_eq!(writes, 21, "one record per write, whichever node took it");
+    assert!(chain.iter().any(|r| r.event.action == "GET /fhir/{type}/{id}"), "reads are audited too");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sign_ins_spread_over_two_serve_processes_trip_the_one_limit() {
+    let db = database().await;
+    let deployment = deployment(&db).await;
+    let http = super::common::client_for(&deployment.data);
+    // The limit counts per minute: start early in one, so all 31 attempts fall in it.
+    let second = time::OffsetDateTime::now_utc().second();
+    if second > 20 {
+        tokio::time::sleep(std::time::Duration::from_secs(u64::from(61 - second))).await;
+    }
+    let attempt = |n: usize| {
+        let (http, base) = (http.clone(), deployment.nodes[n % 2].1.clone());
+        async move {
+            http.post(format!("{base}/auth/login"))
+                .json(&json!({"username": format!("nobody-{n}"), "password": "wrong wrong wrong"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut statuses = Vec::new();
+    for n in 0..30 {
+        statuses.push(attempt(n).await);
+    }
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    // The 31st, at either node, is over the network's limit for the minute.
+    assert_eq!(attempt(30).await, 429);
+    assert_eq!(attempt(31).await, 429);
+    // Each attempt is in the trail of unknown callers, which verifies.
+    let key = deployment.data.signing_key().unwrap().verifying_key();
+    let mut client = pg::connect(&db.app_url).await.unwrap();
+    let chain = pg::audit::verify(&mut client, &key, "-").await.unwrap();
+    assert!(chain.iter().filter(|r| r.event.action == "POST /auth/login").count() >= 32);
+}

@@ -20,12 +20,12 @@
 
 use carekeep_protocol::audit::{AuditEvent, AuditRecord, ChainHash, Outcome};
 use carekeep_protocol::sync::{DeviceAuditUpload, MAX_DEVICE_AUDIT_BATCH};
-use rusqlite::params;
 use time::format_description::well_known::Rfc3339;
 
 use crate::ServerError;
 use crate::auth::Principal;
-use crate::store::Store;
+use crate::records::device_tips::Readable;
+use crate::records::{RecordError, Records};
 
 /// Why a batch was refused: worded for the developer of the client.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +38,12 @@ pub enum UploadError {
     Store(#[from] ServerError),
 }
 
-impl From<rusqlite::Error> for UploadError {
-    fn from(e: rusqlite::Error) -> Self {
-        UploadError::Store(ServerError::Store(e.to_string()))
+impl From<RecordError> for UploadError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => UploadError::Store(e),
+            other => UploadError::Store(ServerError::Store(other.to_string())),
+        }
     }
 }
 
@@ -57,12 +60,14 @@ pub struct Accepted {
     /// The batch's newest record.
     tip: Option<ChainHash>,
     stream: &'static str,
+    tenant: String,
     user_id: String,
 }
 
-/// Checks `upload` from `caller` and turns its new records into events for the trail.
+/// Checks `upload` from `caller` against what `store` knows of them, and turns its new
+/// records into events for the trail.
 pub fn accept(
-    store: &Store,
+    store: &Records,
     caller: &Principal,
     ip: &str,
     upload: &DeviceAuditUpload,
@@ -82,14 +87,14 @@ pub fn accept(
         check_fields(&record.event).map_err(|what| UploadError::Invalid(format!("records[{i}].{what}")))?;
     }
     let stream = upload.stream.as_str();
-    let tips = known_tips(store, &caller.user_id, stream)?;
+    let tips = known_tips(store, caller, stream)?;
     // Records up to a known tip were appended by an earlier upload of the same chain.
     let (skip, mut replaces) = match records.iter().rposition(|r| tips.contains(&r.hash)) {
         Some(i) => (i + 1, Some(records[i].hash)),
         None => (0, None),
     };
     let new = &records[skip..];
-    let readable = Readable::load(store, caller)?;
+    let readable = store.readable(&caller.tenant, &caller.user_id)?;
     let now_unix = time::OffsetDateTime::parse(now_rfc3339, &Rfc3339).map_or(0, time::OffsetDateTime::unix_timestamp);
     let mut continued = true;
     if let Some(first) = new.first()
@@ -149,6 +154,7 @@ pub fn accept(
         replaces,
         tip: new.last().map(|r| r.hash),
         stream,
+        tenant: caller.tenant.clone(),
         user_id: caller.user_id.clone(),
     })
 }
@@ -157,21 +163,10 @@ impl Accepted {
     /// Remembers the batch's newest record as its chain's tip. Call once the events are in
     /// the trail: a crash in between makes the device send the batch again, and the server
     /// append it again — a duplicate, never a loss.
-    pub fn remember_tip(&self, store: &Store) -> Result<(), UploadError> {
+    pub fn remember_tip(&self, records: &Records) -> Result<(), UploadError> {
         let Some(tip) = self.tip else { return Ok(()) };
-        let mut conn = store.lock();
-        let tx = conn.transaction()?;
-        if let Some(old) = self.replaces {
-            tx.execute(
-                "DELETE FROM device_audit_tips WHERE user_id = ?1 AND stream = ?2 AND tip = ?3",
-                params![self.user_id, self.stream, old.to_string()],
-            )?;
-        }
-        tx.execute(
-            "INSERT OR IGNORE INTO device_audit_tips (user_id, stream, tip) VALUES (?1, ?2, ?3)",
-            params![self.user_id, self.stream, tip.to_string()],
-        )?;
-        tx.commit()?;
+        let replaces = self.replaces.map(|old| old.to_string());
+        records.remember_device_tip(&self.tenant, &self.user_id, self.stream, replaces.as_deref(), &tip.to_string())?;
         Ok(())
     }
 }
@@ -206,39 +201,7 @@ fn check_fields(event: &AuditEvent) -> Result<(), String> {
 /// Slack allowed between a device's clock and the server's, each way (seconds).
 const CLOCK_SLACK_SECS: i64 = 5 * 60;
 
-/// What the uploading account could read, and when: its links to patients, its break-glass
-/// grants (with their windows), and when it was created.
-struct Readable {
-    linked: std::collections::HashSet<String>,
-    grants: Vec<(String, i64, i64)>,
-    created_at: i64,
-    /// The account's devices: a record may name only one of them.
-    devices: std::collections::HashSet<String>,
-}
-
 impl Readable {
-    fn load(store: &Store, caller: &Principal) -> Result<Self, UploadError> {
-        let conn = store.read();
-        let linked = conn
-            .prepare_cached("SELECT patient FROM patient_links WHERE user_id = ?1 AND tenant = ?2")?
-            .query_map(params![caller.user_id, caller.tenant], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let grants = conn
-            .prepare_cached(
-                "SELECT patient, opened_at, expires_at FROM break_glass WHERE user_id = ?1 AND tenant = ?2",
-            )?
-            .query_map(params![caller.user_id, caller.tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let created_at = conn
-            .prepare_cached("SELECT created_at FROM users WHERE id = ?1")?
-            .query_row([&caller.user_id], |r| r.get(0))?;
-        let devices = conn
-            .prepare_cached("SELECT id FROM devices WHERE user_id = ?1")?
-            .query_map([&caller.user_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(Self { linked, grants, created_at, devices })
-    }
-
     /// Whether `event`, which the device says happened at `occurred_at`, may name its
     /// patient in the trail: `None` if not; else whether to flag it break-glass (the
     /// account reached the patient only through a grant — whatever the device claimed).
@@ -265,16 +228,10 @@ impl Readable {
     }
 }
 
-fn known_tips(store: &Store, user_id: &str, stream: &str) -> Result<Vec<ChainHash>, UploadError> {
-    let conn = store.read();
-    let mut stmt = conn.prepare_cached("SELECT tip FROM device_audit_tips WHERE user_id = ?1 AND stream = ?2")?;
-    let rows = stmt.query_map(params![user_id, stream], |r| r.get::<_, String>(0))?;
-    let mut tips = Vec::new();
-    for tip in rows {
-        let tip = tip?;
-        if let Ok(hash) = serde_json::from_value::<ChainHash>(serde_json::Value::String(tip)) {
-            tips.push(hash);
-        }
-    }
-    Ok(tips)
+fn known_tips(records: &Records, caller: &Principal, stream: &str) -> Result<Vec<ChainHash>, UploadError> {
+    let tips = records.device_tips(&caller.tenant, &caller.user_id, stream)?;
+    Ok(tips
+        .into_iter()
+        .filter_map(|tip| serde_json::from_value::<ChainHash>(serde_json::Value::String(tip)).ok())
+        .collect())
 }

@@ -100,14 +100,11 @@ pub async fn upload_device_audit(
     super::json::Json(upload): super::json::Json<DeviceAuditUpload>,
 ) -> Response {
     let now = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-    let store = match state.records.store("uploading a device's audit records") {
-        Ok(store) => store.clone(),
-        Err(e) => return super::error::ApiError::from(e).into_response(),
-    };
+    let records = state.records.clone();
     let ip = addr.ip().to_string();
     let accepted = tokio::task::spawn_blocking({
-        let store = store.clone();
-        move || device::accept(&store, &caller, &ip, &upload, &now)
+        let records = records.clone();
+        move || device::accept(&records, &caller, &ip, &upload, &now)
     })
     .await;
     let accepted = match accepted {
@@ -126,7 +123,7 @@ pub async fn upload_device_audit(
     if state.audit.record(events).await.is_err() {
         return failed();
     }
-    let remembered = tokio::task::spawn_blocking(move || accepted.remember_tip(&store)).await;
+    let remembered = tokio::task::spawn_blocking(move || accepted.remember_tip(&records)).await;
     if !matches!(remembered, Ok(Ok(()))) {
         return failed();
     }

@@ -374,16 +374,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, id)
     );
     CREATE INDEX documents_by_resource ON documents (tenant, resource_id);
+    CREATE TABLE device_audit_tips (
+        tenant   text NOT NULL REFERENCES tenants (id),
+        user_id  text NOT NULL,
+        stream   text NOT NULL,
+        tip      text NOT NULL,
+        PRIMARY KEY (tenant, user_id, stream, tip)
+    );
     DO $$ DECLARE t text; BEGIN
         FOREACH t IN ARRAY ARRAY['resource_codes', 'resource_identifiers', 'patient_links', 'break_glass',
-                                 'idempotency', 'removed', 'documents'] LOOP
+                                 'idempotency', 'removed', 'documents', 'device_audit_tips'] LOOP
             EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
             EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
             EXECUTE format('CREATE POLICY one_tenant ON %I USING (tenant = current_setting(''carekeep.tenant'', true))
                             WITH CHECK (tenant = current_setting(''carekeep.tenant'', true))', t);
         END LOOP;
     END $$;
-    GRANT SELECT, INSERT, DELETE ON resource_codes, resource_identifiers, documents, idempotency TO carekeep_app;
+    GRANT SELECT, INSERT, DELETE ON resource_codes, resource_identifiers, documents, idempotency, device_audit_tips
+        TO carekeep_app;
     GRANT SELECT, INSERT, UPDATE, DELETE ON patient_links TO carekeep_app;
     GRANT SELECT, INSERT ON break_glass, removed TO carekeep_app;
     GRANT USAGE ON SEQUENCE removed_seq_seq TO carekeep_app;

@@ -6,6 +6,7 @@ pub mod access;
 pub mod authorship;
 pub mod break_glass;
 pub mod bundle;
+pub mod device_tips;
 pub mod documents;
 pub mod export;
 pub mod idempotency;

@@ -6,7 +6,9 @@
 
 use std::process::Child;
 
+use carekeep_protocol::audit::{AuditEvent, AuditRecord, Outcome};
 use carekeep_protocol::auth::Role;
+use carekeep_protocol::sync::{DeviceAuditUpload, DeviceStream, READ_FROM_CACHE};
 use carekeep_server::DataDir;
 use carekeep_server::auth::PgAccounts;
 use carekeep_server::pg::{self, records::PgRecords};
@@ -65,6 +67,34 @@ async fn deployment(db: &Database) -> Deployment {
 
 fn reading(value: u32) -> Value {
     super::common::reading("p1", value)
+}
+
+/// A device's chain of `n` reads of `p1` from its cache, as it uploads them.
+fn cache_reads(n: usize) -> DeviceAuditUpload {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let read = AuditEvent {
+        recorded_at: now.clone(),
+        occurred_at: Some(now),
+        tenant: "clinic-1".into(),
+        user: None,
+        role: None,
+        device: None,
+        ip: None,
+        action: READ_FROM_CACHE.into(),
+        resource_type: Some("Observation".into()),
+        resource_id: None,
+        patient: Some("p1".into()),
+        outcome: Outcome::Success,
+        break_glass: false,
+    };
+    let mut kept: Vec<AuditRecord> = Vec::new();
+    for _ in 0..n {
+        let next = AuditRecord::append(kept.last(), read.clone());
+        kept.push(next);
+    }
+    DeviceAuditUpload { stream: DeviceStream::Access, records: kept }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,6 +158,23 @@ async fn two_serve_processes_on_one_database_answer_as_one() {
         assert_eq!(found["total"], 21, "{base}");
     }
 
+    // The device's reads from its cache, uploaded through B: in the trail once, and the
+    // same batch again through A (an answer lost) appends nothing.
+    let upload = cache_reads(2);
+    for (base, appended) in [(b, 2), (a, 0)] {
+        let receipt: Value = http
+            .post(format!("{base}/audit/device"))
+            .bearer_auth(&token)
+            .json(&upload)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(receipt["appended"], appended, "{base}: {receipt}");
+    }
+
     // The device revoked through A: refused at B on its next request.
     let device = signed.tokens["device_id"].as_str().unwrap();
     let revoked = http
@@ -152,6 +199,11 @@ async fn two_serve_processes_on_one_database_answer_as_one() {
     let writes = chain.iter().filter(|r| r.event.action == "POST /fhir/{type}").count();
     assert_eq!(writes, 21, "one record per write, whichever node took it");
     assert!(chain.iter().any(|r| r.event.action == "GET /fhir/{type}/{id}"), "reads are audited too");
+    let from_cache = chain
+        .iter()
+        .filter(|r| r.event.action.starts_with("device access") && r.event.patient.as_deref() == Some("p1"))
+        .count();
+    assert_eq!(from_cache, 2, "the device's reads, once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,6 +14,7 @@ use super::{Binding, GrantRow, PgRecords, altered, blind_token, db, link_parts, 
 use crate::keys::Key;
 use crate::pg::tenant_tx;
 use crate::records::access::{Access, PatientFilter};
+use crate::records::device_tips::Readable;
 use crate::records::documents::{self, Document};
 use crate::records::removed::{DeletionScope, Removed};
 use crate::records::search::{After, MAX_COUNT, Page, Search, date_clauses};
@@ -432,4 +433,109 @@ fn scope_clause(scope: &DeletionScope, tenant: &str, params: &mut Params) -> Str
         clauses.push("false".into());
     }
     format!("tenant = {} AND ({})", params.bind(tenant.to_owned()), clauses.join(" OR "))
+}
+
+impl PgRecords {
+    /// The tips of `user_id`'s uploaded device audit chains of `stream`; as
+    /// [`crate::records::Records::device_tips`].
+    pub async fn device_tips(&self, tenant: &str, user_id: &str, stream: &str) -> Result<Vec<String>, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let rows = tx
+            .query(
+                "SELECT tip FROM device_audit_tips WHERE tenant = $1 AND user_id = $2 AND stream = $3",
+                &[&tenant, &user_id, &stream],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// What `user_id` could read, and when; as [`crate::records::Records::readable`]. Links
+    /// and grants are checked as [`PgRecords::access`] checks them.
+    pub async fn readable(&self, tenant: &str, user_id: &str) -> Result<Readable, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let links = tx
+            .query(
+                "SELECT patient, relation, mac FROM patient_links WHERE tenant = $1 AND user_id = $2",
+                &[&tenant, &user_id],
+            )
+            .await
+            .map_err(db)?;
+        let grants = tx
+            .query(
+                "SELECT id, patient, opened_at, expires_at, mac FROM break_glass WHERE tenant = $1 AND user_id = $2",
+                &[&tenant, &user_id],
+            )
+            .await
+            .map_err(db)?;
+        let created_at: i64 = tx
+            .query_one("SELECT created_at FROM users WHERE tenant = $1 AND id = $2", &[&tenant, &user_id])
+            .await
+            .map_err(db)?
+            .get(0);
+        let devices = tx
+            .query("SELECT id FROM devices WHERE tenant = $1 AND user_id = $2", &[&tenant, &user_id])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let mut readable =
+            Readable { created_at, devices: devices.iter().map(|r| r.get(0)).collect(), ..Readable::default() };
+        for row in &links {
+            let (patient, relation): (String, &str) = (row.get(0), row.get(1));
+            if !crate::keys::verify_mac(&self.keys.grants, &link_parts(tenant, user_id, &patient, relation), row.get(2))
+            {
+                return Err(forged());
+            }
+            readable.linked.insert(patient);
+        }
+        for row in &grants {
+            let grant = GrantRow {
+                id: row.get(0),
+                tenant,
+                user_id,
+                patient: row.get(1),
+                opened_at: row.get(2),
+                expires_at: row.get(3),
+            };
+            if !grant.verify(&self.keys.grants, row.get(4)) {
+                return Err(forged());
+            }
+            readable
+                .grants
+                .push((grant.patient.to_owned(), grant.opened_at, grant.expires_at));
+        }
+        Ok(readable)
+    }
+
+    /// Makes `tip` the newest record of `user_id`'s chain of `stream`; as
+    /// [`crate::records::Records::remember_device_tip`].
+    pub async fn remember_device_tip(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        stream: &str,
+        replaces: Option<&str>,
+        tip: &str,
+    ) -> Result<(), RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        if let Some(old) = replaces {
+            tx.execute(
+                "DELETE FROM device_audit_tips WHERE tenant = $1 AND user_id = $2 AND stream = $3 AND tip = $4",
+                &[&tenant, &user_id, &stream, &old],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.execute(
+            "INSERT INTO device_audit_tips (tenant, user_id, stream, tip) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&tenant, &user_id, &stream, &tip],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
 }

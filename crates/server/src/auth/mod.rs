@@ -194,6 +194,16 @@ impl Auth {
         }
     }
 
+    /// The sign-in names of `ids` (users of `tenant`; others are left out), for lists an
+    /// admin reads.
+    pub async fn usernames(
+        &self,
+        tenant: &str,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, AuthError> {
+        self.accounts.usernames(tenant.to_owned(), ids).await
+    }
+
     /// Uses the data directory's keys: rotated refresh tokens (so retries of a lost
     /// rotation keep working across restarts) and sign-in budgets and device cookies.
     #[must_use]

@@ -11,14 +11,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::audit::{AuditSlot, Touch};
 use crate::auth::Principal;
 use crate::now;
+use crate::records::Records;
 use crate::records::access;
-use crate::records::break_glass::{self, GRANTS_PER_HOUR, Opened};
+use crate::records::break_glass::{GRANTS_PER_HOUR, Opened};
 
 /// Whether `reason` says something: at least two words of letters, not one character over
 /// and over ("xxxxxxxxxx").
@@ -69,13 +70,10 @@ pub async fn open(
         slot.deny();
         return e.into_response();
     }
-    let store = match state.records.store("break-glass") {
-        Ok(store) => store.clone(),
-        Err(e) => return super::error::ApiError::from(e).into_response(),
-    };
+    let records = state.records.clone();
     let (tenant, user, patient) = (caller.tenant.clone(), caller.user_id.clone(), request.patient.clone());
     let opened =
-        tokio::task::spawn_blocking(move || break_glass::open(&store, &tenant, &user, &patient, &reason, now())).await;
+        tokio::task::spawn_blocking(move || records.open_break_glass(&tenant, &user, &patient, &reason, now())).await;
     match opened {
         Ok(Ok(Opened::OverLimit)) => {
             tracing::warn!(user = %caller.user_id, "break-glass limit exceeded; the tenant's admins are alerted");
@@ -120,8 +118,8 @@ pub async fn review(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
 ) -> Response {
-    for_admins(&state, &caller, &slot, "Only admins review break-glass access.", |store, tenant| {
-        Ok(serde_json::to_value(break_glass::grants(store, tenant)?).unwrap_or_default())
+    for_admins(&state, &caller, &slot, "Only admins review break-glass access.", Records::break_glass_grants, |g| {
+        &g.user
     })
     .await
 }
@@ -133,32 +131,49 @@ pub async fn alerts(
     caller: Principal,
     Extension(slot): Extension<AuditSlot>,
 ) -> Response {
-    for_admins(&state, &caller, &slot, "Only admins see the tenant's alerts.", |store, tenant| {
-        Ok(serde_json::to_value(break_glass::alerts(store, tenant)?).unwrap_or_default())
-    })
-    .await
+    for_admins(&state, &caller, &slot, "Only admins see the tenant's alerts.", Records::alerts, |a| &a.user).await
+}
+
+/// A row for the admins, with the sign-in name of the user it is about.
+#[derive(Serialize)]
+struct Named<T> {
+    #[serde(flatten)]
+    row: T,
+    username: String,
 }
 
 /// A list for the tenant's admins: refused (`403`, audited as denied) to anyone whose role
-/// does not read the tenant's audit trail; otherwise what `list` finds for the tenant.
-async fn for_admins(
+/// does not read the tenant's audit trail; otherwise what `list` finds for the tenant, each
+/// row with the sign-in name of its user (`user_of`).
+async fn for_admins<T: Serialize + Send + 'static>(
     state: &AppState,
     caller: &Principal,
     slot: &AuditSlot,
     refusal: &str,
-    list: fn(&crate::store::Store, &str) -> Result<serde_json::Value, crate::ServerError>,
+    list: fn(&Records, &str) -> Result<Vec<T>, crate::records::RecordError>,
+    user_of: fn(&T) -> &String,
 ) -> Response {
     if access::rule_for(caller.role, access::Data::AuditTrail).read != access::Reach::Tenant {
         slot.deny();
         return super::operation_outcome(StatusCode::FORBIDDEN, "forbidden", refusal);
     }
-    let store = match state.records.store("break-glass review") {
-        Ok(store) => store.clone(),
-        Err(e) => return super::error::ApiError::from(e).into_response(),
+    let (records, tenant) = (state.records.clone(), caller.tenant.clone());
+    let rows = match tokio::task::spawn_blocking(move || list(&records, &tenant)).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => return super::error::ApiError::from(e).into_response(),
+        Err(_) => return super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."),
     };
-    let tenant = caller.tenant.clone();
-    match tokio::task::spawn_blocking(move || list(&store, &tenant)).await {
-        Ok(Ok(listed)) => Json(listed).into_response(),
-        _ => super::operation_outcome(StatusCode::INTERNAL_SERVER_ERROR, "exception", "Try again."),
-    }
+    let users: Vec<String> = rows.iter().map(|row| user_of(row).clone()).collect();
+    let names = match state.auth.usernames(&caller.tenant, users).await {
+        Ok(names) => names,
+        Err(e) => return e.into_response(),
+    };
+    let listed: Vec<Named<T>> = rows
+        .into_iter()
+        .map(|row| {
+            let username = names.get(user_of(&row)).cloned().unwrap_or_default();
+            Named { row, username }
+        })
+        .collect();
+    Json(listed).into_response()
 }

@@ -374,6 +374,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, id)
     );
     CREATE INDEX documents_by_resource ON documents (tenant, resource_id);
+    CREATE TABLE admin_alerts (
+        id         text PRIMARY KEY,
+        tenant     text NOT NULL REFERENCES tenants (id),
+        kind       text NOT NULL,
+        user_id    text NOT NULL REFERENCES users (id),
+        raised_at  bigint NOT NULL
+    );
+    CREATE INDEX admin_alerts_by_tenant ON admin_alerts (tenant, raised_at);
     CREATE TABLE device_audit_tips (
         tenant   text NOT NULL REFERENCES tenants (id),
         user_id  text NOT NULL,
@@ -383,7 +391,7 @@ const MIGRATIONS: &[&str] = &[
     );
     DO $$ DECLARE t text; BEGIN
         FOREACH t IN ARRAY ARRAY['resource_codes', 'resource_identifiers', 'patient_links', 'break_glass',
-                                 'idempotency', 'removed', 'documents', 'device_audit_tips'] LOOP
+                                 'idempotency', 'removed', 'documents', 'device_audit_tips', 'admin_alerts'] LOOP
             EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
             EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
             EXECUTE format('CREATE POLICY one_tenant ON %I USING (tenant = current_setting(''carekeep.tenant'', true))
@@ -393,7 +401,7 @@ const MIGRATIONS: &[&str] = &[
     GRANT SELECT, INSERT, DELETE ON resource_codes, resource_identifiers, documents, idempotency, device_audit_tips
         TO carekeep_app;
     GRANT SELECT, INSERT, UPDATE, DELETE ON patient_links TO carekeep_app;
-    GRANT SELECT, INSERT ON break_glass, removed TO carekeep_app;
+    GRANT SELECT, INSERT ON break_glass, removed, admin_alerts TO carekeep_app;
     GRANT USAGE ON SEQUENCE removed_seq_seq TO carekeep_app;
     CREATE TRIGGER bound_tenants BEFORE UPDATE ON tenants FOR EACH ROW
         WHEN ((OLD.id, OLD.wrapped_key) IS DISTINCT FROM (NEW.id, NEW.wrapped_key) OR NEW.written_at < OLD.written_at)

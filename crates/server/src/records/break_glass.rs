@@ -6,6 +6,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::{Engine, RecordError, Records};
 use crate::ServerError;
 use crate::store::Store;
 
@@ -27,16 +28,42 @@ pub enum Opened {
     OverLimit,
 }
 
-/// Opens `patient` of `tenant` to `user` for [`GRANT_SECS`] from `now`, with `reason` kept
-/// for review — unless the patient does not exist or the user is over the hourly limit.
-pub fn open(
-    store: &Store,
-    tenant: &str,
-    user: &str,
-    patient: &str,
-    reason: &str,
-    now: i64,
-) -> Result<Opened, ServerError> {
+impl Records {
+    /// Opens `patient` of `tenant` to `user` for [`GRANT_SECS`] from `now`, with `reason`
+    /// kept for review — unless the patient does not exist or the user is over the hourly
+    /// limit.
+    pub fn open_break_glass(
+        &self,
+        tenant: &str,
+        user: &str,
+        patient: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Opened, RecordError> {
+        match &self.engine {
+            Engine::Sqlcipher(store) => Ok(open(store, tenant, user, patient, reason, now)?),
+            Engine::Postgres(pg, runtime) => runtime.block_on(pg.open_break_glass(tenant, user, patient, reason, now)),
+        }
+    }
+
+    /// `tenant`'s grants, newest first.
+    pub fn break_glass_grants(&self, tenant: &str) -> Result<Vec<GrantRow>, RecordError> {
+        match &self.engine {
+            Engine::Sqlcipher(store) => Ok(grants(store, tenant)?),
+            Engine::Postgres(pg, runtime) => runtime.block_on(pg.break_glass_grants(tenant)),
+        }
+    }
+
+    /// `tenant`'s alerts, newest first.
+    pub fn alerts(&self, tenant: &str) -> Result<Vec<AlertRow>, RecordError> {
+        match &self.engine {
+            Engine::Sqlcipher(store) => Ok(alerts(store, tenant)?),
+            Engine::Postgres(pg, runtime) => runtime.block_on(pg.alerts(tenant)),
+        }
+    }
+}
+
+fn open(store: &Store, tenant: &str, user: &str, patient: &str, reason: &str, now: i64) -> Result<Opened, ServerError> {
     let mut conn = store.lock();
     let tx = conn.transaction()?;
     let exists: Option<i64> = tx
@@ -76,10 +103,9 @@ pub fn open(
 pub struct GrantRow {
     /// The grant's id.
     pub id: String,
-    /// The clinician's user id.
+    /// The clinician's user id (their sign-in name is the accounts', see
+    /// [`crate::auth::Auth::usernames`]).
     pub user: String,
-    /// Their sign-in name.
-    pub username: String,
     /// The patient opened.
     pub patient: String,
     /// Why, in the clinician's words.
@@ -97,44 +123,38 @@ pub struct AlertRow {
     pub id: String,
     /// What happened (`break-glass-rate`).
     pub kind: String,
-    /// Whose doing.
+    /// Whose doing (a user id).
     pub user: String,
-    /// Their sign-in name.
-    pub username: String,
     /// When (Unix seconds).
     pub raised_at: i64,
 }
 
-/// `tenant`'s grants, newest first.
-pub fn grants(store: &Store, tenant: &str) -> Result<Vec<GrantRow>, ServerError> {
+fn grants(store: &Store, tenant: &str) -> Result<Vec<GrantRow>, ServerError> {
     let conn = store.read();
     let mut stmt = conn.prepare(
-        "SELECT b.id, b.user_id, u.username, b.patient, b.reason, b.opened_at, b.expires_at
-         FROM break_glass b JOIN users u ON u.id = b.user_id WHERE b.tenant = ?1 ORDER BY b.opened_at DESC",
+        "SELECT id, user_id, patient, reason, opened_at, expires_at
+         FROM break_glass WHERE tenant = ?1 ORDER BY opened_at DESC, id",
     )?;
     let rows = stmt.query_map([tenant], |r| {
         Ok(GrantRow {
             id: r.get(0)?,
             user: r.get(1)?,
-            username: r.get(2)?,
-            patient: r.get(3)?,
-            reason: r.get(4)?,
-            opened_at: r.get(5)?,
-            expires_at: r.get(6)?,
+            patient: r.get(2)?,
+            reason: r.get(3)?,
+            opened_at: r.get(4)?,
+            expires_at: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// `tenant`'s alerts, newest first.
-pub fn alerts(store: &Store, tenant: &str) -> Result<Vec<AlertRow>, ServerError> {
+fn alerts(store: &Store, tenant: &str) -> Result<Vec<AlertRow>, ServerError> {
     let conn = store.read();
     let mut stmt = conn.prepare(
-        "SELECT a.id, a.kind, a.user_id, u.username, a.raised_at
-         FROM admin_alerts a JOIN users u ON u.id = a.user_id WHERE a.tenant = ?1 ORDER BY a.raised_at DESC",
+        "SELECT id, kind, user_id, raised_at FROM admin_alerts WHERE tenant = ?1 ORDER BY raised_at DESC, id",
     )?;
     let rows = stmt.query_map([tenant], |r| {
-        Ok(AlertRow { id: r.get(0)?, kind: r.get(1)?, user: r.get(2)?, username: r.get(3)?, raised_at: r.get(4)? })
+        Ok(AlertRow { id: r.get(0)?, kind: r.get(1)?, user: r.get(2)?, raised_at: r.get(3)? })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -33,7 +33,9 @@ impl Drop for Node {
 struct Deployment {
     data: DataDir,
     _dir: tempfile::TempDir,
-    patient_totp: String,
+    /// Each user's TOTP secret (base32), by username: `pat.one` (linked to p1), `dr.one` (a
+    /// clinician, not on p1's care team) and `admin.one`.
+    totp: std::collections::HashMap<&'static str, String>,
     nodes: Vec<(Node, String)>,
 }
 
@@ -51,18 +53,21 @@ async fn deployment(db: &Database) -> Deployment {
         .unwrap();
     let accounts = PgAccounts::connect(&db.app_url, 1, &keys).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let user = accounts
-        .add_user("clinic-1", "pat.one", Role::Patient, PASSWORD, now)
-        .await
-        .unwrap();
-    records.link("clinic-1", &user.id, "p1", "self").await.unwrap();
+    let mut totp = std::collections::HashMap::new();
+    for (username, role) in [("pat.one", Role::Patient), ("dr.one", Role::Clinician), ("admin.one", Role::Admin)] {
+        let user = accounts.add_user("clinic-1", username, role, PASSWORD, now).await.unwrap();
+        if role == Role::Patient {
+            records.link("clinic-1", &user.id, "p1", "self").await.unwrap();
+        }
+        totp.insert(username, user.totp_base32);
+    }
     let nodes = (0..2)
         .map(|_| {
             let (child, base) = super::common::serve_binary_with(&root, &[("CAREKEEP_DATABASE", &db.app_url)]);
             (Node(child), base)
         })
         .collect();
-    Deployment { data, _dir: dir, patient_totp: user.totp_base32, nodes }
+    Deployment { data, _dir: dir, totp, nodes }
 }
 
 fn reading(value: u32) -> Value {
@@ -105,7 +110,7 @@ async fn two_serve_processes_on_one_database_answer_as_one() {
     let http = super::common::client_for(&deployment.data);
 
     // Signed in through A; the token is good at B, and a write through A reads back at B.
-    let signed = super::common::sign_in(&http, a, "pat.one", PASSWORD, &deployment.patient_totp, 0).await;
+    let signed = super::common::sign_in(&http, a, "pat.one", PASSWORD, &deployment.totp["pat.one"], 0).await;
     let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
     let created = http
         .post(format!("{a}/fhir/Observation"))
@@ -241,4 +246,94 @@ async fn failed_sign_ins_spread_over_two_serve_processes_trip_the_one_limit() {
     let mut client = pg::connect(&db.app_url).await.unwrap();
     let chain = pg::audit::verify(&mut client, &key, "-").await.unwrap();
     assert!(chain.iter().filter(|r| r.event.action == "POST /auth/login").count() >= 32);
+}
+
+const REASON: &str = "Unresponsive in the emergency room, pg-sentinel-bg-reason";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_over_two_nodes_keeps_one_hourly_limit_and_its_reasons_sealed() {
+    let db = database().await;
+    let deployment = deployment(&db).await;
+    let (a, b) = (&deployment.nodes[0].1, &deployment.nodes[1].1);
+    let http = super::common::client_for(&deployment.data);
+    let doctor = super::common::sign_in(&http, a, "dr.one", PASSWORD, &deployment.totp["dr.one"], 0).await;
+    let token = doctor.tokens["access_token"].as_str().unwrap().to_owned();
+    let read_p1 = |base: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            http.get(format!("{base}/fhir/Patient/p1"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_ne!(read_p1(b.clone()).await, 200, "outside the care team, without a grant");
+
+    // Eight openings at once, alternating nodes: five in the hour, three refused.
+    let mut openings = Vec::new();
+    for n in 0..8 {
+        let (http, base, token) = (http.clone(), deployment.nodes[n % 2].1.clone(), token.clone());
+        openings.push(tokio::spawn(async move {
+            http.post(format!("{base}/break-glass"))
+                .bearer_auth(token)
+                .json(&json!({"patient": "p1", "reason": REASON}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for opening in openings {
+        statuses.push(opening.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "{statuses:?}");
+    assert_eq!((read_p1(a.clone()).await, read_p1(b.clone()).await), (200, 200), "the grant holds at both nodes");
+
+    // An admin, at either node, sees the grants with their reasons and the alerts.
+    let admin = super::common::sign_in(&http, b, "admin.one", PASSWORD, &deployment.totp["admin.one"], 0).await;
+    let admin = admin.tokens["access_token"].as_str().unwrap().to_owned();
+    let listed = |path: &'static str, base: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let got: Value = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            got.as_array().cloned().unwrap_or_default()
+        }
+    };
+    let grants = listed("/break-glass", a.clone()).await;
+    assert_eq!(grants.len(), 5);
+    assert!(
+        grants
+            .iter()
+            .all(|g| g["username"] == "dr.one" && g["reason"] == REASON && g["patient"] == "p1")
+    );
+    let alerts = listed("/alerts", b.clone()).await;
+    assert_eq!(alerts.len(), 3);
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["username"] == "dr.one" && a["kind"] == "break-glass-rate")
+    );
+
+    // The reason is free text: sealed, not in a dump.
+    let dump = std::process::Command::new(super::pg_bin("pg_dump"))
+        .arg("--dbname")
+        .arg(&db.superuser_url)
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    assert!(!String::from_utf8_lossy(&dump.stdout).contains("pg-sentinel-bg-reason"));
 }

@@ -416,6 +416,18 @@ impl Accounts {
         }
     }
 
+    /// The sign-in names of `ids` (users of `tenant`): for lists an admin reads.
+    pub(crate) async fn usernames(
+        &self,
+        tenant: String,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>, AuthError> {
+        match self {
+            Accounts::Sqlcipher(store) => on_reader(store, move |c| sqlcipher::usernames(c, &tenant, &ids)).await,
+            Accounts::Postgres(pg) => pg.usernames(&tenant, &ids).await,
+        }
+    }
+
     /// A person signs a device out (and with `wipe`, flags it to erase its cache).
     pub(crate) async fn revoke_by_person(
         &self,

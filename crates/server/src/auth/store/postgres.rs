@@ -634,6 +634,27 @@ impl PgAccounts {
         self.open_text(b"username", user_id, &sealed)
     }
 
+    pub(super) async fn usernames(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, AuthError> {
+        let rows = self
+            .query(
+                tenant,
+                "SELECT id, tenant, role, username_key, mac, username_sealed FROM users WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        let mut names = std::collections::HashMap::new();
+        for row in &rows {
+            self.check_user(row, 0)?;
+            let id: String = row.get(0);
+            names.insert(id.clone(), self.open_text(b"username", &id, row.get(5))?);
+        }
+        Ok(names)
+    }
+
     pub(super) async fn pending_totp(
         &self,
         tenant: &str,

@@ -232,6 +232,24 @@ pub(super) fn username(conn: &Connection, user_id: &str) -> rusqlite::Result<Str
     conn.query_row("SELECT username FROM users WHERE id = ?1", [user_id], |r| r.get(0))
 }
 
+/// The sign-in names of those of `ids` who are users of `tenant`.
+pub(super) fn usernames(
+    conn: &Connection,
+    tenant: &str,
+    ids: &[String],
+) -> rusqlite::Result<std::collections::HashMap<String, String>> {
+    let mut stmt = conn.prepare_cached("SELECT username FROM users WHERE id = ?1 AND tenant = ?2")?;
+    let mut names = std::collections::HashMap::new();
+    for id in ids {
+        if !names.contains_key(id)
+            && let Some(name) = stmt.query_row(params![id, tenant], |r| r.get::<_, String>(0)).optional()?
+        {
+            names.insert(id.clone(), name);
+        }
+    }
+    Ok(names)
+}
+
 /// Keeps a new TOTP secret beside the current one until it is confirmed.
 pub(super) fn set_pending_totp(conn: &Connection, user_id: &str, secret: &[u8]) -> rusqlite::Result<()> {
     conn.execute("UPDATE users SET totp_pending = ?2 WHERE id = ?1", params![user_id, secret])

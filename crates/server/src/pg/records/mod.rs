@@ -13,6 +13,7 @@
 //! sets `carekeep.tenant`: the policies of [`super::schema`] then show and accept that
 //! tenant's rows only.
 
+mod break_glass;
 mod query;
 mod write;
 
@@ -210,10 +211,10 @@ struct GrantRow<'a> {
 }
 
 impl GrantRow<'_> {
-    /// Whether `tag` is this grant's MAC under `grants`.
-    fn verify(&self, grants: &Key, tag: &[u8]) -> bool {
+    /// Runs `f` over what the MAC covers.
+    fn with_parts<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
         let (opened, expires) = (self.opened_at.to_be_bytes(), self.expires_at.to_be_bytes());
-        let parts: [&[u8]; 7] = [
+        f(&[
             b"break-glass",
             self.id.as_bytes(),
             self.tenant.as_bytes(),
@@ -221,8 +222,17 @@ impl GrantRow<'_> {
             self.patient.as_bytes(),
             &opened,
             &expires,
-        ];
-        keys::verify_mac(grants, &parts, tag)
+        ])
+    }
+
+    /// This grant's MAC under `grants`.
+    fn mac(&self, grants: &Key) -> [u8; 32] {
+        self.with_parts(|parts| keys::mac(grants, parts))
+    }
+
+    /// Whether `tag` is this grant's MAC under `grants`.
+    fn verify(&self, grants: &Key, tag: &[u8]) -> bool {
+        self.with_parts(|parts| keys::verify_mac(grants, parts, tag))
     }
 }
 

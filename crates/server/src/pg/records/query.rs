@@ -408,7 +408,7 @@ impl PgRecords {
 }
 
 /// A link or grant row whose MAC does not match: written by someone without the master key.
-fn forged() -> RecordError {
+pub(super) fn forged() -> RecordError {
     tracing::error!("a patient link or break-glass grant failed its integrity check");
     RecordError::Store(crate::ServerError::Store(
         "an access grant failed its integrity check: it was not written by this deployment; restore it".into(),

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::fhir::FHIR_JSON;
 use super::grant::Grant;
 use crate::audit::search::read_trail;
+use crate::records::RecordError;
 use crate::records::access::{self, Data, PatientFilter};
 use crate::records::search::{self, After, Search};
 
@@ -84,19 +85,25 @@ pub async fn run(
         },
     };
     let staff_view = access::rule_for(grant.role(), Data::AuditTrail).read == access::Reach::Tenant;
-    let store = state.records.store("searching the audit trail")?.clone();
-    let (tenant, s) = (grant.tenant().to_owned(), search.clone());
-    let found = tokio::task::spawn_blocking(move || read_trail(&store, &tenant, patients.as_deref(), &s, below)).await;
-    let Ok(Ok(trail)) = found else {
-        return Err(ApiError::outcome(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "exception",
-            "The audit trail could not be read; try again.",
-        ));
+    let (records, tenant, s) = (state.records.clone(), grant.tenant().to_owned(), search.clone());
+    let found =
+        tokio::task::spawn_blocking(move || read_trail(&records, &tenant, patients.as_deref(), &s, below)).await;
+    let trail = match found {
+        Ok(Ok(trail)) => trail,
+        Ok(Err(e @ (RecordError::Unavailable | RecordError::EmbeddedOnly(_)))) => return Err(e.into()),
+        _ => {
+            return Err(ApiError::outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                "The audit trail could not be read; try again.",
+            ));
+        }
     };
+    let users: Vec<String> = trail.records.iter().filter_map(|r| r.event.user.clone()).collect();
+    let names = state.auth.usernames(grant.tenant(), users).await?;
     if grant.role() == Role::Patient {
         let touched: std::collections::BTreeSet<_> =
-            trail.records.iter().filter_map(|(r, _)| r.event.patient.clone()).collect();
+            trail.records.iter().filter_map(|r| r.event.patient.clone()).collect();
         for p in touched {
             slot.touch(Touch { resource_type: Some("AuditEvent".into()), patient: Some(p), ..Touch::default() });
         }
@@ -113,7 +120,10 @@ pub async fn run(
     let entries: Vec<Value> = trail
         .records
         .iter()
-        .map(|(record, username)| json!({"resource": to_fhir(record, username.as_deref(), staff_view), "search": {"mode": "match"}}))
+        .map(|record| {
+            let username = record.event.user.as_ref().and_then(|u| names.get(u)).map(String::as_str);
+            json!({"resource": to_fhir(record, username, staff_view), "search": {"mode": "match"}})
+        })
         .collect();
     let body =
         json!({"resourceType": "Bundle", "type": "searchset", "total": trail.total, "link": links, "entry": entries});

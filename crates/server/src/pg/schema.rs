@@ -290,7 +290,8 @@ const MIGRATIONS: &[&str] = &[
     // Tombstones and grants are insert-only for the nodes' role.
     // Records no known caller made (a failed sign-in, an unknown token) are kept in a chain
     // of their own, tenant `-` (which no tenant id can be): the trail's tables no longer
-    // require a tenant row.
+    // require a tenant row. The trail is searched by patient, user and time: columns the
+    // database derives from the chained record itself, so none can be edited apart from it.
     // The columns searches and pages compare hold ASCII stamps, dates, codes and ids, and
     // compare in byte order ("C"), whatever the database's collation: under a linguistic
     // one (en_US, ICU) `2026-01-05T08…` does not sort below `2026-01-05~` and `B1` not
@@ -301,6 +302,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE resource_names ALTER COLUMN type TYPE text COLLATE \"C\", ALTER COLUMN id TYPE text COLLATE \"C\";
     ALTER TABLE audit_log DROP CONSTRAINT audit_log_tenant_fkey;
     ALTER TABLE audit_checkpoints DROP CONSTRAINT audit_checkpoints_tenant_fkey;
+    ALTER TABLE audit_log
+        ADD COLUMN patient text COLLATE \"C\" GENERATED ALWAYS AS (record::jsonb #>> '{event,patient}') STORED,
+        ADD COLUMN user_id text COLLATE \"C\" GENERATED ALWAYS AS (record::jsonb #>> '{event,user}') STORED,
+        ADD COLUMN recorded_at text COLLATE \"C\" GENERATED ALWAYS AS (record::jsonb #>> '{event,recorded_at}') STORED;
+    CREATE INDEX audit_by_patient ON audit_log (tenant, patient, seq);
+    CREATE INDEX audit_by_user ON audit_log (tenant, user_id, seq);
     ALTER TABLE tenants ADD COLUMN written_at bigint NOT NULL DEFAULT 0;
     ALTER TABLE resources ADD COLUMN written_by text;
     CREATE INDEX resources_by_type ON resources (tenant, type, last_updated, id);

@@ -198,6 +198,15 @@ impl Records {
         matches!(self.engine, Engine::Postgres(..))
     }
 
+    /// The PostgreSQL engine and the runtime to run it on, for the concerns beside the
+    /// records that keep their tables in the same database (the audit's search).
+    pub(crate) fn shared(&self) -> Option<(&crate::pg::records::PgRecords, &tokio::runtime::Handle)> {
+        match &self.engine {
+            Engine::Sqlcipher(_) => None,
+            Engine::Postgres(pg, runtime) => Some((pg, runtime)),
+        }
+    }
+
     /// Checks a resource a client sent for `resource_type`: the FHIR R4 schema and calendar
     /// rules, the type it was sent to, and — for a patient's data — that it names its patient.
     /// The patient-authored mark is removed whoever sent it ([`authorship::provenance`]).

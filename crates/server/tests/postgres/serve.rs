@@ -328,6 +328,29 @@ async fn break_glass_over_two_nodes_keeps_one_hourly_limit_and_its_reasons_seale
             .all(|a| a["username"] == "dr.one" && a["kind"] == "break-glass-rate")
     );
 
+    // The patient, at either node, sees who opened their record and that it was break-glass.
+    let patient = super::common::sign_in(&http, b, "pat.one", PASSWORD, &deployment.totp["pat.one"], 0).await;
+    let patient = patient.tokens["access_token"].as_str().unwrap().to_owned();
+    let history: Value = http
+        .get(format!("{a}/fhir/AuditEvent?patient=p1&_count=100"))
+        .bearer_auth(&patient)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = history["entry"].as_array().cloned().unwrap_or_default();
+    let broken_glass = entries
+        .iter()
+        .filter(|e| {
+            e["resource"]["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
+                && e["resource"]["agent"][0]["who"]["display"] == "dr.one"
+        })
+        .count();
+    assert!(broken_glass >= 2, "{history}");
+    assert!(history["total"].as_u64().unwrap() >= 10, "{history}");
+
     // The reason is free text: sealed, not in a dump.
     let dump = std::process::Command::new(super::pg_bin("pg_dump"))
         .arg("--dbname")

@@ -539,3 +539,46 @@ impl PgRecords {
         tx.commit().await.map_err(db)
     }
 }
+
+impl PgRecords {
+    /// `tenant`'s audit trail, newest first, filtered as `search` asks, below `below`; as
+    /// [`crate::audit::search::read_trail`] on the embedded store.
+    pub async fn audit_trail(
+        &self,
+        tenant: &str,
+        patients: Option<&[String]>,
+        search: &Search,
+        below: Option<i64>,
+    ) -> Result<crate::audit::search::Trail, RecordError> {
+        let mut params = Params::default();
+        let mut sql = format!(" FROM audit_log a WHERE a.tenant = {}", params.bind(tenant.to_owned()));
+        if let Some(patients) = patients {
+            if patients.is_empty() {
+                return Ok(crate::audit::search::page(Vec::new(), 0, search.count));
+            }
+            let _ = write!(sql, " AND a.patient = ANY({}::text[])", params.bind(patients.to_vec()));
+        }
+        if let Some(agent) = &search.agent {
+            let _ = write!(sql, " AND a.user_id = {}", params.bind(agent.clone()));
+        }
+        sql += &date_clauses("a.recorded_at", &search.date, |v| params.bind(v));
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let total: i64 = tx
+            .query_one(&format!("SELECT count(*){sql}"), &params.refs())
+            .await
+            .map_err(db)?
+            .get(0);
+        if let Some(below) = below {
+            let _ = write!(sql, " AND a.seq < {}", params.bind(below));
+        }
+        let _ = write!(sql, " ORDER BY a.seq DESC LIMIT {}", search.count + 1);
+        let rows = tx
+            .query(&format!("SELECT a.seq, a.record{sql}"), &params.refs())
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let rows = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(crate::audit::search::page(rows, u64::try_from(total).unwrap_or(0), search.count))
+    }
+}

@@ -222,6 +222,9 @@ enum AuditCommand {
         /// must still hold it. May be given more than once.
         #[arg(long)]
         anchor: Vec<String>,
+        /// Verify the trail in this PostgreSQL database instead: every tenant's chain.
+        #[command(flatten)]
+        database: Database,
     },
     /// Print the trail's newest record as a signed checkpoint (one JSON line), to keep
     /// outside the server — printed, or sent to a second party. `audit verify --anchor HASH`
@@ -375,6 +378,42 @@ fn on_postgres<T>(work: impl std::future::Future<Output = Result<T, ServerError>
         .build()
         .map_err(|e| ServerError::Store(format!("cannot start a runtime: {e}")))?
         .block_on(work)
+}
+
+/// `audit verify --database`: every chain in the database (one per tenant, and `-` for
+/// callers not known), each checked whole with its signed checkpoints; every anchor must be
+/// in one of them.
+async fn verify_postgres(
+    data: &std::path::Path,
+    url: &str,
+    key: &ed25519_dalek::VerifyingKey,
+    anchors: &[carekeep_protocol::audit::ChainHash],
+) -> Result<(), ServerError> {
+    use carekeep_server::pg;
+    drop(pg_accounts(data, url).await?);
+    let mut client = pg::connect(url).await?;
+    pg::check_app_role(&client).await?;
+    let (mut records, mut found) = (0, 0);
+    let chains = pg::audit::chains(&client).await?;
+    for tenant in &chains {
+        let chain = pg::audit::verify(&mut client, key, tenant)
+            .await
+            .map_err(|e| ServerError::AuditBroken(format!("the chain of tenant {tenant}: {e}")))?;
+        records += chain.len();
+        found += anchors.iter().filter(|a| chain.iter().any(|r| r.hash == **a)).count();
+    }
+    if found < anchors.len() {
+        return Err(ServerError::AuditBroken(format!(
+            "{} of the {} anchored hashes are in no chain: the trail was cut or rewritten since",
+            anchors.len() - found,
+            anchors.len()
+        )));
+    }
+    println!("audit trail intact: {records} records in {} chains, each with its signed checkpoints", chains.len());
+    if !anchors.is_empty() {
+        println!("anchored hashes found: {found}");
+    }
+    Ok(())
 }
 
 /// Connections a node keeps to PostgreSQL: enough for both cores and the requests waiting
@@ -542,7 +581,7 @@ fn run_user(command: UserCommand) -> Result<(), ServerError> {
 
 fn run_audit(command: AuditCommand) -> Result<(), ServerError> {
     match command {
-        AuditCommand::Verify { data, anchor } => {
+        AuditCommand::Verify { data, anchor, database } => {
             let dir = DataDir::open(&data)?;
             let key = dir.signing_key()?.verifying_key();
             let anchors = anchor
@@ -555,6 +594,9 @@ fn run_audit(command: AuditCommand) -> Result<(), ServerError> {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some(url) = &database.url {
+                return on_postgres(verify_postgres(&data, url, &key, &anchors));
+            }
             let verified = carekeep_server::audit::verify(&dir.open_store()?, &key, &dir.archive_path(), &anchors)
                 .map_err(|e| ServerError::AuditBroken(e.to_string()))?;
             println!(

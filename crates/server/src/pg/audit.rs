@@ -82,6 +82,16 @@ pub(crate) async fn append_in(
     Ok(last)
 }
 
+/// The tenants whose chains the trail holds (`-`, records of callers not known, among
+/// them), through the schema's `audit_chains()`.
+pub async fn chains(client: &Client) -> Result<Vec<String>, ServerError> {
+    let rows = client
+        .query("SELECT * FROM audit_chains() ORDER BY 1", &[])
+        .await
+        .map_err(failed)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Checks `tenant`'s whole chain against `key`: links, content, order, every checkpoint
 /// signed and none missing. Returns the records checked.
 pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Result<Vec<AuditRecord>, ServerError> {

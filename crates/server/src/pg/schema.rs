@@ -287,7 +287,9 @@ const MIGRATIONS: &[&str] = &[
     // and stamp `last_updated` from `tenants.written_at`, the database clock kept strictly
     // increasing per tenant: stamps and tombstone numbers then follow commit order on any
     // number of nodes, so a device syncing `_since` what it was told misses nothing.
-    // Tombstones and grants are insert-only for the nodes' role.
+    // Tombstones and grants are insert-only for the nodes' role. `audit verify` finds every
+    // chain (one per tenant, and `-`) through `audit_chains()`, a lookup function like
+    // migration 3's: the nodes' role cannot list the trail's tenants itself.
     // Records no known caller made (a failed sign-in, an unknown token) are kept in a chain
     // of their own, tenant `-` (which no tenant id can be): the trail's tables no longer
     // require a tenant row. The trail is searched by patient, user and time: columns the
@@ -410,6 +412,18 @@ const MIGRATIONS: &[&str] = &[
     GRANT SELECT, INSERT, UPDATE, DELETE ON patient_links TO carekeep_app;
     GRANT SELECT, INSERT ON break_glass, removed, admin_alerts TO carekeep_app;
     GRANT USAGE ON SEQUENCE removed_seq_seq TO carekeep_app;
+    CREATE POLICY lookup ON audit_log FOR SELECT TO carekeep_lookup USING (true);
+    GRANT SELECT (tenant) ON audit_log TO carekeep_lookup;
+    CREATE FUNCTION audit_chains() RETURNS SETOF text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS 'SELECT DISTINCT tenant FROM public.audit_log';
+    REVOKE ALL ON FUNCTION audit_chains() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION audit_chains() TO carekeep_app;
+    GRANT carekeep_lookup TO CURRENT_USER;
+    GRANT CREATE ON SCHEMA public TO carekeep_lookup;
+    ALTER FUNCTION audit_chains() OWNER TO carekeep_lookup;
+    REVOKE CREATE ON SCHEMA public FROM carekeep_lookup;
+    REVOKE carekeep_lookup FROM CURRENT_USER;
     CREATE TRIGGER bound_tenants BEFORE UPDATE ON tenants FOR EACH ROW
         WHEN ((OLD.id, OLD.wrapped_key) IS DISTINCT FROM (NEW.id, NEW.wrapped_key) OR NEW.written_at < OLD.written_at)
         EXECUTE FUNCTION refuse_rebinding();",

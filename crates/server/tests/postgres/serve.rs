@@ -32,6 +32,8 @@ impl Drop for Node {
 /// a patient user linked to them, and two nodes serving it; their addresses.
 struct Deployment {
     data: DataDir,
+    /// The data directory's path.
+    root: std::path::PathBuf,
     _dir: tempfile::TempDir,
     /// Each user's TOTP secret (base32), by username: `pat.one` (linked to p1), `dr.one` (a
     /// clinician, not on p1's care team) and `admin.one`.
@@ -67,7 +69,7 @@ async fn deployment(db: &Database) -> Deployment {
             (Node(child), base)
         })
         .collect();
-    Deployment { data, _dir: dir, totp, nodes }
+    Deployment { data, root, _dir: dir, totp, nodes }
 }
 
 fn reading(value: u32) -> Value {
@@ -197,18 +199,7 @@ async fn two_serve_processes_on_one_database_answer_as_one() {
         .unwrap();
     assert_eq!(refused.status(), 401);
 
-    // One chain for the tenant, every request through either node in it, verified.
-    let key = deployment.data.signing_key().unwrap().verifying_key();
-    let mut client = pg::connect(&db.app_url).await.unwrap();
-    let chain = pg::audit::verify(&mut client, &key, "clinic-1").await.unwrap();
-    let writes = chain.iter().filter(|r| r.event.action == "POST /fhir/{type}").count();
-    assert_eq!(writes, 21, "one record per write, whichever node took it");
-    assert!(chain.iter().any(|r| r.event.action == "GET /fhir/{type}/{id}"), "reads are audited too");
-    let from_cache = chain
-        .iter()
-        .filter(|r| r.event.action.starts_with("device access") && r.event.patient.as_deref() == Some("p1"))
-        .count();
-    assert_eq!(from_cache, 2, "the device's reads, once");
+    the_trail_holds_every_write_and_verifies(&db, &deployment).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -246,6 +237,44 @@ async fn failed_sign_ins_spread_over_two_serve_processes_trip_the_one_limit() {
     let mut client = pg::connect(&db.app_url).await.unwrap();
     let chain = pg::audit::verify(&mut client, &key, "-").await.unwrap();
     assert!(chain.iter().filter(|r| r.event.action == "POST /auth/login").count() >= 32);
+}
+
+/// The tenant's one chain holds every write through either node, and the device's cache
+/// reads once; `audit verify --database` checks every chain, and names one edited.
+async fn the_trail_holds_every_write_and_verifies(db: &Database, deployment: &Deployment) {
+    // One chain for the tenant, every request through either node in it, verified.
+    let key = deployment.data.signing_key().unwrap().verifying_key();
+    let mut client = pg::connect(&db.app_url).await.unwrap();
+    let chain = pg::audit::verify(&mut client, &key, "clinic-1").await.unwrap();
+    let writes = chain.iter().filter(|r| r.event.action == "POST /fhir/{type}").count();
+    assert_eq!(writes, 21, "one record per write, whichever node took it");
+    assert!(chain.iter().any(|r| r.event.action == "GET /fhir/{type}/{id}"), "reads are audited too");
+    // `audit verify --database` checks every chain; one record edited (by someone who can
+    // write the table: the nodes' role cannot) is named.
+    let root = deployment.root.to_str().unwrap();
+    let env = [("CAREKEEP_DATABASE", db.app_url.as_str())];
+    let anchor = serde_json::to_value(chain[5].hash).unwrap();
+    let anchor = anchor.as_str().unwrap();
+    let (ok, out, err) = super::cli(&["audit", "verify", "--data", root, "--anchor", anchor], &env, "");
+    assert!(ok && out.contains("audit trail intact") && out.contains("anchored hashes found: 1"), "{out}{err}");
+    let elsewhere = "0".repeat(64);
+    let (ok, out, err) = super::cli(&["audit", "verify", "--data", root, "--anchor", &elsewhere], &env, "");
+    assert!(!ok && err.contains("in no chain"), "{out}{err}");
+    let superuser = pg::connect(&db.superuser_url).await.unwrap();
+    superuser
+        .batch_execute(
+            "UPDATE audit_log SET record = replace(record, '\"outcome\":\"success\"', '\"outcome\":\"denied\"')
+             WHERE tenant = 'clinic-1' AND seq = 3",
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = super::cli(&["audit", "verify", "--data", root], &env, "");
+    assert!(!ok && err.contains("clinic-1"), "{out}{err}");
+    let from_cache = chain
+        .iter()
+        .filter(|r| r.event.action.starts_with("device access") && r.event.patient.as_deref() == Some("p1"))
+        .count();
+    assert_eq!(from_cache, 2, "the device's reads, once");
 }
 
 const REASON: &str = "Unresponsive in the emergency room, pg-sentinel-bg-reason";

@@ -389,3 +389,84 @@ async fn break_glass_over_two_nodes_keeps_one_hourly_limit_and_its_reasons_seale
     assert!(dump.status.success());
     assert!(!String::from_utf8_lossy(&dump.stdout).contains("pg-sentinel-bg-reason"));
 }
+
+/// A node killed (SIGKILL) in the middle of writes: every write it answered is stored,
+/// every stored write has its audit record (they commit together), the chain verifies, and
+/// the other node serves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_during_writes_leaves_no_write_without_its_record() {
+    let db = database().await;
+    let mut deployment = deployment(&db).await;
+    let (a, b) = (deployment.nodes[0].1.clone(), deployment.nodes[1].1.clone());
+    let http = super::common::client_for(&deployment.data);
+    let signed = super::common::sign_in(&http, &b, "pat.one", PASSWORD, &deployment.totp["pat.one"], 0).await;
+    let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let (http, a, token, answered) = (http.clone(), a.clone(), token.clone(), answered.clone());
+        writers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let sent = http
+                    .post(format!("{a}/fhir/Observation"))
+                    .bearer_auth(&token)
+                    .json(&reading(w * 1000 + n))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() == 201
+                    && let Ok(body) = response.json::<Value>().await
+                {
+                    answered
+                        .lock()
+                        .unwrap()
+                        .push(body["id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }));
+    }
+    while answered.lock().unwrap().len() < 20 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    deployment.nodes[0].0.0.kill().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+
+    let keys = deployment.data.master_keys().unwrap();
+    let records =
+        PgRecords::new(pg::app_pool(&db.app_url, 1).await.unwrap(), &keys, deployment.data.signing_key().unwrap());
+    let mut all = carekeep_server::records::search::Search::parse("Observation", &[]).unwrap();
+    all.count = 500;
+    let stored: std::collections::BTreeSet<String> = records
+        .search("clinic-1", &all, &carekeep_server::records::access::PatientFilter::Any, None)
+        .await
+        .unwrap()
+        .resources
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let key = deployment.data.signing_key().unwrap().verifying_key();
+    let mut client = pg::connect(&db.app_url).await.unwrap();
+    let chain = pg::audit::verify(&mut client, &key, "clinic-1").await.unwrap();
+    let audited: std::collections::BTreeSet<String> = chain
+        .iter()
+        .filter(|r| r.event.action == "POST /fhir/{type}")
+        .filter_map(|r| r.event.resource_id.clone())
+        .collect();
+    assert!(answered.iter().all(|id| stored.contains(id)), "an answered write is missing");
+    assert_eq!(stored, audited, "every stored write has its record, and no record names a write not stored");
+
+    // The other node serves on.
+    let found: Value = http
+        .get(format!("{b}/fhir/Observation?patient=p1&_count=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"].as_u64(), Some(stored.len() as u64));
+}

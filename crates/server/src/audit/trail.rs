@@ -135,8 +135,10 @@ impl AuditLog {
                 head_written: Instant::now(),
             }),
         });
-        // What a crash left in the outbox goes into the trail before anything else.
+        // What a crash left in the outbox goes into the trail before anything else; and rows
+        // a kill left between moving them into the trail and clearing them are cleared.
         chain.append_group(Vec::new())?;
+        chain.write_head(&mut chain.lock_state(), true)?;
         let (queue, pending) = mpsc::channel();
         let writer = chain.clone();
         let writer = std::thread::Builder::new()

@@ -155,6 +155,49 @@ impl Engine {
         }
     }
 
+    /// Applies `bundle` as the clinic's own tools do; the outcome, with every id the engine
+    /// assigned replaced by the entry that made it, and its times left out.
+    async fn apply_bundle(&self, bundle: Value) -> String {
+        use carekeep_server::records::bundle::{Clinic, Outcome, Plan};
+        let plan = Plan::read(bundle).unwrap();
+        let outcome = match self {
+            Engine::Embedded(records, _) => records.apply_bundle("clinic-a", plan, &Clinic, None),
+            Engine::Shared(store) => {
+                let records = Records::postgres(store.clone(), tokio::runtime::Handle::current());
+                tokio::task::spawn_blocking(move || records.apply_bundle("clinic-a", plan, &Clinic, None))
+                    .await
+                    .unwrap()
+            }
+        };
+        match outcome {
+            Ok(Outcome::Applied { answers, .. }) => {
+                let assigned: Vec<(String, String)> = answers
+                    .iter()
+                    .filter_map(|a| a.stored.as_ref().map(|s| (s.id.clone(), format!("#{}", a.index))))
+                    .collect();
+                let shown: Vec<String> = answers
+                    .iter()
+                    .map(|a| {
+                        let mut text = match &a.stored {
+                            Some(stored) => {
+                                let mut json: Value = serde_json::from_str(&stored.json).unwrap();
+                                json["meta"]["lastUpdated"] = Value::Null;
+                                format!("{} {json}", a.status)
+                            }
+                            None => format!("{} {:?}", a.status, a.refusal),
+                        };
+                        for (id, label) in &assigned {
+                            text = text.replace(id.as_str(), label);
+                        }
+                        text
+                    })
+                    .collect();
+                shown.join(" | ")
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
     async fn deletions(&self, access: &Access) -> (Vec<(String, String)>, Vec<String>) {
         let scope = DeletionScope::of(access);
         let filter = access.read_filter(carekeep_server::records::access::Data::Clinical);
@@ -222,6 +265,7 @@ async fn script(engine: &Engine, db: Option<&Database>) -> Answers {
     run.reads().await;
     run.searches().await;
     run.access().await;
+    run.bundles().await;
     Answers(run.answers)
 }
 
@@ -397,6 +441,43 @@ impl Run<'_> {
         ));
     }
 
+    /// Transaction and batch Bundles: references resolved, a conditional create matching
+    /// what the first run stored, a batch with a refused entry, a transaction refused whole.
+    async fn bundles(&mut self) {
+        let patient = json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "MRN-77"}],
+            "name": [{"family": "Bundleson"}]});
+        let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0f7c5a3e-0000-4000-8000-000000000001", "resource": patient,
+             "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|MRN-77"}},
+            {"fullUrl": "urn:uuid:0f7c5a3e-0000-4000-8000-000000000002",
+             "resource": reading("p1", "8867-4", "vital-signs", "2026-04-01T08:00:00Z", 72)
+                 .as_object().cloned().map(|mut o| { o.insert("subject".into(),
+                     json!({"reference": "urn:uuid:0f7c5a3e-0000-4000-8000-000000000001"})); Value::Object(o) }).unwrap(),
+             "request": {"method": "POST", "url": "Observation"}}]});
+        for run in ["first", "again"] {
+            let answer = self.engine.apply_bundle(transaction.clone()).await;
+            self.answers.push((format!("transaction, {run}"), answer));
+        }
+        let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": reading("p2", "2339-0", "laboratory", "2026-04-02T08:00:00Z", 91),
+             "request": {"method": "POST", "url": "Observation"}},
+            {"resource": reading("p9", "2339-0", "laboratory", "2026-04-02T08:00:00Z", 91),
+             "request": {"method": "POST", "url": "Observation"}},
+            {"request": {"method": "GET", "url": "Patient/p2"}}]});
+        let answer = self.engine.apply_bundle(batch).await;
+        self.answers.push(("batch".into(), answer));
+        let refused = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": reading("p2", "2339-0", "laboratory", "2026-04-03T08:00:00Z", 93),
+             "request": {"method": "POST", "url": "Observation"}},
+            {"resource": reading("p9", "2339-0", "laboratory", "2026-04-03T08:00:00Z", 93),
+             "request": {"method": "POST", "url": "Observation"}}]});
+        let answer = self.engine.apply_bundle(refused).await;
+        self.answers.push(("transaction refused".into(), answer));
+        let all = Search::parse("Observation", &[]).unwrap();
+        let (_, total, _) = self.engine.search(&all, &PatientFilter::Any, None).await;
+        self.answers.push(("after the bundles".into(), total.to_string()));
+    }
+
     /// Access, and what each caller learns at sync.
     async fn access(&mut self) {
         let clinician_access = self.engine.access(&self.clinician, Role::Clinician).await;
@@ -439,24 +520,19 @@ async fn the_same_writes_read_search_page_and_delete_alike_on_both_engines() {
     }
     assert_eq!(embedded, shared);
     // The answers are not all alike: the script tells writes apart.
-    assert!(
-        embedded
-            .0
-            .iter()
-            .any(|(what, answer)| what == "stale update" && answer.contains("VersionConflict"))
-    );
-    assert!(
-        embedded
-            .0
-            .iter()
-            .any(|(what, answer)| what == "key reused" && answer.contains("conflict"))
-    );
-    assert!(
-        embedded
-            .0
-            .iter()
-            .any(|(what, answer)| what == "NUL" && answer.contains("NUL character"))
-    );
+    let answer = |what: &str| embedded.0.iter().find(|(w, _)| w == what).map(|(_, a)| a.clone()).unwrap();
+    for (what, holds) in [
+        ("stale update", "VersionConflict"),
+        ("key reused", "conflict"),
+        ("NUL", "NUL character"),
+        ("transaction, again", "\"reference\":\"Patient/#0\""),
+        ("batch", " | 422 "),
+    ] {
+        assert!(answer(what).contains(holds), "{what}: {}", answer(what));
+    }
+    assert!(answer("transaction, first").starts_with("201 "), "{}", answer("transaction, first"));
+    assert!(answer("transaction, again").starts_with("200 "), "{}", answer("transaction, again"));
+    assert!(answer("transaction refused").starts_with("Ok(Refused("), "{}", answer("transaction refused"));
 }
 
 /// Two nodes: two services over one database.

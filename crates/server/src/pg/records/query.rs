@@ -265,6 +265,19 @@ impl PgRecords {
     pub async fn link(&self, tenant: &str, user_id: &str, patient: &str, relation: &str) -> Result<(), RecordError> {
         let mut client = self.client().await?;
         let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        self.link_in(&tx, tenant, user_id, patient, relation).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// [`PgRecords::link`], on `tx`.
+    pub(super) async fn link_in(
+        &self,
+        tx: &Transaction<'_>,
+        tenant: &str,
+        user_id: &str,
+        patient: &str,
+        relation: &str,
+    ) -> Result<(), RecordError> {
         tx.execute(
             "INSERT INTO patient_links (tenant, user_id, patient, relation, mac) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant, user_id, patient) DO UPDATE SET relation = excluded.relation, mac = excluded.mac",
@@ -278,7 +291,7 @@ impl PgRecords {
         )
         .await
         .map_err(db)?;
-        tx.commit().await.map_err(db)
+        Ok(())
     }
 
     /// Each patient `filter` reaches with the latest change in their compartment, and the

@@ -120,29 +120,7 @@ impl PgRecords {
         if stored.version != expected_version {
             return Err(RecordError::VersionConflict);
         }
-        // Codes and name tokens go with the row (foreign keys); where an import found it is
-        // kept: the same files imported again must not bring back what the clinic deleted.
-        tx.execute(
-            "DELETE FROM resources WHERE tenant = $1 AND type = $2 AND id = $3",
-            &[&tenant, &resource_type, &id],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "DELETE FROM resource_identifiers WHERE tenant = $1 AND type = $2 AND id = $3 AND system != $4",
-            &[&tenant, &resource_type, &id, &SOURCE_SYSTEM],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&tenant, &resource_type, &id, &stored.patient, &now_unix],
-        )
-        .await
-        .map_err(db)?;
-        if resource_type == "DocumentReference" {
-            forget_unlinked(&tx, tenant, id, &[]).await?;
-        }
+        remove_row(&tx, tenant, &stored, now_unix).await?;
         self.finish(tx, tenant, writer, None, &stored, stamp).await?;
         Ok(stored)
     }
@@ -162,7 +140,7 @@ impl PgRecords {
     }
 
     /// Opens a write in `tenant`: its lock taken, its stamp read, its data key at hand.
-    async fn begin_write<'c>(
+    pub(super) async fn begin_write<'c>(
         &self,
         client: &'c mut deadpool_postgres::Object,
         tenant: &str,
@@ -259,7 +237,7 @@ impl PgRecords {
     /// Writes one resource's row and its indexes (codes, name tokens, identifiers) and its
     /// attachments, as the embedded store's `write` does.
     #[expect(clippy::too_many_arguments, reason = "one private helper; its callers name each part")]
-    async fn write_row(
+    pub(super) async fn write_row(
         &self,
         tx: &Transaction<'_>,
         key: &Key,
@@ -404,11 +382,43 @@ impl PgRecords {
 
 /// Commits a write. Lost at the commit itself, the write may or may not have landed: the
 /// caller is told so, and the same request with its idempotency key is answered once.
-async fn commit(tx: Transaction<'_>) -> Result<(), RecordError> {
+pub(super) async fn commit(tx: Transaction<'_>) -> Result<(), RecordError> {
     tx.commit().await.map_err(|e| match db(e) {
         RecordError::Unavailable => RecordError::OutcomeUnknown,
         other => other,
     })
+}
+
+/// Deletes `stored` on `tx` and leaves its tombstone, as the embedded store's `remove`:
+/// codes and name tokens go with the row (foreign keys); where an import found it is kept
+/// (the same files imported again must not bring back what the clinic deleted); a
+/// DocumentReference takes its attachments with it.
+pub(super) async fn remove_row(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    stored: &Stored,
+    now_unix: i64,
+) -> Result<(), RecordError> {
+    let (resource_type, id) = (stored.resource_type.as_str(), stored.id.as_str());
+    tx.execute("DELETE FROM resources WHERE tenant = $1 AND type = $2 AND id = $3", &[&tenant, &resource_type, &id])
+        .await
+        .map_err(db)?;
+    tx.execute(
+        "DELETE FROM resource_identifiers WHERE tenant = $1 AND type = $2 AND id = $3 AND system != $4",
+        &[&tenant, &resource_type, &id, &SOURCE_SYSTEM],
+    )
+    .await
+    .map_err(db)?;
+    tx.execute(
+        "INSERT INTO removed (tenant, type, id, patient, removed_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&tenant, &resource_type, &id, &stored.patient, &now_unix],
+    )
+    .await
+    .map_err(db)?;
+    if resource_type == "DocumentReference" {
+        forget_unlinked(tx, tenant, id, &[]).await?;
+    }
+    Ok(())
 }
 
 /// What an idempotency key is stored as: its SHA-256 (a client's key is opaque, but need

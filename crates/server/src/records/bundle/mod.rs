@@ -12,21 +12,21 @@
 //! taken; under it, only the writes.
 
 pub mod gate;
+pub mod ledger;
 pub mod plan;
 pub mod references;
 
 use std::collections::{BTreeMap, HashSet};
 
 use carekeep_protocol::audit::{AuditEvent, Outcome as AuditOutcome};
-use rusqlite::{Connection, Transaction, params};
 use serde_json::Value;
-use time::OffsetDateTime;
 
 pub use gate::{Caller, Clinic, Gate, Refusal};
+pub use ledger::{Ledger, Lookup};
 pub use plan::{Action, Entry, Identifier, Kind, Plan};
 pub use references::Targets;
 
-use super::{Checked, RecordError, Records, Stored, current, identifiers};
+use super::{Checked, RecordError, Records, Stored};
 
 /// What happened to one entry.
 #[derive(Debug, Clone)]
@@ -58,6 +58,13 @@ pub enum Outcome {
     Refused(Vec<Refusal>),
 }
 
+/// A transaction refused as a whole before anything is written, if `kind` is one and any
+/// entry of `prepared` was refused.
+pub(crate) fn refused_whole(kind: Kind, prepared: &[Prepared]) -> Option<Outcome> {
+    let refused: Vec<Refusal> = prepared.iter().filter_map(|p| p.step.as_ref().err().cloned()).collect();
+    (kind == Kind::Transaction && !refused.is_empty()).then_some(Outcome::Refused(refused))
+}
+
 /// One entry, ready to apply.
 enum Step {
     Create { checked: Checked, id: String, if_none_exist: Option<Identifier>, break_glass: bool },
@@ -67,7 +74,8 @@ enum Step {
     Read { id: String },
 }
 
-struct Prepared {
+/// One entry, checked and decided, waiting for the writer.
+pub(crate) struct Prepared {
     index: usize,
     resource_type: String,
     step: Result<Step, Refusal>,
@@ -83,17 +91,38 @@ impl Records {
         gate: &dyn Gate,
         audit: Option<&AuditEvent>,
     ) -> Result<Outcome, RecordError> {
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return pg.apply_bundle(self, runtime, tenant, plan, gate, audit),
+        };
         let kind = plan.kind;
-        let prepared = self.prepare(tenant, plan, gate)?;
-        if kind == Kind::Transaction {
-            let refused: Vec<Refusal> = prepared.iter().filter_map(|p| p.step.as_ref().err().cloned()).collect();
-            if !refused.is_empty() {
-                return Ok(Outcome::Refused(refused));
-            }
+        let prepared = self.prepare(&mut &*store.read(), tenant, plan, gate)?;
+        if let Some(refused) = refused_whole(kind, &prepared) {
+            return Ok(refused);
         }
-        let mut conn = self.store("transaction and batch Bundles")?.lock();
+        let mut conn = store.lock();
         let now = super::commit_time();
         let tx = conn.transaction()?;
+        let mut ledger = ledger::Embedded { tx: &tx, documents_key: &self.documents_key, now };
+        let outcome = Self::apply(&mut ledger, tenant, kind, prepared, gate, audit)?;
+        if matches!(outcome, Outcome::Applied { .. }) {
+            tx.commit()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Applies `prepared` through `ledger` (inside its transaction, which the caller commits
+    /// if the answer is [`Outcome::Applied`]): the steps in the specification's order, a
+    /// batch's each under a savepoint, new patients onto the writer's care team, and the
+    /// request's audit records once per patient touched or refused.
+    pub(crate) fn apply(
+        ledger: &mut dyn Ledger,
+        tenant: &str,
+        kind: Kind,
+        prepared: Vec<Prepared>,
+        gate: &dyn Gate,
+        audit: Option<&AuditEvent>,
+    ) -> Result<Outcome, RecordError> {
         let mut order: Vec<usize> = (0..prepared.len()).collect();
         order.sort_by_key(|&i| {
             let p = &prepared[i];
@@ -119,12 +148,12 @@ impl Records {
                 }
             };
             if kind == Kind::Batch {
-                tx.execute_batch("SAVEPOINT entry")?;
+                ledger.savepoint("SAVEPOINT entry")?;
             }
-            match self.apply_step(&tx, tenant, now, gate, index, &resource_type, step)? {
+            match Self::apply_step(ledger, tenant, gate, index, &resource_type, step)? {
                 Ok((status, stored, break_glass)) => {
                     if kind == Kind::Batch {
-                        tx.execute_batch("RELEASE entry")?;
+                        ledger.savepoint("RELEASE entry")?;
                     }
                     if status == 201 && stored.resource_type == "Patient" {
                         registered.push(stored.id.clone());
@@ -135,18 +164,15 @@ impl Records {
                 }
                 Err(refusal) if kind == Kind::Transaction => return Ok(Outcome::Refused(vec![refusal])),
                 Err(refusal) => {
-                    tx.execute_batch("ROLLBACK TO entry; RELEASE entry")?;
+                    ledger.savepoint("ROLLBACK TO entry")?;
+                    ledger.savepoint("RELEASE entry")?;
                     answers[i] = Some(Answer { index, status: refusal.status, stored: None, refusal: Some(refusal) });
                 }
             }
         }
         if let Some(user) = gate.joins_care_team() {
             for patient in &registered {
-                tx.prepare_cached(
-                    "INSERT INTO patient_links (tenant, user_id, patient, relation) VALUES (?1, ?2, ?3, 'care-team')
-                     ON CONFLICT (user_id, patient) DO UPDATE SET relation = excluded.relation",
-                )?
-                .execute(params![tenant, user, patient])?;
+                ledger.join_care_team(tenant, user, patient)?;
             }
         }
         if let Some(template) = audit
@@ -156,7 +182,7 @@ impl Records {
                 let mut event = template.clone();
                 event.patient.clone_from(patient);
                 event.break_glass = *break_glass;
-                crate::audit::push_to_outbox(&tx, &event)?;
+                ledger.audit(tenant, &event)?;
             }
             // The entries refused beside them are recorded too, under their patient, as the
             // single routes record a refusal: a batch's successes hide no denied attempt.
@@ -172,16 +198,21 @@ impl Records {
                 let mut event = template.clone();
                 event.patient = patient;
                 event.outcome = if denied { AuditOutcome::Denied } else { AuditOutcome::Failed };
-                crate::audit::push_to_outbox(&tx, &event)?;
+                ledger.audit(tenant, &event)?;
             }
         }
-        tx.commit()?;
         Ok(Outcome::Applied { answers: answers.into_iter().flatten().collect(), touched })
     }
 
-    /// Ids, references and checks: everything that needs no writer lock.
-    fn prepare(&self, tenant: &str, plan: Plan, gate: &dyn Gate) -> Result<Vec<Prepared>, RecordError> {
-        let conn = self.store("transaction and batch Bundles")?.read();
+    /// Ids, references and checks: everything that needs no writer lock, looked up through
+    /// `lookup`.
+    pub(crate) fn prepare(
+        &self,
+        lookup: &mut dyn Lookup,
+        tenant: &str,
+        plan: Plan,
+        gate: &dyn Gate,
+    ) -> Result<Vec<Prepared>, RecordError> {
         let Plan { entries, known: mut targets, .. } = plan;
         let mut firsts = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -197,8 +228,11 @@ impl Records {
                     // insurance number) is on file, nor can a user's own record stand in for
                     // what an import brings ([`Gate::sees`]).
                     let mut seen = Vec::new();
-                    for id in identifiers::find(&conn, tenant, &entry.resource_type, wanted)? {
-                        if current(&conn, tenant, &entry.resource_type, &id)?.is_some_and(|found| gate.sees(&found)) {
+                    for id in lookup.find(tenant, &entry.resource_type, wanted)? {
+                        if lookup
+                            .current(tenant, &entry.resource_type, &id)?
+                            .is_some_and(|found| gate.sees(&found))
+                        {
                             seen.push(id);
                         }
                     }
@@ -239,7 +273,7 @@ impl Records {
             let problems = match entry.resource.as_mut() {
                 Some(resource) if first.is_ok() => {
                     references::rewrite(resource, entry.index, &targets, &mut |resource_type, wanted| {
-                        conditional(&conn, tenant, gate, resource_type, wanted)
+                        conditional(&mut *lookup, tenant, gate, resource_type, wanted)
                     })
                 }
                 _ => Vec::new(),
@@ -250,7 +284,6 @@ impl Records {
             };
             rewritten.push((entry, first));
         }
-        drop(conn);
         let mut prepared = Vec::with_capacity(rewritten.len());
         let mut new_patients = HashSet::new();
         for (entry, first) in rewritten {
@@ -266,12 +299,11 @@ impl Records {
             }
             prepared.push(Prepared { index, resource_type, step });
         }
-        let conn = self.store("transaction and batch Bundles")?.read();
         for p in &mut prepared {
             if let Ok(Step::Create { checked, break_glass, .. }) = &mut p.step {
                 let exists = match &checked.patient {
                     Some(patient) => {
-                        new_patients.contains(patient) || current(&conn, tenant, "Patient", patient)?.is_some()
+                        new_patients.contains(patient) || lookup.current(tenant, "Patient", patient)?.is_some()
                     }
                     None => false,
                 };
@@ -354,12 +386,9 @@ impl Records {
 
     /// Applies one step on `tx`: its status, the resource, whether only break-glass allowed
     /// it; or why it was refused.
-    #[expect(clippy::too_many_arguments, reason = "one private helper; its caller names each part")]
     fn apply_step(
-        &self,
-        tx: &Transaction<'_>,
+        ledger: &mut dyn Ledger,
         tenant: &str,
-        now: OffsetDateTime,
         gate: &dyn Gate,
         index: usize,
         resource_type: &str,
@@ -370,28 +399,31 @@ impl Records {
         Ok(match step {
             Step::Create { checked, id, if_none_exist, break_glass } => {
                 if let Some(wanted) = &if_none_exist {
-                    for id in identifiers::find(tx, tenant, resource_type, wanted)? {
-                        if current(tx, tenant, resource_type, &id)?.is_some_and(|found| gate.sees(&found)) {
+                    for id in ledger.find(tenant, resource_type, wanted)? {
+                        if ledger
+                            .current(tenant, resource_type, &id)?
+                            .is_some_and(|found| gate.sees(&found))
+                        {
                             return Ok(Err(stored_meanwhile(index)));
                         }
                     }
                 }
-                match super::write(tx, &self.documents_key, tenant, checked, &id, 1, now, gate.author()) {
+                match ledger.write(tenant, checked, &id, 1, gate.author()) {
                     Ok(stored) => {
                         if let Some(source) = if_none_exist.as_ref().filter(|i| i.system == plan::SOURCE_SYSTEM) {
-                            identifiers::remember(tx, tenant, resource_type, &id, source)?;
+                            ledger.remember(tenant, resource_type, &id, source)?;
                         }
                         Ok((201, stored, break_glass))
                     }
                     Err(e) => return refused(e),
                 }
             }
-            Step::Existing { id } => match current(tx, tenant, resource_type, &id)? {
+            Step::Existing { id } => match ledger.current(tenant, resource_type, &id)? {
                 Some(found) => Ok((200, found, false)),
                 None => Err(stored_meanwhile(index)),
             },
             Step::Update { checked, id, if_match } => {
-                let Some(found) = current(tx, tenant, resource_type, &id)? else { return Ok(Err(missing())) };
+                let Some(found) = ledger.current(tenant, resource_type, &id)? else { return Ok(Err(missing())) };
                 let break_glass = match gate.change(index, &found, Some(&checked)) {
                     Ok(flag) => flag,
                     Err(refusal) => return Ok(Err(refusal.about(found.patient))),
@@ -400,13 +432,13 @@ impl Records {
                     return refused(RecordError::VersionConflict);
                 }
                 let version = found.version + 1;
-                match super::write(tx, &self.documents_key, tenant, checked, &id, version, now, gate.author()) {
+                match ledger.write(tenant, checked, &id, version, gate.author()) {
                     Ok(stored) => Ok((200, stored, break_glass)),
                     Err(e) => return refused(e),
                 }
             }
             Step::Delete { id } => {
-                let Some(found) = current(tx, tenant, resource_type, &id)? else { return Ok(Err(missing())) };
+                let Some(found) = ledger.current(tenant, resource_type, &id)? else { return Ok(Err(missing())) };
                 let break_glass = match gate.change(index, &found, None) {
                     Ok(flag) => flag,
                     Err(refusal) => return Ok(Err(refusal.about(found.patient))),
@@ -420,11 +452,11 @@ impl Records {
                         "a patient's record is not deleted; remove them from the care team instead",
                     )));
                 }
-                super::removed::remove(tx, tenant, &found, now.unix_timestamp())?;
+                ledger.remove(tenant, &found)?;
                 Ok((204, found, break_glass))
             }
             Step::Read { id } => {
-                let Some(found) = current(tx, tenant, resource_type, &id)? else { return Ok(Err(missing())) };
+                let Some(found) = ledger.current(tenant, resource_type, &id)? else { return Ok(Err(missing())) };
                 match gate.read(index, &found) {
                     Ok(flag) => Ok((200, found, flag)),
                     Err(refusal) => Err(refusal.about(found.patient)),
@@ -446,17 +478,18 @@ fn stored_meanwhile(index: usize) -> Refusal {
 
 /// The one record of `resource_type` with `wanted` that `gate` lets the writer see.
 fn conditional(
-    conn: &Connection,
+    lookup: &mut dyn Lookup,
     tenant: &str,
     gate: &dyn Gate,
     resource_type: &str,
     wanted: &Identifier,
 ) -> Result<String, &'static str> {
     const UNAVAILABLE: &str = "could not be looked up just now; send the Bundle again";
-    let ids = identifiers::find(conn, tenant, resource_type, wanted).map_err(|_| UNAVAILABLE)?;
+    let ids = lookup.find(tenant, resource_type, wanted).map_err(|_| UNAVAILABLE)?;
     let mut seen = Vec::new();
     for id in ids {
-        if current(conn, tenant, resource_type, &id)
+        if lookup
+            .current(tenant, resource_type, &id)
             .map_err(|_| UNAVAILABLE)?
             .is_some_and(|s| gate.sees(&s))
         {

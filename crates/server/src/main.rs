@@ -76,6 +76,9 @@ enum Command {
         /// The data directory.
         #[arg(long)]
         data: PathBuf,
+        /// Seed this PostgreSQL database instead (the servers' role, as `tenant add`).
+        #[command(flatten)]
+        database: Database,
     },
     /// Import a clinic's records into a tenant: transaction, batch or collection Bundles
     /// (.json) and FHIR Bulk Data files (Type.ndjson), or folders of them. Every resource is
@@ -309,6 +312,8 @@ enum UserCommand {
         /// How they are linked.
         #[arg(long = "as", value_parser = ["self", "proxy", "care-team"])]
         relation: String,
+        #[command(flatten)]
+        database: Database,
     },
     /// Name a clinician's or nurse's own Practitioner record: `import` then puts the patients
     /// whose generalPractitioner it is on that user's care team.
@@ -378,6 +383,28 @@ fn on_postgres<T>(work: impl std::future::Future<Output = Result<T, ServerError>
         .build()
         .map_err(|e| ServerError::Store(format!("cannot start a runtime: {e}")))?
         .block_on(work)
+}
+
+/// `seed-demo --database`: the demo tenant, its records and users, in PostgreSQL.
+fn seed_postgres(
+    dir: &DataDir,
+    keys: &carekeep_server::keys::MasterKeys,
+    url: &str,
+) -> Result<Vec<carekeep_server::seed::DemoUser>, ServerError> {
+    use carekeep_server::seed::{DEMO_NAME, DEMO_TENANT, already_seeded, seed_tenant};
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| ServerError::Store(format!("cannot start a runtime: {e}")))?;
+    let (pg, accounts) = runtime.block_on(async {
+        let accounts = carekeep_server::auth::PgAccounts::connect(url, 4, keys).await?;
+        let pg = carekeep_server::pg::records::PgRecords::new(accounts.pool().clone(), keys, dir.signing_key()?);
+        pg.add_tenant(DEMO_TENANT, DEMO_NAME).await.map_err(|_| already_seeded())?;
+        Ok::<_, ServerError>((pg, accounts))
+    })?;
+    let records = carekeep_server::records::Records::postgres(pg, runtime.handle().clone());
+    let now = now();
+    seed_tenant(&records, |username, role, password| {
+        runtime.block_on(accounts.add_user(DEMO_TENANT, username, role, password, now))
+    })
 }
 
 /// `audit verify --database`: every chain in the database (one per tenant, and `-` for
@@ -550,8 +577,29 @@ fn run_user(command: UserCommand) -> Result<(), ServerError> {
             println!("user_id: {}\ntotp_secret: {}\notpauth_uri: {}", user.id, user.totp_base32, user.otpauth_uri);
             Ok(())
         }
-        UserCommand::Link { data, username, patient, relation } => {
-            admin::link_user(&DataDir::open(&data)?.open_store()?, &username, &patient, &relation)?;
+        UserCommand::Link { data, username, patient, relation, database } => {
+            match database.url {
+                None => admin::link_user(&DataDir::open(&data)?.open_store()?, &username, &patient, &relation)?,
+                Some(url) => on_postgres(async {
+                    let accounts = pg_accounts(&data, &url).await?;
+                    let refused =
+                        || ServerError::Invalid(format!("no user {username} with that patient in their tenant"));
+                    let (user, tenant) = accounts.find_user(&username).await?.ok_or_else(refused)?;
+                    let dir = DataDir::open(&data)?;
+                    let records = carekeep_server::pg::records::PgRecords::new(
+                        accounts.pool().clone(),
+                        &dir.master_keys()?,
+                        dir.signing_key()?,
+                    );
+                    let as_server_error = |e: carekeep_server::records::RecordError| ServerError::Store(e.to_string());
+                    records
+                        .read(&tenant, "Patient", &patient)
+                        .await
+                        .map_err(as_server_error)?
+                        .ok_or_else(refused)?;
+                    records.link(&tenant, &user, &patient, &relation).await.map_err(as_server_error)
+                })?,
+            }
             eprintln!("Linked {username} to the patient as {relation}.");
             Ok(())
         }
@@ -724,13 +772,18 @@ fn run(command: Command) -> Result<(), ServerError> {
         }
         Command::Tenant { command } => run_tenant(command),
         Command::User { command } => run_user(command),
-        Command::SeedDemo { data } => {
+        Command::SeedDemo { data, database } => {
             let dir = DataDir::open(&data)?;
-            let store = std::sync::Arc::new(dir.open_store()?);
             let keys = dir.master_keys()?;
-            let records =
-                carekeep_server::records::Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents));
-            let users = carekeep_server::seed::seed_demo(&store, &records, now())?;
+            let users = match database.url {
+                None => {
+                    let store = std::sync::Arc::new(dir.open_store()?);
+                    let records =
+                        carekeep_server::records::Records::new(store.clone(), zeroize::Zeroizing::new(*keys.documents));
+                    carekeep_server::seed::seed_demo(&store, &records, now())?
+                }
+                Some(url) => seed_postgres(&dir, &keys, &url)?,
+            };
             eprintln!(
                 "Seeded tenant `{}` with synthetic patients. Users (username role password totp_secret):",
                 carekeep_server::seed::DEMO_TENANT

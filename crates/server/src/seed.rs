@@ -56,16 +56,10 @@ const EXTRAS_VISIT: &str = "urn:uuid:00000000-0000-4000-8000-00000000000b";
 fn import_extras(records: &Records, patient: &str) -> Result<(), ServerError> {
     use crate::records::bundle::{Clinic, Outcome, Plan, Targets};
     let invalid = |what: String| ServerError::Invalid(format!("demo extras: {what}"));
-    let visit: String = records
-        .store("the demo's extras")
+    let visit = records
+        .earliest(DEMO_TENANT, "Encounter", patient)
         .map_err(|e| invalid(e.to_string()))?
-        .read()
-        .query_row(
-            "SELECT id FROM resources WHERE tenant = ?1 AND type = 'Encounter' AND patient = ?2 ORDER BY effective LIMIT 1",
-            [DEMO_TENANT, patient],
-            |r| r.get(0),
-        )
-        .map_err(|_| invalid("the first patient has no visit".into()))?;
+        .ok_or_else(|| invalid("the first patient has no visit".into()))?;
     for (text, known) in DIRECTORY.iter().map(|d| (*d, None)).chain([(DEMO_EXTRAS, Some(&visit))]) {
         let bundle: Value = serde_json::from_str(text).map_err(|_| invalid("not JSON".into()))?;
         let mut plan = Plan::read(bundle).map_err(|p| invalid(format!("{} problems", p.len())))?;
@@ -110,8 +104,24 @@ pub struct DemoUser {
 /// patient and proxy for the second), a clinician (care team: the first ten), a nurse
 /// (care team: the first five), a billing clerk and an admin. Refuses to run twice.
 pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoUser>, ServerError> {
-    admin::add_tenant(store, DEMO_TENANT, "Carekeep demo clinic (synthetic data)", now)
-        .map_err(|_| ServerError::Invalid("this data directory already holds the demo tenant".into()))?;
+    admin::add_tenant(store, DEMO_TENANT, DEMO_NAME, now).map_err(|_| already_seeded())?;
+    seed_tenant(records, |username, role, password| admin::add_user(store, DEMO_TENANT, username, role, password, now))
+}
+
+/// The demo tenant's display name.
+pub const DEMO_NAME: &str = "Carekeep demo clinic (synthetic data)";
+
+/// The refusal of a second seeding.
+pub fn already_seeded() -> ServerError {
+    ServerError::Invalid("this deployment already holds the demo tenant".into())
+}
+
+/// [`seed_demo`] in a demo tenant made already (on either engine), its users made by
+/// `add_user` (username, role, password).
+pub fn seed_tenant(
+    records: &Records,
+    mut add_user: impl FnMut(&str, Role, &str) -> Result<admin::NewUser, ServerError>,
+) -> Result<Vec<DemoUser>, ServerError> {
     let mut patients = Vec::new();
     for bundle in BUNDLES {
         patients.extend(import_bundle(records, DEMO_TENANT, bundle)?);
@@ -127,7 +137,7 @@ pub fn seed_demo(store: &Store, records: &Records, now: i64) -> Result<Vec<DemoU
         ("demo.admin", Role::Admin),
     ] {
         let password = crate::auth::secrets::new_token()?;
-        let user = admin::add_user(store, DEMO_TENANT, username, role, &password, now)?;
+        let user = add_user(username, role, &password)?;
         let link = |patient: &String, relation: &str| {
             records
                 .link(DEMO_TENANT, &user.id, patient, relation)

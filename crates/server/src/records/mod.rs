@@ -392,6 +392,23 @@ impl Records {
         Ok(access)
     }
 
+    /// The id of `patient`'s earliest `resource_type` by its clinical date (their first
+    /// visit, say), if they have one.
+    pub fn earliest(&self, tenant: &str, resource_type: &str, patient: &str) -> Result<Option<String>, RecordError> {
+        let store = match &self.engine {
+            Engine::Sqlcipher(store) => store,
+            Engine::Postgres(pg, runtime) => return runtime.block_on(pg.earliest(tenant, resource_type, patient)),
+        };
+        Ok(store
+            .read()
+            .query_row(
+                "SELECT id FROM resources WHERE tenant = ?1 AND type = ?2 AND patient = ?3 ORDER BY effective, id LIMIT 1",
+                params![tenant, resource_type, patient],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Links `user_id` to `patient` as `relation` (`self`, `proxy` or `care-team`).
     pub fn link(&self, tenant: &str, user_id: &str, patient: &str, relation: &str) -> Result<(), RecordError> {
         let store = match &self.engine {

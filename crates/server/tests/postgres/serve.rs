@@ -470,3 +470,72 @@ async fn a_node_killed_during_writes_leaves_no_write_without_its_record() {
         .unwrap();
     assert_eq!(found["total"].as_u64(), Some(stored.len() as u64));
 }
+
+/// `seed-demo --database` fills a PostgreSQL deployment with the demo clinic; a node serves
+/// it (the demo clinician sees their care team), a second seeding is refused, and `user link
+/// --database` puts a patient on the demo nurse's care team.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_seeds_into_postgres_and_a_node_serves_it() {
+    let db = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("server");
+    let (data, _) = DataDir::init(&root, "localhost").unwrap();
+    let root_text = root.to_str().unwrap();
+    let env = [("CAREKEEP_DATABASE", db.app_url.as_str())];
+    let (ok, out, err) = super::cli(&["seed-demo", "--data", root_text], &env, "");
+    assert!(ok, "{err}");
+    let users: std::collections::HashMap<&str, Vec<&str>> = out
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields[0], fields)
+        })
+        .collect();
+    let (again, _, err) = super::cli(&["seed-demo", "--data", root_text], &env, "");
+    assert!(!again && err.contains("already holds the demo tenant"), "{err}");
+
+    let (node, base) = super::common::serve_binary_with(&root, &env);
+    let _node = Node(node);
+    let http = super::common::client_for(&data);
+    // `step` picks the TOTP step: one code signs in once.
+    let patients = |username: &'static str, step: u64| {
+        let (http, base, user) = (http.clone(), base.clone(), users[username].clone());
+        async move {
+            let signed = super::common::sign_in(&http, &base, username, user[2], user[3], step).await;
+            let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
+            let found: Value = http
+                .get(format!("{base}/fhir/Patient?_count=100"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            found["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<String>>()
+        }
+    };
+    let team = patients("demo.clinician", 0).await;
+    assert_eq!(team.len(), 10, "the demo clinician's care team");
+    let nurse = patients("demo.nurse", 0).await;
+    assert_eq!(nurse.len(), 5);
+    let outsider = team.iter().find(|p| !nurse.contains(p)).unwrap().clone();
+    let (ok, _, err) = super::cli(
+        &["user", "link", "--data", root_text, "--username", "demo.nurse", "--patient", &outsider, "--as", "care-team"],
+        &env,
+        "",
+    );
+    assert!(ok, "{err}");
+    let (refused, _, err) = super::cli(
+        &["user", "link", "--data", root_text, "--username", "demo.nurse", "--patient", "no-such", "--as", "care-team"],
+        &env,
+        "",
+    );
+    assert!(!refused && err.contains("no user demo.nurse with that patient"), "{err}");
+    assert!(patients("demo.nurse", 1).await.contains(&outsider));
+}

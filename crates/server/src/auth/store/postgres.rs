@@ -131,6 +131,16 @@ impl PgAccounts {
         Ok(accounts)
     }
 
+    /// The id and tenant of the user signing in as `username`, if there is one (for the
+    /// admin commands).
+    pub async fn find_user(&self, username: &str) -> Result<Option<(String, String)>, ServerError> {
+        let found = self
+            .user_by_name(username)
+            .await
+            .map_err(|e| ServerError::Store(format!("cannot look the user up: {e}")))?;
+        Ok(found.map(|user| (user.id, user.tenant)))
+    }
+
     /// The node's pool, which the records and the audit share.
     pub fn pool(&self) -> &Pool {
         &self.pool

@@ -595,3 +595,27 @@ impl PgRecords {
         Ok(crate::audit::search::page(rows, u64::try_from(total).unwrap_or(0), search.count))
     }
 }
+
+impl PgRecords {
+    /// The id of `patient`'s earliest `resource_type` by its clinical date; as
+    /// [`crate::records::Records::earliest`].
+    pub async fn earliest(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        patient: &str,
+    ) -> Result<Option<String>, RecordError> {
+        let mut client = self.client().await?;
+        let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let row = tx
+            .query_opt(
+                "SELECT id FROM resources WHERE tenant = $1 AND type = $2 AND patient = $3
+                 ORDER BY effective NULLS FIRST, id LIMIT 1",
+                &[&tenant, &resource_type, &patient],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}

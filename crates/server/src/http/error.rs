@@ -106,8 +106,9 @@ impl From<RecordError> for ApiError {
             RecordError::OutcomeUnknown => ApiError::outcome(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "transient",
-                "The change may or may not have been saved: the records store was lost as it was saved. Send it \
-                 again with the same Idempotency-Key (it is then kept once), or read the record first.",
+                "The change may or may not have been saved: the records store was lost as it was saved. Read the \
+                 record first, or send it again with the same Idempotency-Key (a Bundle: with ifNoneExist on its \
+                 creates), which keeps it once.",
             ),
             RecordError::EmbeddedOnly(what) => ApiError::outcome(
                 StatusCode::NOT_IMPLEMENTED,

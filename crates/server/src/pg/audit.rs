@@ -25,7 +25,13 @@ pub async fn append(
     tenant: &str,
     events: Vec<AuditEvent>,
 ) -> Result<Option<AuditRecord>, ServerError> {
-    let tx = client.transaction().await.map_err(failed)?;
+    // READ COMMITTED whatever the role's default: the chain's end is read after the lock.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(failed)?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant])
         .await
         .map_err(failed)?;
@@ -95,7 +101,14 @@ pub async fn chains(client: &Client) -> Result<Vec<String>, ServerError> {
 /// Checks `tenant`'s whole chain against `key`: links, content, order, every checkpoint
 /// signed and none missing. Returns the records checked.
 pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Result<Vec<AuditRecord>, ServerError> {
-    let tx = client.transaction().await.map_err(failed)?;
+    // One snapshot for the records and the checkpoints, whatever the role's default.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(failed)?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant])
         .await
         .map_err(failed)?;
@@ -132,76 +145,82 @@ pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Re
 /// Most requests' records one group commit takes.
 const GROUP_MAX: usize = 512;
 
-/// The append side of a node's audit on PostgreSQL: requests hand their records to one
-/// task, which appends whatever has queued up — per tenant, one transaction under the
-/// tenant's lock for many requests (group commit) — and only then lets each request
-/// answer. A request's records are all of its caller's tenant, so each is kept whole or
-/// not at all. Records no known caller made (a failed sign-in) go to the chain of tenant
+/// The append side of a node's audit on PostgreSQL: each tenant's requests hand their
+/// records to that tenant's task, which appends whatever has queued up in one transaction
+/// under the tenant's lock (group commit) and only then lets each request answer. Tenants
+/// do not wait for each other: a tenant whose lock is held (a long Bundle) delays its own
+/// records only. Records no known caller made (a failed sign-in) go to the chain of tenant
 /// `-`, which no tenant id can be.
 pub struct Appender {
-    queue: tokio::sync::mpsc::UnboundedSender<Pending>,
+    pool: deadpool_postgres::Pool,
+    key: std::sync::Arc<SigningKey>,
+    tenants: std::sync::Mutex<std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Pending>>>,
 }
 
-/// One request's records, waiting for the task.
+/// One request's records, waiting for its tenant's task.
 struct Pending {
     events: Vec<AuditEvent>,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl Appender {
-    /// Starts the appending task on the current runtime, writing through `pool` (a node's)
-    /// with checkpoints signed by `key`.
+    /// An appender writing through `pool` (a node's) with checkpoints signed by `key`; its
+    /// tasks start on the current runtime as tenants first record.
     pub fn start(pool: deadpool_postgres::Pool, key: std::sync::Arc<SigningKey>) -> Self {
-        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<Pending>();
-        tokio::spawn(async move {
-            while let Some(first) = pending.recv().await {
-                let mut group = vec![first];
-                while group.len() < GROUP_MAX {
-                    match pending.try_recv() {
-                        Ok(next) => group.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let mut by_tenant: std::collections::BTreeMap<String, Vec<AuditEvent>> =
-                    std::collections::BTreeMap::new();
-                for request in &group {
-                    for event in &request.events {
-                        by_tenant.entry(event.tenant.clone()).or_default().push(event.clone());
-                    }
-                }
-                let mut failed: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-                match super::pooled(&pool).await {
-                    Ok(mut client) => {
-                        for (tenant, events) in by_tenant {
-                            if let Err(e) = append(&mut client, &key, &tenant, events).await {
-                                tracing::error!(error = %e, "audit append to PostgreSQL failed");
-                                failed.insert(tenant, e.to_string());
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        for tenant in by_tenant.into_keys() {
-                            failed.insert(tenant, e.to_string());
-                        }
-                    }
-                }
-                for request in group {
-                    let error = request.events.iter().find_map(|e| failed.get(&e.tenant)).cloned();
-                    let _ = request.done.send(error.map_or(Ok(()), Err));
-                }
-            }
-        });
-        Self { queue }
+        Self { pool, key, tenants: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    /// `tenant`'s queue, its task started if this is its first record.
+    fn queue(&self, tenant: &str) -> tokio::sync::mpsc::UnboundedSender<Pending> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = tenants.get(tenant).filter(|q| !q.is_closed()) {
+            return queue.clone();
+        }
+        let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(run(self.pool.clone(), self.key.clone(), tenant.to_owned(), pending));
+        tenants.insert(tenant.to_owned(), queue.clone());
+        queue
     }
 
     /// Appends `events` (all of one tenant, or none) and returns once they are committed.
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<(), ServerError> {
-        if events.is_empty() {
-            return Ok(());
+        let Some(tenant) = events.first().map(|e| e.tenant.clone()) else { return Ok(()) };
+        if events.iter().any(|e| e.tenant != tenant) {
+            return Err(ServerError::Invalid("one request's audit records name two tenants".into()));
         }
         let stopped = || ServerError::Store("the audit writer stopped".into());
         let (done, committed) = tokio::sync::oneshot::channel();
-        self.queue.send(Pending { events, done }).map_err(|_| stopped())?;
+        self.queue(&tenant).send(Pending { events, done }).map_err(|_| stopped())?;
         committed.await.map_err(|_| stopped())?.map_err(ServerError::Store)
+    }
+}
+
+/// One tenant's task: appends what its requests queued, a group per transaction.
+async fn run(
+    pool: deadpool_postgres::Pool,
+    key: std::sync::Arc<SigningKey>,
+    tenant: String,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<AuditEvent> = group.iter().flat_map(|p| p.events.iter().cloned()).collect();
+        let appended = match super::pooled(&pool).await {
+            Ok(mut client) => append(&mut client, &key, &tenant, events).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &appended {
+            tracing::error!(error = %e, "audit append to PostgreSQL failed");
+        }
+        let answer = appended.map_err(|e| e.to_string());
+        for request in group {
+            let _ = request.done.send(answer.clone());
+        }
     }
 }

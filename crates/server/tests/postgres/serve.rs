@@ -35,8 +35,9 @@ struct Deployment {
     /// The data directory's path.
     root: std::path::PathBuf,
     _dir: tempfile::TempDir,
-    /// Each user's TOTP secret (base32), by username: `pat.one` (linked to p1), `dr.one` (a
-    /// clinician, not on p1's care team) and `admin.one`.
+    /// Each user's TOTP secret (base32), by username: in `clinic-1`, `pat.one` (linked to
+    /// p1), `dr.one` (a clinician, not on p1's care team) and `admin.one`; in `clinic-2`,
+    /// `pat.two` (linked to q1), `dr.two` and `admin.two`.
     totp: std::collections::HashMap<&'static str, String>,
     nodes: Vec<(Node, String)>,
 }
@@ -47,21 +48,26 @@ async fn deployment(db: &Database) -> Deployment {
     let (data, _) = DataDir::init(&root, "localhost").unwrap();
     let keys = data.master_keys().unwrap();
     let records = PgRecords::new(pg::app_pool(&db.app_url, 2).await.unwrap(), &keys, data.signing_key().unwrap());
-    records.add_tenant("clinic-1", "Clinic One").await.unwrap();
-    let patient = json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Twonode"}]});
-    records
-        .import("clinic-1", vec![(records.check(patient, "Patient").unwrap(), "p1".into())])
-        .await
-        .unwrap();
     let accounts = PgAccounts::connect(&db.app_url, 1, &keys).await.unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut totp = std::collections::HashMap::new();
-    for (username, role) in [("pat.one", Role::Patient), ("dr.one", Role::Clinician), ("admin.one", Role::Admin)] {
-        let user = accounts.add_user("clinic-1", username, role, PASSWORD, now).await.unwrap();
-        if role == Role::Patient {
-            records.link("clinic-1", &user.id, "p1", "self").await.unwrap();
+    for (tenant, patient, users) in [
+        ("clinic-1", "p1", [("pat.one", Role::Patient), ("dr.one", Role::Clinician), ("admin.one", Role::Admin)]),
+        ("clinic-2", "q1", [("pat.two", Role::Patient), ("dr.two", Role::Clinician), ("admin.two", Role::Admin)]),
+    ] {
+        records.add_tenant(tenant, tenant).await.unwrap();
+        let body = json!({"resourceType": "Patient", "id": patient, "name": [{"family": "Twonode"}]});
+        records
+            .import(tenant, vec![(records.check(body, "Patient").unwrap(), patient.into())])
+            .await
+            .unwrap();
+        for (username, role) in users {
+            let user = accounts.add_user(tenant, username, role, PASSWORD, now).await.unwrap();
+            if role == Role::Patient {
+                records.link(tenant, &user.id, patient, "self").await.unwrap();
+            }
+            totp.insert(username, user.totp_base32);
         }
-        totp.insert(username, user.totp_base32);
     }
     let nodes = (0..2)
         .map(|_| {
@@ -538,4 +544,106 @@ async fn the_demo_seeds_into_postgres_and_a_node_serves_it() {
     );
     assert!(!refused && err.contains("no user demo.nurse with that patient"), "{err}");
     assert!(patients("demo.nurse", 1).await.contains(&outsider));
+}
+
+/// Signs `username` in at `base` (TOTP step `step`); its access token.
+async fn token(http: &reqwest::Client, base: &str, deployment: &Deployment, username: &str, step: u64) -> String {
+    let signed = super::common::sign_in(http, base, username, PASSWORD, &deployment.totp[username], step).await;
+    signed.tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// GET `path` at `base` as `token`: the status and the body.
+async fn get(http: &reqwest::Client, base: &str, path: &str, token: &str) -> (u16, Value) {
+    let response = http.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+/// Two tenants on two nodes: neither sees the other's grants, alerts, patients or access
+/// history; a tenant whose lock is held (a long write) delays nobody else's audited reads;
+/// and a clinician's transaction Bundle through one node is read through the other, audited
+/// per patient, its new patient on the clinician's care team.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_stay_apart_on_two_nodes_and_a_bundle_is_audited_per_patient() {
+    let db = database().await;
+    let deployment = deployment(&db).await;
+    let (a, b) = (deployment.nodes[0].1.clone(), deployment.nodes[1].1.clone());
+    let http = super::common::client_for(&deployment.data);
+    let doctor = token(&http, &a, &deployment, "dr.one", 0).await;
+    let opened = http
+        .post(format!("{a}/break-glass"))
+        .bearer_auth(&doctor)
+        .json(&json!({"patient": "p1", "reason": REASON}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 201);
+    let (admin_one, admin_two) =
+        (token(&http, &b, &deployment, "admin.one", 0).await, token(&http, &b, &deployment, "admin.two", 0).await);
+    assert_eq!(get(&http, &b, "/break-glass", &admin_one).await.1.as_array().map(Vec::len), Some(1));
+    assert_eq!(get(&http, &a, "/break-glass", &admin_two).await.1, json!([]));
+    assert_eq!(get(&http, &a, "/alerts", &admin_two).await.1, json!([]));
+    let one = token(&http, &a, &deployment, "pat.one", 0).await;
+    assert_eq!(get(&http, &b, "/fhir/Patient/q1", &one).await.0, 404);
+    assert_eq!(get(&http, &b, "/fhir/AuditEvent?patient=q1", &one).await.0, 403);
+
+    // clinic-1's lock held (as by a long Bundle): clinic-2's audited reads answer at once.
+    let holder = pg::connect(&db.superuser_url).await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(1635083380, hashtext('clinic-1'))")
+        .await
+        .unwrap();
+    let two = token(&http, &b, &deployment, "pat.two", 0).await;
+    // A clinic-1 read at A now waits for its record; clinic-2's at the same node must not.
+    let waiting = tokio::spawn({
+        let (http, a, one) = (http.clone(), a.clone(), one.clone());
+        async move { get(&http, &a, "/fhir/Patient/p1", &one).await.0 }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "clinic-1's read waits for its tenant's lock");
+    let read = tokio::time::timeout(std::time::Duration::from_secs(4), get(&http, &a, "/fhir/Patient/q1", &two)).await;
+    assert_eq!(read.map(|(status, _)| status).ok(), Some(200), "clinic-2 waited for clinic-1's lock");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(waiting.await.unwrap(), 200, "and answers once the lock is free");
+
+    // A transaction Bundle from clinic-2's clinician through A: read through B, its new
+    // patient on their care team, one audit record per patient touched.
+    let clinician = token(&http, &a, &deployment, "dr.two", 0).await;
+    let new_patient = "urn:uuid:6b1f6a1e-0000-4000-8000-00000000000a";
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": new_patient, "resource": {"resourceType": "Patient", "name": [{"family": "Bundled"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": new_patient}, "effectiveDateTime": "2026-04-01T08:00:00Z",
+            "valueQuantity": {"value": 64, "unit": "/min"}},
+         "request": {"method": "POST", "url": "Observation"}}]});
+    let answer: Value = http
+        .post(format!("{a}/fhir"))
+        .bearer_auth(&clinician)
+        .json(&bundle)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let location = answer["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    let patient = location.split('/').nth(1).unwrap().to_owned();
+    assert_eq!(get(&http, &b, &format!("/fhir/Patient/{patient}"), &clinician).await.0, 200);
+    assert_eq!(
+        get(&http, &b, &format!("/fhir/Observation?patient={patient}"), &clinician)
+            .await
+            .1["total"],
+        1
+    );
+    let key = deployment.data.signing_key().unwrap().verifying_key();
+    let mut client = pg::connect(&db.app_url).await.unwrap();
+    let chain = pg::audit::verify(&mut client, &key, "clinic-2").await.unwrap();
+    let bundled = chain
+        .iter()
+        .filter(|r| r.event.action == "POST /fhir" && r.event.patient.as_deref() == Some(patient.as_str()))
+        .count();
+    assert_eq!(bundled, 1, "one record for the Bundle's one patient");
 }

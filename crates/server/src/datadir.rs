@@ -17,6 +17,8 @@
 //!   audit-archive/         0700  sealed, signed months of the audit trail (`audit archive`)
 //!   backup-recipient             the public half of the key backups are sealed to (its
 //!                                private half is offline; `backup key` makes both)
+//!   deployment                   `postgres` once the directory serves a PostgreSQL
+//!                                deployment: its own store is then refused
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,9 @@ use rcgen::KeyPair;
 use zeroize::Zeroizing;
 
 use crate::{ServerError, tls};
+
+/// The file that marks a PostgreSQL deployment's copy of the directory.
+const DEPLOYMENT_FILE: &str = "deployment";
 
 /// Environment variable naming the master key file, for deployments that mount secrets.
 pub const MASTER_KEY_ENV: &str = "CAREKEEP_MASTER_KEY_FILE";
@@ -124,11 +129,35 @@ impl DataDir {
     /// Opens the encrypted store with the master key. A store from before the audit trail's
     /// head was kept gets its head now, from the trail as it stands.
     pub fn open_store(&self) -> Result<crate::store::Store, ServerError> {
+        if self.is_postgres() {
+            return Err(ServerError::Invalid(format!(
+                "{} belongs to a PostgreSQL deployment: its records, accounts and audit trail are in the database, \
+                 not here. Pass --database (or set CAREKEEP_DATABASE) where the command takes it; for a backup, \
+                 use pg_dump",
+                self.root.display()
+            )));
+        }
         let store = crate::store::Store::open(&self.store_path(), &self.audit_path(), &self.master_key()?)?;
         if store.upgraded_across(crate::store::AUDIT_HEAD_SINCE) {
             crate::audit::adopt(&store, &self.signing_key()?)?;
         }
         Ok(store)
+    }
+
+    /// Marks this directory as a copy of a PostgreSQL deployment's: from then on its own
+    /// (empty) store is refused, so no command answers from it as if it were the
+    /// deployment's — an audit query that finds nobody, a verify of zero records.
+    pub fn mark_postgres(&self) -> Result<(), ServerError> {
+        let path = self.root.join(DEPLOYMENT_FILE);
+        if self.is_postgres() {
+            return Ok(());
+        }
+        std::fs::write(&path, "postgres\n").map_err(|source| ServerError::Io { action: "write", path, source })
+    }
+
+    /// Whether this directory is a PostgreSQL deployment's copy ([`DataDir::mark_postgres`]).
+    pub fn is_postgres(&self) -> bool {
+        std::fs::read_to_string(self.root.join(DEPLOYMENT_FILE)).is_ok_and(|text| text.trim() == "postgres")
     }
 
     pub(crate) fn master_key(&self) -> Result<Zeroizing<Vec<u8>>, ServerError> {

@@ -396,6 +396,7 @@ fn seed_postgres(
         tokio::runtime::Runtime::new().map_err(|e| ServerError::Store(format!("cannot start a runtime: {e}")))?;
     let (pg, accounts) = runtime.block_on(async {
         let accounts = carekeep_server::auth::PgAccounts::connect(url, 4, keys).await?;
+        dir.mark_postgres()?;
         let pg = carekeep_server::pg::records::PgRecords::new(accounts.pool().clone(), keys, dir.signing_key()?);
         pg.add_tenant(DEMO_TENANT, DEMO_NAME).await.map_err(|_| already_seeded())?;
         Ok::<_, ServerError>((pg, accounts))
@@ -449,8 +450,10 @@ const NODE_CONNECTIONS: usize = 8;
 
 /// The sign-in state of a PostgreSQL deployment, with the data directory's keys.
 async fn pg_accounts(data: &std::path::Path, url: &str) -> Result<carekeep_server::auth::PgAccounts, ServerError> {
-    let keys = DataDir::open(data)?.master_keys()?;
-    carekeep_server::auth::PgAccounts::connect(url, 1, &keys).await
+    let dir = DataDir::open(data)?;
+    let accounts = carekeep_server::auth::PgAccounts::connect(url, 1, &dir.master_keys()?).await?;
+    dir.mark_postgres()?;
+    Ok(accounts)
 }
 
 /// Roles as the command line spells them.
@@ -744,10 +747,13 @@ fn run(command: Command) -> Result<(), ServerError> {
     match command {
         Command::Init { data, hostname, database } => {
             // The schema first: it may be run again, a data directory may not.
-            if let Some(url) = database.url {
-                migrate(&url)?;
+            if let Some(url) = &database.url {
+                migrate(url)?;
             }
-            let (_, pins) = DataDir::init(&data, &hostname)?;
+            let (dir, pins) = DataDir::init(&data, &hostname)?;
+            if database.url.is_some() {
+                dir.mark_postgres()?;
+            }
             eprintln!("Initialised {}. Clients pin these keys (live, then backup):", data.display());
             println!("{}\n{}", pins.live, pins.backup);
             eprintln!("Move {} offline: it is the backup key.", data.join("tls").join("backup-key.pem").display());

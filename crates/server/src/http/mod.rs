@@ -81,9 +81,10 @@ impl AppState {
     /// ([`crate::auth::PgAccounts::connect`]).
     pub async fn postgres(dir: &DataDir, url: &str, connections: usize) -> Result<Self, ServerError> {
         let keys = dir.master_keys()?;
+        let accounts = crate::auth::PgAccounts::connect(url, connections, &keys).await?;
+        dir.mark_postgres()?;
         let signing_key = Arc::new(dir.signing_key()?);
         let key_id = key_id(&signing_key.verifying_key());
-        let accounts = crate::auth::PgAccounts::connect(url, connections, &keys).await?;
         let pool = accounts.pool().clone();
         let records = crate::pg::records::PgRecords::new(pool.clone(), &keys, (*signing_key).clone());
         let audit = crate::audit::AuditLog::postgres(pool, signing_key.clone());

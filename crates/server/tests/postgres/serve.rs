@@ -263,6 +263,27 @@ async fn the_trail_holds_every_write_and_verifies(db: &Database, deployment: &De
     let anchor = anchor.as_str().unwrap();
     let (ok, out, err) = super::cli(&["audit", "verify", "--data", root, "--anchor", anchor], &env, "");
     assert!(ok && out.contains("audit trail intact") && out.contains("anchored hashes found: 1"), "{out}{err}");
+    // Without --database, the directory's own (empty) store is refused, never reported on:
+    // no "intact: 0 records", no "nobody accessed".
+    for args in [
+        &["audit", "verify", "--data", root][..],
+        &[
+            "audit",
+            "query",
+            "--data",
+            root,
+            "--patient",
+            "p1",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2030-01-01T00:00:00Z",
+        ],
+        &["audit", "checkpoint", "--data", root],
+    ] {
+        let (ok, out, err) = super::cli(args, &[], "");
+        assert!(!ok && err.contains("belongs to a PostgreSQL deployment") && out.is_empty(), "{args:?}: {out}{err}");
+    }
     let elsewhere = "0".repeat(64);
     let (ok, out, err) = super::cli(&["audit", "verify", "--data", root, "--anchor", &elsewhere], &env, "");
     assert!(!ok && err.contains("in no chain"), "{out}{err}");

@@ -391,6 +391,27 @@ const MIGRATIONS: &[&str] = &[
         raised_at  bigint NOT NULL
     );
     CREATE INDEX admin_alerts_by_tenant ON admin_alerts (tenant, raised_at);
+    CREATE TABLE exports (
+        id           text PRIMARY KEY,
+        tenant       text NOT NULL REFERENCES tenants (id),
+        user_id      text NOT NULL REFERENCES users (id),
+        request      text NOT NULL,
+        status       text NOT NULL,
+        created_at   bigint NOT NULL,
+        finished_at  text
+    );
+    CREATE INDEX exports_by_age ON exports (tenant, created_at);
+    CREATE TABLE export_files (
+        tenant       text NOT NULL REFERENCES tenants (id),
+        export_id    text NOT NULL REFERENCES exports (id) ON DELETE CASCADE,
+        n            bigint NOT NULL,
+        type         text NOT NULL,
+        count        bigint NOT NULL,
+        patients     text NOT NULL,
+        wrapped_key  bytea NOT NULL,
+        ciphertext   bytea NOT NULL,
+        PRIMARY KEY (export_id, n)
+    );
     CREATE TABLE device_audit_tips (
         tenant   text NOT NULL REFERENCES tenants (id),
         user_id  text NOT NULL,
@@ -400,7 +421,8 @@ const MIGRATIONS: &[&str] = &[
     );
     DO $$ DECLARE t text; BEGIN
         FOREACH t IN ARRAY ARRAY['resource_codes', 'resource_identifiers', 'patient_links', 'break_glass',
-                                 'idempotency', 'removed', 'documents', 'device_audit_tips', 'admin_alerts'] LOOP
+                                 'idempotency', 'removed', 'documents', 'device_audit_tips', 'admin_alerts',
+                                 'exports', 'export_files'] LOOP
             EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
             EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
             EXECUTE format('CREATE POLICY one_tenant ON %I USING (tenant = current_setting(''carekeep.tenant'', true))
@@ -411,6 +433,8 @@ const MIGRATIONS: &[&str] = &[
         TO carekeep_app;
     GRANT SELECT, INSERT, UPDATE, DELETE ON patient_links TO carekeep_app;
     GRANT SELECT, INSERT ON break_glass, removed, admin_alerts TO carekeep_app;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON exports TO carekeep_app;
+    GRANT SELECT, INSERT, DELETE ON export_files TO carekeep_app;
     GRANT USAGE ON SEQUENCE removed_seq_seq TO carekeep_app;
     CREATE POLICY lookup ON audit_log FOR SELECT TO carekeep_lookup USING (true);
     GRANT SELECT (tenant) ON audit_log TO carekeep_lookup;

@@ -99,7 +99,13 @@ impl Records {
         types: &[String],
         since: Option<&str>,
     ) -> Result<Vec<File>, RecordError> {
-        let conn = self.store("Bulk Data export")?.read();
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => {
+                return runtime.block_on(pg.export_files(tenant, scope, types, since));
+            }
+        };
+        let conn = store.read();
         // One read transaction: every file from the same moment.
         conn.execute_batch("BEGIN")?;
         let files = self.read_files(&conn, tenant, scope, types, since);
@@ -115,16 +121,9 @@ impl Records {
         types: &[String],
         since: Option<&str>,
     ) -> Result<Vec<File>, RecordError> {
-        let care_team = match scope {
-            Scope::CareTeam(user) => Some(user.as_str()),
-            Scope::System | Scope::Patients => None,
-        };
-        let compartments_only = *scope != Scope::System;
+        let (care_team, compartments_only) = scope.filter();
         let mut files = Vec::new();
-        let wanted = SERVED_TYPES.iter().filter(|t| {
-            Data::of(t).is_some_and(|d| d != Data::AuditTrail && !(compartments_only && d == Data::Directory))
-                && (types.is_empty() || types.iter().any(|w| w == *t))
-        });
+        let wanted = wanted_types(scope, types);
         let mut stmt = conn.prepare_cached(
             "SELECT id, patient, json FROM resources r
              WHERE tenant = ?1 AND type = ?2 AND (?3 IS NULL OR last_updated > ?3)
@@ -142,7 +141,7 @@ impl Records {
             })?;
             for row in rows {
                 let (_, patient, json) = row?;
-                let line = if *resource_type == "DocumentReference" {
+                let line = if resource_type == "DocumentReference" {
                     self.with_documents_inline(conn, tenant, &json)?
                 } else {
                     json
@@ -167,30 +166,16 @@ impl Records {
     /// A DocumentReference with its attachments' bytes inline (`data`), as the file that
     /// leaves the server must carry them.
     fn with_documents_inline(&self, conn: &Connection, tenant: &str, json: &str) -> Result<String, RecordError> {
-        let mut value: Value = serde_json::from_str(json).map_err(|_| broken())?;
-        for content in value.get_mut("content").and_then(Value::as_array_mut).into_iter().flatten() {
-            let Some(attachment) = content.get_mut("attachment").and_then(Value::as_object_mut) else { continue };
-            let Some(id) = attachment
-                .get("url")
-                .and_then(Value::as_str)
-                .and_then(|u| u.strip_prefix("/documents/"))
-            else {
-                continue;
-            };
-            let Some(document) = documents::read_document(conn, &self.documents_key, tenant, id)? else { continue };
-            attachment.remove("url");
-            attachment.insert(
-                "data".into(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(&*document.bytes)),
-            );
-        }
-        Ok(value.to_string())
+        documents_inline(json, |id| documents::read_document(conn, &self.documents_key, tenant, id))
     }
 
     /// Whether `user_id` names a Group of `tenant` for `$export`: a clinician's or nurse's
     /// care team.
     pub fn is_group(&self, tenant: &str, user_id: &str) -> bool {
-        let Ok(store) = self.store("Bulk Data export") else { return false };
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return runtime.block_on(pg.is_group(tenant, user_id)),
+        };
         store
             .read()
             .query_row(
@@ -204,7 +189,15 @@ impl Records {
     /// Starts an export for `user_id`: its id. Exports older than a day are removed now.
     pub fn begin_export(&self, tenant: &str, user_id: &str, request: &str, now: i64) -> Result<String, RecordError> {
         let id = crate::ids::new_id("export")?;
-        let conn = self.store("Bulk Data export")?.lock();
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => {
+                return runtime
+                    .block_on(pg.begin_export(tenant, &id, user_id, request, now))
+                    .map(|()| id);
+            }
+        };
+        let conn = store.lock();
         conn.execute("DELETE FROM exports WHERE created_at < ?1", [now - KEEP_SECS])?;
         conn.execute(
             "INSERT INTO exports (id, tenant, user_id, request, status, created_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
@@ -221,16 +214,18 @@ impl Records {
         files: Option<Vec<File>>,
         transaction_time: &str,
     ) -> Result<(), RecordError> {
-        let mut conn = self.store("Bulk Data export")?.lock();
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => {
+                return runtime.block_on(pg.finish_export(tenant, id, files, transaction_time));
+            }
+        };
+        let mut conn = store.lock();
         let tx = conn.transaction()?;
         let status = if files.is_some() { "complete" } else { "failed" };
         for (n, file) in files.into_iter().flatten().enumerate() {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
-            let aad = aad(tenant, id, n);
-            let mut key = Zeroizing::new([0u8; 32]);
-            getrandom::fill(key.as_mut_slice()).map_err(|e| crate::ServerError::KeyGeneration(e.to_string()))?;
-            let ciphertext = keys::seal(&key, &aad, &file.ndjson)?;
-            let wrapped = keys::seal(&self.documents_key, &aad, key.as_slice())?;
+            let (wrapped, ciphertext) = seal_file(&self.documents_key, &aad(tenant, id, n), &file.ndjson)?;
             let patients = serde_json::to_string(&file.patients).unwrap_or_else(|_| "[]".into());
             tx.execute(
                 "INSERT INTO export_files (export_id, n, type, count, patients, wrapped_key, ciphertext)
@@ -256,7 +251,11 @@ impl Records {
 
     /// Export `id` of `tenant`, if it exists.
     pub fn export(&self, tenant: &str, id: &str) -> Result<Option<Export>, RecordError> {
-        let conn = self.store("Bulk Data export")?.read();
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return runtime.block_on(pg.export(tenant, id)),
+        };
+        let conn = store.read();
         let row: Option<(String, String, String, Option<String>)> = conn
             .query_row(
                 "SELECT user_id, request, status, finished_at FROM exports WHERE tenant = ?1 AND id = ?2",
@@ -282,8 +281,11 @@ impl Records {
 
     /// File `n` of export `id`, decrypted, with the patients it holds.
     pub fn export_file(&self, tenant: &str, id: &str, n: i64) -> Result<Option<Fetched>, RecordError> {
-        let row: Option<(String, Vec<u8>, Vec<u8>)> = self
-            .store("Bulk Data export")?
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return runtime.block_on(pg.export_file(tenant, id, n)),
+        };
+        let row: Option<(String, Vec<u8>, Vec<u8>)> = store
             .read()
             .query_row(
                 "SELECT f.patients, f.wrapped_key, f.ciphertext FROM export_files f JOIN exports e ON e.id = f.export_id
@@ -293,23 +295,95 @@ impl Records {
             )
             .optional()?;
         let Some((patients, wrapped, ciphertext)) = row else { return Ok(None) };
-        let aad = aad(tenant, id, n);
-        let key = keys::open(&self.documents_key, &aad, &wrapped).ok_or_else(broken)?;
-        let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
-        let key = Zeroizing::new(key);
-        let bytes = keys::open(&key, &aad, &ciphertext).ok_or_else(broken)?;
+        let bytes = open_file(&self.documents_key, &aad(tenant, id, n), &wrapped, &ciphertext)?;
         Ok(Some(Fetched { ndjson: bytes, patients: serde_json::from_str(&patients).unwrap_or_default() }))
     }
 
     /// Deletes export `id` and its files.
     pub fn delete_export(&self, tenant: &str, id: &str) -> Result<bool, RecordError> {
-        let conn = self.store("Bulk Data export")?.lock();
+        let store = match &self.engine {
+            super::Engine::Sqlcipher(store) => store,
+            super::Engine::Postgres(pg, runtime) => return runtime.block_on(pg.delete_export(tenant, id)),
+        };
+        let conn = store.lock();
         conn.execute(
             "DELETE FROM export_files WHERE export_id = (SELECT id FROM exports WHERE tenant = ?1 AND id = ?2)",
             params![tenant, id],
         )?;
         Ok(conn.execute("DELETE FROM exports WHERE tenant = ?1 AND id = ?2", params![tenant, id])? > 0)
     }
+}
+
+impl Scope {
+    /// The care team it is limited to, if any, and whether it holds patients' compartments
+    /// only (no directory).
+    pub(crate) fn filter(&self) -> (Option<&str>, bool) {
+        match self {
+            Scope::CareTeam(user) => (Some(user.as_str()), true),
+            Scope::Patients => (None, true),
+            Scope::System => (None, false),
+        }
+    }
+}
+
+/// The types an export of `scope` holds: those asked for (all served ones when none), but
+/// never the audit trail, and the directory only for the whole tenant.
+pub(crate) fn wanted_types(scope: &Scope, types: &[String]) -> Vec<&'static str> {
+    let (_, compartments_only) = scope.filter();
+    SERVED_TYPES
+        .iter()
+        .copied()
+        .filter(|t| {
+            Data::of(t).is_some_and(|d| d != Data::AuditTrail && !(compartments_only && d == Data::Directory))
+                && (types.is_empty() || types.iter().any(|w| w == *t))
+        })
+        .collect()
+}
+
+/// A DocumentReference's JSON with the bytes of each attachment `read` finds put inline
+/// (`data`, in place of the download `url`).
+pub(crate) fn documents_inline(
+    json: &str,
+    mut read: impl FnMut(&str) -> Result<Option<documents::Document>, RecordError>,
+) -> Result<String, RecordError> {
+    let mut value: Value = serde_json::from_str(json).map_err(|_| broken())?;
+    for content in value.get_mut("content").and_then(Value::as_array_mut).into_iter().flatten() {
+        let Some(attachment) = content.get_mut("attachment").and_then(Value::as_object_mut) else { continue };
+        let Some(id) = attachment
+            .get("url")
+            .and_then(Value::as_str)
+            .and_then(|u| u.strip_prefix("/documents/"))
+        else {
+            continue;
+        };
+        let Some(document) = read(id)? else { continue };
+        attachment.remove("url");
+        attachment
+            .insert("data".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(&*document.bytes)));
+    }
+    Ok(value.to_string())
+}
+
+/// An export file's bytes under a fresh key, and that key wrapped by `kek`, both bound to
+/// `aad`: (wrapped key, ciphertext).
+pub(crate) fn seal_file(kek: &[u8; 32], aad: &[u8], ndjson: &[u8]) -> Result<(Vec<u8>, Vec<u8>), RecordError> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::fill(key.as_mut_slice()).map_err(|e| crate::ServerError::KeyGeneration(e.to_string()))?;
+    let ciphertext = keys::seal(&key, aad, ndjson)?;
+    let wrapped = keys::seal(kek, aad, key.as_slice())?;
+    Ok((wrapped, ciphertext))
+}
+
+/// Opens what [`seal_file`] sealed; an altered or moved file is an error.
+pub(crate) fn open_file(
+    kek: &[u8; 32],
+    aad: &[u8],
+    wrapped: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, RecordError> {
+    let key = keys::open(kek, aad, wrapped).ok_or_else(broken)?;
+    let key: [u8; 32] = key.as_slice().try_into().map_err(|_| broken())?;
+    keys::open(&Zeroizing::new(key), aad, ciphertext).ok_or_else(broken)
 }
 
 fn broken() -> RecordError {

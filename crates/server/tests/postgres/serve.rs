@@ -668,3 +668,84 @@ async fn tenants_stay_apart_on_two_nodes_and_a_bundle_is_audited_per_patient() {
         .count();
     assert_eq!(bundled, 1, "one record for the Bundle's one patient");
 }
+
+/// A Bulk Data export kicked off at one node is followed and fetched at the other: every
+/// record of the tenant (a document inline), none of the other tenant's; the files are
+/// sealed with the patients they name, so a row edited to name others does not open.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_started_at_one_node_is_fetched_at_the_other() {
+    let db = database().await;
+    let deployment = deployment(&db).await;
+    let (a, b) = (deployment.nodes[0].1.clone(), deployment.nodes[1].1.clone());
+    let keys = deployment.data.master_keys().unwrap();
+    let records =
+        PgRecords::new(pg::app_pool(&db.app_url, 1).await.unwrap(), &keys, deployment.data.signing_key().unwrap());
+    let document = json!({"resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": "Patient/p1"},
+        "content": [{"attachment": {"contentType": "text/plain",
+            "data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "exported-bytes")}}]});
+    let checked = records.check(document, "DocumentReference").unwrap();
+    records
+        .create("clinic-1", checked, &carekeep_server::records::Writer::CLINIC)
+        .await
+        .unwrap();
+    let http = super::common::client_for(&deployment.data);
+    let admin = token(&http, &a, &deployment, "admin.one", 0).await;
+
+    let kicked = http
+        .get(format!("{a}/fhir/$export"))
+        .bearer_auth(&admin)
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kicked.status(), 202);
+    let status = kicked.headers()["content-location"].to_str().unwrap().to_owned();
+    let status_path = status.split_once("/exports/").map(|(_, id)| format!("/exports/{id}")).unwrap();
+    let mut manifest = Value::Null;
+    for _ in 0..300 {
+        let (code, body) = get(&http, &b, &status_path, &admin).await;
+        if code == 200 {
+            manifest = body;
+            break;
+        }
+        assert_eq!(code, 202, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let outputs = manifest["output"].as_array().cloned().unwrap_or_else(|| panic!("{manifest}"));
+    let mut by_type = std::collections::BTreeMap::new();
+    for output in &outputs {
+        let url = output["url"].as_str().unwrap();
+        let path = url.split_once("/exports/").map(|(_, rest)| format!("/exports/{rest}")).unwrap();
+        let text = http
+            .get(format!("{b}{path}"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        by_type.insert(output["type"].as_str().unwrap().to_owned(), text);
+    }
+    assert!(by_type["Patient"].contains("\"id\":\"p1\"") && !by_type["Patient"].contains("\"id\":\"q1\""));
+    let inline = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "exported-bytes");
+    assert!(by_type["DocumentReference"].contains(&inline), "the document travels inline");
+
+    // A file row edited to name another patient (whose fetch would then be audited in the
+    // wrong history): it no longer opens.
+    let superuser = pg::connect(&db.superuser_url).await.unwrap();
+    superuser
+        .batch_execute("UPDATE export_files SET patients = '[\"q1\"]' WHERE type = 'Patient'")
+        .await
+        .unwrap();
+    let patient_file = outputs.iter().find(|o| o["type"] == "Patient").unwrap()["url"]
+        .as_str()
+        .unwrap();
+    let path = patient_file
+        .split_once("/exports/")
+        .map(|(_, rest)| format!("/exports/{rest}"))
+        .unwrap();
+    let refused = http.get(format!("{a}{path}")).bearer_auth(&admin).send().await.unwrap();
+    assert!(!refused.status().is_success(), "{}", refused.status());
+}

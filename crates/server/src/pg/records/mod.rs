@@ -14,6 +14,7 @@
 //! tenant's rows only.
 
 mod break_glass;
+mod export;
 mod ledger;
 mod query;
 mod write;

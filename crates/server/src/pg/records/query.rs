@@ -369,6 +369,18 @@ impl PgRecords {
     pub async fn document(&self, tenant: &str, id: &str) -> Result<Option<Document>, RecordError> {
         let mut client = self.client().await?;
         let tx = tenant_tx(&mut client, tenant).await.map_err(db)?;
+        let document = self.document_in(&tx, tenant, id).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(document)
+    }
+
+    /// The document `id` of `tenant` read on `tx` (in the tenant) and opened.
+    pub(super) async fn document_in(
+        &self,
+        tx: &Transaction<'_>,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<Document>, RecordError> {
         let row = tx
             .query_opt(
                 "SELECT patient, content_type, wrapped_key, ciphertext, resource_id FROM documents
@@ -377,7 +389,6 @@ impl PgRecords {
             )
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let patient: String = row.get(0);
         let aad = documents::bound_aad(tenant, id, &patient, row.get(4));

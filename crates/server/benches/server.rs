@@ -8,9 +8,13 @@
 //! - **Audit append**: records/s from many concurrent writers, through the group commit the
 //!   server uses. Baseline: one fsynced one-row transaction on the same store, one after
 //!   another (what each request would cost without group commit).
-//! - **Audit append on PostgreSQL**: the same, through `pg::audit` (each request its own
-//!   transaction under the tenant's advisory lock), when `CAREKEEP_TEST_POSTGRES` names a
-//!   server. Baseline: one one-row transaction after another there.
+//! - **Audit append on PostgreSQL**: the same, through a node's writer (`AuditLog::postgres`:
+//!   group commit per tenant, under the tenant's advisory lock), when
+//!   `CAREKEEP_TEST_POSTGRES` names a server. Baseline: one one-row transaction after
+//!   another there.
+//! - **FHIR read on PostgreSQL**: the authenticated read from a node of a PostgreSQL
+//!   deployment, beside the same read on the embedded store; and from two nodes on one
+//!   database, beside one node (on two cores this shows the overhead, not a speed-up).
 //! - **Token check**: the check every authenticated request makes of its access token, with
 //!   the sign-in state shared by nodes on PostgreSQL (`auth::PgAccounts`). Baseline: the same
 //!   check on the embedded SQLCipher store. The ratio is what sharing the state costs.
@@ -107,11 +111,16 @@ fn totp_code(base32: &str, at: i64) -> String {
 
 /// Sends `total` GETs of `url`, `IN_FLIGHT` at a time, each one checked for 200.
 async fn load(http: &reqwest::Client, url: &str, bearer: Option<&str>, total: u64) -> Duration {
+    load_over(http, &[url], bearer, total).await
+}
+
+/// [`load`] spread over `urls` (one per node): the in-flight requests take them in turn.
+async fn load_over(http: &reqwest::Client, urls: &[&str], bearer: Option<&str>, total: u64) -> Duration {
     let per_task = total.div_ceil(IN_FLIGHT as u64);
     let start = Instant::now();
     let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let (http, url, bearer) = (http.clone(), url.to_owned(), bearer.map(str::to_owned));
+        .map(|task| {
+            let (http, url, bearer) = (http.clone(), urls[task % urls.len()].to_owned(), bearer.map(str::to_owned));
             tokio::spawn(async move {
                 for _ in 0..per_task {
                     let mut request = http.get(&url);
@@ -131,6 +140,29 @@ async fn load(http: &reqwest::Client, url: &str, bearer: Option<&str>, total: u6
     start.elapsed()
 }
 
+/// Signs `user` in at `base` (TOTP step `step`): their token, and the URL of an Observation
+/// they may read.
+async fn signed_in_read(
+    http: &reqwest::Client,
+    base: &str,
+    user: &carekeep_server::seed::DemoUser,
+    step: u64,
+) -> (String, String) {
+    let signed = common::sign_in(http, base, &user.username, &user.password, &user.totp_base32, step).await;
+    let token = signed.tokens["access_token"].as_str().unwrap().to_owned();
+    let found: serde_json::Value = http
+        .get(format!("{base}/fhir/Observation?_count=1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{base}/fhir/Observation/{}", found["entry"][0]["resource"]["id"].as_str().unwrap());
+    (token, url)
+}
+
 fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
     // The server gets the runtime production gets (a worker per core); the load generator
     // gets its own single thread.
@@ -141,22 +173,7 @@ fn bench_fhir_read(c: &mut Criterion, f: &Fixture) {
     let base = format!("https://localhost:{}", server.port());
     let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let http = common::client_for(&f.data);
-    let user = &f.clinician;
-    let (token, observation) = client_runtime.block_on(async {
-        let signed_in = common::sign_in(&http, &base, &user.username, &user.password, &user.totp_base32, 0).await;
-        let token = signed_in.tokens["access_token"].as_str().unwrap().to_owned();
-        let found: serde_json::Value = http
-            .get(format!("{base}/fhir/Observation?_count=1"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (token, found["entry"][0]["resource"]["id"].as_str().unwrap().to_owned())
-    });
-    let read_url = format!("{base}/fhir/Observation/{observation}");
+    let (token, read_url) = client_runtime.block_on(signed_in_read(&http, &base, &f.clinician, 0));
     let public_url = format!("{base}/policy/key");
     let batch = if is_real_run() { 2_000 } else { IN_FLIGHT as u64 };
 
@@ -261,6 +278,100 @@ fn bench_audit_append(c: &mut Criterion, f: &Fixture) {
 /// (`cargo xtask bench` starts a private one): each request its own transaction under the
 /// tenant's advisory lock, through a login role bound by the row-level policies. Baseline:
 /// one one-row transaction after another on the same server.
+/// The demo tenant seeded into a fresh PostgreSQL database for a data directory of its own
+/// (a PostgreSQL deployment's is marked so, and the fixture's stays embedded); the
+/// directory, the application's connection string and the demo clinician.
+fn postgres_deployment() -> (tempfile::TempDir, DataDir, String, carekeep_server::seed::DemoUser) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(common::pg_database("bench_read"));
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = DataDir::init(&dir.path().join("server"), "localhost").unwrap();
+    let keys = data.master_keys().unwrap();
+    let (pg, accounts) = runtime.block_on(async {
+        let accounts = carekeep_server::auth::PgAccounts::connect(&db.app_url, 4, &keys).await.unwrap();
+        let pg =
+            carekeep_server::pg::records::PgRecords::new(accounts.pool().clone(), &keys, data.signing_key().unwrap());
+        pg.add_tenant(carekeep_server::seed::DEMO_TENANT, "Demo").await.unwrap();
+        (pg, accounts)
+    });
+    let records = carekeep_server::records::Records::postgres(pg, runtime.handle().clone());
+    let now = carekeep_server::now();
+    let users = carekeep_server::seed::seed_tenant(&records, |username, role, password| {
+        runtime.block_on(accounts.add_user(carekeep_server::seed::DEMO_TENANT, username, role, password, now))
+    })
+    .unwrap();
+    let clinician = users.into_iter().find(|u| u.role == Role::Clinician).unwrap();
+    (dir, data, db.app_url, clinician)
+}
+
+/// The same authenticated read as [`bench_fhir_read`], from nodes of a PostgreSQL
+/// deployment: one node beside the embedded store, and two nodes on one database beside
+/// one. On this machine's two cores the second node adds no cores, only its overhead: the
+/// ratio says what spreading costs, not what it gains on more machines.
+fn bench_fhir_read_postgres(c: &mut Criterion, f: &Fixture) {
+    if std::env::var_os("CAREKEEP_TEST_POSTGRES").is_none() {
+        eprintln!("FHIR read on PostgreSQL: not measured (CAREKEEP_TEST_POSTGRES is not set)");
+        return;
+    }
+    let (_dir, data, url, clinician) = postgres_deployment();
+    let server_runtime = tokio::runtime::Runtime::new().unwrap();
+    let (embedded, one, two) = server_runtime.block_on(async {
+        let any = "127.0.0.1:0".parse().unwrap();
+        (
+            Running::start(&f.data, any).await.unwrap(),
+            Running::start_postgres(&data, &url, any).await.unwrap(),
+            Running::start_postgres(&data, &url, any).await.unwrap(),
+        )
+    });
+    let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = common::client_for(&data);
+    let embedded_http = common::client_for(&f.data);
+    let base = |running: &Running| format!("https://localhost:{}", running.port());
+    let (token, one_url) = client_runtime.block_on(signed_in_read(&http, &base(&one), &clinician, 0));
+    let two_url = one_url.replace(&base(&one), &base(&two));
+    // The fixture's clinician signed in with this step's code already: the next one.
+    let (embedded_token, embedded_url) =
+        client_runtime.block_on(signed_in_read(&embedded_http, &base(&embedded), &f.clinician, 1));
+    let batch = if is_real_run() { 2_000 } else { IN_FLIGHT as u64 };
+
+    let mut group = c.benchmark_group("fhir read (PostgreSQL)");
+    group
+        .throughput(Throughput::Elements(batch))
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15));
+    group.bench_function("one node on PostgreSQL", |b| {
+        b.iter_custom(|iters| {
+            batches(iters, "fhir read (PostgreSQL)", MEASURED, batch, || {
+                client_runtime.block_on(load(&http, &one_url, Some(&token), batch))
+            })
+        });
+    });
+    group.bench_function("baseline: the embedded store", |b| {
+        b.iter_custom(|iters| {
+            batches(iters, "fhir read (PostgreSQL)", BASELINE, batch, || {
+                client_runtime.block_on(load(&embedded_http, &embedded_url, Some(&embedded_token), batch))
+            })
+        });
+    });
+    group.bench_function("two nodes on one database", |b| {
+        b.iter_custom(|iters| {
+            batches(iters, "two nodes (PostgreSQL)", MEASURED, batch, || {
+                client_runtime.block_on(load_over(&http, &[&one_url, &two_url], Some(&token), batch))
+            })
+        });
+    });
+    group.bench_function("baseline: one node", |b| {
+        b.iter_custom(|iters| {
+            batches(iters, "two nodes (PostgreSQL)", BASELINE, batch, || {
+                client_runtime.block_on(load(&http, &one_url, Some(&token), batch))
+            })
+        });
+    });
+    group.finish();
+    drop((embedded, one, two));
+    drop(server_runtime);
+}
+
 fn bench_audit_append_postgres(c: &mut Criterion) {
     if std::env::var_os("CAREKEEP_TEST_POSTGRES").is_none() {
         eprintln!("audit append on PostgreSQL: not measured (CAREKEEP_TEST_POSTGRES is not set)");
@@ -279,25 +390,22 @@ fn bench_audit_append_postgres(c: &mut Criterion) {
     let batch: u64 = if is_real_run() { 2_000 } else { 64 };
     let mut group = c.benchmark_group("audit append (PostgreSQL)");
     group.throughput(Throughput::Elements(batch)).sample_size(10);
-    group.bench_function("chained records, concurrent writers (tenant lock)", |b| {
+    // A node's writer: its own pool, group commit per tenant.
+    let log = Arc::new(runtime.block_on(async {
+        let pool = carekeep_server::pg::app_pool(&app_url, 8).await.unwrap();
+        carekeep_server::audit::AuditLog::postgres(pool, key.clone())
+    }));
+    group.bench_function("chained records, concurrent writers (group commit, tenant lock)", |b| {
         b.iter_custom(|iters| {
             batches(iters, "audit append (PostgreSQL)", MEASURED, batch, || {
                 runtime.block_on(async {
                     let start = Instant::now();
                     let writers: Vec<_> = (0..IN_FLIGHT as u64)
                         .map(|w| {
-                            let (client, key) = (clients[usize::try_from(w).unwrap()].clone(), key.clone());
+                            let log = log.clone();
                             tokio::spawn(async move {
-                                let mut client = client.lock().await;
                                 for i in 0..batch / IN_FLIGHT as u64 {
-                                    carekeep_server::pg::audit::append(
-                                        &mut client,
-                                        &key,
-                                        "demo",
-                                        vec![event(w * batch + i)],
-                                    )
-                                    .await
-                                    .unwrap();
+                                    log.record(vec![event(w * batch + i)]).await.unwrap();
                                 }
                             })
                         })
@@ -487,6 +595,8 @@ fn summary() -> String {
     for (workload, budget) in [
         ("fhir read", "≥ 5 000 req/s"),
         ("audit append", "—"),
+        ("fhir read (PostgreSQL)", "—"),
+        ("two nodes (PostgreSQL)", "—"),
         ("audit append (PostgreSQL)", "—"),
         ("token check", "—"),
         ("login", "—"),
@@ -505,6 +615,12 @@ fn summary() -> String {
             "audit append" | "audit append (PostgreSQL)" => {
                 (format!("{m_rate:.0} records/s"), format!("{b_rate:.0} transactions/s"), "reported")
             }
+            "fhir read (PostgreSQL)" => {
+                (format!("{m_rate:.0} req/s (PostgreSQL)"), format!("{b_rate:.0} req/s (SQLCipher)"), "reported")
+            }
+            "two nodes (PostgreSQL)" => {
+                (format!("{m_rate:.0} req/s (two nodes)"), format!("{b_rate:.0} req/s (one node)"), "reported")
+            }
             "token check" => {
                 (format!("{m_rate:.0} checks/s (PostgreSQL)"), format!("{b_rate:.0} checks/s (SQLCipher)"), "reported")
             }
@@ -519,6 +635,7 @@ fn main() {
     let f = fixture();
     let mut c = Criterion::default().configure_from_args();
     bench_fhir_read(&mut c, &f);
+    bench_fhir_read_postgres(&mut c, &f);
     bench_audit_append(&mut c, &f);
     bench_audit_append_postgres(&mut c);
     bench_token_check(&mut c, &f);

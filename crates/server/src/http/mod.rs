@@ -262,6 +262,21 @@ impl Running {
 
     /// As [`Running::start`], under other connection `limits`.
     pub async fn start_with(dir: &DataDir, listen: SocketAddr, limits: Limits) -> Result<Self, ServerError> {
+        Self::start_state(dir, AppState::new(dir)?, listen, limits).await
+    }
+
+    /// A node of a PostgreSQL deployment at `url` ([`AppState::postgres`]), on `listen`.
+    pub async fn start_postgres(dir: &DataDir, url: &str, listen: SocketAddr) -> Result<Self, ServerError> {
+        let state = AppState::postgres(dir, url, 8).await?;
+        Self::start_state(dir, state, listen, Limits::default()).await
+    }
+
+    async fn start_state(
+        dir: &DataDir,
+        state: AppState,
+        listen: SocketAddr,
+        limits: Limits,
+    ) -> Result<Self, ServerError> {
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let dir = dir.clone();
@@ -269,7 +284,7 @@ impl Running {
             let on_bound = move |addr| {
                 let _ = bound_tx.send(addr);
             };
-            serve(&dir, listen, limits, on_bound, async move {
+            serve_state(&dir, state, listen, limits, on_bound, async move {
                 let _ = stopped.await;
             })
             .await

@@ -101,14 +101,8 @@ pub async fn chains(client: &Client) -> Result<Vec<String>, ServerError> {
 /// Checks `tenant`'s whole chain against `key`: links, content, order, every checkpoint
 /// signed and none missing. Returns the records checked.
 pub async fn verify(client: &mut Client, key: &VerifyingKey, tenant: &str) -> Result<Vec<AuditRecord>, ServerError> {
-    // One snapshot for the records and the checkpoints, whatever the role's default.
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(failed)?;
+    // One snapshot for the records and the checkpoints.
+    let tx = super::snapshot(client).await.map_err(failed)?;
     tx.execute("SELECT set_config('carekeep.tenant', $1, true)", &[&tenant])
         .await
         .map_err(failed)?;

@@ -321,6 +321,19 @@ pub(crate) fn passing(e: &tokio_postgres::Error) -> bool {
     passing
 }
 
+/// Opens a read-only transaction on one snapshot (repeatable read), whatever the role's
+/// default: what is read together was there together.
+pub(crate) async fn snapshot(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// Opens a transaction on a pooled connection in which only `tenant`'s rows exist.
 pub(crate) async fn tenant_tx<'a>(
     client: &'a mut deadpool_postgres::Object,

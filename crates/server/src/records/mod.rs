@@ -597,6 +597,31 @@ pub(crate) fn instant(now: OffsetDateTime) -> (String, String) {
     (shown, sortable)
 }
 
+/// Gives `value` its id, version and write time (`meta`), as both engines store it: its
+/// sortable write time, and its JSON.
+pub(crate) fn stamp(value: &mut Value, id: &str, version: i64, now: OffsetDateTime) -> (String, String) {
+    let (shown, sortable) = instant(now);
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("id".into(), Value::String(id.to_owned()));
+        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("versionId".into(), Value::String(version.to_string()));
+            meta.insert("lastUpdated".into(), Value::String(shown));
+        }
+    }
+    (sortable, value.to_string())
+}
+
+/// The index of a stamped resource's `json`.
+pub(crate) fn index<'j>(
+    value: &Value,
+    json: &'j str,
+    resource_type: &str,
+) -> Result<carekeep_fhir::IndexedResource<'j>, RecordError> {
+    carekeep_fhir::index_resource(value, json, resource_type, None, &carekeep_fhir::References::default())
+        .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))
+}
+
 #[expect(clippy::too_many_arguments, reason = "one private helper; its callers name each part")]
 fn write(
     tx: &Transaction<'_>,
@@ -621,19 +646,8 @@ fn write(
             return Err(patient_not_found(&resource_type));
         }
     }
-    let (shown, sortable) = instant(now);
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert("id".into(), Value::String(id.to_owned()));
-        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert("versionId".into(), Value::String(version.to_string()));
-            meta.insert("lastUpdated".into(), Value::String(shown));
-        }
-    }
-    let json = value.to_string();
-    let indexed =
-        carekeep_fhir::index_resource(&value, &json, &resource_type, None, &carekeep_fhir::References::default())
-            .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
+    let (sortable, json) = stamp(&mut value, id, version, now);
+    let indexed = index(&value, &json, &resource_type)?;
     let patient = if resource_type == "Patient" { Some(id.to_owned()) } else { patient };
     tx.prepare_cached(
         "INSERT INTO resources (tenant, type, id, version, last_updated, patient, category, effective, json,

@@ -37,11 +37,7 @@ impl Records {
         writer: &Writer<'_>,
     ) -> Result<Stored, RecordError> {
         if resource_type == "Patient" {
-            return Err(super::invalid(
-                "Patient",
-                "business-rule",
-                "Patient: a patient's record is not deleted; remove them from the care team instead",
-            ));
+            return Err(patient_not_deleted());
         }
         let store = match &self.engine {
             Engine::Sqlcipher(store) => store,
@@ -139,6 +135,15 @@ impl Records {
         let rows = stmt.query_map(rusqlite::params_from_iter(values), removed_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+}
+
+/// The refusal of a Patient's deletion: their records would be orphaned.
+pub(crate) fn patient_not_deleted() -> RecordError {
+    super::invalid(
+        "Patient",
+        "business-rule",
+        "Patient: a patient's record is not deleted; remove them from the care team instead",
+    )
 }
 
 /// A deletion's columns, as [`removed_row`] reads them.

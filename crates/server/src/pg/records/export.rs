@@ -38,6 +38,8 @@ impl PgRecords {
     ) -> Result<Vec<File>, RecordError> {
         let (care_team, compartments_only) = scope.filter();
         let mut client = self.client().await?;
+        // One snapshot for every file (deadpool's transaction: the key and document helpers
+        // take it).
         let tx = client
             .build_transaction()
             .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

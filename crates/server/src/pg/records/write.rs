@@ -17,7 +17,7 @@ use crate::pg::audit::{append_in, lock_tenant};
 use crate::records::bundle::plan::SOURCE_SYSTEM;
 use crate::records::idempotency::{self, KEEP_SECS, Once};
 use crate::records::{
-    Checked, RecordError, Stored, Writer, documents, identifiers, instant, invalid, patient_not_found,
+    Checked, RecordError, Stored, Writer, documents, identifiers, index, patient_not_found, stamp as stamp_resource,
 };
 
 impl PgRecords {
@@ -105,11 +105,7 @@ impl PgRecords {
         writer: &Writer<'_>,
     ) -> Result<Stored, RecordError> {
         if resource_type == "Patient" {
-            return Err(invalid(
-                "Patient",
-                "business-rule",
-                "Patient: a patient's record is not deleted; remove them from the care team instead",
-            ));
+            return Err(crate::records::removed::patient_not_deleted());
         }
         let mut client = self.client().await?;
         let (tx, key, stamp) = self.begin_write(&mut client, tenant).await?;
@@ -261,19 +257,8 @@ impl PgRecords {
                 return Err(patient_not_found(&resource_type));
             }
         }
-        let (shown, sortable) = instant(stamp);
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("id".into(), Value::String(id.to_owned()));
-            let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
-            if let Some(meta) = meta.as_object_mut() {
-                meta.insert("versionId".into(), Value::String(version.to_string()));
-                meta.insert("lastUpdated".into(), Value::String(shown));
-            }
-        }
-        let json = value.to_string();
-        let indexed =
-            carekeep_fhir::index_resource(&value, &json, &resource_type, None, &carekeep_fhir::References::default())
-                .map_err(|e| invalid(&e.path, "value", &format!("{}: {}", e.path, e.problem)))?;
+        let (sortable, json) = stamp_resource(&mut value, id, version, stamp);
+        let indexed = index(&value, &json, &resource_type)?;
         let patient = if resource_type == "Patient" { Some(id.to_owned()) } else { patient };
         let binding = Binding {
             tenant,

@@ -7,9 +7,9 @@
 //! birth date, identifier or note.
 //!
 //! The same service as the embedded [`crate::records::Records`], on a database every node
-//! shares: [`write`] (create, update, delete, import, with idempotency keys and the audit
-//! record in the write's own transaction), [`query`] (read, search with paging, the access
-//! table, deletions for sync, documents). Every statement runs in a transaction that first
+//! shares: `write` (create, update, delete, import, with idempotency keys and the audit
+//! record in the write's own transaction), `query` (read, search with paging, the access
+//! table, deletions for sync, documents), `break_glass`, `export` and `ledger` (Bundles). Every statement runs in a transaction that first
 //! sets `carekeep.tenant`: the policies of [`super::schema`] then show and accept that
 //! tenant's rows only.
 

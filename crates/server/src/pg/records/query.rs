@@ -230,32 +230,17 @@ impl PgRecords {
             care_team: HashSet::new(),
             break_glass: HashSet::new(),
         };
-        // A link or grant the server did not write (its MAC does not match) is tampering:
-        // refused whole, never half-honoured.
         for row in &grants {
-            let grant = GrantRow {
-                id: row.get(0),
-                tenant,
-                user_id,
-                patient: row.get(1),
-                opened_at: row.get(2),
-                expires_at: row.get(3),
-            };
-            if !grant.verify(&self.keys.grants, row.get(4)) {
-                return Err(forged());
-            }
-            access.break_glass.insert(grant.patient.to_owned());
+            access
+                .break_glass
+                .insert(self.checked_grant(row, tenant, user_id)?.patient.to_owned());
         }
-        for row in links {
-            let (patient, relation): (String, &str) = (row.get(0), row.get(1));
-            if !crate::keys::verify_mac(&self.keys.grants, &link_parts(tenant, user_id, &patient, relation), row.get(2))
-            {
-                return Err(forged());
-            }
+        for row in &links {
+            let (patient, relation) = self.checked_link(row, tenant, user_id)?;
             if relation == "care-team" {
-                access.care_team.insert(patient);
+                access.care_team.insert(patient.to_owned());
             } else {
-                access.linked.insert(patient);
+                access.linked.insert(patient.to_owned());
             }
         }
         Ok(access)
@@ -431,6 +416,44 @@ impl PgRecords {
     }
 }
 
+impl PgRecords {
+    /// A link row (`patient, relation, mac`) of `user_id`, checked: its patient and
+    /// relation. A link the server did not write (its MAC does not match) is tampering:
+    /// refused whole, never half-honoured.
+    fn checked_link<'r>(
+        &self,
+        row: &'r tokio_postgres::Row,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<(&'r str, &'r str), RecordError> {
+        let (patient, relation): (&str, &str) = (row.get(0), row.get(1));
+        if crate::keys::verify_mac(&self.keys.grants, &link_parts(tenant, user_id, patient, relation), row.get(2)) {
+            Ok((patient, relation))
+        } else {
+            Err(forged())
+        }
+    }
+
+    /// A break-glass grant row (`id, patient, opened_at, expires_at, mac`) of `user_id`,
+    /// checked as [`PgRecords::checked_link`] checks a link.
+    fn checked_grant<'r>(
+        &self,
+        row: &'r tokio_postgres::Row,
+        tenant: &'r str,
+        user_id: &'r str,
+    ) -> Result<GrantRow<'r>, RecordError> {
+        let grant = GrantRow {
+            id: row.get(0),
+            tenant,
+            user_id,
+            patient: row.get(1),
+            opened_at: row.get(2),
+            expires_at: row.get(3),
+        };
+        if grant.verify(&self.keys.grants, row.get(4)) { Ok(grant) } else { Err(forged()) }
+    }
+}
+
 /// A link or grant row whose MAC does not match: written by someone without the master key.
 pub(super) fn forged() -> RecordError {
     tracing::error!("a patient link or break-glass grant failed its integrity check");
@@ -508,25 +531,10 @@ impl PgRecords {
         let mut readable =
             Readable { created_at, devices: devices.iter().map(|r| r.get(0)).collect(), ..Readable::default() };
         for row in &links {
-            let (patient, relation): (String, &str) = (row.get(0), row.get(1));
-            if !crate::keys::verify_mac(&self.keys.grants, &link_parts(tenant, user_id, &patient, relation), row.get(2))
-            {
-                return Err(forged());
-            }
-            readable.linked.insert(patient);
+            readable.linked.insert(self.checked_link(row, tenant, user_id)?.0.to_owned());
         }
         for row in &grants {
-            let grant = GrantRow {
-                id: row.get(0),
-                tenant,
-                user_id,
-                patient: row.get(1),
-                opened_at: row.get(2),
-                expires_at: row.get(3),
-            };
-            if !grant.verify(&self.keys.grants, row.get(4)) {
-                return Err(forged());
-            }
+            let grant = self.checked_grant(row, tenant, user_id)?;
             readable
                 .grants
                 .push((grant.patient.to_owned(), grant.opened_at, grant.expires_at));
